@@ -1,0 +1,32 @@
+// Runs every `*.test.ts` under src/, test/ and examples/ with node:test through tsx.
+// Node 20's `--test` does not expand globs or look for .ts files, so the list is built here.
+// Usage: npm test [-- <substring> ...]   (only files whose path contains a substring)
+import { spawnSync } from "node:child_process";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+
+const roots = ["src", "test", "examples"];
+const filters = process.argv.slice(2);
+const files = roots
+  .flatMap((root) => {
+    try {
+      return readdirSync(root, { recursive: true, encoding: "utf8" }).map((f) => join(root, f));
+    } catch {
+      return [];
+    }
+  })
+  .filter((f) => f.endsWith(".test.ts") && !f.includes("node_modules"))
+  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
+  .sort();
+
+if (files.length === 0) {
+  console.error(`no test files matched ${filters.join(", ") || "(all)"}`);
+  process.exit(1);
+}
+
+const result = spawnSync(
+  process.execPath,
+  ["--import", "tsx", "--test", "--test-reporter=spec", "--test-timeout=120000", ...files],
+  { stdio: "inherit" },
+);
+process.exit(result.status ?? 1);

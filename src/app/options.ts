@@ -1,0 +1,214 @@
+/**
+ * Deployment options: one zod schema shared by code (`deployment(fn, options)`,
+ * `.options()`), `Application.withOptions` and the YAML config. Options are written with
+ * human units and compiled once into a filled, millisecond form.
+ */
+import { z } from "zod";
+import { OptionsError } from "../errors.js";
+
+const DURATION_UNITS_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+const DURATION_PATTERN = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/;
+
+/** Milliseconds, or a string with a unit: `"250ms"`, `"30s"`, `"5m"`, `"1h"`. */
+export type Duration = number | `${number}${"ms" | "s" | "m" | "h"}`;
+
+const durationSchema = z.union([
+  z.number().nonnegative().finite(),
+  z.string().regex(DURATION_PATTERN, 'expected a duration such as 250, "250ms", "30s" or "5m"'),
+]);
+
+/** Converts a {@link Duration} to milliseconds. */
+export function toMilliseconds(duration: number | string): number {
+  if (typeof duration === "number") return duration;
+  const match = DURATION_PATTERN.exec(duration.trim());
+  if (!match) {
+    throw new OptionsError(
+      `"${duration}" is not a duration: use milliseconds or a number with ms, s, m or h`,
+    );
+  }
+  return Number(match[1]) * DURATION_UNITS_MS[match[2] as keyof typeof DURATION_UNITS_MS];
+}
+
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+
+const autoscalingSchema = z
+  .strictObject({
+    minReplicas: nonNegativeInt,
+    maxReplicas: positiveInt,
+    initialReplicas: nonNegativeInt,
+    targetOngoingRequests: z.number().positive(),
+    upscaleDelay: durationSchema,
+    downscaleDelay: durationSchema,
+    lookBackPeriod: durationSchema,
+    smoothingFactor: z.number().positive(),
+  })
+  .partial()
+  .refine(
+    (a) =>
+      a.minReplicas === undefined || a.maxReplicas === undefined || a.minReplicas <= a.maxReplicas,
+    {
+      message: "minReplicas must not be greater than maxReplicas",
+      path: ["minReplicas"],
+    },
+  );
+
+const resourcesSchema = z
+  .strictObject({
+    cpus: z.number().nonnegative(),
+    gpus: z.number().nonnegative(),
+    memory: z.number().nonnegative(),
+    custom: z.record(z.string(), z.number().nonnegative()),
+  })
+  .partial();
+
+/** Names operators use in YAML: letters, digits, `_`, `-` and `.`, not starting with `-` or `.`. */
+export const DEPLOYMENT_NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/;
+
+/** The schema of deployment options as written in code or YAML (every field optional). */
+export const deploymentOptionsSchema = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(
+        DEPLOYMENT_NAME_PATTERN,
+        "expected at most 100 letters, digits, '_', '-' or '.', not starting with '-' or '.'",
+      ),
+    numReplicas: positiveInt,
+    maxOngoingRequests: positiveInt,
+    maxQueuedRequests: nonNegativeInt,
+    autoscaling: autoscalingSchema,
+    userConfig: z.json(),
+    isolation: z.enum(["thread", "process"]),
+    resources: resourcesSchema,
+    healthCheckPeriod: durationSchema,
+    healthCheckTimeout: durationSchema,
+    gracefulShutdownTimeout: durationSchema,
+  })
+  .partial();
+
+/** Deployment options as a user writes them; every field is optional. */
+export type DeploymentOptions = {
+  name?: string;
+  numReplicas?: number;
+  maxOngoingRequests?: number;
+  maxQueuedRequests?: number;
+  autoscaling?: {
+    minReplicas?: number;
+    maxReplicas?: number;
+    initialReplicas?: number;
+    targetOngoingRequests?: number;
+    upscaleDelay?: Duration;
+    downscaleDelay?: Duration;
+    lookBackPeriod?: Duration;
+    smoothingFactor?: number;
+  };
+  userConfig?: JsonValue;
+  isolation?: "thread" | "process";
+  resources?: { cpus?: number; gpus?: number; memory?: number; custom?: Record<string, number> };
+  healthCheckPeriod?: Duration;
+  healthCheckTimeout?: Duration;
+  gracefulShutdownTimeout?: Duration;
+};
+
+/** A JSON value (what `userConfig` may hold). */
+export type JsonValue =
+  string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** Options with every default filled in and every duration in milliseconds. */
+export interface ResolvedDeploymentOptions {
+  readonly numReplicas: number;
+  readonly maxOngoingRequests: number;
+  readonly maxQueuedRequests: number;
+  /** Absent when autoscaling is off. */
+  readonly autoscaling?: ResolvedAutoscaling;
+  /** Absent when none is set. */
+  readonly userConfig?: JsonValue;
+  readonly isolation: "thread" | "process";
+  readonly resources: NonNullable<DeploymentOptions["resources"]>;
+  readonly healthCheckPeriodMs: number;
+  readonly healthCheckTimeoutMs: number;
+  readonly gracefulShutdownTimeoutMs: number;
+}
+
+export interface ResolvedAutoscaling {
+  readonly minReplicas: number;
+  readonly maxReplicas: number;
+  readonly initialReplicas: number;
+  readonly targetOngoingRequests: number;
+  readonly upscaleDelayMs: number;
+  readonly downscaleDelayMs: number;
+  readonly lookBackPeriodMs: number;
+  readonly smoothingFactor: number;
+}
+
+/** The defaults of DESIGN.md §4. */
+export const DEFAULT_OPTIONS = {
+  numReplicas: 1,
+  maxOngoingRequests: 5,
+  maxQueuedRequests: 100,
+  isolation: "thread",
+  resources: { cpus: 1 },
+  healthCheckPeriod: "10s",
+  healthCheckTimeout: "30s",
+  gracefulShutdownTimeout: "20s",
+} as const satisfies DeploymentOptions;
+
+const DEFAULT_AUTOSCALING = {
+  minReplicas: 1,
+  maxReplicas: 1,
+  targetOngoingRequests: 2,
+  upscaleDelay: "30s",
+  downscaleDelay: "10m",
+  lookBackPeriod: "30s",
+  smoothingFactor: 1,
+} as const;
+
+/**
+ * Checks options against the schema. `where` names what the options belong to (for the
+ * error message). Throws {@link OptionsError} listing every failing field.
+ */
+export function validateOptions(options: unknown, where: string): DeploymentOptions {
+  const result = deploymentOptionsSchema.safeParse(options);
+  if (result.success) return options as DeploymentOptions;
+  const lines = result.error.issues.map((issue) => {
+    const path = issue.path.map(String).join(".");
+    return `  - ${path || "(options)"}: ${issue.message}`;
+  });
+  throw new OptionsError(`Invalid options for ${where}:\n${lines.join("\n")}`);
+}
+
+/** Fills defaults and converts durations: done once, when an application is built. */
+export function resolveOptions(options: DeploymentOptions): ResolvedDeploymentOptions {
+  const d = DEFAULT_OPTIONS;
+  const a = options.autoscaling;
+  let autoscaling: ResolvedAutoscaling | undefined;
+  if (a) {
+    const minReplicas = a.minReplicas ?? DEFAULT_AUTOSCALING.minReplicas;
+    const maxReplicas = a.maxReplicas ?? Math.max(minReplicas, DEFAULT_AUTOSCALING.maxReplicas);
+    autoscaling = {
+      minReplicas,
+      maxReplicas,
+      initialReplicas: a.initialReplicas ?? minReplicas,
+      targetOngoingRequests: a.targetOngoingRequests ?? DEFAULT_AUTOSCALING.targetOngoingRequests,
+      upscaleDelayMs: toMilliseconds(a.upscaleDelay ?? DEFAULT_AUTOSCALING.upscaleDelay),
+      downscaleDelayMs: toMilliseconds(a.downscaleDelay ?? DEFAULT_AUTOSCALING.downscaleDelay),
+      lookBackPeriodMs: toMilliseconds(a.lookBackPeriod ?? DEFAULT_AUTOSCALING.lookBackPeriod),
+      smoothingFactor: a.smoothingFactor ?? DEFAULT_AUTOSCALING.smoothingFactor,
+    };
+  }
+  return {
+    numReplicas: options.numReplicas ?? d.numReplicas,
+    maxOngoingRequests: options.maxOngoingRequests ?? d.maxOngoingRequests,
+    maxQueuedRequests: options.maxQueuedRequests ?? d.maxQueuedRequests,
+    ...(autoscaling && { autoscaling }),
+    ...(options.userConfig !== undefined && { userConfig: options.userConfig }),
+    isolation: options.isolation ?? d.isolation,
+    resources: options.resources ?? d.resources,
+    healthCheckPeriodMs: toMilliseconds(options.healthCheckPeriod ?? d.healthCheckPeriod),
+    healthCheckTimeoutMs: toMilliseconds(options.healthCheckTimeout ?? d.healthCheckTimeout),
+    gracefulShutdownTimeoutMs: toMilliseconds(
+      options.gracefulShutdownTimeout ?? d.gracefulShutdownTimeout,
+    ),
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * Where user code created a node or a deployment, read from the stack: build errors name
+ * nodes by it, and the runtime finds the user's module by it.
+ */
+import { fileURLToPath } from "node:url";
+import { relative, sep } from "node:path";
+
+/** The directory of this package's sources: frames inside it are the library's, not the user's. */
+const LIBRARY_DIR = fileURLToPath(new URL("..", import.meta.url));
+
+export interface CallSite {
+  /** The module's file URL (`file:///…/app.ts`), or what the stack gave for non-file modules. */
+  readonly url: string;
+  readonly line: number;
+  readonly column: number;
+}
+
+/** `at fn (/path/x.ts:1:2)` or `at /path/x.ts:1:2`; `node:internal/…` frames do not match. */
+const FRAME = /(?:\(|at )((?:file:\/\/|\/|[A-Za-z]:\\)[^()]*?):(\d+):(\d+)\)?$/;
+
+/** The library's own modules; its unit tests (beside the code) count as user code. */
+function isLibraryFile(path: string): boolean {
+  return path.startsWith(LIBRARY_DIR) && !/\.test(?:-d)?\.[cm]?[jt]s$/.test(path);
+}
+
+/** The first stack frame outside this library, or `undefined` when there is none. */
+export function userCallSite(): CallSite | undefined {
+  const saved = Error.stackTraceLimit;
+  Error.stackTraceLimit = 50;
+  const stack = new Error().stack ?? "";
+  Error.stackTraceLimit = saved;
+  for (const line of stack.split("\n").slice(1)) {
+    const match = FRAME.exec(line.trim());
+    if (!match) continue;
+    const [, location = "", row = "0", column = "0"] = match;
+    const path = location.startsWith("file://") ? fileURLToPath(location) : location;
+    if (isLibraryFile(path) || path.includes(`${sep}node_modules${sep}`)) {
+      continue;
+    }
+    const url = location.startsWith("file://") ? location : `file://${path}`;
+    return { url, line: Number(row), column: Number(column) };
+  }
+  return undefined;
+}
+
+/** `examples/diamond/app.ts:12:15`, relative to the working directory when inside it. */
+export function formatCallSite(site: CallSite | undefined): string {
+  if (!site) return "an unknown location";
+  const path = site.url.startsWith("file://") ? fileURLToPath(site.url) : site.url;
+  const shown = path.startsWith(process.cwd() + sep) ? relative(process.cwd(), path) : path;
+  return `${shown}:${site.line}:${site.column}`;
+}

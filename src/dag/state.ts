@@ -1,0 +1,79 @@
+/**
+ * @internal The state behind every graph node. The objects users hold (some of them
+ * Proxies, for `input.key` and `classNode.method`) keep their state under {@link STATE};
+ * the compiler and executors work on states only.
+ */
+import type { ZodType } from "zod";
+import type { CallSite } from "./call-site.js";
+import type { DeploymentImpl } from "./deployment-impl.js";
+
+export const STATE: unique symbol = Symbol("tributary.node");
+
+interface StateBase {
+  /** Where user code created the node. */
+  readonly site: CallSite | undefined;
+}
+
+export interface InputState extends StateBase {
+  readonly kind: "input";
+  readonly schema: ZodType | undefined;
+}
+
+export interface AttributeState extends StateBase {
+  readonly kind: "attribute";
+  readonly parent: NodeState;
+  readonly key: string;
+}
+
+/** A call of a function deployment (`instance` undefined) or of a class node's method. */
+export interface CallState extends StateBase {
+  readonly kind: "call";
+  readonly deployment: DeploymentImpl;
+  readonly instance: ClassState | undefined;
+  readonly method: string | undefined;
+  readonly args: readonly unknown[];
+}
+
+export interface ClassState extends StateBase {
+  readonly kind: "class";
+  readonly deployment: DeploymentImpl;
+  readonly args: readonly unknown[];
+}
+
+export interface MultiState extends StateBase {
+  readonly kind: "multi";
+  /** Property names for the object form; `undefined` for the array form. */
+  readonly keys: readonly string[] | undefined;
+  readonly args: readonly unknown[];
+}
+
+export type NodeState = InputState | AttributeState | CallState | ClassState | MultiState;
+
+/** Anything carrying a node state: the objects users hold. */
+export interface HasState {
+  readonly [STATE]: NodeState;
+}
+
+/** The state of a node object, or `undefined` for a plain value. */
+export function stateOf(value: unknown): NodeState | undefined {
+  if ((typeof value !== "object" && typeof value !== "function") || value === null)
+    return undefined;
+  return (value as Partial<HasState>)[STATE];
+}
+
+/** The nodes a node depends on, in argument order (the instance first for a method call). */
+export function childrenOf(state: NodeState): NodeState[] {
+  switch (state.kind) {
+    case "input":
+      return [];
+    case "attribute":
+      return [state.parent];
+    case "call": {
+      const children = state.args.map(stateOf).filter((s): s is NodeState => s !== undefined);
+      return state.instance ? [state.instance, ...children] : children;
+    }
+    case "class":
+    case "multi":
+      return state.args.map(stateOf).filter((s): s is NodeState => s !== undefined);
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * Tributary: serve machine-learning pipelines written in TypeScript.
+ *
+ * @example
+ * import { z } from "zod";
+ * import { deployment, InputNode } from "tributary";
+ *
+ * const double = deployment(async function double(x: number) { return 2 * x; });
+ * const input = new InputNode(z.object({ x: z.number() }));
+ * const out = double.bind(input.x);
+ * await out.execute({ x: 21 }); // 42
+ */
+export { deployment, InputNode, MultiOutputNode } from "./dag/deployment.js";
+export type { InputNodeConstructor, MultiOutputNodeConstructor } from "./dag/deployment.js";
+export { describeGraph, toMermaid } from "./dag/inspect.js";
+export type {
+  DeploymentDescription,
+  EdgeDescription,
+  GraphDescription,
+  NodeDescription,
+  NodeKind,
+} from "./dag/inspect.js";
+export type {
+  AttributeNode,
+  BindArg,
+  BindArgs,
+  CallNode,
+  ClassDeployment,
+  ClassNode,
+  ConstructorArg,
+  Deployment,
+  DeploymentHandle,
+  FunctionDeployment,
+  GraphNode,
+  MethodBinder,
+  Producer,
+} from "./dag/types.js";
+export {
+  DEFAULT_OPTIONS,
+  deploymentOptionsSchema,
+  resolveOptions,
+  toMilliseconds,
+} from "./app/options.js";
+export type {
+  DeploymentOptions,
+  Duration,
+  JsonValue,
+  ResolvedAutoscaling,
+  ResolvedDeploymentOptions,
+} from "./app/options.js";
+export {
+  ERROR_CODES,
+  GraphBuildError,
+  GraphExecutionError,
+  OptionsError,
+  TributaryError,
+  ValidationError,
+  grpcStatusOf,
+  httpStatusOf,
+} from "./errors.js";
+export type { ErrorCode, ValidationIssue } from "./errors.js";

@@ -6,9 +6,14 @@
 
 /** gRPC status codes used by the table (numbers from the gRPC specification). */
 const GrpcStatus = {
+  CANCELLED: 1,
   INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
   INTERNAL: 13,
+  UNAVAILABLE: 14,
 } as const;
 
 /** Stable error codes, with the HTTP and gRPC status each one maps to. */
@@ -17,6 +22,13 @@ export const ERROR_CODES = {
   INVALID_OPTIONS: { httpStatus: 500, grpcStatus: GrpcStatus.FAILED_PRECONDITION },
   VALIDATION_FAILED: { httpStatus: 422, grpcStatus: GrpcStatus.INVALID_ARGUMENT },
   EXECUTION_FAILED: { httpStatus: 500, grpcStatus: GrpcStatus.INTERNAL },
+  BACK_PRESSURE: { httpStatus: 503, grpcStatus: GrpcStatus.RESOURCE_EXHAUSTED },
+  REPLICA_DIED: { httpStatus: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
+  DEPLOY_FAILED: { httpStatus: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
+  SERVER_CLOSED: { httpStatus: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
+  TIMEOUT: { httpStatus: 504, grpcStatus: GrpcStatus.DEADLINE_EXCEEDED },
+  CANCELLED: { httpStatus: 499, grpcStatus: GrpcStatus.CANCELLED },
+  NOT_FOUND: { httpStatus: 404, grpcStatus: GrpcStatus.NOT_FOUND },
 } as const satisfies Record<string, { httpStatus: number; grpcStatus: number }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -80,7 +92,7 @@ export class ValidationError extends TributaryError {
 export class GraphExecutionError extends TributaryError {
   /** The deployment whose code failed. */
   readonly deployment: string;
-  /** The method that failed: a method name, `"constructor"`, `"reconfigure"`, or the function's name. */
+  /** Where it failed: `"forward()"` (a method or function, with parentheses) or `"constructor"`. */
   readonly method: string;
 
   constructor(deployment: string, method: string, cause: unknown) {
@@ -90,5 +102,74 @@ export class GraphExecutionError extends TributaryError {
     });
     this.deployment = deployment;
     this.method = method;
+  }
+}
+
+/** A deployment's queue is full: retry later (HTTP 503 with `Retry-After`). */
+export class BackPressureError extends TributaryError {
+  readonly deployment: string;
+
+  constructor(deployment: string, ongoing: number, queued: number) {
+    super(
+      "BACK_PRESSURE",
+      `Deployment "${deployment}" is overloaded: ${ongoing} requests running and ${queued} queued ` +
+        `(maxOngoingRequests × replicas and maxQueuedRequests reached). Retry later, or raise ` +
+        `numReplicas or maxQueuedRequests.`,
+    );
+    this.deployment = deployment;
+  }
+}
+
+/** The replica running a request exited or was replaced before answering. */
+export class ReplicaDiedError extends TributaryError {
+  readonly deployment: string;
+  readonly replica: string;
+
+  constructor(deployment: string, replica: string, reason: string) {
+    super(
+      "REPLICA_DIED",
+      `Replica ${replica} of deployment "${deployment}" died while handling the request (${reason}). ` +
+        `It is being replaced; the request was not retried because it may have had effects.`,
+    );
+    this.deployment = deployment;
+    this.replica = replica;
+  }
+}
+
+/** A deployment could not start: its module failed to import or its constructor threw. */
+export class DeployFailedError extends TributaryError {
+  readonly deployment: string;
+
+  constructor(deployment: string, message: string, options?: { cause?: unknown }) {
+    super("DEPLOY_FAILED", `Deployment "${deployment}" failed to deploy: ${message}`, options);
+    this.deployment = deployment;
+  }
+}
+
+/** The server is shutting down or closed and takes no new requests. */
+export class ServerClosedError extends TributaryError {
+  constructor(what: string) {
+    super("SERVER_CLOSED", `${what}: the server is shutting down and takes no new requests.`);
+  }
+}
+
+/** A request ran past its timeout; its slot is freed and the replica is told to stop. */
+export class TimeoutError extends TributaryError {
+  constructor(what: string, timeoutMs: number) {
+    super("TIMEOUT", `${what} timed out after ${timeoutMs} ms.`);
+  }
+}
+
+/** The caller aborted the request. */
+export class CancelledError extends TributaryError {
+  constructor(what: string, options?: { cause?: unknown }) {
+    super("CANCELLED", `${what} was cancelled by the caller.`, options);
+  }
+}
+
+/** Something asked for by name does not exist (a deployment, a method). */
+export class NotFoundError extends TributaryError {
+  constructor(message: string) {
+    super("NOT_FOUND", message);
   }
 }

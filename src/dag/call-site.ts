@@ -13,6 +13,13 @@ export interface CallSite {
   readonly url: string;
   readonly line: number;
   readonly column: number;
+  /**
+   * Whether the call ran in the module's top-level code rather than inside a function:
+   * the frame has no function name and the one below it (if any) is Node's module loader.
+   */
+  readonly topLevel: boolean;
+  /** The function the call ran in, when it was not top-level code. */
+  readonly functionName: string | undefined;
 }
 
 /** `at fn (/path/x.ts:1:2)` or `at /path/x.ts:1:2`; `node:internal/…` frames do not match. */
@@ -29,8 +36,12 @@ export function userCallSite(): CallSite | undefined {
   Error.stackTraceLimit = 50;
   const stack = new Error().stack ?? "";
   Error.stackTraceLimit = saved;
-  for (const line of stack.split("\n").slice(1)) {
-    const match = FRAME.exec(line.trim());
+  const lines = stack
+    .split("\n")
+    .slice(1)
+    .map((l) => l.trim());
+  for (const [i, line] of lines.entries()) {
+    const match = FRAME.exec(line);
     if (!match) continue;
     const [, location = "", row = "0", column = "0"] = match;
     const path = location.startsWith("file://") ? fileURLToPath(location) : location;
@@ -38,7 +49,19 @@ export function userCallSite(): CallSite | undefined {
       continue;
     }
     const url = location.startsWith("file://") ? location : `file://${path}`;
-    return { url, line: Number(row), column: Number(column) };
+    const fn = /^at (?:async )?(.+?) \(/.exec(line)?.[1];
+    const next = lines[i + 1];
+    const anonymous = fn === undefined || fn === "<anonymous>";
+    const topLevel =
+      anonymous &&
+      (next === undefined || !FRAME.test(next) || /ModuleJob|Module\._compile/.test(next));
+    return {
+      url,
+      line: Number(row),
+      column: Number(column),
+      topLevel,
+      functionName: topLevel ? undefined : (fn ?? "<anonymous>"),
+    };
   }
   return undefined;
 }

@@ -149,8 +149,14 @@ function checkBoundValues(node: NodeState): void {
   });
 }
 
-/** Checks the graph ending at `root` and compiles it into an execution plan. */
-export function compileGraph(root: NodeState): CompiledGraph {
+/**
+ * Checks the graph ending at `root` and compiles it into an execution plan. `names` gives
+ * explicit names to the deployments of some nodes (as `build(node, { names })` does).
+ */
+export function compileGraph(
+  root: NodeState,
+  names?: ReadonlyMap<NodeState, string>,
+): CompiledGraph {
   if (root.kind === "class") {
     throw new GraphBuildError(
       `${describeNode(root)} is a class node, which cannot be executed or built by itself: ` +
@@ -177,6 +183,7 @@ export function compileGraph(root: NodeState): CompiledGraph {
       (n): n is ClassState | CallState =>
         n.kind === "class" || (n.kind === "call" && n.instance === undefined),
     ),
+    names,
   );
   const deploymentName = (node: ClassState | CallState): string =>
     nameOf.get(node.kind === "call" && node.instance ? node.instance : node)!;

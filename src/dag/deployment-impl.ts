@@ -8,6 +8,14 @@ import { createCallNode, createClassNode } from "./node.js";
 
 export type DeploymentKind = "function" | "class";
 
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const item of Object.values(value)) deepFreeze(item);
+  }
+  return value;
+}
+
 /** Whether a function value is a class (class syntax; a class cannot be called). */
 function isClass(target: unknown): boolean {
   return (
@@ -35,7 +43,8 @@ export class DeploymentImpl {
     this.target = target;
     this.site = site;
     this.sourceName = target.name.replace(/[^A-Za-z0-9_.-]/g, "_").replace(/^[.-]/, "_");
-    this.config = Object.freeze({ ...config });
+    // A private deep copy: later changes to the caller's objects cannot reach it.
+    this.config = deepFreeze(structuredClone(config));
     if (this.config.name === undefined && this.sourceName === "") {
       throw new OptionsError(
         `The ${this.kind} passed to deployment() at ${formatCallSite(site)} has no name: ` +

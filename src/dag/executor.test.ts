@@ -277,4 +277,85 @@ describe("local execution", () => {
     for await (const item of stream) items.push(item);
     assert.deepEqual(items, ["a", "b", "c"]);
   });
+
+  test("execute - dispose waits for running executions, and instances made meanwhile are closed too", async () => {
+    const events: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    class Slow {
+      constructor() {
+        events.push("new");
+      }
+      async first(): Promise<number> {
+        await gate;
+        return 1;
+      }
+      second(x: number): number {
+        return x + 1;
+      }
+      close(): void {
+        events.push("close");
+      }
+    }
+    const slow = deployment(Slow).bind();
+    const out = slow.second.bind(slow.first.bind());
+    const running = out.execute();
+    await new Promise((resolve) => setImmediate(resolve));
+    const disposing = out.dispose();
+    release();
+    assert.equal(await running, 2, "the running execution finishes on live instances");
+    await disposing;
+    assert.deepEqual(events, ["new", "close"]);
+    // An execution that starts while a dispose is pending is closed by the next dispose.
+    const late = out.execute();
+    await out.dispose();
+    await late;
+    await out.dispose();
+    assert.deepEqual(events, ["new", "close", "new", "close"]);
+  });
+
+  test("execute - an error inside a stream names the deployment", async () => {
+    const numbers = deployment(async function* numbers(): AsyncGenerator<number> {
+      yield 1;
+      throw new Error("mid-stream");
+    });
+    const items: number[] = [];
+    const error = await (async () => {
+      for await (const item of await numbers.bind().execute()) items.push(item);
+    })().catch((e: unknown) => e);
+    assert.deepEqual(items, [1]);
+    assert.ok(error instanceof GraphExecutionError);
+    assert.equal(error.deployment, "numbers");
+    assert.equal((error.cause as Error).message, "mid-stream");
+  });
+
+  test("execute - a class node passed to a call arrives as a handle; handles survive JSON.stringify", async () => {
+    class Store {
+      get(key: string): string {
+        return key.toUpperCase();
+      }
+    }
+    const lookup = deployment(async function lookup(
+      store: DeploymentHandle<Store>,
+      key: string,
+    ): Promise<string> {
+      return `${JSON.stringify({ store })}:${await store.get(key)}`;
+    });
+    const input = new InputNode<string>();
+    assert.equal(await lookup.bind(deployment(Store).bind(), input).execute("k"), '{"store":{}}:K');
+  });
+
+  test("execute - a close() that throws is reported by dispose, naming the deployment", async () => {
+    class Leaky {
+      ok(): boolean {
+        return true;
+      }
+      close(): void {
+        throw new Error("file handle busy");
+      }
+    }
+    const out = deployment(Leaky).bind().ok.bind();
+    assert.equal(await out.execute(), true);
+    await assert.rejects(out.dispose(), /Deployment "Leaky" failed in close\(\): file handle busy/);
+  });
 });

@@ -5,13 +5,14 @@
  */
 import { GraphExecutionError, ValidationError, type ValidationIssue } from "../errors.js";
 import { compileGraph, type CompiledGraph } from "./compile.js";
+import { handleProxy } from "../runtime/handle.js";
 import { runPlan, type CallStep } from "./run-plan.js";
 import type { NodeState } from "./state.js";
 
 type Callable = (...args: unknown[]) => unknown;
 type Instance = Record<string, unknown>;
 
-function isAsyncIterable(value: unknown): boolean {
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
   return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
 }
 
@@ -35,53 +36,58 @@ export async function validateInput(graph: CompiledGraph, input: unknown): Promi
   throw new ValidationError(issues);
 }
 
-/** Calls `method` of a live instance, wrapping a failure so it names the deployment. */
-function invoke(name: string, target: Instance, method: string, args: unknown[]): unknown {
-  const fn = target[method];
+/** Wraps errors of a stream's items so they name the deployment too. */
+async function* wrapStream(
+  name: string,
+  label: string,
+  stream: AsyncIterable<unknown>,
+): AsyncGenerator<unknown> {
+  try {
+    yield* stream;
+  } catch (error) {
+    throw new GraphExecutionError(name, label, error);
+  }
+}
+
+/**
+ * Calls user code, turning a throw, a rejection or a failing stream into a
+ * GraphExecutionError that names the deployment and method.
+ */
+function invoke(name: string, label: string, fn: unknown, self: unknown, args: unknown[]): unknown {
   if (typeof fn !== "function") {
     return Promise.reject(
       new GraphExecutionError(
         name,
-        `${method}()`,
-        new TypeError(`deployment "${name}" has no method "${method}"`),
+        label,
+        new TypeError(`deployment "${name}" has no method ${label}`),
       ),
     );
   }
-  const wrap = (error: unknown): never => {
-    throw new GraphExecutionError(name, `${method}()`, error);
-  };
   let result: unknown;
   try {
-    result = (fn as Callable).apply(target, args);
+    result = (fn as Callable).apply(self, args);
   } catch (error) {
-    return Promise.reject(new GraphExecutionError(name, `${method}()`, error));
+    return Promise.reject(new GraphExecutionError(name, label, error));
   }
-  if (isAsyncIterable(result)) return result;
-  return Promise.resolve(result).catch(wrap);
+  if (isAsyncIterable(result)) return wrapStream(name, label, result);
+  return Promise.resolve(result).catch((error: unknown) => {
+    throw new GraphExecutionError(name, label, error);
+  });
 }
 
 /** A local `DeploymentHandle`: each method calls the instance directly. */
 function localHandle(name: string, instance: Instance): unknown {
-  const methods = new Map<string, Callable>();
-  return new Proxy(
-    {},
-    {
-      get(_target, key) {
-        if (typeof key !== "string" || key === "then") return undefined;
-        let method = methods.get(key);
-        if (!method) {
-          method = (...args: unknown[]) => invoke(name, instance, key, args);
-          methods.set(key, method);
-        }
-        return method;
-      },
-    },
+  return handleProxy(name, (method, args) =>
+    Promise.resolve(invoke(name, `${method}()`, instance[method], instance, args)),
   );
 }
 
 interface Live {
   readonly instances: Map<string, Instance>;
   readonly handles: Map<string, unknown>;
+  /** Executions using these instances; `dispose()` waits for them. */
+  running: number;
+  drained: (() => void) | undefined;
 }
 
 export class LocalExecutor {
@@ -105,26 +111,24 @@ export class LocalExecutor {
   async execute(input: unknown): Promise<unknown> {
     const value = await validateInput(this.#graph, input);
     const live = await (this.#live ?? this.#startOnce());
-    return runPlan(this.#graph, value, {
-      call: (step: CallStep, args) => this.#call(live, step, args),
-      handle: (deployment) => live.handles.get(deployment),
-    });
+    live.running++;
+    try {
+      return await runPlan(this.#graph, value, {
+        call: (step: CallStep, args) => this.#call(live, step, args),
+        handle: (deployment) => live.handles.get(deployment),
+      });
+    } finally {
+      if (--live.running === 0) live.drained?.();
+    }
   }
 
   #call(live: Live, step: CallStep, args: unknown[]): unknown {
     if (step.method === undefined) {
       const { fn, label } = this.#functions.get(step.deployment)!;
-      try {
-        const result = fn(...args);
-        if (isAsyncIterable(result)) return result;
-        return Promise.resolve(result).catch((error: unknown) => {
-          throw new GraphExecutionError(step.deployment, label, error);
-        });
-      } catch (error) {
-        throw new GraphExecutionError(step.deployment, label, error);
-      }
+      return invoke(step.deployment, label, fn, undefined, args);
     }
-    return invoke(step.deployment, live.instances.get(step.deployment)!, step.method, args);
+    const instance = live.instances.get(step.deployment)!;
+    return invoke(step.deployment, `${step.method}()`, instance[step.method], instance, args);
   }
 
   /** Starts the instances; a failed start is forgotten so the next execution tries again. */
@@ -139,7 +143,7 @@ export class LocalExecutor {
 
   /** Creates every class instance in dependency order, then runs `reconfigure(userConfig)`. */
   async #start(): Promise<Live> {
-    const live: Live = { instances: new Map(), handles: new Map() };
+    const live: Live = { instances: new Map(), handles: new Map(), running: 0, drained: undefined };
     try {
       for (const spec of this.#graph.deployments) {
         if (spec.deployment.kind !== "class") continue;
@@ -171,12 +175,17 @@ export class LocalExecutor {
     return live;
   }
 
-  /** Calls `close()` on every instance, in reverse order of creation. Safe to call twice. */
+  /**
+   * Lets running executions finish, then calls `close()` on every instance in reverse order
+   * of creation. The next execution creates new instances. Safe to call twice.
+   */
   async dispose(): Promise<void> {
-    const live = this.#live;
+    const starting = this.#live;
     this.#live = undefined;
+    const live = await starting?.catch(() => undefined);
     if (!live) return;
-    await closeAll(await live.catch(() => undefined));
+    if (live.running > 0) await new Promise<void>((resolve) => (live.drained = resolve));
+    await closeAll(live);
   }
 }
 
@@ -197,7 +206,7 @@ async function closeAll(live: Live | undefined): Promise<void> {
 
 const executors = new WeakMap<NodeState, LocalExecutor>();
 
-/** The executor of the graph ending at `root`, compiled on first use. */
+/** The executor of the graph ending at `root`, compiled on first use and kept with the node. */
 export function executorFor(root: NodeState): LocalExecutor {
   let executor = executors.get(root);
   if (!executor) {
@@ -208,7 +217,5 @@ export function executorFor(root: NodeState): LocalExecutor {
 }
 
 export async function disposeExecutor(root: NodeState): Promise<void> {
-  const executor = executors.get(root);
-  executors.delete(root);
-  await executor?.dispose();
+  await executors.get(root)?.dispose();
 }

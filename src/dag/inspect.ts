@@ -3,7 +3,7 @@
  */
 import { z } from "zod";
 import { resolveOptions, type ResolvedDeploymentOptions } from "../app/options.js";
-import { TributaryError } from "../errors.js";
+import { GraphBuildError } from "../errors.js";
 import { formatCallSite } from "./call-site.js";
 import { compileGraph, type CompiledGraph } from "./compile.js";
 import { shortLabel } from "./label.js";
@@ -58,11 +58,7 @@ export interface GraphDescription {
 
 function rootState(node: unknown, caller: string): NodeState {
   const state = stateOf(node);
-  if (!state)
-    throw new TributaryError(
-      "INVALID_GRAPH",
-      `${caller}() expects a graph node, got ${typeof node}.`,
-    );
+  if (!state) throw new GraphBuildError(`${caller}() expects a graph node, got ${typeof node}.`);
   return state;
 }
 
@@ -116,7 +112,7 @@ function describeCompiled(graph: CompiledGraph): GraphDescription {
     edges,
     deployments,
     output: id(graph.nodes[graph.nodes.length - 1]!),
-    ...(schema && { inputSchema: z.toJSONSchema(schema, { unrepresentable: "any" }) }),
+    ...(schema && { inputSchema: z.toJSONSchema(schema, { unrepresentable: "any", io: "input" }) }),
   };
 }
 

@@ -6,7 +6,7 @@
  * throw when reached through a Proxy).
  */
 import { inspect } from "node:util";
-import { TributaryError } from "../errors.js";
+import { GraphBuildError } from "../errors.js";
 import { userCallSite } from "./call-site.js";
 import type { DeploymentImpl } from "./deployment-impl.js";
 import { disposeExecutor, executorFor } from "./executor.js";
@@ -72,8 +72,7 @@ function isSchema(value: unknown): boolean {
 export class InputNodeImpl extends NodeImpl {
   constructor(schema?: unknown) {
     if (schema !== undefined && !isSchema(schema)) {
-      throw new TributaryError(
-        "INVALID_GRAPH",
+      throw new GraphBuildError(
         "new InputNode(schema) expects a zod schema (for example z.object({ … })); pass nothing for an unchecked input.",
       );
     }
@@ -92,8 +91,7 @@ export class MultiOutputNodeImpl extends NodeImpl {
       !isArray &&
       [Object.prototype, null].includes(Object.getPrototypeOf(items) as object | null);
     if (!isArray && !isRecord) {
-      throw new TributaryError(
-        "INVALID_GRAPH",
+      throw new GraphBuildError(
         "new MultiOutputNode() expects an array of nodes ([a, b]) or an object of nodes ({ a, b }).",
       );
     }

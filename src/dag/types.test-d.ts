@@ -133,7 +133,31 @@ const sumDeployment = deployment(function sum(parts: [number[], number[]]): numb
 });
 sumDeployment.bind(new MultiOutputNode([m1.forward.bind(x), m2.forward.bind(x)]));
 
+// a parameter typed `unknown` takes anything, nodes included
+const log = deployment(function log(value: unknown): string {
+  return String(value);
+});
+log.bind(input.id);
+log.bind(42);
+
 // ---- each of these is a compile error ----
+
+// a node where the parameter is a plain object type: the node's output must fit, not the node
+const keys = deployment(function keys(o: object): string[] {
+  return Object.keys(o);
+});
+keys.bind({ a: 1 });
+keys.bind(input);
+// @ts-expect-error input.size yields a number, not an object
+keys.bind(input.size);
+class Configured {
+  constructor(readonly cfg: object) {}
+  get(): object {
+    return this.cfg;
+  }
+}
+// @ts-expect-error an InputNode cannot pass as a constructor's plain object
+deployment(Configured).bind(input);
 
 // a bound value of the wrong type
 // @ts-expect-error 42 is not a Uint8Array

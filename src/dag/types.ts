@@ -75,8 +75,16 @@ export type DeploymentHandle<C> = {
   readonly [handleKey]: C;
 };
 
+/** A value that is not a node (so a node cannot pass as a plain `object` value). */
+export interface NotANode {
+  /** @internal phantom */
+  readonly [outputKey]?: never;
+}
+/** A plain value for a parameter of type `P` (object types exclude nodes). */
+export type ValueArg<P> = P extends object ? P & NotANode : P;
+
 /** One argument of a call: a value of the parameter's type, or a node producing one. */
-export type BindArg<P> = P | Producer<P, unknown>;
+export type BindArg<P> = unknown extends P ? P : ValueArg<P> | Producer<P, unknown>;
 
 /** The arguments of `.bind()` for a function or method with parameters `P`. */
 export type BindArgs<P extends readonly unknown[]> = { [K in keyof P]: BindArg<P[K]> };
@@ -92,7 +100,9 @@ export interface ClassNodeBrand {
  * `DeploymentHandle` of that class. Constructors run once per replica, so a node that
  * depends on a request (an `InputNode`, a call result) cannot be bound here.
  */
-export type ConstructorArg<P> = P | (ClassNodeBrand & Producer<P, never>);
+export type ConstructorArg<P> = unknown extends P
+  ? P
+  : ValueArg<P> | (ClassNodeBrand & Producer<P, never>);
 
 export type ConstructorArgs<P extends readonly unknown[]> = {
   [K in keyof P]: ConstructorArg<P[K]>;
@@ -121,7 +131,7 @@ export interface MethodBinder<M> {
  * expected.
  */
 export type ClassNode<C> = Producer<DeploymentHandle<C>, never> &
-  ClassNodeBrand & { readonly [K in MethodName<C>]: MethodBinder<C[K]> };
+  ClassNodeBrand & { readonly [K in Exclude<MethodName<C>, "then">]: MethodBinder<C[K]> };
 
 /** Properties of the node API that attribute access cannot reach. */
 export type ReservedAttribute = "execute" | "dispose" | "then";

@@ -4,6 +4,8 @@
  * lists the same codes and a test keeps the two in sync.
  */
 
+import type { ApplicationStatusInfo } from "./runtime/status.js";
+
 /** gRPC status codes used by the table (numbers from the gRPC specification). */
 const GrpcStatus = {
   CANCELLED: 1,
@@ -139,6 +141,8 @@ export class ReplicaDiedError extends TributaryError {
 /** A deployment could not start: its module failed to import or its constructor threw. */
 export class DeployFailedError extends TributaryError {
   readonly deployment: string;
+  /** From `run()`: the application's status when it gave up (each deployment's message). */
+  status?: ApplicationStatusInfo;
 
   constructor(deployment: string, message: string, options?: { cause?: unknown }) {
     super("DEPLOY_FAILED", `Deployment "${deployment}" failed to deploy: ${message}`, options);

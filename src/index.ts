@@ -13,6 +13,26 @@
 export { deployment, InputNode, MultiOutputNode } from "./dag/deployment.js";
 export type { InputNodeConstructor, MultiOutputNodeConstructor } from "./dag/deployment.js";
 export { describeGraph, toMermaid } from "./dag/inspect.js";
+export { Application, build, INGRESS } from "./app/application.js";
+export type { ApplicationConfig, BuildOptions } from "./app/application.js";
+export { run, Server } from "./runtime/server.js";
+export type {
+  GraphHandle,
+  GraphInput,
+  RequestOptions,
+  RunOptions,
+  ServerStatus,
+} from "./runtime/server.js";
+export { requestContext } from "./runtime/context.js";
+export type { RequestContext } from "./runtime/context.js";
+export type {
+  ApplicationStatus,
+  ApplicationStatusInfo,
+  DeploymentStatus,
+  DeploymentStatusInfo,
+  ReplicaStatusInfo,
+} from "./runtime/status.js";
+export type { ReplicaState } from "./runtime/replica-client.js";
 export type {
   DeploymentDescription,
   EdgeDescription,
@@ -50,6 +70,13 @@ export type {
 } from "./app/options.js";
 export {
   ERROR_CODES,
+  BackPressureError,
+  CancelledError,
+  DeployFailedError,
+  NotFoundError,
+  ReplicaDiedError,
+  ServerClosedError,
+  TimeoutError,
   GraphBuildError,
   GraphExecutionError,
   OptionsError,

@@ -1,0 +1,192 @@
+/**
+ * `build()` and the immutable `Application` it returns: the compiled graph, one resolved
+ * option set per deployment (plus the generated `ingress`), and the module that built it.
+ */
+import { fileURLToPath } from "node:url";
+import { relative } from "node:path";
+import { compileGraph, type CompiledGraph, type DeploymentSpec } from "../dag/compile.js";
+import { formatCallSite, userCallSite, type CallSite } from "../dag/call-site.js";
+import { stateOf, type NodeState } from "../dag/state.js";
+import type { GraphNode } from "../dag/types.js";
+import { GraphBuildError, OptionsError } from "../errors.js";
+import {
+  DEPLOYMENT_NAME_PATTERN,
+  resolveOptions,
+  validateOptions,
+  type DeploymentOptions,
+  type ResolvedDeploymentOptions,
+} from "./options.js";
+import { registerApplication } from "./registry.js";
+
+/** The generated deployment that receives requests and runs the graph. */
+export const INGRESS = "ingress";
+
+/**
+ * Defaults of the ingress. It runs in the serving process and walks the graph, so it is
+ * bounded by how many graph executions may be in flight, not by a model's capacity.
+ */
+export const INGRESS_DEFAULTS = { maxOngoingRequests: 1000, maxQueuedRequests: 1000 } as const;
+
+export interface BuildOptions {
+  /** The application's name (default `"default"`). */
+  readonly name?: string;
+  /** Where HTTP requests are routed (default `/` for `default`, else `/{name}`). */
+  readonly routePrefix?: string;
+  /** Names deployments after variables: `names: { m1, m2 }`. */
+  readonly names?: Readonly<Record<string, unknown>>;
+}
+
+/** What `toConfig()` returns and `tributary build` writes as YAML. */
+export interface ApplicationConfig {
+  readonly name: string;
+  readonly routePrefix: string;
+  readonly importPath: string;
+  readonly deployments: readonly ({ readonly name: string } & DeploymentOptions)[];
+}
+
+declare const ioKey: unique symbol;
+
+/** A built graph: immutable; `withOptions` returns a new one. */
+export class Application<In = unknown, Out = unknown> {
+  /** @internal phantom: the graph's input and output types. */
+  declare readonly [ioKey]?: { readonly input: In; readonly output: Out };
+  readonly name: string;
+  readonly routePrefix: string;
+  /** Every deployment, `ingress` included, with its options resolved. */
+  readonly deployments: Readonly<Record<string, ResolvedDeploymentOptions>>;
+  /** @internal The file URL of the module that called `build()`. */
+  readonly moduleUrl: string;
+  /** @internal */
+  readonly graph: CompiledGraph;
+  /** @internal Where `build()` was called. */
+  readonly site: CallSite | undefined;
+  /** @internal The options as written (code, then overrides), by deployment. */
+  readonly written: Readonly<Record<string, DeploymentOptions>>;
+
+  /** @internal Use {@link build}. */
+  constructor(
+    fields: Pick<Application, "name" | "routePrefix" | "moduleUrl" | "graph" | "site" | "written">,
+  ) {
+    this.name = fields.name;
+    this.routePrefix = fields.routePrefix;
+    this.moduleUrl = fields.moduleUrl;
+    this.graph = fields.graph;
+    this.site = fields.site;
+    this.written = Object.freeze({ ...fields.written });
+    this.deployments = Object.freeze(
+      Object.fromEntries(
+        Object.entries(this.written).map(([name, options]) => [
+          name,
+          Object.freeze(resolveOptions(options)),
+        ]),
+      ),
+    );
+    Object.freeze(this);
+  }
+
+  /** The compiled deployment named `name` (`undefined` for `ingress`). @internal */
+  spec(name: string): DeploymentSpec | undefined {
+    return this.graph.deployments.find((d) => d.name === name);
+  }
+
+  /**
+   * A new Application with some deployments' options changed. Each given field replaces the
+   * current one (an object-valued field is replaced whole).
+   *
+   * @example
+   * const scaled = app.withOptions({ m1: { numReplicas: 4 } });
+   */
+  withOptions(overrides: Readonly<Record<string, DeploymentOptions>>): Application<In, Out> {
+    const written: Record<string, DeploymentOptions> = { ...this.written };
+    for (const [name, options] of Object.entries(overrides)) {
+      if (!(name in written)) {
+        throw new OptionsError(
+          `Application "${this.name}" has no deployment "${name}"; its deployments are ${Object.keys(
+            written,
+          )
+            .map((n) => `"${n}"`)
+            .join(", ")}.`,
+        );
+      }
+      validateOptions(options, `deployment "${name}"`);
+      if (options.name !== undefined && options.name !== name) {
+        throw new OptionsError(
+          `Deployment "${name}" cannot be renamed by options; rename it in code.`,
+        );
+      }
+      written[name] = { ...written[name], ...options };
+    }
+    return new Application<In, Out>({ ...this, written });
+  }
+
+  /** The plain object `tributary build` writes as YAML: every deployment and its options. */
+  toConfig(): ApplicationConfig {
+    const path = this.moduleUrl.startsWith("file:")
+      ? fileURLToPath(this.moduleUrl)
+      : this.moduleUrl;
+    const importPath = relative(process.cwd(), path);
+    return {
+      name: this.name,
+      routePrefix: this.routePrefix,
+      importPath: importPath.startsWith(".") ? importPath : `./${importPath}`,
+      deployments: Object.entries(this.written).map(([name, options]) => {
+        const { name: _ignored, ...rest } = options;
+        return { name, ...rest };
+      }),
+    };
+  }
+}
+
+/**
+ * Builds a graph into an application: compiles it once into an execution plan, names its
+ * deployments and adds the generated `ingress`. Call it at module top level: replicas
+ * re-import the module and find the graph by the application's name.
+ *
+ * @example
+ * export const app = build(out, { name: "classify", routePrefix: "/classify", names: { m1, m2 } });
+ */
+export function build<Out, In>(
+  node: GraphNode<Out, In>,
+  options: BuildOptions = {},
+): Application<In, Out> {
+  const site = userCallSite();
+  const root = stateOf(node);
+  if (!root) throw new GraphBuildError(`build() at ${formatCallSite(site)} expects a graph node.`);
+  const name = options.name ?? "default";
+  if (!DEPLOYMENT_NAME_PATTERN.test(name)) {
+    throw new OptionsError(
+      `Application name "${name}" is invalid: use letters, digits, '_', '-' or '.'.`,
+    );
+  }
+  const routePrefix = options.routePrefix ?? (name === "default" ? "/" : `/${name}`);
+  if (!routePrefix.startsWith("/")) {
+    throw new OptionsError(
+      `routePrefix "${routePrefix}" of application "${name}" must start with "/".`,
+    );
+  }
+  const names = new Map<NodeState, string>();
+  for (const [variable, value] of Object.entries(options.names ?? {})) {
+    const state = stateOf(value);
+    const owner = state?.kind === "call" ? (state.instance ?? state) : state;
+    if (!owner || (owner.kind !== "class" && owner.kind !== "call")) {
+      throw new GraphBuildError(
+        `build({ names }) at ${formatCallSite(site)}: "${variable}" is not a deployment's node (a class node or a call).`,
+      );
+    }
+    names.set(owner, variable);
+  }
+  const graph = compileGraph(root, names);
+  const written: Record<string, DeploymentOptions> = {};
+  for (const spec of graph.deployments) written[spec.name] = { ...spec.deployment.config };
+  written[INGRESS] = { ...INGRESS_DEFAULTS };
+  const app = new Application<In, Out>({
+    name,
+    routePrefix,
+    moduleUrl: site?.url ?? "",
+    graph,
+    site,
+    written,
+  });
+  registerApplication(app);
+  return app;
+}

@@ -1,0 +1,61 @@
+/**
+ * The context of the request a replica is handling, for user code: its id, the deployment
+ * and replica, and an `AbortSignal` that fires when the caller cancels or times out.
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+
+export interface RequestContext {
+  /** The id of the request (the `x-request-id` of an HTTP request), when the caller gave one. */
+  readonly requestId: string | undefined;
+  readonly deployment: string;
+  readonly replica: string;
+  /** Fires when the caller cancels the request or it times out. */
+  readonly signal: AbortSignal;
+}
+
+/** @internal One request running in a replica; the signal is made on first use. */
+export class ActiveRequest implements RequestContext {
+  readonly requestId: string | undefined;
+  readonly deployment: string;
+  readonly replica: string;
+  #controller: AbortController | undefined;
+  #reason: Error | undefined;
+
+  constructor(requestId: string | undefined, deployment: string, replica: string) {
+    this.requestId = requestId;
+    this.deployment = deployment;
+    this.replica = replica;
+  }
+
+  get signal(): AbortSignal {
+    this.#controller ??= new AbortController();
+    if (this.#reason && !this.#controller.signal.aborted) this.#controller.abort(this.#reason);
+    return this.#controller.signal;
+  }
+
+  get cancelled(): boolean {
+    return this.#reason !== undefined;
+  }
+
+  cancel(reason: Error): void {
+    this.#reason ??= reason;
+    this.#controller?.abort(reason);
+  }
+}
+
+/** @internal */
+export const requestStorage = new AsyncLocalStorage<ActiveRequest>();
+
+/**
+ * The request the calling code is handling, inside a deployment served by `run()`;
+ * `undefined` outside one (for example under `node.execute()`).
+ *
+ * @example
+ * async forward(x: Float32Array) {
+ *   const { signal } = requestContext()!;
+ *   for (const chunk of chunks(x)) { signal.throwIfAborted(); await step(chunk); }
+ * }
+ */
+export function requestContext(): RequestContext | undefined {
+  return requestStorage.getStore();
+}

@@ -1,0 +1,382 @@
+/**
+ * @internal The controller: for each deployment, converges the running replicas on the
+ * desired count (a reconcile loop), replaces replicas that crash or fail health checks
+ * (with backoff), reports constructor failures as DEPLOY_FAILED, applies `userConfig`
+ * without restarts, and shuts down gracefully.
+ */
+import type { Application } from "../app/application.js";
+import type { JsonValue, ResolvedDeploymentOptions } from "../app/options.js";
+import type { DeploymentSpec } from "../dag/compile.js";
+import { DeployFailedError, NotFoundError } from "../errors.js";
+import { transferablesOf } from "../transport/transfer.js";
+import type { TransportFactory } from "../transport/transport.js";
+import { serializeError } from "./error-codec.js";
+import type { FromReplica } from "./protocol.js";
+import { ReplicaClient, type ReplicaEvents } from "./replica-client.js";
+import { StreamReader } from "./responses.js";
+import { Router } from "./router.js";
+import {
+  aggregateStatus,
+  type ApplicationStatus,
+  type DeploymentStatus,
+  type DeploymentStatusInfo,
+} from "./status.js";
+
+/** Attempts to construct a deployment before it stays DEPLOY_FAILED. */
+const MAX_START_ATTEMPTS = 3;
+const START_TIMEOUT_MS = 120_000;
+const MAX_BACKOFF_MS = 5_000;
+
+class DeploymentRuntime {
+  readonly replicas: ReplicaClient[] = [];
+  status: DeploymentStatus = "UPDATING";
+  message = "";
+  startFailures = 0;
+  crashes = 0;
+  replicaNumber = 0;
+  retryTimer: NodeJS.Timeout | undefined;
+  healthTimer: NodeJS.Timeout | undefined;
+  readonly checking = new Set<ReplicaClient>();
+  userConfig: JsonValue | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly spec: DeploymentSpec,
+    readonly options: ResolvedDeploymentOptions,
+    readonly router: Router,
+  ) {
+    this.userConfig = options.userConfig;
+  }
+
+  get live(): ReplicaClient[] {
+    return this.replicas.filter((r) => r.state === "STARTING" || r.state === "RUNNING");
+  }
+
+  get running(): ReplicaClient[] {
+    return this.replicas.filter((r) => r.state === "RUNNING");
+  }
+}
+
+export class Controller {
+  readonly #app: Application;
+  readonly #transports: TransportFactory;
+  readonly #deployments = new Map<string, DeploymentRuntime>();
+  readonly #byReplica = new Map<ReplicaClient, DeploymentRuntime>();
+  /** Handle calls made by replicas, by replica and call id, so they can be cancelled. */
+  readonly #incoming = new Map<ReplicaClient, Map<number, () => void>>();
+  readonly #changed = new Set<() => void>();
+  #closing = false;
+
+  readonly #events: ReplicaEvents = {
+    slotFree: (replica) => this.#byReplica.get(replica)?.router.onSlotFree(replica),
+    handleCall: (replica, message) => this.#onHandleCall(replica, message),
+    handleCancel: (replica, id) => this.#incoming.get(replica)?.get(id)?.(),
+    exited: (replica, reason) => this.#onReplicaExit(replica, `died (${reason})`),
+  };
+
+  constructor(app: Application, transports: TransportFactory) {
+    this.#app = app;
+    this.#transports = transports;
+    for (const spec of app.graph.deployments) {
+      const options = app.deployments[spec.name]!;
+      const label = spec.deployment.sourceName || spec.name;
+      this.#deployments.set(
+        spec.name,
+        new DeploymentRuntime(spec.name, spec, options, new Router(spec.name, label, options)),
+      );
+    }
+  }
+
+  /** The router of a deployment. */
+  router(name: string): Router {
+    const deployment = this.#deployments.get(name);
+    if (!deployment) {
+      throw new NotFoundError(
+        `Application "${this.#app.name}" has no deployment "${name}"; it has ${[
+          ...this.#deployments.keys(),
+        ]
+          .map((n) => `"${n}"`)
+          .join(", ")}.`,
+      );
+    }
+    return deployment.router;
+  }
+
+  /** Starts every deployment; resolves when all are HEALTHY, rejects if one fails to deploy. */
+  async start(): Promise<void> {
+    for (const deployment of this.#deployments.values()) {
+      this.#reconcile(deployment);
+      this.#startHealthChecks(deployment);
+    }
+    await new Promise<void>((resolve, reject) => {
+      const check = (): void => {
+        const failed = [...this.#deployments.values()].find((d) => d.status === "DEPLOY_FAILED");
+        if (failed) {
+          this.#changed.delete(check);
+          reject(new DeployFailedError(failed.name, failed.message));
+        } else if ([...this.#deployments.values()].every((d) => d.status === "HEALTHY")) {
+          this.#changed.delete(check);
+          resolve();
+        }
+      };
+      this.#changed.add(check);
+      check();
+    });
+  }
+
+  /** Sends a new `userConfig` to every running replica of `name` (no restart). */
+  async reconfigure(name: string, userConfig: JsonValue): Promise<void> {
+    this.router(name);
+    const deployment = this.#deployments.get(name)!;
+    deployment.userConfig = userConfig;
+    await Promise.all(
+      deployment.running.map((r) =>
+        r.control(
+          { t: "reconfigure", config: userConfig },
+          deployment.options.healthCheckTimeoutMs,
+        ),
+      ),
+    );
+  }
+
+  status(): {
+    status: ApplicationStatus;
+    message: string;
+    deployments: Record<string, DeploymentStatusInfo>;
+  } {
+    const deployments: Record<string, DeploymentStatusInfo> = {};
+    for (const d of this.#deployments.values()) {
+      deployments[d.name] = {
+        name: d.name,
+        status: d.status,
+        message: d.message,
+        targetReplicas: d.options.numReplicas,
+        ongoing: d.router.ongoing,
+        queued: d.router.queued,
+        replicas: d.replicas.map((r) => ({
+          id: r.id,
+          state: r.state,
+          isolation: r.transport.isolation,
+          host: r.transport.description,
+          ongoing: r.ongoing,
+          message: r.message,
+        })),
+      };
+    }
+    return { ...aggregateStatus(Object.values(deployments), this.#closing), deployments };
+  }
+
+  /**
+   * Stops every replica: waits (bounded by each deployment's `gracefulShutdownTimeout`) for
+   * running and queued requests to finish, then calls `close()` on the instances, then
+   * terminates what is left.
+   */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    for (const d of this.#deployments.values()) {
+      clearTimeout(d.retryTimer);
+      clearInterval(d.healthTimer);
+    }
+    const deadline =
+      Date.now() +
+      Math.max(
+        ...[...this.#deployments.values()].map((d) => d.options.gracefulShutdownTimeoutMs),
+        0,
+      );
+    while (
+      Date.now() < deadline &&
+      [...this.#deployments.values()].some((d) => d.router.ongoing + d.router.queued > 0)
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await Promise.all(
+      [...this.#deployments.values()].flatMap((d) =>
+        d.replicas.map(async (replica) => {
+          if (replica.state === "RUNNING") {
+            replica.state = "STOPPING";
+            const left = Math.max(deadline - Date.now(), 1000);
+            await replica.control({ t: "stop" }, left).catch(() => undefined);
+          }
+          await replica.terminate();
+        }),
+      ),
+    );
+    for (const d of this.#deployments.values())
+      d.router.setUnavailable(new DeployFailedError(d.name, "the server closed"));
+  }
+
+  #notify(): void {
+    for (const listener of [...this.#changed]) listener();
+  }
+
+  #setStatus(deployment: DeploymentRuntime): void {
+    if (deployment.status === "DEPLOY_FAILED" && deployment.running.length === 0) {
+      this.#notify();
+      return;
+    }
+    const running = deployment.running.length;
+    deployment.status =
+      running >= deployment.options.numReplicas && deployment.live.length === running
+        ? "HEALTHY"
+        : running === 0 && deployment.crashes > 0
+          ? "UNHEALTHY"
+          : "UPDATING";
+    this.#notify();
+  }
+
+  /** Starts or stops replicas until the live count is the target. */
+  #reconcile(deployment: DeploymentRuntime): void {
+    if (this.#closing || deployment.retryTimer) return;
+    const target = deployment.options.numReplicas;
+    while (deployment.live.length < target) this.#startReplica(deployment);
+    this.#setStatus(deployment);
+  }
+
+  #startReplica(deployment: DeploymentRuntime): void {
+    const id = `${deployment.name}#${++deployment.replicaNumber}`;
+    const transport = this.#transports(deployment.options.isolation, id);
+    const replica = new ReplicaClient(id, deployment.name, transport, this.#events);
+    deployment.replicas.push(replica);
+    this.#byReplica.set(replica, deployment);
+    replica
+      .start(
+        {
+          t: "init",
+          moduleUrl: this.#app.moduleUrl,
+          app: this.#app.name,
+          deployment: deployment.name,
+          replica: id,
+          args: deployment.spec.init,
+          userConfig: deployment.userConfig,
+        },
+        START_TIMEOUT_MS,
+      )
+      .then(
+        () => {
+          if (this.#closing || replica.state !== "STARTING") return;
+          replica.state = "RUNNING";
+          deployment.startFailures = 0;
+          if (deployment.status === "DEPLOY_FAILED") deployment.status = "UPDATING";
+          deployment.router.add(replica);
+          this.#setStatus(deployment);
+        },
+        (error: Error) => {
+          void replica.kill(`failed to start: ${error.message}`);
+          this.#forget(deployment, replica);
+          if (this.#closing) return;
+          deployment.startFailures++;
+          deployment.status = "DEPLOY_FAILED";
+          deployment.message = `Replica ${id} failed to start (attempt ${deployment.startFailures} of ${MAX_START_ATTEMPTS}): ${error.message}`;
+          if (deployment.running.length === 0) {
+            deployment.router.setUnavailable(
+              new DeployFailedError(deployment.name, error.message, { cause: error }),
+            );
+          }
+          if (deployment.startFailures < MAX_START_ATTEMPTS)
+            this.#retryLater(deployment, 500 * 2 ** (deployment.startFailures - 1));
+          this.#setStatus(deployment);
+        },
+      );
+  }
+
+  #retryLater(deployment: DeploymentRuntime, delayMs: number): void {
+    clearTimeout(deployment.retryTimer);
+    deployment.retryTimer = setTimeout(
+      () => {
+        deployment.retryTimer = undefined;
+        this.#reconcile(deployment);
+      },
+      Math.min(delayMs, MAX_BACKOFF_MS),
+    );
+  }
+
+  #forget(deployment: DeploymentRuntime, replica: ReplicaClient): void {
+    deployment.router.remove(replica);
+    const index = deployment.replicas.indexOf(replica);
+    if (index >= 0) deployment.replicas.splice(index, 1);
+    this.#byReplica.delete(replica);
+    deployment.checking.delete(replica);
+    for (const cancel of this.#incoming.get(replica)?.values() ?? []) cancel();
+    this.#incoming.delete(replica);
+  }
+
+  /** `what` completes "Replica X …": `died (exited with code 3)`, `failed its health check: …`. */
+  #onReplicaExit(replica: ReplicaClient, what: string): void {
+    const deployment = this.#byReplica.get(replica);
+    if (!deployment) return;
+    this.#forget(deployment, replica);
+    if (this.#closing) return;
+    // A replica that ran for a while before dying does not count towards the backoff.
+    deployment.crashes = Date.now() - replica.startedAt > 30_000 ? 1 : deployment.crashes + 1;
+    deployment.message = `Replica ${replica.id} ${what}; replacing it.`;
+    this.#retryLater(deployment, 100 * 2 ** (deployment.crashes - 1));
+    this.#setStatus(deployment);
+  }
+
+  #startHealthChecks(deployment: DeploymentRuntime): void {
+    const { healthCheckPeriodMs, healthCheckTimeoutMs } = deployment.options;
+    deployment.healthTimer = setInterval(() => {
+      for (const replica of deployment.running) {
+        if (deployment.checking.has(replica)) continue;
+        deployment.checking.add(replica);
+        replica
+          .control({ t: "health" }, healthCheckTimeoutMs)
+          .then(
+            () => undefined,
+            (error: Error) => {
+              if (replica.state !== "RUNNING") return;
+              const reason = `failed its health check: ${error.message}`;
+              void replica.kill(reason);
+              this.#onReplicaExit(replica, reason);
+            },
+          )
+          .finally(() => deployment.checking.delete(replica));
+      }
+    }, healthCheckPeriodMs);
+    deployment.healthTimer.unref();
+  }
+
+  /** A replica calls another deployment through a handle: route it and answer. */
+  #onHandleCall(replica: ReplicaClient, message: Extract<FromReplica, { t: "hcall" }>): void {
+    const { id } = message;
+    let router: Router;
+    try {
+      router = this.router(message.d);
+    } catch (error) {
+      replica.respond({ t: "err", id, e: serializeError(error), user: false });
+      return;
+    }
+    const abort = new AbortController();
+    let calls = this.#incoming.get(replica);
+    if (!calls) this.#incoming.set(replica, (calls = new Map<number, () => void>()));
+    calls.set(id, () => abort.abort());
+    const done = (): void => void calls.delete(id);
+    router
+      .call(message.m, message.a, {
+        requestId: message.r,
+        signal: abort.signal,
+        transfer: transferablesOf(message.a),
+      })
+      .then(
+        async (value) => {
+          if (value instanceof StreamReader) {
+            replica.respond({ t: "stream", id });
+            abort.signal.addEventListener("abort", () => void value.return(), { once: true });
+            try {
+              for await (const item of value)
+                replica.respond({ t: "item", id, v: item }, transferablesOf([item]));
+              replica.respond({ t: "end", id });
+            } catch (error) {
+              replica.respond({ t: "err", id, e: serializeError(error), user: false });
+            }
+          } else {
+            replica.respond({ t: "ok", id, v: value }, transferablesOf([value]));
+          }
+        },
+        (error: unknown) =>
+          replica.respond({ t: "err", id, e: serializeError(error), user: false }),
+      )
+      .finally(done);
+  }
+}

@@ -1,0 +1,240 @@
+/**
+ * @internal The code running inside every replica (worker thread or child process). It
+ * imports the user's module, finds its deployment in the application that module built,
+ * constructs it, and serves calls, health checks, reconfiguration and shutdown.
+ */
+import { parentPort } from "node:worker_threads";
+import { findApplication, markReplicaContext } from "../app/registry.js";
+import { ServerClosedError, TributaryError } from "../errors.js";
+import { transferablesOf } from "../transport/transfer.js";
+import { ActiveRequest, requestStorage } from "./context.js";
+import { serializeError } from "./error-codec.js";
+import { createRemoteHandle, HandleCalls } from "./remote-handle.js";
+import type { FromReplica, InitMessage, ToReplica } from "./protocol.js";
+import { HANDLE_REF } from "./handle-ref.js";
+
+type Callable = (...args: unknown[]) => unknown;
+type Instance = Record<string, unknown>;
+
+markReplicaContext();
+
+const post: (message: FromReplica, transfer?: readonly ArrayBuffer[]) => void = parentPort
+  ? (message, transfer) => parentPort!.postMessage(message, transfer as ArrayBuffer[] | undefined)
+  : (message) => process.send!(message);
+
+const outgoing = new HandleCalls(post);
+const active = new Map<number, ActiveRequest>();
+let deploymentName = "";
+let replicaName = "";
+let target: Instance | Callable | undefined;
+let isClass = false;
+let stopping = false;
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
+}
+
+async function init(message: InitMessage): Promise<void> {
+  deploymentName = message.deployment;
+  replicaName = message.replica;
+  try {
+    await import(message.moduleUrl);
+  } catch (error) {
+    throw new TributaryError(
+      "DEPLOY_FAILED",
+      `importing ${message.moduleUrl} failed: ${String((error as Error)?.message ?? error)}`,
+      {
+        cause: error,
+      },
+    );
+  }
+  const app = findApplication(message.moduleUrl, message.app);
+  if (!app) {
+    throw new TributaryError(
+      "DEPLOY_FAILED",
+      `importing ${message.moduleUrl} did not build application "${message.app}". Replicas re-import ` +
+        `the module that called build() and find the graph by name, so build() must run at the ` +
+        `module's top level, not inside a function.`,
+    );
+  }
+  const spec = app.spec(message.deployment);
+  if (!spec) {
+    throw new TributaryError(
+      "DEPLOY_FAILED",
+      `application "${message.app}" has no deployment "${message.deployment}".`,
+    );
+  }
+  const args = message.args.map((arg) =>
+    arg.kind === "handle" ? createRemoteHandle(arg.deployment, outgoing) : arg.value,
+  );
+  if (spec.deployment.kind === "class") {
+    const Class = spec.deployment.target as unknown as new (...args: unknown[]) => Instance;
+    const instance = new Class(...args);
+    target = instance;
+    isClass = true;
+    if (message.userConfig !== undefined) await reconfigure(message.userConfig);
+  } else {
+    target = spec.deployment.target;
+  }
+}
+
+async function reconfigure(config: unknown): Promise<void> {
+  const instance = target as Instance;
+  if (typeof instance.reconfigure === "function") await (instance.reconfigure as Callable)(config);
+}
+
+function respondError(id: number, error: unknown, user: boolean): void {
+  post({ t: "err", id, e: serializeError(error), user });
+}
+
+async function stream(
+  id: number,
+  iterable: AsyncIterable<unknown>,
+  request: ActiveRequest,
+): Promise<void> {
+  post({ t: "stream", id });
+  const iterator = iterable[Symbol.asyncIterator]();
+  try {
+    for (let sent = 1; !request.cancelled; sent++) {
+      const next = await iterator.next();
+      if (next.done) break;
+      post({ t: "item", id, v: next.value }, transferablesOf([next.value]));
+      // A generator that never waits would starve the message loop: let a cancel arrive.
+      if (sent % 16 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    if (request.cancelled) await iterator.return?.();
+    post({ t: "end", id });
+  } catch (error) {
+    respondError(id, error, true);
+  }
+}
+
+function call(
+  id: number,
+  method: string | undefined,
+  args: unknown[],
+  requestId: string | undefined,
+): void {
+  if (stopping) {
+    respondError(id, new ServerClosedError(`Replica ${replicaName}`), false);
+    return;
+  }
+  let fn: unknown;
+  if (method === undefined) fn = target;
+  else if (isClass) fn = (target as Instance)[method];
+  if (typeof fn !== "function") {
+    respondError(
+      id,
+      new TributaryError(
+        "NOT_FOUND",
+        `Deployment "${deploymentName}" has no method "${method ?? "(call)"}".`,
+      ),
+      false,
+    );
+    return;
+  }
+  for (let i = 0; i < args.length; i++) {
+    const ref = args[i] as Record<string, unknown> | null;
+    if (typeof ref === "object" && ref !== null && typeof ref[HANDLE_REF] === "string") {
+      args[i] = createRemoteHandle(ref[HANDLE_REF], outgoing);
+    }
+  }
+  const request = new ActiveRequest(requestId, deploymentName, replicaName);
+  active.set(id, request);
+  let result: unknown;
+  try {
+    result = requestStorage.run(request, () =>
+      (fn as Callable).apply(isClass ? target : undefined, args),
+    );
+  } catch (error) {
+    active.delete(id);
+    respondError(id, error, true);
+    return;
+  }
+  if (isAsyncIterable(result)) {
+    void requestStorage
+      .run(request, () => stream(id, result, request))
+      .finally(() => active.delete(id));
+    return;
+  }
+  Promise.resolve(result).then(
+    (value) => {
+      active.delete(id);
+      post({ t: "ok", id, v: value }, transferablesOf([value]));
+    },
+    (error: unknown) => {
+      active.delete(id);
+      respondError(id, error, true);
+    },
+  );
+}
+
+/** Runs a control operation and answers it. */
+function control(id: number, operation: () => unknown): void {
+  Promise.resolve()
+    .then(operation)
+    .then(
+      () => post({ t: "ok", id, v: undefined }),
+      (error: unknown) => respondError(id, error, true),
+    );
+}
+
+async function stop(): Promise<void> {
+  stopping = true;
+  const instance = target as Instance | undefined;
+  if (isClass && instance && typeof instance.close === "function")
+    await (instance.close as Callable)();
+}
+
+function onMessage(message: ToReplica): void {
+  switch (message.t) {
+    case "call":
+      call(message.id, message.m, message.a, message.r);
+      return;
+    case "cancel":
+      active
+        .get(message.id)
+        ?.cancel(
+          new TributaryError(
+            message.reason === "timeout" ? "TIMEOUT" : "CANCELLED",
+            `request ${message.reason === "timeout" ? "timed out" : "was cancelled"}`,
+          ),
+        );
+      return;
+    case "health":
+      control(message.id, () => {
+        const instance = target as Instance;
+        return isClass && typeof instance.checkHealth === "function"
+          ? (instance.checkHealth as Callable)()
+          : undefined;
+      });
+      return;
+    case "reconfigure":
+      control(message.id, () => (isClass ? reconfigure(message.config) : undefined));
+      return;
+    case "stop":
+      control(message.id, stop);
+      return;
+    case "init":
+      init(message).then(
+        () => post({ t: "ready" }),
+        (error: unknown) => post({ t: "init-failed", e: serializeError(error) }),
+      );
+      return;
+    case "ok":
+    case "err":
+    case "stream":
+    case "item":
+    case "end":
+      outgoing.onResponse(message);
+      return;
+  }
+}
+
+if (parentPort) {
+  parentPort.on("message", onMessage);
+} else {
+  process.on("message", (message) => onMessage(message as ToReplica));
+  // The runtime going away (its IPC channel closing) ends this process.
+  process.on("disconnect", () => process.exit(0));
+}

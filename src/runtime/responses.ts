@@ -1,0 +1,148 @@
+/**
+ * @internal The pending side of a request/response channel: a map of calls awaiting their
+ * {@link Response}, including streams that deliver items until they end. The map can be
+ * rejected whole when the peer exits.
+ */
+import type { Response, SerializedError } from "./protocol.js";
+
+/** Items of a streamed response, consumed with `for await`. */
+export class StreamReader implements AsyncIterableIterator<unknown> {
+  readonly #items: unknown[] = [];
+  #waiting:
+    { resolve: (r: IteratorResult<unknown>) => void; reject: (e: unknown) => void } | undefined;
+  #done = false;
+  #error: Error | undefined;
+  readonly #onReturn: () => void;
+
+  /** `onReturn` runs when the consumer stops early (to cancel the producer). */
+  constructor(onReturn: () => void) {
+    this.#onReturn = onReturn;
+  }
+
+  push(item: unknown): void {
+    if (this.#waiting) {
+      const waiting = this.#waiting;
+      this.#waiting = undefined;
+      waiting.resolve({ value: item, done: false });
+    } else {
+      this.#items.push(item);
+    }
+  }
+
+  end(error?: Error): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#error = error;
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    if (waiting) {
+      if (error === undefined) waiting.resolve({ value: undefined, done: true });
+      else waiting.reject(error);
+    }
+  }
+
+  next(): Promise<IteratorResult<unknown>> {
+    if (this.#items.length > 0) return Promise.resolve({ value: this.#items.shift(), done: false });
+    if (this.#done) {
+      if (this.#error !== undefined) {
+        const error = this.#error;
+        this.#error = undefined;
+        return Promise.reject(error);
+      }
+      return Promise.resolve({ value: undefined, done: true });
+    }
+    return new Promise((resolve, reject) => (this.#waiting = { resolve, reject }));
+  }
+
+  return(): Promise<IteratorResult<unknown>> {
+    if (!this.#done) {
+      this.#done = true;
+      this.#items.length = 0;
+      this.#onReturn();
+    }
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}
+
+export interface PendingCall {
+  resolve(value: unknown): void;
+  reject(error: Error): void;
+  /** Runs once the call is over: answered, failed, or its stream ended. */
+  settled?(): void;
+  /** Builds the error a failed call rejects with. */
+  toError(error: SerializedError, user: boolean): Error;
+  /** Cancels the producer when a stream's consumer stops early. */
+  cancelStream?(): void;
+  stream?: StreamReader;
+}
+
+export class Responses {
+  readonly #pending = new Map<number, PendingCall>();
+
+  get size(): number {
+    return this.#pending.size;
+  }
+
+  add(id: number, call: PendingCall): void {
+    this.#pending.set(id, call);
+  }
+
+  /** Forgets a call (after a cancel); a late response to it is ignored. */
+  forget(id: number): PendingCall | undefined {
+    const call = this.#pending.get(id);
+    this.#pending.delete(id);
+    return call;
+  }
+
+  onResponse(message: Response): void {
+    const call = this.#pending.get(message.id);
+    if (!call) return;
+    switch (message.t) {
+      case "ok":
+        this.#pending.delete(message.id);
+        call.settled?.();
+        call.resolve(message.v);
+        return;
+      case "err": {
+        this.#pending.delete(message.id);
+        call.settled?.();
+        const error = call.toError(message.e, message.user);
+        if (call.stream) call.stream.end(error);
+        else call.reject(error);
+        return;
+      }
+      case "stream":
+        call.stream = new StreamReader(() => {
+          if (this.#pending.delete(message.id)) {
+            call.settled?.();
+            call.cancelStream?.();
+          }
+        });
+        call.resolve(call.stream);
+        return;
+      case "item":
+        call.stream?.push(message.v);
+        return;
+      case "end":
+        this.#pending.delete(message.id);
+        call.settled?.();
+        call.stream?.end();
+        return;
+    }
+  }
+
+  /** Rejects every pending call (the peer is gone). */
+  rejectAll(error: () => Error): void {
+    const calls = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const call of calls) {
+      call.settled?.();
+      if (call.stream) call.stream.end(error());
+      else call.reject(error());
+    }
+  }
+}

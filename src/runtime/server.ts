@@ -1,0 +1,262 @@
+/**
+ * `run(app)`: serves an application with real replicas, and the `Server` it returns.
+ * The ingress runs in this process: it validates the input, then walks the compiled plan,
+ * sending each call through the router of its deployment.
+ */
+import { randomUUID } from "node:crypto";
+import { INGRESS, type Application } from "../app/application.js";
+import { toMilliseconds, type Duration, type JsonValue } from "../app/options.js";
+import { inReplicaContext } from "../app/registry.js";
+import { formatCallSite } from "../dag/call-site.js";
+import { validateInput } from "../dag/executor.js";
+import { runPlan } from "../dag/run-plan.js";
+import type { DeploymentHandle } from "../dag/types.js";
+import {
+  BackPressureError,
+  DeployFailedError,
+  GraphBuildError,
+  ServerClosedError,
+  TimeoutError,
+} from "../errors.js";
+import { defaultTransportFactory } from "../transport/index.js";
+import { transferablesOf } from "../transport/transfer.js";
+import type { TransportFactory } from "../transport/transport.js";
+import { Controller } from "./controller.js";
+import { handleProxy } from "./handle.js";
+import { HANDLE_REF } from "./handle-ref.js";
+import type { Router } from "./router.js";
+import type { ApplicationStatusInfo } from "./status.js";
+import { transferPlan } from "./transfer-plan.js";
+
+export interface RunOptions {
+  /** HTTP host and port: used once the HTTP ingress is served (not yet). */
+  readonly host?: string;
+  readonly port?: number;
+  readonly grpc?: { readonly port?: number };
+  /** @internal How replicas are started (tests may wrap the default). */
+  readonly transports?: TransportFactory;
+}
+
+/** Options of one request through a handle. */
+export interface RequestOptions {
+  /** Aborting it cancels the request; the replica's `requestContext().signal` fires. */
+  readonly signal?: AbortSignal;
+  /** Fails the request with `TimeoutError` after this long (`"2s"`, or milliseconds). */
+  readonly timeout?: Duration;
+  /** Carried to `requestContext().requestId` in every deployment the request reaches. */
+  readonly requestId?: string;
+}
+
+/** The input `handle.call` takes: nothing for a graph without an `InputNode`. */
+export type GraphInput<In> = [In] extends [never] ? undefined : In;
+
+export interface ServerStatus {
+  readonly applications: Readonly<Record<string, ApplicationStatusInfo>>;
+}
+
+/** Calls over the whole graph. */
+export interface GraphHandle<In, Out> {
+  call(input: GraphInput<In>, options?: RequestOptions): Promise<Out>;
+}
+
+/** Bounds the graph executions in flight, like any deployment's router. */
+class IngressGate {
+  #ongoing = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(
+    private readonly maxOngoing: number,
+    private readonly maxQueued: number,
+  ) {}
+
+  get ongoing(): number {
+    return this.#ongoing;
+  }
+
+  /** Resolves when a slot is taken; `undefined` when one was free at once. */
+  enter(): Promise<void> | undefined {
+    if (this.#ongoing < this.maxOngoing) {
+      this.#ongoing++;
+      return undefined;
+    }
+    if (this.#waiting.length >= this.maxQueued) {
+      throw new BackPressureError(INGRESS, this.#ongoing, this.#waiting.length);
+    }
+    return new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  leave(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#ongoing--;
+  }
+}
+
+/** A served application. Close it with `close()` or `await using`. */
+export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
+  readonly app: Application<In, Out>;
+  /** The HTTP address, once the HTTP ingress is served (not yet: `undefined`). */
+  readonly url: string | undefined = undefined;
+  readonly handle: GraphHandle<In, Out>;
+  readonly #controller: Controller;
+  readonly #gate: IngressGate;
+  readonly #routers: readonly (Router | undefined)[];
+  readonly #transfers: readonly (readonly boolean[])[];
+  #closed: Promise<void> | undefined;
+
+  /** @internal Use {@link run}. */
+  constructor(app: Application<In, Out>, controller: Controller) {
+    this.app = app;
+    this.#controller = controller;
+    const ingress = app.deployments[INGRESS]!;
+    this.#gate = new IngressGate(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
+    this.#routers = app.graph.steps.map((step) =>
+      step.op === "call" ? controller.router(step.deployment) : undefined,
+    );
+    this.#transfers = transferPlan(app.graph);
+    this.handle = { call: (input, options) => this.#callGraph(input, options) as Promise<Out> };
+  }
+
+  async #callGraph(input: unknown, options: RequestOptions = {}): Promise<unknown> {
+    if (this.#closed) throw new ServerClosedError(`Application "${this.app.name}"`);
+    const waiting = this.#gate.enter();
+    if (waiting) await waiting;
+    const { signal, cancel } = requestSignal(options, `Application "${this.app.name}"`);
+    try {
+      const value = await validateInput(this.app.graph, input);
+      const requestId = options.requestId ?? randomUUID();
+      return await runPlan(this.app.graph, value, {
+        call: (step, args) => {
+          const transfer = this.#transfers[step.index]!;
+          const moving = transfer.some(Boolean)
+            ? transferablesOf(args.filter((_, i) => transfer[i]))
+            : undefined;
+          return this.#routers[step.index]!.call(step.method, args, {
+            requestId,
+            signal,
+            transfer: moving,
+          });
+        },
+        handle: (deployment) => ({ [HANDLE_REF]: deployment }),
+      });
+    } finally {
+      cancel();
+      this.#gate.leave();
+    }
+  }
+
+  /**
+   * A handle to one deployment: each method of `T` as an async function through the runtime.
+   *
+   * @example
+   * const m1 = server.getHandle<Classifier>("m1");
+   * await m1.forward(new Float32Array(4));
+   */
+  getHandle<T>(name: string, options: RequestOptions = {}): DeploymentHandle<T> {
+    const router = this.#controller.router(name);
+    return handleProxy(name, (method, args) => {
+      if (this.#closed) return Promise.reject(new ServerClosedError(`Deployment "${name}"`));
+      const { signal, cancel } = requestSignal(options, `${name}.${method}()`);
+      const call = router.call(method, args, {
+        signal,
+        requestId: options.requestId,
+        transfer: transferablesOf(args),
+      });
+      if (signal !== options.signal) void call.finally(cancel).catch(() => undefined);
+      return call;
+    }) as DeploymentHandle<T>;
+  }
+
+  /** Applications, deployments and replicas, with their states and latest messages. */
+  async status(): Promise<ServerStatus> {
+    const { status, message, deployments } = this.#controller.status();
+    return {
+      applications: {
+        [this.app.name]: {
+          name: this.app.name,
+          routePrefix: this.app.routePrefix,
+          status,
+          message,
+          deployments,
+        },
+      },
+    };
+  }
+
+  /** Sends a new `userConfig` to a deployment: `reconfigure()` runs on live replicas, no restart. */
+  async reconfigure(deployment: string, userConfig: JsonValue): Promise<void> {
+    await this.#controller.reconfigure(deployment, userConfig);
+  }
+
+  /** Stops taking requests, drains those in flight, closes the instances. Safe to call twice. */
+  close(): Promise<void> {
+    this.#closed ??= this.#controller.close();
+    return this.#closed;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** A signal for one request: the caller's, plus a timeout when one is set. */
+function requestSignal(
+  options: RequestOptions,
+  what: string,
+): { signal: AbortSignal | undefined; cancel: () => void } {
+  if (options.timeout === undefined) return { signal: options.signal, cancel: noop };
+  const ms = toMilliseconds(options.timeout);
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new TimeoutError(what, ms)), ms);
+  const onAbort = (): void => controller.abort(options.signal?.reason);
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  return {
+    signal: controller.signal,
+    cancel: () => {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+    },
+  };
+}
+
+function noop(): void {}
+
+/**
+ * Serves an application: starts every deployment's replicas and resolves once all are
+ * healthy. Rejects with `DeployFailedError` (after stopping what started) when a
+ * deployment cannot start.
+ *
+ * @example
+ * await using server = await run(app);
+ * await server.handle.call({ image, id: "42" });
+ */
+export async function run<In, Out>(
+  app: Application<In, Out>,
+  options: RunOptions = {},
+): Promise<Server<In, Out>> {
+  if (inReplicaContext()) {
+    throw new GraphBuildError(
+      `run() was called while a replica imported ${app.moduleUrl}. Replicas import the module that ` +
+        `builds the graph; call run() from another module (or use the tributary CLI).`,
+    );
+  }
+  if (app.site && !app.site.topLevel) {
+    throw new GraphBuildError(
+      `Application "${app.name}" was built inside a function (${app.site.functionName ?? "anonymous"}, ` +
+        `at ${formatCallSite(app.site)}). Replicas re-import the module that called build() and find ` +
+        `the graph by name, so build the graph at the module's top level and export it.`,
+    );
+  }
+  const controller = new Controller(app, options.transports ?? defaultTransportFactory);
+  try {
+    await controller.start();
+  } catch (error) {
+    if (error instanceof DeployFailedError) {
+      const { status, message, deployments } = controller.status();
+      error.status = { name: app.name, routePrefix: app.routePrefix, status, message, deployments };
+    }
+    await controller.close();
+    throw error;
+  }
+  return new Server(app, controller);
+}

@@ -1,0 +1,47 @@
+/**
+ * A replica in a worker thread. Messages go over the worker's port; buffers listed for
+ * transfer move without copying.
+ */
+import { Worker } from "node:worker_threads";
+import type { FromReplica, ToReplica } from "../runtime/protocol.js";
+import { REPLICA_ENTRY, type ReplicaTransport } from "./transport.js";
+
+export class ThreadTransport implements ReplicaTransport {
+  readonly isolation = "thread";
+  readonly description: string;
+  readonly #worker: Worker;
+  readonly #exited: Promise<void>;
+  #error: Error | undefined;
+
+  constructor(name: string) {
+    this.#worker = new Worker(REPLICA_ENTRY, { name });
+    this.description = `thread ${this.#worker.threadId}`;
+    this.#worker.on("error", (error) => {
+      this.#error = error;
+    });
+    this.#exited = new Promise((resolve) => this.#worker.once("exit", () => resolve()));
+  }
+
+  send(message: ToReplica, transfer?: readonly ArrayBuffer[]): void {
+    this.#worker.postMessage(message, transfer as ArrayBuffer[] | undefined);
+  }
+
+  onMessage(listener: (message: FromReplica) => void): void {
+    this.#worker.on("message", listener);
+  }
+
+  onExit(listener: (reason: string) => void): void {
+    this.#worker.once("exit", (code) => {
+      listener(
+        this.#error
+          ? `uncaught ${this.#error.name}: ${this.#error.message}`
+          : `exited with code ${code}`,
+      );
+    });
+  }
+
+  async terminate(): Promise<void> {
+    await this.#worker.terminate();
+    await this.#exited;
+  }
+}

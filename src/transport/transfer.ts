@@ -1,0 +1,56 @@
+/**
+ * @internal Which buffers of a value can be transferred (moved, not copied) to another
+ * thread. A typed array moves only when it views its whole buffer: a view into a larger
+ * buffer (a pooled `Buffer`, a `subarray`) is copied, so moving it cannot detach data the
+ * sender still uses elsewhere.
+ */
+
+const MAX_DEPTH = 3;
+const MAX_ITEMS = 1024;
+
+function add(value: unknown, out: Set<ArrayBuffer>): void {
+  if (value instanceof ArrayBuffer) {
+    if (value.byteLength > 0) out.add(value);
+  } else if (ArrayBuffer.isView(value)) {
+    const buffer = value.buffer;
+    if (
+      buffer instanceof ArrayBuffer &&
+      value.byteOffset === 0 &&
+      value.byteLength === buffer.byteLength &&
+      buffer.byteLength > 0
+    ) {
+      out.add(buffer);
+    }
+  }
+}
+
+function visit(
+  value: unknown,
+  depth: number,
+  out: Set<ArrayBuffer>,
+  budget: { items: number },
+): void {
+  if (typeof value !== "object" || value === null || --budget.items < 0) return;
+  if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
+    add(value, out);
+    return;
+  }
+  if (depth >= MAX_DEPTH) return;
+  if (Array.isArray(value)) {
+    for (const item of value) visit(item, depth + 1, out, budget);
+    return;
+  }
+  const proto = Object.getPrototypeOf(value) as object | null;
+  if (proto !== Object.prototype && proto !== null) return;
+  for (const key in value) visit((value as Record<string, unknown>)[key], depth + 1, out, budget);
+}
+
+/** The buffers of `values` (searched a few levels deep) that can be moved to a receiver. */
+export function transferablesOf(values: readonly unknown[]): ArrayBuffer[] {
+  const out = new Set<ArrayBuffer>();
+  const budget = { items: MAX_ITEMS };
+  for (const value of values) visit(value, 0, out, budget);
+  return out.size === 0 ? EMPTY : [...out];
+}
+
+const EMPTY: ArrayBuffer[] = [];

@@ -1,0 +1,31 @@
+/**
+ * How a request reaches a replica. One implementation per isolation kind (worker thread,
+ * child process); the router and controller only see this interface, so a cross-machine
+ * transport can be added without touching them.
+ */
+import type { FromReplica, ToReplica } from "../runtime/protocol.js";
+
+export type Isolation = "thread" | "process";
+
+export interface ReplicaTransport {
+  readonly isolation: Isolation;
+  /** `thread 12` or `pid 4242`: how messages and status name the replica's host. */
+  readonly description: string;
+  /**
+   * Sends a message. `transfer` lists buffers the receiver takes ownership of; transports
+   * that cannot move memory (processes) copy them instead.
+   */
+  send(message: ToReplica, transfer?: readonly ArrayBuffer[]): void;
+  /** Receives every message from the replica. */
+  onMessage(listener: (message: FromReplica) => void): void;
+  /** Called once when the replica's thread or process has exited, with why. */
+  onExit(listener: (reason: string) => void): void;
+  /** Ends the replica now (no draining). Resolves once it has exited. Safe to call twice. */
+  terminate(): Promise<void>;
+}
+
+/** Starts one replica host; the runtime then sends it an `init` message. */
+export type TransportFactory = (isolation: Isolation, name: string) => ReplicaTransport;
+
+/** The module every replica thread or process starts with. */
+export const REPLICA_ENTRY = new URL("../runtime/replica-entry.mjs", import.meta.url);

@@ -1,0 +1,133 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import {
+  DeployFailedError,
+  GraphBuildError,
+  GraphExecutionError,
+  ReplicaDiedError,
+  run,
+} from "tributary";
+import { app as brokenApp } from "../fixtures/broken-app.js";
+import { app as faultyApp, type Fragile } from "../fixtures/faulty-app.js";
+import { makeApp } from "../fixtures/nested-app.js";
+
+/** Polls `predicate` every 20 ms until it holds, failing after `ms`. */
+async function eventually(
+  predicate: () => Promise<boolean>,
+  ms: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+const crashes = [
+  ["thread", "exit", /exited with code 3/],
+  ["thread", "throwLater", /uncaught Error: uncaught in a timer/],
+  ["process", "exit", /exited with code 3/],
+  ["process", "segfault", /killed by SIGSEGV/],
+] as const;
+
+describe("replica failures", { timeout: 120_000 }, () => {
+  for (const [isolation, method, reason] of crashes) {
+    test(`crash - a ${isolation} replica that dies in ${method}() fails its in-flight requests with ReplicaDiedError and is replaced`, async () => {
+      await using server = await run(
+        faultyApp.withOptions({ fragile: { isolation, numReplicas: 1 } }),
+      );
+      const fragile = server.getHandle<Fragile>("fragile");
+      const before = await fragile.info();
+      const inFlight = [fragile[method](), fragile.sleep(5_000), fragile.sleep(5_000)];
+      const results = await Promise.allSettled(inFlight);
+      for (const result of results) {
+        assert.equal(result.status, "rejected");
+        const error = result.reason as ReplicaDiedError;
+        assert.ok(error instanceof ReplicaDiedError, String(error));
+        assert.equal(error.code, "REPLICA_DIED");
+        assert.equal(error.replica, "fragile#1");
+        assert.match(error.message, reason);
+      }
+      // Later requests wait for the replacement instead of failing.
+      const after = await fragile.info();
+      assert.equal(after.replica, "fragile#2");
+      assert.notEqual(after.bornAt, before.bornAt);
+      assert.equal(await fragile.echo(7), 7);
+      const status = (await server.status()).applications.faulty!.deployments.fragile!;
+      assert.match(status.message, /Replica fragile#1 died/);
+      assert.match(status.message, reason);
+      await eventually(
+        async () =>
+          (await server.status()).applications.faulty!.deployments.fragile!.status === "HEALTHY",
+        5_000,
+        "healthy again",
+      );
+    });
+  }
+
+  test("health - a replica whose checkHealth hangs is replaced, and the status says why", async () => {
+    await using server = await run(
+      faultyApp.withOptions({
+        fragile: { healthCheckPeriod: "50ms", healthCheckTimeout: "200ms" },
+      }),
+    );
+    const fragile = server.getHandle<Fragile>("fragile");
+    assert.equal((await fragile.info()).replica, "fragile#1");
+    const stuck = fragile.sleep(10_000);
+    await fragile.becomeSick();
+    await assert.rejects(
+      stuck,
+      (error: unknown) =>
+        error instanceof ReplicaDiedError && /failed its health check/.test(error.message),
+    );
+    await eventually(
+      async () => (await fragile.info()).replica === "fragile#2",
+      10_000,
+      "the replacement serves",
+    );
+    const status = (await server.status()).applications.faulty!.deployments.fragile!;
+    assert.match(
+      status.message,
+      /fragile#1 failed its health check: health of replica fragile#1 timed out after 200 ms/,
+    );
+  });
+
+  test("errors - a throwing method rejects with GraphExecutionError whose cause is the original error", async () => {
+    await using server = await run(faultyApp.withOptions({ fragile: { isolation: "process" } }));
+    const fragile = server.getHandle<{ fail(message: string): Promise<number> }>("fragile");
+    const error = await fragile.fail("bad weights").catch((e: unknown) => e);
+    assert.ok(error instanceof GraphExecutionError);
+    assert.equal(error.deployment, "fragile");
+    assert.equal(error.method, "fail()");
+    assert.ok(error.cause instanceof RangeError);
+    assert.equal(error.cause.message, "bad weights");
+    assert.match(error.cause.stack ?? "", /faulty-app\.ts/);
+  });
+
+  test("deploy - a constructor that throws gives DEPLOY_FAILED with its message, and run() rejects", async () => {
+    const started = Date.now();
+    const error = await run(brokenApp).catch((e: unknown) => e);
+    assert.ok(error instanceof DeployFailedError, String(error));
+    assert.equal(error.code, "DEPLOY_FAILED");
+    assert.match(
+      error.message,
+      /Deployment "NeedsWeights" failed to deploy: .*weights not found at \/models\/missing\.onnx/,
+    );
+    assert.equal(error.status?.status, "DEPLOY_FAILED");
+    const deployment = error.status?.deployments.NeedsWeights;
+    assert.equal(deployment?.status, "DEPLOY_FAILED");
+    assert.match(deployment?.message ?? "", /NeedsWeights#1 failed to start .*weights not found/);
+    assert.ok(Date.now() - started < 30_000, "it fails fast instead of hanging");
+  });
+
+  test("deploy - a graph built inside a function is refused with what to do", async () => {
+    await assert.rejects(
+      run(makeApp()),
+      (error: unknown) =>
+        error instanceof GraphBuildError &&
+        /built inside a function \(makeApp, at .*nested-app\.ts:\d+:\d+\)/.test(error.message) &&
+        /build the graph at the module's top level/.test(error.message),
+    );
+  });
+});

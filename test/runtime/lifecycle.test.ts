@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { BackPressureError, CancelledError, ReplicaDiedError, TimeoutError, run } from "tributary";
+import { app, type Fragile } from "../fixtures/faulty-app.js";
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "tributary-lifecycle-"));
+});
+after(() => rm(dir, { recursive: true, force: true }));
+
+describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
+  test("router - a flood past maxOngoingRequests + maxQueuedRequests sheds the excess with BackPressureError", async () => {
+    await using server = await run(
+      app.withOptions({ fragile: { maxOngoingRequests: 2, maxQueuedRequests: 3 } }),
+    );
+    const fragile = server.getHandle<Fragile>("fragile");
+    const flood = Array.from({ length: 10 }, () => fragile.sleep(400));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const during = (await server.status()).applications.faulty!.deployments.fragile!;
+    assert.equal(during.ongoing, 2, "at most maxOngoingRequests run on the replica");
+    assert.equal(during.queued, 3);
+    const results = await Promise.allSettled(flood);
+    const answered = results.filter((r) => r.status === "fulfilled").map((r) => r.value);
+    const shed = results.filter((r) => r.status === "rejected").map((r) => r.reason as unknown);
+    assert.deepEqual(answered, ["slept", "slept", "slept", "slept", "slept"]);
+    assert.equal(shed.length, 5);
+    for (const error of shed) {
+      assert.ok(error instanceof BackPressureError);
+      assert.equal(error.code, "BACK_PRESSURE");
+      assert.match(
+        error.message,
+        /Deployment "fragile" is overloaded: 2 requests running and 3 queued/,
+      );
+    }
+  });
+
+  test("router - a timed-out or cancelled request frees its slot and the replica's signal fires", async () => {
+    await using server = await run(
+      app.withOptions({ fragile: { maxOngoingRequests: 1, maxQueuedRequests: 10 } }),
+    );
+    const fragile = server.getHandle<Fragile>("fragile");
+    const impatient = server.getHandle<Fragile>("fragile", { timeout: "100ms" });
+    const started = Date.now();
+    await assert.rejects(
+      impatient.sleep(30_000),
+      (error: unknown) => error instanceof TimeoutError && error.code === "TIMEOUT",
+    );
+    // The only slot is free again: this call does not wait behind the abandoned one.
+    assert.equal(await fragile.echo(1), 1);
+    assert.ok(Date.now() - started < 5_000);
+    const controller = new AbortController();
+    const cancelled = server
+      .getHandle<Fragile>("fragile", { signal: controller.signal })
+      .sleep(30_000);
+    setTimeout(() => controller.abort(), 50);
+    await assert.rejects(cancelled, CancelledError);
+    assert.equal(await fragile.abortedCount(), 2, "user code saw both signals");
+    // A queued request that times out leaves the queue.
+    const blocker = fragile.sleep(300);
+    await assert.rejects(impatient.echo(2), TimeoutError);
+    assert.equal(await blocker, "slept");
+    assert.equal((await server.status()).applications.faulty!.deployments.fragile!.queued, 0);
+  });
+
+  test("reconfigure - userConfig reaches reconfigure() at start and on change, without a restart", async () => {
+    await using server = await run(
+      app.withOptions({ fragile: { userConfig: { version: 1 }, numReplicas: 2 } }),
+    );
+    const fragile = server.getHandle<Fragile>("fragile");
+    const first = await Promise.all([
+      fragile.info(),
+      fragile.info(),
+      fragile.info(),
+      fragile.info(),
+    ]);
+    for (const info of first)
+      assert.deepEqual([info.configured, info.reconfigures], [{ version: 1 }, 1]);
+    await server.reconfigure("fragile", { version: 2 });
+    const second = await Promise.all(Array.from({ length: 8 }, () => fragile.info()));
+    const replicas = new Map(second.map((info) => [info.replica, info]));
+    assert.equal(replicas.size, 2);
+    for (const info of replicas.values()) {
+      assert.deepEqual([info.configured, info.reconfigures], [{ version: 2 }, 2]);
+      assert.equal(
+        info.bornAt,
+        first.find((f) => f.replica === info.replica)?.bornAt ?? info.bornAt,
+        "same instance",
+      );
+    }
+    assert.deepEqual(
+      [...replicas.keys()].sort(),
+      ["fragile#1", "fragile#2"],
+      "no replica was replaced",
+    );
+  });
+
+  for (const isolation of ["thread", "process"] as const) {
+    test(`shutdown - close() drains in-flight requests, then runs close() in the ${isolation} replica`, async () => {
+      const marker = join(dir, `closed-${isolation}`);
+      const server = await run(app.withOptions({ fragile: { isolation, userConfig: { marker } } }));
+      const fragile = server.getHandle<Fragile>("fragile");
+      const inFlight = [fragile.sleep(300), fragile.sleep(300), fragile.sleep(300)];
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      await server.close();
+      assert.deepEqual(await Promise.all(inFlight), ["slept", "slept", "slept"]);
+      assert.match(await readFile(marker, "utf8"), /^closed by \d+$/);
+    });
+  }
+
+  test("shutdown - requests still running after gracefulShutdownTimeout are cut off", async () => {
+    const server = await run(app.withOptions({ fragile: { gracefulShutdownTimeout: "200ms" } }));
+    const stuck = server.getHandle<Fragile>("fragile").sleep(60_000);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const started = Date.now();
+    await server.close();
+    assert.ok(Date.now() - started < 5_000, "close() is bounded");
+    await assert.rejects(stuck, ReplicaDiedError);
+  });
+});

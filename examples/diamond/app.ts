@@ -8,7 +8,7 @@
  *            └─> Norm.predict(input) ────────────┘
  */
 import { z } from "zod";
-import { deployment, InputNode } from "tributary";
+import { build, deployment, InputNode } from "tributary";
 
 export const inputSchema = z.object({
   features: z.array(z.number()).min(1),
@@ -60,3 +60,6 @@ export const pipeline = ensemble.combine.bind(
   norm.predict.bind(input),
   input.id,
 );
+
+/** The served application: every class above runs in its own replicas. */
+export const app = build(pipeline, { name: "diamond" });

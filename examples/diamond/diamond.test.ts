@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { after, test } from "node:test";
-import { describeGraph, GraphExecutionError, ValidationError } from "tributary";
-import { pipeline } from "./app.js";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { describeGraph, GraphExecutionError, run, ValidationError } from "tributary";
+import { app, pipeline } from "./app.js";
 
 after(() => pipeline.dispose());
 
@@ -44,3 +47,39 @@ test("diamond - a bad request is rejected before any model runs", async () => {
   await assert.rejects(pipeline.execute({ features: [1], scale: -1, id: "x" }), ValidationError);
   assert.ok(!(ValidationError.prototype instanceof GraphExecutionError));
 });
+
+test(
+  "diamond - served with replicas, the pipeline gives the same answers",
+  { timeout: 60_000 },
+  async () => {
+    await using server = await run(app);
+    assert.deepEqual(await server.handle.call({ features: [3, 4, 0], id: "a" }), {
+      id: "a",
+      score: 0.75 * -2.25 + 0.25 * 5,
+      parts: [-2.25, 5],
+    });
+    const status = (await server.status()).applications.diamond!;
+    assert.equal(status.status, "RUNNING");
+    assert.equal(status.deployments.Linear?.replicas.length, 2);
+  },
+);
+
+test(
+  "diamond - npm start serves the example and prints its answers",
+  { timeout: 60_000 },
+  async () => {
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ["--import", "tsx", "examples/diamond/main.ts"],
+      {
+        cwd: fileURLToPath(new URL("../..", import.meta.url)),
+        timeout: 50_000,
+      },
+    );
+    assert.match(
+      stdout,
+      /\{"features":\[3,4,0\],"id":"a"\} -> \{"id":"a","score":-0\.4375,"parts":\[-2\.25,5\]\}/,
+    );
+    assert.match(stdout, /Linear\s+HEALTHY\s+Linear#1 \(thread \d+\), Linear#2 \(thread \d+\)/);
+  },
+);

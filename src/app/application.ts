@@ -173,6 +173,12 @@ export function build<Out, In>(
         `build({ names }) at ${formatCallSite(site)}: "${variable}" is not a deployment's node (a class node or a call).`,
       );
     }
+    const other = names.get(owner);
+    if (other !== undefined) {
+      throw new GraphBuildError(
+        `build({ names }) at ${formatCallSite(site)}: "${other}" and "${variable}" name the same deployment; give it one name.`,
+      );
+    }
     names.set(owner, variable);
   }
   const graph = compileGraph(root, names);

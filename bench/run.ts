@@ -1,0 +1,50 @@
+/**
+ * `npm run bench` lists the benchmarks; `npm run bench <name>` runs one;
+ * `npm run bench -- --report` runs all and rewrites bench/RESULTS.md.
+ */
+import { writeFile } from "node:fs/promises";
+import { machine } from "./stats.js";
+
+const BENCHMARKS: Record<
+  string,
+  { about: string; load: () => Promise<{ main: () => Promise<string> }> }
+> = {
+  handle: {
+    about: "empty handle call to a thread replica vs a raw MessagePort round trip",
+    load: () => import("./handle.js"),
+  },
+};
+
+const args = process.argv.slice(2);
+const report = args.includes("--report");
+const names = args.filter((a) => !a.startsWith("--"));
+
+if (names.length === 0 && !report) {
+  console.log("Benchmarks (npm run bench <name>, or npm run bench -- --report for all):");
+  for (const [name, { about }] of Object.entries(BENCHMARKS))
+    console.log(`  ${name.padEnd(10)} ${about}`);
+  process.exit(0);
+}
+
+const chosen = report ? Object.keys(BENCHMARKS) : names;
+const sections: string[] = [];
+for (const name of chosen) {
+  const bench = BENCHMARKS[name];
+  if (!bench) {
+    console.error(`unknown benchmark "${name}"; run npm run bench to list them`);
+    process.exit(1);
+  }
+  sections.push(await (await bench.load()).main());
+}
+if (report) {
+  const text = [
+    "# Benchmark results",
+    "",
+    `Measured on ${machine()}. Regenerate with \`npm run bench -- --report\`; each table runs its`,
+    "baseline beside the subject in the same process, so the ratio is the figure to compare.",
+    "",
+    ...sections,
+  ].join("\n");
+  await writeFile(new URL("./RESULTS.md", import.meta.url), text);
+  console.log("wrote bench/RESULTS.md");
+}

@@ -1,0 +1,31 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { run } from "tributary";
+import { transferPlan } from "../../src/runtime/transfer-plan.js";
+import { app } from "../fixtures/tensor-app.js";
+
+test("transfer - a value read by two steps is copied, a value read by one moves", () => {
+  const steps = app.graph.steps;
+  const plan = transferPlan(app.graph);
+  const moves = Object.fromEntries(
+    steps.filter((s) => s.op === "call").map((s) => [s.label, plan[s.index]![0]]),
+  );
+  // input.data has two readers (normalize, length); normalize's result has one (total).
+  assert.deepEqual(moves, { "normalize()": false, "total()": true, "length()": false });
+});
+
+test(
+  "transfer - a served graph gives every reader of a shared tensor the whole tensor",
+  { timeout: 60_000 },
+  async () => {
+    await using server = await run(app);
+    const data = new Float32Array(64 * 1024).map((_, i) => i % 4);
+    const { normalizedTotal, length, scale } = await server.handle.call({ data, scale: 2 });
+    assert.ok(
+      Math.abs(normalizedTotal - (64 * 1024 * (0 + 1 + 2 + 3)) / 4 / 3) < 0.01,
+      String(normalizedTotal),
+    );
+    assert.equal(length, 64 * 1024, "the second reader got the whole array");
+    assert.equal(scale, 2);
+  },
+);

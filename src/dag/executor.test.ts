@@ -359,3 +359,20 @@ describe("local execution", () => {
     await assert.rejects(out.dispose(), /Deployment "Leaky" failed in close\(\): file handle busy/);
   });
 });
+
+test("execute - a method returning a handle call's response resolves to its result, locally", async () => {
+  class Inner {
+    async value(): Promise<number> {
+      return 7;
+    }
+  }
+  class Outer {
+    constructor(private readonly inner: DeploymentHandle<Inner>) {}
+    forward(): Promise<number> {
+      return this.inner.value(); // returned without await: a thenable that is also iterable
+    }
+  }
+  const out = deployment(Outer).bind(deployment(Inner).bind()).forward.bind();
+  assert.equal(await out.execute(), 7);
+  await out.dispose();
+});

@@ -69,10 +69,16 @@ function invoke(name: string, label: string, fn: unknown, self: unknown, args: u
   } catch (error) {
     return Promise.reject(new GraphExecutionError(name, label, error));
   }
-  if (isAsyncIterable(result)) return wrapStream(name, label, result);
-  return Promise.resolve(result).catch((error: unknown) => {
-    throw new GraphExecutionError(name, label, error);
-  });
+  // A thenable first (a handle's response is both thenable and iterable), then a stream.
+  if (isAsyncIterable(result) && typeof (result as { then?: unknown }).then !== "function") {
+    return wrapStream(name, label, result);
+  }
+  return Promise.resolve(result).then(
+    (value) => (isAsyncIterable(value) ? wrapStream(name, label, value) : value),
+    (error: unknown) => {
+      throw new GraphExecutionError(name, label, error);
+    },
+  );
 }
 
 /** A local `DeploymentHandle`: each method calls the instance directly. */

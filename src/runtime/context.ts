@@ -20,6 +20,7 @@ export class ActiveRequest implements RequestContext {
   readonly replica: string;
   #controller: AbortController | undefined;
   #reason: Error | undefined;
+  #onCancel: (() => void)[] | undefined;
 
   constructor(requestId: string | undefined, deployment: string, replica: string) {
     this.requestId = requestId;
@@ -38,8 +39,16 @@ export class ActiveRequest implements RequestContext {
   }
 
   cancel(reason: Error): void {
-    this.#reason ??= reason;
+    if (this.#reason) return;
+    this.#reason = reason;
     this.#controller?.abort(reason);
+    for (const listener of this.#onCancel ?? []) listener();
+  }
+
+  /** Runs `listener` when this request is cancelled (nested handle calls use it). */
+  onCancel(listener: () => void): void {
+    if (this.#reason) listener();
+    else (this.#onCancel ??= []).push(listener);
   }
 }
 

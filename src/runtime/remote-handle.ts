@@ -2,7 +2,7 @@
  * @internal Handle calls made from inside a replica: sent to the runtime, which routes them
  * to the target deployment's replicas and answers with {@link Response} messages.
  */
-import { GraphExecutionError } from "../errors.js";
+import { CancelledError, GraphExecutionError } from "../errors.js";
 import { transferablesOf } from "../transport/transfer.js";
 import { requestStorage } from "./context.js";
 import { deserializeError } from "./error-codec.js";
@@ -31,8 +31,18 @@ export class HandleCalls {
             : deserializeError(error),
         cancelStream: () => this.#post({ t: "hcancel", id }),
       });
-      const r = requestStorage.getStore()?.requestId;
-      this.#post({ t: "hcall", id, d: deployment, m: method, a: args, r }, transferablesOf(args));
+      const outer = requestStorage.getStore();
+      this.#post(
+        { t: "hcall", id, d: deployment, m: method, a: args, r: outer?.requestId },
+        transferablesOf(args),
+      );
+      // Cancelling the request this call is made for cancels the call too.
+      outer?.onCancel(() => {
+        if (this.#responses.forget(id)) {
+          this.#post({ t: "hcancel", id });
+          reject(new CancelledError(`${deployment}.${method}()`));
+        }
+      });
     });
   }
 

@@ -34,6 +34,16 @@ function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
   return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
 }
 
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as { then?: unknown }).then === "function";
+}
+
+function startStream(id: number, iterable: AsyncIterable<unknown>, request: ActiveRequest): void {
+  void requestStorage
+    .run(request, () => stream(id, iterable, request))
+    .finally(() => active.delete(id));
+}
+
 async function init(message: InitMessage): Promise<void> {
   deploymentName = message.deployment;
   replicaName = message.replica;
@@ -120,8 +130,9 @@ function call(
     return;
   }
   let fn: unknown;
-  if (method === undefined) fn = target;
-  else if (isClass) fn = (target as Instance)[method];
+  // A function deployment answers its graph calls and a handle's `call(...)`.
+  if (!isClass) fn = method === undefined || method === "call" ? target : undefined;
+  else if (method !== undefined) fn = (target as Instance)[method];
   if (typeof fn !== "function") {
     respondError(
       id,
@@ -151,14 +162,17 @@ function call(
     respondError(id, error, true);
     return;
   }
-  if (isAsyncIterable(result)) {
-    void requestStorage
-      .run(request, () => stream(id, result, request))
-      .finally(() => active.delete(id));
+  // A thenable first (a handle's response is both thenable and iterable), then a stream.
+  if (isAsyncIterable(result) && !isThenable(result)) {
+    startStream(id, result, request);
     return;
   }
   Promise.resolve(result).then(
     (value) => {
+      if (isAsyncIterable(value)) {
+        startStream(id, value, request);
+        return;
+      }
       active.delete(id);
       post({ t: "ok", id, v: value }, transferablesOf([value]));
     },

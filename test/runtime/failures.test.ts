@@ -10,19 +10,7 @@ import {
 import { app as brokenApp } from "../fixtures/broken-app.js";
 import { app as faultyApp, type Fragile } from "../fixtures/faulty-app.js";
 import { makeApp } from "../fixtures/nested-app.js";
-
-/** Polls `predicate` every 20 ms until it holds, failing after `ms`. */
-async function eventually(
-  predicate: () => Promise<boolean>,
-  ms: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await predicate())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+import { eventually } from "./eventually.js";
 
 const crashes = [
   ["thread", "exit", /exited with code 3/],

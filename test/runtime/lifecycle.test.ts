@@ -5,6 +5,8 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BackPressureError, CancelledError, ReplicaDiedError, TimeoutError, run } from "tributary";
 import { app, type Fragile } from "../fixtures/faulty-app.js";
+import { app as relayApp } from "../fixtures/relay-app.js";
+import { eventually } from "./eventually.js";
 
 let dir: string;
 before(async () => {
@@ -64,6 +66,19 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
     await assert.rejects(impatient.echo(2), TimeoutError);
     assert.equal(await blocker, "slept");
     assert.equal((await server.status()).applications.faulty!.deployments.fragile!.queued, 0);
+  });
+
+  test("router - cancelling a request cancels the handle calls it made, down the graph", async () => {
+    await using server = await run(relayApp);
+    await assert.rejects(server.handle.call(30_000, { timeout: "150ms" }), TimeoutError);
+    const fragile = server.getHandle<Fragile>("fragile");
+    await eventually(
+      async () => (await fragile.abortedCount()) === 1,
+      5_000,
+      "the nested call is cancelled",
+    );
+    const { ongoing } = (await server.status()).applications.relay!.deployments.fragile!;
+    assert.equal(ongoing, 0, "its slot is free");
   });
 
   test("reconfigure - userConfig reaches reconfigure() at start and on change, without a restart", async () => {

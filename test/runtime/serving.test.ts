@@ -53,6 +53,8 @@ describe("serving a graph with thread replicas", { timeout: 60_000 }, () => {
     const missing = (scaler as unknown as { nope(): Promise<unknown> }).nope();
     await assert.rejects(missing, /Deployment "scaler" has no method "nope"/);
     assert.throws(() => server.getHandle("nobody"), NotFoundError);
+    // A function deployment's handle calls the function with `call(...)`.
+    assert.equal(await server.getHandle<{ call(x: number): number }>("addOne").call(41), 42);
   });
 
   test("handle - an argument that cannot be sent is rejected on the caller's side and frees its slot", async () => {

@@ -38,7 +38,7 @@ function rawEcho(): { call: () => Promise<unknown>; close: () => Promise<number>
 export async function main(): Promise<string> {
   console.log(`handle vs raw MessagePort — ${machine()}\n`);
   const raw = rawEcho();
-  const server = await run(app);
+  const server = await run(app, { port: 0 });
   const handle = server.getHandle<Noop>("noop");
   const call = (): Promise<void> => handle.noop();
   try {

@@ -31,6 +31,10 @@ export const ERROR_CODES = {
   TIMEOUT: { httpStatus: 504, grpcStatus: GrpcStatus.DEADLINE_EXCEEDED },
   CANCELLED: { httpStatus: 499, grpcStatus: GrpcStatus.CANCELLED },
   NOT_FOUND: { httpStatus: 404, grpcStatus: GrpcStatus.NOT_FOUND },
+  BAD_REQUEST: { httpStatus: 400, grpcStatus: GrpcStatus.INVALID_ARGUMENT },
+  PAYLOAD_TOO_LARGE: { httpStatus: 413, grpcStatus: GrpcStatus.RESOURCE_EXHAUSTED },
+  UNSUPPORTED_MEDIA_TYPE: { httpStatus: 415, grpcStatus: GrpcStatus.INVALID_ARGUMENT },
+  INTERNAL: { httpStatus: 500, grpcStatus: GrpcStatus.INTERNAL },
 } as const satisfies Record<string, { httpStatus: number; grpcStatus: number }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -24,6 +24,9 @@ export type {
   ServerStatus,
 } from "./runtime/server.js";
 export { requestContext } from "./runtime/context.js";
+export { image, tensor } from "./ingress/adapters.js";
+export { DATATYPES } from "./ingress/tensors.js";
+export type { Datatype, Tensor, TypedArray } from "./ingress/tensors.js";
 export type { RequestContext } from "./runtime/context.js";
 export type {
   ApplicationStatus,

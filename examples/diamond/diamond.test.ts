@@ -52,7 +52,7 @@ test(
   "diamond - served with replicas, the pipeline gives the same answers",
   { timeout: 60_000 },
   async () => {
-    await using server = await run(app);
+    await using server = await run(app, { port: 0 });
     assert.deepEqual(await server.handle.call({ features: [3, 4, 0], id: "a" }), {
       id: "a",
       score: 0.75 * -2.25 + 0.25 * 5,
@@ -73,6 +73,7 @@ test(
       ["--import", "tsx", "examples/diamond/main.ts"],
       {
         cwd: fileURLToPath(new URL("../..", import.meta.url)),
+        env: { ...process.env, PORT: "0" },
         timeout: 50_000,
       },
     );

@@ -8,7 +8,7 @@ import { app, pipeline } from "./app.js";
 
 console.log("Graph (Mermaid):\n" + toMermaid(pipeline) + "\n");
 const started = Date.now();
-await using server = await run(app);
+await using server = await run(app, { port: Number(process.env.PORT ?? 8000) });
 console.log(
   `Serving "${app.name}" (${Object.keys(app.deployments).join(", ")}) after ${Date.now() - started} ms\n`,
 );

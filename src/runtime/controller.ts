@@ -124,6 +124,13 @@ export class Controller {
     });
   }
 
+  /** Whether every deployment has at least one running replica. */
+  ready(): boolean {
+    if (this.#closing) return false;
+    for (const d of this.#deployments.values()) if (d.running.length === 0) return false;
+    return true;
+  }
+
   /** Sends a new `userConfig` to every running replica of `name` (no restart). */
   async reconfigure(name: string, userConfig: JsonValue): Promise<void> {
     this.router(name);

@@ -27,15 +27,35 @@ import { HANDLE_REF } from "./handle-ref.js";
 import type { Router } from "./router.js";
 import type { ApplicationStatusInfo } from "./status.js";
 import { transferPlan } from "./transfer-plan.js";
+import { startGrpc } from "../ingress/grpc.js";
+import { startHttp } from "../ingress/http.js";
+import { bytesFieldOf, OipModel } from "../ingress/oip.js";
+import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
 
 export interface RunOptions {
-  /** HTTP host and port: used once the HTTP ingress is served (not yet). */
+  /** HTTP host (default `127.0.0.1`). */
   readonly host?: string;
+  /** HTTP port (default 8000); 0 picks a free one, and `server.url` tells which. */
   readonly port?: number;
+  /** Serve the Open Inference Protocol over gRPC too; port 0 picks a free one (`server.grpcPort`). */
   readonly grpc?: { readonly port?: number };
+  /** Time a request may take through the pipeline before it fails with 504 (default: none). */
+  readonly requestTimeout?: Duration;
+  /** Time allowed to receive a whole HTTP request; slow senders are cut off (default 30s). */
+  readonly readTimeout?: Duration;
+  /** Largest request body in bytes (default 16 MiB), for HTTP and gRPC. */
+  readonly bodyLimit?: number;
+  /** Error responses include stack traces (default false). */
+  readonly debug?: boolean;
+  /** Level of the request log, a pino level (default `warn`). Each line carries the request id. */
+  readonly logLevel?: string;
+  /** Where log lines go, one JSON object per line (default: standard output). */
+  readonly logStream?: { write(line: string): void };
   /** @internal How replicas are started (tests may wrap the default). */
   readonly transports?: TransportFactory;
 }
+
+const DEFAULT_BODY_LIMIT = 16 * 1024 * 1024;
 
 /** Options of one request through a handle. */
 export interface RequestOptions {
@@ -95,9 +115,13 @@ class IngressGate {
 /** A served application. Close it with `close()` or `await using`. */
 export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   readonly app: Application<In, Out>;
-  /** The HTTP address, once the HTTP ingress is served (not yet: `undefined`). */
-  readonly url: string | undefined = undefined;
+  /** The HTTP address: `http://127.0.0.1:8000`. */
+  url = "";
+  /** The gRPC port, when gRPC is served. */
+  grpcPort: number | undefined;
   readonly handle: GraphHandle<In, Out>;
+  /** @internal Front doors, closed before the replicas. */
+  readonly frontDoors: (() => Promise<void>)[] = [];
   readonly #controller: Controller;
   readonly #gate: IngressGate;
   readonly #routers: readonly (Router | undefined)[];
@@ -117,7 +141,10 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     this.handle = { call: (input, options) => this.#callGraph(input, options) as Promise<Out> };
   }
 
-  async #callGraph(input: unknown, options: RequestOptions = {}): Promise<unknown> {
+  async #callGraph(
+    input: unknown,
+    options: RequestOptions | IngressCallOptions = {},
+  ): Promise<unknown> {
     if (this.#closed) throw new ServerClosedError(`Application "${this.app.name}"`);
     const waiting = this.#gate.enter();
     if (waiting) await waiting;
@@ -190,8 +217,23 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
 
   /** Stops taking requests, drains those in flight, closes the instances. Safe to call twice. */
   close(): Promise<void> {
-    this.#closed ??= this.#controller.close();
+    this.#closed ??= (async () => {
+      await Promise.all(this.frontDoors.map((close) => close()));
+      await this.#controller.close();
+    })();
     return this.#closed;
+  }
+
+  /** @internal What the HTTP and gRPC front doors call. */
+  ingressTarget(): IngressTarget {
+    const schema = this.app.graph.input?.schema;
+    return {
+      app: this.app,
+      model: new OipModel(this.app.name, schema),
+      bytesField: bytesFieldOf(schema),
+      call: (input, options) => this.#callGraph(input, options),
+      ready: () => this.#controller.ready(),
+    };
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -258,5 +300,38 @@ export async function run<In, Out>(
     await controller.close();
     throw error;
   }
-  return new Server(app, controller);
+  const server = new Server(app, controller);
+  try {
+    const target = server.ingressTarget();
+    const host = options.host ?? "127.0.0.1";
+    const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+    const http = await startHttp(target, {
+      host,
+      port: options.port ?? 8000,
+      bodyLimit,
+      readTimeoutMs: toMilliseconds(options.readTimeout ?? "30s"),
+      requestTimeoutMs:
+        options.requestTimeout === undefined ? undefined : toMilliseconds(options.requestTimeout),
+      debug: options.debug ?? false,
+      logLevel: options.logLevel ?? "warn",
+      logStream: options.logStream,
+    });
+    server.frontDoors.push(() => http.close());
+    const address = http.server.address();
+    const port = typeof address === "object" && address ? address.port : options.port;
+    server.url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+    if (options.grpc) {
+      const grpc = await startGrpc(target, {
+        host,
+        port: options.grpc.port ?? 9000,
+        maxMessageBytes: bodyLimit,
+      });
+      server.grpcPort = grpc.port;
+      server.frontDoors.push(grpc.close);
+    }
+  } catch (error) {
+    await server.close();
+    throw error;
+  }
+  return server;
 }

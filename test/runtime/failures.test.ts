@@ -5,8 +5,8 @@ import {
   GraphBuildError,
   GraphExecutionError,
   ReplicaDiedError,
-  run,
 } from "tributary";
+import { serve } from "../serve.js";
 import { app as brokenApp } from "../fixtures/broken-app.js";
 import { app as faultyApp, type Fragile } from "../fixtures/faulty-app.js";
 import { makeApp } from "../fixtures/nested-app.js";
@@ -22,7 +22,7 @@ const crashes = [
 describe("replica failures", { timeout: 120_000 }, () => {
   for (const [isolation, method, reason] of crashes) {
     test(`crash - a ${isolation} replica that dies in ${method}() fails its in-flight requests with ReplicaDiedError and is replaced`, async () => {
-      await using server = await run(
+      await using server = await serve(
         faultyApp.withOptions({ fragile: { isolation, numReplicas: 1 } }),
       );
       const fragile = server.getHandle<Fragile>("fragile");
@@ -55,7 +55,7 @@ describe("replica failures", { timeout: 120_000 }, () => {
   }
 
   test("health - a replica whose checkHealth hangs is replaced, and the status says why", async () => {
-    await using server = await run(
+    await using server = await serve(
       faultyApp.withOptions({
         fragile: { healthCheckPeriod: "50ms", healthCheckTimeout: "200ms" },
       }),
@@ -82,7 +82,7 @@ describe("replica failures", { timeout: 120_000 }, () => {
   });
 
   test("errors - a throwing method rejects with GraphExecutionError whose cause is the original error", async () => {
-    await using server = await run(faultyApp.withOptions({ fragile: { isolation: "process" } }));
+    await using server = await serve(faultyApp.withOptions({ fragile: { isolation: "process" } }));
     const fragile = server.getHandle<{ fail(message: string): Promise<number> }>("fragile");
     const error = await fragile.fail("bad weights").catch((e: unknown) => e);
     assert.ok(error instanceof GraphExecutionError);
@@ -95,7 +95,7 @@ describe("replica failures", { timeout: 120_000 }, () => {
 
   test("deploy - a constructor that throws gives DEPLOY_FAILED with its message, and run() rejects", async () => {
     const started = Date.now();
-    const error = await run(brokenApp).catch((e: unknown) => e);
+    const error = await serve(brokenApp).catch((e: unknown) => e);
     assert.ok(error instanceof DeployFailedError, String(error));
     assert.equal(error.code, "DEPLOY_FAILED");
     assert.match(
@@ -111,7 +111,7 @@ describe("replica failures", { timeout: 120_000 }, () => {
 
   test("deploy - a graph built inside a function is refused with what to do", async () => {
     await assert.rejects(
-      run(makeApp()),
+      serve(makeApp()),
       (error: unknown) =>
         error instanceof GraphBuildError &&
         /built inside a function \(makeApp, at .*nested-app\.ts:\d+:\d+\)/.test(error.message) &&

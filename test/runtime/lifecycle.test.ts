@@ -3,7 +3,8 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { BackPressureError, CancelledError, ReplicaDiedError, TimeoutError, run } from "tributary";
+import { BackPressureError, CancelledError, ReplicaDiedError, TimeoutError } from "tributary";
+import { serve } from "../serve.js";
 import { app, type Fragile } from "../fixtures/faulty-app.js";
 import { app as relayApp } from "../fixtures/relay-app.js";
 import { eventually } from "./eventually.js";
@@ -16,7 +17,7 @@ after(() => rm(dir, { recursive: true, force: true }));
 
 describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
   test("router - a flood past maxOngoingRequests + maxQueuedRequests sheds the excess with BackPressureError", async () => {
-    await using server = await run(
+    await using server = await serve(
       app.withOptions({ fragile: { maxOngoingRequests: 2, maxQueuedRequests: 3 } }),
     );
     const fragile = server.getHandle<Fragile>("fragile");
@@ -41,7 +42,7 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
   });
 
   test("router - a timed-out or cancelled request frees its slot and the replica's signal fires", async () => {
-    await using server = await run(
+    await using server = await serve(
       app.withOptions({ fragile: { maxOngoingRequests: 1, maxQueuedRequests: 10 } }),
     );
     const fragile = server.getHandle<Fragile>("fragile");
@@ -69,7 +70,7 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
   });
 
   test("router - cancelling a request cancels the handle calls it made, down the graph", async () => {
-    await using server = await run(relayApp);
+    await using server = await serve(relayApp);
     await assert.rejects(server.handle.call(30_000, { timeout: "150ms" }), TimeoutError);
     const fragile = server.getHandle<Fragile>("fragile");
     await eventually(
@@ -82,7 +83,7 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
   });
 
   test("reconfigure - userConfig reaches reconfigure() at start and on change, without a restart", async () => {
-    await using server = await run(
+    await using server = await serve(
       app.withOptions({ fragile: { userConfig: { version: 1 }, numReplicas: 2 } }),
     );
     const fragile = server.getHandle<Fragile>("fragile");
@@ -116,7 +117,9 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
   for (const isolation of ["thread", "process"] as const) {
     test(`shutdown - close() drains in-flight requests, then runs close() in the ${isolation} replica`, async () => {
       const marker = join(dir, `closed-${isolation}`);
-      const server = await run(app.withOptions({ fragile: { isolation, userConfig: { marker } } }));
+      const server = await serve(
+        app.withOptions({ fragile: { isolation, userConfig: { marker } } }),
+      );
       const fragile = server.getHandle<Fragile>("fragile");
       const inFlight = [fragile.sleep(300), fragile.sleep(300), fragile.sleep(300)];
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -127,7 +130,7 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
   }
 
   test("shutdown - requests still running after gracefulShutdownTimeout are cut off", async () => {
-    const server = await run(app.withOptions({ fragile: { gracefulShutdownTimeout: "200ms" } }));
+    const server = await serve(app.withOptions({ fragile: { gracefulShutdownTimeout: "200ms" } }));
     const stuck = server.getHandle<Fragile>("fragile").sleep(60_000);
     await new Promise((resolve) => setTimeout(resolve, 50));
     const started = Date.now();

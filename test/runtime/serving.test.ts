@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { NotFoundError, ServerClosedError, ValidationError, run, type Server } from "tributary";
+import { NotFoundError, ServerClosedError, ValidationError, type Server } from "tributary";
+import { serve } from "../serve.js";
 import { app, type Scaler } from "../fixtures/basic-app.js";
 
 describe("serving a graph with thread replicas", { timeout: 60_000 }, () => {
   let server: Server<{ x: number; id: string }, { id: string; total: number; streamed: number[] }>;
 
   before(async () => {
-    server = await run(app);
+    server = await serve(app);
   });
   after(() => server.close());
 
@@ -102,7 +103,7 @@ describe("serving a graph with thread replicas", { timeout: 60_000 }, () => {
   });
 
   test("close - a closed server refuses new requests with ServerClosedError", async () => {
-    const other = await run(app.withOptions({ scaler: { numReplicas: 1 } }));
+    const other = await serve(app.withOptions({ scaler: { numReplicas: 1 } }));
     const scaler = other.getHandle<Scaler>("scaler");
     assert.equal(await scaler.scale(1), 10);
     await other.close();

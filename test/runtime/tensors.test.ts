@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { run } from "tributary";
 import { transferPlan } from "../../src/runtime/transfer-plan.js";
+import { serve } from "../serve.js";
 import { app } from "../fixtures/tensor-app.js";
 
 test("transfer - a value read by two steps is copied, a value read by one moves", () => {
@@ -18,7 +18,7 @@ test(
   "transfer - a served graph gives every reader of a shared tensor the whole tensor",
   { timeout: 60_000 },
   async () => {
-    await using server = await run(app);
+    await using server = await serve(app);
     const data = new Float32Array(64 * 1024).map((_, i) => i % 4);
     const { normalizedTotal, length, scale } = await server.handle.call({ data, scale: 2 });
     assert.ok(

@@ -1,0 +1,113 @@
+/**
+ * Input adapters: zod schemas that turn what a client sends into what a pipeline wants.
+ * They run in the ingress while the request is validated, so a failure is a 422 naming
+ * the field.
+ *
+ * @example
+ * const input = new InputNode(z.object({ image: image(), boxes: tensor({ datatype: "FP32" }) }));
+ */
+import sharp from "sharp";
+import { z } from "zod";
+import { ValidationError } from "../errors.js";
+import {
+  DATATYPES,
+  isTensor,
+  isTypedArray,
+  tensorFromJson,
+  type Datatype,
+  type Tensor,
+} from "./tensors.js";
+
+/** What the Open Inference Protocol's model metadata says of an adapted input. */
+export interface TensorMeta {
+  readonly datatype: Datatype;
+  readonly shape: readonly number[];
+}
+
+/** Reads the tensor metadata an adapter attached to a schema (through optional/default wrappers). */
+export function tensorMetaOf(schema: z.ZodType): TensorMeta | undefined {
+  for (let s: z.ZodType | undefined = schema; s;) {
+    const meta = z.globalRegistry.get(s) as { tensor?: TensorMeta } | undefined;
+    if (meta?.tensor) return meta.tensor;
+    const def = s._zod.def as { innerType?: z.ZodType; in?: z.ZodType };
+    s = def.innerType ?? def.in;
+  }
+  return undefined;
+}
+
+const tensorJson = z.object({
+  datatype: z.enum(DATATYPES),
+  shape: z.array(z.number().int().nonnegative()),
+  data: z.array(z.unknown()),
+});
+
+/**
+ * A tensor input, sent as JSON `{ datatype, shape, data }` (data flat or nested) or, from
+ * code, as a `Tensor` whose data is a typed array. Data length must match the shape.
+ */
+export function tensor(options: { datatype?: Datatype; shape?: readonly number[] } = {}) {
+  const meta: TensorMeta = { datatype: options.datatype ?? "FP32", shape: options.shape ?? [-1] };
+  return z
+    .union([z.custom<Tensor>((v) => isTensor(v) && isTypedArray(v.data)), tensorJson])
+    .transform((value, ctx): Tensor => {
+      try {
+        const t =
+          isTensor(value) && isTypedArray(value.data)
+            ? value
+            : tensorFromJson(value.datatype, value.shape, value.data, "");
+        if (options.datatype && t.datatype !== options.datatype) {
+          throw new ValidationError([
+            { path: "", message: `expected datatype ${options.datatype}, got ${t.datatype}` },
+          ]);
+        }
+        if (isTypedArray(t.data) && t.data.length !== t.shape.reduce((a, b) => a * b, 1)) {
+          throw new ValidationError([
+            {
+              path: "",
+              message: `shape [${t.shape.join(", ")}] does not match ${t.data.length} elements`,
+            },
+          ]);
+        }
+        return t;
+      } catch (error) {
+        const message =
+          error instanceof ValidationError
+            ? error.issues.map((i) => i.message).join("; ")
+            : String(error);
+        ctx.issues.push({ code: "custom", message, input: value });
+        return z.NEVER;
+      }
+    })
+    .meta({ tensor: meta });
+}
+
+/** Images larger than this many pixels are refused (decompression bombs). */
+const MAX_PIXELS = 40_000_000;
+
+/**
+ * An encoded image (PNG, JPEG, WebP, …, as bytes) decoded to an RGB tensor:
+ * `{ datatype: "UINT8", shape: [height, width, 3], data }`, rows top to bottom.
+ */
+export function image() {
+  return z
+    .instanceof(Uint8Array)
+    .transform(async (bytes, ctx): Promise<Tensor> => {
+      try {
+        const { data, info } = await sharp(bytes, { limitInputPixels: MAX_PIXELS })
+          .removeAlpha()
+          .toColourspace("srgb")
+          .raw()
+          .toBuffer({ resolveWithObject: true });
+        const pixels = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
+        return { datatype: "UINT8", shape: [info.height, info.width, info.channels], data: pixels };
+      } catch (error) {
+        ctx.issues.push({
+          code: "custom",
+          message: `not a decodable image: ${(error as Error).message}`,
+          input: bytes,
+        });
+        return z.NEVER;
+      }
+    })
+    .meta({ tensor: { datatype: "UINT8", shape: [-1, -1, 3] } });
+}

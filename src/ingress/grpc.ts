@@ -1,0 +1,240 @@
+/**
+ * The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`, from the public
+ * KServe v2 `.proto`), so Triton and KServe clients can call a pipeline.
+ */
+import { randomUUID } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { ERROR_CODES, NotFoundError, TributaryError, ValidationError } from "../errors.js";
+import { resultToTensors } from "./oip.js";
+import type { IngressTarget } from "./target.js";
+import {
+  tensorFromJson,
+  tensorFromRaw,
+  tensorToRaw,
+  isTypedArray,
+  type Tensor,
+} from "./tensors.js";
+import { SERVER_NAME, SERVER_VERSION } from "./version.js";
+
+const PROTO = fileURLToPath(new URL("./proto/grpc_predict_v2.proto", import.meta.url));
+
+/** The loaded service definition (also used by tests as a real client). */
+export function loadInferenceService(): grpc.ServiceClientConstructor {
+  const definition = protoLoader.loadSync(PROTO, {
+    keepCase: true,
+    longs: Number,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
+  const pkg = grpc.loadPackageDefinition(definition) as unknown as {
+    inference: { GRPCInferenceService: grpc.ServiceClientConstructor };
+  };
+  return pkg.inference.GRPCInferenceService;
+}
+
+type Contents = Partial<
+  Record<
+    | "bool_contents"
+    | "int_contents"
+    | "int64_contents"
+    | "uint_contents"
+    | "uint64_contents"
+    | "fp32_contents"
+    | "fp64_contents"
+    | "bytes_contents",
+    unknown[]
+  >
+>;
+
+interface InferInput {
+  name: string;
+  datatype: string;
+  shape: number[];
+  contents?: Contents | null;
+}
+
+interface InferRequest {
+  model_name: string;
+  id: string;
+  inputs: InferInput[];
+  outputs: { name: string }[];
+  raw_input_contents: Buffer[];
+}
+
+/** Which `*_contents` field carries each datatype. */
+const CONTENTS_FIELD: Record<string, keyof Contents> = {
+  BOOL: "bool_contents",
+  INT8: "int_contents",
+  INT16: "int_contents",
+  INT32: "int_contents",
+  INT64: "int64_contents",
+  UINT8: "uint_contents",
+  UINT16: "uint_contents",
+  UINT32: "uint_contents",
+  UINT64: "uint64_contents",
+  FP32: "fp32_contents",
+  FP64: "fp64_contents",
+  BYTES: "bytes_contents",
+};
+
+function inputTensor(
+  input: InferInput,
+  i: number,
+  raw: Buffer | undefined,
+): Tensor & { name: string } {
+  const where = `inputs[${i}] (${input.name})`;
+  if (raw)
+    return {
+      name: input.name,
+      ...tensorFromRaw(
+        input.datatype,
+        input.shape,
+        new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength),
+        where,
+      ),
+    };
+  const field = CONTENTS_FIELD[input.datatype];
+  if (!field)
+    throw new ValidationError([
+      { path: where, message: `unknown or unsupported datatype ${JSON.stringify(input.datatype)}` },
+    ]);
+  let data = input.contents?.[field] ?? [];
+  if (input.datatype === "BYTES") {
+    const bytes = data as Buffer[];
+    const shape = input.shape.map(Number);
+    if (bytes.length !== shape.reduce((a, b) => a * b, 1)) {
+      throw new ValidationError([
+        {
+          path: where,
+          message: `shape [${shape.join(", ")}] does not match ${bytes.length} elements`,
+        },
+      ]);
+    }
+    return {
+      name: input.name,
+      datatype: "BYTES",
+      shape,
+      data: bytes.map((b) => new Uint8Array(b)),
+    };
+  }
+  if (input.datatype === "INT64" || input.datatype === "UINT64") data = data.map(Number);
+  return { name: input.name, ...tensorFromJson(input.datatype, input.shape, data, where) };
+}
+
+function outputContents(t: Tensor): Contents {
+  const field = CONTENTS_FIELD[t.datatype]!;
+  if (t.datatype === "BYTES") {
+    return {
+      bytes_contents: (t.data as readonly (string | Uint8Array)[]).map((v) =>
+        typeof v === "string" ? Buffer.from(v) : Buffer.from(v),
+      ),
+    };
+  }
+  const values = isTypedArray(t.data)
+    ? Array.from(t.data as ArrayLike<number | bigint>, (v) =>
+        typeof v === "bigint" ? Number(v) : v,
+      )
+    : [...t.data];
+  return { [field]: values };
+}
+
+function grpcError(error: unknown): Partial<grpc.StatusObject> {
+  if (error instanceof TributaryError)
+    return { code: ERROR_CODES[error.code].grpcStatus, details: error.message };
+  return { code: grpc.status.INTERNAL, details: "Internal server error." };
+}
+
+/** Runs a unary handler, answering a thrown error with its gRPC status. */
+function unary<Req, Res>(
+  handler: (request: Req) => Promise<Res> | Res,
+): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    Promise.resolve()
+      .then(() => handler(call.request))
+      .then(
+        (response) => callback(null, response),
+        (error: unknown) => callback(grpcError(error), null),
+      );
+  };
+}
+
+export async function startGrpc(
+  target: IngressTarget,
+  options: { host: string; port: number; maxMessageBytes: number },
+): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": options.maxMessageBytes,
+    "grpc.max_send_message_length": options.maxMessageBytes,
+  });
+  const checkModel = (name: string): void => {
+    if (name !== target.app.name)
+      throw new NotFoundError(`No model "${name}"; this server serves "${target.app.name}".`);
+  };
+  server.addService(loadInferenceService().service, {
+    ServerLive: unary(() => ({ live: true })),
+    ServerReady: unary(() => ({ ready: target.ready() })),
+    ModelReady: unary((request: { name: string }) => ({
+      ready: request.name === target.app.name && target.ready(),
+    })),
+    ServerMetadata: unary(() => ({ name: SERVER_NAME, version: SERVER_VERSION, extensions: [] })),
+    ModelMetadata: unary((request: { name: string }) => {
+      checkModel(request.name);
+      return target.model.metadata();
+    }),
+    ModelInfer: unary(async (request: InferRequest) => {
+      checkModel(request.model_name);
+      const raw = request.raw_input_contents.length > 0;
+      if (raw && request.raw_input_contents.length !== request.inputs.length) {
+        throw new ValidationError([
+          {
+            path: "raw_input_contents",
+            message: `${request.raw_input_contents.length} raw contents for ${request.inputs.length} inputs`,
+          },
+        ]);
+      }
+      const tensors = request.inputs.map((input, i) =>
+        inputTensor(input, i, raw ? request.raw_input_contents[i] : undefined),
+      );
+      const requestId = request.id || randomUUID();
+      const result = await target.call(target.model.toGraphInput(tensors), { requestId });
+      const wanted =
+        request.outputs.length > 0 ? new Set(request.outputs.map((o) => o.name)) : undefined;
+      const outputs = resultToTensors(result).filter((t) => !wanted || wanted.has(t.name));
+      return {
+        model_name: target.app.name,
+        id: requestId,
+        outputs: outputs.map((t) => ({
+          name: t.name,
+          datatype: t.datatype,
+          shape: t.shape,
+          ...(raw ? {} : { contents: outputContents(t) }),
+        })),
+        raw_output_contents: raw ? outputs.map((t) => Buffer.from(tensorToRaw(t))) : [],
+      };
+    }),
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      `${options.host}:${options.port}`,
+      grpc.ServerCredentials.createInsecure(),
+      (error, bound) => (error ? reject(error) : resolve(bound)),
+    ),
+  );
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 5_000);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      }),
+  };
+}

@@ -1,0 +1,163 @@
+/**
+ * The HTTP front door (Fastify): `POST {routePrefix}` runs the graph; the Open Inference
+ * Protocol's REST routes live under `/v2`; `/openapi.json` describes both. Every response
+ * carries `x-request-id`, and every error is `{ error: { code, message, requestId } }`.
+ */
+import { randomUUID } from "node:crypto";
+import { Readable } from "node:stream";
+import multipart from "@fastify/multipart";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { CancelledError } from "../errors.js";
+import { httpError } from "./http-errors.js";
+import { registerOipRoutes } from "./oip-http.js";
+import { openApiDocument } from "./openapi.js";
+import { jsonReplacer, isTypedArray } from "./tensors.js";
+import type { IngressTarget } from "./target.js";
+
+export interface HttpOptions {
+  readonly host: string;
+  readonly port: number;
+  /** Largest accepted body, in bytes. */
+  readonly bodyLimit: number;
+  /** Time allowed to receive a whole request (slow senders are cut off). */
+  readonly readTimeoutMs: number;
+  /** Time allowed for the pipeline to answer (504 after it). */
+  readonly requestTimeoutMs: number | undefined;
+  /** Error bodies include stack traces. */
+  readonly debug: boolean;
+  /** pino level of the request log (`warn` by default: errors and slow shutdowns). */
+  readonly logLevel: string;
+  /** Where log lines go (standard output by default). */
+  readonly logStream?: { write(line: string): void } | undefined;
+}
+
+/** An incoming `x-request-id` is kept when it is short printable ASCII; else a new one. */
+function requestIdOf(header: string | string[] | undefined): string {
+  const value = Array.isArray(header) ? header[0] : header;
+  return value && /^[\x21-\x7e]{1,128}$/.test(value) ? value : randomUUID();
+}
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
+}
+
+/** Reads the request into the graph's input: JSON, raw bytes, or multipart fields. */
+async function readInput(
+  request: FastifyRequest,
+  bytesField: string | undefined,
+): Promise<unknown> {
+  if (request.isMultipart()) {
+    const fields: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
+    for await (const part of request.parts()) {
+      if (part.fieldname === "__proto__" || part.fieldname === "constructor") continue;
+      fields[part.fieldname] =
+        part.type === "file" ? new Uint8Array(await part.toBuffer()) : part.value;
+    }
+    return { ...fields };
+  }
+  const body = request.body;
+  if (body instanceof Uint8Array) return bytesField === undefined ? body : { [bytesField]: body };
+  return body;
+}
+
+/** Sends a graph result: bytes as octet-stream, streams as Server-Sent Events, the rest as JSON. */
+function sendResult(reply: FastifyReply, result: unknown): FastifyReply {
+  if (result instanceof Uint8Array || result instanceof ArrayBuffer) {
+    const bytes =
+      result instanceof ArrayBuffer
+        ? Buffer.from(result)
+        : Buffer.from(result.buffer, result.byteOffset, result.byteLength);
+    return reply.type("application/octet-stream").send(bytes);
+  }
+  if (isAsyncIterable(result) && !isTypedArray(result)) {
+    async function* events(): AsyncGenerator<string> {
+      try {
+        for await (const item of result as AsyncIterable<unknown>)
+          yield `data: ${JSON.stringify(item, jsonReplacer)}\n\n`;
+        yield "event: end\ndata: null\n\n";
+      } catch (error) {
+        const { body } = httpError(error, reply.request.id, false);
+        yield `event: error\ndata: ${JSON.stringify(body)}\n\n`;
+      }
+    }
+    return reply
+      .type("text/event-stream")
+      .header("cache-control", "no-cache")
+      .send(Readable.from(events()));
+  }
+  return reply
+    .type("application/json; charset=utf-8")
+    .send(JSON.stringify(result ?? null, jsonReplacer));
+}
+
+export async function startHttp(
+  target: IngressTarget,
+  options: HttpOptions,
+): Promise<FastifyInstance> {
+  const fastify = Fastify({
+    logger: { level: options.logLevel, ...(options.logStream && { stream: options.logStream }) },
+    bodyLimit: options.bodyLimit,
+    requestTimeout: options.readTimeoutMs,
+    connectionTimeout: options.readTimeoutMs,
+    genReqId: (req) => requestIdOf(req.headers["x-request-id"]),
+    onProtoPoisoning: "error",
+    onConstructorPoisoning: "error",
+    return503OnClosing: true,
+  });
+  await fastify.register(multipart, {
+    limits: { fileSize: options.bodyLimit, fieldSize: options.bodyLimit, parts: 1000 },
+  });
+  const bytes = { parseAs: "buffer" as const, bodyLimit: options.bodyLimit };
+  const asBytes = (
+    _req: FastifyRequest,
+    body: Buffer,
+    done: (err: Error | null, body?: unknown) => void,
+  ): void => done(null, new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
+  fastify.addContentTypeParser("application/octet-stream", bytes, asBytes);
+  fastify.addContentTypeParser(/^image\//, bytes, asBytes);
+
+  fastify.addHook("onRequest", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+  });
+  fastify.setErrorHandler((error, request, reply) => {
+    const { status, body, retryAfter } = httpError(
+      error,
+      request.id,
+      options.debug,
+      request.url.startsWith("/v2"),
+    );
+    if (status === 500) request.log.error({ err: error }, "request failed");
+    else if (status >= 500)
+      request.log.warn(
+        { code: (body.error as { code?: string })?.code ?? body.code },
+        "request refused",
+      );
+    if (retryAfter) void reply.header("retry-after", String(retryAfter));
+    void reply.code(status).send(body);
+  });
+  fastify.setNotFoundHandler((request, reply) => {
+    const message = `No route ${request.method} ${request.url.split("?")[0]}; this server answers POST ${target.app.routePrefix}, /v2/… and GET /openapi.json.`;
+    void reply.code(404).send({ error: { code: "NOT_FOUND", message, requestId: request.id } });
+  });
+
+  const bytesField = target.bytesField;
+  fastify.post(target.app.routePrefix, async (request, reply) => {
+    const input = await readInput(request, bytesField);
+    const abort = new AbortController();
+    reply.raw.on("close", () => {
+      if (!reply.raw.writableFinished) abort.abort(new CancelledError(`Request ${request.id}`));
+    });
+    const result = await target.call(input, {
+      requestId: request.id,
+      signal: abort.signal,
+      ...(options.requestTimeoutMs !== undefined && { timeout: options.requestTimeoutMs }),
+    });
+    return sendResult(reply, result);
+  });
+  registerOipRoutes(fastify, target, options);
+  const document = openApiDocument(target);
+  fastify.get("/openapi.json", async () => document);
+
+  await fastify.listen({ host: options.host, port: options.port });
+  return fastify;
+}

@@ -1,0 +1,103 @@
+/**
+ * The Open Inference Protocol (KServe v2) over REST: health, server and model metadata,
+ * and inference with named JSON tensors. The model is the application.
+ */
+import type { FastifyInstance, FastifyReply } from "fastify";
+import { NotFoundError, ValidationError } from "../errors.js";
+import { resultToTensors } from "./oip.js";
+import type { HttpOptions } from "./http.js";
+import type { IngressTarget } from "./target.js";
+import { tensorFromJson, tensorToJson } from "./tensors.js";
+import { SERVER_NAME, SERVER_VERSION } from "./version.js";
+
+interface InferBody {
+  id?: unknown;
+  inputs?: unknown;
+  outputs?: unknown;
+}
+
+function checkModel(target: IngressTarget, name: string): void {
+  if (name !== target.app.name) {
+    throw new NotFoundError(`No model "${name}"; this server serves "${target.app.name}".`);
+  }
+}
+
+function parseInputs(
+  body: InferBody,
+): ReturnType<typeof tensorFromJson> extends infer T ? (T & { name: string })[] : never {
+  if (typeof body !== "object" || body === null || !Array.isArray(body.inputs)) {
+    throw new ValidationError([
+      { path: "inputs", message: "an inference request needs an inputs array" },
+    ]);
+  }
+  return body.inputs.map((raw: unknown, i) => {
+    const input = (raw ?? {}) as {
+      name?: unknown;
+      datatype?: unknown;
+      shape?: unknown;
+      data?: unknown;
+    };
+    if (typeof input.name !== "string")
+      throw new ValidationError([{ path: `inputs[${i}].name`, message: "expected a string" }]);
+    return {
+      name: input.name,
+      ...tensorFromJson(input.datatype, input.shape, input.data, `inputs[${i}]`),
+    };
+  });
+}
+
+function requestedOutputs(body: InferBody): Set<string> | undefined {
+  if (!Array.isArray(body.outputs)) return undefined;
+  return new Set(body.outputs.map((o: unknown) => String((o as { name?: unknown })?.name)));
+}
+
+export function registerOipRoutes(
+  fastify: FastifyInstance,
+  target: IngressTarget,
+  options: HttpOptions,
+): void {
+  const ready = (reply: FastifyReply, body: Record<string, unknown>, ok: boolean) =>
+    reply.code(ok ? 200 : 400).send(body);
+  fastify.get("/v2/health/live", async () => ({ live: true }));
+  fastify.get("/v2/health/ready", async (_request, reply) =>
+    ready(reply, { ready: target.ready() }, target.ready()),
+  );
+  fastify.get("/v2", async () => ({ name: SERVER_NAME, version: SERVER_VERSION, extensions: [] }));
+
+  for (const prefix of ["/v2/models/:name", "/v2/models/:name/versions/:version"]) {
+    fastify.get<{ Params: { name: string } }>(prefix, async (request) => {
+      checkModel(target, request.params.name);
+      return target.model.metadata();
+    });
+    fastify.get<{ Params: { name: string } }>(`${prefix}/ready`, async (request, reply) => {
+      checkModel(target, request.params.name);
+      return ready(reply, { name: request.params.name, ready: target.ready() }, target.ready());
+    });
+    fastify.post<{ Params: { name: string }; Body: InferBody }>(
+      `${prefix}/infer`,
+      async (request) => {
+        checkModel(target, request.params.name);
+        const body = request.body ?? {};
+        const input = target.model.toGraphInput(parseInputs(body));
+        const result = await target.call(input, {
+          requestId: request.id,
+          ...(options.requestTimeoutMs !== undefined && { timeout: options.requestTimeoutMs }),
+        });
+        const wanted = requestedOutputs(body);
+        const outputs = resultToTensors(result)
+          .filter((t) => !wanted || wanted.has(t.name))
+          .map((t) => ({
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+            data: tensorToJson(t),
+          }));
+        return {
+          model_name: target.app.name,
+          id: typeof body.id === "string" ? body.id : request.id,
+          outputs,
+        };
+      },
+    );
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * The Open Inference Protocol (KServe v2) mapping, shared by the REST and gRPC front
+ * doors: model metadata from the input schema, named input tensors onto the graph's input,
+ * and results back onto output tensors.
+ */
+import type { z } from "zod";
+import { ValidationError } from "../errors.js";
+import { tensorMetaOf } from "./adapters.js";
+import { isTypedArray, toTensor, type Datatype, type Tensor } from "./tensors.js";
+
+export interface TensorMetadata {
+  readonly name: string;
+  readonly datatype: Datatype;
+  readonly shape: readonly number[];
+}
+
+/** How one input tensor becomes a value of the graph's input. */
+type FieldKind = "tensor" | "number" | "string" | "boolean" | "array" | "bytes" | "value";
+
+interface InputField extends TensorMetadata {
+  readonly kind: FieldKind;
+}
+
+/** The schema's shape, when the input is an object. */
+function objectShape(schema: z.ZodType | undefined): Record<string, z.ZodType> | undefined {
+  const def = schema?._zod.def as { type?: string; shape?: Record<string, z.ZodType> } | undefined;
+  return def?.type === "object" ? def.shape : undefined;
+}
+
+/** The innermost schema type, through optional, default, nullable and pipes (input side). */
+function baseType(schema: z.ZodType): { type: string; element?: string } {
+  let s = schema;
+  for (;;) {
+    const def = s._zod.def as {
+      type: string;
+      innerType?: z.ZodType;
+      in?: z.ZodType;
+      element?: z.ZodType;
+    };
+    const next = def.innerType ?? (def.type === "pipe" ? def.in : undefined);
+    if (!next)
+      return { type: def.type, ...(def.element && { element: baseType(def.element).type }) };
+    s = next;
+  }
+}
+
+function fieldOf(name: string, schema: z.ZodType): InputField {
+  const meta = tensorMetaOf(schema);
+  if (meta) return { name, kind: "tensor", ...meta };
+  const { type, element } = baseType(schema);
+  switch (type) {
+    case "number":
+    case "int":
+      return { name, kind: "number", datatype: "FP64", shape: [1] };
+    case "bigint":
+      return { name, kind: "number", datatype: "INT64", shape: [1] };
+    case "string":
+      return { name, kind: "string", datatype: "BYTES", shape: [1] };
+    case "boolean":
+      return { name, kind: "boolean", datatype: "BOOL", shape: [1] };
+    case "array":
+      return {
+        name,
+        kind: "array",
+        datatype: element === "string" ? "BYTES" : element === "boolean" ? "BOOL" : "FP64",
+        shape: [-1],
+      };
+    case "custom":
+      return { name, kind: "bytes", datatype: "UINT8", shape: [-1] };
+    default:
+      return { name, kind: "value", datatype: "BYTES", shape: [-1] };
+  }
+}
+
+/** The inputs a graph accepts, as named tensors; a non-object input is one tensor named `input`. */
+export class OipModel {
+  readonly name: string;
+  readonly inputs: readonly InputField[];
+  /** Whether the graph's input is an object of named fields (else the single tensor is the input). */
+  readonly named: boolean;
+
+  constructor(name: string, schema: z.ZodType | undefined) {
+    this.name = name;
+    const shape = objectShape(schema);
+    this.named = shape !== undefined;
+    this.inputs = shape
+      ? Object.entries(shape).map(([key, field]) => fieldOf(key, field))
+      : [
+          schema
+            ? fieldOf("input", schema)
+            : { name: "input", kind: "value", datatype: "BYTES", shape: [-1] },
+        ];
+  }
+
+  metadata(): {
+    name: string;
+    versions: string[];
+    platform: string;
+    inputs: TensorMetadata[];
+    outputs: TensorMetadata[];
+  } {
+    return {
+      name: this.name,
+      versions: ["1"],
+      platform: "tributary",
+      inputs: this.inputs.map(({ name, datatype, shape }) => ({ name, datatype, shape })),
+      outputs: [],
+    };
+  }
+
+  /** The graph input for the request's named tensors (each already checked against its shape). */
+  toGraphInput(tensors: readonly (Tensor & { name: string })[]): unknown {
+    const byName = new Map<string, InputField>(this.inputs.map((f) => [f.name, f]));
+    const values: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
+    for (const t of tensors) {
+      const field = byName.get(t.name);
+      if (!field) {
+        throw new ValidationError([
+          {
+            path: t.name,
+            message: `model "${this.name}" has no input "${t.name}"; its inputs are ${this.inputs.map((f) => f.name).join(", ")}`,
+          },
+        ]);
+      }
+      if (t.name in values)
+        throw new ValidationError([{ path: t.name, message: "input given twice" }]);
+      values[t.name] = valueFor(field, t);
+    }
+    return this.named ? { ...values } : values.input;
+  }
+}
+
+function single(field: InputField, t: Tensor): unknown {
+  const data = t.data as ArrayLike<unknown>;
+  if (data.length !== 1) {
+    throw new ValidationError([
+      {
+        path: field.name,
+        message: `expected one element (shape [1]), got shape [${t.shape.join(", ")}]`,
+      },
+    ]);
+  }
+  const v = data[0];
+  return typeof v === "bigint" ? Number(v) : v;
+}
+
+function valueFor(field: InputField, t: Tensor): unknown {
+  switch (field.kind) {
+    case "tensor":
+      return t;
+    case "number":
+    case "boolean":
+      return single(field, t);
+    case "string": {
+      const v = single(field, t);
+      return v instanceof Uint8Array ? new TextDecoder().decode(v) : v;
+    }
+    case "array":
+      return isTypedArray(t.data)
+        ? Array.from(t.data as ArrayLike<number | bigint>, (v) =>
+            typeof v === "bigint" ? Number(v) : v,
+          )
+        : [...t.data];
+    case "bytes":
+      if (t.datatype === "BYTES" && t.data.length === 1) {
+        const v = t.data[0];
+        return typeof v === "string" ? new TextEncoder().encode(v) : v;
+      }
+      return t.data;
+    case "value":
+      return t.data.length === 1 ? single(field, t) : t.data;
+  }
+}
+
+/** Output tensors for a graph result: one per field of an object result, else `output`. */
+export function resultToTensors(result: unknown): (Tensor & { name: string })[] {
+  if (
+    typeof result === "object" &&
+    result !== null &&
+    !Array.isArray(result) &&
+    !isTypedArray(result) &&
+    !("datatype" in result)
+  ) {
+    return Object.entries(result).map(([name, value]) => ({ name, ...toTensor(value) }));
+  }
+  return [{ name: "output", ...toTensor(result) }];
+}
+
+/** The one field of an object input that takes raw bytes, where a raw body goes; else none. */
+export function bytesFieldOf(schema: z.ZodType | undefined): string | undefined {
+  const shape = objectShape(schema);
+  if (!shape) return undefined;
+  const fields = Object.entries(shape).filter(([, field]) => baseType(field).type === "custom");
+  return fields.length === 1 ? fields[0]![0] : undefined;
+}

@@ -1,0 +1,297 @@
+/**
+ * Tensors as the Open Inference Protocol describes them: a datatype, a shape, and
+ * row-major data. Converts between wire forms (JSON arrays, typed `*_contents`, raw
+ * little-endian bytes) and typed arrays, checking that shape and data agree.
+ */
+import { ValidationError } from "../errors.js";
+
+export const DATATYPES = [
+  "BOOL",
+  "UINT8",
+  "UINT16",
+  "UINT32",
+  "UINT64",
+  "INT8",
+  "INT16",
+  "INT32",
+  "INT64",
+  "FP16",
+  "FP32",
+  "FP64",
+  "BYTES",
+] as const;
+export type Datatype = (typeof DATATYPES)[number];
+
+export type TypedArray =
+  | Uint8Array
+  | Uint16Array
+  | Uint32Array
+  | BigUint64Array
+  | Int8Array
+  | Int16Array
+  | Int32Array
+  | BigInt64Array
+  | Float32Array
+  | Float64Array;
+
+/** A tensor: `data` holds `product(shape)` elements, row-major. */
+export interface Tensor {
+  readonly datatype: Datatype;
+  readonly shape: readonly number[];
+  /** A typed array for numeric types, booleans for BOOL, strings or bytes for BYTES. */
+  readonly data: TypedArray | readonly boolean[] | readonly (string | Uint8Array)[];
+}
+
+type ArrayType = {
+  new (length: number): TypedArray;
+  new (buffer: ArrayBuffer, offset: number, length: number): TypedArray;
+  BYTES_PER_ELEMENT: number;
+};
+
+/** The typed array of each numeric datatype (FP16 travels as raw 16-bit words). */
+const ARRAYS: Partial<Record<Datatype, ArrayType>> = {
+  BOOL: Uint8Array,
+  UINT8: Uint8Array,
+  UINT16: Uint16Array,
+  UINT32: Uint32Array,
+  UINT64: BigUint64Array,
+  INT8: Int8Array,
+  INT16: Int16Array,
+  INT32: Int32Array,
+  INT64: BigInt64Array,
+  FP16: Uint16Array,
+  FP32: Float32Array,
+  FP64: Float64Array,
+};
+
+export function isDatatype(value: unknown): value is Datatype {
+  return typeof value === "string" && (DATATYPES as readonly string[]).includes(value);
+}
+
+export function isTypedArray(value: unknown): value is TypedArray {
+  return ArrayBuffer.isView(value) && !(value instanceof DataView);
+}
+
+/** The datatype a typed array carries. */
+export function datatypeOf(data: TypedArray): Datatype {
+  if (data instanceof Float32Array) return "FP32";
+  if (data instanceof Float64Array) return "FP64";
+  if (data instanceof Int32Array) return "INT32";
+  if (data instanceof BigInt64Array) return "INT64";
+  if (data instanceof Int16Array) return "INT16";
+  if (data instanceof Int8Array) return "INT8";
+  if (data instanceof Uint32Array) return "UINT32";
+  if (data instanceof BigUint64Array) return "UINT64";
+  if (data instanceof Uint16Array) return "UINT16";
+  return "UINT8";
+}
+
+const MAX_ELEMENTS = 2 ** 31 - 1;
+
+/** Checks a shape and returns its element count. */
+export function elementCount(shape: readonly unknown[], where: string): number {
+  let count = 1;
+  for (const [i, dim] of shape.entries()) {
+    if (typeof dim !== "number" && typeof dim !== "bigint")
+      invalid(where, `shape[${i}] is not a number`);
+    const n = Number(dim);
+    if (!Number.isSafeInteger(n) || n < 0)
+      invalid(where, `shape[${i}] = ${String(dim)} is not a non-negative integer`);
+    count *= n;
+    if (count > MAX_ELEMENTS)
+      invalid(where, `shape [${shape.join(", ")}] has more than ${MAX_ELEMENTS} elements`);
+  }
+  return count;
+}
+
+function invalid(where: string, message: string): never {
+  throw new ValidationError([{ path: where, message }]);
+}
+
+/** Flattens nested JSON arrays (`[[1, 2], [3, 4]]` → `[1, 2, 3, 4]`), bounded in depth. */
+function flatten(data: unknown, where: string): unknown[] {
+  if (!Array.isArray(data)) return [data];
+  const out: unknown[] = [];
+  const walk = (value: unknown[], depth: number): void => {
+    if (depth > 32) invalid(where, "data is nested more than 32 levels deep");
+    for (const item of value) {
+      if (Array.isArray(item)) walk(item, depth + 1);
+      else out.push(item);
+    }
+  };
+  walk(data, 0);
+  return out;
+}
+
+/** Builds a tensor from JSON data (`inputs[i].data` of a REST request), checking every element. */
+export function tensorFromJson(
+  datatype: unknown,
+  shape: unknown,
+  data: unknown,
+  where: string,
+): Tensor {
+  if (!isDatatype(datatype))
+    invalid(
+      where,
+      `unknown datatype ${JSON.stringify(datatype)}; expected one of ${DATATYPES.join(", ")}`,
+    );
+  if (!Array.isArray(shape)) invalid(where, "shape must be an array of dimensions");
+  const count = elementCount(shape, where);
+  const items = flatten(data, where);
+  if (items.length !== count) {
+    invalid(
+      where,
+      `shape [${shape.join(", ")}] holds ${count} elements but data has ${items.length}`,
+    );
+  }
+  const dims = shape.map(Number);
+  if (datatype === "BYTES") {
+    if (!items.every((v) => typeof v === "string")) invalid(where, "BYTES data must be strings");
+    return { datatype, shape: dims, data: items };
+  }
+  if (datatype === "BOOL") {
+    if (!items.every((v) => typeof v === "boolean"))
+      invalid(where, "BOOL data must be true or false");
+    return { datatype, shape: dims, data: items };
+  }
+  const TypedArrayType = ARRAYS[datatype]!;
+  const out = new TypedArrayType(count);
+  const big = datatype === "INT64" || datatype === "UINT64";
+  for (let i = 0; i < count; i++) {
+    const v = items[i];
+    if (
+      typeof v !== "number" ||
+      !Number.isFinite(v) ||
+      (datatype !== "FP32" && datatype !== "FP64" && !Number.isInteger(v))
+    ) {
+      invalid(where, `data[${i}] = ${JSON.stringify(v)} is not a valid ${datatype} value`);
+    }
+    (out as unknown as unknown[])[i] = big ? BigInt(v) : v;
+  }
+  return { datatype, shape: dims, data: out };
+}
+
+/** Builds a tensor from raw little-endian bytes (`raw_input_contents`). */
+export function tensorFromRaw(
+  datatype: unknown,
+  shape: unknown,
+  raw: Uint8Array,
+  where: string,
+): Tensor {
+  if (!isDatatype(datatype)) invalid(where, `unknown datatype ${JSON.stringify(datatype)}`);
+  if (!Array.isArray(shape)) invalid(where, "shape must be an array of dimensions");
+  const count = elementCount(shape, where);
+  const dims = shape.map(Number);
+  if (datatype === "BYTES") {
+    const items: Uint8Array[] = [];
+    let offset = 0;
+    const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    while (offset < raw.byteLength) {
+      if (offset + 4 > raw.byteLength) invalid(where, "raw BYTES contents are truncated");
+      const length = view.getUint32(offset, true);
+      offset += 4;
+      if (offset + length > raw.byteLength) invalid(where, "raw BYTES contents are truncated");
+      items.push(raw.slice(offset, offset + length));
+      offset += length;
+    }
+    if (items.length !== count)
+      invalid(where, `shape holds ${count} elements but raw contents have ${items.length}`);
+    return { datatype, shape: dims, data: items };
+  }
+  const TypedArrayType = ARRAYS[datatype]!;
+  const expected = count * TypedArrayType.BYTES_PER_ELEMENT;
+  if (raw.byteLength !== expected) {
+    invalid(
+      where,
+      `shape [${dims.join(", ")}] of ${datatype} needs ${expected} bytes but raw contents have ${raw.byteLength}`,
+    );
+  }
+  const copy = raw.slice(); // aligned, owned
+  const data = new TypedArrayType(copy.buffer, 0, count);
+  return {
+    datatype,
+    shape: dims,
+    data: datatype === "BOOL" ? [...data].map((v) => v !== 0) : data,
+  };
+}
+
+/** Raw little-endian bytes of a tensor (`raw_output_contents`). */
+export function tensorToRaw(tensor: Tensor): Uint8Array {
+  if (tensor.datatype === "BYTES") {
+    const parts = (tensor.data as readonly (string | Uint8Array)[]).map((v) =>
+      typeof v === "string" ? new TextEncoder().encode(v) : v,
+    );
+    const out = new Uint8Array(parts.reduce((n, p) => n + 4 + p.byteLength, 0));
+    const view = new DataView(out.buffer);
+    let offset = 0;
+    for (const part of parts) {
+      view.setUint32(offset, part.byteLength, true);
+      out.set(part, offset + 4);
+      offset += 4 + part.byteLength;
+    }
+    return out;
+  }
+  if (tensor.datatype === "BOOL")
+    return Uint8Array.from(tensor.data as readonly boolean[], (b) => (b ? 1 : 0));
+  const data = tensor.data as TypedArray;
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** JSON-ready data of a tensor (numbers, booleans or strings; INT64 as numbers). */
+export function tensorToJson(tensor: Tensor): unknown[] {
+  if (tensor.datatype === "BYTES") {
+    return (tensor.data as readonly (string | Uint8Array)[]).map((v) =>
+      typeof v === "string" ? v : new TextDecoder().decode(v),
+    );
+  }
+  if (isTypedArray(tensor.data))
+    return Array.from(tensor.data as ArrayLike<number | bigint>, (v) =>
+      typeof v === "bigint" ? Number(v) : v,
+    );
+  return [...tensor.data];
+}
+
+/** Describes a result value as a tensor (numbers, arrays, typed arrays, strings, tensors). */
+export function toTensor(value: unknown): Tensor {
+  if (isTensor(value)) return value;
+  if (isTypedArray(value))
+    return { datatype: datatypeOf(value), shape: [value.length], data: value };
+  if (typeof value === "number")
+    return { datatype: "FP64", shape: [1], data: Float64Array.of(value) };
+  if (typeof value === "bigint")
+    return { datatype: "INT64", shape: [1], data: BigInt64Array.of(value) };
+  if (typeof value === "boolean") return { datatype: "BOOL", shape: [1], data: [value] };
+  if (typeof value === "string") return { datatype: "BYTES", shape: [1], data: [value] };
+  if (Array.isArray(value)) {
+    const shape: number[] = [];
+    for (let level: unknown = value; Array.isArray(level); level = level[0])
+      shape.push(level.length);
+    const flat = flatten(value, "output");
+    if (flat.every((v) => typeof v === "number"))
+      return { datatype: "FP64", shape, data: Float64Array.from(flat) };
+    if (flat.every((v) => typeof v === "boolean")) return { datatype: "BOOL", shape, data: flat };
+    if (flat.every((v) => typeof v === "string")) return { datatype: "BYTES", shape, data: flat };
+  }
+  return { datatype: "BYTES", shape: [1], data: [JSON.stringify(value, jsonReplacer) ?? "null"] };
+}
+
+export function isTensor(value: unknown): value is Tensor {
+  if (typeof value !== "object" || value === null) return false;
+  const t = value as Partial<Tensor>;
+  return (
+    isDatatype(t.datatype) &&
+    Array.isArray(t.shape) &&
+    (isTypedArray(t.data) || Array.isArray(t.data))
+  );
+}
+
+/** JSON for results: typed arrays as arrays, bigints as numbers or strings. */
+export function jsonReplacer(_key: string, value: unknown): unknown {
+  if (isTypedArray(value))
+    return Array.from(value as ArrayLike<number | bigint>, (v) =>
+      typeof v === "bigint" ? Number(v) : v,
+    );
+  if (typeof value === "bigint")
+    return Number.isSafeInteger(Number(value)) ? Number(value) : value.toString();
+  return value;
+}

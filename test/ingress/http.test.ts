@@ -1,0 +1,223 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import sharp from "sharp";
+import type { Server } from "tributary";
+import { app } from "../fixtures/http-app.js";
+import { imageApp } from "../fixtures/oip-app.js";
+import { serve } from "../serve.js";
+
+async function post(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+interface ErrorBody {
+  error: {
+    code: string;
+    message: string;
+    requestId: string;
+    issues?: { path: string }[];
+    stack?: string;
+  };
+}
+
+describe("HTTP ingress", { timeout: 60_000 }, () => {
+  let server: Server;
+  let url: string;
+
+  before(async () => {
+    server = await serve(app, { requestTimeout: "1s" });
+    url = `${server.url}/echo`;
+  });
+  after(() => server.close());
+
+  test("http - a JSON body runs the graph and answers JSON with an x-request-id", async () => {
+    const response = await post(url, { mode: "json", text: "hi", n: 2 });
+    assert.equal(response.status, 200);
+    assert.match(response.headers.get("content-type") ?? "", /^application\/json/);
+    assert.match(response.headers.get("x-request-id") ?? "", /^[0-9a-f-]{36}$/);
+    assert.deepEqual(await response.json(), { echo: "hi", n: 2, fileBytes: null });
+    // An incoming request id is kept.
+    const traced = await post(url, { mode: "json", text: "x" }, { "x-request-id": "trace-42" });
+    assert.equal(traced.headers.get("x-request-id"), "trace-42");
+  });
+
+  test("http - typed arrays in results are JSON arrays; bytes are octet-stream", async () => {
+    assert.deepEqual(await (await post(url, { mode: "tensor", text: "t" })).json(), {
+      values: [1.5, 2.5],
+      label: "t",
+    });
+    const bytes = await post(url, { mode: "bytes", text: "ab", n: 3 });
+    assert.equal(bytes.headers.get("content-type"), "application/octet-stream");
+    assert.equal(await bytes.text(), "ababab");
+  });
+
+  test("http - a streamed result arrives as Server-Sent Events", async () => {
+    const response = await post(url, { mode: "stream", text: "s", n: 3 });
+    assert.equal(response.headers.get("content-type"), "text/event-stream");
+    const text = await response.text();
+    assert.equal(
+      text,
+      'data: {"i":0}\n\ndata: {"i":1}\n\ndata: {"i":2}\n\nevent: end\ndata: null\n\n',
+    );
+  });
+
+  test("http - multipart form data: file fields become bytes, other fields strings", async () => {
+    const form = new FormData();
+    form.append("mode", "json");
+    form.append("text", "form");
+    form.append("file", new Blob([new Uint8Array([1, 2, 3, 4, 5])]), "data.bin");
+    const response = await fetch(url, { method: "POST", body: form });
+    assert.equal(response.status, 200);
+    assert.deepEqual(await response.json(), { echo: "form", n: 1, fileBytes: 5 });
+  });
+
+  test("http - a schema violation is a 422 listing every failing path", async () => {
+    const response = await post(url, { mode: "nope", text: 5, n: 1000 });
+    assert.equal(response.status, 422);
+    const body = (await response.json()) as ErrorBody;
+    assert.equal(body.error.code, "VALIDATION_FAILED");
+    assert.deepEqual(
+      body.error.issues?.map((i) => i.path),
+      ["mode", "text", "n"],
+    );
+    assert.equal(body.error.requestId, response.headers.get("x-request-id"));
+  });
+
+  test("http - malformed, unsupported, too large and unknown routes get 400, 415, 413, 404", async () => {
+    const malformed = await post(url, "{not json");
+    assert.equal(malformed.status, 400);
+    assert.equal(((await malformed.json()) as ErrorBody).error.code, "BAD_REQUEST");
+    const unsupported = await post(url, "x", { "content-type": "text/csv" });
+    assert.equal(unsupported.status, 415);
+    assert.equal(((await unsupported.json()) as ErrorBody).error.code, "UNSUPPORTED_MEDIA_TYPE");
+    const large = await post(
+      url,
+      JSON.stringify({ mode: "json", text: "x".repeat(17 * 1024 * 1024) }),
+    );
+    assert.equal(large.status, 413);
+    assert.equal(((await large.json()) as ErrorBody).error.code, "PAYLOAD_TOO_LARGE");
+    const missing = await post(`${server.url}/nowhere`, {});
+    assert.equal(missing.status, 404);
+    const body = (await missing.json()) as ErrorBody;
+    assert.equal(body.error.code, "NOT_FOUND");
+    assert.match(body.error.message, /No route POST \/nowhere; this server answers POST \/echo/);
+  });
+
+  test("http - a failing model is a 500 with its message and no stack trace", async () => {
+    const response = await post(url, { mode: "fail", text: "batch 7" });
+    assert.equal(response.status, 500);
+    const body = (await response.json()) as ErrorBody;
+    assert.equal(body.error.code, "EXECUTION_FAILED");
+    assert.match(
+      body.error.message,
+      /Deployment "respond" failed in respond\(\): model exploded on batch 7/,
+    );
+    assert.equal(body.error.stack, undefined);
+    assert.doesNotMatch(JSON.stringify(body), /at .*\.ts:\d+/);
+  });
+
+  test("http - a request past requestTimeout is a 504", async () => {
+    const response = await post(url, { mode: "slow", text: "", n: 30 });
+    assert.equal(response.status, 504);
+    assert.equal(((await response.json()) as ErrorBody).error.code, "TIMEOUT");
+  });
+
+  test("http - OpenAPI describes the route from the input schema", async () => {
+    const doc = (await (await fetch(`${server.url}/openapi.json`)).json()) as {
+      openapi: string;
+      paths: Record<
+        string,
+        {
+          post?: {
+            requestBody: {
+              content: Record<
+                string,
+                { schema: { properties?: Record<string, unknown>; required?: string[] } }
+              >;
+            };
+          };
+        }
+      >;
+    };
+    assert.equal(doc.openapi, "3.1.0");
+    const schema = doc.paths["/echo"]?.post?.requestBody.content["application/json"]?.schema;
+    assert.deepEqual(Object.keys(schema?.properties ?? {}).sort(), ["file", "mode", "n", "text"]);
+    assert.deepEqual(schema?.required?.sort(), ["mode", "text"]);
+    assert.ok(doc.paths["/v2/models/{name}/infer"]);
+  });
+});
+
+describe("HTTP ingress: back-pressure and debug", { timeout: 60_000 }, () => {
+  test("http - back-pressure is a 503 with Retry-After", async () => {
+    await using server = await serve(
+      app.withOptions({ respond: { maxOngoingRequests: 1, maxQueuedRequests: 1 } }),
+    );
+    const responses = await Promise.all(
+      Array.from({ length: 5 }, () => post(`${server.url}/echo`, { mode: "slow", text: "", n: 3 })),
+    );
+    const statuses = responses.map((r) => r.status).sort();
+    assert.deepEqual(statuses, [200, 200, 503, 503, 503]);
+    const shed = responses.find((r) => r.status === 503)!;
+    assert.equal(shed.headers.get("retry-after"), "1");
+    assert.equal(((await shed.json()) as ErrorBody).error.code, "BACK_PRESSURE");
+  });
+
+  test("http - with debug on, a 500 carries the stack", async () => {
+    await using server = await serve(app, { debug: true });
+    const body = (await (
+      await post(`${server.url}/echo`, { mode: "fail", text: "x" })
+    ).json()) as ErrorBody;
+    assert.match(body.error.stack ?? "", /GraphExecutionError/);
+  });
+
+  test("http - every log line of a request carries its request id", async () => {
+    const lines: string[] = [];
+    await using server = await serve(app, {
+      logLevel: "info",
+      logStream: { write: (line) => void lines.push(line) },
+    });
+    await post(`${server.url}/echo`, { mode: "fail", text: "x" }, { "x-request-id": "trace-7" });
+    const entries = lines.map((line) => JSON.parse(line) as { reqId?: string; msg: string });
+    const ofRequest = entries.filter((e) => e.reqId !== undefined || /request/.test(e.msg));
+    assert.ok(ofRequest.length >= 3, JSON.stringify(entries.map((e) => e.msg)));
+    for (const entry of ofRequest) assert.equal(entry.reqId, "trace-7", JSON.stringify(entry));
+    assert.ok(entries.some((e) => e.msg === "request failed"));
+  });
+
+  test("http - raw image bytes and multipart files are decoded to RGB tensors", async () => {
+    await using server = await serve(imageApp);
+    const png = await sharp({
+      create: { width: 4, height: 3, channels: 4, background: { r: 200, g: 10, b: 30, alpha: 1 } },
+    })
+      .png()
+      .toBuffer();
+    const raw = await fetch(`${server.url}/pixels`, {
+      method: "POST",
+      headers: { "content-type": "image/png" },
+      body: png,
+    });
+    assert.deepEqual(await raw.json(), { shape: [3, 4, 3], firstPixel: [200, 10, 30] });
+    const form = new FormData();
+    form.append("image", new Blob([png]), "red.png");
+    const multipart = await fetch(`${server.url}/pixels`, { method: "POST", body: form });
+    assert.deepEqual(await multipart.json(), { shape: [3, 4, 3], firstPixel: [200, 10, 30] });
+    const notImage = await fetch(`${server.url}/pixels`, {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body: new Uint8Array([1, 2, 3]),
+    });
+    assert.equal(notImage.status, 422);
+    assert.match(
+      ((await notImage.json()) as ErrorBody).error.message,
+      /image: not a decodable image/,
+    );
+  });
+});

@@ -7,7 +7,8 @@ import { randomUUID } from "node:crypto";
 import { Readable } from "node:stream";
 import multipart from "@fastify/multipart";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import { CancelledError } from "../errors.js";
+import { createServer } from "node:http";
+import { CancelledError, TributaryError } from "../errors.js";
 import { httpError } from "./http-errors.js";
 import { registerOipRoutes } from "./oip-http.js";
 import { openApiDocument } from "./openapi.js";
@@ -48,10 +49,19 @@ async function readInput(
 ): Promise<unknown> {
   if (request.isMultipart()) {
     const fields: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
-    for await (const part of request.parts()) {
-      if (part.fieldname === "__proto__" || part.fieldname === "constructor") continue;
-      fields[part.fieldname] =
-        part.type === "file" ? new Uint8Array(await part.toBuffer()) : part.value;
+    try {
+      for await (const part of request.parts()) {
+        if (part.fieldname === "__proto__" || part.fieldname === "constructor") continue;
+        fields[part.fieldname] =
+          part.type === "file" ? new Uint8Array(await part.toBuffer()) : part.value;
+      }
+    } catch (error) {
+      const e = error as { statusCode?: number; message?: string };
+      if (e.statusCode === 413) throw error;
+      throw new TributaryError(
+        "BAD_REQUEST",
+        `Malformed multipart body: ${e.message ?? String(error)}`,
+      );
     }
     return { ...fields };
   }
@@ -97,7 +107,17 @@ export async function startHttp(
   const fastify = Fastify({
     logger: { level: options.logLevel, ...(options.logStream && { stream: options.logStream }) },
     bodyLimit: options.bodyLimit,
-    requestTimeout: options.readTimeoutMs,
+    // Node checks these deadlines every connectionsCheckingInterval (30 s by default), so a
+    // slow sender (slowloris) is cut off about readTimeout after it connected.
+    serverFactory: (handler) =>
+      createServer(
+        {
+          requestTimeout: options.readTimeoutMs,
+          headersTimeout: options.readTimeoutMs,
+          connectionsCheckingInterval: Math.min(1_000, Math.max(100, options.readTimeoutMs / 2)),
+        },
+        handler,
+      ),
     connectionTimeout: options.readTimeoutMs,
     genReqId: (req) => requestIdOf(req.headers["x-request-id"]),
     onProtoPoisoning: "error",
@@ -107,6 +127,29 @@ export async function startHttp(
   await fastify.register(multipart, {
     limits: { fileSize: options.bodyLimit, fieldSize: options.bodyLimit, parts: 1000 },
   });
+  // JSON must be valid UTF-8 (no silent replacement characters), in no other charset.
+  const parseJson = fastify.getDefaultJsonParser("error", "error");
+  const utf8 = new TextDecoder("utf-8", { fatal: true });
+  fastify.addContentTypeParser(
+    "application/json",
+    { parseAs: "buffer", bodyLimit: options.bodyLimit },
+    (request, body, done) => {
+      const type = request.headers["content-type"] ?? "";
+      const charset = /charset=([^;]+)/i.exec(type)?.[1]?.trim().toLowerCase();
+      if (charset && charset !== "utf-8" && charset !== "utf8") {
+        done(new TributaryError("UNSUPPORTED_MEDIA_TYPE", `JSON must be UTF-8, not ${charset}.`));
+        return;
+      }
+      let text: string;
+      try {
+        text = utf8.decode(body as Buffer);
+      } catch {
+        done(new TributaryError("BAD_REQUEST", "The JSON body is not valid UTF-8."));
+        return;
+      }
+      void parseJson(request, text, done);
+    },
+  );
   const bytes = { parseAs: "buffer" as const, bodyLimit: options.bodyLimit };
   const asBytes = (
     _req: FastifyRequest,

@@ -1,0 +1,226 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import type { Server } from "tributary";
+import { loadInferenceService } from "../../src/ingress/grpc.js";
+import { app } from "../fixtures/oip-app.js";
+import { serve } from "../serve.js";
+
+type Client = grpc.Client &
+  Record<
+    string,
+    (
+      request: unknown,
+      callback: (error: grpc.ServiceError | null, response: unknown) => void,
+    ) => void
+  >;
+
+function rpc<T>(client: Client, method: string, request: unknown): Promise<T> {
+  return new Promise((resolve, reject) => {
+    client[method]!(request, (error, response) => (error ? reject(error) : resolve(response as T)));
+  });
+}
+
+interface InferResponse {
+  model_name: string;
+  id: string;
+  outputs: {
+    name: string;
+    datatype: string;
+    shape: number[];
+    data?: unknown[];
+    contents?: Record<string, unknown[]>;
+  }[];
+  raw_output_contents?: Buffer[];
+}
+
+describe("Open Inference Protocol", { timeout: 60_000 }, () => {
+  let server: Server;
+  let client: Client;
+
+  before(async () => {
+    server = await serve(app, { grpc: { port: 0 } });
+    const Service = loadInferenceService();
+    client = new Service(
+      `127.0.0.1:${server.grpcPort}`,
+      grpc.credentials.createInsecure(),
+    ) as unknown as Client;
+  });
+  after(async () => {
+    client.close();
+    await server.close();
+  });
+
+  test("oip rest - health, server metadata and model metadata derived from the schema", async () => {
+    assert.deepEqual(await (await fetch(`${server.url}/v2/health/live`)).json(), { live: true });
+    const ready = await fetch(`${server.url}/v2/health/ready`);
+    assert.equal(ready.status, 200);
+    assert.deepEqual(await ready.json(), { ready: true });
+    assert.deepEqual(await (await fetch(`${server.url}/v2/models/scaler/ready`)).json(), {
+      name: "scaler",
+      ready: true,
+    });
+    const meta = (await (await fetch(`${server.url}/v2`)).json()) as {
+      name: string;
+      version: string;
+      extensions: unknown[];
+    };
+    assert.equal(meta.name, "tributary");
+    assert.deepEqual(await (await fetch(`${server.url}/v2/models/scaler`)).json(), {
+      name: "scaler",
+      versions: ["1"],
+      platform: "tributary",
+      inputs: [
+        { name: "x", datatype: "FP32", shape: [-1, 2] },
+        { name: "scale", datatype: "FP64", shape: [1] },
+        { name: "name", datatype: "BYTES", shape: [1] },
+      ],
+      outputs: [],
+    });
+    const missing = await fetch(`${server.url}/v2/models/other`);
+    assert.equal(missing.status, 404);
+    assert.match(((await missing.json()) as { error: string }).error, /No model "other"/);
+  });
+
+  test("oip rest - infer maps named input tensors onto the graph and results onto output tensors", async () => {
+    const response = await fetch(`${server.url}/v2/models/scaler/infer`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        id: "req-1",
+        inputs: [
+          {
+            name: "x",
+            datatype: "FP32",
+            shape: [2, 2],
+            data: [
+              [1, 2],
+              [3, 4],
+            ],
+          },
+          { name: "scale", datatype: "FP64", shape: [1], data: [0.5] },
+          { name: "name", datatype: "BYTES", shape: [1], data: ["rows"] },
+        ],
+        outputs: [{ name: "y" }, { name: "sum" }],
+      }),
+    });
+    assert.equal(response.status, 200);
+    assert.deepEqual(await response.json(), {
+      model_name: "scaler",
+      id: "req-1",
+      outputs: [
+        { name: "y", datatype: "FP32", shape: [2, 2], data: [0.5, 1, 1.5, 2] },
+        { name: "sum", datatype: "FP64", shape: [1], data: [10] },
+      ],
+    });
+  });
+
+  test("oip rest - bad tensors are 400s or 422s with the OIP error body", async () => {
+    const infer = (inputs: unknown) =>
+      fetch(`${server.url}/v2/models/scaler/infer`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ inputs }),
+      });
+    const mismatch = await infer([{ name: "x", datatype: "FP32", shape: [2, 2], data: [1, 2, 3] }]);
+    assert.equal(mismatch.status, 422);
+    assert.match(
+      ((await mismatch.json()) as { error: string }).error,
+      /shape \[2, 2\] holds 4 elements but data has 3/,
+    );
+    const unknown = await infer([{ name: "x", datatype: "FP128", shape: [1], data: [1] }]);
+    assert.match(((await unknown.json()) as { error: string }).error, /unknown datatype "FP128"/);
+    const noSuchInput = await infer([{ name: "z", datatype: "FP32", shape: [1], data: [1] }]);
+    assert.match(
+      ((await noSuchInput.json()) as { error: string }).error,
+      /has no input "z"; its inputs are x, scale, name/,
+    );
+    const missing = await infer([{ name: "x", datatype: "FP32", shape: [1, 2], data: [1, 2] }]);
+    assert.equal(missing.status, 422);
+    assert.match(((await missing.json()) as { error: string }).error, /scale/);
+  });
+
+  test("oip grpc - liveness, readiness and metadata", async () => {
+    assert.deepEqual(await rpc(client, "ServerLive", {}), { live: true });
+    assert.deepEqual(await rpc(client, "ServerReady", {}), { ready: true });
+    assert.deepEqual(await rpc(client, "ModelReady", { name: "scaler" }), { ready: true });
+    assert.deepEqual(await rpc(client, "ModelReady", { name: "other" }), { ready: false });
+    const server_ = await rpc<{ name: string }>(client, "ServerMetadata", {});
+    assert.equal(server_.name, "tributary");
+    const model = await rpc<{
+      name: string;
+      inputs: { name: string; datatype: string; shape: number[] }[];
+    }>(client, "ModelMetadata", { name: "scaler" });
+    assert.deepEqual(model.inputs[0], { name: "x", datatype: "FP32", shape: [-1, 2] });
+    await assert.rejects(
+      rpc(client, "ModelMetadata", { name: "other" }),
+      (error: grpc.ServiceError) => error.code === grpc.status.NOT_FOUND,
+    );
+  });
+
+  test("oip grpc - ModelInfer with typed contents", async () => {
+    const response = await rpc<InferResponse>(client, "ModelInfer", {
+      model_name: "scaler",
+      id: "g-1",
+      inputs: [
+        { name: "x", datatype: "FP32", shape: [1, 2], contents: { fp32_contents: [2, 4] } },
+        { name: "scale", datatype: "FP64", shape: [1], contents: { fp64_contents: [3] } },
+      ],
+    });
+    assert.equal(response.model_name, "scaler");
+    assert.equal(response.id, "g-1");
+    const y = response.outputs.find((o) => o.name === "y")!;
+    assert.deepEqual([y.datatype, y.shape, y.contents?.fp32_contents], ["FP32", [1, 2], [6, 12]]);
+    const name = response.outputs.find((o) => o.name === "name")!;
+    assert.deepEqual(name.contents?.bytes_contents?.map(String), ["none"]);
+  });
+
+  test("oip grpc - ModelInfer with raw_input_contents answers raw_output_contents", async () => {
+    const x = Buffer.from(Float32Array.of(1, 2, 3, 4).buffer);
+    const scale = Buffer.from(Float64Array.of(2).buffer);
+    const response = await rpc<InferResponse>(client, "ModelInfer", {
+      model_name: "scaler",
+      inputs: [
+        { name: "x", datatype: "FP32", shape: [2, 2] },
+        { name: "scale", datatype: "FP64", shape: [1] },
+      ],
+      outputs: [{ name: "y" }],
+      raw_input_contents: [x, scale],
+    });
+    assert.deepEqual(
+      response.outputs.map((o) => [o.name, o.datatype, o.shape]),
+      [["y", "FP32", [2, 2]]],
+    );
+    const raw = response.raw_output_contents![0]!;
+    assert.deepEqual(
+      [...new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength))],
+      [2, 4, 6, 8],
+    );
+  });
+
+  test("oip grpc - bad tensors are INVALID_ARGUMENT with the reason", async () => {
+    const mismatch = rpc(client, "ModelInfer", {
+      model_name: "scaler",
+      inputs: [
+        { name: "x", datatype: "FP32", shape: [2, 2] },
+        { name: "scale", datatype: "FP64", shape: [1] },
+      ],
+      raw_input_contents: [Buffer.alloc(12), Buffer.alloc(8)],
+    });
+    await assert.rejects(
+      mismatch,
+      (error: grpc.ServiceError) =>
+        error.code === grpc.status.INVALID_ARGUMENT &&
+        /needs 16 bytes but raw contents have 12/.test(error.details),
+    );
+    const unknown = rpc(client, "ModelInfer", {
+      model_name: "scaler",
+      inputs: [{ name: "x", datatype: "COMPLEX", shape: [1] }],
+    });
+    await assert.rejects(
+      unknown,
+      (error: grpc.ServiceError) =>
+        error.code === grpc.status.INVALID_ARGUMENT && /COMPLEX/.test(error.details),
+    );
+  });
+});

@@ -13,6 +13,10 @@ const BENCHMARKS: Record<
     about: "empty handle call to a thread replica vs a raw MessagePort round trip",
     load: () => import("./handle.js"),
   },
+  http: {
+    about: "wrk: a four-deployment no-op diamond over HTTP vs a bare Fastify hello-world",
+    load: () => import("./http.js"),
+  },
 };
 
 const args = process.argv.slice(2);

@@ -8,6 +8,7 @@ import { compileGraph, type CompiledGraph } from "./compile.js";
 import { handleProxy } from "../runtime/handle.js";
 import { runPlan, type CallStep } from "./run-plan.js";
 import type { NodeState } from "./state.js";
+import type { ZodType } from "zod";
 
 type Callable = (...args: unknown[]) => unknown;
 type Instance = Record<string, unknown>;
@@ -27,7 +28,31 @@ function formatPath(path: readonly PropertyKey[]): string {
 export async function validateInput(graph: CompiledGraph, input: unknown): Promise<unknown> {
   const schema = graph.input?.schema;
   if (!schema) return input;
-  const result = await schema.safeParseAsync(input);
+  const result = needsAsync.has(schema)
+    ? await schema.safeParseAsync(input)
+    : parseSyncFirst(schema, input);
+  if (result instanceof Promise) return finishValidation(await result);
+  return finishValidation(result);
+}
+
+/** Schemas with async parts (an image decoder): parsed with safeParseAsync from then on. */
+const needsAsync = new WeakSet<ZodType>();
+
+type ParseResult = ReturnType<ZodType["safeParse"]>;
+
+/** A synchronous parse is cheaper; a schema that turns out to be async is parsed async. */
+function parseSyncFirst(schema: ZodType, input: unknown): ParseResult | Promise<ParseResult> {
+  try {
+    return schema.safeParse(input);
+  } catch {
+    // safeParse reports bad input in its result; a throw means an async part (a transform
+    // that returns a promise). Parse async from now on (a real error is thrown again there).
+    needsAsync.add(schema);
+    return schema.safeParseAsync(input);
+  }
+}
+
+function finishValidation(result: ParseResult): unknown {
   if (result.success) return result.data;
   const issues: ValidationIssue[] = result.error.issues.map((issue) => ({
     path: formatPath(issue.path),

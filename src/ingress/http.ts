@@ -9,6 +9,7 @@ import multipart from "@fastify/multipart";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { createServer } from "node:http";
 import { CancelledError, TributaryError } from "../errors.js";
+import { CancelScope } from "../runtime/cancel.js";
 import { httpError } from "./http-errors.js";
 import { registerOipRoutes } from "./oip-http.js";
 import { openApiDocument } from "./openapi.js";
@@ -159,8 +160,9 @@ export async function startHttp(
   fastify.addContentTypeParser("application/octet-stream", bytes, asBytes);
   fastify.addContentTypeParser(/^image\//, bytes, asBytes);
 
-  fastify.addHook("onRequest", async (request, reply) => {
-    reply.header("x-request-id", request.id);
+  fastify.addHook("onRequest", (request, reply, done) => {
+    void reply.header("x-request-id", request.id);
+    done();
   });
   fastify.setErrorHandler((error, request, reply) => {
     const { status, body, retryAfter } = httpError(
@@ -186,13 +188,13 @@ export async function startHttp(
   const bytesField = target.bytesField;
   fastify.post(target.app.routePrefix, async (request, reply) => {
     const input = await readInput(request, bytesField);
-    const abort = new AbortController();
+    const cancel = new CancelScope();
     reply.raw.on("close", () => {
-      if (!reply.raw.writableFinished) abort.abort(new CancelledError(`Request ${request.id}`));
+      if (!reply.raw.writableFinished) cancel.cancel(new CancelledError(`Request ${request.id}`));
     });
     const result = await target.call(input, {
       requestId: request.id,
-      signal: abort.signal,
+      cancel,
       ...(options.requestTimeoutMs !== undefined && { timeout: options.requestTimeoutMs }),
     });
     return sendResult(reply, result);

@@ -2,11 +2,13 @@
  * @internal What the front doors need of a served application.
  */
 import type { Application } from "../app/application.js";
+import type { CancelScope } from "../runtime/cancel.js";
 import type { OipModel } from "./oip.js";
 
 export interface IngressCallOptions {
   readonly requestId: string;
-  readonly signal?: AbortSignal;
+  /** Cancelled when the client goes away. */
+  readonly cancel?: CancelScope;
   readonly timeout?: number;
 }
 

@@ -7,7 +7,8 @@
 import type { Application } from "../app/application.js";
 import type { JsonValue, ResolvedDeploymentOptions } from "../app/options.js";
 import type { DeploymentSpec } from "../dag/compile.js";
-import { DeployFailedError, NotFoundError } from "../errors.js";
+import { CancelledError, DeployFailedError, NotFoundError } from "../errors.js";
+import { CancelScope } from "./cancel.js";
 import { transferablesOf } from "../transport/transfer.js";
 import type { TransportFactory } from "../transport/transport.js";
 import { serializeError } from "./error-codec.js";
@@ -354,22 +355,22 @@ export class Controller {
       replica.respond({ t: "err", id, e: serializeError(error), user: false });
       return;
     }
-    const abort = new AbortController();
+    const scope = new CancelScope();
     let calls = this.#incoming.get(replica);
     if (!calls) this.#incoming.set(replica, (calls = new Map<number, () => void>()));
-    calls.set(id, () => abort.abort());
+    calls.set(id, () => scope.cancel(new CancelledError(`${message.d}.${message.m}()`)));
     const done = (): void => void calls.delete(id);
     router
       .call(message.m, message.a, {
         requestId: message.r,
-        signal: abort.signal,
+        cancel: scope,
         transfer: transferablesOf(message.a),
       })
       .then(
         async (value) => {
           if (value instanceof StreamReader) {
             replica.respond({ t: "stream", id });
-            abort.signal.addEventListener("abort", () => void value.return(), { once: true });
+            scope.subscribe(() => void value.return());
             try {
               for await (const item of value)
                 replica.respond({ t: "item", id, v: item }, transferablesOf([item]));

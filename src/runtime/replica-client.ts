@@ -2,7 +2,7 @@
  * @internal The runtime's side of one replica: starts it, sends it calls and control
  * messages over its transport, and rejects everything pending when it exits.
  */
-import { ReplicaDiedError, TimeoutError } from "../errors.js";
+import { ReplicaDiedError, TimeoutError, ValidationError } from "../errors.js";
 import type { ReplicaTransport } from "../transport/transport.js";
 import { deserializeError } from "./error-codec.js";
 import type { FromReplica, InitMessage, Response, ToReplica } from "./protocol.js";
@@ -51,6 +51,19 @@ export class ReplicaClient {
     this.transport = transport;
     this.#events = events;
     transport.onMessage((message) => this.#onMessage(message));
+    transport.onUndeliverable((message, error) => {
+      if (!("id" in message)) return;
+      const pending = this.#responses.forget(message.id);
+      pending?.settled?.();
+      pending?.reject(
+        new ValidationError([
+          {
+            path: "arguments",
+            message: `cannot be sent to deployment "${deployment}": ${error.message}`,
+          },
+        ]),
+      );
+    });
     transport.onExit((reason) => this.#onExit(reason));
   }
 

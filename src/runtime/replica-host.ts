@@ -6,6 +6,7 @@
 import { parentPort } from "node:worker_threads";
 import { findApplication, markReplicaContext } from "../app/registry.js";
 import { ServerClosedError, TributaryError } from "../errors.js";
+import { MessageBatcher, unbatch } from "../transport/batch.js";
 import { transferablesOf } from "../transport/transfer.js";
 import { ActiveRequest, requestStorage } from "./context.js";
 import { serializeError } from "./error-codec.js";
@@ -18,9 +19,26 @@ type Instance = Record<string, unknown>;
 
 markReplicaContext();
 
-const post: (message: FromReplica, transfer?: readonly ArrayBuffer[]) => void = parentPort
-  ? (message, transfer) => parentPort!.postMessage(message, transfer as ArrayBuffer[] | undefined)
-  : (message) => process.send!(message);
+const batcher = new MessageBatcher<FromReplica>(
+  parentPort
+    ? (message, transfer) => parentPort!.postMessage(message, transfer as ArrayBuffer[])
+    : (message) => process.send!(message),
+  (message, error) => {
+    // A result (or stream item) that cannot be cloned: the caller gets an error instead.
+    if (message.t === "ok" || message.t === "item") {
+      post({
+        t: "err",
+        id: message.id,
+        e: serializeError(
+          new TypeError(`the result could not be sent back to the caller: ${error.message}`),
+        ),
+        user: true,
+      });
+    }
+  },
+);
+const post = (message: FromReplica, transfer?: readonly ArrayBuffer[]): void =>
+  batcher.push(message, transfer);
 
 const outgoing = new HandleCalls(post);
 const active = new Map<number, ActiveRequest>();
@@ -246,9 +264,9 @@ function onMessage(message: ToReplica): void {
 }
 
 if (parentPort) {
-  parentPort.on("message", onMessage);
+  parentPort.on("message", (data: ToReplica | ToReplica[]) => unbatch(data, onMessage));
 } else {
-  process.on("message", (message) => onMessage(message as ToReplica));
+  process.on("message", (data) => unbatch(data as ToReplica | ToReplica[], onMessage));
   // The runtime going away (its IPC channel closing) ends this process.
   process.on("disconnect", () => process.exit(0));
 }

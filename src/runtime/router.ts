@@ -15,11 +15,12 @@ import {
 import { deserializeError } from "./error-codec.js";
 import type { SerializedError } from "./protocol.js";
 import type { ReplicaClient } from "./replica-client.js";
+import type { CancelScope } from "./cancel.js";
 import type { PendingCall, StreamReader } from "./responses.js";
 
 export interface CallOptions {
-  /** Aborting it cancels the request (`CancelledError`, or the signal's TributaryError reason). */
-  readonly signal?: AbortSignal | undefined;
+  /** Cancelling it answers the request with the scope's reason and frees its slot. */
+  readonly cancel?: CancelScope | undefined;
   /** Fails the request with `TimeoutError` after this many milliseconds. */
   readonly timeoutMs?: number | undefined;
   /** Carried to the replica's `requestContext()`. */
@@ -61,7 +62,7 @@ class Request implements PendingCall {
   done = false;
   stream?: StreamReader;
   readonly #router: Router;
-  readonly #onAbort: (() => void) | undefined;
+  #unsubscribe: (() => void) | undefined;
 
   constructor(
     router: Router,
@@ -72,24 +73,17 @@ class Request implements PendingCall {
     readonly rejectCall: (error: unknown) => void,
   ) {
     this.#router = router;
-    const { signal, timeoutMs } = options;
+    const { cancel, timeoutMs } = options;
     if (timeoutMs !== undefined) {
       this.timer = setTimeout(
         () => this.abandon("timeout", new TimeoutError(router.label(method), timeoutMs)),
         timeoutMs,
       );
     }
-    if (signal) {
-      this.#onAbort = () => {
-        const reason: unknown = signal.reason;
-        this.abandon(
-          "abort",
-          reason instanceof TributaryError
-            ? reason
-            : new CancelledError(router.label(method), { cause: reason }),
-        );
-      };
-      signal.addEventListener("abort", this.#onAbort, { once: true });
+    if (cancel) {
+      this.#unsubscribe = cancel.subscribe((reason) =>
+        this.abandon(reason instanceof TimeoutError ? "timeout" : "abort", reason),
+      );
     }
   }
 
@@ -135,7 +129,7 @@ class Request implements PendingCall {
     if (this.done) return;
     this.done = true;
     if (this.timer) clearTimeout(this.timer);
-    if (this.#onAbort) this.options.signal?.removeEventListener("abort", this.#onAbort);
+    this.#unsubscribe?.();
   }
 }
 
@@ -212,13 +206,8 @@ export class Router {
         reject(this.#unavailable);
         return;
       }
-      if (options.signal?.aborted) {
-        const reason: unknown = options.signal.reason;
-        reject(
-          reason instanceof TributaryError
-            ? reason
-            : new CancelledError(this.label(method), { cause: reason }),
-        );
+      if (options.cancel?.reason) {
+        reject(options.cancel.reason);
         return;
       }
       const replica =

@@ -21,6 +21,7 @@ import {
 import { defaultTransportFactory } from "../transport/index.js";
 import { transferablesOf } from "../transport/transfer.js";
 import type { TransportFactory } from "../transport/transport.js";
+import { requestScope } from "./cancel.js";
 import { Controller } from "./controller.js";
 import { handleProxy } from "./handle.js";
 import { HANDLE_REF } from "./handle-ref.js";
@@ -148,7 +149,13 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     if (this.#closed) throw new ServerClosedError(`Application "${this.app.name}"`);
     const waiting = this.#gate.enter();
     if (waiting) await waiting;
-    const { signal, cancel } = requestSignal(options, `Application "${this.app.name}"`);
+    const timeout = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
+    const { scope, dispose } = requestScope(
+      `Application "${this.app.name}"`,
+      "signal" in options ? options.signal : undefined,
+      timeout,
+      "cancel" in options ? options.cancel : undefined,
+    );
     try {
       const value = await validateInput(this.app.graph, input);
       const requestId = options.requestId ?? randomUUID();
@@ -160,14 +167,14 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
             : undefined;
           return this.#routers[step.index]!.call(step.method, args, {
             requestId,
-            signal,
+            cancel: scope,
             transfer: moving,
           });
         },
         handle: (deployment) => ({ [HANDLE_REF]: deployment }),
       });
     } finally {
-      cancel();
+      dispose();
       this.#gate.leave();
     }
   }
@@ -183,13 +190,14 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     const router = this.#controller.router(name);
     return handleProxy(name, (method, args) => {
       if (this.#closed) return Promise.reject(new ServerClosedError(`Deployment "${name}"`));
-      const { signal, cancel } = requestSignal(options, `${name}.${method}()`);
+      const timeout = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
+      const { scope, dispose } = requestScope(`${name}.${method}()`, options.signal, timeout);
       const call = router.call(method, args, {
-        signal,
+        cancel: scope,
         requestId: options.requestId,
         transfer: transferablesOf(args),
       });
-      if (signal !== options.signal) void call.finally(cancel).catch(() => undefined);
+      void call.finally(dispose).catch(() => undefined);
       return call;
     }) as DeploymentHandle<T>;
   }
@@ -240,28 +248,6 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     return this.close();
   }
 }
-
-/** A signal for one request: the caller's, plus a timeout when one is set. */
-function requestSignal(
-  options: RequestOptions,
-  what: string,
-): { signal: AbortSignal | undefined; cancel: () => void } {
-  if (options.timeout === undefined) return { signal: options.signal, cancel: noop };
-  const ms = toMilliseconds(options.timeout);
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(new TimeoutError(what, ms)), ms);
-  const onAbort = (): void => controller.abort(options.signal?.reason);
-  options.signal?.addEventListener("abort", onAbort, { once: true });
-  return {
-    signal: controller.signal,
-    cancel: () => {
-      clearTimeout(timer);
-      options.signal?.removeEventListener("abort", onAbort);
-    },
-  };
-}
-
-function noop(): void {}
 
 /**
  * Serves an application: starts every deployment's replicas and resolves once all are

@@ -5,6 +5,7 @@
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { FromReplica, ToReplica } from "../runtime/protocol.js";
+import { MessageBatcher, unbatch } from "./batch.js";
 import { REPLICA_ENTRY, type ReplicaTransport } from "./transport.js";
 
 export class ProcessTransport implements ReplicaTransport {
@@ -25,12 +26,26 @@ export class ProcessTransport implements ReplicaTransport {
     this.#exited = new Promise((resolve) => this.#child.once("exit", () => resolve()));
   }
 
+  readonly #batcher = new MessageBatcher<ToReplica>(
+    (message) => {
+      if (this.#child.connected) this.#child.send(message);
+    },
+    (message, error) => this.#undeliverable?.(message, error),
+  );
+  #undeliverable: ((message: ToReplica, error: Error) => void) | undefined;
+
+  onUndeliverable(listener: (message: ToReplica, error: Error) => void): void {
+    this.#undeliverable = listener;
+  }
+
   send(message: ToReplica): void {
-    if (this.#child.connected) this.#child.send(message);
+    this.#batcher.push(message);
   }
 
   onMessage(listener: (message: FromReplica) => void): void {
-    this.#child.on("message", listener as (message: unknown) => void);
+    this.#child.on("message", (data: unknown) =>
+      unbatch(data as FromReplica | FromReplica[], listener),
+    );
   }
 
   onExit(listener: (reason: string) => void): void {

@@ -4,6 +4,7 @@
  */
 import { Worker } from "node:worker_threads";
 import type { FromReplica, ToReplica } from "../runtime/protocol.js";
+import { MessageBatcher, unbatch } from "./batch.js";
 import { REPLICA_ENTRY, type ReplicaTransport } from "./transport.js";
 
 export class ThreadTransport implements ReplicaTransport {
@@ -22,12 +23,22 @@ export class ThreadTransport implements ReplicaTransport {
     this.#exited = new Promise((resolve) => this.#worker.once("exit", () => resolve()));
   }
 
+  readonly #batcher = new MessageBatcher<ToReplica>(
+    (message, transfer) => this.#worker.postMessage(message, transfer as ArrayBuffer[]),
+    (message, error) => this.#undeliverable?.(message, error),
+  );
+  #undeliverable: ((message: ToReplica, error: Error) => void) | undefined;
+
+  onUndeliverable(listener: (message: ToReplica, error: Error) => void): void {
+    this.#undeliverable = listener;
+  }
+
   send(message: ToReplica, transfer?: readonly ArrayBuffer[]): void {
-    this.#worker.postMessage(message, transfer as ArrayBuffer[] | undefined);
+    this.#batcher.push(message, transfer);
   }
 
   onMessage(listener: (message: FromReplica) => void): void {
-    this.#worker.on("message", listener);
+    this.#worker.on("message", (data: FromReplica | FromReplica[]) => unbatch(data, listener));
   }
 
   onExit(listener: (reason: string) => void): void {

@@ -18,6 +18,8 @@ export interface ReplicaTransport {
   send(message: ToReplica, transfer?: readonly ArrayBuffer[]): void;
   /** Receives every message from the replica. */
   onMessage(listener: (message: FromReplica) => void): void;
+  /** Receives each message that could not be sent (its contents cannot be cloned). */
+  onUndeliverable(listener: (message: ToReplica, error: Error) => void): void;
   /** Called once when the replica's thread or process has exited, with why. */
   onExit(listener: (reason: string) => void): void;
   /** Ends the replica now (no draining). Resolves once it has exited. Safe to call twice. */

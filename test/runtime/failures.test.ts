@@ -93,6 +93,15 @@ describe("replica failures", { timeout: 120_000 }, () => {
     assert.match(error.cause.stack ?? "", /faulty-app\.ts/);
   });
 
+  test("errors - a result that cannot be sent back fails that call only; the replica lives on", async () => {
+    await using server = await serve(faultyApp);
+    const fragile = server.getHandle<Fragile>("fragile");
+    const error = await fragile.unsendable().catch((e: unknown) => e);
+    assert.ok(error instanceof GraphExecutionError, String(error));
+    assert.match((error.cause as Error).message, /the result could not be sent back to the caller/);
+    assert.equal((await fragile.info()).replica, "fragile#1");
+  });
+
   test("deploy - a constructor that throws gives DEPLOY_FAILED with its message, and run() rejects", async () => {
     const started = Date.now();
     const error = await serve(brokenApp).catch((e: unknown) => e);

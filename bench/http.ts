@@ -1,0 +1,85 @@
+/**
+ * `npm run bench http`: wrk against (a) a bare Fastify hello-world and (b) a four-deployment
+ * no-op diamond pipeline served by Tributary, in one run, on the same machine.
+ * Target: the pipeline reaches ≥ 50% of bare Fastify's requests per second.
+ */
+import { execFile } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import Fastify from "fastify";
+import { run } from "tributary";
+import { app } from "./fixtures/diamond-noop.js";
+import { machine, printTable } from "./stats.js";
+
+const DURATION = process.env.BENCH_DURATION ?? "8s";
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const BODY = '{"x":1}';
+
+interface WrkResult {
+  rps: number;
+  p50: number;
+  p99: number;
+}
+
+function toMs(value: string, unit: string): number {
+  const n = Number(value);
+  return unit === "us" ? n / 1000 : unit === "s" ? n * 1000 : n;
+}
+
+async function wrk(url: string, script: string): Promise<WrkResult> {
+  const { stdout } = await promisify(execFile)(
+    "wrk",
+    ["-t1", `-c${CONNECTIONS}`, `-d${DURATION}`, "--latency", "-s", script, url],
+    { timeout: 120_000 },
+  );
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]);
+  const latency = (p: string): number => {
+    const match = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(stdout);
+    return match ? toMs(match[1]!, match[2]!) : NaN;
+  };
+  const errors = /Non-2xx or 3xx responses: (\d+)/.exec(stdout)?.[1];
+  if (errors) throw new Error(`wrk saw ${errors} error responses from ${url}:\n${stdout}`);
+  return { rps, p50: latency("50"), p99: latency("99") };
+}
+
+export async function main(): Promise<string> {
+  try {
+    await promisify(execFile)("wrk", ["--version"]).catch((e: { stdout?: string }) => {
+      if (!e.stdout?.includes("wrk")) throw e;
+    });
+  } catch {
+    const message = "wrk is not installed: `apt-get install -y wrk` (Debian) and run again.";
+    console.log(message);
+    return `### HTTP pipeline vs bare Fastify\n\n${message}\n`;
+  }
+  console.log(`HTTP pipeline vs bare Fastify — ${machine()}, wrk -c${CONNECTIONS} -d${DURATION}\n`);
+  const dir = await mkdtemp(join(tmpdir(), "tributary-bench-"));
+  const script = join(dir, "post.lua");
+  await writeFile(script, `wrk.method = "POST"\nwrk.body = '${BODY}'\nwrk.headers["Content-Type"] = "application/json"\n`);
+
+  const bare = Fastify({ logger: false });
+  bare.post("/hello", async () => ({ hello: "world" }));
+  await bare.listen({ host: "127.0.0.1", port: 0 });
+  const address = bare.server.address();
+  const bareUrl = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}/hello`;
+  const server = await run(app, { port: 0, logLevel: "silent" });
+  const check = (await (await fetch(`${server.url}/diamond`, { method: "POST", headers: { "content-type": "application/json" }, body: BODY })).json()) as { sum: number };
+  if (check.sum !== 5) throw new Error(`the pipeline answered ${JSON.stringify(check)}`);
+  try {
+    await wrk(bareUrl, script); // warm-up of both, then the measured runs
+    await wrk(`${server.url}/diamond`, script);
+    const fastify = await wrk(bareUrl, script);
+    const pipeline = await wrk(`${server.url}/diamond`, script);
+    return printTable("HTTP: four-deployment no-op diamond vs bare Fastify", "bare Fastify", "pipeline", [
+      { metric: "requests/s", baseline: fastify.rps, subject: pipeline.rps, unit: "/s", target: "≥ 0.5×" },
+      { metric: "p50 latency", baseline: fastify.p50, subject: pipeline.p50, unit: "ms", target: "" },
+      { metric: "p99 latency", baseline: fastify.p99, subject: pipeline.p99, unit: "ms", target: "" },
+    ]);
+  } finally {
+    await server.close();
+    await bare.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * @internal A light cancellation scope, one per request and shared by every call the
+ * request makes. Cheaper than an AbortSignal per call (EventTarget listeners cost more
+ * than the rest of a call), and built from the caller's AbortSignal and timeout once.
+ */
+import { CancelledError, TimeoutError, TributaryError } from "../errors.js";
+
+export class CancelScope {
+  #reason: Error | undefined;
+  #listeners: Set<(reason: Error) => void> | undefined;
+
+  get reason(): Error | undefined {
+    return this.#reason;
+  }
+
+  cancel(reason: Error): void {
+    if (this.#reason) return;
+    this.#reason = reason;
+    const listeners = this.#listeners;
+    this.#listeners = undefined;
+    for (const listener of listeners ?? []) listener(reason);
+  }
+
+  /** Calls `listener` on cancellation (now, if already cancelled); returns an unsubscribe. */
+  subscribe(listener: (reason: Error) => void): () => void {
+    if (this.#reason) {
+      listener(this.#reason);
+      return noop;
+    }
+    (this.#listeners ??= new Set()).add(listener);
+    return () => this.#listeners?.delete(listener);
+  }
+}
+
+function noop(): void {}
+
+/**
+ * The scope of one request from a caller's `signal` and `timeoutMs` (`undefined` when it
+ * has neither). `dispose()` releases the timer and the signal listener.
+ */
+export function requestScope(
+  what: string,
+  signal: AbortSignal | undefined,
+  timeoutMs: number | undefined,
+  scope?: CancelScope,
+): { scope: CancelScope | undefined; dispose: () => void } {
+  if (!signal && timeoutMs === undefined) return { scope, dispose: noop };
+  const own = scope ?? new CancelScope();
+  const timer =
+    timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => own.cancel(new TimeoutError(what, timeoutMs)), timeoutMs);
+  const onAbort = (): void => {
+    const reason: unknown = signal?.reason;
+    own.cancel(
+      reason instanceof TributaryError ? reason : new CancelledError(what, { cause: reason }),
+    );
+  };
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener("abort", onAbort, { once: true });
+  return {
+    scope: own,
+    dispose: () => {
+      if (timer) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    },
+  };
+}

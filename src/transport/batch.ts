@@ -1,0 +1,66 @@
+/**
+ * @internal Coalesces the messages sent in one turn of the event loop into one array,
+ * sent before the next turn's I/O. Under load this turns many `postMessage` calls and
+ * thread wake-ups into a few, at the cost of one turn of latency. A message that cannot be
+ * sent (a value structured clone rejects) is handed to `undeliverable`, and the rest of its
+ * batch still goes.
+ */
+export class MessageBatcher<M> {
+  readonly #send: (message: M | M[], transfer: readonly ArrayBuffer[]) => void;
+  readonly #undeliverable: (message: M, error: Error) => void;
+  #queue: M[] = [];
+  #transfer: ArrayBuffer[] = [];
+  #transferOf: Map<M, readonly ArrayBuffer[]> | undefined;
+  #turnOpen = false;
+
+  constructor(
+    send: (message: M | M[], transfer: readonly ArrayBuffer[]) => void,
+    undeliverable: (message: M, error: Error) => void,
+  ) {
+    this.#send = send;
+    this.#undeliverable = undeliverable;
+  }
+
+  push(message: M, transfer?: readonly ArrayBuffer[]): void {
+    if (!this.#turnOpen) {
+      this.#turnOpen = true;
+      setImmediate(this.#flush);
+    }
+    this.#queue.push(message);
+    if (transfer && transfer.length > 0) {
+      this.#transfer.push(...transfer);
+      (this.#transferOf ??= new Map()).set(message, transfer);
+    }
+  }
+
+  readonly #flush = (): void => {
+    this.#turnOpen = false;
+    if (this.#queue.length === 0) return;
+    const queue = this.#queue;
+    const transfer = this.#transfer;
+    const transferOf = this.#transferOf;
+    this.#queue = [];
+    this.#transfer = [];
+    this.#transferOf = undefined;
+    try {
+      this.#send(queue.length === 1 ? queue[0]! : queue, transfer);
+    } catch {
+      // One message cannot be cloned (or the channel is gone): send them one by one.
+      for (const message of queue) {
+        try {
+          this.#send(message, transferOf?.get(message) ?? EMPTY);
+        } catch (error) {
+          this.#undeliverable(message, error instanceof Error ? error : new Error(String(error)));
+        }
+      }
+    }
+  };
+}
+
+const EMPTY: readonly ArrayBuffer[] = [];
+
+/** Calls `handle` for a message or for each message of a batch. */
+export function unbatch<M>(data: M | M[], handle: (message: M) => void): void {
+  if (Array.isArray(data)) for (const message of data) handle(message);
+  else handle(data);
+}

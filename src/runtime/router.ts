@@ -6,10 +6,8 @@
  */
 import {
   BackPressureError,
-  CancelledError,
   GraphExecutionError,
   TimeoutError,
-  TributaryError,
   ValidationError,
 } from "../errors.js";
 import { deserializeError } from "./error-codec.js";

@@ -16,7 +16,6 @@ import {
   DeployFailedError,
   GraphBuildError,
   ServerClosedError,
-  TimeoutError,
 } from "../errors.js";
 import { defaultTransportFactory } from "../transport/index.js";
 import { transferablesOf } from "../transport/transfer.js";

@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { spawn } from "node:child_process";
 import { after, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { describeGraph, GraphExecutionError, run, ValidationError } from "tributary";
 import { app, pipeline } from "./app.js";
 
@@ -65,22 +64,46 @@ test(
 );
 
 test(
-  "diamond - npm start serves the example and prints its answers",
+  "diamond - npm start serves the example over HTTP until Ctrl-C, which drains and exits 0",
   { timeout: 60_000 },
   async () => {
-    const { stdout } = await promisify(execFile)(
-      process.execPath,
-      ["--import", "tsx", "examples/diamond/main.ts"],
-      {
-        cwd: fileURLToPath(new URL("../..", import.meta.url)),
-        env: { ...process.env, PORT: "0" },
-        timeout: 50_000,
-      },
-    );
-    assert.match(
-      stdout,
-      /\{"features":\[3,4,0\],"id":"a"\} -> \{"id":"a","score":-0\.4375,"parts":\[-2\.25,5\]\}/,
-    );
-    assert.match(stdout, /Linear\s+HEALTHY\s+Linear#1 \(thread \d+\), Linear#2 \(thread \d+\)/);
+    const child = spawn(process.execPath, ["--import", "tsx", "examples/diamond/main.ts"], {
+      cwd: fileURLToPath(new URL("../..", import.meta.url)),
+      env: { ...process.env, PORT: "0" },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      let output = "";
+      child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      const deadline = Date.now() + 50_000;
+      while (!/Try it:/.test(output)) {
+        if (Date.now() > deadline || child.exitCode !== null)
+          assert.fail(`npm start did not come up:\n${output}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.match(
+        output,
+        /POST \{"features":\[3,4,0\],"id":"a"\} -> 200 \{"id":"a","score":-0\.4375,"parts":\[-2\.25,5\]\}/,
+      );
+      assert.match(output, /Linear\s+HEALTHY\s+Linear#1 \(thread \d+\), Linear#2 \(thread \d+\)/);
+      const url = /Serving "diamond" at (\S+)/.exec(output)![1]!;
+      const response = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: '{"features":[1,2,3],"scale":2,"id":"b"}',
+      });
+      assert.deepEqual(((await response.json()) as { parts: number[] }).parts, [
+        4.75,
+        Math.hypot(1, 2, 3) * 2,
+      ]);
+      const exited = new Promise<number | null>((resolve) =>
+        child.once("exit", (code) => resolve(code)),
+      );
+      child.kill("SIGINT");
+      assert.equal(await exited, 0);
+      assert.match(output, /Stopped\./);
+    } finally {
+      child.kill("SIGKILL");
+    }
   },
 );

@@ -57,7 +57,10 @@ export async function main(): Promise<string> {
   console.log(`HTTP pipeline vs bare Fastify — ${machine()}, wrk -c${CONNECTIONS} -d${DURATION}\n`);
   const dir = await mkdtemp(join(tmpdir(), "tributary-bench-"));
   const script = join(dir, "post.lua");
-  await writeFile(script, `wrk.method = "POST"\nwrk.body = '${BODY}'\nwrk.headers["Content-Type"] = "application/json"\n`);
+  await writeFile(
+    script,
+    `wrk.method = "POST"\nwrk.body = '${BODY}'\nwrk.headers["Content-Type"] = "application/json"\n`,
+  );
 
   const bare = Fastify({ logger: false });
   bare.post("/hello", async () => ({ hello: "world" }));
@@ -65,18 +68,47 @@ export async function main(): Promise<string> {
   const address = bare.server.address();
   const bareUrl = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}/hello`;
   const server = await run(app, { port: 0, logLevel: "silent" });
-  const check = (await (await fetch(`${server.url}/diamond`, { method: "POST", headers: { "content-type": "application/json" }, body: BODY })).json()) as { sum: number };
+  const check = (await (
+    await fetch(`${server.url}/diamond`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: BODY,
+    })
+  ).json()) as { sum: number };
   if (check.sum !== 5) throw new Error(`the pipeline answered ${JSON.stringify(check)}`);
   try {
     await wrk(bareUrl, script); // warm-up of both, then the measured runs
     await wrk(`${server.url}/diamond`, script);
     const fastify = await wrk(bareUrl, script);
     const pipeline = await wrk(`${server.url}/diamond`, script);
-    return printTable("HTTP: four-deployment no-op diamond vs bare Fastify", "bare Fastify", "pipeline", [
-      { metric: "requests/s", baseline: fastify.rps, subject: pipeline.rps, unit: "/s", target: "≥ 0.5×" },
-      { metric: "p50 latency", baseline: fastify.p50, subject: pipeline.p50, unit: "ms", target: "" },
-      { metric: "p99 latency", baseline: fastify.p99, subject: pipeline.p99, unit: "ms", target: "" },
-    ]);
+    return printTable(
+      "HTTP: four-deployment no-op diamond vs bare Fastify",
+      "bare Fastify",
+      "pipeline",
+      [
+        {
+          metric: "requests/s",
+          baseline: fastify.rps,
+          subject: pipeline.rps,
+          unit: "/s",
+          target: "≥ 0.5×",
+        },
+        {
+          metric: "p50 latency",
+          baseline: fastify.p50,
+          subject: pipeline.p50,
+          unit: "ms",
+          target: "",
+        },
+        {
+          metric: "p99 latency",
+          baseline: fastify.p99,
+          subject: pipeline.p99,
+          unit: "ms",
+          target: "",
+        },
+      ],
+    );
   } finally {
     await server.close();
     await bare.close();

@@ -24,6 +24,8 @@ export type {
   ServerStatus,
 } from "./runtime/server.js";
 export { requestContext } from "./runtime/context.js";
+export { batch } from "./runtime/batch.js";
+export type { BatchedFunction, BatchOptions, BatchStats } from "./runtime/batch.js";
 export { image, tensor } from "./ingress/adapters.js";
 export { DATATYPES } from "./ingress/tensors.js";
 export type { Datatype, Tensor, TypedArray } from "./ingress/tensors.js";

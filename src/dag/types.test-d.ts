@@ -6,6 +6,7 @@
 import { expectTypeOf } from "expect-type";
 import { z } from "zod";
 import {
+  batch,
   deployment,
   InputNode,
   MultiOutputNode,
@@ -36,7 +37,10 @@ class Classifier {
   async *stream(n: number): AsyncGenerator<string> {
     for (let i = 0; i < n; i++) yield String(i);
   }
-  recognize = async (crop: Float32Array): Promise<string> => String(crop.length);
+  recognize = batch(async (crops: Float32Array[]) => crops.map((c) => String(c.length)), {
+    maxBatchSize: 8,
+    batchWaitTimeout: "5ms",
+  });
 }
 const ClassifierDeployment = deployment(Classifier, { numReplicas: 2 });
 

@@ -1,0 +1,155 @@
+/**
+ * Dynamic batching: `batch(fn, options)` turns a function of a list into a function of one
+ * item. Concurrent calls are gathered into a batch of at most `maxBatchSize`, dispatched
+ * as soon as it is full or `batchWaitTimeout` after its first item arrived (Triton's
+ * dynamic batcher). On a class it is a field, so handles and `.bind()` see the per-item
+ * type.
+ */
+import { toMilliseconds, type Duration } from "../app/options.js";
+import { OptionsError, TributaryError } from "../errors.js";
+
+export interface BatchOptions {
+  /** Most items in one call of the list function. */
+  readonly maxBatchSize: number;
+  /** How long the first item of a batch may wait for others (`"5ms"`, or milliseconds). */
+  readonly batchWaitTimeout: Duration;
+}
+
+/** Batch sizes achieved so far. */
+export interface BatchStats {
+  readonly batches: number;
+  readonly items: number;
+  /** `sizes[n]`: how many batches had `n` items. */
+  readonly sizes: Readonly<Record<number, number>>;
+  readonly meanSize: number;
+}
+
+/** A function of one item that runs its list function on batches. */
+export interface BatchedFunction<Item, Result> {
+  (item: Item): Promise<Result>;
+  /** Changes the batch size and wait (for example from `reconfigure`); applies to the next batch. */
+  configure(options: Partial<BatchOptions>): void;
+  stats(): BatchStats;
+}
+
+interface Waiting<Item, Result> {
+  readonly item: Item;
+  readonly resolve: (result: Result) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+function checked(
+  options: Partial<BatchOptions>,
+  current?: { size: number; waitMs: number },
+): { size: number; waitMs: number } {
+  const size = options.maxBatchSize ?? current?.size;
+  if (size === undefined || !Number.isInteger(size) || size < 1) {
+    throw new OptionsError(
+      `batch(): maxBatchSize must be a positive integer, got ${String(size)}.`,
+    );
+  }
+  const waitMs =
+    options.batchWaitTimeout === undefined
+      ? current?.waitMs
+      : toMilliseconds(options.batchWaitTimeout);
+  if (waitMs === undefined || !(waitMs >= 0)) {
+    throw new OptionsError(
+      `batch(): batchWaitTimeout must be a duration such as "5ms", got ${String(options.batchWaitTimeout)}.`,
+    );
+  }
+  return { size, waitMs };
+}
+
+/**
+ * @example
+ * class Recognizer {
+ *   recognize = batch(async (crops: Float32Array[]) => this.model.run(crops), {
+ *     maxBatchSize: 16,
+ *     batchWaitTimeout: "5ms",
+ *   });
+ * }
+ */
+export function batch<Item, Result>(
+  fn: (items: Item[]) => Promise<readonly (Result | Error)[]> | readonly (Result | Error)[],
+  options: BatchOptions,
+): BatchedFunction<Item, Result> {
+  let limits = checked(options);
+  let queue: Waiting<Item, Result>[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let firstArrival = 0;
+  let running = false;
+  const sizes: Record<number, number> = {};
+  let batches = 0;
+  let items = 0;
+
+  const schedule = (): void => {
+    if (running || queue.length === 0) return;
+    if (queue.length >= limits.size) {
+      dispatch();
+      return;
+    }
+    if (timer) return;
+    const wait = Math.max(0, limits.waitMs - (performance.now() - firstArrival));
+    timer = setTimeout(dispatch, wait);
+  };
+
+  function dispatch(): void {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    if (running || queue.length === 0) return;
+    const taken = queue.slice(0, limits.size);
+    queue = queue.slice(taken.length);
+    if (queue.length > 0) firstArrival = performance.now();
+    running = true;
+    batches++;
+    items += taken.length;
+    sizes[taken.length] = (sizes[taken.length] ?? 0) + 1;
+    Promise.resolve()
+      .then(() => fn(taken.map((w) => w.item)))
+      .then(
+        (results) => {
+          if (!Array.isArray(results) || results.length !== taken.length) {
+            const got = Array.isArray(results)
+              ? `${results.length} results`
+              : `a ${typeof results}`;
+            const error = new TributaryError(
+              "EXECUTION_FAILED",
+              `The batch function returned ${got} for ${taken.length} items; it must return one result (or Error) per item, in order.`,
+            );
+            for (const w of taken) w.reject(error);
+            return;
+          }
+          taken.forEach((w, i) => {
+            const result = results[i] as Result | Error;
+            if (result instanceof Error) w.reject(result);
+            else w.resolve(result);
+          });
+        },
+        (error: unknown) => {
+          for (const w of taken) w.reject(error);
+        },
+      )
+      .finally(() => {
+        running = false;
+        schedule();
+      });
+  }
+
+  const batched = ((item: Item): Promise<Result> =>
+    new Promise<Result>((resolve, reject) => {
+      if (queue.length === 0) firstArrival = performance.now();
+      queue.push({ item, resolve, reject });
+      schedule();
+    })) as BatchedFunction<Item, Result>;
+  batched.configure = (next) => {
+    limits = checked(next, limits);
+    schedule();
+  };
+  batched.stats = () => ({
+    batches,
+    items,
+    sizes: { ...sizes },
+    meanSize: batches === 0 ? 0 : items / batches,
+  });
+  return batched;
+}

@@ -1,0 +1,33 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { GraphExecutionError } from "tributary";
+import { app, type Embedder } from "../fixtures/batch-app.js";
+import { serve } from "../serve.js";
+
+test(
+  "batching - a served deployment batches concurrent requests; one bad item fails alone",
+  { timeout: 60_000 },
+  async () => {
+    await using server = await serve(app, { port: 0 });
+    const texts = Array.from({ length: 16 }, (_, i) => (i === 5 ? "bad" : "x".repeat(i + 1)));
+    const results = await Promise.allSettled(texts.map((t) => server.handle.call(t)));
+    results.forEach((r, i) => {
+      if (i === 5) {
+        assert.equal(r.status, "rejected");
+        assert.ok((r as PromiseRejectedResult).reason instanceof GraphExecutionError);
+        assert.match(((r as PromiseRejectedResult).reason as Error).message, /cannot embed "bad"/);
+      } else {
+        assert.equal(r.status, "fulfilled");
+        assert.equal((r as PromiseFulfilledResult<number[]>).value[0], i + 1);
+      }
+    });
+    const embedder = server.getHandle<Embedder>("embedder");
+    const stats = await embedder.batchStats();
+    assert.equal(stats.items, 16);
+    assert.equal(stats.sizes[4], 4, `batches of 4: ${JSON.stringify(stats.sizes)}`);
+    // reconfigure() changes the batch size on the live replica.
+    await server.reconfigure("embedder", { maxBatchSize: 8 });
+    await Promise.all(Array.from({ length: 8 }, () => embedder.forward("y")));
+    assert.equal((await embedder.batchStats()).sizes[8], 1);
+  },
+);

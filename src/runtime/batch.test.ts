@@ -78,7 +78,7 @@ describe("batch()", () => {
     const settled = await Promise.allSettled([short(1), short(2), short(3)]);
     for (const s of settled) {
       assert.equal(s.status, "rejected");
-      const error = (s as PromiseRejectedResult).reason as TributaryError;
+      const error = s.reason as TributaryError;
       assert.ok(error instanceof TributaryError);
       assert.match(
         error.message,

@@ -13,6 +13,7 @@ import { transferablesOf } from "../transport/transfer.js";
 import type { TransportFactory } from "../transport/transport.js";
 import { serializeError } from "./error-codec.js";
 import type { FromReplica } from "./protocol.js";
+import { Autoscaler } from "./autoscaler.js";
 import { ReplicaClient, type ReplicaEvents } from "./replica-client.js";
 import { StreamReader } from "./responses.js";
 import { Router } from "./router.js";
@@ -27,6 +28,8 @@ import {
 const MAX_START_ATTEMPTS = 3;
 const START_TIMEOUT_MS = 120_000;
 const MAX_BACKOFF_MS = 5_000;
+/** How often an autoscaled deployment's load is sampled. */
+const AUTOSCALE_TICK_MS = 100;
 
 class DeploymentRuntime {
   readonly replicas: ReplicaClient[] = [];
@@ -39,6 +42,10 @@ class DeploymentRuntime {
   healthTimer: NodeJS.Timeout | undefined;
   readonly checking = new Set<ReplicaClient>();
   userConfig: JsonValue | undefined;
+  /** The replica count to converge on: numReplicas, or the autoscaler's decision. */
+  target: number;
+  readonly autoscaler: Autoscaler | undefined;
+  scaleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly name: string,
@@ -47,6 +54,8 @@ class DeploymentRuntime {
     readonly router: Router,
   ) {
     this.userConfig = options.userConfig;
+    this.target = options.autoscaling ? options.autoscaling.initialReplicas : options.numReplicas;
+    this.autoscaler = options.autoscaling ? new Autoscaler(options.autoscaling) : undefined;
   }
 
   get live(): ReplicaClient[] {
@@ -108,6 +117,7 @@ export class Controller {
     for (const deployment of this.#deployments.values()) {
       this.#reconcile(deployment);
       this.#startHealthChecks(deployment);
+      this.#startAutoscaling(deployment);
     }
     await new Promise<void>((resolve, reject) => {
       const check = (): void => {
@@ -128,7 +138,7 @@ export class Controller {
   /** Whether every deployment has at least one running replica. */
   ready(): boolean {
     if (this.#closing) return false;
-    for (const d of this.#deployments.values()) if (d.running.length === 0) return false;
+    for (const d of this.#deployments.values()) if (d.running.length === 0 && d.target > 0) return false;
     return true;
   }
 
@@ -158,7 +168,7 @@ export class Controller {
         name: d.name,
         status: d.status,
         message: d.message,
-        targetReplicas: d.options.numReplicas,
+        targetReplicas: d.target,
         ongoing: d.router.ongoing,
         queued: d.router.queued,
         replicas: d.replicas.map((r) => ({
@@ -185,6 +195,7 @@ export class Controller {
     for (const d of this.#deployments.values()) {
       clearTimeout(d.retryTimer);
       clearInterval(d.healthTimer);
+      clearInterval(d.scaleTimer);
     }
     const deadline =
       Date.now() +
@@ -225,7 +236,7 @@ export class Controller {
     }
     const running = deployment.running.length;
     deployment.status =
-      running >= deployment.options.numReplicas && deployment.live.length === running
+      running >= deployment.target && deployment.live.length === running
         ? "HEALTHY"
         : running === 0 && deployment.crashes > 0
           ? "UNHEALTHY"
@@ -236,8 +247,15 @@ export class Controller {
   /** Starts or stops replicas until the live count is the target. */
   #reconcile(deployment: DeploymentRuntime): void {
     if (this.#closing || deployment.retryTimer) return;
-    const target = deployment.options.numReplicas;
-    while (deployment.live.length < target) this.#startReplica(deployment);
+    while (deployment.live.length < deployment.target) this.#startReplica(deployment);
+    const extra = deployment.live.length - deployment.target;
+    if (extra > 0) {
+      // Starting replicas go first, then the least busy.
+      const victims = [...deployment.live]
+        .sort((a, b) => (a.state === "STARTING" ? -1 : 0) - (b.state === "STARTING" ? -1 : 0) || a.ongoing - b.ongoing)
+        .slice(0, extra);
+      for (const replica of victims) void this.#stopReplica(deployment, replica);
+    }
     this.#setStatus(deployment);
   }
 
@@ -286,6 +304,32 @@ export class Controller {
           this.#setStatus(deployment);
         },
       );
+  }
+
+  /** Takes a replica out of routing, lets its requests finish, then stops it. */
+  async #stopReplica(deployment: DeploymentRuntime, replica: ReplicaClient): Promise<void> {
+    const wasRunning = replica.state === "RUNNING";
+    replica.state = "STOPPING";
+    deployment.router.remove(replica);
+    const deadline = Date.now() + deployment.options.gracefulShutdownTimeoutMs;
+    while (replica.ongoing > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    if (wasRunning) await replica.control({ t: "stop" }, Math.max(deadline - Date.now(), 1_000)).catch(() => undefined);
+    await replica.terminate();
+    this.#forget(deployment, replica);
+    this.#setStatus(deployment);
+  }
+
+  #startAutoscaling(deployment: DeploymentRuntime): void {
+    const autoscaler = deployment.autoscaler;
+    if (!autoscaler) return;
+    deployment.scaleTimer = setInterval(() => {
+      const load = deployment.router.ongoing + deployment.router.queued;
+      const next = autoscaler.observe(Date.now(), load, deployment.target);
+      if (next === undefined || next === deployment.target) return;
+      deployment.message = `Autoscaling from ${deployment.target} to ${next} replicas (load ${load}).`;
+      deployment.target = next;
+      this.#reconcile(deployment);
+    }, AUTOSCALE_TICK_MS);
   }
 
   #retryLater(deployment: DeploymentRuntime, delayMs: number): void {

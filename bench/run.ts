@@ -13,6 +13,14 @@ const BENCHMARKS: Record<
     about: "empty handle call to a thread replica vs a raw MessagePort round trip",
     load: () => import("./handle.js"),
   },
+  graph: {
+    about: "the compiled graph path vs the same diamond written by hand with handles",
+    load: () => import("./graph.js"),
+  },
+  tensor: {
+    about: "a 1 MiB Float32Array through a hop and back: transferred vs structured-cloned",
+    load: () => import("./tensor.js"),
+  },
   http: {
     about: "wrk: a four-deployment no-op diamond over HTTP vs a bare Fastify hello-world",
     load: () => import("./http.js"),

@@ -24,15 +24,15 @@ function formatPath(path: readonly PropertyKey[]): string {
     .join("");
 }
 
-/** Parses the input with the InputNode's schema; rejects with every failing path. */
-export async function validateInput(graph: CompiledGraph, input: unknown): Promise<unknown> {
+/**
+ * Parses the input with the InputNode's schema, synchronously when the schema allows;
+ * throws (or rejects) a ValidationError with every failing path.
+ */
+export function validateInput(graph: CompiledGraph, input: unknown): unknown {
   const schema = graph.input?.schema;
   if (!schema) return input;
-  const result = needsAsync.has(schema)
-    ? await schema.safeParseAsync(input)
-    : parseSyncFirst(schema, input);
-  if (result instanceof Promise) return finishValidation(await result);
-  return finishValidation(result);
+  const result = needsAsync.has(schema) ? schema.safeParseAsync(input) : parseSyncFirst(schema, input);
+  return result instanceof Promise ? result.then(finishValidation) : finishValidation(result);
 }
 
 /** Schemas with async parts (an image decoder): parsed with safeParseAsync from then on. */

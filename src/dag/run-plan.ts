@@ -8,12 +8,19 @@ import type { CompiledGraph, Step, StepArg } from "./compile.js";
 
 export type CallStep = Extract<Step, { op: "call" }>;
 
-export interface PlanCallbacks {
+/**
+ * How calls are carried out; `context` is what `runPlan` was given for this request, so one
+ * callbacks object serves every request.
+ */
+export interface PlanCallbacks<C = undefined> {
   /** Carries out a call step; may return a value or a promise. Errors should name the step. */
-  call(step: CallStep, args: unknown[]): unknown;
+  call(step: CallStep, args: unknown[], context: C): unknown;
   /** The handle of a class deployment passed as a value. */
   handle(deployment: string): unknown;
 }
+
+/** How many dependencies each step waits for, copied per request. */
+const depCounts = new WeakMap<CompiledGraph, Int32Array>();
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return (
@@ -45,15 +52,18 @@ function readAttribute(step: Extract<Step, { op: "attribute" }>, parent: unknown
 }
 
 /** Runs the plan on an already validated input and resolves to the root step's value. */
-export function runPlan(
+export function runPlan<C = undefined>(
   graph: CompiledGraph,
   input: unknown,
-  callbacks: PlanCallbacks,
+  callbacks: PlanCallbacks<C>,
+  context?: C,
 ): Promise<unknown> {
   const { steps, root } = graph;
   return new Promise((resolve, reject) => {
     const values = new Array<unknown>(steps.length);
-    const pending = steps.map((s) => s.deps.length);
+    let template = depCounts.get(graph);
+    if (!template) depCounts.set(graph, (template = Int32Array.from(steps, (s) => s.deps.length)));
+    const pending = template.slice();
     let failed = false;
 
     const fail = (error: unknown): void => {
@@ -84,7 +94,7 @@ export function runPlan(
             result = readAttribute(step, values[step.from]);
             break;
           case "call":
-            result = callbacks.call(step, resolveArgs(step.args, values));
+            result = callbacks.call(step, resolveArgs(step.args, values), context as C);
             break;
           case "multi": {
             const items = resolveArgs(step.args, values);

@@ -3,13 +3,12 @@
  * The ingress runs in this process: it validates the input, then walks the compiled plan,
  * sending each call through the router of its deployment.
  */
-import { randomUUID } from "node:crypto";
 import { INGRESS, type Application } from "../app/application.js";
 import { toMilliseconds, type Duration, type JsonValue } from "../app/options.js";
 import { inReplicaContext } from "../app/registry.js";
 import { formatCallSite } from "../dag/call-site.js";
 import { validateInput } from "../dag/executor.js";
-import { runPlan } from "../dag/run-plan.js";
+import { runPlan, type PlanCallbacks } from "../dag/run-plan.js";
 import type { DeploymentHandle } from "../dag/types.js";
 import {
   BackPressureError,
@@ -20,7 +19,7 @@ import {
 import { defaultTransportFactory } from "../transport/index.js";
 import { transferablesOf } from "../transport/transfer.js";
 import type { TransportFactory } from "../transport/transport.js";
-import { requestScope } from "./cancel.js";
+import { requestScope, type CancelScope } from "./cancel.js";
 import { Controller } from "./controller.js";
 import { handleProxy } from "./handle.js";
 import { HANDLE_REF } from "./handle-ref.js";
@@ -125,7 +124,8 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   readonly #controller: Controller;
   readonly #gate: IngressGate;
   readonly #routers: readonly (Router | undefined)[];
-  readonly #transfers: readonly (readonly boolean[])[];
+  /** How the ingress carries out the plan's calls: through each deployment's router. */
+  readonly #plan: PlanCallbacks<{ requestId: string | undefined; cancel: CancelScope | undefined }>;
   #closed: Promise<void> | undefined;
 
   /** @internal Use {@link run}. */
@@ -137,7 +137,17 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     this.#routers = app.graph.steps.map((step) =>
       step.op === "call" ? controller.router(step.deployment) : undefined,
     );
-    this.#transfers = transferPlan(app.graph);
+    const transfers = transferPlan(app.graph);
+    const moves = transfers.map((flags) => flags.some(Boolean));
+    this.#plan = {
+      call: (step, args, context) =>
+        this.#routers[step.index]!.call(step.method, args, {
+          requestId: context.requestId,
+          cancel: context.cancel,
+          transfer: moves[step.index] ? transferablesOf(args.filter((_, i) => transfers[step.index]![i])) : undefined,
+        }),
+      handle: (deployment) => ({ [HANDLE_REF]: deployment }),
+    };
     this.handle = { call: (input, options) => this.#callGraph(input, options) as Promise<Out> };
   }
 
@@ -156,22 +166,10 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
       "cancel" in options ? options.cancel : undefined,
     );
     try {
-      const value = await validateInput(this.app.graph, input);
-      const requestId = options.requestId ?? randomUUID();
-      return await runPlan(this.app.graph, value, {
-        call: (step, args) => {
-          const transfer = this.#transfers[step.index]!;
-          const moving = transfer.some(Boolean)
-            ? transferablesOf(args.filter((_, i) => transfer[i]))
-            : undefined;
-          return this.#routers[step.index]!.call(step.method, args, {
-            requestId,
-            cancel: scope,
-            transfer: moving,
-          });
-        },
-        handle: (deployment) => ({ [HANDLE_REF]: deployment }),
-      });
+      const checked = validateInput(this.app.graph, input);
+      const value = checked instanceof Promise ? await checked : checked;
+      const requestId = options.requestId;
+      return await runPlan(this.app.graph, value, this.#plan, { requestId, cancel: scope });
     } finally {
       dispose();
       this.#gate.leave();

@@ -21,6 +21,14 @@ const BENCHMARKS: Record<
     about: "a 1 MiB Float32Array through a hop and back: transferred vs structured-cloned",
     load: () => import("./tensor.js"),
   },
+  batching: {
+    about: "one replica with dynamic batching on vs off (synthetic sub-linear model)",
+    load: () => import("./batching.js"),
+  },
+  scale: {
+    about: "100-node plan cost per request; start time and memory per replica for many deployments",
+    load: () => import("./scale.js"),
+  },
   http: {
     about: "wrk: a four-deployment no-op diamond over HTTP vs a bare Fastify hello-world",
     load: () => import("./http.js"),

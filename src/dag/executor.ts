@@ -31,7 +31,9 @@ function formatPath(path: readonly PropertyKey[]): string {
 export function validateInput(graph: CompiledGraph, input: unknown): unknown {
   const schema = graph.input?.schema;
   if (!schema) return input;
-  const result = needsAsync.has(schema) ? schema.safeParseAsync(input) : parseSyncFirst(schema, input);
+  const result = needsAsync.has(schema)
+    ? schema.safeParseAsync(input)
+    : parseSyncFirst(schema, input);
   return result instanceof Promise ? result.then(finishValidation) : finishValidation(result);
 }
 

@@ -6,7 +6,6 @@
  * @example
  * const input = new InputNode(z.object({ image: image(), boxes: tensor({ datatype: "FP32" }) }));
  */
-import sharp from "sharp";
 import { z } from "zod";
 import { ValidationError } from "../errors.js";
 import {
@@ -93,6 +92,8 @@ export function image() {
     .instanceof(Uint8Array)
     .transform(async (bytes, ctx): Promise<Tensor> => {
       try {
+        // Loaded on first use: replicas import this module but never decode images.
+        const { default: sharp } = await import("sharp");
         const { data, info } = await sharp(bytes, { limitInputPixels: MAX_PIXELS })
           .removeAlpha()
           .toColourspace("srgb")

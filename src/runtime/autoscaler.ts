@@ -7,7 +7,11 @@
 import type { ResolvedAutoscaling } from "../app/options.js";
 
 /** Decides a replica count from the load seen; a function type, so the policy can be swapped. */
-export type AutoscalingPolicy = (config: ResolvedAutoscaling, averageLoad: number, current: number) => number;
+export type AutoscalingPolicy = (
+  config: ResolvedAutoscaling,
+  averageLoad: number,
+  current: number,
+) => number;
 
 /** Ray Serve's default policy: replicas for the load at the target, smoothed and bounded. */
 export const targetOngoingRequestsPolicy: AutoscalingPolicy = (config, averageLoad, current) => {
@@ -23,7 +27,10 @@ export class Autoscaler {
   readonly #samples: { at: number; load: number }[] = [];
   #pending: { direction: "up" | "down"; since: number } | undefined;
 
-  constructor(config: ResolvedAutoscaling, policy: AutoscalingPolicy = targetOngoingRequestsPolicy) {
+  constructor(
+    config: ResolvedAutoscaling,
+    policy: AutoscalingPolicy = targetOngoingRequestsPolicy,
+  ) {
     this.#config = config;
     this.#policy = policy;
   }
@@ -31,7 +38,8 @@ export class Autoscaler {
   /** Records the load now; returns the replica count to scale to, or `undefined` to stay. */
   observe(now: number, load: number, current: number): number | undefined {
     this.#samples.push({ at: now, load });
-    while (this.#samples.length > 0 && this.#samples[0]!.at < now - this.#config.lookBackPeriodMs) this.#samples.shift();
+    while (this.#samples.length > 0 && this.#samples[0]!.at < now - this.#config.lookBackPeriodMs)
+      this.#samples.shift();
     if (current === 0 && load > 0) {
       this.#pending = undefined;
       return Math.max(1, this.#config.minReplicas);

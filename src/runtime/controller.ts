@@ -138,7 +138,8 @@ export class Controller {
   /** Whether every deployment has at least one running replica. */
   ready(): boolean {
     if (this.#closing) return false;
-    for (const d of this.#deployments.values()) if (d.running.length === 0 && d.target > 0) return false;
+    for (const d of this.#deployments.values())
+      if (d.running.length === 0 && d.target > 0) return false;
     return true;
   }
 
@@ -252,7 +253,11 @@ export class Controller {
     if (extra > 0) {
       // Starting replicas go first, then the least busy.
       const victims = [...deployment.live]
-        .sort((a, b) => (a.state === "STARTING" ? -1 : 0) - (b.state === "STARTING" ? -1 : 0) || a.ongoing - b.ongoing)
+        .sort(
+          (a, b) =>
+            (a.state === "STARTING" ? -1 : 0) - (b.state === "STARTING" ? -1 : 0) ||
+            a.ongoing - b.ongoing,
+        )
         .slice(0, extra);
       for (const replica of victims) void this.#stopReplica(deployment, replica);
     }
@@ -312,8 +317,12 @@ export class Controller {
     replica.state = "STOPPING";
     deployment.router.remove(replica);
     const deadline = Date.now() + deployment.options.gracefulShutdownTimeoutMs;
-    while (replica.ongoing > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
-    if (wasRunning) await replica.control({ t: "stop" }, Math.max(deadline - Date.now(), 1_000)).catch(() => undefined);
+    while (replica.ongoing > 0 && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    if (wasRunning)
+      await replica
+        .control({ t: "stop" }, Math.max(deadline - Date.now(), 1_000))
+        .catch(() => undefined);
     await replica.terminate();
     this.#forget(deployment, replica);
     this.#setStatus(deployment);

@@ -26,8 +26,6 @@ import { HANDLE_REF } from "./handle-ref.js";
 import type { Router } from "./router.js";
 import type { ApplicationStatusInfo } from "./status.js";
 import { transferPlan } from "./transfer-plan.js";
-import { startGrpc } from "../ingress/grpc.js";
-import { startHttp } from "../ingress/http.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
 
@@ -144,7 +142,9 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
         this.#routers[step.index]!.call(step.method, args, {
           requestId: context.requestId,
           cancel: context.cancel,
-          transfer: moves[step.index] ? transferablesOf(args.filter((_, i) => transfers[step.index]![i])) : undefined,
+          transfer: moves[step.index]
+            ? transferablesOf(args.filter((_, i) => transfers[step.index]![i]))
+            : undefined,
         }),
       handle: (deployment) => ({ [HANDLE_REF]: deployment }),
     };
@@ -167,7 +167,8 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     );
     try {
       const checked = validateInput(this.app.graph, input);
-      const value = checked instanceof Promise ? await checked : checked;
+      const value: unknown =
+        checked instanceof Promise ? await (checked as Promise<unknown>) : checked;
       const requestId = options.requestId;
       return await runPlan(this.app.graph, value, this.#plan, { requestId, cancel: scope });
     } finally {
@@ -288,6 +289,8 @@ export async function run<In, Out>(
     const target = server.ingressTarget();
     const host = options.host ?? "127.0.0.1";
     const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+    // The front doors load only where they serve: replicas import this module too.
+    const { startHttp } = await import("../ingress/http.js");
     const http = await startHttp(target, {
       host,
       port: options.port ?? 8000,
@@ -304,6 +307,7 @@ export async function run<In, Out>(
     const port = typeof address === "object" && address ? address.port : options.port;
     server.url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
     if (options.grpc) {
+      const { startGrpc } = await import("../ingress/grpc.js");
       const grpc = await startGrpc(target, {
         host,
         port: options.grpc.port ?? 9000,

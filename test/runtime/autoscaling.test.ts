@@ -74,7 +74,13 @@ describe("autoscaling", { timeout: 90_000 }, () => {
     assert.deepEqual(await replicasOf(server), { target: 1, running: 1 });
     const fragile = server.getHandle<Fragile>("fragile");
     const loadStart = Date.now();
-    const load = Array.from({ length: 6 }, () => fragile.sleep(4_000));
+    let firstDone = 0;
+    const load = Array.from({ length: 6 }, () =>
+      fragile.sleep(4_000).then((result) => {
+        firstDone ||= Date.now();
+        return result;
+      }),
+    );
     const upAfter = await when(
       async () => (await replicasOf(server)).target === 3,
       loadStart,
@@ -89,16 +95,22 @@ describe("autoscaling", { timeout: 90_000 }, () => {
       "3 running replicas",
     );
     assert.deepEqual(await Promise.all(load), Array(6).fill("slept"));
-    const idleStart = Date.now();
+    // The load starts falling when the first request finishes: the downscale delay counts from there.
     const downAfter = await when(
-      async () => (await replicasOf(server)).running === 1,
-      idleStart,
+      async () => (await replicasOf(server)).target < 3,
+      firstDone,
       15_000,
-      "back to 1 replica",
+      "scaling down",
     );
     assert.ok(
       downAfter >= 800,
-      `scaled down after ${downAfter} ms, before the 800 ms downscale delay`,
+      `scaled down ${downAfter} ms after the load fell, before the 800 ms downscale delay`,
+    );
+    await when(
+      async () => (await replicasOf(server)).running === 1,
+      firstDone,
+      15_000,
+      "back to 1 replica",
     );
     const status = (await server.status()).applications.faulty!.deployments.fragile!;
     assert.match(status.message, /Autoscaling from [23] to 1 replicas \(load 0\)/);

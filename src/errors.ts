@@ -35,6 +35,7 @@ export const ERROR_CODES = {
   PAYLOAD_TOO_LARGE: { httpStatus: 413, grpcStatus: GrpcStatus.RESOURCE_EXHAUSTED },
   UNSUPPORTED_MEDIA_TYPE: { httpStatus: 415, grpcStatus: GrpcStatus.INVALID_ARGUMENT },
   INTERNAL: { httpStatus: 500, grpcStatus: GrpcStatus.INTERNAL },
+  INVALID_CONFIG: { httpStatus: 400, grpcStatus: GrpcStatus.INVALID_ARGUMENT },
 } as const satisfies Record<string, { httpStatus: number; grpcStatus: number }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -119,6 +119,16 @@ export class Application<In = unknown, Out = unknown> {
     return new Application<In, Out>({ ...this, written });
   }
 
+  /** A new Application served at another route prefix. */
+  withRoutePrefix(routePrefix: string): Application<In, Out> {
+    if (!routePrefix.startsWith("/")) {
+      throw new OptionsError(
+        `routePrefix "${routePrefix}" of application "${this.name}" must start with "/".`,
+      );
+    }
+    return new Application<In, Out>({ ...this, routePrefix });
+  }
+
   /** The plain object `tributary build` writes as YAML: every deployment and its options. */
   toConfig(): ApplicationConfig {
     const path = this.moduleUrl.startsWith("file:")

@@ -1,0 +1,105 @@
+/**
+ * From a configuration entry to a built Application: imports the module its `importPath`
+ * names, finds the exported Application, and applies the deployments' overrides. Problems
+ * point at the line of the field that caused them.
+ */
+import { existsSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { Application } from "../app/application.js";
+import type { DeploymentOptions } from "../app/options.js";
+import { ConfigError, didYouMean, type PositionedDocument } from "./load.js";
+import type { ApplicationConfigEntry } from "./schema.js";
+
+/** `./app.ts:app` → the module path and the export name (if any). */
+export function splitImportPath(importPath: string): {
+  module: string;
+  exportName: string | undefined;
+} {
+  const match = /^(.*\.[cm]?[jt]sx?):([A-Za-z_$][\w$]*)$/.exec(importPath);
+  return match
+    ? { module: match[1]!, exportName: match[2] }
+    : { module: importPath, exportName: undefined };
+}
+
+/** Imports a module and returns the Application it exports (by name, default, or the only one). */
+export async function importApplication(
+  importPath: string,
+  baseDir: string,
+): Promise<{ app: Application; moduleUrl: string; exportName: string }> {
+  const { module, exportName } = splitImportPath(importPath);
+  const file = resolve(baseDir, module);
+  if (!existsSync(file))
+    throw new Error(`the module ${module} does not exist (looked for ${file})`);
+  const moduleUrl = pathToFileURL(file).href;
+  let exports: Record<string, unknown>;
+  try {
+    exports = (await import(moduleUrl)) as Record<string, unknown>;
+  } catch (error) {
+    throw new Error(`importing ${module} failed: ${(error as Error).message ?? String(error)}`);
+  }
+  const apps = Object.entries(exports).filter(([, value]) => value instanceof Application) as [
+    string,
+    Application,
+  ][];
+  const chosen = exportName
+    ? apps.find(([name]) => name === exportName)
+    : (apps.find(([name]) => name === "default") ?? (apps.length === 1 ? apps[0] : undefined));
+  if (!chosen) {
+    const found =
+      apps.length > 0
+        ? `it exports applications ${apps.map(([n]) => `"${n}"`).join(", ")}`
+        : "it exports no application (build(...) result)";
+    throw new Error(
+      exportName
+        ? `${module} has no exported application "${exportName}"; ${found}.`
+        : `${module} does not say which application to serve; ${found}. Write ${module}:exportName.`,
+    );
+  }
+  return { app: chosen[1], moduleUrl, exportName: chosen[0] };
+}
+
+/** Builds the application of `applications[index]`, its overrides applied; ConfigError on a problem. */
+export async function resolveApplication(
+  entry: ApplicationConfigEntry,
+  index: number,
+  document: PositionedDocument,
+  configFile: string,
+): Promise<Application> {
+  const at = ["applications", index];
+  let app: Application;
+  try {
+    ({ app } = await importApplication(entry.importPath, dirname(resolve(configFile))));
+  } catch (error) {
+    throw new ConfigError([document.problem([...at, "importPath"], (error as Error).message)]);
+  }
+  if (app.name !== entry.name) {
+    throw new ConfigError([
+      document.problem(
+        [...at, "name"],
+        `found "${entry.name}", but ${entry.importPath} builds the application "${app.name}"; use that name.`,
+      ),
+    ]);
+  }
+  const overrides: Record<string, DeploymentOptions> = {};
+  const problems = [];
+  for (const [j, deployment] of entry.deployments.entries()) {
+    const { name, ...options } = deployment;
+    if (!(name in app.deployments)) {
+      const known = Object.keys(app.deployments);
+      problems.push(
+        document.problem(
+          [...at, "deployments", j, "name"],
+          `found "${name}", but application "${app.name}" has no such deployment.${didYouMean(name, known)} Its deployments: ${known.join(", ")}.`,
+        ),
+      );
+      continue;
+    }
+    overrides[name] = options as DeploymentOptions;
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  const configured = app.withOptions(overrides);
+  return entry.routePrefix === undefined || entry.routePrefix === app.routePrefix
+    ? configured
+    : configured.withRoutePrefix(entry.routePrefix);
+}

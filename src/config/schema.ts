@@ -1,0 +1,39 @@
+/**
+ * The schema of `serve.yaml`: server settings and applications whose deployments override
+ * the options set in code. Deployment options reuse the one options schema.
+ */
+import { z } from "zod";
+import { deploymentOptionsSchema } from "../app/options.js";
+
+const duration = deploymentOptionsSchema.shape.healthCheckPeriod.unwrap();
+const port = z.number().int().min(0).max(65_535);
+
+export const deploymentConfigSchema = deploymentOptionsSchema.required({ name: true });
+
+export const applicationConfigSchema = z.strictObject({
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/, "expected letters, digits, '_', '-' or '.'"),
+  routePrefix: z.string().startsWith("/", 'expected a path starting with "/"').optional(),
+  /** `./app.ts` or `./app.ts:exportName`, relative to the config file. */
+  importPath: z.string().min(1, "expected a module path such as ./app.ts:app"),
+  deployments: z.array(deploymentConfigSchema).default([]),
+});
+
+export const serveConfigSchema = z.strictObject({
+  http: z
+    .strictObject({
+      host: z.string().min(1),
+      port,
+      requestTimeout: duration,
+      readTimeout: duration,
+      bodyLimit: z.number().int().positive(),
+    })
+    .partial()
+    .optional(),
+  grpc: z.strictObject({ port }).partial().optional(),
+  applications: z.array(applicationConfigSchema).min(1, "expected at least one application"),
+});
+
+export type ServeConfig = z.output<typeof serveConfigSchema>;
+export type ApplicationConfigEntry = z.output<typeof applicationConfigSchema>;

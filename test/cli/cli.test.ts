@@ -1,0 +1,120 @@
+import assert from "node:assert/strict";
+import { spawn, execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const BIN = join(ROOT, "bin/tributary.mjs");
+
+/** Starts `tributary run …`, waits for its URL, and returns it with a way to stop it. */
+async function start(
+  args: string[],
+): Promise<{ url: string; output: () => string; stop: () => Promise<number | null> }> {
+  const child = spawn(process.execPath, [BIN, "run", ...args], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.on("data", (d: Buffer) => (output += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code) => resolve(code)),
+  );
+  const deadline = Date.now() + 40_000;
+  while (!/Serving .* at (\S+)\./.test(output)) {
+    if (Date.now() > deadline || child.exitCode !== null) {
+      child.kill("SIGKILL");
+      assert.fail(`tributary run did not start:\n${output}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    url: /Serving .* at (\S+?)\.?( \(|\. )/.exec(output)![1]!,
+    output: () => output,
+    stop: async () => {
+      child.kill("SIGINT");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+const post = async (url: string, body: unknown): Promise<unknown> =>
+  (
+    await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    })
+  ).json();
+
+describe("the tributary command", { timeout: 120_000 }, () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(ROOT, ".tmp-cli-"));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  test("cli - every command's --help shows an example", async () => {
+    for (const command of ["run", "build"]) {
+      const { stdout } = await promisify(execFile)(process.execPath, [BIN, command, "--help"], {
+        cwd: ROOT,
+      });
+      assert.match(stdout, new RegExp(`Example[s]?:\\n\\s+tributary ${command} `));
+    }
+  });
+
+  test("cli - run ./app.ts:export serves it until Ctrl-C, which drains and exits 0", async () => {
+    const server = await start(["./test/fixtures/config-app.ts:app", "--port", "0"]);
+    assert.deepEqual(await post(server.url, 0.7), {
+      pass: true,
+      threshold: 0.5,
+      replica: "thresholder#1",
+    });
+    assert.equal(await server.stop(), 0);
+    assert.match(server.output(), /Draining…\nStopped\./);
+  });
+
+  test("cli - build writes YAML, and run serve.yaml serves with the file's overrides", async () => {
+    const file = join(dir, "serve.yaml");
+    await promisify(execFile)(
+      process.execPath,
+      [BIN, "build", "./test/fixtures/config-app.ts:app", "-o", file],
+      { cwd: ROOT },
+    );
+    const built = await readFile(file, "utf8");
+    assert.match(built, /importPath: \.\.\/test\/fixtures\/config-app\.ts:app/);
+    const edited = built
+      .replace("port: 8000", "port: 0")
+      .replace(/threshold: 0\.5/, "threshold: 0.9");
+    await writeFile(file, edited);
+    const server = await start([file]);
+    assert.deepEqual(await post(server.url, 0.7), {
+      pass: false,
+      threshold: 0.9,
+      replica: "thresholder#1",
+    });
+    assert.equal(await server.stop(), 0);
+  });
+
+  test("cli - a bad config is refused with file:line:column and exit code 1", async () => {
+    const file = join(dir, "bad.yaml");
+    await writeFile(
+      file,
+      "applications:\n  - name: gate\n    importPath: ../test/fixtures/config-app.ts:app\n    deployments:\n      - name: thresholder\n        numReplicas: 0\n",
+    );
+    const result = await promisify(execFile)(process.execPath, [BIN, "run", file], {
+      cwd: ROOT,
+    }).catch((e: { code: number; stderr: string }) => e);
+    assert.equal((result as { code: number }).code, 1);
+    assert.match(
+      (result as { stderr: string }).stderr,
+      /bad\.yaml:6:22: applications\[0\]\.deployments\[0\]\.numReplicas: found number 0; Too small/,
+    );
+  });
+});

@@ -1,0 +1,141 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { ConfigError, parseConfig } from "../../src/config/load.js";
+import { resolveApplication } from "../../src/config/resolve.js";
+import { applicationToYaml } from "../../src/config/write.js";
+import { app } from "../fixtures/config-app.js";
+
+const FILE = "test/config/serve.yaml"; // importPath is resolved from here
+
+function problems(text: string): string[] {
+  try {
+    parseConfig(text, FILE);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    assert.equal(error.code, "INVALID_CONFIG");
+    return error.problems.map((p) => `${p.file}:${p.line}:${p.column}: ${p.path}: ${p.message}`);
+  }
+  return assert.fail("expected the config to be rejected");
+}
+
+async function resolveProblems(text: string): Promise<string[]> {
+  const { config, document } = parseConfig(text, FILE);
+  try {
+    await resolveApplication(config.applications[0]!, 0, document, FILE);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    return error.problems.map((p) => `${p.file}:${p.line}:${p.column}: ${p.path}: ${p.message}`);
+  }
+  return assert.fail("expected the config to be rejected");
+}
+
+const valid = (deployments: string) => `applications:
+  - name: gate
+    importPath: ../fixtures/config-app.ts:app
+    deployments:
+${deployments}`;
+
+describe("serve.yaml", () => {
+  test("config - a YAML syntax error gives the line and column", () => {
+    const [problem] = problems("applications:\n  - name: [gate\n");
+    assert.match(problem!, /^test\/config\/serve\.yaml:\d+:\d+: : YAML syntax error/);
+  });
+
+  test("config - wrong types and bad values name the field, what was found and what is allowed", () => {
+    const found = problems(
+      valid(
+        "      - name: thresholder\n        numReplicas: two\n        maxQueuedRequests: -1\n        isolation: vm\n",
+      ),
+    );
+    assert.deepEqual(found, [
+      'test/config/serve.yaml:6:22: applications[0].deployments[0].numReplicas: found string "two"; expected number, received string',
+      "test/config/serve.yaml:7:28: applications[0].deployments[0].maxQueuedRequests: found number -1; Too small: expected number to be >=0",
+      'test/config/serve.yaml:8:20: applications[0].deployments[0].isolation: found string "vm"; expected one of "thread"|"process"',
+    ]);
+  });
+
+  test("config - an unknown field is rejected with a did-you-mean", () => {
+    const [problem] = problems(valid("      - name: thresholder\n        nmReplicas: 2\n"));
+    assert.equal(
+      problem,
+      'test/config/serve.yaml:6:9: applications[0].deployments[0].nmReplicas: unknown field "nmReplicas". Did you mean "numReplicas"? Allowed: name, numReplicas, maxOngoingRequests, maxQueuedRequests, autoscaling, userConfig, isolation, resources, healthCheckPeriod, healthCheckTimeout, gracefulShutdownTimeout.',
+    );
+    const typo = problems("applicatons: []\n");
+    assert.ok(
+      typo.some((p) =>
+        /^test\/config\/serve\.yaml:1:1: applicatons: unknown field "applicatons"\. Did you mean "applications"\?/.test(
+          p,
+        ),
+      ),
+      typo.join("\n"),
+    );
+    assert.ok(typo.some((p) => /applications: found nothing; expected array/.test(p)));
+  });
+
+  test("config - negative replicas and minReplicas > maxReplicas are rejected", () => {
+    assert.match(
+      problems(valid("      - name: thresholder\n        numReplicas: -2\n"))[0]!,
+      /numReplicas: found number -2; Too small/,
+    );
+    assert.match(
+      problems(
+        valid(
+          "      - name: thresholder\n        autoscaling: { minReplicas: 3, maxReplicas: 1 }\n",
+        ),
+      )[0]!,
+      /:6:37: applications\[0\]\.deployments\[0\]\.autoscaling\.minReplicas: found number 3; minReplicas must not be greater than maxReplicas/,
+    );
+  });
+
+  test("config - an unknown deployment, a missing module and a module that throws point at their lines", async () => {
+    assert.deepEqual(
+      await resolveProblems(valid("      - name: threshold\n        numReplicas: 2\n")),
+      [
+        'test/config/serve.yaml:5:15: applications[0].deployments[0].name: found "threshold", but application "gate" has no such deployment. Did you mean "thresholder"? Its deployments: thresholder, ingress.',
+      ],
+    );
+    const missing = await resolveProblems(
+      "applications:\n  - name: gate\n    importPath: ../fixtures/nowhere.ts:app\n",
+    );
+    assert.match(
+      missing[0]!,
+      /^test\/config\/serve\.yaml:3:17: applications\[0\]\.importPath: the module \.\.\/fixtures\/nowhere\.ts does not exist/,
+    );
+    const throwing = await resolveProblems(
+      "applications:\n  - name: gate\n    importPath: ../fixtures/throws-on-import.ts\n",
+    );
+    assert.match(
+      throwing[0]!,
+      /:3:17: applications\[0\]\.importPath: importing \.\.\/fixtures\/throws-on-import\.ts failed: the model registry is unreachable/,
+    );
+  });
+
+  test("config - a valid file applies its overrides over the code's options", async () => {
+    const { config, document } = parseConfig(
+      `http: { port: 0, requestTimeout: 5s }\n${valid("      - name: thresholder\n        numReplicas: 3\n        userConfig: { threshold: 0.9 }\n")}`,
+      FILE,
+    );
+    const resolved = await resolveApplication(config.applications[0]!, 0, document, FILE);
+    assert.equal(resolved.deployments.thresholder?.numReplicas, 3);
+    assert.deepEqual(resolved.deployments.thresholder?.userConfig, { threshold: 0.9 });
+    assert.equal(resolved.routePrefix, "/gate");
+  });
+
+  test("build - writes every deployment with the defaults as comments, deterministically, and reads back", async () => {
+    const yaml = applicationToYaml(app, "../fixtures/config-app.ts:app", {
+      host: "127.0.0.1",
+      port: 8000,
+    });
+    assert.equal(
+      yaml,
+      applicationToYaml(app, "../fixtures/config-app.ts:app", { host: "127.0.0.1", port: 8000 }),
+    );
+    assert.match(
+      yaml,
+      /- name: thresholder\n\s+userConfig:\n\s+threshold: 0\.5\n\s+# numReplicas: 1\n\s+# maxOngoingRequests: 5/,
+    );
+    const { config, document } = parseConfig(yaml, FILE);
+    const resolved = await resolveApplication(config.applications[0]!, 0, document, FILE);
+    assert.deepEqual(resolved.deployments, app.deployments);
+  });
+});

@@ -44,13 +44,15 @@ class DeploymentRuntime {
   userConfig: JsonValue | undefined;
   /** The replica count to converge on: numReplicas, or the autoscaler's decision. */
   target: number;
-  readonly autoscaler: Autoscaler | undefined;
+  autoscaler: Autoscaler | undefined;
+  /** During a rolling restart the live count may exceed the target by one. */
+  rolling = false;
   scaleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly name: string,
     readonly spec: DeploymentSpec,
-    readonly options: ResolvedDeploymentOptions,
+    public options: ResolvedDeploymentOptions,
     readonly router: Router,
   ) {
     this.userConfig = options.userConfig;
@@ -67,8 +69,11 @@ class DeploymentRuntime {
   }
 }
 
+/** What applying a new configuration did to a deployment. */
+export type UpdateKind = "router" | "controller" | "reconfigure" | "restart" | "scale";
+
 export class Controller {
-  readonly #app: Application;
+  #app: Application;
   readonly #transports: TransportFactory;
   readonly #deployments = new Map<string, DeploymentRuntime>();
   readonly #byReplica = new Map<ReplicaClient, DeploymentRuntime>();
@@ -248,8 +253,8 @@ export class Controller {
   /** Starts or stops replicas until the live count is the target. */
   #reconcile(deployment: DeploymentRuntime): void {
     if (this.#closing || deployment.retryTimer) return;
-    while (deployment.live.length < deployment.target) this.#startReplica(deployment);
-    const extra = deployment.live.length - deployment.target;
+    while (deployment.live.length < deployment.target) void this.#startReplica(deployment);
+    const extra = deployment.rolling ? 0 : deployment.live.length - deployment.target;
     if (extra > 0) {
       // Starting replicas go first, then the least busy.
       const victims = [...deployment.live]
@@ -264,13 +269,14 @@ export class Controller {
     this.#setStatus(deployment);
   }
 
-  #startReplica(deployment: DeploymentRuntime): void {
+  /** Starts one replica; resolves true once it runs, false if it failed to start. */
+  #startReplica(deployment: DeploymentRuntime): Promise<boolean> {
     const id = `${deployment.name}#${++deployment.replicaNumber}`;
     const transport = this.#transports(deployment.options.isolation, id);
     const replica = new ReplicaClient(id, deployment.name, transport, this.#events);
     deployment.replicas.push(replica);
     this.#byReplica.set(replica, deployment);
-    replica
+    return replica
       .start(
         {
           t: "init",
@@ -285,17 +291,18 @@ export class Controller {
       )
       .then(
         () => {
-          if (this.#closing || replica.state !== "STARTING") return;
+          if (this.#closing || replica.state !== "STARTING") return false;
           replica.state = "RUNNING";
           deployment.startFailures = 0;
           if (deployment.status === "DEPLOY_FAILED") deployment.status = "UPDATING";
           deployment.router.add(replica);
           this.#setStatus(deployment);
+          return true;
         },
         (error: Error) => {
           void replica.kill(`failed to start: ${error.message}`);
           this.#forget(deployment, replica);
-          if (this.#closing) return;
+          if (this.#closing) return false;
           deployment.startFailures++;
           deployment.status = "DEPLOY_FAILED";
           deployment.message = `Replica ${id} failed to start (attempt ${deployment.startFailures} of ${MAX_START_ATTEMPTS}): ${error.message}`;
@@ -304,11 +311,124 @@ export class Controller {
               new DeployFailedError(deployment.name, error.message, { cause: error }),
             );
           }
-          if (deployment.startFailures < MAX_START_ATTEMPTS)
+          if (deployment.startFailures < MAX_START_ATTEMPTS && !deployment.rolling)
             this.#retryLater(deployment, 500 * 2 ** (deployment.startFailures - 1));
           this.#setStatus(deployment);
+          return false;
         },
       );
+  }
+
+  /**
+   * Applies another configuration of the same application, deployment by deployment, doing
+   * only what each change needs: router limits in place, `userConfig` through
+   * `reconfigure()` on live replicas, replica counts by scaling, and isolation or resources
+   * by a rolling restart (a new replica runs before an old one drains). A change that fails
+   * is rolled back and reported; the deployment keeps serving throughout.
+   */
+  async apply(next: Application): Promise<Record<string, UpdateKind[]>> {
+    const plan: Record<string, UpdateKind[]> = {};
+    for (const spec of next.graph.deployments) {
+      const deployment = this.#deployments.get(spec.name);
+      if (!deployment)
+        throw new NotFoundError(
+          `Application "${this.#app.name}" has no deployment "${spec.name}"; a new graph needs a code update.`,
+        );
+      plan[spec.name] = await this.#applyDeployment(deployment, next.deployments[spec.name]!);
+    }
+    this.#app = next;
+    return plan;
+  }
+
+  async #applyDeployment(
+    d: DeploymentRuntime,
+    next: ResolvedDeploymentOptions,
+  ): Promise<UpdateKind[]> {
+    const old = d.options;
+    const same = (key: keyof ResolvedDeploymentOptions): boolean =>
+      JSON.stringify(old[key]) === JSON.stringify(next[key]);
+    const kinds: UpdateKind[] = [];
+    if (!same("maxOngoingRequests") || !same("maxQueuedRequests")) {
+      d.router.configure(next);
+      kinds.push("router");
+    }
+    if (
+      !same("healthCheckPeriodMs") ||
+      !same("healthCheckTimeoutMs") ||
+      !same("gracefulShutdownTimeoutMs")
+    )
+      kinds.push("controller");
+    d.options = next;
+    if (kinds.includes("controller")) {
+      clearInterval(d.healthTimer);
+      this.#startHealthChecks(d);
+    }
+    if (!same("userConfig")) {
+      const previous = d.userConfig;
+      d.userConfig = next.userConfig;
+      try {
+        await Promise.all(
+          d.running.map((r) =>
+            r.control(
+              { t: "reconfigure", config: next.userConfig ?? null },
+              next.healthCheckTimeoutMs,
+            ),
+          ),
+        );
+      } catch (error) {
+        d.userConfig = previous;
+        d.options = { ...next, ...(previous === undefined ? {} : { userConfig: previous }) };
+        await Promise.allSettled(
+          d.running.map((r) =>
+            r.control({ t: "reconfigure", config: previous ?? null }, next.healthCheckTimeoutMs),
+          ),
+        );
+        d.message = `userConfig update rolled back: reconfigure() failed: ${(error as Error).message}`;
+        throw new DeployFailedError(d.name, d.message, { cause: error });
+      }
+      kinds.push("reconfigure");
+    }
+    if (!same("isolation") || !same("resources")) {
+      const rolled = await this.#rollingRestart(d);
+      if (!rolled) {
+        d.options = old;
+        clearTimeout(d.retryTimer);
+        d.retryTimer = undefined;
+        d.status = "UPDATING";
+        d.message = `Update rolled back: the new replica failed to start (${d.message}); the old replicas keep serving.`;
+        this.#setStatus(d);
+        throw new DeployFailedError(d.name, d.message);
+      }
+      kinds.push("restart");
+    }
+    if (!same("numReplicas") || !same("autoscaling")) {
+      d.autoscaler = next.autoscaling ? new Autoscaler(next.autoscaling) : undefined;
+      clearInterval(d.scaleTimer);
+      this.#startAutoscaling(d);
+      d.target = next.autoscaling
+        ? Math.min(next.autoscaling.maxReplicas, Math.max(next.autoscaling.minReplicas, d.target))
+        : next.numReplicas;
+      d.message = `Scaling to ${d.target} replicas.`;
+      this.#reconcile(d);
+      kinds.push("scale");
+    }
+    return kinds;
+  }
+
+  /** Replaces every replica one at a time: the new one runs before the old one drains. */
+  async #rollingRestart(d: DeploymentRuntime): Promise<boolean> {
+    d.rolling = true;
+    d.status = "UPDATING";
+    try {
+      for (const replica of [...d.live]) {
+        if (!(await this.#startReplica(d))) return false;
+        await this.#stopReplica(d, replica);
+      }
+      return true;
+    } finally {
+      d.rolling = false;
+      this.#reconcile(d);
+    }
   }
 
   /** Takes a replica out of routing, lets its requests finish, then stops it. */

@@ -20,7 +20,7 @@ import { defaultTransportFactory } from "../transport/index.js";
 import { transferablesOf } from "../transport/transfer.js";
 import type { TransportFactory } from "../transport/transport.js";
 import { requestScope, type CancelScope } from "./cancel.js";
-import { Controller } from "./controller.js";
+import { Controller, type UpdateKind } from "./controller.js";
 import { handleProxy } from "./handle.js";
 import { HANDLE_REF } from "./handle-ref.js";
 import type { Router } from "./router.js";
@@ -82,9 +82,14 @@ class IngressGate {
   readonly #waiting: (() => void)[] = [];
 
   constructor(
-    private readonly maxOngoing: number,
-    private readonly maxQueued: number,
+    private maxOngoing: number,
+    private maxQueued: number,
   ) {}
+
+  configure(maxOngoing: number, maxQueued: number): void {
+    this.maxOngoing = maxOngoing;
+    this.maxQueued = maxQueued;
+  }
 
   get ongoing(): number {
     return this.#ongoing;
@@ -111,7 +116,7 @@ class IngressGate {
 
 /** A served application. Close it with `close()` or `await using`. */
 export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
-  readonly app: Application<In, Out>;
+  #app: Application<In, Out>;
   /** The HTTP address: `http://127.0.0.1:8000`. */
   url = "";
   /** The gRPC port, when gRPC is served. */
@@ -126,9 +131,14 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   readonly #plan: PlanCallbacks<{ requestId: string | undefined; cancel: CancelScope | undefined }>;
   #closed: Promise<void> | undefined;
 
+  /** The application as last applied. */
+  get app(): Application<In, Out> {
+    return this.#app;
+  }
+
   /** @internal Use {@link run}. */
   constructor(app: Application<In, Out>, controller: Controller) {
-    this.app = app;
+    this.#app = app;
     this.#controller = controller;
     const ingress = app.deployments[INGRESS]!;
     this.#gate = new IngressGate(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
@@ -214,6 +224,28 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
         },
       },
     };
+  }
+
+  /**
+   * Applies another configuration of this application (from `app.withOptions(...)`): each
+   * deployment gets only what its change needs (router limits, `reconfigure()`, scaling, or a
+   * rolling restart that loses no request). Resolves with what was done per deployment;
+   * rejects with `DeployFailedError` after rolling a failed change back.
+   *
+   * @example
+   * await server.update(app.withOptions({ m1: { numReplicas: 4, userConfig: { threshold: 0.3 } } }));
+   */
+  async update(next: Application<In, Out>): Promise<Record<string, UpdateKind[]>> {
+    if (next.graph !== this.#app.graph) {
+      throw new GraphBuildError(
+        `update() takes a configuration of the same application (app.withOptions(...)); a changed graph or module needs a code update.`,
+      );
+    }
+    const plan = await this.#controller.apply(next);
+    const ingress = next.deployments[INGRESS]!;
+    this.#gate.configure(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
+    this.#app = next;
+    return plan;
   }
 
   /** Sends a new `userConfig` to a deployment: `reconfigure()` runs on live replicas, no restart. */

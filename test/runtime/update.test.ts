@@ -1,0 +1,100 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { DeployFailedError } from "tributary";
+import { app } from "../fixtures/config-app.js";
+import { serve } from "../serve.js";
+
+interface Answer {
+  pass: boolean;
+  threshold: number;
+  replica: string;
+}
+
+test(
+  "update - config changes under load lose no request and switch the answers",
+  { timeout: 120_000 },
+  async () => {
+    await using server = await serve(app, { port: 0 });
+    let running = true;
+    const answers: Answer[] = [];
+    const failures: unknown[] = [];
+    // A bounded client loop: four callers, until the changes are done (at most 2 minutes).
+    const deadline = Date.now() + 110_000;
+    const callers = Array.from({ length: 4 }, async () => {
+      while (running && Date.now() < deadline) {
+        try {
+          answers.push(await server.handle.call(0.7));
+        } catch (error) {
+          failures.push(error);
+        }
+      }
+    });
+    const status = async () => (await server.status()).applications.gate!.deployments.thresholder!;
+    const since = () => answers.length;
+
+    // userConfig: reconfigure() on the live replica, no restart.
+    let mark = since();
+    assert.deepEqual(
+      await server.update(app.withOptions({ thresholder: { userConfig: { threshold: 0.9 } } })),
+      {
+        thresholder: ["reconfigure"],
+      },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const afterConfig = answers.slice(mark + 8);
+    assert.ok(
+      afterConfig.length > 0 &&
+        afterConfig.every((a) => a.threshold === 0.9 && !a.pass && a.replica === "thresholder#1"),
+    );
+
+    // numReplicas: scaling only.
+    assert.deepEqual(
+      await server.update(server.app.withOptions({ thresholder: { numReplicas: 3 } })),
+      { thresholder: ["scale"] },
+    );
+    while ((await status()).replicas.filter((r) => r.state === "RUNNING").length < 3)
+      await new Promise((r) => setTimeout(r, 50));
+
+    // isolation: a rolling restart into child processes.
+    mark = since();
+    assert.deepEqual(
+      await server.update(server.app.withOptions({ thresholder: { isolation: "process" } })),
+      {
+        thresholder: ["restart"],
+      },
+    );
+    const after = await status();
+    assert.deepEqual(
+      after.replicas.map((r) => [r.state, r.isolation]),
+      Array(3).fill(["RUNNING", "process"]),
+    );
+    assert.ok(
+      after.replicas.every((r) => Number(r.id.split("#")[1]) > 3),
+      "every replica is new",
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const newIds = new Set(after.replicas.map((r) => r.id));
+    assert.ok(
+      answers.slice(-20).every((a) => newIds.has(a.replica) && a.threshold === 0.9),
+      "answers come from the new replicas, config kept",
+    );
+
+    // A change that fails is rolled back and the deployment keeps serving.
+    await assert.rejects(
+      server.update(server.app.withOptions({ thresholder: { userConfig: { threshold: 5 } } })),
+      (error: unknown) =>
+        error instanceof DeployFailedError &&
+        /userConfig update rolled back: reconfigure\(\) failed: .*threshold 5 is above 1/.test(
+          error.message,
+        ),
+    );
+    mark = since();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.ok(answers.slice(mark).every((a) => a.threshold === 0.9));
+
+    running = false;
+    await Promise.all(callers);
+    assert.deepEqual(failures, [], "no request failed during the changes");
+    assert.ok(answers.length > 100, `only ${answers.length} answers`);
+  },
+);

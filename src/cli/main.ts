@@ -91,6 +91,106 @@ async function buildCommand(target: string, flags: { output?: string }): Promise
   }
 }
 
+const ADMIN = process.env.TRIBUTARY_ADDRESS ?? "http://127.0.0.1:8265";
+
+interface AdminFlags {
+  address: string;
+  token?: string;
+}
+
+/** Calls the admin API of a running instance; throws with its error message. */
+async function admin(
+  flags: AdminFlags,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<unknown> {
+  const token = flags.token ?? process.env.TRIBUTARY_ADMIN_TOKEN;
+  let response: Response;
+  try {
+    response = await fetch(`${flags.address}${path}`, {
+      method,
+      headers: {
+        ...(body !== undefined && { "content-type": "application/json" }),
+        ...(token && { authorization: `Bearer ${token}` }),
+      },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+    });
+  } catch (error) {
+    throw new Error(
+      `no instance answers at ${flags.address} (${(error as Error).message}); start one with tributary start`,
+    );
+  }
+  const payload = (await response.json()) as { error?: { message: string } };
+  if (!response.ok) throw new Error(payload.error?.message ?? `HTTP ${response.status}`);
+  return payload;
+}
+
+async function startCommand(flags: {
+  adminHost: string;
+  adminPort: string;
+  adminToken?: string;
+  stateDir: string;
+}): Promise<void> {
+  const { Instance } = await import("./instance.js");
+  const instance = new Instance({
+    adminHost: flags.adminHost,
+    adminPort: Number(flags.adminPort),
+    adminToken: flags.adminToken ?? process.env.TRIBUTARY_ADMIN_TOKEN,
+    stateDir: resolve(flags.stateDir),
+  });
+  const address = await instance.listen();
+  console.log(
+    `Admin API at ${address}. Deploy with: tributary deploy serve.yaml --address ${address}`,
+  );
+  try {
+    const restored = await instance.restore();
+    if (restored) console.log(`Restored "${restored.application}" from ${flags.stateDir}.`);
+  } catch (error) {
+    console.error(`Could not restore the last configuration: ${(error as Error).message}`);
+  }
+  for (const signal of ["SIGINT", "SIGTERM"] as const)
+    process.once(signal, () => void instance.close());
+  await instance.stopped;
+  console.log("Stopped.");
+}
+
+async function deployCommand(file: string, flags: AdminFlags & { wait?: boolean }): Promise<void> {
+  const { readFile } = await import("node:fs/promises");
+  const text = await readFile(resolve(file), "utf8");
+  const result = (await admin(flags, "PUT", "/api/deploy", { file: resolve(file), text })) as {
+    application: string;
+    action: string;
+    changes: Record<string, string[]>;
+  };
+  const changes = Object.entries(result.changes).map(
+    ([name, kinds]) => `${name}: ${kinds.join(", ")}`,
+  );
+  console.log(
+    `${result.application}: ${result.action}${changes.length > 0 ? ` (${changes.join("; ")})` : ""}`,
+  );
+  if (!flags.wait) return;
+  for (;;) {
+    const status = (await admin(flags, "GET", "/api/status")) as {
+      applications: Record<
+        string,
+        {
+          status: string;
+          deployments: Record<string, { status: string; message: string; replicas: unknown[] }>;
+        }
+      >;
+    };
+    const app = status.applications[result.application];
+    const lines = Object.values(app?.deployments ?? {}).map(
+      (d) => `  ${d.status.padEnd(13)} ${d.replicas.length} replica(s) ${d.message}`,
+    );
+    console.log(`${result.application}: ${app?.status ?? "?"}\n${lines.join("\n")}`);
+    if (app?.status === "RUNNING") return;
+    if (app?.status === "DEPLOY_FAILED") throw new Error(`${result.application} failed to deploy`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 export function program(): Command {
   const cli = new Command("tributary").description(
     "Serve machine-learning pipelines written in TypeScript.",
@@ -116,6 +216,52 @@ export function program(): Command {
     .option("-o, --output <file>", "write to this file instead of standard output")
     .addHelpText("after", "\nExample:\n  tributary build ./app.ts:app -o serve.yaml")
     .action(buildCommand);
+  cli
+    .command("start")
+    .description(
+      "Start a long-running instance with an admin API; it restores its last applied config.",
+    )
+    .option(
+      "--admin-host <host>",
+      "admin API host (a non-loopback host needs a token)",
+      "127.0.0.1",
+    )
+    .option("--admin-port <port>", "admin API port", "8265")
+    .option("--admin-token <token>", "require this bearer token (or set TRIBUTARY_ADMIN_TOKEN)")
+    .option("--state-dir <dir>", "where the last applied config is kept", ".tributary")
+    .addHelpText("after", "\nExample:\n  tributary start --state-dir /var/lib/tributary")
+    .action(startCommand);
+  const withAdmin = (command: Command): Command =>
+    command
+      .option("--address <url>", "the instance's admin API", ADMIN)
+      .option("--token <token>", "its bearer token (or set TRIBUTARY_ADMIN_TOKEN)");
+  withAdmin(cli.command("deploy"))
+    .description(
+      "Apply a config to a running instance: only what changed is applied; an invalid file changes nothing.",
+    )
+    .argument("<file>", "serve.yaml")
+    .option("--wait", "wait until every deployment is healthy, showing progress")
+    .addHelpText("after", "\nExample:\n  tributary deploy serve.yaml --wait")
+    .action(deployCommand);
+  withAdmin(cli.command("status"))
+    .description("Show applications, deployments and replicas of a running instance.")
+    .addHelpText("after", "\nExample:\n  tributary status")
+    .action(async (flags: AdminFlags) =>
+      console.log(JSON.stringify(await admin(flags, "GET", "/api/status"), null, 2)),
+    );
+  withAdmin(cli.command("config"))
+    .description("Print the config a running instance last applied.")
+    .addHelpText("after", "\nExample:\n  tributary config > serve.yaml")
+    .action(async (flags: AdminFlags) => {
+      process.stdout.write(((await admin(flags, "GET", "/api/config")) as { text: string }).text);
+    });
+  withAdmin(cli.command("shutdown"))
+    .description("Drain and stop a running instance.")
+    .addHelpText("after", "\nExample:\n  tributary shutdown")
+    .action(async (flags: AdminFlags) => {
+      await admin(flags, "POST", "/api/shutdown");
+      console.log("Shutting down.");
+    });
   return cli;
 }
 

@@ -3,7 +3,8 @@
  * names, finds the exported Application, and applies the deployments' overrides. Problems
  * point at the line of the field that caused them.
  */
-import { existsSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Application } from "../app/application.js";
@@ -26,12 +27,14 @@ export function splitImportPath(importPath: string): {
 export async function importApplication(
   importPath: string,
   baseDir: string,
+  version?: string,
 ): Promise<{ app: Application; moduleUrl: string; exportName: string }> {
   const { module, exportName } = splitImportPath(importPath);
   const file = resolve(baseDir, module);
   if (!existsSync(file))
     throw new Error(`the module ${module} does not exist (looked for ${file})`);
-  const moduleUrl = pathToFileURL(file).href;
+  // A version makes a new module instance: changed code is imported again, not from the cache.
+  const moduleUrl = pathToFileURL(file).href + (version ? `?v=${version}` : "");
   let exports: Record<string, unknown>;
   try {
     exports = (await import(moduleUrl)) as Record<string, unknown>;
@@ -65,11 +68,12 @@ export async function resolveApplication(
   index: number,
   document: PositionedDocument,
   configFile: string,
+  version?: string,
 ): Promise<Application> {
   const at = ["applications", index];
   let app: Application;
   try {
-    ({ app } = await importApplication(entry.importPath, dirname(resolve(configFile))));
+    ({ app } = await importApplication(entry.importPath, dirname(resolve(configFile)), version));
   } catch (error) {
     throw new ConfigError([document.problem([...at, "importPath"], (error as Error).message)]);
   }
@@ -102,4 +106,12 @@ export async function resolveApplication(
   return entry.routePrefix === undefined || entry.routePrefix === app.routePrefix
     ? configured
     : configured.withRoutePrefix(entry.routePrefix);
+}
+
+/** A fingerprint of the module an import path names (its file's contents). */
+export function moduleVersion(importPath: string, baseDir: string): string {
+  const file = resolve(baseDir, splitImportPath(importPath).module);
+  return existsSync(file)
+    ? createHash("sha256").update(readFileSync(file)).digest("hex").slice(0, 16)
+    : "missing";
 }

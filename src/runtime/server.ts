@@ -50,6 +50,8 @@ export interface RunOptions {
   readonly logStream?: { write(line: string): void };
   /** @internal How replicas are started (tests may wrap the default). */
   readonly transports?: TransportFactory;
+  /** @internal False: serve no HTTP or gRPC (the caller owns the front doors). */
+  readonly frontDoors?: false;
 }
 
 const DEFAULT_BODY_LIMIT = 16 * 1024 * 1024;
@@ -317,27 +319,44 @@ export async function run<In, Out>(
     throw error;
   }
   const server = new Server(app, controller);
+  if (options.frontDoors === false) return server;
   try {
-    const target = server.ingressTarget();
-    const host = options.host ?? "127.0.0.1";
-    const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
-    // The front doors load only where they serve: replicas import this module too.
-    const { startHttp } = await import("../ingress/http.js");
-    const http = await startHttp(target, {
-      host,
-      port: options.port ?? 8000,
-      bodyLimit,
-      readTimeoutMs: toMilliseconds(options.readTimeout ?? "30s"),
-      requestTimeoutMs:
-        options.requestTimeout === undefined ? undefined : toMilliseconds(options.requestTimeout),
-      debug: options.debug ?? false,
-      logLevel: options.logLevel ?? "warn",
-      logStream: options.logStream,
-    });
-    server.frontDoors.push(() => http.close());
-    const address = http.server.address();
-    const port = typeof address === "object" && address ? address.port : options.port;
-    server.url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+    const doors = await startFrontDoors(server.ingressTarget(), options);
+    server.url = doors.url;
+    server.grpcPort = doors.grpcPort;
+    server.frontDoors.push(doors.close);
+  } catch (error) {
+    await server.close();
+    throw error;
+  }
+  return server;
+}
+
+/** @internal The HTTP (and, when asked, gRPC) front doors of a target. */
+export async function startFrontDoors(
+  target: IngressTarget,
+  options: RunOptions,
+): Promise<{ url: string; grpcPort: number | undefined; close: () => Promise<void> }> {
+  const host = options.host ?? "127.0.0.1";
+  const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  // The front doors load only where they serve: replicas import this module too.
+  const { startHttp } = await import("../ingress/http.js");
+  const http = await startHttp(target, {
+    host,
+    port: options.port ?? 8000,
+    bodyLimit,
+    readTimeoutMs: toMilliseconds(options.readTimeout ?? "30s"),
+    requestTimeoutMs:
+      options.requestTimeout === undefined ? undefined : toMilliseconds(options.requestTimeout),
+    debug: options.debug ?? false,
+    logLevel: options.logLevel ?? "warn",
+    logStream: options.logStream,
+  });
+  const closers: (() => Promise<void>)[] = [() => http.close()];
+  const address = http.server.address();
+  const port = typeof address === "object" && address ? address.port : options.port;
+  let grpcPort: number | undefined;
+  try {
     if (options.grpc) {
       const { startGrpc } = await import("../ingress/grpc.js");
       const grpc = await startGrpc(target, {
@@ -345,12 +364,18 @@ export async function run<In, Out>(
         port: options.grpc.port ?? 9000,
         maxMessageBytes: bodyLimit,
       });
-      server.grpcPort = grpc.port;
-      server.frontDoors.push(grpc.close);
+      grpcPort = grpc.port;
+      closers.push(grpc.close);
     }
   } catch (error) {
-    await server.close();
+    await http.close();
     throw error;
   }
-  return server;
+  return {
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    grpcPort,
+    close: async () => {
+      await Promise.all(closers.map((close) => close()));
+    },
+  };
 }

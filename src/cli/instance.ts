@@ -1,0 +1,256 @@
+/**
+ * `tributary start`: a long-running instance with an admin API. It owns the HTTP front
+ * door and converges on the last configuration that validated: a change of options is
+ * applied with `server.update` (only what each deployment needs); a change of code (the
+ * module's contents or import path) starts the new version beside the old one, switches
+ * the front door to it once healthy, then drains the old one. The last applied
+ * configuration is kept in the state directory and restored on restart.
+ */
+import { randomUUID } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { isIP } from "node:net";
+import { dirname, join, resolve } from "node:path";
+import Fastify, { type FastifyInstance } from "fastify";
+import type { Duration } from "../app/options.js";
+import { ConfigError, parseConfig } from "../config/load.js";
+import { moduleVersion, resolveApplication } from "../config/resolve.js";
+import type { ServeConfig } from "../config/schema.js";
+import { TributaryError } from "../errors.js";
+import type { IngressTarget } from "../ingress/target.js";
+import { run, startFrontDoors, type RunOptions, type Server } from "../runtime/server.js";
+
+export interface InstanceOptions {
+  readonly adminHost: string;
+  readonly adminPort: number;
+  /** Required when the admin API listens on a non-loopback address. */
+  readonly adminToken: string | undefined;
+  readonly stateDir: string;
+}
+
+interface Applied {
+  readonly file: string;
+  readonly text: string;
+  readonly version: string;
+  readonly server: Server;
+}
+
+export interface DeployResult {
+  readonly application: string;
+  /** `started`, `updated` (per deployment: what changed), or `code` (the whole application rolled). */
+  readonly action: "started" | "updated" | "code" | "unchanged";
+  readonly changes: Record<string, string[]>;
+}
+
+const isLoopback = (host: string): boolean =>
+  host === "localhost" || host === "::1" || host.startsWith("127.");
+
+function serverOptions(config: ServeConfig): RunOptions {
+  const http = config.http ?? {};
+  return {
+    ...(http.host !== undefined && { host: http.host }),
+    ...(http.port !== undefined && { port: http.port }),
+    ...(http.requestTimeout !== undefined && { requestTimeout: http.requestTimeout as Duration }),
+    ...(http.readTimeout !== undefined && { readTimeout: http.readTimeout as Duration }),
+    ...(http.bodyLimit !== undefined && { bodyLimit: http.bodyLimit }),
+    ...(config.grpc && { grpc: { port: config.grpc.port ?? 9000 } }),
+  };
+}
+
+export class Instance {
+  readonly #options: InstanceOptions;
+  #applied: Applied | undefined;
+  #frontDoors: { url: string; close: () => Promise<void> } | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  #admin: FastifyInstance | undefined;
+  #closed: Promise<void> | undefined;
+  /** Resolves when the instance has shut down. */
+  readonly stopped: Promise<void>;
+  #stop!: () => void;
+
+  constructor(options: InstanceOptions) {
+    if (!isLoopback(options.adminHost) && !options.adminToken) {
+      throw new TributaryError(
+        "INVALID_CONFIG",
+        `The admin API would listen on ${options.adminHost}, which is not a loopback address: give a token with --admin-token or TRIBUTARY_ADMIN_TOKEN.`,
+      );
+    }
+    this.#options = options;
+    this.stopped = new Promise((resolve) => (this.#stop = resolve));
+  }
+
+  /** The front door's target: always the current application's. */
+  readonly #target: IngressTarget = (() => {
+    const current = (): IngressTarget => {
+      if (!this.#applied) throw new TributaryError("SERVER_CLOSED", "No application is deployed.");
+      return this.#applied.server.ingressTarget();
+    };
+    return {
+      get app() {
+        return current().app;
+      },
+      get model() {
+        return current().model;
+      },
+      get bytesField() {
+        return current().bytesField;
+      },
+      call: (input, options) => current().call(input, options),
+      ready: () => this.#applied?.server.ingressTarget().ready() ?? false,
+    };
+  })();
+
+  /** Validates and applies a configuration; one at a time, in order. */
+  deploy(text: string, file: string): Promise<DeployResult> {
+    const next = this.#queue.then(() => this.#deploy(text, file));
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  async #deploy(text: string, file: string): Promise<DeployResult> {
+    const { config, document } = parseConfig(text, file);
+    if (config.applications.length > 1) {
+      throw new ConfigError([
+        document.problem(
+          ["applications", 1],
+          "serving several applications from one instance is not supported yet; use one file per application.",
+        ),
+      ]);
+    }
+    const entry = config.applications[0]!;
+    const version = moduleVersion(entry.importPath, dirname(resolve(file)));
+    const previous = this.#applied;
+    const sameCode =
+      previous !== undefined &&
+      version === previous.version &&
+      previous.server.app.name === entry.name;
+    const app = await resolveApplication(
+      entry,
+      0,
+      document,
+      file,
+      sameCode ? previous.version : version,
+    );
+    let result: DeployResult;
+    if (previous && sameCode && app.graph === previous.server.app.graph) {
+      const plan = await previous.server.update(app);
+      this.#applied = { file, text, version, server: previous.server };
+      const changes = Object.fromEntries(
+        Object.entries(plan).filter(([, kinds]) => kinds.length > 0),
+      );
+      result = {
+        application: app.name,
+        action: Object.keys(changes).length > 0 ? "updated" : "unchanged",
+        changes,
+      };
+    } else {
+      const server = await run(app, { ...serverOptions(config), frontDoors: false });
+      this.#applied = { file, text, version, server };
+      if (!this.#frontDoors)
+        this.#frontDoors = await startFrontDoors(this.#target, serverOptions(config));
+      if (previous) await previous.server.close(); // drains what it was still serving
+      result = { application: app.name, action: previous ? "code" : "started", changes: {} };
+    }
+    await this.#persist(file, text);
+    return result;
+  }
+
+  async #persist(file: string, text: string): Promise<void> {
+    await mkdir(this.#options.stateDir, { recursive: true });
+    await writeFile(
+      join(this.#options.stateDir, "applied.json"),
+      JSON.stringify({ file: resolve(file), text }),
+    );
+  }
+
+  /** Restores the last applied configuration from the state directory, if any. */
+  async restore(): Promise<DeployResult | undefined> {
+    let saved: { file: string; text: string };
+    try {
+      saved = JSON.parse(await readFile(join(this.#options.stateDir, "applied.json"), "utf8")) as {
+        file: string;
+        text: string;
+      };
+    } catch {
+      return undefined;
+    }
+    return this.deploy(saved.text, saved.file);
+  }
+
+  async status(): Promise<Record<string, unknown>> {
+    const applied = this.#applied;
+    if (!applied) return { applications: {}, url: this.#frontDoors?.url ?? null };
+    return { ...(await applied.server.status()), url: this.#frontDoors?.url ?? null };
+  }
+
+  config(): { file: string; text: string } | undefined {
+    return this.#applied && { file: this.#applied.file, text: this.#applied.text };
+  }
+
+  /** Starts the admin API; returns its address. */
+  async listen(): Promise<string> {
+    const admin = Fastify({ logger: false, bodyLimit: 4 * 1024 * 1024 });
+    const token = this.#options.adminToken;
+    admin.addHook("onRequest", async (request, reply) => {
+      if (token && request.headers.authorization !== `Bearer ${token}`) {
+        return reply.code(401).send({
+          error: {
+            code: "UNAUTHORIZED",
+            message: "This admin API needs the instance's token.",
+            requestId: randomUUID(),
+          },
+        });
+      }
+      return undefined;
+    });
+    admin.setErrorHandler((error, request, reply) => {
+      const e = error as Error & { code?: string; problems?: unknown };
+      const status =
+        error instanceof ConfigError ? 400 : error instanceof TributaryError ? 409 : 500;
+      void reply.code(status).send({
+        error: {
+          code: e.code ?? "INTERNAL",
+          message: e.message,
+          requestId: request.id,
+          problems: e.problems,
+        },
+      });
+    });
+    admin.put<{ Body: { file?: string; text?: string } }>("/api/deploy", async (request) => {
+      const { file, text } = request.body ?? {};
+      if (typeof text !== "string")
+        throw new TributaryError("BAD_REQUEST", "A deploy needs { file, text }.");
+      return this.deploy(text, typeof file === "string" ? file : "serve.yaml");
+    });
+    admin.get("/api/status", async () => this.status());
+    admin.get(
+      "/api/config",
+      async (_request, reply) =>
+        this.config() ??
+        reply.code(404).send({ error: { code: "NOT_FOUND", message: "Nothing is deployed yet." } }),
+    );
+    admin.post("/api/shutdown", async () => {
+      setImmediate(() => void this.close());
+      return { shuttingDown: true };
+    });
+    await admin.listen({ host: this.#options.adminHost, port: this.#options.adminPort });
+    this.#admin = admin;
+    const address = admin.server.address();
+    const port = typeof address === "object" && address ? address.port : this.#options.adminPort;
+    const host =
+      isIP(this.#options.adminHost) === 6
+        ? `[${this.#options.adminHost}]`
+        : this.#options.adminHost;
+    return `http://${host}:${port}`;
+  }
+
+  /** Drains and stops everything. Safe to call twice. */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      await this.#admin?.close();
+      await this.#frontDoors?.close();
+      await this.#applied?.server.close();
+      this.#stop();
+    })();
+    return this.#closed;
+  }
+}

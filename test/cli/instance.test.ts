@@ -1,0 +1,233 @@
+import assert from "node:assert/strict";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const BIN = join(ROOT, "bin/tributary.mjs");
+
+const moduleSource = (version: string) => `import { build, deployment, InputNode } from "tributary";
+export class Answer {
+  prefix = "?";
+  reconfigure(config: { prefix: string }): void {
+    this.prefix = config.prefix;
+  }
+  answer(x: number): string {
+    return \`${version}:\${this.prefix}:\${x}\`;
+  }
+}
+const answer = deployment(Answer).bind();
+export const app = build(answer.answer.bind(new InputNode<number>()), { name: "versioned", routePrefix: "/v", names: { answer } });
+`;
+
+const config = (prefix: string, extra = "") => `http: { port: 0 }
+applications:
+  - name: versioned
+    importPath: ./app.ts:app
+    deployments:
+      - name: answer
+        userConfig: { prefix: ${prefix} }
+${extra}`;
+
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) =>
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      { cwd: ROOT, timeout: 60_000 },
+      (error, stdout, stderr) =>
+        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    ),
+  );
+}
+
+async function startInstance(
+  stateDir: string,
+  extra: string[] = [],
+): Promise<{
+  child: ChildProcess;
+  address: string;
+  output: () => string;
+  exited: Promise<unknown>;
+}> {
+  const child = spawn(
+    process.execPath,
+    [BIN, "start", "--admin-port", "0", "--state-dir", stateDir, ...extra],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  let output = "";
+  child.stdout.on("data", (d: Buffer) => (output += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (output += d.toString()));
+  const deadline = Date.now() + 30_000;
+  while (!/Admin API at (\S+)\./.test(output)) {
+    if (Date.now() > deadline || child.exitCode !== null)
+      assert.fail(`tributary start did not come up:\n${output}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, address: /Admin API at (\S+)\./.exec(output)![1]!, output: () => output, exited };
+}
+
+describe("tributary start / deploy", { timeout: 180_000 }, () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(ROOT, ".tmp-instance-"));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  test("deploy - code and userConfig change under load lose no request; bad configs change nothing; state survives a restart", async () => {
+    const file = join(dir, "serve.yaml");
+    const state = join(dir, "state");
+    await writeFile(join(dir, "app.ts"), moduleSource("v1"));
+    await writeFile(file, config("a"));
+    const instance = await startInstance(state);
+    try {
+      const deployed = await cli(["deploy", file, "--address", instance.address, "--wait"]);
+      assert.equal(deployed.code, 0, deployed.stderr);
+      assert.match(deployed.stdout, /versioned: started/);
+      const status = JSON.parse((await cli(["status", "--address", instance.address])).stdout) as {
+        url: string;
+      };
+      const url = `${status.url}/v`;
+
+      let running = true;
+      const answers: string[] = [];
+      const failures: string[] = [];
+      const deadline = Date.now() + 120_000;
+      const callers = Array.from({ length: 3 }, async () => {
+        while (running && Date.now() < deadline) {
+          const response = await fetch(url, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: "1",
+          }).catch((e: Error) => e);
+          if (response instanceof Error || !response.ok)
+            failures.push(
+              response instanceof Error
+                ? response.message
+                : `${response.status} ${await response.text()}`,
+            );
+          else answers.push((await response.json()) as string);
+        }
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(answers.every((a): boolean => a === "v1:a:1"));
+
+      // userConfig only: reconfigure() on the live replica.
+      await writeFile(file, config("b"));
+      assert.match(
+        (await cli(["deploy", file, "--address", instance.address])).stdout,
+        /versioned: updated \(answer: reconfigure\)/,
+      );
+      let mark = answers.length;
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(
+        answers.slice(mark + 3).every((a): boolean => a === "v1:b:1"),
+        answers.slice(mark).join(),
+      );
+
+      // A code change rolls the whole application: the new version serves once healthy.
+      await writeFile(join(dir, "app.ts"), moduleSource("v2"));
+      assert.match(
+        (await cli(["deploy", file, "--address", instance.address])).stdout,
+        /versioned: code/,
+      );
+      mark = answers.length;
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(
+        answers.slice(mark + 3).every((a): boolean => a === "v2:b:1"),
+        answers.slice(mark).join(),
+      );
+
+      // Invalid configs are rejected whole, with positions, and serving goes on.
+      await writeFile(file, config("c", "        numReplicaz: 2\n"));
+      const bad = await cli(["deploy", file, "--address", instance.address]);
+      assert.equal(bad.code, 1);
+      assert.match(
+        bad.stderr,
+        /serve\.yaml:8:9: applications\[0\]\.deployments\[0\]\.numReplicaz: unknown field "numReplicaz"\. Did you mean "numReplicas"\?/,
+      );
+      await writeFile(file, config("c").replace("name: answer", "name: answr"));
+      assert.match(
+        (await cli(["deploy", file, "--address", instance.address])).stderr,
+        /has no such deployment\. Did you mean "answer"\?/,
+      );
+      await writeFile(join(dir, "broken.ts"), 'throw new Error("cannot load weights");\n');
+      await writeFile(file, config("c").replace("./app.ts:app", "./broken.ts:app"));
+      assert.match(
+        (await cli(["deploy", file, "--address", instance.address])).stderr,
+        /importing \.\/broken\.ts failed: cannot load weights/,
+      );
+
+      mark = answers.length;
+      await new Promise((r) => setTimeout(r, 300));
+      running = false;
+      await Promise.all(callers);
+      assert.ok(
+        answers.slice(mark).every((a): boolean => a === "v2:b:1"),
+        "the last good config still serves",
+      );
+      assert.deepEqual(failures, [], "no request failed");
+      assert.match((await cli(["config", "--address", instance.address])).stdout, /prefix: b/);
+
+      assert.equal((await cli(["shutdown", "--address", instance.address])).code, 0);
+      await instance.exited;
+    } finally {
+      instance.child.kill("SIGKILL");
+    }
+
+    // Restarted with the same state directory, the instance restores the last applied config.
+    const again = await startInstance(state);
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!/Restored "versioned"/.test(again.output())) {
+        if (Date.now() > deadline) assert.fail(again.output());
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const status = JSON.parse((await cli(["status", "--address", again.address])).stdout) as {
+        url: string;
+      };
+      const response = await fetch(`${status.url}/v`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "2",
+      });
+      assert.equal(await response.json(), "v2:b:2");
+    } finally {
+      again.child.kill("SIGINT");
+      await again.exited;
+    }
+  });
+
+  test("start - a token guards the admin API, and a public address needs one", async () => {
+    const instance = await startInstance(join(dir, "state-token"), ["--admin-token", "s3cret"]);
+    try {
+      const denied = await fetch(`${instance.address}/api/status`);
+      assert.equal(denied.status, 401);
+      const allowed = await fetch(`${instance.address}/api/status`, {
+        headers: { authorization: "Bearer s3cret" },
+      });
+      assert.equal(allowed.status, 200);
+      assert.equal(
+        (await cli(["status", "--address", instance.address, "--token", "s3cret"])).code,
+        0,
+      );
+    } finally {
+      instance.child.kill("SIGINT");
+      await instance.exited;
+    }
+    const open = await promisify(execFile)(
+      process.execPath,
+      [BIN, "start", "--admin-host", "0.0.0.0", "--admin-port", "0", "--state-dir", join(dir, "x")],
+      {
+        cwd: ROOT,
+        env: { ...process.env, TRIBUTARY_ADMIN_TOKEN: "" },
+      },
+    ).catch((e: { code: number; stderr: string }) => e);
+    assert.equal((open as { code: number }).code, 1);
+    assert.match((open as { stderr: string }).stderr, /not a loopback address: give a token/);
+  });
+});

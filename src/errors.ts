@@ -135,8 +135,10 @@ export class ReplicaDiedError extends TributaryError {
   constructor(deployment: string, replica: string, reason: string) {
     super(
       "REPLICA_DIED",
-      `Replica ${replica} of deployment "${deployment}" died while handling the request (${reason}). ` +
-        `It is being replaced; the request was not retried because it may have had effects.`,
+      reason === "stopped"
+        ? `Replica ${replica} of deployment "${deployment}" was stopped before the request finished (shutdown or scale-down past gracefulShutdownTimeout).`
+        : `Replica ${replica} of deployment "${deployment}" died while handling the request (${reason}). ` +
+            `It is being replaced; the request was not retried because it may have had effects.`,
     );
     this.deployment = deployment;
     this.replica = replica;

@@ -7,7 +7,7 @@
 import type { Application } from "../app/application.js";
 import type { JsonValue, ResolvedDeploymentOptions } from "../app/options.js";
 import type { DeploymentSpec } from "../dag/compile.js";
-import { CancelledError, DeployFailedError, NotFoundError } from "../errors.js";
+import { CancelledError, DeployFailedError, NotFoundError, ServerClosedError } from "../errors.js";
 import { CancelScope } from "./cancel.js";
 import { transferablesOf } from "../transport/transfer.js";
 import type { TransportFactory } from "../transport/transport.js";
@@ -215,6 +215,12 @@ export class Controller {
     ) {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
+    // From here on nothing is routed: queued requests and calls from close() hooks are
+    // answered at once instead of waiting for replicas that are stopping.
+    for (const d of this.#deployments.values()) {
+      for (const replica of d.replicas) d.router.remove(replica);
+      d.router.setUnavailable(new ServerClosedError(`Deployment "${d.name}"`));
+    }
     await Promise.all(
       [...this.#deployments.values()].flatMap((d) =>
         d.replicas.map(async (replica) => {
@@ -227,8 +233,6 @@ export class Controller {
         }),
       ),
     );
-    for (const d of this.#deployments.values())
-      d.router.setUnavailable(new DeployFailedError(d.name, "the server closed"));
   }
 
   #notify(): void {
@@ -276,6 +280,7 @@ export class Controller {
     const replica = new ReplicaClient(id, deployment.name, transport, this.#events);
     deployment.replicas.push(replica);
     this.#byReplica.set(replica, deployment);
+    const initConfig = deployment.userConfig;
     return replica
       .start(
         {
@@ -285,7 +290,7 @@ export class Controller {
           deployment: deployment.name,
           replica: id,
           args: deployment.spec.init,
-          userConfig: deployment.userConfig,
+          userConfig: initConfig,
         },
         START_TIMEOUT_MS,
       )
@@ -294,6 +299,18 @@ export class Controller {
           if (this.#closing || replica.state !== "STARTING") return false;
           replica.state = "RUNNING";
           deployment.startFailures = 0;
+          // A userConfig applied while this replica was starting reaches it now.
+          if (JSON.stringify(deployment.userConfig) !== JSON.stringify(initConfig)) {
+            replica
+              .control(
+                { t: "reconfigure", config: deployment.userConfig ?? null },
+                deployment.options.healthCheckTimeoutMs,
+              )
+              .catch(
+                (error: Error) =>
+                  (deployment.message = `Replica ${id}: reconfigure() failed: ${error.message}`),
+              );
+          }
           if (deployment.status === "DEPLOY_FAILED") deployment.status = "UPDATING";
           deployment.router.add(replica);
           this.#setStatus(deployment);
@@ -305,7 +322,7 @@ export class Controller {
           if (this.#closing) return false;
           deployment.startFailures++;
           deployment.status = "DEPLOY_FAILED";
-          deployment.message = `Replica ${id} failed to start (attempt ${deployment.startFailures} of ${MAX_START_ATTEMPTS}): ${error.message}`;
+          deployment.message = `Replica ${id} failed to start (failure ${deployment.startFailures}; tried up to ${MAX_START_ATTEMPTS} times while serving): ${error.message}`;
           if (deployment.running.length === 0) {
             deployment.router.setUnavailable(
               new DeployFailedError(deployment.name, error.message, { cause: error }),

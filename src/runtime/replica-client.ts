@@ -152,6 +152,8 @@ export class ReplicaClient {
   /** Ends the replica after a graceful stop (no exit event is reported). */
   async terminate(): Promise<void> {
     if (this.state !== "DEAD") this.state = "STOPPED";
+    this.#ready?.reject(new Error("stopped before it was ready"));
+    this.#ready = undefined;
     this.#responses.rejectAll(() => new ReplicaDiedError(this.deployment, this.id, "stopped"));
     await this.transport.terminate();
   }

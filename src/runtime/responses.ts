@@ -13,6 +13,7 @@ export class StreamReader implements AsyncIterableIterator<unknown> {
   #done = false;
   #error: Error | undefined;
   readonly #onReturn: () => void;
+  #onEnd: (() => void)[] | undefined;
 
   /** `onReturn` runs when the consumer stops early (to cancel the producer). */
   constructor(onReturn: () => void) {
@@ -29,10 +30,23 @@ export class StreamReader implements AsyncIterableIterator<unknown> {
     }
   }
 
+  /** Runs `listener` once the stream is over (ended, failed, or stopped by its consumer). */
+  onEnd(listener: () => void): void {
+    if (this.#done) listener();
+    else (this.#onEnd ??= []).push(listener);
+  }
+
+  #ended(): void {
+    const listeners = this.#onEnd ?? [];
+    this.#onEnd = undefined;
+    for (const listener of listeners) listener();
+  }
+
   end(error?: Error): void {
     if (this.#done) return;
     this.#done = true;
     this.#error = error;
+    this.#ended();
     const waiting = this.#waiting;
     this.#waiting = undefined;
     if (waiting) {
@@ -59,6 +73,7 @@ export class StreamReader implements AsyncIterableIterator<unknown> {
       this.#done = true;
       this.#items.length = 0;
       this.#onReturn();
+      this.#ended();
     }
     return Promise.resolve({ value: undefined, done: true });
   }

@@ -86,7 +86,8 @@ class Request implements PendingCall {
   }
 
   resolve(value: unknown): void {
-    this.#finish();
+    // A stream stays cancellable (timeout, signal) until it ends; anything else is done.
+    if (!this.stream) this.#finish();
     this.resolveCall(value);
   }
 
@@ -120,7 +121,8 @@ class Request implements PendingCall {
     if (this.replica) this.replica.cancel(this.callId, reason);
     else this.#router.dequeue(this);
     this.#finish();
-    this.rejectCall(error);
+    if (this.stream) this.stream.end(error);
+    else this.rejectCall(error);
   }
 
   #finish(): void {

@@ -20,6 +20,7 @@ import { defaultTransportFactory } from "../transport/index.js";
 import { transferablesOf } from "../transport/transfer.js";
 import type { TransportFactory } from "../transport/transport.js";
 import { requestScope, type CancelScope } from "./cancel.js";
+import { StreamReader } from "./responses.js";
 import { Controller, type UpdateKind } from "./controller.js";
 import { handleProxy } from "./handle.js";
 import { HANDLE_REF } from "./handle-ref.js";
@@ -97,8 +98,11 @@ class IngressGate {
     return this.#ongoing;
   }
 
-  /** Resolves when a slot is taken; `undefined` when one was free at once. */
-  enter(): Promise<void> | undefined {
+  /**
+   * Resolves when a slot is taken (`undefined` when one was free at once); a request
+   * cancelled while it waits leaves the queue and rejects with the scope's reason.
+   */
+  enter(scope: CancelScope | undefined): Promise<void> | undefined {
     if (this.#ongoing < this.maxOngoing) {
       this.#ongoing++;
       return undefined;
@@ -106,7 +110,19 @@ class IngressGate {
     if (this.#waiting.length >= this.maxQueued) {
       throw new BackPressureError(INGRESS, this.#ongoing, this.#waiting.length);
     }
-    return new Promise((resolve) => this.#waiting.push(resolve));
+    return new Promise((resolve, reject) => {
+      const take = (): void => {
+        unsubscribe?.();
+        resolve();
+      };
+      this.#waiting.push(take);
+      const unsubscribe = scope?.subscribe((reason) => {
+        const index = this.#waiting.indexOf(take);
+        if (index < 0) return;
+        this.#waiting.splice(index, 1);
+        reject(reason);
+      });
+    });
   }
 
   leave(): void {
@@ -168,8 +184,6 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     options: RequestOptions | IngressCallOptions = {},
   ): Promise<unknown> {
     if (this.#closed) throw new ServerClosedError(`Application "${this.app.name}"`);
-    const waiting = this.#gate.enter();
-    if (waiting) await waiting;
     const timeout = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
     const { scope, dispose } = requestScope(
       `Application "${this.app.name}"`,
@@ -177,15 +191,31 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
       timeout,
       "cancel" in options ? options.cancel : undefined,
     );
+    let entered = false;
+    let streaming = false;
     try {
+      const waiting = this.#gate.enter(scope);
+      if (waiting) await waiting;
+      entered = true;
       const checked = validateInput(this.app.graph, input);
       const value: unknown =
         checked instanceof Promise ? await (checked as Promise<unknown>) : checked;
       const requestId = options.requestId;
-      return await runPlan(this.app.graph, value, this.#plan, { requestId, cancel: scope });
+      const result = await runPlan(this.app.graph, value, this.#plan, { requestId, cancel: scope });
+      if (result instanceof StreamReader) {
+        // A streamed result keeps its timeout, signal and ingress slot until it ends.
+        streaming = true;
+        result.onEnd(() => {
+          dispose();
+          this.#gate.leave();
+        });
+      }
+      return result;
     } finally {
-      dispose();
-      this.#gate.leave();
+      if (!streaming) {
+        dispose();
+        if (entered) this.#gate.leave();
+      }
     }
   }
 
@@ -207,7 +237,11 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
         requestId: options.requestId,
         transfer: transferablesOf(args),
       });
-      void call.finally(dispose).catch(() => undefined);
+      // A stream keeps its timeout and signal until it ends.
+      call.then(
+        (value) => (value instanceof StreamReader ? value.onEnd(dispose) : dispose()),
+        dispose,
+      );
       return call;
     }) as DeploymentHandle<T>;
   }

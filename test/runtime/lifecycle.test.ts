@@ -129,6 +129,57 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
     });
   }
 
+  test("shutdown - requests still queued when the drain times out are answered, not left hanging", async () => {
+    const server = await serve(
+      app.withOptions({
+        fragile: { maxOngoingRequests: 1, maxQueuedRequests: 5, gracefulShutdownTimeout: "200ms" },
+      }),
+    );
+    const fragile = server.getHandle<Fragile>("fragile");
+    const running = fragile.sleep(60_000);
+    const queued = fragile.echo(1);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await server.close();
+    const settled = await Promise.race([
+      Promise.allSettled([running, queued]),
+      new Promise((resolve) => setTimeout(() => resolve("hung"), 5_000)),
+    ]);
+    assert.notEqual(settled, "hung");
+    const [first, second] = settled as PromiseSettledResult<unknown>[];
+    assert.ok(first?.status === "rejected" && first.reason instanceof ReplicaDiedError);
+    assert.ok(
+      second?.status === "rejected" && (second.reason as Error).name === "ServerClosedError",
+    );
+  });
+
+  test("router - a timeout or abort still ends a stream after it started", async () => {
+    await using server = await serve(app);
+    const endless = server.getHandle<Fragile>("fragile", { timeout: "300ms" }).ticks();
+    const items: number[] = [];
+    await assert.rejects(async () => {
+      for await (const item of endless) items.push(item);
+    }, TimeoutError);
+    assert.ok(items.length > 0, "the stream had started");
+    assert.equal(
+      await server.getHandle<Fragile>("fragile").echo(3),
+      3,
+      "the replica is free again",
+    );
+  });
+
+  test("ingress - a request waiting at the ingress gate honours its timeout", async () => {
+    await using server = await serve(
+      relayApp.withOptions({ ingress: { maxOngoingRequests: 1, maxQueuedRequests: 5 } }),
+    );
+    const holder = server.handle.call(1_500); // holds the only ingress slot for 1.5 s
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const started = Date.now();
+    await assert.rejects(server.handle.call(10, { timeout: "100ms" }), TimeoutError);
+    assert.ok(Date.now() - started < 1_000, "it did not wait for the slot");
+    assert.equal(await holder, "slept");
+    assert.equal(await server.handle.call(10), "slept", "the gate was not leaked");
+  });
+
   test("shutdown - requests still running after gracefulShutdownTimeout are cut off", async () => {
     const server = await serve(app.withOptions({ fragile: { gracefulShutdownTimeout: "200ms" } }));
     const stuck = server.getHandle<Fragile>("fragile").sleep(60_000);

@@ -162,6 +162,19 @@ describe("tributary start / deploy", { timeout: 180_000 }, () => {
         /importing \.\/broken\.ts failed: cannot load weights/,
       );
 
+      // A new version whose constructor throws is rolled back: the old one keeps serving.
+      await writeFile(
+        join(dir, "ctor.ts"),
+        moduleSource("v3").replace(
+          'prefix = "?";',
+          'prefix = "?";\n  constructor() {\n    throw new Error("CUDA out of memory");\n  }',
+        ),
+      );
+      await writeFile(file, config("c").replace("./app.ts:app", "./ctor.ts:app"));
+      const ctor = await cli(["deploy", file, "--address", instance.address]);
+      assert.equal(ctor.code, 1);
+      assert.match(ctor.stderr, /Deployment "answer" failed to deploy: .*CUDA out of memory/);
+
       mark = answers.length;
       await new Promise((r) => setTimeout(r, 300));
       running = false;

@@ -69,22 +69,10 @@ export class ReplicaClient {
 
   /** Sends `init` and resolves once the deployment is constructed (rejects with why not). */
   start(init: InitMessage, timeoutMs: number): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#ready = undefined;
-        reject(new TimeoutError(`Starting replica ${this.id}`, timeoutMs));
-      }, timeoutMs);
-      this.#ready = {
-        resolve: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        reject: (error) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-      };
+    return settleWithin(timeoutMs, `Starting replica ${this.id}`, (settle) => {
+      this.#ready = settle;
       this.transport.send(init);
+      return () => (this.#ready = undefined);
     });
   }
 
@@ -117,23 +105,10 @@ export class ReplicaClient {
   /** A control message (`health`, `reconfigure`, `stop`), failing after `timeoutMs`. */
   control(message: DistributiveOmit<Control, "id">, timeoutMs: number): Promise<void> {
     const id = this.#nextId++;
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#responses.forget(id);
-        reject(new TimeoutError(`${message.t} of replica ${this.id}`, timeoutMs));
-      }, timeoutMs);
-      this.#responses.add(id, {
-        resolve: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        reject: (error) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-        toError: (error) => deserializeError(error),
-      });
+    return settleWithin(timeoutMs, `${message.t} of replica ${this.id}`, (settle) => {
+      this.#responses.add(id, { ...settle, toError: (error) => deserializeError(error) });
       this.transport.send({ ...message, id });
+      return () => this.#responses.forget(id);
     });
   }
 
@@ -204,4 +179,37 @@ export class ReplicaClient {
     this.ongoing--;
     this.#events.slotFree(this);
   }
+}
+
+/**
+ * A promise settled through `settle` (by `begin`), or rejected with a TimeoutError after
+ * `timeoutMs`, in which case the cleanup `begin` returned runs.
+ */
+function settleWithin(
+  timeoutMs: number,
+  what: string,
+  begin: (settle: { resolve: () => void; reject: (error: Error) => void }) => () => void,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let cleanup: (() => void) | undefined;
+    const timer = setTimeout(() => {
+      cleanup?.();
+      reject(new TimeoutError(what, timeoutMs));
+    }, timeoutMs);
+    try {
+      cleanup = begin({
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      });
+    } catch (error) {
+      clearTimeout(timer);
+      throw error;
+    }
+  });
 }

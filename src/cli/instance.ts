@@ -6,7 +6,7 @@
  * the front door to it once healthy, then drains the old one. The last applied
  * configuration is kept in the state directory and restored on restart.
  */
-import { randomUUID } from "node:crypto";
+import { randomUUID, timingSafeEqual } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { dirname, join, resolve } from "node:path";
@@ -42,7 +42,7 @@ export interface DeployResult {
 }
 
 const isLoopback = (host: string): boolean =>
-  host === "localhost" || host === "::1" || host.startsWith("127.");
+  host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
 
 function serverOptions(config: ServeConfig): RunOptions {
   const http = config.http ?? {};
@@ -56,10 +56,17 @@ function serverOptions(config: ServeConfig): RunOptions {
   };
 }
 
+/** Compares secrets in constant time. */
+function sameSecret(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
 export class Instance {
   readonly #options: InstanceOptions;
   #applied: Applied | undefined;
-  #frontDoors: { url: string; close: () => Promise<void> } | undefined;
+  #frontDoors: { url: string; close: () => Promise<void>; key: string } | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #admin: FastifyInstance | undefined;
   #closed: Promise<void> | undefined;
@@ -144,14 +151,34 @@ export class Instance {
       };
     } else {
       const server = await run(app, { ...serverOptions(config), frontDoors: false });
+      if (this.#closed) {
+        await server.close();
+        throw new TributaryError("SERVER_CLOSED", "The instance is shutting down.");
+      }
       this.#applied = { file, text, version, server };
-      if (!this.#frontDoors)
-        this.#frontDoors = await startFrontDoors(this.#target, serverOptions(config));
-      if (previous) await previous.server.close(); // drains what it was still serving
+      try {
+        await this.#ensureFrontDoors(serverOptions(config));
+      } catch (error) {
+        // The front door could not open (a port in use): keep what ran before.
+        this.#applied = previous;
+        await server.close();
+        throw error;
+      }
       result = { application: app.name, action: previous ? "code" : "started", changes: {} };
+      if (previous) await previous.server.close(); // drains what it was still serving
     }
+    await this.#ensureFrontDoors(serverOptions(config));
     await this.#persist(file, text);
     return result;
+  }
+
+  /** Starts the front doors, or restarts them when the http/grpc settings changed. */
+  async #ensureFrontDoors(options: RunOptions): Promise<void> {
+    const key = JSON.stringify(options);
+    if (this.#frontDoors?.key === key) return;
+    await this.#frontDoors?.close();
+    this.#frontDoors = undefined;
+    this.#frontDoors = { ...(await startFrontDoors(this.#target, options)), key };
   }
 
   async #persist(file: string, text: string): Promise<void> {
@@ -191,7 +218,7 @@ export class Instance {
     const admin = Fastify({ logger: false, bodyLimit: 4 * 1024 * 1024 });
     const token = this.#options.adminToken;
     admin.addHook("onRequest", async (request, reply) => {
-      if (token && request.headers.authorization !== `Bearer ${token}`) {
+      if (token && !sameSecret(request.headers.authorization ?? "", `Bearer ${token}`)) {
         return reply.code(401).send({
           error: {
             code: "UNAUTHORIZED",

@@ -163,7 +163,20 @@ export function parseConfig(
       }),
     );
   }
-  const raw: unknown = doc.toJS();
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 1_000 });
+  } catch (error) {
+    throw new ConfigError([
+      {
+        file,
+        line: 1,
+        column: 1,
+        path: "",
+        message: `YAML could not be read: ${(error as Error).message}`,
+      },
+    ]);
+  }
   const result = serveConfigSchema.safeParse(raw);
   if (result.success) return { config: result.data, document };
   const problems = result.error.issues.flatMap((issue): ConfigProblem[] => {

@@ -89,7 +89,7 @@ export async function resolveApplication(
   const problems = [];
   for (const [j, deployment] of entry.deployments.entries()) {
     const { name, ...options } = deployment;
-    if (!(name in app.deployments)) {
+    if (!Object.hasOwn(app.deployments, name)) {
       const known = Object.keys(app.deployments);
       problems.push(
         document.problem(

@@ -17,8 +17,10 @@ export type AutoscalingPolicy = (
 export const targetOngoingRequestsPolicy: AutoscalingPolicy = (config, averageLoad, current) => {
   const wanted = averageLoad / config.targetOngoingRequests;
   const smoothed = current + (wanted - current) * config.smoothingFactor;
-  // Round up: any load at all needs a replica to serve it.
-  return Math.min(config.maxReplicas, Math.max(config.minReplicas, Math.ceil(smoothed - 1e-9)));
+  // Round up while there is load (any load needs a replica); with none, round down so a
+  // smoothed decision still reaches minReplicas (zero included).
+  const rounded = averageLoad === 0 ? Math.floor(smoothed + 1e-9) : Math.ceil(smoothed - 1e-9);
+  return Math.min(config.maxReplicas, Math.max(config.minReplicas, rounded));
 };
 
 export class Autoscaler {

@@ -125,3 +125,12 @@ describe("batch()", () => {
     assert.equal(model.batches, 1);
   });
 });
+
+test("batch - configure() with a shorter wait reschedules the batch already waiting", async () => {
+  const f = batch(async (xs: number[]) => xs, { maxBatchSize: 8, batchWaitTimeout: "5s" });
+  const started = performance.now();
+  const pending = f(1);
+  f.configure({ batchWaitTimeout: 1 });
+  assert.equal(await pending, 1);
+  assert.ok(performance.now() - started < 1_000, "the 5 s wait was replaced by the new one");
+});

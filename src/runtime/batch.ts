@@ -143,6 +143,9 @@ export function batch<Item, Result>(
     })) as BatchedFunction<Item, Result>;
   batched.configure = (next) => {
     limits = checked(next, limits);
+    // The pending wait is recomputed with the new timeout (and a batch now full goes at once).
+    if (timer) clearTimeout(timer);
+    timer = undefined;
     schedule();
   };
   batched.stats = () => ({

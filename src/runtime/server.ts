@@ -271,7 +271,16 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
    * @example
    * await server.update(app.withOptions({ m1: { numReplicas: 4, userConfig: { threshold: 0.3 } } }));
    */
-  async update(next: Application<In, Out>): Promise<Record<string, UpdateKind[]>> {
+  update(next: Application<In, Out>): Promise<Record<string, UpdateKind[]>> {
+    // One update at a time: the next starts from what the previous one left.
+    const result = this.#updates.then(() => this.#update(next));
+    this.#updates = result.catch(() => undefined);
+    return result;
+  }
+
+  #updates: Promise<unknown> = Promise.resolve();
+
+  async #update(next: Application<In, Out>): Promise<Record<string, UpdateKind[]>> {
     if (next.graph !== this.#app.graph) {
       throw new GraphBuildError(
         `update() takes a configuration of the same application (app.withOptions(...)); a changed graph or module needs a code update.`,

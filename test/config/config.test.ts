@@ -110,6 +110,21 @@ describe("serve.yaml", () => {
     );
   });
 
+  test("config - YAML alias bombs and names inherited from Object.prototype are rejected", async () => {
+    const bomb = ["a: &a [x, x, x, x, x, x, x, x, x, x]"];
+    for (let i = 1; i < 8; i++)
+      bomb.push(
+        `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10)
+          .fill(`*${String.fromCharCode(96 + i)}`)
+          .join(", ")}]`,
+      );
+    assert.match(problems(bomb.join("\n") + "\n")[0]!, /YAML could not be read: .*alias/i);
+    assert.match(
+      (await resolveProblems(valid("      - name: constructor\n        numReplicas: 2\n")))[0]!,
+      /found "constructor", but application "gate" has no such deployment/,
+    );
+  });
+
   test("config - a valid file applies its overrides over the code's options", async () => {
     const { config, document } = parseConfig(
       `http: { port: 0, requestTimeout: 5s }\n${valid("      - name: thresholder\n        numReplicas: 3\n        userConfig: { threshold: 0.9 }\n")}`,

@@ -52,6 +52,17 @@ describe("autoscaling", { timeout: 90_000 }, () => {
       1,
       "from zero at once",
     );
+    // With smoothing, no load still reaches zero.
+    const smooth = new Autoscaler({
+      ...config,
+      minReplicas: 0,
+      smoothingFactor: 0.5,
+      downscaleDelayMs: 0,
+    });
+    let replicas = 2;
+    for (let t = 0; t < 2_000 && replicas > 0; t += 100)
+      replicas = smooth.observe(t, 0, replicas) ?? replicas;
+    assert.equal(replicas, 0);
   });
 
   test("autoscaling - replicas follow load up, then back down, within the configured delays", async () => {

@@ -98,3 +98,21 @@ test(
     assert.ok(answers.length > 100, `only ${answers.length} answers`);
   },
 );
+
+test("update - overlapping updates apply one after the other", { timeout: 60_000 }, async () => {
+  await using server = await serve(app.withOptions({ thresholder: { numReplicas: 2 } }), {
+    port: 0,
+  });
+  const toProcess = server.app.withOptions({ thresholder: { isolation: "process" } });
+  const [first, second] = await Promise.all([
+    server.update(toProcess),
+    server.update(toProcess.withOptions({ thresholder: { numReplicas: 1 } })),
+  ]);
+  assert.deepEqual([first, second], [{ thresholder: ["restart"] }, { thresholder: ["scale"] }]);
+  const status = async () => (await server.status()).applications.gate!.deployments.thresholder!;
+  while ((await status()).replicas.length !== 1) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(
+    (await status()).replicas.map((r) => [r.state, r.isolation]),
+    [["RUNNING", "process"]],
+  );
+});

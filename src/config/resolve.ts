@@ -4,8 +4,8 @@
  * point at the line of the field that caused them.
  */
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Application } from "../app/application.js";
 import type { DeploymentOptions } from "../app/options.js";
@@ -108,10 +108,26 @@ export async function resolveApplication(
     : configured.withRoutePrefix(entry.routePrefix);
 }
 
-/** A fingerprint of the module an import path names (its file's contents). */
+/**
+ * A fingerprint of the code an import path names: the module's file and the source files
+ * beside it and below it (so a change in a module it imports counts as a code change).
+ * Only source files count: data the instance writes (its state) must not look like code.
+ */
 export function moduleVersion(importPath: string, baseDir: string): string {
   const file = resolve(baseDir, splitImportPath(importPath).module);
-  return existsSync(file)
-    ? createHash("sha256").update(readFileSync(file)).digest("hex").slice(0, 16)
-    : "missing";
+  if (!existsSync(file)) return "missing";
+  const hash = createHash("sha256").update(readFileSync(file));
+  const files: string[] = [];
+  const walk = (dir: string, depth: number): void => {
+    if (depth > 6 || files.length > 2_000) return;
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      if (entry.name.startsWith(".") || entry.name === "node_modules") continue;
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) walk(path, depth + 1);
+      else if (/\.[cm]?[jt]sx?$/.test(entry.name)) files.push(path);
+    }
+  };
+  walk(dirname(file), 0);
+  for (const path of files.sort()) hash.update(path).update(readFileSync(path));
+  return hash.digest("hex").slice(0, 16);
 }

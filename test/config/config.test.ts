@@ -154,3 +154,21 @@ describe("serve.yaml", () => {
     assert.deepEqual(resolved.deployments, app.deployments);
   });
 });
+
+test("config - the code version changes when a module the app imports changes", async () => {
+  const { mkdtemp, writeFile, rm } = await import("node:fs/promises");
+  const { join } = await import("node:path");
+  const { tmpdir } = await import("node:os");
+  const { moduleVersion } = await import("../../src/config/resolve.js");
+  const dir = await mkdtemp(join(tmpdir(), "tributary-version-"));
+  try {
+    await writeFile(join(dir, "app.ts"), 'import "./model/weights.ts";\n');
+    await writeFile(join(dir, "weights.ts"), "export const w = [1];");
+    const before = moduleVersion("./app.ts:app", dir);
+    assert.equal(moduleVersion("./app.ts:app", dir), before, "stable");
+    await writeFile(join(dir, "weights.ts"), "export const w = [2];");
+    assert.notEqual(moduleVersion("./app.ts:app", dir), before);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { ConfigError, parseConfig } from "../../src/config/load.js";
-import { resolveApplication } from "../../src/config/resolve.js";
+import { moduleVersion, resolveApplication } from "../../src/config/resolve.js";
 import { applicationToYaml } from "../../src/config/write.js";
 import { app } from "../fixtures/config-app.js";
 
@@ -156,10 +159,6 @@ describe("serve.yaml", () => {
 });
 
 test("config - the code version changes when a module the app imports changes", async () => {
-  const { mkdtemp, writeFile, rm } = await import("node:fs/promises");
-  const { join } = await import("node:path");
-  const { tmpdir } = await import("node:os");
-  const { moduleVersion } = await import("../../src/config/resolve.js");
   const dir = await mkdtemp(join(tmpdir(), "tributary-version-"));
   try {
     await writeFile(join(dir, "app.ts"), 'import "./model/weights.ts";\n');

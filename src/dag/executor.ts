@@ -9,13 +9,10 @@ import { handleProxy } from "../runtime/handle.js";
 import { runPlan, type CallStep } from "./run-plan.js";
 import type { NodeState } from "./state.js";
 import type { ZodType } from "zod";
+import { isAsyncIterable, isPromiseLike } from "../values.js";
 
 type Callable = (...args: unknown[]) => unknown;
 type Instance = Record<string, unknown>;
-
-function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
-  return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
-}
 
 /** `a.b[0].c` from a zod issue path. */
 function formatPath(path: readonly PropertyKey[]): string {
@@ -97,7 +94,7 @@ function invoke(name: string, label: string, fn: unknown, self: unknown, args: u
     return Promise.reject(new GraphExecutionError(name, label, error));
   }
   // A thenable first (a handle's response is both thenable and iterable), then a stream.
-  if (isAsyncIterable(result) && typeof (result as { then?: unknown }).then !== "function") {
+  if (isAsyncIterable(result) && !isPromiseLike(result)) {
     return wrapStream(name, label, result);
   }
   return Promise.resolve(result).then(

@@ -5,6 +5,7 @@
  */
 import { ValidationError } from "../errors.js";
 import type { CompiledGraph, Step, StepArg } from "./compile.js";
+import { isPromiseLike } from "../values.js";
 
 export type CallStep = Extract<Step, { op: "call" }>;
 
@@ -21,14 +22,6 @@ export interface PlanCallbacks<C = undefined> {
 
 /** How many dependencies each step waits for, copied per request. */
 const depCounts = new WeakMap<CompiledGraph, Int32Array>();
-
-function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
-  return (
-    (typeof value === "object" || typeof value === "function") &&
-    value !== null &&
-    typeof (value as { then?: unknown }).then === "function"
-  );
-}
 
 function resolveArgs(args: readonly StepArg[], values: unknown[]): unknown[] {
   const out = new Array<unknown>(args.length);

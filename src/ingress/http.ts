@@ -15,6 +15,7 @@ import { registerOipRoutes } from "./oip-http.js";
 import { openApiDocument } from "./openapi.js";
 import { jsonReplacer, isTypedArray } from "./tensors.js";
 import type { IngressTarget } from "./target.js";
+import { isAsyncIterable } from "../values.js";
 
 export interface HttpOptions {
   readonly host: string;
@@ -37,10 +38,6 @@ export interface HttpOptions {
 function requestIdOf(header: string | string[] | undefined): string {
   const value = Array.isArray(header) ? header[0] : header;
   return value && /^[\x21-\x7e]{1,128}$/.test(value) ? value : randomUUID();
-}
-
-function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
-  return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
 }
 
 /** Reads the request into the graph's input: JSON, raw bytes, or multipart fields. */

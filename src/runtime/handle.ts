@@ -4,10 +4,7 @@
  * `for await` when the method streams.
  */
 import { TributaryError } from "../errors.js";
-
-function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
-  return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
-}
+import { isAsyncIterable } from "../values.js";
 
 /** The result of a handle call: a promise of the result and, for a stream, its items. */
 export class HandleResponse implements PromiseLike<unknown>, AsyncIterable<unknown> {

@@ -13,6 +13,7 @@ import { serializeError } from "./error-codec.js";
 import { createRemoteHandle, HandleCalls } from "./remote-handle.js";
 import type { FromReplica, InitMessage, ToReplica } from "./protocol.js";
 import { HANDLE_REF } from "./handle-ref.js";
+import { isAsyncIterable, isPromiseLike } from "../values.js";
 
 type Callable = (...args: unknown[]) => unknown;
 type Instance = Record<string, unknown>;
@@ -47,14 +48,6 @@ let replicaName = "";
 let target: Instance | Callable | undefined;
 let isClass = false;
 let stopping = false;
-
-function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
-  return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return typeof (value as { then?: unknown }).then === "function";
-}
 
 function startStream(id: number, iterable: AsyncIterable<unknown>, request: ActiveRequest): void {
   void requestStorage
@@ -181,7 +174,7 @@ function call(
     return;
   }
   // A thenable first (a handle's response is both thenable and iterable), then a stream.
-  if (isAsyncIterable(result) && !isThenable(result)) {
+  if (isAsyncIterable(result) && !isPromiseLike(result)) {
     startStream(id, result, request);
     return;
   }

@@ -307,17 +307,27 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     return this.#closed;
   }
 
-  /** @internal What the HTTP and gRPC front doors call. */
+  /**
+   * @internal What the HTTP and gRPC front doors call. Made once: the model and the bytes
+   * field depend on the graph's schema, which updates do not change.
+   */
   ingressTarget(): IngressTarget {
+    if (this.#target) return this.#target;
     const schema = this.app.graph.input?.schema;
-    return {
-      app: this.app,
+    const app = (): Application => this.app;
+    this.#target = {
+      get app() {
+        return app();
+      },
       model: new OipModel(this.app.name, schema),
       bytesField: bytesFieldOf(schema),
       call: (input, options) => this.#callGraph(input, options),
       ready: () => this.#controller.ready(),
     };
+    return this.#target;
   }
+
+  #target: IngressTarget | undefined;
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();

@@ -1,0 +1,17 @@
+/**
+ * @internal Type guards shared by the executors, the replica host and the front doors.
+ */
+
+/** Whether `value` can be awaited (a promise, or a handle's response). */
+export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return (
+    (typeof value === "object" || typeof value === "function") &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === "function"
+  );
+}
+
+/** Whether `value` can be iterated with `for await`. */
+export function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
+}

@@ -29,6 +29,10 @@ const BENCHMARKS: Record<
     about: "100-node plan cost per request; start time and memory per replica for many deployments",
     load: () => import("./scale.js"),
   },
+  ocr: {
+    about: "the served OCR pipeline (PP-OCRv4) vs a hand-written onnxruntime script, same images",
+    load: () => import("./ocr.js"),
+  },
   http: {
     about: "wrk: a four-deployment no-op diamond over HTTP vs a bare Fastify hello-world",
     load: () => import("./http.js"),

@@ -70,3 +70,16 @@ test("build - bad names and route prefixes are rejected", () => {
     /"a" and "b" name the same deployment/,
   );
 });
+
+test("build - assets are GET paths to readable files, resolved to absolute paths", () => {
+  const here = new URL(import.meta.url);
+  const app = build(out, { name: "sum", assets: { "/": here, "/code.ts": here.pathname } });
+  assert.deepEqual(app.assets, { "/": here.pathname, "/code.ts": here.pathname });
+  assert.deepEqual(app.withOptions({ add: {} }).assets, app.assets, "kept by withOptions");
+  assert.throws(
+    () => build(out, { assets: { "/page.html": new URL("./missing.html", here) } }),
+    (e: unknown) => e instanceof OptionsError && /"\/page.html".*cannot be read/.test(e.message),
+  );
+  assert.throws(() => build(out, { assets: { "page.html": here } }), /not a URL path/);
+  assert.throws(() => build(out, { assets: { "/../x": here } }), /not a URL path/);
+});

@@ -3,7 +3,8 @@
  * option set per deployment (plus the generated `ingress`), and the module that built it.
  */
 import { fileURLToPath } from "node:url";
-import { relative } from "node:path";
+import { accessSync, constants } from "node:fs";
+import { relative, resolve } from "node:path";
 import { compileGraph, type CompiledGraph, type DeploymentSpec } from "../dag/compile.js";
 import { formatCallSite, userCallSite, type CallSite } from "../dag/call-site.js";
 import { stateOf, type NodeState } from "../dag/state.js";
@@ -34,6 +35,12 @@ export interface BuildOptions {
   readonly routePrefix?: string;
   /** Names deployments after variables: `names: { m1, m2 }`. */
   readonly names?: Readonly<Record<string, unknown>>;
+  /**
+   * Files the HTTP front door answers to `GET {routePrefix}{path}`, such as a page to try
+   * the pipeline in a browser: `assets: { "/": new URL("./page.html", import.meta.url) }`.
+   * The content type follows the file's extension.
+   */
+  readonly assets?: Readonly<Record<string, string | URL>>;
 }
 
 /** What `toConfig()` returns and `tributary build` writes as YAML. */
@@ -62,10 +69,15 @@ export class Application<In = unknown, Out = unknown> {
   readonly site: CallSite | undefined;
   /** @internal The options as written (code, then overrides), by deployment. */
   readonly written: Readonly<Record<string, DeploymentOptions>>;
+  /** Static files served by GET, by path under the route prefix (absolute file paths). */
+  readonly assets: Readonly<Record<string, string>>;
 
   /** @internal Use {@link build}. */
   constructor(
-    fields: Pick<Application, "name" | "routePrefix" | "moduleUrl" | "graph" | "site" | "written">,
+    fields: Pick<
+      Application,
+      "name" | "routePrefix" | "moduleUrl" | "graph" | "site" | "written" | "assets"
+    >,
   ) {
     this.name = fields.name;
     this.routePrefix = fields.routePrefix;
@@ -73,6 +85,7 @@ export class Application<In = unknown, Out = unknown> {
     this.graph = fields.graph;
     this.site = fields.site;
     this.written = Object.freeze({ ...fields.written });
+    this.assets = Object.freeze({ ...fields.assets });
     this.deployments = Object.freeze(
       Object.fromEntries(
         Object.entries(this.written).map(([name, options]) => [
@@ -147,6 +160,32 @@ export class Application<In = unknown, Out = unknown> {
   }
 }
 
+/** Checks `assets`: each path starts with "/", and each file exists and is readable. */
+function resolveAssets(
+  assets: Readonly<Record<string, string | URL>>,
+  site: CallSite | undefined,
+): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [path, file] of Object.entries(assets)) {
+    if (!/^\/[\w\-./]*$/.test(path) || path.includes("..")) {
+      throw new OptionsError(
+        `build({ assets }) at ${formatCallSite(site)}: "${path}" is not a URL path; use one such as "/" or "/page.html".`,
+      );
+    }
+    const absolute =
+      file instanceof URL || file.startsWith("file:") ? fileURLToPath(file) : resolve(file);
+    try {
+      accessSync(absolute, constants.R_OK);
+    } catch {
+      throw new OptionsError(
+        `build({ assets }) at ${formatCallSite(site)}: the file for "${path}", ${absolute}, cannot be read.`,
+      );
+    }
+    out[path] = absolute;
+  }
+  return out;
+}
+
 /**
  * Builds a graph into an application: compiles it once into an execution plan, names its
  * deployments and adds the generated `ingress`. Call it at module top level: replicas
@@ -174,6 +213,7 @@ export function build<Out, In>(
       `routePrefix "${routePrefix}" of application "${name}" must start with "/".`,
     );
   }
+  const assets = resolveAssets(options.assets ?? {}, site);
   const names = new Map<NodeState, string>();
   for (const [variable, value] of Object.entries(options.names ?? {})) {
     const state = stateOf(value);
@@ -202,6 +242,7 @@ export function build<Out, In>(
     graph,
     site,
     written,
+    assets,
   });
   registerApplication(app);
   return app;

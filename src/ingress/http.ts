@@ -7,7 +7,9 @@ import { randomUUID } from "node:crypto";
 import { Readable } from "node:stream";
 import multipart from "@fastify/multipart";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { readFile } from "node:fs/promises";
 import { createServer } from "node:http";
+import { extname } from "node:path";
 import { CancelledError, TributaryError } from "../errors.js";
 import { CancelScope } from "../runtime/cancel.js";
 import { httpError } from "./http-errors.js";
@@ -96,6 +98,39 @@ function sendResult(reply: FastifyReply, result: unknown): FastifyReply {
   return reply
     .type("application/json; charset=utf-8")
     .send(JSON.stringify(result ?? null, jsonReplacer));
+}
+
+const CONTENT_TYPES: Readonly<Record<string, string>> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".json": "application/json; charset=utf-8",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
+  ".jpg": "image/jpeg",
+  ".jpeg": "image/jpeg",
+  ".webp": "image/webp",
+  ".ico": "image/x-icon",
+  ".txt": "text/plain; charset=utf-8",
+};
+
+/** The application's static files, read once, answered to GET under the route prefix. */
+async function registerAssets(
+  fastify: FastifyInstance,
+  routePrefix: string,
+  assets: Readonly<Record<string, string>>,
+): Promise<void> {
+  const prefix = routePrefix.replace(/\/+$/, "");
+  for (const [path, file] of Object.entries(assets)) {
+    const body = await readFile(file);
+    const type = CONTENT_TYPES[extname(file).toLowerCase()] ?? "application/octet-stream";
+    const urls = new Set([`${prefix}${path}`]);
+    if (path === "/" && prefix !== "") urls.add(prefix);
+    for (const url of urls) {
+      fastify.get(url, (_request, reply) => reply.type(type).send(body));
+    }
+  }
 }
 
 export async function startHttp(
@@ -196,6 +231,7 @@ export async function startHttp(
     });
     return sendResult(reply, result);
   });
+  await registerAssets(fastify, target.app.routePrefix, target.app.assets);
   registerOipRoutes(fastify, target, options);
   const document = openApiDocument(target);
   fastify.get("/openapi.json", async () => document);

@@ -91,6 +91,16 @@ describe("HTTP ingress", { timeout: 60_000 }, () => {
     assert.equal(body.error.requestId, response.headers.get("x-request-id"));
   });
 
+  test("http - assets answer GET under the route prefix with their content type", async () => {
+    const css = await fetch(`${server.url}/echo/style.css`);
+    assert.equal(css.status, 200);
+    assert.equal(css.headers.get("content-type"), "text/css; charset=utf-8");
+    assert.equal(await css.text(), "body { color: teal; }\n");
+    assert.ok(css.headers.get("x-request-id"));
+    assert.equal((await fetch(`${server.url}/echo/other.css`)).status, 404);
+    assert.equal((await fetch(`${server.url}/echo/style.css`, { method: "POST" })).status, 404);
+  });
+
   test("http - malformed, unsupported, too large and unknown routes get 400, 415, 413, 404", async () => {
     const malformed = await post(url, "{not json");
     assert.equal(malformed.status, 400);

@@ -64,7 +64,7 @@ test(
 );
 
 test(
-  "diamond - npm start serves the example over HTTP until Ctrl-C, which drains and exits 0",
+  "diamond - main.ts serves the example over HTTP until Ctrl-C, which drains and exits 0",
   { timeout: 60_000 },
   async () => {
     const child = spawn(process.execPath, ["--import", "tsx", "examples/diamond/main.ts"], {
@@ -78,7 +78,7 @@ test(
       const deadline = Date.now() + 50_000;
       while (!/Try it:/.test(output)) {
         if (Date.now() > deadline || child.exitCode !== null)
-          assert.fail(`npm start did not come up:\n${output}`);
+          assert.fail(`main.ts did not come up:\n${output}`);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
       assert.match(

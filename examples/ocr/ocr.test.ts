@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import type { Server } from "tributary";
 import { serve } from "../../test/serve.js";
@@ -228,3 +231,47 @@ describe("the served OCR pipeline", () => {
     },
   );
 });
+
+test(
+  "npm start serves the OCR example, reads the sample image, and exits 0 on Ctrl-C",
+  { timeout: 90_000 },
+  async () => {
+    const root = fileURLToPath(new URL("../..", import.meta.url));
+    const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
+      scripts: { start: string };
+    };
+    assert.equal(pkg.scripts.start, "tsx examples/ocr/main.ts");
+    const child = spawn(process.execPath, ["--import", "tsx", "examples/ocr/main.ts"], {
+      cwd: root,
+      env: { ...process.env, PORT: "0" },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      let output = "";
+      child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      const deadline = Date.now() + 80_000;
+      while (!/Ctrl-C drains and stops/.test(output)) {
+        if (Date.now() > deadline || child.exitCode !== null)
+          assert.fail(`npm start did not come up:\n${output}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.match(output, /POST examples\/ocr\/sample\.png -> 200/);
+      for (const line of [
+        "Tributary serves pipelines.",
+        "Detection, angle, recognition:",
+        "three deployments, one graph.",
+      ])
+        assert.ok(output.includes(line), `"${line}" in:\n${output}`);
+      const url = /In a browser: (\S+)/.exec(output)![1]!;
+      assert.equal((await fetch(url)).headers.get("content-type"), "text/html; charset=utf-8");
+      const exited = new Promise<number | null>((resolve) =>
+        child.once("exit", (code) => resolve(code)),
+      );
+      child.kill("SIGINT");
+      assert.equal(await exited, 0);
+      assert.match(output, /Stopped\./);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  },
+);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import sharp from "sharp";
 import type { Server } from "tributary";
@@ -95,7 +96,10 @@ describe("HTTP ingress", { timeout: 60_000 }, () => {
     const css = await fetch(`${server.url}/echo/style.css`);
     assert.equal(css.status, 200);
     assert.equal(css.headers.get("content-type"), "text/css; charset=utf-8");
-    assert.equal(await css.text(), "body { color: teal; }\n");
+    assert.equal(
+      await css.text(),
+      readFileSync(new URL("../fixtures/assets/style.css", import.meta.url), "utf8"),
+    );
     assert.ok(css.headers.get("x-request-id"));
     assert.equal((await fetch(`${server.url}/echo/other.css`)).status, 404);
     assert.equal((await fetch(`${server.url}/echo/style.css`, { method: "POST" })).status, 404);

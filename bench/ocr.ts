@@ -38,11 +38,13 @@ function images(): Uint8Array[] {
 }
 
 /** The same pipeline written by hand: decode, detect, crop, classify, recognize. */
-function handWritten(threads: number) {
+type Script = (png: Uint8Array) => Promise<string>;
+
+function handWritten(threads: number): Script {
   const detector = new TextDetector({ threads });
   const classifier = new AngleClassifier({ threads });
   const recognizer = new TextRecognizer({ threads });
-  return async (png: Uint8Array): Promise<string> => {
+  return async (png) => {
     const { data, info } = await sharp(png)
       .removeAlpha()
       .raw()
@@ -77,34 +79,21 @@ async function rate(
   return done / ((performance.now() - start) / 1000);
 }
 
-/** Latencies in ms, one request at a time, each image `rounds` times. */
-async function latencies(
-  call: (png: Uint8Array) => Promise<unknown>,
-  inputs: Uint8Array[],
-  rounds: number,
-): Promise<number[]> {
-  const samples: number[] = [];
-  for (let r = 0; r < rounds; r++) {
-    for (const png of inputs) {
-      const start = performance.now();
-      await call(png);
-      samples.push(performance.now() - start);
-    }
-  }
-  return samples;
+async function timed(call: () => Promise<unknown>): Promise<number> {
+  const start = performance.now();
+  await call();
+  return performance.now() - start;
 }
 
 export async function main(): Promise<string> {
   console.log(`OCR pipeline, served vs hand-written — ${machine()}\n`);
   const inputs = images();
 
-  const baselines: { threads: number; rps: number; p50: number; text: string }[] = [];
+  const baselines: { threads: number; rps: number; script: Script }[] = [];
   for (const threads of [...new Set([1, cpus().length])]) {
     const script = handWritten(threads);
     for (const png of inputs) await script(png); // warm up
-    const rps = await rate(script, inputs, 1, MS);
-    const p50 = median(await latencies(script, inputs, 3));
-    baselines.push({ threads, rps, p50, text: await script(inputs[0]!) });
+    baselines.push({ threads, rps: await rate(script, inputs, 1, MS), script });
   }
   const best = baselines.reduce((a, b) => (b.rps > a.rps ? b : a));
 
@@ -131,18 +120,47 @@ export async function main(): Promise<string> {
     };
     for (const png of inputs) await post(png); // warm up every replica's first run
     await rate(post, inputs, IN_FLIGHT, 1_000);
-    const servedText = await post(inputs[0]!);
-    if (servedText !== best.text)
-      console.log(`note: texts differ:\n  served: ${servedText}\n  script: ${best.text}`);
+    const [servedText, scriptText] = [await post(inputs[0]!), await best.script(inputs[0]!)];
+    if (servedText !== scriptText)
+      console.log(`note: texts differ:\n  served: ${servedText}\n  script: ${scriptText}`);
     const servedRps = await rate(post, inputs, IN_FLIGHT, MS);
-    const servedP50 = median(await latencies(post, inputs, 3));
+    // Latency one request at a time, the script's and the server's requests interleaved so
+    // that both see the same moments of this (shared, noisy) machine.
+    const scriptMs: number[] = [];
+    const servedMs: number[] = [];
+    for (let round = 0; round < 4; round++) {
+      for (const png of inputs) {
+        scriptMs.push(await timed(() => best.script(png)));
+        servedMs.push(await timed(() => post(png)));
+      }
+    }
+    const [scriptP50, servedP50] = [median(scriptMs), median(servedMs)];
+    // The same served pipeline with recognition batching off (one model call per line).
+    await server.reconfigure("recognizer", { maxBatchSize: 1 });
+    await rate(post, inputs, IN_FLIGHT, 1_000);
+    const unbatchedRps = await rate(post, inputs, IN_FLIGHT, MS);
+    await server.reconfigure("recognizer", { maxBatchSize: 8 });
     const { recognizer } = (await server.status()).applications.ocr!.deployments;
     console.log(`recognizer replicas: ${recognizer?.replicas.length}`);
     for (const b of baselines)
       console.log(
-        `script with ${b.threads} onnxruntime thread(s) per session: ${b.rps.toFixed(2)} images/s, p50 ${b.p50.toFixed(1)} ms`,
+        `script with ${b.threads} onnxruntime thread(s) per session: ${b.rps.toFixed(2)} images/s`,
       );
-    return printTable(
+    const batching = printTable(
+      "OCR recognition batching (served, same images, 8 in flight)",
+      "maxBatchSize 1",
+      "maxBatchSize 8",
+      [
+        {
+          metric: "images/s at saturation",
+          baseline: unbatchedRps,
+          subject: servedRps,
+          unit: "/s",
+          target: "—",
+        },
+      ],
+    );
+    const main = printTable(
       `OCR (PP-OCRv4 det + cls + rec, 8 rendered pages of 3–5 lines): served over HTTP (${IN_FLIGHT} in flight) vs a hand-written script (${best.threads} onnxruntime thread(s) per session, its best)`,
       "hand-written",
       "served",
@@ -156,13 +174,14 @@ export async function main(): Promise<string> {
         },
         {
           metric: "p50 latency, 1 in flight",
-          baseline: best.p50,
+          baseline: scriptP50,
           subject: servedP50,
           unit: "ms",
-          target: `≤ ${(best.p50 * 1.1 + 2).toFixed(1)} ms (+10% + 2 ms)`,
+          target: `≤ ${(scriptP50 * 1.1 + 2).toFixed(1)} ms (+10% + 2 ms)`,
         },
       ],
     );
+    return `${main}\n${batching}`;
   } finally {
     await server.close();
   }

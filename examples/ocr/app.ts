@@ -98,7 +98,11 @@ export const input = new InputNode(
 );
 const detector = deployment(Detector, { maxOngoingRequests: 4 }).bind();
 const classifier = deployment(AngleClassifier, { maxOngoingRequests: 8 }).bind();
-const recognizer = deployment(TextRecognizer, { maxOngoingRequests: 64 }).bind();
+// A page can hold hundreds of lines, all sent at once: room for them in flight and queued.
+const recognizer = deployment(TextRecognizer, {
+  maxOngoingRequests: 128,
+  maxQueuedRequests: 2000,
+}).bind();
 const pipeline = deployment(OcrPipeline, { maxOngoingRequests: 16 }).bind(classifier, recognizer);
 
 /** The graph's output node: `await ocr.execute({ image: pngBytes })`. */

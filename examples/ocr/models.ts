@@ -227,11 +227,12 @@ export class TextRecognizer {
 
   /**
    * One crop at a time from callers; concurrent calls (the lines of one image, or of
-   * several) are gathered into batches of `recognize`.
+   * several) are gathered into batches of `recognize`. No wait: the lines of an image
+   * arrive together, and under load batches form while the model is busy.
    */
   readonly read = batch((crops: Crop[]) => this.recognize(crops), {
     maxBatchSize: 8,
-    batchWaitTimeout: "2ms",
+    batchWaitTimeout: 0,
   });
 
   constructor(options: SessionOptions = {}) {

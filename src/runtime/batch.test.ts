@@ -27,6 +27,33 @@ describe("batch()", () => {
     });
   });
 
+  test("batch - with a wait of 0, a batch takes the calls of one turn and those queued while busy", async () => {
+    const seen: number[][] = [];
+    let release: () => void = () => {};
+    const identity = batch(
+      async (xs: number[]) => {
+        seen.push(xs);
+        if (seen.length === 1) await new Promise<void>((resolve) => (release = resolve));
+        return xs;
+      },
+      { maxBatchSize: 8, batchWaitTimeout: 0 },
+    );
+    const first = Promise.all([identity(1), identity(2), identity(3)]); // one turn
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(seen, [[1, 2, 3]], "dispatched after the turn, without a timer");
+    // While that batch runs, later calls queue and go together when it is done.
+    const later = [identity(4), identity(5)];
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const last = identity(6);
+    release();
+    assert.deepEqual(await first, [1, 2, 3]);
+    assert.deepEqual(await Promise.all([...later, last]), [4, 5, 6]);
+    assert.deepEqual(seen, [
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
+  });
+
   test("batch - a full batch goes at once; a partial one after batchWaitTimeout", async () => {
     const identity = batch(async (xs: number[]) => xs, {
       maxBatchSize: 3,

@@ -11,7 +11,11 @@ import { OptionsError, TributaryError } from "../errors.js";
 export interface BatchOptions {
   /** Most items in one call of the list function. */
   readonly maxBatchSize: number;
-  /** How long the first item of a batch may wait for others (`"5ms"`, or milliseconds). */
+  /**
+   * How long the first item of a batch may wait for others (`"5ms"`, or milliseconds). With
+   * 0, a batch takes what arrived in the same event-loop turn (and, while the model is busy,
+   * what queued meanwhile), and adds no wait.
+   */
   readonly batchWaitTimeout: Duration;
 }
 
@@ -75,7 +79,7 @@ export function batch<Item, Result>(
 ): BatchedFunction<Item, Result> {
   let limits = checked(options);
   let queue: Waiting<Item, Result>[] = [];
-  let timer: NodeJS.Timeout | undefined;
+  let timer: { cancel(): void } | undefined;
   let firstArrival = 0;
   let running = false;
   const sizes: Record<number, number> = {};
@@ -90,11 +94,18 @@ export function batch<Item, Result>(
     }
     if (timer) return;
     const wait = Math.max(0, limits.waitMs - (performance.now() - firstArrival));
-    timer = setTimeout(dispatch, wait);
+    if (limits.waitMs === 0) {
+      // After the I/O of this turn: items that came in the same message batch join.
+      const immediate = setImmediate(dispatch);
+      timer = { cancel: () => clearImmediate(immediate) };
+    } else {
+      const timeout = setTimeout(dispatch, wait);
+      timer = { cancel: () => clearTimeout(timeout) };
+    }
   };
 
   function dispatch(): void {
-    if (timer) clearTimeout(timer);
+    timer?.cancel();
     timer = undefined;
     if (running || queue.length === 0) return;
     const taken = queue.slice(0, limits.size);
@@ -144,7 +155,7 @@ export function batch<Item, Result>(
   batched.configure = (next) => {
     limits = checked(next, limits);
     // The pending wait is recomputed with the new timeout (and a batch now full goes at once).
-    if (timer) clearTimeout(timer);
+    timer?.cancel();
     timer = undefined;
     schedule();
   };

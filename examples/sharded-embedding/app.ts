@@ -11,8 +11,8 @@
  *   input.k ────────────────────────────┘
  *   Lookup ─ handles ─> shard_0 … shard_{N-1}   (each holds only its rows)
  *
- * Handles to the shards are bound as separate constructor arguments (a rest parameter):
- * the framework does not accept an array of class nodes as one argument.
+ * The shards are bound to `Lookup` as one array of class nodes, which arrives in its
+ * constructor as an array of handles.
  */
 import { z } from "zod";
 import { build, deployment, InputNode, type DeploymentHandle } from "tributary";
@@ -110,7 +110,7 @@ export class Lookup {
   readonly #dim: number;
   readonly #shards: readonly DeploymentHandle<EmbeddingShard>[];
 
-  constructor(dim: number, ...shards: DeploymentHandle<EmbeddingShard>[]) {
+  constructor(dim: number, shards: DeploymentHandle<EmbeddingShard>[]) {
     if (shards.length === 0) throw new RangeError("Lookup needs at least one shard handle");
     this.#dim = dim;
     this.#shards = shards;
@@ -207,7 +207,7 @@ export function recommender(config: TableConfig) {
       .options({ name: `shard_${i}` })
       .bind(i, numShards, vocab, dim, seed),
   );
-  const lookup = deployment(Lookup).bind(dim, ...shards);
+  const lookup = deployment(Lookup).bind(dim, shards);
   const scorer = deployment(Scorer).bind(dim);
   const pipeline = scorer.score.bind(
     lookup.lookup.bind(input.history),

@@ -83,6 +83,52 @@ describe("build-time errors", () => {
     assert.match(whole.message, /^InputNode \(created at/);
   });
 
+  test("compile - class nodes inside array and object constructor arguments become handles", () => {
+    class Fan {
+      constructor(
+        readonly shards: DeploymentHandle<Model>[],
+        readonly named: { main: DeploymentHandle<Model>; k: number },
+      ) {}
+      forward(): number {
+        return this.shards.length;
+      }
+    }
+    const a = ModelDeployment.options({ name: "a" }).bind("a");
+    const b = ModelDeployment.options({ name: "b" }).bind("b");
+    const fan = deployment(Fan).bind([a, b], { main: a, k: 3 });
+    const graph = compileGraph((fan.forward.bind() as unknown as { [STATE]: never })[STATE]);
+    assert.deepEqual(
+      graph.deployments.map((d) => d.name),
+      ["a", "b", "Fan"],
+      "the shards are deployments, before the class that holds their handles",
+    );
+    assert.deepEqual(graph.deployments.at(-1)!.init, [
+      {
+        kind: "nested",
+        value: [null, null],
+        handles: [
+          { path: [0], deployment: "a" },
+          { path: [1], deployment: "b" },
+        ],
+      },
+      {
+        kind: "nested",
+        value: { main: null, k: 3 },
+        handles: [{ path: ["main"], deployment: "a" }],
+      },
+    ]);
+    const input = new InputNode<string>();
+    const error = buildError(
+      deployment(Fan)
+        .bind([a, input as never], { main: a, k: 1 })
+        .forward.bind(),
+    );
+    assert.match(
+      error.message,
+      /^InputNode \(created at .*\) is bound into argument 0\[1\] of the constructor of class Fan/,
+    );
+  });
+
   test("compile - a call result bound into a constructor is rejected", () => {
     const error = buildError(ModelDeployment.bind(identity.bind(1) as never).forward.bind(1));
     assert.match(

@@ -10,6 +10,7 @@ import { describeNode, shortLabel } from "./label.js";
 import { assignNames } from "./naming.js";
 import {
   childrenOf,
+  nestedNodes,
   stateOf,
   type ClassState,
   type CallState,
@@ -17,10 +18,53 @@ import {
   type NodeState,
 } from "./state.js";
 
-/** A constructor argument: a value, or a handle to another deployment of the graph. */
+/**
+ * A constructor argument: a value, a handle to another deployment of the graph, or a value
+ * (array or plain object) with handles at some paths (`null` there in `value`).
+ */
 export type InitArg =
   | { readonly kind: "value"; readonly value: unknown }
-  | { readonly kind: "handle"; readonly deployment: string };
+  | { readonly kind: "handle"; readonly deployment: string }
+  | {
+      readonly kind: "nested";
+      readonly value: unknown;
+      readonly handles: readonly {
+        readonly path: readonly (string | number)[];
+        readonly deployment: string;
+      }[];
+    };
+
+/** The constructor argument itself, with `handleOf(deployment)` where handles go. */
+export function initValue(arg: InitArg, handleOf: (deployment: string) => unknown): unknown {
+  switch (arg.kind) {
+    case "value":
+      return arg.value;
+    case "handle":
+      return handleOf(arg.deployment);
+    case "nested": {
+      const root = structuredClone(arg.value);
+      for (const { path, deployment } of arg.handles) {
+        let parent = root as Record<string | number, unknown>;
+        for (const key of path.slice(0, -1)) parent = parent[key] as typeof parent;
+        parent[path.at(-1)!] = handleOf(deployment);
+      }
+      return root;
+    }
+  }
+}
+
+/** `value` with each nested node replaced by `null` (so it can be cloned). */
+function withoutNodes(value: unknown): unknown {
+  if (stateOf(value) !== undefined) return null;
+  if (Array.isArray(value)) return value.map(withoutNodes);
+  if (typeof value === "object" && value !== null) {
+    const proto = Object.getPrototypeOf(value) as object | null;
+    if (proto === Object.prototype || proto === null) {
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withoutNodes(v)]));
+    }
+  }
+  return value;
+}
 
 /** One deployment of the graph: a bound class, or one call of a function deployment. */
 export interface DeploymentSpec {
@@ -115,10 +159,17 @@ function topologicalOrder(root: NodeState): NodeState[] {
 }
 
 function checkConstructorArgs(node: ClassState): void {
-  node.args.forEach((arg, i) => {
-    const argState = stateOf(arg);
-    if (argState === undefined || argState.kind === "class") return;
-    const where = `argument ${i} of the constructor of ${describeNode(node)}`;
+  const bound = node.args.flatMap((arg, i) => {
+    const s = stateOf(arg);
+    if (s !== undefined) return [{ argState: s, at: `${i}` }];
+    return nestedNodes(arg).map((n) => ({
+      argState: n.state,
+      at: `${i}${n.path.map((k) => (typeof k === "number" ? `[${k}]` : `.${k}`)).join("")}`,
+    }));
+  });
+  bound.forEach(({ argState, at }) => {
+    if (argState.kind === "class") return;
+    const where = `argument ${at} of the constructor of ${describeNode(node)}`;
     if (argState.kind === "input" || argState.kind === "attribute") {
       throw new GraphBuildError(
         `${describeNode(argState)} is bound into ${where}. An InputNode cannot be bound into a constructor: ` +
@@ -139,7 +190,8 @@ function checkBoundValues(node: NodeState): void {
   node.args.forEach((arg, i) => {
     if (stateOf(arg) !== undefined) return;
     const root = node.kind === "multi" && node.keys ? `output "${node.keys[i]}"` : `argument ${i}`;
-    const why = whyNotCloneable(arg, root);
+    // Class nodes nested in a constructor argument arrive as handles (checked above).
+    const why = whyNotCloneable(node.kind === "class" ? withoutNodes(arg) : arg, root);
     if (why !== undefined) {
       throw new GraphBuildError(
         `${describeNode(node)}: ${why}. Bound arguments must be plain data (numbers, strings, ` +
@@ -287,11 +339,19 @@ export function compileGraph(
     if (node.kind !== "class" && !(node.kind === "call" && node.instance === undefined)) continue;
     const init: InitArg[] =
       node.kind === "class"
-        ? node.args.map((arg) => {
+        ? node.args.map((arg): InitArg => {
             const s = stateOf(arg);
-            return s?.kind === "class"
-              ? { kind: "handle", deployment: nameOf.get(s)! }
-              : { kind: "value", value: arg };
+            if (s?.kind === "class") return { kind: "handle", deployment: nameOf.get(s)! };
+            const nested = nestedNodes(arg);
+            if (nested.length === 0) return { kind: "value", value: arg };
+            return {
+              kind: "nested",
+              value: withoutNodes(arg),
+              handles: nested.map((n) => ({
+                path: n.path,
+                deployment: nameOf.get(n.state as ClassState)!,
+              })),
+            };
           })
         : [];
     const methods = node.kind === "class" ? [...(methodsOf.get(node) ?? [])] : [];

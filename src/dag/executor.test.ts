@@ -126,6 +126,34 @@ describe("local execution", () => {
     await out.dispose();
   });
 
+  test("execute - handles inside array and object constructor arguments call their deployments", async () => {
+    class Shard {
+      constructor(private readonly base: number) {}
+      get(i: number): number {
+        return this.base + i;
+      }
+    }
+    class Gather {
+      constructor(
+        private readonly shards: DeploymentHandle<Shard>[],
+        private readonly extra: { fallback: DeploymentHandle<Shard>; scale: number },
+      ) {}
+      async all(i: number): Promise<number[]> {
+        const rows = await Promise.all(this.shards.map((s) => s.get(i)));
+        return [...rows, this.extra.scale * (await this.extra.fallback.get(i))];
+      }
+    }
+    const shards = [100, 200, 300].map((base, n) =>
+      deployment(Shard)
+        .options({ name: `shard_${n}` })
+        .bind(base),
+    );
+    const gather = deployment(Gather).bind(shards, { fallback: shards[0]!, scale: 2 });
+    const out = gather.all.bind(new InputNode<number>());
+    assert.deepEqual(await out.execute(7), [107, 207, 307, 214]);
+    await out.dispose();
+  });
+
   test("execute - reconfigure receives userConfig after construction", async () => {
     class Thresholded {
       threshold = -1;

@@ -4,7 +4,7 @@
  * bound into constructors call those instances directly.
  */
 import { GraphExecutionError, ValidationError, type ValidationIssue } from "../errors.js";
-import { compileGraph, type CompiledGraph } from "./compile.js";
+import { compileGraph, initValue, type CompiledGraph } from "./compile.js";
 import { handleProxy } from "../runtime/handle.js";
 import { runPlan, type CallStep } from "./run-plan.js";
 import type { NodeState } from "./state.js";
@@ -178,7 +178,7 @@ export class LocalExecutor {
       for (const spec of this.#graph.deployments) {
         if (spec.deployment.kind !== "class") continue;
         const args = spec.init.map((arg) =>
-          arg.kind === "handle" ? live.handles.get(arg.deployment) : arg.value,
+          initValue(arg, (deployment) => live.handles.get(deployment)),
         );
         const Class = spec.deployment.target as unknown as new (...args: unknown[]) => Instance;
         let instance: Instance;

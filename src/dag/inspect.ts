@@ -7,7 +7,7 @@ import { GraphBuildError } from "../errors.js";
 import { formatCallSite } from "./call-site.js";
 import { compileGraph, type CompiledGraph } from "./compile.js";
 import { shortLabel } from "./label.js";
-import { stateOf, type NodeState } from "./state.js";
+import { nestedNodes, stateOf, type NodeState } from "./state.js";
 
 export type NodeKind = NodeState["kind"];
 
@@ -88,8 +88,15 @@ function describeCompiled(graph: CompiledGraph): GraphDescription {
     if (n.kind === "call" || n.kind === "class" || n.kind === "multi") {
       n.args.forEach((arg, i) => {
         const s = stateOf(arg);
-        if (!s) return;
         const index = n.kind === "multi" && n.keys ? n.keys[i]! : i;
+        if (!s) {
+          // Class nodes inside an array or object constructor argument.
+          if (n.kind === "class") {
+            for (const nested of nestedNodes(arg))
+              edges.push({ from: id(nested.state), to: id(n), role: "constructor", index });
+          }
+          return;
+        }
         edges.push({
           from: id(s),
           to: id(n),

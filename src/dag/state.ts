@@ -61,6 +61,34 @@ export function stateOf(value: unknown): NodeState | undefined {
   return (value as Partial<HasState>)[STATE];
 }
 
+/** How deep inside arrays and plain objects a constructor argument is searched for nodes. */
+const NESTED_DEPTH = 4;
+
+/**
+ * Nodes nested in `value` (inside arrays and plain objects, a few levels deep), with the
+ * path to each: class nodes in a constructor argument such as `[shard0, shard1]`.
+ */
+export function nestedNodes(
+  value: unknown,
+  path: (string | number)[] = [],
+  out: { path: (string | number)[]; state: NodeState }[] = [],
+): { path: (string | number)[]; state: NodeState }[] {
+  if (typeof value !== "object" || value === null || path.length > NESTED_DEPTH) return out;
+  const state = stateOf(value);
+  if (state !== undefined) {
+    if (path.length > 0) out.push({ path, state });
+    return out;
+  }
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => nestedNodes(item, [...path, i], out));
+  } else {
+    const proto = Object.getPrototypeOf(value) as object | null;
+    if (proto !== Object.prototype && proto !== null) return out;
+    for (const [key, item] of Object.entries(value)) nestedNodes(item, [...path, key], out);
+  }
+  return out;
+}
+
 /** The nodes a node depends on, in argument order (the instance first for a method call). */
 export function childrenOf(state: NodeState): NodeState[] {
   switch (state.kind) {
@@ -73,6 +101,11 @@ export function childrenOf(state: NodeState): NodeState[] {
       return state.instance ? [state.instance, ...children] : children;
     }
     case "class":
+      // Class nodes may also sit inside an array or object argument: `[shard0, shard1]`.
+      return state.args.flatMap((arg) => {
+        const s = stateOf(arg);
+        return s !== undefined ? [s] : nestedNodes(arg).map((n) => n.state);
+      });
     case "multi":
       return state.args.map(stateOf).filter((s): s is NodeState => s !== undefined);
   }

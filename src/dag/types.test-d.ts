@@ -210,3 +210,30 @@ void out.execute({ image: new Uint8Array(1), id: 42 });
 void m1.execute();
 // @ts-expect-error options are checked
 deployment(Classifier, { numReplicas: "2" });
+
+// arrays, tuples and plain objects of handles take class nodes in those places
+class Router {
+  constructor(
+    private shards: DeploymentHandle<Classifier>[],
+    private named: { main: DeploymentHandle<Classifier>; other: DeploymentHandle<Other> },
+    private pair: readonly [DeploymentHandle<Classifier>, number],
+  ) {}
+  first(): DeploymentHandle<Classifier> | undefined {
+    return this.shards[0] ?? (this.named.main && this.pair[0]);
+  }
+}
+const RouterDeployment = deployment(Router);
+const other = OtherDeployment.bind();
+RouterDeployment.bind([m1, m2], { main: m1, other }, [m2, 3]);
+RouterDeployment.bind([], { main: m1, other }, [m1, 0]);
+// @ts-expect-error an Other node in an array of Classifier handles
+RouterDeployment.bind([m1, other], { main: m1, other }, [m2, 3]);
+// @ts-expect-error the object's "other" must be an Other node
+RouterDeployment.bind([m1], { main: m1, other: m2 }, [m2, 3]);
+// @ts-expect-error per-request nodes cannot be nested in constructor arguments either
+RouterDeployment.bind([m1, input.id], { main: m1, other }, [m2, 3]);
+// @ts-expect-error a tuple's second item is a number, not a node
+RouterDeployment.bind([m1], { main: m1, other }, [m2, m1]);
+// an array of plain values is not widened to nodes
+// @ts-expect-error a class node is not a string label
+ClassifierDeployment.bind("a.onnx", ["cat", m1]);

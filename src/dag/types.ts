@@ -102,7 +102,23 @@ export interface ClassNodeBrand {
  */
 export type ConstructorArg<P> = unknown extends P
   ? P
-  : ValueArg<P> | (ClassNodeBrand & Producer<P, never>);
+  : ValueArg<P> | (ClassNodeBrand & Producer<P, never>) | NestedHandles<P>;
+
+type IsHandle<T> = [Extract<T, { readonly [handleKey]: unknown }>] extends [never] ? false : true;
+
+/**
+ * An array, tuple or plain object parameter that holds handles accepts class nodes in
+ * those places: `constructor(shards: DeploymentHandle<Shard>[])` binds `[shard0, shard1]`.
+ */
+type NestedHandles<P> = P extends readonly unknown[]
+  ? IsHandle<P[number]> extends true
+    ? { readonly [K in keyof P]: ConstructorArg<P[K]> }
+    : never
+  : P extends object
+    ? IsHandle<P[keyof P]> extends true
+      ? { readonly [K in keyof P]: ConstructorArg<P[K]> }
+      : never
+    : never;
 
 export type ConstructorArgs<P extends readonly unknown[]> = {
   [K in keyof P]: ConstructorArg<P[K]>;

@@ -4,6 +4,7 @@
  * constructs it, and serves calls, health checks, reconfiguration and shutdown.
  */
 import { parentPort } from "node:worker_threads";
+import { initValue } from "../dag/compile.js";
 import { findApplication, markReplicaContext } from "../app/registry.js";
 import { ServerClosedError, TributaryError } from "../errors.js";
 import { MessageBatcher, unbatch } from "../transport/batch.js";
@@ -86,7 +87,7 @@ async function init(message: InitMessage): Promise<void> {
     );
   }
   const args = message.args.map((arg) =>
-    arg.kind === "handle" ? createRemoteHandle(arg.deployment, outgoing) : arg.value,
+    initValue(arg, (deployment) => createRemoteHandle(deployment, outgoing)),
   );
   if (spec.deployment.kind === "class") {
     const Class = spec.deployment.target as unknown as new (...args: unknown[]) => Instance;

@@ -73,12 +73,22 @@ export class OcrPipeline {
 
   async read(tensor: Tensor, boxes: DetectedBox[]): Promise<OcrResult> {
     const rgb = rgbOf(tensor);
-    const crops = boxes.map((b) => cropQuad(rgb, b.box));
+    // A box that cannot be straightened (degenerate after clamping) is left out, not fatal.
+    const usable: DetectedBox[] = [];
+    const crops: RgbImage[] = [];
+    for (const b of boxes) {
+      try {
+        crops.push(cropQuad(rgb, b.box));
+        usable.push(b);
+      } catch {
+        continue;
+      }
+    }
     const { crops: upright, angles } = await this.classifier.straighten(crops);
     // Fan out: one call per line; the recognizer batches concurrent calls.
     const texts = await Promise.all(upright.map((crop) => this.recognizer.read(crop)));
     const lines: OcrLine[] = [];
-    boxes.forEach((b, i) => {
+    usable.forEach((b, i) => {
       const { text, score } = texts[i]!;
       if (score >= this.#dropScore && text.trim() !== "") {
         lines.push({ text, score, box: b.box, boxScore: b.score, angle: angles[i]! });

@@ -183,7 +183,7 @@ export function boxesFromMap(
   const stack = new Int32Array(mw * mh);
   const boxes: DetectedBox[] = [];
   let label = 0;
-  for (let start = 0; start < data.length && label < options.maxCandidates; start++) {
+  for (let start = 0; start < data.length && boxes.length < options.maxCandidates; start++) {
     if (labels[start] !== 0 || !(data[start]! > options.threshold)) continue;
     label++;
     // Flood fill (8-connected); keep each row's leftmost and rightmost pixel for the hull.
@@ -232,15 +232,34 @@ export function boxesFromMap(
       Math.min(Math.max(Math.round(x * sx), 0), width),
       Math.min(Math.max(Math.round(y * sy), 0), height),
     ]) as unknown as Quad;
-    const [tl, tr, , bl] = box;
-    if (
-      Math.hypot(tr[0] - tl[0], tr[1] - tl[1]) <= 3 ||
-      Math.hypot(bl[0] - tl[0], bl[1] - tl[1]) <= 3
-    )
-      continue;
+    // Clamping to the image can collapse corners (a box on a 1-pixel-high image): keep only
+    // boxes whose four sides are longer than 3 pixels and that enclose some area.
+    if (!isProperQuad(box)) continue;
     boxes.push({ box, score });
   }
   return sortBoxes(boxes);
+}
+
+/**
+ * A quadrilateral a crop can be cut from: every side longer than 3 pixels, convex, and no
+ * corner flattened (each corner's angle between about 12° and 168°).
+ */
+export function isProperQuad(box: Quad): boolean {
+  let sign = 0;
+  for (let i = 0; i < 4; i++) {
+    const a = box[(i + 3) % 4]!;
+    const b = box[i]!;
+    const c = box[(i + 1) % 4]!;
+    const u = [a[0] - b[0], a[1] - b[1]] as const;
+    const v = [c[0] - b[0], c[1] - b[1]] as const;
+    const lu = Math.hypot(u[0], u[1]);
+    const lv = Math.hypot(v[0], v[1]);
+    if (lv <= 3) return false;
+    const sine = (u[0] * v[1] - u[1] * v[0]) / (lu * lv);
+    if (Math.abs(sine) < 0.2 || (sign !== 0 && Math.sign(sine) !== sign)) return false;
+    sign = Math.sign(sine);
+  }
+  return true;
 }
 
 /** Top to bottom; boxes on one line (tops within 10 px) left to right. */

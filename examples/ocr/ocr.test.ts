@@ -4,10 +4,11 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
+import sharp from "sharp";
 import type { Server } from "tributary";
 import { serve } from "../../test/serve.js";
 import { app, ocr, type OcrResult } from "./app.js";
-import { boxesFromMap, convexHull, minAreaRect } from "./db-postprocess.js";
+import { boxesFromMap, convexHull, isProperQuad, minAreaRect } from "./db-postprocess.js";
 import { cropQuad, rotate180, rotate90, type RgbImage } from "./image-ops.js";
 import { ctcDecode, type TextRecognizer } from "./models.js";
 import { characterErrorRate, renderText, type RenderOptions } from "./render.js";
@@ -58,6 +59,33 @@ describe("ocr building blocks", () => {
     assert.ok(Math.min(...xs) < 16 && Math.max(...xs) > 78, `x ${xs.join(",")}`);
     assert.ok(Math.min(...ys) < 8 && Math.max(...ys) > 18, `y ${ys.join(",")}`);
     assert.ok(first!.score > 0.6);
+  });
+
+  test("DB post-processing drops faint regions, and boxes that clamping collapsed", () => {
+    const faint = { width: 64, height: 32, data: new Float32Array(64 * 32) };
+    for (let y = 4; y < 12; y++) for (let x = 8; x < 40; x++) faint.data[y * 64 + x] = 0.45;
+    assert.deepEqual(boxesFromMap(faint, 64, 32), [], "mean 0.45 is under boxThreshold 0.6");
+    // A line on an image one pixel high: its corners clamp onto one row.
+    const thin = { width: 160, height: 32, data: new Float32Array(160 * 32).fill(0.9) };
+    assert.deepEqual(boxesFromMap(thin, 141, 1), []);
+    assert.equal(
+      isProperQuad([
+        [132, 0],
+        [141, 1],
+        [133, 1],
+        [122, 1],
+      ]),
+      false,
+    );
+    assert.equal(
+      isProperQuad([
+        [0, 0],
+        [10, 0],
+        [10, 5],
+        [0, 5],
+      ]),
+      true,
+    );
   });
 
   test("a crop of an axis-aligned box is the pixels inside it; quarter turns compose", () => {
@@ -164,7 +192,7 @@ describe("the served OCR pipeline", () => {
     });
   });
 
-  test("the lines of concurrent images are recognized in batches", async () => {
+  test("lines are recognized in batches, not one model call per line", async () => {
     const recognizer = server.getHandle<TextRecognizer>("recognizer");
     const before = await recognizer.batchStats();
     await Promise.all([read(renderText(LINES)), read(renderText(LINES, { size: 28 }))]);
@@ -182,6 +210,49 @@ describe("the served OCR pipeline", () => {
       assert.deepEqual(JSON.parse(JSON.stringify(local)), await read(png));
     } finally {
       await ocr.dispose();
+    }
+  });
+
+  test("grayscale, transparent and EXIF-rotated images are read upright; slivers have no lines", async () => {
+    const png = renderText(LINES);
+    const gray = await sharp(png).greyscale().png().toBuffer();
+    // Black text on a transparent background (PaddleOCR lays alpha onto white too).
+    const { data: g, info } = await sharp(png)
+      .greyscale()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    const rgba = new Uint8Array(info.width * info.height * 4);
+    g.forEach((v, i) => (rgba[i * 4 + 3] = 255 - v));
+    const transparent = await sharp(rgba, {
+      raw: { width: info.width, height: info.height, channels: 4 },
+    })
+      .png()
+      .toBuffer();
+    // Stored a quarter turn counter-clockwise, with EXIF orientation 6 ("turn clockwise").
+    const exif = await sharp(png)
+      .rotate(-90)
+      .withMetadata({ orientation: 6 })
+      .jpeg({ quality: 100 })
+      .toBuffer();
+    for (const [name, bytes] of Object.entries({ gray, transparent, exif })) {
+      const result = await read(new Uint8Array(bytes));
+      assert.deepEqual([result.width, result.height], [info.width, info.height], name);
+      // JPEG is lossy: a missed space is allowed there, nowhere else.
+      const cer = characterErrorRate(LINES.join("\n"), result.text);
+      assert.ok(cer <= (name === "exif" ? 0.03 : 0), `${name}: ${JSON.stringify(result.text)}`);
+    }
+    for (const [width, height] of [
+      [1, 1],
+      [141, 1],
+      [1, 90],
+    ] as const) {
+      const sliver = await sharp({
+        create: { width, height, channels: 3, background: "#000" },
+      })
+        .png()
+        .toBuffer();
+      const result = await read(new Uint8Array(sliver));
+      assert.deepEqual([result.width, result.height, result.lines], [width, height, []]);
     }
   });
 
@@ -208,10 +279,16 @@ describe("the served OCR pipeline", () => {
     .find((p) => existsSync(p));
   test(
     "in headless Chromium, uploading an image shows the boxes and the text read",
-    { skip: chromium ? false : "no Chromium here (apt-get install chromium; .ci/run does)" },
+    {
+      skip:
+        chromium || process.env.CI
+          ? false
+          : "no Chromium here (apt-get install chromium; .ci/run does)",
+    },
     async () => {
+      assert.ok(chromium, "CI installs Chromium (.ci/run); it is missing");
       const { chromium: launcher } = await import("playwright-core");
-      const browser = await launcher.launch({ executablePath: chromium!, args: ["--no-sandbox"] });
+      const browser = await launcher.launch({ executablePath: chromium, args: ["--no-sandbox"] });
       try {
         const page = await browser.newPage();
         await page.goto(`${server.url}${app.routePrefix}`, { timeout: 15_000 });
@@ -223,7 +300,18 @@ describe("the served OCR pipeline", () => {
         await page.waitForSelector("li.line", { timeout: 30_000 });
         const shown = await page.locator("li.line .text").allTextContents();
         assert.deepEqual(shown, LINES);
-        assert.equal(await page.locator("#boxes polygon").count(), LINES.length);
+        // Each box is drawn over its line: line i's middle is at y = 32 + 57.6 i + 16 of the
+        // image, so at that fraction of the picture's height.
+        const picture = (await page.locator("#preview").boundingBox())!;
+        const polygons = page.locator("#boxes polygon");
+        assert.equal(await polygons.count(), LINES.length);
+        const { height } = await sharp(Buffer.from(renderText(LINES))).metadata();
+        for (let i = 0; i < LINES.length; i++) {
+          const box = (await polygons.nth(i).boundingBox())!;
+          const middle = picture.y + ((32 + 57.6 * i + 16) / height) * picture.height;
+          assert.ok(box.y < middle && box.y + box.height > middle, `polygon ${i} at ${box.y}`);
+          assert.ok(box.x >= picture.x - 1 && box.x + box.width <= picture.x + picture.width + 1);
+        }
         assert.match((await page.textContent("#status")) ?? "", /3 line\(s\)/);
       } finally {
         await browser.close();

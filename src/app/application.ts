@@ -4,7 +4,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { accessSync, constants } from "node:fs";
-import { relative, resolve } from "node:path";
+import { isAbsolute, relative } from "node:path";
 import { compileGraph, type CompiledGraph, type DeploymentSpec } from "../dag/compile.js";
 import { formatCallSite, userCallSite, type CallSite } from "../dag/call-site.js";
 import { stateOf, type NodeState } from "../dag/state.js";
@@ -38,7 +38,7 @@ export interface BuildOptions {
   /**
    * Files the HTTP front door answers to `GET {routePrefix}{path}`, such as a page to try
    * the pipeline in a browser: `assets: { "/": new URL("./page.html", import.meta.url) }`.
-   * The content type follows the file's extension.
+   * The content type follows the file's extension. Give absolute paths or file URLs.
    */
   readonly assets?: Readonly<Record<string, string | URL>>;
 }
@@ -86,6 +86,13 @@ export class Application<In = unknown, Out = unknown> {
     this.site = fields.site;
     this.written = Object.freeze({ ...fields.written });
     this.assets = Object.freeze({ ...fields.assets });
+    for (const url of Object.keys(assetRoutes(this.routePrefix, this.assets))) {
+      if (url === "/openapi.json" || url === "/v2" || url.startsWith("/v2/")) {
+        throw new OptionsError(
+          `Application "${this.name}": the asset at ${url} would hide the server's own route there (/openapi.json and /v2/… are reserved); choose another path or route prefix.`,
+        );
+      }
+    }
     this.deployments = Object.freeze(
       Object.fromEntries(
         Object.entries(this.written).map(([name, options]) => [
@@ -160,6 +167,20 @@ export class Application<In = unknown, Out = unknown> {
   }
 }
 
+/** The GET routes of an application's assets: URL path → file. `/` is also the bare prefix. */
+export function assetRoutes(
+  routePrefix: string,
+  assets: Readonly<Record<string, string>>,
+): Record<string, string> {
+  const prefix = routePrefix.replace(/\/+$/, "");
+  const routes: Record<string, string> = {};
+  for (const [path, file] of Object.entries(assets)) {
+    routes[`${prefix}${path}`] = file;
+    if (path === "/" && prefix !== "") routes[prefix] = file;
+  }
+  return routes;
+}
+
 /** Checks `assets`: each path starts with "/", and each file exists and is readable. */
 function resolveAssets(
   assets: Readonly<Record<string, string | URL>>,
@@ -172,8 +193,12 @@ function resolveAssets(
         `build({ assets }) at ${formatCallSite(site)}: "${path}" is not a URL path; use one such as "/" or "/page.html".`,
       );
     }
-    const absolute =
-      file instanceof URL || file.startsWith("file:") ? fileURLToPath(file) : resolve(file);
+    if (!(file instanceof URL) && !file.startsWith("file:") && !isAbsolute(file)) {
+      throw new OptionsError(
+        `build({ assets }) at ${formatCallSite(site)}: the file for "${path}" is the relative path "${file}"; give an absolute path or a URL such as new URL("./page.html", import.meta.url).`,
+      );
+    }
+    const absolute = file instanceof URL || file.startsWith("file:") ? fileURLToPath(file) : file;
     try {
       accessSync(absolute, constants.R_OK);
     } catch {

@@ -85,7 +85,9 @@ const MAX_PIXELS = 40_000_000;
 
 /**
  * An encoded image (PNG, JPEG, WebP, …, as bytes) decoded to an RGB tensor:
- * `{ datatype: "UINT8", shape: [height, width, 3], data }`, rows top to bottom.
+ * `{ datatype: "UINT8", shape: [height, width, 3], data }`, rows top to bottom. The image
+ * is turned upright as its EXIF orientation says, transparency is laid onto white, and
+ * grayscale becomes RGB.
  */
 export function image() {
   return z
@@ -95,7 +97,8 @@ export function image() {
         // Loaded on first use: replicas import this module but never decode images.
         const { default: sharp } = await import("sharp");
         const { data, info } = await sharp(bytes, { limitInputPixels: MAX_PIXELS })
-          .removeAlpha()
+          .rotate() // upright, as the EXIF orientation says (phone photos)
+          .flatten({ background: "#ffffff" }) // transparency onto white
           .toColourspace("srgb")
           .raw()
           .toBuffer({ resolveWithObject: true });

@@ -10,6 +10,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { readFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import { extname } from "node:path";
+import { assetRoutes, type Application } from "../app/application.js";
 import { CancelledError, TributaryError } from "../errors.js";
 import { CancelScope } from "../runtime/cancel.js";
 import { httpError } from "./http-errors.js";
@@ -116,20 +117,13 @@ const CONTENT_TYPES: Readonly<Record<string, string>> = {
 };
 
 /** The application's static files, read once, answered to GET under the route prefix. */
-async function registerAssets(
-  fastify: FastifyInstance,
-  routePrefix: string,
-  assets: Readonly<Record<string, string>>,
-): Promise<void> {
-  const prefix = routePrefix.replace(/\/+$/, "");
-  for (const [path, file] of Object.entries(assets)) {
+async function registerAssets(fastify: FastifyInstance, app: Application): Promise<void> {
+  for (const [url, file] of Object.entries(assetRoutes(app.routePrefix, app.assets))) {
     const body = await readFile(file);
     const type = CONTENT_TYPES[extname(file).toLowerCase()] ?? "application/octet-stream";
-    const urls = new Set([`${prefix}${path}`]);
-    if (path === "/" && prefix !== "") urls.add(prefix);
-    for (const url of urls) {
-      fastify.get(url, (_request, reply) => reply.type(type).send(body));
-    }
+    fastify.get(url, (_request, reply) =>
+      reply.type(type).header("x-content-type-options", "nosniff").send(body),
+    );
   }
 }
 
@@ -231,7 +225,7 @@ export async function startHttp(
     });
     return sendResult(reply, result);
   });
-  await registerAssets(fastify, target.app.routePrefix, target.app.assets);
+  await registerAssets(fastify, target.app);
   registerOipRoutes(fastify, target, options);
   const document = openApiDocument(target);
   fastify.get("/openapi.json", async () => document);

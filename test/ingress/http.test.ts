@@ -96,6 +96,7 @@ describe("HTTP ingress", { timeout: 60_000 }, () => {
     const css = await fetch(`${server.url}/echo/style.css`);
     assert.equal(css.status, 200);
     assert.equal(css.headers.get("content-type"), "text/css; charset=utf-8");
+    assert.equal(css.headers.get("x-content-type-options"), "nosniff");
     assert.equal(
       await css.text(),
       readFileSync(new URL("../fixtures/assets/style.css", import.meta.url), "utf8"),

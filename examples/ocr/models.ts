@@ -82,14 +82,21 @@ class Session {
   }
 }
 
-const threads = z.number().int().min(1).max(64).optional();
+/** Checks a `userConfig` against `schema`, with a message that names the model and field. */
+function checkConfig<T>(schema: z.ZodType<T>, config: unknown, model: string): T {
+  const result = schema.safeParse(config);
+  if (result.success) return result.data;
+  throw new RangeError(`Invalid userConfig for ${model}:\n${z.prettifyError(result.error)}`);
+}
+
+const threadsSchema = z.number().int().min(1).max(64).optional();
 const detectorConfig = z.strictObject({
   threshold: z.number().gt(0).lt(1).optional(),
   boxThreshold: z.number().gt(0).lt(1).optional(),
   unclipRatio: z.number().min(0).max(10).optional(),
   maxCandidates: z.number().int().min(1).max(10_000).optional(),
   maxSide: z.number().int().min(32).max(8192).optional(),
-  threads,
+  threads: threadsSchema,
 });
 
 /**
@@ -139,7 +146,7 @@ export class TextDetector {
    * onnxruntime's threads.
    */
   async reconfigure(config: Partial<DbOptions> & SessionOptions & { maxSide?: number }) {
-    const { maxSide, threads, ...db } = detectorConfig.parse(config);
+    const { maxSide, threads, ...db } = checkConfig(detectorConfig, config, "the text detector");
     await this.#session.configure({ threads });
     const given = Object.entries(db).filter(([, v]) => v !== undefined);
     this.#db = { ...DB_DEFAULTS, ...(Object.fromEntries(given) as Partial<DbOptions>) };
@@ -183,9 +190,11 @@ export class AngleClassifier {
 
   /** `userConfig`: the probability above which a line is turned, and onnxruntime's threads. */
   async reconfigure(config: { threshold?: number } & SessionOptions) {
-    const checked = z
-      .strictObject({ threshold: z.number().min(0).max(1).optional(), threads })
-      .parse(config);
+    const checked = checkConfig(
+      z.strictObject({ threshold: z.number().min(0).max(1).optional(), threads: threadsSchema }),
+      config,
+      "the angle classifier",
+    );
     await this.#session.configure({ threads: checked.threads });
     this.#threshold = checked.threshold ?? 0.9;
   }
@@ -306,9 +315,18 @@ export class TextRecognizer {
 
   /** `userConfig`: the batch size, how long a batch waits to fill, onnxruntime's threads. */
   async reconfigure(config: Partial<BatchOptions> & SessionOptions) {
-    const { threads, ...batching } = config;
+    const { threads, ...batching } = checkConfig(
+      z.strictObject({
+        maxBatchSize: z.number().int().min(1).max(256).optional(),
+        batchWaitTimeout: z.union([z.number().min(0), z.string()]).optional(),
+        threads: threadsSchema,
+      }),
+      config,
+      "the text recognizer",
+    );
+    const given = Object.entries(batching).filter(([, v]) => v !== undefined);
     await this.#session.configure({ threads });
-    this.read.configure(batching);
+    this.read.configure(Object.fromEntries(given));
   }
 
   async close(): Promise<void> {

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import sharp from "sharp";
-import type { Server } from "tributary";
+import { DeployFailedError, type Server } from "tributary";
 import { serve } from "../../test/serve.js";
 import { app, ocr, type OcrResult } from "./app.js";
 import { boxesFromMap, convexHull, isProperQuad, minAreaRect } from "./db-postprocess.js";
@@ -111,6 +111,26 @@ describe("ocr building blocks", () => {
     assert.equal(characterErrorRate("ab", "ba"), 1);
   });
 });
+
+test(
+  "a bad userConfig fails the deploy with a message naming the field, and nothing crashes",
+  { timeout: 60_000 },
+  async () => {
+    // The other models are still loading (natively, on other threads) when the detector
+    // fails: they are let finish and closed, not cut off (which aborts the process).
+    const bad = app.withOptions({
+      detector: { numReplicas: 2, userConfig: { maxSide: "big" } },
+      recognizer: { numReplicas: 2 },
+    });
+    await assert.rejects(
+      serve(bad),
+      (error: unknown) =>
+        error instanceof DeployFailedError &&
+        /Invalid userConfig for the text detector/.test(error.message) &&
+        /maxSide/.test(error.message),
+    );
+  },
+);
 
 describe("the served OCR pipeline", () => {
   let server: Server;

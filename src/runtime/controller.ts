@@ -224,7 +224,13 @@ export class Controller {
     await Promise.all(
       [...this.#deployments.values()].flatMap((d) =>
         d.replicas.map(async (replica) => {
-          if (replica.state === "RUNNING") {
+          // A replica still starting is let finish (its constructor may be loading a model
+          // natively), then closed like the others.
+          const running =
+            replica.state === "RUNNING" ||
+            (replica.state === "STARTING" &&
+              (await replica.whenStarted(Math.max(deadline - Date.now(), 1000))));
+          if (running) {
             replica.state = "STOPPING";
             const left = Math.max(deadline - Date.now(), 1000);
             await replica.control({ t: "stop" }, left).catch(() => undefined);
@@ -450,10 +456,13 @@ export class Controller {
 
   /** Takes a replica out of routing, lets its requests finish, then stops it. */
   async #stopReplica(deployment: DeploymentRuntime, replica: ReplicaClient): Promise<void> {
-    const wasRunning = replica.state === "RUNNING";
+    const deadline = Date.now() + deployment.options.gracefulShutdownTimeoutMs;
+    const wasRunning =
+      replica.state === "RUNNING" ||
+      (replica.state === "STARTING" &&
+        (await replica.whenStarted(Math.max(deadline - Date.now(), 1000))));
     replica.state = "STOPPING";
     deployment.router.remove(replica);
-    const deadline = Date.now() + deployment.options.gracefulShutdownTimeoutMs;
     while (replica.ongoing > 0 && Date.now() < deadline)
       await new Promise((resolve) => setTimeout(resolve, 20));
     if (wasRunning)

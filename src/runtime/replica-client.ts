@@ -44,6 +44,7 @@ export class ReplicaClient {
   readonly #events: ReplicaEvents;
   #nextId = 1;
   #ready: { resolve: () => void; reject: (error: Error) => void } | undefined;
+  #starting: Promise<void> | undefined;
 
   constructor(id: string, deployment: string, transport: ReplicaTransport, events: ReplicaEvents) {
     this.id = id;
@@ -69,11 +70,38 @@ export class ReplicaClient {
 
   /** Sends `init` and resolves once the deployment is constructed (rejects with why not). */
   start(init: InitMessage, timeoutMs: number): Promise<void> {
-    return settleWithin(timeoutMs, `Starting replica ${this.id}`, (settle) => {
+    this.#starting = settleWithin(timeoutMs, `Starting replica ${this.id}`, (settle) => {
       this.#ready = settle;
       this.transport.send(init);
       return () => (this.#ready = undefined);
     });
+    return this.#starting;
+  }
+
+  /**
+   * Waits (up to `timeoutMs`) for a start in progress to settle: true when the deployment
+   * was constructed. A replica is not ended while its constructor may have native work in
+   * flight (a model loading on another thread); ending the thread under it can abort the
+   * process.
+   */
+  async whenStarted(timeoutMs: number): Promise<boolean> {
+    const starting = this.#starting;
+    if (!starting) return false;
+    let timer: NodeJS.Timeout | undefined;
+    const gaveUp = new Promise<boolean>(
+      (resolve) => (timer = setTimeout(resolve, timeoutMs, false)),
+    );
+    try {
+      return await Promise.race([
+        starting.then(
+          () => true,
+          () => false,
+        ),
+        gaveUp,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Sends a call; `pending` is answered by the replica's response. Returns the call's id. */

@@ -94,9 +94,37 @@ async function init(message: InitMessage): Promise<void> {
     const instance = new Class(...args);
     target = instance;
     isClass = true;
-    if (message.userConfig !== undefined) await reconfigure(message.userConfig);
+    if (message.userConfig !== undefined) {
+      try {
+        await reconfigure(message.userConfig);
+      } catch (error) {
+        // The instance may have started native work (a model loading on another thread):
+        // let its close() finish that before the replica is ended, or ending the thread
+        // under it can abort the whole process.
+        await closeQuietly(instance, INIT_CLOSE_TIMEOUT_MS);
+        throw error;
+      }
+    }
   } else {
     target = spec.deployment.target;
+  }
+}
+
+/** How long a replica whose initialisation failed waits for its instance's close(). */
+const INIT_CLOSE_TIMEOUT_MS = 10_000;
+
+async function closeQuietly(instance: Instance, timeoutMs: number): Promise<void> {
+  if (typeof instance.close !== "function") return;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      Promise.resolve().then(() => (instance.close as Callable)()),
+      new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+    ]);
+  } catch {
+    // The reconfigure error is the one reported.
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -15,3 +15,10 @@ export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
 export function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
   return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
 }
+
+/** A plain object (`{…}` or `Object.create(null)`): not an array, class instance or builtin. */
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== "object" || value === null) return false;
+  const proto = Object.getPrototypeOf(value) as object | null;
+  return proto === Object.prototype || proto === null;
+}

@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { after, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { describeGraph, GraphExecutionError, run, ValidationError } from "tributary";
+import { startMain } from "../../test/start-main.js";
 import { app, pipeline } from "./app.js";
 
 after(() => pipeline.dispose());
@@ -67,20 +66,9 @@ test(
   "diamond - main.ts serves the example over HTTP until Ctrl-C, which drains and exits 0",
   { timeout: 60_000 },
   async () => {
-    const child = spawn(process.execPath, ["--import", "tsx", "examples/diamond/main.ts"], {
-      cwd: fileURLToPath(new URL("../..", import.meta.url)),
-      env: { ...process.env, PORT: "0" },
-      stdio: ["ignore", "pipe", "inherit"],
-    });
+    const main = await startMain("examples/diamond/main.ts", /Try it:/, "main.ts", 50_000);
     try {
-      let output = "";
-      child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      const deadline = Date.now() + 50_000;
-      while (!/Try it:/.test(output)) {
-        if (Date.now() > deadline || child.exitCode !== null)
-          assert.fail(`main.ts did not come up:\n${output}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+      const output = main.output();
       assert.match(
         output,
         /POST \{"features":\[3,4,0\],"id":"a"\} -> 200 \{"id":"a","score":-0\.4375,"parts":\[-2\.25,5\]\}/,
@@ -96,14 +84,10 @@ test(
         4.75,
         Math.hypot(1, 2, 3) * 2,
       ]);
-      const exited = new Promise<number | null>((resolve) =>
-        child.once("exit", (code) => resolve(code)),
-      );
-      child.kill("SIGINT");
-      assert.equal(await exited, 0);
-      assert.match(output, /Stopped\./);
+      assert.equal(await main.interrupt(), 0);
+      assert.match(main.output(), /Stopped\./);
     } finally {
-      child.kill("SIGKILL");
+      main.kill();
     }
   },
 );

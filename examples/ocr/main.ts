@@ -4,21 +4,10 @@
  * exits. `npm start` runs this file; PORT picks the port (default 8000, 0 for any free one).
  */
 import { readFileSync } from "node:fs";
-import { run, toMermaid } from "tributary";
+import { serveExample } from "../serve-example.js";
 import { app, ocr, type OcrResult } from "./app.js";
 
-console.log("Graph (Mermaid):\n" + toMermaid(ocr) + "\n");
-const started = Date.now();
-const server = await run(app, { port: Number(process.env.PORT ?? 8000) });
-const url = `${server.url}${app.routePrefix}`;
-console.log(`Serving "${app.name}" at ${url} (started in ${Date.now() - started} ms)`);
-
-const { deployments } = (await server.status()).applications.ocr!;
-for (const d of Object.values(deployments)) {
-  console.log(
-    `  ${d.name.padEnd(10)} ${d.status.padEnd(8)} ${d.replicas.map((r) => `${r.id} (${r.host})`).join(", ")}`,
-  );
-}
+const { url, server } = await serveExample(app, ocr);
 
 const sample = new URL("./sample.png", import.meta.url);
 const response = await fetch(url, {
@@ -34,13 +23,3 @@ console.log(
   `With curl:    curl -s -X POST ${url} -H 'content-type: image/png' --data-binary @examples/ocr/sample.png`,
 );
 console.log(`API:          ${server.url}/openapi.json    Ctrl-C drains and stops.`);
-
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.once(signal, () => {
-    console.log("\nDraining…");
-    void server.close().then(() => {
-      console.log("Stopped.");
-      process.exit(0);
-    });
-  });
-}

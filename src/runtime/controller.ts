@@ -72,6 +72,17 @@ class DeploymentRuntime {
 /** What applying a new configuration did to a deployment. */
 export type UpdateKind = "router" | "controller" | "reconfigure" | "restart" | "scale";
 
+/**
+ * Whether `replica` is running, waiting (until `deadline`) for one still starting: its
+ * constructor may be loading a model natively, and ending the thread under that can abort
+ * the process, so it is let finish and then stopped like the others.
+ */
+async function runningOnceStarted(replica: ReplicaClient, deadline: number): Promise<boolean> {
+  if (replica.state === "RUNNING") return true;
+  if (replica.state !== "STARTING") return false;
+  return replica.whenStarted(Math.max(deadline - Date.now(), 1000));
+}
+
 export class Controller {
   #app: Application;
   readonly #transports: TransportFactory;
@@ -224,13 +235,7 @@ export class Controller {
     await Promise.all(
       [...this.#deployments.values()].flatMap((d) =>
         d.replicas.map(async (replica) => {
-          // A replica still starting is let finish (its constructor may be loading a model
-          // natively), then closed like the others.
-          const running =
-            replica.state === "RUNNING" ||
-            (replica.state === "STARTING" &&
-              (await replica.whenStarted(Math.max(deadline - Date.now(), 1000))));
-          if (running) {
+          if (await runningOnceStarted(replica, deadline)) {
             replica.state = "STOPPING";
             const left = Math.max(deadline - Date.now(), 1000);
             await replica.control({ t: "stop" }, left).catch(() => undefined);
@@ -457,10 +462,7 @@ export class Controller {
   /** Takes a replica out of routing, lets its requests finish, then stops it. */
   async #stopReplica(deployment: DeploymentRuntime, replica: ReplicaClient): Promise<void> {
     const deadline = Date.now() + deployment.options.gracefulShutdownTimeoutMs;
-    const wasRunning =
-      replica.state === "RUNNING" ||
-      (replica.state === "STARTING" &&
-        (await replica.whenStarted(Math.max(deadline - Date.now(), 1000))));
+    const wasRunning = await runningOnceStarted(replica, deadline);
     replica.state = "STOPPING";
     deployment.router.remove(replica);
     while (replica.ongoing > 0 && Date.now() < deadline)

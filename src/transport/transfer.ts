@@ -4,6 +4,7 @@
  * buffer (a pooled `Buffer`, a `subarray`) is copied, so moving it cannot detach data the
  * sender still uses elsewhere.
  */
+import { isPlainObject } from "../values.js";
 
 const MAX_DEPTH = 3;
 const MAX_ITEMS = 1024;
@@ -40,9 +41,8 @@ function visit(
     for (const item of value) visit(item, depth + 1, out, budget);
     return;
   }
-  const proto = Object.getPrototypeOf(value) as object | null;
-  if (proto !== Object.prototype && proto !== null) return;
-  for (const key in value) visit((value as Record<string, unknown>)[key], depth + 1, out, budget);
+  if (!isPlainObject(value)) return;
+  for (const key in value) visit(value[key], depth + 1, out, budget);
 }
 
 /** The buffers of `values` (searched a few levels deep) that can be moved to a receiver. */

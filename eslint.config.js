@@ -4,7 +4,7 @@ import prettier from "eslint-config-prettier";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "dist/", "coverage/", ".tmp/"] },
+  { ignores: ["node_modules/", "**/node_modules/", "dist/", "docs/api/", "coverage/", ".tmp/"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -5,7 +5,7 @@
  * count (default 10; 200 × 5 thread replicas at ~40 MiB each needs more memory than this machine has).
  */
 import { run, build, deployment, InputNode } from "tributary";
-import { runPlan } from "../src/dag/run-plan.js";
+import { runPlan } from "tributary/internal";
 import { machine, printTable } from "./stats.js";
 import { app as wideApp } from "./fixtures/wide-app.js";
 

@@ -1,9 +1,21 @@
-// Runs every `*.test.ts` under src/, test/ and examples/ with node:test through tsx.
+// Runs every `*.test.ts` under src/, test/ and examples/ with node:test through tsx, against
+// the TypeScript sources (test/package.test.ts checks the built package).
 // Node 20's `--test` does not expand globs or look for .ts files, so the list is built here.
 // Usage: npm test [-- <substring> ...]   (only files whose path contains a substring)
 import { spawnSync } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
+
+/**
+ * Inside the repository, "tributary" resolves to the TypeScript sources (the package's
+ * "tributary-source" export condition), so tests need no build. NODE_OPTIONS carries the
+ * condition to every worker thread and child process the tests start.
+ */
+function withSourceCondition(options = "") {
+  return options.includes("--conditions=tributary-source")
+    ? options
+    : `${options} --conditions=tributary-source`.trim();
+}
 
 const roots = ["src", "test", "examples"];
 const filters = process.argv.slice(2);
@@ -26,7 +38,10 @@ if (files.length === 0) {
 
 const result = spawnSync(
   process.execPath,
-  ["--import", "tsx", "--test", "--test-reporter=spec", "--test-timeout=120000", ...files],
-  { stdio: "inherit" },
+  ["--import", "tsx", "--test", "--test-reporter=spec", "--test-timeout=300000", ...files],
+  {
+    stdio: "inherit",
+    env: { ...process.env, NODE_OPTIONS: withSourceCondition(process.env.NODE_OPTIONS) },
+  },
 );
 process.exit(result.status ?? 1);

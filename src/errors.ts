@@ -36,6 +36,7 @@ export const ERROR_CODES = {
   UNSUPPORTED_MEDIA_TYPE: { httpStatus: 415, grpcStatus: GrpcStatus.INVALID_ARGUMENT },
   INTERNAL: { httpStatus: 500, grpcStatus: GrpcStatus.INTERNAL },
   INVALID_CONFIG: { httpStatus: 400, grpcStatus: GrpcStatus.INVALID_ARGUMENT },
+  MISSING_PACKAGE: { httpStatus: 500, grpcStatus: GrpcStatus.FAILED_PRECONDITION },
 } as const satisfies Record<string, { httpStatus: number; grpcStatus: number }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -10,8 +10,8 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 test("readme - the API tour runs as written", async () => {
   const readme = await readFile(join(ROOT, "README.md"), "utf8");
-  const tour = /```ts\n([\s\S]*?)```/.exec(readme)?.[1];
-  assert.ok(tour, "README.md has a ```ts block");
+  const tour = /```ts\n(\/\/ tour\.ts\n[\s\S]*?)```/.exec(readme)?.[1];
+  assert.ok(tour, "README.md has a ```ts block that starts with // tour.ts");
   // Inside the repository, so that `import … from "tributary"` resolves to this package.
   const dir = await mkdtemp(join(ROOT, ".tmp-readme-"));
   try {

@@ -5,7 +5,9 @@
  * tributary run ./app.ts:app --port 8000
  * tributary build ./app.ts:app -o serve.yaml
  * tributary run serve.yaml
+ * tributary init my-app
  */
+import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { dirname, relative, resolve } from "node:path";
 import { Command } from "commander";
@@ -38,7 +40,8 @@ async function serveForeground(app: Application, options: RunOptions): Promise<v
   console.log("Stopped.");
 }
 
-async function runCommand(target: string, flags: RunFlags): Promise<void> {
+async function runCommand(given: string | undefined, flags: RunFlags): Promise<void> {
+  const target = given ?? defaultTarget();
   const fromFlags: RunOptions = {
     ...(flags.host && { host: flags.host }),
     ...(flags.port !== undefined && { port: Number(flags.port) }),
@@ -72,6 +75,25 @@ async function runCommand(target: string, flags: RunFlags): Promise<void> {
     ...(config.grpc && { grpc: { port: config.grpc.port ?? 9000 } }),
     ...fromFlags,
   });
+}
+
+/** `tributary run` with no target serves `serve.yaml` in the working directory, as `serve run` does. */
+function defaultTarget(): string {
+  if (existsSync(resolve("serve.yaml"))) return "serve.yaml";
+  throw new Error(
+    "no target given and there is no serve.yaml here: write tributary run ./app.ts:app or tributary run serve.yaml",
+  );
+}
+
+async function initCommand(dir: string): Promise<void> {
+  const { initProject } = await import("./init.js");
+  const { dir: target, files } = await initProject(dir);
+  const shown = relative(process.cwd(), target) || ".";
+  console.log(`Wrote ${files.join(", ")} in ${shown}. Next:
+  cd ${shown}
+  npm install
+  npm test      # the graph, run in-process
+  npm start     # serves serve.yaml at http://127.0.0.1:8000/sentiment`);
 }
 
 async function buildCommand(target: string, flags: { output?: string }): Promise<void> {
@@ -200,7 +222,10 @@ export function program(): Command {
     .description(
       "Serve an application in the foreground; Ctrl-C drains in-flight requests and exits.",
     )
-    .argument("<target>", "a module and export (./app.ts:app) or a config file (serve.yaml)")
+    .argument(
+      "[target]",
+      "a module and export (./app.ts:app, ./app.mjs:app) or a config file (default: ./serve.yaml)",
+    )
     .option("--host <host>", "HTTP host (default 127.0.0.1)")
     .option("--port <port>", "HTTP port (default 8000; 0 picks a free one)")
     .option("--grpc-port <port>", "also serve the Open Inference Protocol over gRPC on this port")
@@ -209,6 +234,17 @@ export function program(): Command {
       "\nExamples:\n  tributary run ./app.ts:app --port 8000\n  tributary run serve.yaml",
     )
     .action(runCommand);
+  cli
+    .command("init")
+    .description(
+      "Write a small working project: two deployments, serve.yaml, a test, package.json.",
+    )
+    .argument("<dir>", "the project's directory (created; existing files are never overwritten)")
+    .addHelpText(
+      "after",
+      "\nExample:\n  npx tributary init my-app && cd my-app && npm install && npm test",
+    )
+    .action(initCommand);
   cli
     .command("build")
     .description("Write the YAML config of an application: every deployment, defaults as comments.")

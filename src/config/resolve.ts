@@ -10,6 +10,7 @@ import { pathToFileURL } from "node:url";
 import { Application } from "../app/application.js";
 import type { DeploymentOptions } from "../app/options.js";
 import { ConfigError, didYouMean, type PositionedDocument } from "./load.js";
+import { ensureTypeScriptLoader } from "../runtime/typescript-loader.js";
 import type { ApplicationConfigEntry } from "./schema.js";
 
 /** `./app.ts:app` → the module path and the export name (if any). */
@@ -37,6 +38,7 @@ export async function importApplication(
   const moduleUrl = pathToFileURL(file).href + (version ? `?v=${version}` : "");
   let exports: Record<string, unknown>;
   try {
+    await ensureTypeScriptLoader(moduleUrl);
     exports = (await import(moduleUrl)) as Record<string, unknown>;
   } catch (error) {
     throw new Error(`importing ${module} failed: ${(error as Error).message ?? String(error)}`);

@@ -6,6 +6,7 @@
  * @example
  * const input = new InputNode(z.object({ image: image(), boxes: tensor({ datatype: "FP32" }) }));
  */
+import { requirePackages } from "../optional-package.js";
 import { z } from "zod";
 import { ValidationError } from "../errors.js";
 import {
@@ -90,6 +91,7 @@ const MAX_PIXELS = 40_000_000;
  * grayscale becomes RGB.
  */
 export function image() {
+  requirePackages("image()", ["sharp"]);
   return z
     .instanceof(Uint8Array)
     .transform(async (bytes, ctx): Promise<Tensor> => {

@@ -15,6 +15,7 @@ import { createRemoteHandle, HandleCalls } from "./remote-handle.js";
 import type { FromReplica, InitMessage, ToReplica } from "./protocol.js";
 import { HANDLE_REF } from "./handle-ref.js";
 import { isAsyncIterable, isPromiseLike } from "../values.js";
+import { ensureTypeScriptLoader } from "./typescript-loader.js";
 
 type Callable = (...args: unknown[]) => unknown;
 type Instance = Record<string, unknown>;
@@ -60,6 +61,7 @@ async function init(message: InitMessage): Promise<void> {
   deploymentName = message.deployment;
   replicaName = message.replica;
   try {
+    await ensureTypeScriptLoader(message.moduleUrl);
     await import(message.moduleUrl);
   } catch (error) {
     throw new TributaryError(

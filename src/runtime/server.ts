@@ -3,6 +3,7 @@
  * The ingress runs in this process: it validates the input, then walks the compiled plan,
  * sending each call through the router of its deployment.
  */
+import { requirePackages } from "../optional-package.js";
 import { INGRESS, type Application } from "../app/application.js";
 import { toMilliseconds, type Duration, type JsonValue } from "../app/options.js";
 import { inReplicaContext } from "../app/registry.js";
@@ -385,6 +386,9 @@ export async function run<In, Out>(
   return server;
 }
 
+/** The optional peer dependencies of the gRPC front door. */
+const GRPC_PACKAGES = ["@grpc/grpc-js", "@grpc/proto-loader"] as const;
+
 /** @internal The HTTP (and, when asked, gRPC) front doors of a target. */
 export async function startFrontDoors(
   target: IngressTarget,
@@ -411,6 +415,7 @@ export async function startFrontDoors(
   let grpcPort: number | undefined;
   try {
     if (options.grpc) {
+      requirePackages("gRPC (the grpc option)", GRPC_PACKAGES);
       const { startGrpc } = await import("../ingress/grpc.js");
       const grpc = await startGrpc(target, {
         host,

@@ -3,9 +3,13 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { ConfigError, parseConfig } from "../../src/config/load.js";
-import { moduleVersion, resolveApplication } from "../../src/config/resolve.js";
-import { applicationToYaml } from "../../src/config/write.js";
+import {
+  ConfigError,
+  parseConfig,
+  moduleVersion,
+  resolveApplication,
+  applicationToYaml,
+} from "tributary/internal";
 import { app } from "../fixtures/config-app.js";
 
 const FILE = "test/config/serve.yaml"; // importPath is resolved from here

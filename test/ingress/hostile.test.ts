@@ -3,7 +3,7 @@ import { connect, type Socket } from "node:net";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import type { Server } from "tributary";
-import { loadInferenceService } from "../../src/ingress/grpc.js";
+import { loadInferenceService } from "tributary/internal";
 import { app } from "../fixtures/http-app.js";
 import { serve } from "../serve.js";
 

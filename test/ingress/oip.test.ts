@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import type { Server } from "tributary";
-import { loadInferenceService } from "../../src/ingress/grpc.js";
+import { loadInferenceService } from "tributary/internal";
 import { app } from "../fixtures/oip-app.js";
 import { serve } from "../serve.js";
 

@@ -3,8 +3,7 @@ import { describe, test } from "node:test";
 import type { Server } from "tributary";
 import { app, type Fragile } from "../fixtures/faulty-app.js";
 import { serve } from "../serve.js";
-import { Autoscaler } from "../../src/runtime/autoscaler.js";
-import { resolveOptions } from "../../src/app/options.js";
+import { Autoscaler, resolveOptions } from "tributary/internal";
 
 async function replicasOf(server: Server): Promise<{ target: number; running: number }> {
   const d = (await server.status()).applications.faulty!.deployments.fragile!;

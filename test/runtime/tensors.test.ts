@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { transferPlan } from "../../src/runtime/transfer-plan.js";
+import { transferPlan } from "tributary/internal";
 import { serve } from "../serve.js";
 import { app } from "../fixtures/tensor-app.js";
 

@@ -1,0 +1,20 @@
+/**
+ * `tributary/internal`: the pieces behind the public API that the project's own tests,
+ * benchmarks and tools use (as nats.js ships `./internal`). Nothing here is covered by
+ * semantic versioning; applications import from `tributary` only.
+ *
+ * @example
+ * import { parseConfig } from "tributary/internal";
+ * const config = parseConfig("applications: []", "serve.yaml");
+ *
+ * @module
+ */
+export { resolveOptions } from "./app/options.js";
+export { ConfigError, parseConfig } from "./config/load.js";
+export { moduleVersion, resolveApplication } from "./config/resolve.js";
+export { applicationToYaml } from "./config/write.js";
+export { runPlan } from "./dag/run-plan.js";
+export { loadInferenceService } from "./ingress/grpc.js";
+export { Autoscaler } from "./runtime/autoscaler.js";
+export { transferPlan } from "./runtime/transfer-plan.js";
+export { ensureTypeScriptLoader, isTypeScript } from "./runtime/typescript-loader.js";

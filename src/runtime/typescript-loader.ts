@@ -1,0 +1,75 @@
+/**
+ * @internal TypeScript for user modules, only where one needs it. A JavaScript module
+ * (`.js`, `.mjs`, `.cjs`) is imported as it is and no loader is registered in that thread
+ * or process. A TypeScript module (`.ts`, `.mts`, `.cts`, `.tsx`) gets tsx, registered
+ * once per thread before the import.
+ *
+ * Which tsx: the user's project's, resolved from the module's own directory, so that the
+ * version (and the `tsconfig.json` it reads) is the one the user's own scripts run with.
+ * Only when the project has none is this package's resolution tried (a monorepo or a
+ * global install may provide one). tsx is an optional peer dependency: a JavaScript
+ * application installs and loads none of it.
+ */
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { pathToFileURL } from "node:url";
+import { TributaryError } from "../errors.js";
+
+const TYPESCRIPT = /\.[cm]?tsx?$/;
+/** Set by whoever registers tsx in this thread (this module, or the source checkout's replica entry). */
+const REGISTERED = Symbol.for("tributary.tsx-registered");
+
+interface TsxApi {
+  register(): unknown;
+}
+
+/** Whether a module URL (or path) names a TypeScript file; a `?v=` query is ignored. */
+export function isTypeScript(moduleUrl: string): boolean {
+  const path = moduleUrl.startsWith("file:") ? new URL(moduleUrl).pathname : moduleUrl;
+  return TYPESCRIPT.test(path.split("?")[0]!);
+}
+
+/** Whether a TypeScript loader already runs here: registered by us, or `tsx` / `--import tsx`. */
+function loaderActive(): boolean {
+  if ((globalThis as Record<symbol, unknown>)[REGISTERED] === true) return true;
+  const flags = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].join(" ");
+  return /(?:^|[\s=/\\])tsx(?:[\s/\\]|$)|tsx[/\\]dist[/\\](?:loader|preflight)/.test(flags);
+}
+
+/**
+ * tsx's ES module API (its CommonJS build cannot register ESM hooks from elsewhere), found
+ * from the package's own `exports` as resolved from `parent`.
+ */
+function tsxApiUrl(parent: string): string | undefined {
+  try {
+    const manifestPath = createRequire(parent).resolve("tsx/package.json");
+    const manifest = JSON.parse(readFileSync(manifestPath, "utf8")) as {
+      exports?: Record<string, { import?: string | { default?: string } }>;
+    };
+    const entry = manifest.exports?.["./esm/api"]?.import;
+    const file = typeof entry === "string" ? entry : entry?.default;
+    return file ? new URL(file, pathToFileURL(manifestPath)).href : undefined;
+  } catch {
+    return undefined; // not installed where this parent looks
+  }
+}
+
+async function loadTsx(moduleUrl: string): Promise<TsxApi> {
+  for (const parent of [moduleUrl.split("?")[0]!, import.meta.url]) {
+    const url = tsxApiUrl(parent);
+    if (url) return (await import(url)) as TsxApi;
+  }
+  const shown = moduleUrl.startsWith("file:") ? new URL(moduleUrl).pathname : moduleUrl;
+  throw new TributaryError(
+    "MISSING_PACKAGE",
+    `${shown} is TypeScript, and no TypeScript loader was found for it: install tsx in your ` +
+      `project (npm install --save-dev tsx), or compile the module to JavaScript and serve the .js file.`,
+  );
+}
+
+/** Registers tsx in this thread if `moduleUrl` is TypeScript and no loader runs yet. */
+export async function ensureTypeScriptLoader(moduleUrl: string): Promise<void> {
+  if (!isTypeScript(moduleUrl) || loaderActive()) return;
+  (await loadTsx(moduleUrl)).register();
+  (globalThis as Record<symbol, unknown>)[REGISTERED] = true;
+}

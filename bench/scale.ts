@@ -1,11 +1,17 @@
 /**
  * `npm run bench scale`: (a) the per-request cost of walking a 100-node plan, beside calling
- * the same 100 functions by hand; (b) starting many deployments × 5 thread replicas: time
- * until every one is healthy, and resident memory per replica. SCALE_DEPLOYMENTS sets the
- * count (default 10; 200 × 5 thread replicas at ~40 MiB each needs more memory than this machine has).
+ * the same 100 functions by hand; (b) what a thread replica costs, each mode in a fresh
+ * process: a JavaScript app on the built package (no TypeScript loader anywhere), the same
+ * app in TypeScript (tsx in each replica), and the library run from its TypeScript
+ * sources (what every replica paid before the package was compiled), beside a bare worker
+ * thread (the floor); (c) starting many deployments × 5 thread replicas. SCALE_DEPLOYMENTS
+ * sets the count (default 10; 200 × 5 thread replicas needs more memory than this machine has).
  */
 import { run, build, deployment, InputNode } from "tributary";
 import { runPlan } from "tributary/internal";
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { machine, printTable } from "./stats.js";
 import { app as wideApp } from "./fixtures/wide-app.js";
 
@@ -36,6 +42,88 @@ function planCost(): { plan: number; byHand: number } {
     void Promise.resolve(x);
   });
   return { plan, byHand };
+}
+
+interface ReplicaCost {
+  startMs: number;
+  replicas: number;
+  perReplicaMiB: number;
+}
+
+/** One mode of bench/fixtures/replica-cost.mjs in a fresh process. */
+async function replicaCost(
+  app: string,
+  size: { deployments: number; replicas: number },
+  flags: { tsx?: boolean; source?: boolean; bare?: boolean } = {},
+): Promise<ReplicaCost> {
+  const script = fileURLToPath(new URL("./fixtures/replica-cost.mjs", import.meta.url));
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([key]) => key !== "NODE_OPTIONS"),
+  );
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [
+      "--expose-gc",
+      ...(flags.source ? ["--conditions=tributary-source"] : []),
+      ...(flags.tsx ? ["--import", "tsx"] : []),
+      script,
+      flags.bare ? "--bare" : fileURLToPath(new URL(`./fixtures/${app}`, import.meta.url)),
+    ],
+    {
+      env: {
+        ...env,
+        SCALE_DEPLOYMENTS: String(size.deployments),
+        SCALE_REPLICAS: String(size.replicas),
+      },
+      timeout: 600_000,
+      maxBuffer: 1 << 20,
+    },
+  );
+  return JSON.parse(stdout.trim().split("\n").at(-1)!) as ReplicaCost;
+}
+
+async function replicaCosts(): Promise<string> {
+  const one = { deployments: 1, replicas: 1 };
+  const ten = { deployments: 2, replicas: 5 };
+  const modes = [
+    {
+      label: "bare worker thread (the floor)",
+      run: (size: typeof one) => replicaCost("", size, { bare: true }),
+    },
+    {
+      label: "JavaScript app, built package",
+      run: (size: typeof one) => replicaCost("wide-app.mjs", size),
+    },
+    {
+      label: "TypeScript app, built package (tsx in replicas)",
+      run: (size: typeof one) => replicaCost("wide-app.ts", size, { tsx: true }),
+    },
+    {
+      label: "TypeScript app, library from its sources (before)",
+      run: (size: typeof one) => replicaCost("wide-app.ts", size, { tsx: true, source: true }),
+    },
+  ];
+  const rows = [];
+  for (const mode of modes) {
+    const single = await mode.run(one);
+    const many = await mode.run(ten);
+    rows.push(
+      `| ${mode.label} | ${single.startMs.toFixed(0)} ms | ${many.perReplicaMiB.toFixed(1)} MiB |`,
+    );
+  }
+  const table = [
+    "### What a thread replica costs (no-op deployment; each mode in a fresh process)",
+    "",
+    "Start: median time from `run()` to healthy for one replica, over 5 starts after a warm-up.",
+    "Memory: resident memory added per replica, 10 replicas. Targets for a JavaScript app: ≤ 100 ms and ≤ 15 MiB.",
+    "",
+    "| mode | start, 1 replica | memory per replica |",
+    "| --- | ---: | ---: |",
+    ...rows,
+    "",
+  ].join("\n");
+  console.log(table);
+  return table;
 }
 
 export async function main(): Promise<string> {
@@ -70,5 +158,6 @@ export async function main(): Promise<string> {
     "",
   ].join("\n");
   console.log(table2);
-  return `${table1}\n${table2}`;
+  const table3 = await replicaCosts();
+  return `${table1}\n${table2}\n${table3}`;
 }

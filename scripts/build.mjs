@@ -12,6 +12,10 @@ const result = spawnSync(process.execPath, [tsc, "-p", "tsconfig.build.json"], {
   stdio: "inherit",
 });
 if (result.status !== 0) process.exit(result.status ?? 1);
-for (const file of ["runtime/replica-entry.mjs", "ingress/proto/grpc_predict_v2.proto"]) {
+for (const file of [
+  "runtime/replica-entry.mjs",
+  "zod-esm.mjs",
+  "ingress/proto/grpc_predict_v2.proto",
+]) {
   cpSync(new URL(`src/${file}`, root), new URL(`dist/${file}`, root));
 }

@@ -60,12 +60,7 @@ export type {
   MethodBinder,
   Producer,
 } from "./dag/types.js";
-export {
-  DEFAULT_OPTIONS,
-  deploymentOptionsSchema,
-  resolveOptions,
-  toMilliseconds,
-} from "./app/options.js";
+export { DEFAULT_OPTIONS, resolveOptions, toMilliseconds } from "./app/options.js";
 export type {
   DeploymentOptions,
   Duration,

@@ -3,19 +3,16 @@
  * `.options()`), `Application.withOptions` and the YAML config. Options are written with
  * human units and compiled once into a filled, millisecond form.
  */
-import { z } from "zod";
+import type { z as Zod } from "zod";
 import { OptionsError } from "../errors.js";
+import { zod } from "../zod.js";
+import { inReplicaContext } from "./registry.js";
 
 const DURATION_UNITS_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
 const DURATION_PATTERN = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/;
 
 /** Milliseconds, or a string with a unit: `"250ms"`, `"30s"`, `"5m"`, `"1h"`. */
 export type Duration = number | `${number}${"ms" | "s" | "m" | "h"}`;
-
-const durationSchema = z.union([
-  z.number().nonnegative().finite(),
-  z.string().regex(DURATION_PATTERN, 'expected a duration such as 250, "250ms", "30s" or "5m"'),
-]);
 
 /** Converts a {@link Duration} to milliseconds. */
 export function toMilliseconds(duration: number | string): number {
@@ -29,63 +26,83 @@ export function toMilliseconds(duration: number | string): number {
   return Number(match[1]) * DURATION_UNITS_MS[match[2] as keyof typeof DURATION_UNITS_MS];
 }
 
-const positiveInt = z.number().int().positive();
-const nonNegativeInt = z.number().int().nonnegative();
-
-const autoscalingSchema = z
-  .strictObject({
-    minReplicas: nonNegativeInt,
-    maxReplicas: positiveInt,
-    initialReplicas: nonNegativeInt,
-    targetOngoingRequests: z.number().positive(),
-    upscaleDelay: durationSchema,
-    downscaleDelay: durationSchema,
-    lookBackPeriod: durationSchema,
-    smoothingFactor: z.number().positive(),
-  })
-  .partial()
-  .refine(
-    (a) =>
-      a.minReplicas === undefined || a.maxReplicas === undefined || a.minReplicas <= a.maxReplicas,
-    {
-      message: "minReplicas must not be greater than maxReplicas",
-      path: ["minReplicas"],
-    },
-  );
-
-const resourcesSchema = z
-  .strictObject({
-    cpus: z.number().nonnegative(),
-    gpus: z.number().nonnegative(),
-    memory: z.number().nonnegative(),
-    custom: z.record(z.string(), z.number().nonnegative()),
-  })
-  .partial();
-
 /** Names operators use in YAML: letters, digits, `_`, `-` and `.`, not starting with `-` or `.`. */
 export const DEPLOYMENT_NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/;
 
-/** The schema of deployment options as written in code or YAML (every field optional). */
-export const deploymentOptionsSchema = z
-  .strictObject({
-    name: z
-      .string()
-      .regex(
-        DEPLOYMENT_NAME_PATTERN,
-        "expected at most 100 letters, digits, '_', '-' or '.', not starting with '-' or '.'",
-      ),
-    numReplicas: positiveInt,
-    maxOngoingRequests: positiveInt,
-    maxQueuedRequests: nonNegativeInt,
-    autoscaling: autoscalingSchema,
-    userConfig: z.json(),
-    isolation: z.enum(["thread", "process"]),
-    resources: resourcesSchema,
-    healthCheckPeriod: durationSchema,
-    healthCheckTimeout: durationSchema,
-    gracefulShutdownTimeout: durationSchema,
-  })
-  .partial();
+function buildSchemas(z: typeof Zod) {
+  const durationSchema = z.union([
+    z.number().nonnegative().finite(),
+    z.string().regex(DURATION_PATTERN, 'expected a duration such as 250, "250ms", "30s" or "5m"'),
+  ]);
+
+  const positiveInt = z.number().int().positive();
+  const nonNegativeInt = z.number().int().nonnegative();
+
+  const autoscalingSchema = z
+    .strictObject({
+      minReplicas: nonNegativeInt,
+      maxReplicas: positiveInt,
+      initialReplicas: nonNegativeInt,
+      targetOngoingRequests: z.number().positive(),
+      upscaleDelay: durationSchema,
+      downscaleDelay: durationSchema,
+      lookBackPeriod: durationSchema,
+      smoothingFactor: z.number().positive(),
+    })
+    .partial()
+    .refine(
+      (a) =>
+        a.minReplicas === undefined ||
+        a.maxReplicas === undefined ||
+        a.minReplicas <= a.maxReplicas,
+      {
+        message: "minReplicas must not be greater than maxReplicas",
+        path: ["minReplicas"],
+      },
+    );
+
+  const resourcesSchema = z
+    .strictObject({
+      cpus: z.number().nonnegative(),
+      gpus: z.number().nonnegative(),
+      memory: z.number().nonnegative(),
+      custom: z.record(z.string(), z.number().nonnegative()),
+    })
+    .partial();
+
+  const deploymentOptionsSchema = z
+    .strictObject({
+      name: z
+        .string()
+        .regex(
+          DEPLOYMENT_NAME_PATTERN,
+          "expected at most 100 letters, digits, '_', '-' or '.', not starting with '-' or '.'",
+        ),
+      numReplicas: positiveInt,
+      maxOngoingRequests: positiveInt,
+      maxQueuedRequests: nonNegativeInt,
+      autoscaling: autoscalingSchema,
+      userConfig: z.json(),
+      isolation: z.enum(["thread", "process"]),
+      resources: resourcesSchema,
+      healthCheckPeriod: durationSchema,
+      healthCheckTimeout: durationSchema,
+      gracefulShutdownTimeout: durationSchema,
+    })
+    .partial();
+  return { durationSchema, deploymentOptionsSchema };
+}
+
+let schemas: ReturnType<typeof buildSchemas> | undefined;
+
+/**
+ * @internal The zod schemas of deployment options as written in code or YAML (every field
+ * optional), built on first use (see `zod.ts`).
+ */
+export function optionsSchemas(): ReturnType<typeof buildSchemas> {
+  schemas ??= buildSchemas(zod());
+  return schemas;
+}
 
 /** Deployment options as a user writes them; every field is optional. */
 export type DeploymentOptions = {
@@ -165,11 +182,13 @@ const DEFAULT_AUTOSCALING = {
 } as const;
 
 /**
- * Checks options against the schema. `where` names what the options belong to (for the
+ * Checks options against the schema (in the serving process; replicas skip it). `where` names what the options belong to (for the
  * error message). Throws {@link OptionsError} listing every failing field.
  */
 export function validateOptions(options: unknown, where: string): DeploymentOptions {
-  const result = deploymentOptionsSchema.safeParse(options);
+  // A replica runs the same module the serving process has validated; it checks nothing.
+  if (inReplicaContext()) return options as DeploymentOptions;
+  const result = optionsSchemas().deploymentOptionsSchema.safeParse(options);
   if (result.success) return options as DeploymentOptions;
   const lines = result.error.issues.map((issue) => {
     const path = issue.path.map(String).join(".");

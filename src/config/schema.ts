@@ -3,8 +3,9 @@
  * the options set in code. Deployment options reuse the one options schema.
  */
 import { z } from "zod";
-import { deploymentOptionsSchema } from "../app/options.js";
+import { optionsSchemas } from "../app/options.js";
 
+const { deploymentOptionsSchema } = optionsSchemas();
 const duration = deploymentOptionsSchema.shape.healthCheckPeriod.unwrap();
 const port = z.number().int().min(0).max(65_535);
 

@@ -5,8 +5,17 @@
 import { fileURLToPath } from "node:url";
 import { relative, sep } from "node:path";
 
-/** The directory of this package's sources: frames inside it are the library's, not the user's. */
-const LIBRARY_DIR = fileURLToPath(new URL("..", import.meta.url));
+/**
+ * The directories of this package's code: frames inside them are the library's, not the
+ * user's. This module runs from `dist/` (built) or `src/` (a source checkout); with source
+ * maps on (tsx, `--enable-source-maps`), frames of `dist/` are reported at their `src/`
+ * paths, so both count.
+ */
+const LIBRARY_DIRS = [
+  fileURLToPath(new URL("..", import.meta.url)),
+  fileURLToPath(new URL("../../src/", import.meta.url)),
+  fileURLToPath(new URL("../../dist/", import.meta.url)),
+];
 
 export interface CallSite {
   /** The module's file URL (`file:///…/app.ts`), or what the stack gave for non-file modules. */
@@ -27,7 +36,9 @@ const FRAME = /(?:\(|at )((?:file:\/\/|\/|[A-Za-z]:\\)[^()]*?):(\d+):(\d+)\)?$/;
 
 /** The library's own modules; its unit tests (beside the code) count as user code. */
 function isLibraryFile(path: string): boolean {
-  return path.startsWith(LIBRARY_DIR) && !/\.test(?:-d)?\.[cm]?[jt]s$/.test(path);
+  return (
+    LIBRARY_DIRS.some((dir) => path.startsWith(dir)) && !/\.test(?:-d)?\.[cm]?[jt]s$/.test(path)
+  );
 }
 
 /** The first stack frame outside this library, or `undefined` when there is none. */

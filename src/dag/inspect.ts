@@ -1,7 +1,7 @@
 /**
  * Graph inspection: a JSON description of a graph and a Mermaid flowchart of it.
  */
-import { z } from "zod";
+import { zod } from "../zod.js";
 import { resolveOptions, type ResolvedDeploymentOptions } from "../app/options.js";
 import { GraphBuildError } from "../errors.js";
 import { formatCallSite } from "./call-site.js";
@@ -119,7 +119,9 @@ function describeCompiled(graph: CompiledGraph): GraphDescription {
     edges,
     deployments,
     output: id(graph.nodes[graph.nodes.length - 1]!),
-    ...(schema && { inputSchema: z.toJSONSchema(schema, { unrepresentable: "any", io: "input" }) }),
+    ...(schema && {
+      inputSchema: zod().toJSONSchema(schema, { unrepresentable: "any", io: "input" }),
+    }),
   };
 }
 

@@ -7,7 +7,8 @@
  * const input = new InputNode(z.object({ image: image(), boxes: tensor({ datatype: "FP32" }) }));
  */
 import { requirePackages } from "../optional-package.js";
-import { z } from "zod";
+import type { z } from "zod";
+import { zod } from "../zod.js";
 import { ValidationError } from "../errors.js";
 import {
   DATATYPES,
@@ -26,8 +27,9 @@ export interface TensorMeta {
 
 /** Reads the tensor metadata an adapter attached to a schema (through optional/default wrappers). */
 export function tensorMetaOf(schema: z.ZodType): TensorMeta | undefined {
+  const { globalRegistry } = zod();
   for (let s: z.ZodType | undefined = schema; s;) {
-    const meta = z.globalRegistry.get(s) as { tensor?: TensorMeta } | undefined;
+    const meta = globalRegistry.get(s) as { tensor?: TensorMeta } | undefined;
     if (meta?.tensor) return meta.tensor;
     const def = s._zod.def as { innerType?: z.ZodType; in?: z.ZodType };
     s = def.innerType ?? def.in;
@@ -35,11 +37,18 @@ export function tensorMetaOf(schema: z.ZodType): TensorMeta | undefined {
   return undefined;
 }
 
-const tensorJson = z.object({
-  datatype: z.enum(DATATYPES),
-  shape: z.array(z.number().int().nonnegative()),
-  data: z.array(z.unknown()),
-});
+let tensorJsonSchema:
+  z.ZodType<{ datatype: Datatype; shape: number[]; data: unknown[] }> | undefined;
+
+function tensorJson(): z.ZodType<{ datatype: Datatype; shape: number[]; data: unknown[] }> {
+  const z = zod();
+  tensorJsonSchema ??= z.object({
+    datatype: z.enum(DATATYPES),
+    shape: z.array(z.number().int().nonnegative()),
+    data: z.array(z.unknown()),
+  });
+  return tensorJsonSchema;
+}
 
 /**
  * A tensor input, sent as JSON `{ datatype, shape, data }` (data flat or nested) or, from
@@ -47,8 +56,9 @@ const tensorJson = z.object({
  */
 export function tensor(options: { datatype?: Datatype; shape?: readonly number[] } = {}) {
   const meta: TensorMeta = { datatype: options.datatype ?? "FP32", shape: options.shape ?? [-1] };
+  const z = zod();
   return z
-    .union([z.custom<Tensor>((v) => isTensor(v) && isTypedArray(v.data)), tensorJson])
+    .union([z.custom<Tensor>((v) => isTensor(v) && isTypedArray(v.data)), tensorJson()])
     .transform((value, ctx): Tensor => {
       try {
         const t =
@@ -92,6 +102,7 @@ const MAX_PIXELS = 40_000_000;
  */
 export function image() {
   requirePackages("image()", ["sharp"]);
+  const z = zod();
   return z
     .instanceof(Uint8Array)
     .transform(async (bytes, ctx): Promise<Tensor> => {

@@ -13,6 +13,7 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
+import { isMainThread } from "node:worker_threads";
 import { TributaryError } from "../errors.js";
 
 const TYPESCRIPT = /\.[cm]?tsx?$/;
@@ -29,9 +30,14 @@ export function isTypeScript(moduleUrl: string): boolean {
   return TYPESCRIPT.test(path.split("?")[0]!);
 }
 
-/** Whether a TypeScript loader already runs here: registered by us, or `tsx` / `--import tsx`. */
+/**
+ * Whether a TypeScript loader already runs here: registered by us, or, on a process's main
+ * thread, `tsx` / `--import tsx`. A worker thread inherits those flags but not the loader
+ * (Node 20 does not run `--import` in workers), so there only our own mark counts.
+ */
 function loaderActive(): boolean {
   if ((globalThis as Record<symbol, unknown>)[REGISTERED] === true) return true;
+  if (!isMainThread) return false;
   const flags = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].join(" ");
   return /(?:^|[\s=/\\])tsx(?:[\s/\\]|$)|tsx[/\\]dist[/\\](?:loader|preflight)/.test(flags);
 }

@@ -29,6 +29,10 @@ const BENCHMARKS: Record<
     about: "100-node plan cost per request; start time and memory per replica for many deployments",
     load: () => import("./scale.js"),
   },
+  package: {
+    about: "the packed package installed into a fresh project: tarball and node_modules sizes",
+    load: () => import("./package.js"),
+  },
   ocr: {
     about: "the served OCR pipeline (PP-OCRv4) vs a hand-written onnxruntime script, same images",
     load: () => import("./ocr.js"),

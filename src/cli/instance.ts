@@ -13,7 +13,12 @@ import { dirname, join, resolve } from "node:path";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { Duration } from "../app/options.js";
 import { ConfigError, parseConfig } from "../config/load.js";
-import { moduleVersion, resolveApplication } from "../config/resolve.js";
+import {
+  checkImportPath,
+  moduleVersion,
+  resolveApplication,
+  type ImportPolicy,
+} from "../config/resolve.js";
 import type { ServeConfig } from "../config/schema.js";
 import { TributaryError } from "../errors.js";
 import type { IngressTarget } from "../ingress/target.js";
@@ -25,6 +30,12 @@ export interface InstanceOptions {
   /** Required when the admin API listens on a non-loopback address. */
   readonly adminToken: string | undefined;
   readonly stateDir: string;
+  /**
+   * Where deployed configurations may import modules from: under the config file's
+   * directory inside `projectDir` (default: the working directory), or under one of
+   * `allowedDirs` (`--allow-imports`).
+   */
+  readonly imports?: Partial<ImportPolicy>;
 }
 
 interface Applied {
@@ -43,6 +54,78 @@ export interface DeployResult {
 
 const isLoopback = (host: string): boolean =>
   host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
+
+const isWildcard = (host: string): boolean => host === "0.0.0.0" || host === "::" || host === "";
+
+/** `127.0.0.1:8265` → `127.0.0.1`, `[::1]:8265` → `::1`; undefined when it cannot be read. */
+function hostnameOf(hostHeader: string): string | undefined {
+  try {
+    return new URL(`http://${hostHeader}`).hostname.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Why a request to the admin API is refused before it is read, or undefined. A web page in
+ * the operator's browser can reach a loopback port: it is kept out by the `Host` check
+ * (DNS rebinding), the `Origin` / `Sec-Fetch-Site` checks (cross-site requests) and by
+ * accepting only `application/json` bodies (which a page cannot send without a CORS
+ * preflight, which this API never grants).
+ */
+function refusal(
+  headers: Record<string, string | string[] | undefined>,
+  method: string,
+  allowedHosts: ReadonlySet<string> | undefined,
+): { status: number; code: "FORBIDDEN" | "UNSUPPORTED_MEDIA_TYPE"; message: string } | undefined {
+  const one = (name: string): string | undefined => {
+    const value = headers[name];
+    return Array.isArray(value) ? value[0] : value;
+  };
+  const host = one("host") ?? "";
+  if (allowedHosts) {
+    const name = hostnameOf(host);
+    if (name === undefined || !allowedHosts.has(name))
+      return {
+        status: 403,
+        code: "FORBIDDEN",
+        message: `The admin API answers requests addressed to ${[...allowedHosts].join(" or ")}, not to ${JSON.stringify(host.slice(0, 100))}.`,
+      };
+  }
+  const origin = one("origin");
+  if (origin !== undefined) {
+    let sameOrigin = false;
+    try {
+      const url = new URL(origin);
+      sameOrigin = url.protocol === "http:" && url.host.toLowerCase() === host.toLowerCase();
+    } catch {
+      sameOrigin = false;
+    }
+    if (!sameOrigin)
+      return {
+        status: 403,
+        code: "FORBIDDEN",
+        message: `The admin API does not answer cross-origin requests (from ${JSON.stringify(origin.slice(0, 100))}).`,
+      };
+  }
+  const site = one("sec-fetch-site");
+  if (site !== undefined && site !== "same-origin" && site !== "none")
+    return {
+      status: 403,
+      code: "FORBIDDEN",
+      message: `The admin API does not answer ${site} requests.`,
+    };
+  if (method !== "GET" && method !== "HEAD") {
+    const type = (one("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
+    if (type !== "application/json")
+      return {
+        status: 415,
+        code: "UNSUPPORTED_MEDIA_TYPE",
+        message: `The admin API takes application/json bodies only (found ${JSON.stringify(type || "no content type")}).`,
+      };
+  }
+  return undefined;
+}
 
 function serverOptions(config: ServeConfig): RunOptions {
   const http = config.http ?? {};
@@ -63,8 +146,12 @@ function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** The largest configuration the admin API accepts. */
+const ADMIN_BODY_LIMIT = 4 * 1024 * 1024;
+
 export class Instance {
   readonly #options: InstanceOptions;
+  readonly #imports: ImportPolicy;
   #applied: Applied | undefined;
   #frontDoors: { url: string; close: () => Promise<void>; key: string } | undefined;
   #queue: Promise<unknown> = Promise.resolve();
@@ -82,6 +169,10 @@ export class Instance {
       );
     }
     this.#options = options;
+    this.#imports = {
+      projectDir: resolve(options.imports?.projectDir ?? process.cwd()),
+      allowedDirs: (options.imports?.allowedDirs ?? []).map((dir) => resolve(dir)),
+    };
     this.stopped = new Promise((resolve) => (this.#stop = resolve));
   }
 
@@ -124,6 +215,9 @@ export class Instance {
       ]);
     }
     const entry = config.applications[0]!;
+    // Every check that needs no user code runs first: a module is imported (its top-level
+    // code runs) only for a configuration that passed them, from an allowed directory.
+    checkImportPath(entry, 0, document, file, this.#imports);
     const version = moduleVersion(entry.importPath, dirname(resolve(file)));
     const previous = this.#applied;
     const sameCode =
@@ -215,9 +309,25 @@ export class Instance {
 
   /** Starts the admin API; returns its address. */
   async listen(): Promise<string> {
-    const admin = Fastify({ logger: false, bodyLimit: 4 * 1024 * 1024 });
+    const admin = Fastify({ logger: false, bodyLimit: ADMIN_BODY_LIMIT });
+    // JSON only: Fastify's text/plain parser would take the bodies a web page can send.
+    admin.removeAllContentTypeParsers();
+    admin.addContentTypeParser(
+      "application/json",
+      { parseAs: "string" },
+      admin.getDefaultJsonParser("error", "error"),
+    );
     const token = this.#options.adminToken;
+    const bound = this.#options.adminHost.toLowerCase();
+    // A wildcard address has no one name to check against; a token is required there.
+    const allowedHosts = isWildcard(bound) ? undefined : new Set([bound, "localhost"]);
     admin.addHook("onRequest", async (request, reply) => {
+      const refused = refusal(request.headers, request.method, allowedHosts);
+      if (refused) {
+        return reply.code(refused.status).send({
+          error: { code: refused.code, message: refused.message, requestId: request.id },
+        });
+      }
       if (token && !sameSecret(request.headers.authorization ?? "", `Bearer ${token}`)) {
         return reply.code(401).send({
           error: {

@@ -106,24 +106,26 @@ async function admin(
   body?: unknown,
 ): Promise<unknown> {
   const token = flags.token ?? process.env.TRIBUTARY_ADMIN_TOKEN;
+  // The admin API takes JSON bodies only, even where there is nothing to say.
+  const payload = method === "GET" ? undefined : JSON.stringify(body ?? {});
   let response: Response;
   try {
     response = await fetch(`${flags.address}${path}`, {
       method,
       headers: {
-        ...(body !== undefined && { "content-type": "application/json" }),
+        ...(payload !== undefined && { "content-type": "application/json" }),
         ...(token && { authorization: `Bearer ${token}` }),
       },
-      ...(body !== undefined && { body: JSON.stringify(body) }),
+      ...(payload !== undefined && { body: payload }),
     });
   } catch (error) {
     throw new Error(
       `no instance answers at ${flags.address} (${(error as Error).message}); start one with tributary start`,
     );
   }
-  const payload = (await response.json()) as { error?: { message: string } };
-  if (!response.ok) throw new Error(payload.error?.message ?? `HTTP ${response.status}`);
-  return payload;
+  const answer = (await response.json()) as { error?: { message: string } };
+  if (!response.ok) throw new Error(answer.error?.message ?? `HTTP ${response.status}`);
+  return answer;
 }
 
 async function startCommand(flags: {
@@ -131,6 +133,7 @@ async function startCommand(flags: {
   adminPort: string;
   adminToken?: string;
   stateDir: string;
+  allowImports?: string[];
 }): Promise<void> {
   const { Instance } = await import("./instance.js");
   const instance = new Instance({
@@ -138,6 +141,7 @@ async function startCommand(flags: {
     adminPort: Number(flags.adminPort),
     adminToken: flags.adminToken ?? process.env.TRIBUTARY_ADMIN_TOKEN,
     stateDir: resolve(flags.stateDir),
+    imports: { projectDir: process.cwd(), allowedDirs: flags.allowImports ?? [] },
   });
   const address = await instance.listen();
   console.log(
@@ -229,6 +233,10 @@ export function program(): Command {
     .option("--admin-port <port>", "admin API port", "8265")
     .option("--admin-token <token>", "require this bearer token (or set TRIBUTARY_ADMIN_TOKEN)")
     .option("--state-dir <dir>", "where the last applied config is kept", ".tributary")
+    .option(
+      "--allow-imports <dir...>",
+      "also import modules from these directories (by default only modules under the config file's directory, inside the working directory)",
+    )
     .addHelpText("after", "\nExample:\n  tributary start --state-dir /var/lib/tributary")
     .action(startCommand);
   const withAdmin = (command: Command): Command =>

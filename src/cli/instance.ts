@@ -22,7 +22,8 @@ import {
 import type { ServeConfig } from "../config/schema.js";
 import { TributaryError } from "../errors.js";
 import type { IngressTarget } from "../ingress/target.js";
-import { run, startFrontDoors, type RunOptions, type Server } from "../runtime/server.js";
+import { startFrontDoors, type FrontDoors } from "../runtime/front-doors.js";
+import { run, type RunOptions, type Server } from "../runtime/server.js";
 
 export interface InstanceOptions {
   readonly adminHost: string;
@@ -135,6 +136,7 @@ function serverOptions(config: ServeConfig): RunOptions {
     ...(http.requestTimeout !== undefined && { requestTimeout: http.requestTimeout as Duration }),
     ...(http.readTimeout !== undefined && { readTimeout: http.readTimeout as Duration }),
     ...(http.bodyLimit !== undefined && { bodyLimit: http.bodyLimit }),
+    ...(http.maxConnections !== undefined && { maxConnections: http.maxConnections }),
     ...(config.grpc && { grpc: { port: config.grpc.port ?? 9000 } }),
   };
 }
@@ -146,6 +148,9 @@ function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** How long requests in flight may finish on an old address when the front door moves. */
+const RESTART_DRAIN_MS = 5_000;
+
 /** The largest configuration the admin API accepts. */
 const ADMIN_BODY_LIMIT = 4 * 1024 * 1024;
 
@@ -153,7 +158,7 @@ export class Instance {
   readonly #options: InstanceOptions;
   readonly #imports: ImportPolicy;
   #applied: Applied | undefined;
-  #frontDoors: { url: string; close: () => Promise<void>; key: string } | undefined;
+  #frontDoors: FrontDoors | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #admin: FastifyInstance | undefined;
   #closed: Promise<void> | undefined;
@@ -235,9 +240,11 @@ export class Instance {
     if (previous && sameCode && app.graph === previous.server.app.graph) {
       const plan = await previous.server.update(app);
       this.#applied = { file, text, version, server: previous.server };
-      const changes = Object.fromEntries(
+      const changes: Record<string, string[]> = Object.fromEntries(
         Object.entries(plan).filter(([, kinds]) => kinds.length > 0),
       );
+      const http = await this.#ensureFrontDoors(serverOptions(config));
+      if (http.length > 0) changes.http = http;
       result = {
         application: app.name,
         action: Object.keys(changes).length > 0 ? "updated" : "unchanged",
@@ -261,18 +268,25 @@ export class Instance {
       result = { application: app.name, action: previous ? "code" : "started", changes: {} };
       if (previous) await previous.server.close(); // drains what it was still serving
     }
-    await this.#ensureFrontDoors(serverOptions(config));
     await this.#persist(file, text);
     return result;
   }
 
-  /** Starts the front doors, or restarts them when the http/grpc settings changed. */
-  async #ensureFrontDoors(options: RunOptions): Promise<void> {
-    const key = JSON.stringify(options);
-    if (this.#frontDoors?.key === key) return;
-    await this.#frontDoors?.close();
-    this.#frontDoors = undefined;
-    this.#frontDoors = { ...(await startFrontDoors(this.#target, options)), key };
+  /**
+   * Starts the front doors, or applies changed http settings to them in place (no connection
+   * is dropped). Only a new address or gRPC port restarts them. Resolves with what changed.
+   */
+  async #ensureFrontDoors(options: RunOptions): Promise<string[]> {
+    if (this.#frontDoors) {
+      const changed = await this.#frontDoors.update(options);
+      if (changed) return changed;
+      const old = this.#frontDoors;
+      this.#frontDoors = undefined;
+      // Requests in flight on the old address get a moment to finish.
+      await old.close(new Promise((resolve) => setTimeout(resolve, RESTART_DRAIN_MS)));
+    }
+    this.#frontDoors = await startFrontDoors(this.#target, options);
+    return ["address"];
   }
 
   async #persist(file: string, text: string): Promise<void> {
@@ -384,8 +398,14 @@ export class Instance {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       await this.#admin?.close();
-      await this.#frontDoors?.close();
+      // The front doors stop taking requests at once; their connections close once the
+      // application has drained (bounded by its gracefulShutdownTimeout).
+      let drained!: () => void;
+      const force = new Promise<void>((resolve) => (drained = resolve));
+      const doors = this.#frontDoors?.close(force);
       await this.#applied?.server.close();
+      setTimeout(drained, 100);
+      await doors;
       this.#stop();
     })();
     return this.#closed;

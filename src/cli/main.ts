@@ -25,15 +25,44 @@ interface RunFlags {
   grpcPort?: string;
 }
 
+/**
+ * Resolves on the first SIGINT or SIGTERM. A second one stops the process at once, after
+ * saying so on standard error (process replicas are killed on the way out).
+ */
+export function firstSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    let received = 0;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (++received === 1) {
+        resolve(signal);
+        return;
+      }
+      process.stderr.write(
+        `Received ${signal} again: stopping now, without waiting for the requests still running.\n`,
+      );
+      process.exit(signal === "SIGINT" ? 130 : 143);
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+}
+
+/** The longest drain of an application: its largest gracefulShutdownTimeout. */
+const drainSeconds = (app: Application): number =>
+  Math.max(
+    0,
+    ...app.graph.deployments.map((d) => app.deployments[d.name]!.gracefulShutdownTimeoutMs),
+  ) / 1000;
+
 async function serveForeground(app: Application, options: RunOptions): Promise<void> {
   const server = await run(app, options);
   console.log(
     `Serving "${app.name}" at ${server.url}${app.routePrefix}${server.grpcPort ? ` (gRPC on port ${server.grpcPort})` : ""}. Ctrl-C drains and stops.`,
   );
-  await new Promise<void>((done) => {
-    for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => done());
-  });
-  console.log("Draining…");
+  await firstSignal();
+  console.log(
+    `Draining (up to ${drainSeconds(server.app)} s; Ctrl-C again stops at once, cutting off what still runs)…`,
+  );
   await server.close();
   console.log("Stopped.");
 }
@@ -69,6 +98,9 @@ async function runCommand(target: string, flags: RunFlags): Promise<void> {
       readTimeout: config.http.readTimeout as Duration,
     }),
     ...(config.http?.bodyLimit !== undefined && { bodyLimit: config.http.bodyLimit }),
+    ...(config.http?.maxConnections !== undefined && {
+      maxConnections: config.http.maxConnections,
+    }),
     ...(config.grpc && { grpc: { port: config.grpc.port ?? 9000 } }),
     ...fromFlags,
   });
@@ -153,8 +185,10 @@ async function startCommand(flags: {
   } catch (error) {
     console.error(`Could not restore the last configuration: ${(error as Error).message}`);
   }
-  for (const signal of ["SIGINT", "SIGTERM"] as const)
-    process.once(signal, () => void instance.close());
+  void firstSignal().then(() => {
+    console.log("Draining (Ctrl-C again stops at once, cutting off what still runs)…");
+    return instance.close();
+  });
   await instance.stopped;
   console.log("Stopped.");
 }

@@ -28,6 +28,7 @@ export const serveConfigSchema = z.strictObject({
       requestTimeout: duration,
       readTimeout: duration,
       bodyLimit: z.number().int().positive(),
+      maxConnections: z.number().int().positive(),
     })
     .partial()
     .optional(),

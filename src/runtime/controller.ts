@@ -206,7 +206,13 @@ export class Controller {
    * running and queued requests to finish, then calls `close()` on the instances, then
    * terminates what is left.
    */
-  async close(): Promise<void> {
+  async close(
+    deadline = Date.now() +
+      Math.max(
+        ...[...this.#deployments.values()].map((d) => d.options.gracefulShutdownTimeoutMs),
+        0,
+      ),
+  ): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
     for (const d of this.#deployments.values()) {
@@ -214,12 +220,6 @@ export class Controller {
       clearInterval(d.healthTimer);
       clearInterval(d.scaleTimer);
     }
-    const deadline =
-      Date.now() +
-      Math.max(
-        ...[...this.#deployments.values()].map((d) => d.options.gracefulShutdownTimeoutMs),
-        0,
-      );
     while (
       Date.now() < deadline &&
       [...this.#deployments.values()].some((d) => d.router.ongoing + d.router.queued > 0)

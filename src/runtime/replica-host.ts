@@ -14,6 +14,7 @@ import { serializeError } from "./error-codec.js";
 import { createRemoteHandle, HandleCalls } from "./remote-handle.js";
 import type { FromReplica, InitMessage, ToReplica } from "./protocol.js";
 import { HANDLE_REF } from "./handle-ref.js";
+import { watchParent } from "./orphan-watchdog.js";
 import { isAsyncIterable, isPromiseLike } from "../values.js";
 
 type Callable = (...args: unknown[]) => unknown;
@@ -289,6 +290,8 @@ if (parentPort) {
   parentPort.on("message", (data: ToReplica | ToReplica[]) => unbatch(data, onMessage));
 } else {
   process.on("message", (data) => unbatch(data as ToReplica | ToReplica[], onMessage));
-  // The runtime going away (its IPC channel closing) ends this process.
+  // The runtime going away (its IPC channel closing) ends this process; the watchdog
+  // ends it even when its event loop is too busy to see that.
   process.on("disconnect", () => process.exit(0));
+  watchParent();
 }

@@ -29,6 +29,7 @@ import type { ApplicationStatusInfo } from "./status.js";
 import { transferPlan } from "./transfer-plan.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
+import { startFrontDoors } from "./front-doors.js";
 
 export interface RunOptions {
   /** HTTP host (default `127.0.0.1`). */
@@ -41,8 +42,10 @@ export interface RunOptions {
   readonly requestTimeout?: Duration;
   /** Time allowed to receive a whole HTTP request; slow senders are cut off (default 30s). */
   readonly readTimeout?: Duration;
-  /** Largest request body in bytes (default 16 MiB), for HTTP and gRPC. */
+  /** Largest request body in bytes (default 16 MiB), for HTTP and gRPC; a multipart body's parts together. */
   readonly bodyLimit?: number;
+  /** Open HTTP connections at most (default 900); one more is answered 503 and closed. */
+  readonly maxConnections?: number;
   /** Error responses include stack traces (default false). */
   readonly debug?: boolean;
   /** Level of the request log, a pino level (default `warn`). Each line carries the request id. */
@@ -55,7 +58,8 @@ export interface RunOptions {
   readonly frontDoors?: false;
 }
 
-const DEFAULT_BODY_LIMIT = 16 * 1024 * 1024;
+/** After the drain, a moment for the answers of requests that were cut off to be sent. */
+const FLUSH_MS = 100;
 
 /** Options of one request through a handle. */
 export interface RequestOptions {
@@ -96,6 +100,11 @@ class IngressGate {
 
   get ongoing(): number {
     return this.#ongoing;
+  }
+
+  /** Executions running or waiting for a slot. */
+  get pending(): number {
+    return this.#ongoing + this.#waiting.length;
   }
 
   /**
@@ -140,8 +149,11 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   /** The gRPC port, when gRPC is served. */
   grpcPort: number | undefined;
   readonly handle: GraphHandle<In, Out>;
-  /** @internal Front doors, closed before the replicas. */
-  readonly frontDoors: (() => Promise<void>)[] = [];
+  /**
+   * @internal Front doors: they stop taking requests first, and close their connections
+   * once `force` resolves (after the drain).
+   */
+  readonly frontDoors: ((force: Promise<void>) => Promise<void>)[] = [];
   readonly #controller: Controller;
   readonly #gate: IngressGate;
   readonly #routers: readonly (Router | undefined)[];
@@ -298,11 +310,32 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     await this.#controller.reconfigure(deployment, userConfig);
   }
 
-  /** Stops taking requests, drains those in flight, closes the instances. Safe to call twice. */
+  /**
+   * Stops taking requests, drains those in flight, closes the instances. Bounded: what still
+   * runs after `gracefulShutdownTimeout` (the largest of the deployments') is answered with
+   * `ReplicaDiedError` (and queued requests with `ServerClosedError`), so it ends within that
+   * plus about a second for `close()` hooks. Safe to call twice.
+   */
   close(): Promise<void> {
     this.#closed ??= (async () => {
-      await Promise.all(this.frontDoors.map((close) => close()));
-      await this.#controller.close();
+      // The deployments' own timeouts bound the drain (the generated ingress has none of its own).
+      const deadline =
+        Date.now() +
+        Math.max(
+          0,
+          ...this.app.graph.deployments.map(
+            (d) => this.app.deployments[d.name]!.gracefulShutdownTimeoutMs,
+          ),
+        );
+      let drained!: () => void;
+      const force = new Promise<void>((resolve) => (drained = resolve));
+      const doors = Promise.all(this.frontDoors.map((close) => close(force)));
+      // Graph executions in flight go on through every step before replicas stop.
+      while (this.#gate.pending > 0 && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      await this.#controller.close(deadline);
+      setTimeout(drained, FLUSH_MS);
+      await doors;
     })();
     return this.#closed;
   }
@@ -377,58 +410,10 @@ export async function run<In, Out>(
     const doors = await startFrontDoors(server.ingressTarget(), options);
     server.url = doors.url;
     server.grpcPort = doors.grpcPort;
-    server.frontDoors.push(doors.close);
+    server.frontDoors.push((force) => doors.close(force));
   } catch (error) {
     await server.close();
     throw error;
   }
   return server;
-}
-
-/** @internal The HTTP (and, when asked, gRPC) front doors of a target. */
-export async function startFrontDoors(
-  target: IngressTarget,
-  options: RunOptions,
-): Promise<{ url: string; grpcPort: number | undefined; close: () => Promise<void> }> {
-  const host = options.host ?? "127.0.0.1";
-  const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
-  // The front doors load only where they serve: replicas import this module too.
-  const { startHttp } = await import("../ingress/http.js");
-  const http = await startHttp(target, {
-    host,
-    port: options.port ?? 8000,
-    bodyLimit,
-    readTimeoutMs: toMilliseconds(options.readTimeout ?? "30s"),
-    requestTimeoutMs:
-      options.requestTimeout === undefined ? undefined : toMilliseconds(options.requestTimeout),
-    debug: options.debug ?? false,
-    logLevel: options.logLevel ?? "warn",
-    logStream: options.logStream,
-  });
-  const closers: (() => Promise<void>)[] = [() => http.close()];
-  const address = http.server.address();
-  const port = typeof address === "object" && address ? address.port : options.port;
-  let grpcPort: number | undefined;
-  try {
-    if (options.grpc) {
-      const { startGrpc } = await import("../ingress/grpc.js");
-      const grpc = await startGrpc(target, {
-        host,
-        port: options.grpc.port ?? 9000,
-        maxMessageBytes: bodyLimit,
-      });
-      grpcPort = grpc.port;
-      closers.push(grpc.close);
-    }
-  } catch (error) {
-    await http.close();
-    throw error;
-  }
-  return {
-    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
-    grpcPort,
-    close: async () => {
-      await Promise.all(closers.map((close) => close()));
-    },
-  };
 }

@@ -8,18 +8,33 @@ import type { FromReplica, ToReplica } from "../runtime/protocol.js";
 import { MessageBatcher, unbatch } from "./batch.js";
 import { REPLICA_ENTRY, type ReplicaTransport } from "./transport.js";
 
+/** Child processes still running: killed when this process exits, however it exits. */
+const children = new Set<ChildProcess>();
+let killOnExit = false;
+
 export class ProcessTransport implements ReplicaTransport {
   readonly isolation = "process";
   readonly description: string;
   readonly #child: ChildProcess;
   readonly #exited: Promise<void>;
 
-  constructor(name: string) {
+  constructor(name: string, execArgv: string[] = []) {
     this.#child = fork(fileURLToPath(REPLICA_ENTRY), [name], {
       serialization: "advanced",
-      execArgv: [],
+      execArgv,
       stdio: ["ignore", "inherit", "inherit", "ipc"],
+      // Its own process group: Ctrl-C in a terminal signals the foreground group, and the
+      // server, not the terminal, decides when a replica stops (after draining it).
+      detached: true,
     });
+    children.add(this.#child);
+    this.#child.once("exit", () => children.delete(this.#child));
+    if (!killOnExit) {
+      killOnExit = true;
+      process.once("exit", () => {
+        for (const child of children) child.kill("SIGKILL");
+      });
+    }
     this.description = `pid ${this.#child.pid ?? "?"}`;
     // A send to a process that just died fails asynchronously; the exit handler reports it.
     this.#child.on("error", () => undefined);

@@ -287,7 +287,10 @@ export class Controller {
   /** Starts one replica; resolves true once it runs, false if it failed to start. */
   #startReplica(deployment: DeploymentRuntime): Promise<boolean> {
     const id = `${deployment.name}#${++deployment.replicaNumber}`;
-    const transport = this.#transports(deployment.options.isolation, id);
+    const memoryLimit = deployment.options.resources.memory || undefined;
+    const transport = this.#transports(deployment.options.isolation, id, {
+      memoryBytes: memoryLimit,
+    });
     const replica = new ReplicaClient(id, deployment.name, transport, this.#events);
     deployment.replicas.push(replica);
     this.#byReplica.set(replica, deployment);
@@ -302,6 +305,7 @@ export class Controller {
           replica: id,
           args: deployment.spec.init,
           userConfig: initConfig,
+          memoryLimit,
         },
         START_TIMEOUT_MS,
       )

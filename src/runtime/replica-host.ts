@@ -15,6 +15,7 @@ import { createRemoteHandle, HandleCalls } from "./remote-handle.js";
 import type { FromReplica, InitMessage, ToReplica } from "./protocol.js";
 import { HANDLE_REF } from "./handle-ref.js";
 import { watchParent } from "./orphan-watchdog.js";
+import { watchMemory } from "./memory-limit.js";
 import { isAsyncIterable, isPromiseLike } from "../values.js";
 
 type Callable = (...args: unknown[]) => unknown;
@@ -224,6 +225,17 @@ function call(
   );
 }
 
+/** Says why (past the batcher, so the message leaves first), then ends this replica. */
+function endForMemory(message: string): void {
+  const fatal: FromReplica = { t: "fatal", message };
+  if (parentPort) {
+    parentPort.postMessage(fatal);
+    process.exit(1); // in a worker: ends this thread only
+  } else {
+    process.send!(fatal, () => process.exit(1));
+  }
+}
+
 /** Runs a control operation and answers it. */
 function control(id: number, operation: () => unknown): void {
   Promise.resolve()
@@ -272,7 +284,10 @@ function onMessage(message: ToReplica): void {
       return;
     case "init":
       init(message).then(
-        () => post({ t: "ready" }),
+        () => {
+          post({ t: "ready" });
+          if (message.memoryLimit) watchMemory(message.memoryLimit, !!parentPort, endForMemory);
+        },
         (error: unknown) => post({ t: "init-failed", e: serializeError(error) }),
       );
       return;

@@ -273,7 +273,8 @@ export async function startHttp(
   fastify.removeContentTypeParser("text/plain");
   // Bodies are bounded by the bodyLimit in force when they arrive, as they stream in.
   fastify.addHook("preParsing", async (request, _reply, payload) => {
-    if (request.isMultipart()) return payload; // counted part by part in readInput
+    // (isMultipart() is not known yet: the content type parser runs after this hook.)
+    if (/^multipart\//i.test(request.headers["content-type"] ?? "")) return payload; // counted part by part in readInput
     const limit = settings.bodyLimit;
     if (Number(request.headers["content-length"]) > limit) throw tooLarge(limit);
     let seen = 0;
@@ -355,8 +356,12 @@ export async function startHttp(
         "request refused",
       );
     if (retryAfter) void reply.header("retry-after", String(retryAfter));
-    // The rest of a body too large is not read: the connection ends with the answer.
-    if (status === 413) void reply.header("connection", "close");
+    // The rest of a body too large is read and dropped, not kept (closing the connection
+    // at once would reset it, and the client could lose this answer); readTimeout bounds it.
+    if (status === 413) {
+      request.raw.unpipe();
+      request.raw.resume();
+    }
     void reply.code(status).send(body);
   });
   fastify.setNotFoundHandler((request, reply) => {

@@ -1,0 +1,43 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { DeployFailedError } from "tributary";
+import { app, type Sleeper } from "../fixtures/sleepy-app.js";
+import { serve } from "../serve.js";
+import { eventually } from "./eventually.js";
+
+test(
+  "update - a failed update is rolled back whole: what runs and what the controller believes are the old version",
+  { timeout: 90_000 },
+  async () => {
+    await using server = await serve(app.withOptions({ sleeper: { numReplicas: 2 } }));
+    const status = async () => (await server.status()).applications.sleepy!.deployments.sleeper!;
+    await assert.rejects(
+      server.update(
+        server.app.withOptions({
+          sleeper: { numReplicas: 3, maxOngoingRequests: 1, userConfig: { fail: true } },
+        }),
+      ),
+      (error: unknown) =>
+        error instanceof DeployFailedError && /this userConfig is refused/.test(error.message),
+    );
+    assert.equal(server.app.deployments.sleeper!.maxOngoingRequests, 2);
+    assert.equal((await status()).replicas.length, 2);
+
+    // The router limit is the old one: 2 replicas × 2 slots run at once, not 2 × 1.
+    const sleeper = server.getHandle<Sleeper>("sleeper");
+    const naps = Array.from({ length: 8 }, () => sleeper.nap({ ms: 1_500 }));
+    await eventually(async () => (await status()).ongoing === 4, 5_000, "4 requests run at once");
+    assert.equal((await status()).queued, 4);
+    await Promise.all(naps);
+
+    // The controller believes the old version too: numReplicas 3 is a change again.
+    assert.deepEqual(await server.update(server.app.withOptions({ sleeper: { numReplicas: 3 } })), {
+      sleeper: ["scale"],
+    });
+    await eventually(
+      async () => (await status()).replicas.filter((r) => r.state === "RUNNING").length === 3,
+      20_000,
+      "3 replicas run",
+    );
+  },
+);

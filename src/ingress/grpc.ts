@@ -17,6 +17,7 @@ import { CancelScope } from "../runtime/cancel.js";
 import { resultToTensors } from "./oip.js";
 import type { IngressTarget } from "./target.js";
 import {
+  elementCount,
   tensorFromJson,
   tensorFromRaw,
   tensorToRaw,
@@ -112,15 +113,8 @@ function inputTensor(
   if (input.datatype === "BYTES") {
     const bytes = data as Buffer[];
     const shape = input.shape.map(Number);
-    if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new ValidationError([
-        {
-          path: where,
-          message: `shape [${shape.join(", ")}] must list non-negative integers (-1 is only for schemas)`,
-        },
-      ]);
-    }
-    if (bytes.length !== shape.reduce((a, b) => a * b, 1)) {
+    // Non-negative integers only (-1 belongs in schemas, not in a request), as for JSON tensors.
+    if (bytes.length !== elementCount(shape, where)) {
       throw new ValidationError([
         {
           path: where,

@@ -214,17 +214,40 @@ async function deployCommand(file: string, flags: AdminFlags & { wait?: boolean 
         string,
         {
           status: string;
-          deployments: Record<string, { status: string; message: string; replicas: unknown[] }>;
+          message: string;
+          deployments: Record<
+            string,
+            {
+              name: string;
+              status: string;
+              message: string;
+              targetReplicas: number;
+              replicas: { state: string }[];
+            }
+          >;
         }
       >;
     };
     const app = status.applications[result.application];
-    const lines = Object.values(app?.deployments ?? {}).map(
-      (d) => `  ${d.status.padEnd(13)} ${d.replicas.length} replica(s) ${d.message}`,
+    const deployments = Object.values(app?.deployments ?? {});
+    const lines = deployments.map(
+      (d) =>
+        `  ${d.name}: ${d.status.padEnd(13)} ${d.replicas.length} replica(s)${d.message ? ` ${d.message}` : ""}`,
     );
     console.log(`${result.application}: ${app?.status ?? "?"}\n${lines.join("\n")}`);
-    if (app?.status === "RUNNING") return;
-    if (app?.status === "DEPLOY_FAILED") throw new Error(`${result.application} failed to deploy`);
+    if (app?.status === "DEPLOY_FAILED") {
+      const why = deployments
+        .filter((d) => d.status === "DEPLOY_FAILED")
+        .map((d) => `${d.name}: ${d.message}`)
+        .join("; ");
+      throw new Error(`${result.application} is DEPLOY_FAILED: ${why || app.message}`);
+    }
+    // Done when every deployment runs exactly its target: a scale-down has ended too.
+    const settled = deployments.every(
+      (d) =>
+        d.replicas.length === d.targetReplicas && d.replicas.every((r) => r.state === "RUNNING"),
+    );
+    if (app?.status === "RUNNING" && settled) return;
     await new Promise((r) => setTimeout(r, 500));
   }
 }

@@ -251,7 +251,16 @@ export class Controller {
   }
 
   #setStatus(deployment: DeploymentRuntime): void {
-    if (deployment.status === "DEPLOY_FAILED" && deployment.running.length === 0) {
+    // Failed to start and not retrying any more: DEPLOY_FAILED until something changes, even
+    // while older replicas serve (a scale-up whose new replicas cannot start).
+    const givenUp =
+      deployment.startFailures >= MAX_START_ATTEMPTS &&
+      deployment.running.length < deployment.target;
+    if (
+      deployment.status === "DEPLOY_FAILED" &&
+      (deployment.running.length === 0 || givenUp) &&
+      !deployment.rolling
+    ) {
       this.#notify();
       return;
     }
@@ -449,6 +458,8 @@ export class Controller {
         ? Math.min(next.autoscaling.maxReplicas, Math.max(next.autoscaling.minReplicas, d.target))
         : next.numReplicas;
       d.message = `Scaling to ${d.target} replicas.`;
+      d.startFailures = 0; // a new target gets its own attempts
+      if (d.status === "DEPLOY_FAILED") d.status = "UPDATING";
       this.#reconcile(d);
       kinds.push("scale");
     }

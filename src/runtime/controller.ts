@@ -28,6 +28,13 @@ import {
 const MAX_START_ATTEMPTS = 3;
 const START_TIMEOUT_MS = 120_000;
 const MAX_BACKOFF_MS = 5_000;
+/**
+ * How long `reconfigure()` may take on live replicas: at least this, even with a short
+ * health check timeout, since it may load a model.
+ */
+const MIN_RECONFIGURE_TIMEOUT_MS = 30_000;
+const reconfigureTimeout = (options: ResolvedDeploymentOptions): number =>
+  Math.max(options.healthCheckTimeoutMs, MIN_RECONFIGURE_TIMEOUT_MS);
 /** How often an autoscaled deployment's load is sampled. */
 const AUTOSCALE_TICK_MS = 100;
 
@@ -166,10 +173,7 @@ export class Controller {
     deployment.userConfig = userConfig;
     await Promise.all(
       deployment.running.map((r) =>
-        r.control(
-          { t: "reconfigure", config: userConfig },
-          deployment.options.healthCheckTimeoutMs,
-        ),
+        r.control({ t: "reconfigure", config: userConfig }, reconfigureTimeout(deployment.options)),
       ),
     );
   }
@@ -329,7 +333,7 @@ export class Controller {
             replica
               .control(
                 { t: "reconfigure", config: deployment.userConfig ?? null },
-                deployment.options.healthCheckTimeoutMs,
+                reconfigureTimeout(deployment.options),
               )
               .catch(
                 (error: Error) =>
@@ -430,7 +434,7 @@ export class Controller {
             d.running.map((r) =>
               r.control(
                 { t: "reconfigure", config: next.userConfig ?? null },
-                next.healthCheckTimeoutMs,
+                reconfigureTimeout(next),
               ),
             ),
           );
@@ -479,7 +483,7 @@ export class Controller {
       d.userConfig = old.userConfig;
       await Promise.allSettled(
         d.running.map((r) =>
-          r.control({ t: "reconfigure", config: old.userConfig ?? null }, old.healthCheckTimeoutMs),
+          r.control({ t: "reconfigure", config: old.userConfig ?? null }, reconfigureTimeout(old)),
         ),
       );
     }

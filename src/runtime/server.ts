@@ -10,12 +10,7 @@ import { formatCallSite } from "../dag/call-site.js";
 import { validateInput } from "../dag/executor.js";
 import { runPlan, type PlanCallbacks } from "../dag/run-plan.js";
 import type { DeploymentHandle } from "../dag/types.js";
-import {
-  BackPressureError,
-  DeployFailedError,
-  GraphBuildError,
-  ServerClosedError,
-} from "../errors.js";
+import { DeployFailedError, GraphBuildError, ServerClosedError } from "../errors.js";
 import { defaultTransportFactory } from "../transport/index.js";
 import { transferablesOf } from "../transport/transfer.js";
 import type { TransportFactory } from "../transport/transport.js";
@@ -27,6 +22,7 @@ import { HANDLE_REF } from "./handle-ref.js";
 import type { Router } from "./router.js";
 import type { ApplicationStatusInfo } from "./status.js";
 import { transferPlan } from "./transfer-plan.js";
+import { IngressGate } from "./ingress-gate.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
 import { startFrontDoors } from "./front-doors.js";
@@ -81,64 +77,6 @@ export interface ServerStatus {
 /** Calls over the whole graph. */
 export interface GraphHandle<In, Out> {
   call(input: GraphInput<In>, options?: RequestOptions): Promise<Out>;
-}
-
-/** Bounds the graph executions in flight, like any deployment's router. */
-class IngressGate {
-  #ongoing = 0;
-  readonly #waiting: (() => void)[] = [];
-
-  constructor(
-    private maxOngoing: number,
-    private maxQueued: number,
-  ) {}
-
-  configure(maxOngoing: number, maxQueued: number): void {
-    this.maxOngoing = maxOngoing;
-    this.maxQueued = maxQueued;
-  }
-
-  get ongoing(): number {
-    return this.#ongoing;
-  }
-
-  /** Executions running or waiting for a slot. */
-  get pending(): number {
-    return this.#ongoing + this.#waiting.length;
-  }
-
-  /**
-   * Resolves when a slot is taken (`undefined` when one was free at once); a request
-   * cancelled while it waits leaves the queue and rejects with the scope's reason.
-   */
-  enter(scope: CancelScope | undefined): Promise<void> | undefined {
-    if (this.#ongoing < this.maxOngoing) {
-      this.#ongoing++;
-      return undefined;
-    }
-    if (this.#waiting.length >= this.maxQueued) {
-      throw new BackPressureError(INGRESS, this.#ongoing, this.#waiting.length);
-    }
-    return new Promise((resolve, reject) => {
-      const take = (): void => {
-        unsubscribe?.();
-        resolve();
-      };
-      this.#waiting.push(take);
-      const unsubscribe = scope?.subscribe((reason) => {
-        const index = this.#waiting.indexOf(take);
-        if (index < 0) return;
-        this.#waiting.splice(index, 1);
-        reject(reason);
-      });
-    });
-  }
-
-  leave(): void {
-    const next = this.#waiting.shift();
-    if (next) next();
-    else this.#ongoing--;
-  }
 }
 
 /** A served application. Close it with `close()` or `await using`. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -128,6 +128,52 @@ describe("signals", { timeout: 120_000 }, () => {
       assert.equal((await stuck).status, 0, "the connection was cut");
     } finally {
       twice.child.kill("SIGKILL");
+    }
+  });
+
+  test("signals - tributary start shuts down within gracefulShutdownTimeout, answering what still runs", async () => {
+    const file = join(dir, "instance.yaml");
+    await writeFile(join(dir, "app.ts"), 'export { app } from "../test/fixtures/sleepy-app.js";\n');
+    await writeFile(
+      file,
+      config("thread", "2s").replace("../test/fixtures/sleepy-app.ts", "./app.ts"),
+    );
+    const child = spawn(
+      process.execPath,
+      [BIN, "start", "--admin-port", "0", "--state-dir", join(dir, "state")],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let output = "";
+    child.stdout.on("data", (d: Buffer) => (output += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (output += d.toString()));
+    const exited = new Promise<{ code: number | null; at: number }>((resolve) =>
+      child.once("exit", (code) => resolve({ code, at: Date.now() })),
+    );
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!/Admin API at (\S+)\./.test(output)) {
+        if (Date.now() > deadline || child.exitCode !== null) assert.fail(output);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const address = /Admin API at (\S+)\./.exec(output)![1]!;
+      const deployed = await fetch(`${address}/api/deploy`, {
+        method: "PUT",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ file, text: await readFile(file, "utf8") }),
+      });
+      assert.equal(deployed.status, 200, await deployed.clone().text());
+      const status = (await (await fetch(`${address}/api/status`)).json()) as { url: string };
+      const stuck = nap(status.url, 60_000);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const signalled = Date.now();
+      child.kill("SIGTERM");
+      const answer = await stuck;
+      assert.deepEqual([answer.status, answer.body.error?.code], [503, "REPLICA_DIED"]);
+      const { code, at } = await exited;
+      assert.equal(code, 0, output);
+      assert.ok(at - signalled < 2_000 + 2_500, `exited ${at - signalled} ms after the signal`);
+    } finally {
+      child.kill("SIGKILL");
     }
   });
 });

@@ -12,10 +12,12 @@ const GrpcStatus = {
   INVALID_ARGUMENT: 3,
   DEADLINE_EXCEEDED: 4,
   NOT_FOUND: 5,
+  PERMISSION_DENIED: 7,
   RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
   INTERNAL: 13,
   UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
 } as const;
 
 /** Stable error codes, with the HTTP and gRPC status each one maps to. */
@@ -37,6 +39,9 @@ export const ERROR_CODES = {
   INTERNAL: { httpStatus: 500, grpcStatus: GrpcStatus.INTERNAL },
   INVALID_CONFIG: { httpStatus: 400, grpcStatus: GrpcStatus.INVALID_ARGUMENT },
   MISSING_PACKAGE: { httpStatus: 500, grpcStatus: GrpcStatus.FAILED_PRECONDITION },
+  UNAUTHORIZED: { httpStatus: 401, grpcStatus: GrpcStatus.UNAUTHENTICATED },
+  FORBIDDEN: { httpStatus: 403, grpcStatus: GrpcStatus.PERMISSION_DENIED },
+  TOO_MANY_CONNECTIONS: { httpStatus: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
 } as const satisfies Record<string, { httpStatus: number; grpcStatus: number }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

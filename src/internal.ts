@@ -13,6 +13,7 @@ export { resolveOptions } from "./app/options.js";
 export { ConfigError, parseConfig } from "./config/load.js";
 export { moduleVersion, resolveApplication } from "./config/resolve.js";
 export { applicationToYaml } from "./config/write.js";
+export { Instance } from "./cli/instance.js";
 export { runPlan } from "./dag/run-plan.js";
 export { loadInferenceService } from "./ingress/grpc.js";
 export { Autoscaler } from "./runtime/autoscaler.js";

@@ -19,8 +19,9 @@ test("options - resolving fills the documented defaults and converts durations o
     maxQueuedRequests: 100,
     isolation: "thread",
     resources: { cpus: 1 },
-    healthCheckPeriodMs: 10_000,
-    healthCheckTimeoutMs: 30_000,
+    // A hung replica is replaced within about 15 s (period + timeout), not Ray's 40 s.
+    healthCheckPeriodMs: 5_000,
+    healthCheckTimeoutMs: 10_000,
     gracefulShutdownTimeoutMs: 20_000,
   });
   const resolved = resolveOptions({

@@ -13,11 +13,18 @@ import { dirname, join, resolve } from "node:path";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { Duration } from "../app/options.js";
 import { ConfigError, parseConfig } from "../config/load.js";
-import { moduleVersion, resolveApplication } from "../config/resolve.js";
+import {
+  checkImportPath,
+  moduleVersion,
+  resolveApplication,
+  type ImportPolicy,
+} from "../config/resolve.js";
 import type { ServeConfig } from "../config/schema.js";
 import { TributaryError } from "../errors.js";
 import type { IngressTarget } from "../ingress/target.js";
-import { run, startFrontDoors, type RunOptions, type Server } from "../runtime/server.js";
+import { startFrontDoors, type FrontDoors } from "../runtime/front-doors.js";
+import { run, type RunOptions, type Server } from "../runtime/server.js";
+import { isWildcard, refusal } from "./admin-guard.js";
 
 export interface InstanceOptions {
   readonly adminHost: string;
@@ -25,6 +32,12 @@ export interface InstanceOptions {
   /** Required when the admin API listens on a non-loopback address. */
   readonly adminToken: string | undefined;
   readonly stateDir: string;
+  /**
+   * Where deployed configurations may import modules from: under the config file's
+   * directory inside `projectDir` (default: the working directory), or under one of
+   * `allowedDirs` (`--allow-imports`).
+   */
+  readonly imports?: Partial<ImportPolicy>;
 }
 
 interface Applied {
@@ -52,6 +65,7 @@ function serverOptions(config: ServeConfig): RunOptions {
     ...(http.requestTimeout !== undefined && { requestTimeout: http.requestTimeout as Duration }),
     ...(http.readTimeout !== undefined && { readTimeout: http.readTimeout as Duration }),
     ...(http.bodyLimit !== undefined && { bodyLimit: http.bodyLimit }),
+    ...(http.maxConnections !== undefined && { maxConnections: http.maxConnections }),
     ...(config.grpc && { grpc: { port: config.grpc.port ?? 9000 } }),
   };
 }
@@ -63,10 +77,17 @@ function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** How long requests in flight may finish on an old address when the front door moves. */
+const RESTART_DRAIN_MS = 5_000;
+
+/** The largest configuration the admin API accepts. */
+const ADMIN_BODY_LIMIT = 4 * 1024 * 1024;
+
 export class Instance {
   readonly #options: InstanceOptions;
+  readonly #imports: ImportPolicy;
   #applied: Applied | undefined;
-  #frontDoors: { url: string; close: () => Promise<void>; key: string } | undefined;
+  #frontDoors: FrontDoors | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #admin: FastifyInstance | undefined;
   #closed: Promise<void> | undefined;
@@ -82,6 +103,10 @@ export class Instance {
       );
     }
     this.#options = options;
+    this.#imports = {
+      projectDir: resolve(options.imports?.projectDir ?? process.cwd()),
+      allowedDirs: (options.imports?.allowedDirs ?? []).map((dir) => resolve(dir)),
+    };
     this.stopped = new Promise((resolve) => (this.#stop = resolve));
   }
 
@@ -124,6 +149,9 @@ export class Instance {
       ]);
     }
     const entry = config.applications[0]!;
+    // Every check that needs no user code runs first: a module is imported (its top-level
+    // code runs) only for a configuration that passed them, from an allowed directory.
+    checkImportPath(entry, 0, document, file, this.#imports);
     const version = moduleVersion(entry.importPath, dirname(resolve(file)));
     const previous = this.#applied;
     const sameCode =
@@ -141,9 +169,11 @@ export class Instance {
     if (previous && sameCode && app.graph === previous.server.app.graph) {
       const plan = await previous.server.update(app);
       this.#applied = { file, text, version, server: previous.server };
-      const changes = Object.fromEntries(
+      const changes: Record<string, string[]> = Object.fromEntries(
         Object.entries(plan).filter(([, kinds]) => kinds.length > 0),
       );
+      const http = await this.#ensureFrontDoors(serverOptions(config));
+      if (http.length > 0) changes.http = http;
       result = {
         application: app.name,
         action: Object.keys(changes).length > 0 ? "updated" : "unchanged",
@@ -167,18 +197,25 @@ export class Instance {
       result = { application: app.name, action: previous ? "code" : "started", changes: {} };
       if (previous) await previous.server.close(); // drains what it was still serving
     }
-    await this.#ensureFrontDoors(serverOptions(config));
     await this.#persist(file, text);
     return result;
   }
 
-  /** Starts the front doors, or restarts them when the http/grpc settings changed. */
-  async #ensureFrontDoors(options: RunOptions): Promise<void> {
-    const key = JSON.stringify(options);
-    if (this.#frontDoors?.key === key) return;
-    await this.#frontDoors?.close();
-    this.#frontDoors = undefined;
-    this.#frontDoors = { ...(await startFrontDoors(this.#target, options)), key };
+  /**
+   * Starts the front doors, or applies changed http settings to them in place (no connection
+   * is dropped). Only a new address or gRPC port restarts them. Resolves with what changed.
+   */
+  async #ensureFrontDoors(options: RunOptions): Promise<string[]> {
+    if (this.#frontDoors) {
+      const changed = await this.#frontDoors.update(options);
+      if (changed) return changed;
+      const old = this.#frontDoors;
+      this.#frontDoors = undefined;
+      // Requests in flight on the old address get a moment to finish.
+      await old.close(new Promise((resolve) => setTimeout(resolve, RESTART_DRAIN_MS)));
+    }
+    this.#frontDoors = await startFrontDoors(this.#target, options);
+    return ["address"];
   }
 
   async #persist(file: string, text: string): Promise<void> {
@@ -215,9 +252,25 @@ export class Instance {
 
   /** Starts the admin API; returns its address. */
   async listen(): Promise<string> {
-    const admin = Fastify({ logger: false, bodyLimit: 4 * 1024 * 1024 });
+    const admin = Fastify({ logger: false, bodyLimit: ADMIN_BODY_LIMIT });
+    // JSON only: Fastify's text/plain parser would take the bodies a web page can send.
+    admin.removeAllContentTypeParsers();
+    admin.addContentTypeParser(
+      "application/json",
+      { parseAs: "string" },
+      admin.getDefaultJsonParser("error", "error"),
+    );
     const token = this.#options.adminToken;
+    const bound = this.#options.adminHost.toLowerCase();
+    // A wildcard address has no one name to check against; a token is required there.
+    const allowedHosts = isWildcard(bound) ? undefined : new Set([bound, "localhost"]);
     admin.addHook("onRequest", async (request, reply) => {
+      const refused = refusal(request.headers, request.method, allowedHosts);
+      if (refused) {
+        return reply.code(refused.status).send({
+          error: { code: refused.code, message: refused.message, requestId: request.id },
+        });
+      }
       if (token && !sameSecret(request.headers.authorization ?? "", `Bearer ${token}`)) {
         return reply.code(401).send({
           error: {
@@ -274,8 +327,14 @@ export class Instance {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       await this.#admin?.close();
-      await this.#frontDoors?.close();
+      // The front doors stop taking requests at once; their connections close once the
+      // application has drained (bounded by its gracefulShutdownTimeout).
+      let drained!: () => void;
+      const force = new Promise<void>((resolve) => (drained = resolve));
+      const doors = this.#frontDoors?.close(force);
       await this.#applied?.server.close();
+      setTimeout(drained, 100);
+      await doors;
       this.#stop();
     })();
     return this.#closed;

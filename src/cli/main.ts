@@ -27,15 +27,44 @@ interface RunFlags {
   grpcPort?: string;
 }
 
+/**
+ * Resolves on the first SIGINT or SIGTERM. A second one stops the process at once, after
+ * saying so on standard error (process replicas are killed on the way out).
+ */
+export function firstSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    let received = 0;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (++received === 1) {
+        resolve(signal);
+        return;
+      }
+      process.stderr.write(
+        `Received ${signal} again: stopping now, without waiting for the requests still running.\n`,
+      );
+      process.exit(signal === "SIGINT" ? 130 : 143);
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+}
+
+/** The longest drain of an application: its largest gracefulShutdownTimeout. */
+const drainSeconds = (app: Application): number =>
+  Math.max(
+    0,
+    ...app.graph.deployments.map((d) => app.deployments[d.name]!.gracefulShutdownTimeoutMs),
+  ) / 1000;
+
 async function serveForeground(app: Application, options: RunOptions): Promise<void> {
   const server = await run(app, options);
   console.log(
     `Serving "${app.name}" at ${server.url}${app.routePrefix}${server.grpcPort ? ` (gRPC on port ${server.grpcPort})` : ""}. Ctrl-C drains and stops.`,
   );
-  await new Promise<void>((done) => {
-    for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => done());
-  });
-  console.log("Draining…");
+  await firstSignal();
+  console.log(
+    `Draining (up to ${drainSeconds(server.app)} s; Ctrl-C again stops at once, cutting off what still runs)…`,
+  );
   await server.close();
   console.log("Stopped.");
 }
@@ -72,6 +101,9 @@ async function runCommand(given: string | undefined, flags: RunFlags): Promise<v
       readTimeout: config.http.readTimeout as Duration,
     }),
     ...(config.http?.bodyLimit !== undefined && { bodyLimit: config.http.bodyLimit }),
+    ...(config.http?.maxConnections !== undefined && {
+      maxConnections: config.http.maxConnections,
+    }),
     ...(config.grpc && { grpc: { port: config.grpc.port ?? 9000 } }),
     ...fromFlags,
   });
@@ -128,24 +160,26 @@ async function admin(
   body?: unknown,
 ): Promise<unknown> {
   const token = flags.token ?? process.env.TRIBUTARY_ADMIN_TOKEN;
+  // The admin API takes JSON bodies only, even where there is nothing to say.
+  const payload = method === "GET" ? undefined : JSON.stringify(body ?? {});
   let response: Response;
   try {
     response = await fetch(`${flags.address}${path}`, {
       method,
       headers: {
-        ...(body !== undefined && { "content-type": "application/json" }),
+        ...(payload !== undefined && { "content-type": "application/json" }),
         ...(token && { authorization: `Bearer ${token}` }),
       },
-      ...(body !== undefined && { body: JSON.stringify(body) }),
+      ...(payload !== undefined && { body: payload }),
     });
   } catch (error) {
     throw new Error(
       `no instance answers at ${flags.address} (${(error as Error).message}); start one with tributary start`,
     );
   }
-  const payload = (await response.json()) as { error?: { message: string } };
-  if (!response.ok) throw new Error(payload.error?.message ?? `HTTP ${response.status}`);
-  return payload;
+  const answer = (await response.json()) as { error?: { message: string } };
+  if (!response.ok) throw new Error(answer.error?.message ?? `HTTP ${response.status}`);
+  return answer;
 }
 
 async function startCommand(flags: {
@@ -153,6 +187,7 @@ async function startCommand(flags: {
   adminPort: string;
   adminToken?: string;
   stateDir: string;
+  allowImports?: string[];
 }): Promise<void> {
   const { Instance } = await import("./instance.js");
   const instance = new Instance({
@@ -160,6 +195,7 @@ async function startCommand(flags: {
     adminPort: Number(flags.adminPort),
     adminToken: flags.adminToken ?? process.env.TRIBUTARY_ADMIN_TOKEN,
     stateDir: resolve(flags.stateDir),
+    imports: { projectDir: process.cwd(), allowedDirs: flags.allowImports ?? [] },
   });
   const address = await instance.listen();
   console.log(
@@ -171,8 +207,10 @@ async function startCommand(flags: {
   } catch (error) {
     console.error(`Could not restore the last configuration: ${(error as Error).message}`);
   }
-  for (const signal of ["SIGINT", "SIGTERM"] as const)
-    process.once(signal, () => void instance.close());
+  void firstSignal().then(() => {
+    console.log("Draining (Ctrl-C again stops at once, cutting off what still runs)…");
+    return instance.close();
+  });
   await instance.stopped;
   console.log("Stopped.");
 }
@@ -198,17 +236,40 @@ async function deployCommand(file: string, flags: AdminFlags & { wait?: boolean 
         string,
         {
           status: string;
-          deployments: Record<string, { status: string; message: string; replicas: unknown[] }>;
+          message: string;
+          deployments: Record<
+            string,
+            {
+              name: string;
+              status: string;
+              message: string;
+              targetReplicas: number;
+              replicas: { state: string }[];
+            }
+          >;
         }
       >;
     };
     const app = status.applications[result.application];
-    const lines = Object.values(app?.deployments ?? {}).map(
-      (d) => `  ${d.status.padEnd(13)} ${d.replicas.length} replica(s) ${d.message}`,
+    const deployments = Object.values(app?.deployments ?? {});
+    const lines = deployments.map(
+      (d) =>
+        `  ${d.name}: ${d.status.padEnd(13)} ${d.replicas.length} replica(s)${d.message ? ` ${d.message}` : ""}`,
     );
     console.log(`${result.application}: ${app?.status ?? "?"}\n${lines.join("\n")}`);
-    if (app?.status === "RUNNING") return;
-    if (app?.status === "DEPLOY_FAILED") throw new Error(`${result.application} failed to deploy`);
+    if (app?.status === "DEPLOY_FAILED") {
+      const why = deployments
+        .filter((d) => d.status === "DEPLOY_FAILED")
+        .map((d) => `${d.name}: ${d.message}`)
+        .join("; ");
+      throw new Error(`${result.application} is DEPLOY_FAILED: ${why || app.message}`);
+    }
+    // Done when every deployment runs exactly its target: a scale-down has ended too.
+    const settled = deployments.every(
+      (d) =>
+        d.replicas.length === d.targetReplicas && d.replicas.every((r) => r.state === "RUNNING"),
+    );
+    if (app?.status === "RUNNING" && settled) return;
     await new Promise((r) => setTimeout(r, 500));
   }
 }
@@ -265,6 +326,10 @@ export function program(): Command {
     .option("--admin-port <port>", "admin API port", "8265")
     .option("--admin-token <token>", "require this bearer token (or set TRIBUTARY_ADMIN_TOKEN)")
     .option("--state-dir <dir>", "where the last applied config is kept", ".tributary")
+    .option(
+      "--allow-imports <dir...>",
+      "also import modules from these directories (by default only modules under the config file's directory, inside the working directory)",
+    )
     .addHelpText("after", "\nExample:\n  tributary start --state-dir /var/lib/tributary")
     .action(startCommand);
   const withAdmin = (command: Command): Command =>

@@ -4,8 +4,8 @@
  * point at the line of the field that caused them.
  */
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import { dirname, extname, join, relative, resolve, isAbsolute } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Application } from "../app/application.js";
 import type { DeploymentOptions } from "../app/options.js";
@@ -24,6 +24,29 @@ export function splitImportPath(importPath: string): {
     : { module: importPath, exportName: undefined };
 }
 
+/** The extensions a module may have: anything else is not imported (it would run as JavaScript). */
+const MODULE_EXTENSIONS = new Set([".js", ".mjs", ".cjs", ".jsx", ".ts", ".mts", ".cts", ".tsx"]);
+
+/**
+ * Why an import failed, without quoting the module's text: a syntax error names only its
+ * position (JavaScript engines and esbuild quote the offending source, which may be a
+ * file that was never meant to be code).
+ */
+function importFailure(error: unknown): string {
+  const e = error as { name?: unknown; message?: unknown; stack?: unknown } | null;
+  const message = typeof e?.message === "string" ? e.message : String(error);
+  const syntax = e?.name === "SyntaxError" || e?.name === "TransformError";
+  if (!syntax) return message;
+  const esbuild = /:(\d+):(\d+): ERROR/.exec(message);
+  const node = typeof e?.stack === "string" ? /^\S+:(\d+)\n/.exec(e.stack) : null;
+  const where = esbuild
+    ? ` at line ${esbuild[1]}, column ${esbuild[2]}`
+    : node
+      ? ` at line ${node[1]}`
+      : "";
+  return `it is not valid JavaScript or TypeScript (a syntax error${where})`;
+}
+
 /** Imports a module and returns the Application it exports (by name, default, or the only one). */
 export async function importApplication(
   importPath: string,
@@ -32,6 +55,10 @@ export async function importApplication(
 ): Promise<{ app: Application; moduleUrl: string; exportName: string }> {
   const { module, exportName } = splitImportPath(importPath);
   const file = resolve(baseDir, module);
+  if (!MODULE_EXTENSIONS.has(extname(file).toLowerCase()))
+    throw new Error(
+      `the module ${module} is not a JavaScript or TypeScript file (expected one of ${[...MODULE_EXTENSIONS].join(", ")})`,
+    );
   if (!existsSync(file))
     throw new Error(`the module ${module} does not exist (looked for ${file})`);
   // A version makes a new module instance: changed code is imported again, not from the cache.
@@ -41,7 +68,7 @@ export async function importApplication(
     await ensureTypeScriptLoader(moduleUrl);
     exports = (await import(moduleUrl)) as Record<string, unknown>;
   } catch (error) {
-    throw new Error(`importing ${module} failed: ${(error as Error).message ?? String(error)}`);
+    throw new Error(`importing ${module} failed: ${importFailure(error)}`);
   }
   const apps = Object.entries(exports).filter(([, value]) => value instanceof Application) as [
     string,
@@ -62,6 +89,75 @@ export async function importApplication(
     );
   }
   return { app: chosen[1], moduleUrl, exportName: chosen[0] };
+}
+
+/**
+ * Which modules a configuration may import. The admin API takes configurations from any
+ * caller that can reach it, so it imports a module only when it lies under the config
+ * file's directory and under the project directory, or under a directory the operator
+ * allowed. Paths are compared after resolving symbolic links.
+ */
+export interface ImportPolicy {
+  /** The instance's project directory (its working directory by default). */
+  readonly projectDir: string;
+  /** Directories whose modules may be imported wherever the config file is (`--allow-imports`). */
+  readonly allowedDirs: readonly string[];
+}
+
+const isInside = (path: string, dir: string): boolean => {
+  const rel = relative(dir, path);
+  return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
+};
+
+const realOrUndefined = (path: string): string | undefined => {
+  try {
+    return realpathSync(path);
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * Checks `applications[index].importPath` against `policy` without importing anything:
+ * its extension, that it exists, and where it lies. ConfigError on a problem.
+ */
+export function checkImportPath(
+  entry: ApplicationConfigEntry,
+  index: number,
+  document: PositionedDocument,
+  configFile: string,
+  policy: ImportPolicy,
+): void {
+  const at = ["applications", index, "importPath"];
+  const { module } = splitImportPath(entry.importPath);
+  const configDir = dirname(resolve(configFile));
+  const file = resolve(configDir, module);
+  const fail = (message: string): never => {
+    throw new ConfigError([document.problem(at, message)]);
+  };
+  if (!MODULE_EXTENSIONS.has(extname(file).toLowerCase()))
+    fail(
+      `the module ${module} is not a JavaScript or TypeScript file (expected one of ${[...MODULE_EXTENSIONS].join(", ")}); nothing was imported.`,
+    );
+  const real = realOrUndefined(file);
+  if (real === undefined) return fail(`the module ${module} does not exist (looked for ${file})`);
+  const allowed = policy.allowedDirs.map(realOrUndefined).filter((d) => d !== undefined);
+  if (allowed.some((dir) => isInside(real, dir))) return;
+  const realConfigDir = realOrUndefined(configDir);
+  const project = realOrUndefined(policy.projectDir);
+  if (
+    realConfigDir !== undefined &&
+    project !== undefined &&
+    isInside(real, realConfigDir) &&
+    isInside(real, project)
+  )
+    return;
+  fail(
+    `the module ${module} (${real}) is outside the directories this instance imports from: ` +
+      `modules under the config file's directory inside the project directory ${policy.projectDir}` +
+      `${policy.allowedDirs.length > 0 ? `, or under ${policy.allowedDirs.join(", ")}` : ""}. ` +
+      `Nothing was imported; start the instance with --allow-imports DIR to allow another directory.`,
+  );
 }
 
 /** Builds the application of `applications[index]`, its overrides applied; ConfigError on a problem. */

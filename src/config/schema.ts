@@ -29,6 +29,7 @@ export const serveConfigSchema = z.strictObject({
       requestTimeout: duration,
       readTimeout: duration,
       bodyLimit: z.number().int().positive(),
+      maxConnections: z.number().int().positive(),
     })
     .partial()
     .optional(),

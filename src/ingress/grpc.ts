@@ -6,10 +6,18 @@ import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { ERROR_CODES, NotFoundError, TributaryError, ValidationError } from "../errors.js";
+import {
+  CancelledError,
+  ERROR_CODES,
+  NotFoundError,
+  TributaryError,
+  ValidationError,
+} from "../errors.js";
+import { CancelScope } from "../runtime/cancel.js";
 import { resultToTensors } from "./oip.js";
 import type { IngressTarget } from "./target.js";
 import {
+  elementCount,
   tensorFromJson,
   tensorFromRaw,
   tensorToRaw,
@@ -105,7 +113,8 @@ function inputTensor(
   if (input.datatype === "BYTES") {
     const bytes = data as Buffer[];
     const shape = input.shape.map(Number);
-    if (bytes.length !== shape.reduce((a, b) => a * b, 1)) {
+    // Non-negative integers only (-1 belongs in schemas, not in a request), as for JSON tensors.
+    if (bytes.length !== elementCount(shape, where)) {
       throw new ValidationError([
         {
           path: where,
@@ -161,10 +170,31 @@ function unary<Req, Res>(
   };
 }
 
+/** The longest request id accepted, as for HTTP's `x-request-id`. */
+const MAX_REQUEST_ID_LENGTH = 128;
+
+/**
+ * Milliseconds left until the call's deadline (undefined: none), so the pipeline stops when
+ * the client has stopped waiting: the slot is freed and the replica's signal fires.
+ */
+function msUntilDeadline(call: grpc.ServerUnaryCall<unknown, unknown>): number | undefined {
+  const deadline = call.getDeadline();
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined;
+}
+
+export interface GrpcOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly maxMessageBytes: number;
+  /** Read per call, so an update applies without a restart. */
+  readonly requestTimeoutMs: () => number | undefined;
+}
+
 export async function startGrpc(
   target: IngressTarget,
-  options: { host: string; port: number; maxMessageBytes: number },
-): Promise<{ port: number; close: () => Promise<void> }> {
+  options: GrpcOptions,
+): Promise<{ port: number; close: (force?: Promise<void>) => Promise<void> }> {
   const server = new grpc.Server({
     "grpc.max_receive_message_length": options.maxMessageBytes,
     "grpc.max_send_message_length": options.maxMessageBytes,
@@ -184,8 +214,40 @@ export async function startGrpc(
       checkModel(request.name);
       return target.model.metadata();
     }),
-    ModelInfer: unary(async (request: InferRequest) => {
+    ModelInfer: (
+      call: grpc.ServerUnaryCall<InferRequest, unknown>,
+      callback: grpc.sendUnaryData<unknown>,
+    ) => {
+      // The client's deadline and cancellation reach the pipeline as HTTP's do.
+      const cancel = new CancelScope();
+      call.on("cancelled", () => cancel.cancel(new CancelledError("The gRPC call")));
+      const limits = [options.requestTimeoutMs(), msUntilDeadline(call)].filter(
+        (ms): ms is number => ms !== undefined,
+      );
+      const timeout = limits.length > 0 ? Math.min(...limits) : undefined;
+      Promise.resolve()
+        .then(() => infer(call.request, cancel, timeout))
+        .then(
+          (response) => callback(null, response),
+          (error: unknown) => callback(grpcError(error), null),
+        );
+    },
+  });
+  async function infer(
+    request: InferRequest,
+    cancel: CancelScope,
+    timeout: number | undefined,
+  ): Promise<unknown> {
+    {
       checkModel(request.model_name);
+      if (request.id.length > MAX_REQUEST_ID_LENGTH || !/^[\x20-\x7e]*$/.test(request.id)) {
+        throw new ValidationError([
+          {
+            path: "id",
+            message: `expected at most ${MAX_REQUEST_ID_LENGTH} printable ASCII characters (found ${request.id.length} characters)`,
+          },
+        ]);
+      }
       const raw = request.raw_input_contents.length > 0;
       if (raw && request.raw_input_contents.length !== request.inputs.length) {
         throw new ValidationError([
@@ -199,7 +261,11 @@ export async function startGrpc(
         inputTensor(input, i, raw ? request.raw_input_contents[i] : undefined),
       );
       const requestId = request.id || randomUUID();
-      const result = await target.call(target.model.toGraphInput(tensors), { requestId });
+      const result = await target.call(target.model.toGraphInput(tensors), {
+        requestId,
+        cancel,
+        ...(timeout !== undefined && { timeout }),
+      });
       const wanted =
         request.outputs.length > 0 ? new Set(request.outputs.map((o) => o.name)) : undefined;
       const outputs = resultToTensors(result).filter((t) => !wanted || wanted.has(t.name));
@@ -214,8 +280,8 @@ export async function startGrpc(
         })),
         raw_output_contents: raw ? outputs.map((t) => Buffer.from(tensorToRaw(t))) : [],
       };
-    }),
-  });
+    }
+  }
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
       `${options.host}:${options.port}`,
@@ -225,14 +291,18 @@ export async function startGrpc(
   );
   return {
     port,
-    close: () =>
+    // Calls in flight may finish until `force` resolves (by default 5 s); then they are cut.
+    close: (force = new Promise<void>((resolve) => setTimeout(resolve, 5_000).unref())) =>
       new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
+        let done = false;
+        void force.then(() => {
+          if (done) return;
+          done = true;
           server.forceShutdown();
           resolve();
-        }, 5_000);
+        });
         server.tryShutdown(() => {
-          clearTimeout(timer);
+          done = true;
           resolve();
         });
       }),

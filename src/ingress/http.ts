@@ -4,31 +4,41 @@
  * carries `x-request-id`, and every error is `{ error: { code, message, requestId } }`.
  */
 import { randomUUID } from "node:crypto";
-import { Readable } from "node:stream";
+import { Readable, Transform, type Duplex } from "node:stream";
 import multipart from "@fastify/multipart";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { readFile } from "node:fs/promises";
-import { createServer } from "node:http";
+import { createServer, type Server as HttpServer } from "node:http";
 import { extname } from "node:path";
 import { assetRoutes, type Application } from "../app/application.js";
-import { CancelledError, TributaryError } from "../errors.js";
+import { CancelledError, ServerClosedError, TributaryError } from "../errors.js";
 import { CancelScope } from "../runtime/cancel.js";
 import { httpError } from "./http-errors.js";
+import { nestsDeeperThan, readInput, tooLarge } from "./body.js";
 import { registerOipRoutes } from "./oip-http.js";
 import { openApiDocument } from "./openapi.js";
 import { jsonReplacer, isTypedArray } from "./tensors.js";
 import type { IngressTarget } from "./target.js";
 import { isAsyncIterable } from "../values.js";
 
-export interface HttpOptions {
+/** Settings a running front door applies to each new request: changing them drops nothing. */
+export interface HttpSettings {
+  /** Largest accepted body, in bytes (a multipart body's parts together). */
+  bodyLimit: number;
+  /** Time allowed to receive a whole request (slow senders are cut off). */
+  readTimeoutMs: number;
+  /** Time allowed for the pipeline to answer (504 after it). */
+  requestTimeoutMs: number | undefined;
+  /** Open connections at most; one more is answered 503 TOO_MANY_CONNECTIONS and closed. */
+  maxConnections: number;
+}
+
+/** The deepest nesting of arrays and objects a JSON body may have. */
+export const MAX_JSON_DEPTH = 400;
+
+export interface HttpOptions extends Readonly<HttpSettings> {
   readonly host: string;
   readonly port: number;
-  /** Largest accepted body, in bytes. */
-  readonly bodyLimit: number;
-  /** Time allowed to receive a whole request (slow senders are cut off). */
-  readonly readTimeoutMs: number;
-  /** Time allowed for the pipeline to answer (504 after it). */
-  readonly requestTimeoutMs: number | undefined;
   /** Error bodies include stack traces. */
   readonly debug: boolean;
   /** pino level of the request log (`warn` by default: errors and slow shutdowns). */
@@ -41,34 +51,6 @@ export interface HttpOptions {
 function requestIdOf(header: string | string[] | undefined): string {
   const value = Array.isArray(header) ? header[0] : header;
   return value && /^[\x21-\x7e]{1,128}$/.test(value) ? value : randomUUID();
-}
-
-/** Reads the request into the graph's input: JSON, raw bytes, or multipart fields. */
-async function readInput(
-  request: FastifyRequest,
-  bytesField: string | undefined,
-): Promise<unknown> {
-  if (request.isMultipart()) {
-    const fields: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
-    try {
-      for await (const part of request.parts()) {
-        if (part.fieldname === "__proto__" || part.fieldname === "constructor") continue;
-        fields[part.fieldname] =
-          part.type === "file" ? new Uint8Array(await part.toBuffer()) : part.value;
-      }
-    } catch (error) {
-      const e = error as { statusCode?: number; message?: string };
-      if (e.statusCode === 413) throw error;
-      throw new TributaryError(
-        "BAD_REQUEST",
-        `Malformed multipart body: ${e.message ?? String(error)}`,
-      );
-    }
-    return { ...fields };
-  }
-  const body = request.body;
-  if (body instanceof Uint8Array) return bytesField === undefined ? body : { [bytesField]: body };
-  return body;
 }
 
 /** Sends a graph result: bytes as octet-stream, streams as Server-Sent Events, the rest as JSON. */
@@ -127,39 +109,110 @@ async function registerAssets(fastify: FastifyInstance, app: Application): Promi
   }
 }
 
+/** A running HTTP front door. */
+export interface HttpFrontDoor {
+  readonly server: HttpServer;
+  /** The settings in force; `apply` changes them for the requests that follow. */
+  readonly settings: Readonly<HttpSettings>;
+  apply(settings: HttpSettings): void;
+  /**
+   * Stops listening and answers new requests with 503 SERVER_CLOSED; requests in flight
+   * finish until `force` resolves, then every connection is closed.
+   */
+  close(force?: Promise<void>): Promise<void>;
+}
+
+/** Sockets refused for going past maxConnections: their requests are not served. */
+const refused = new WeakSet<object>();
+
+/** Fastify's own body limit: the real one is `settings.bodyLimit`, checked as bodies stream. */
+const NO_FASTIFY_LIMIT = Number.MAX_SAFE_INTEGER;
+
 export async function startHttp(
   target: IngressTarget,
   options: HttpOptions,
-): Promise<FastifyInstance> {
+): Promise<HttpFrontDoor> {
+  const settings: HttpSettings = {
+    bodyLimit: options.bodyLimit,
+    readTimeoutMs: options.readTimeoutMs,
+    requestTimeoutMs: options.requestTimeoutMs,
+    maxConnections: options.maxConnections,
+  };
+  let closing = false;
+  let connections = 0;
   const fastify = Fastify({
     logger: { level: options.logLevel, ...(options.logStream && { stream: options.logStream }) },
-    bodyLimit: options.bodyLimit,
+    bodyLimit: NO_FASTIFY_LIMIT,
     // Node checks these deadlines every connectionsCheckingInterval (30 s by default), so a
     // slow sender (slowloris) is cut off about readTimeout after it connected.
-    serverFactory: (handler) =>
-      createServer(
+    serverFactory: (handler) => {
+      const server = createServer(
         {
           requestTimeout: options.readTimeoutMs,
           headersTimeout: options.readTimeoutMs,
           connectionsCheckingInterval: Math.min(1_000, Math.max(100, options.readTimeoutMs / 2)),
         },
         handler,
-      ),
+      );
+      // Past maxConnections a connection is told why (503 with the error body) and closed,
+      // instead of being reset or exhausting the process's file descriptors.
+      server.prependListener("connection", (socket: Duplex) => {
+        connections++;
+        socket.once("close", () => connections--);
+        if (connections <= settings.maxConnections) return;
+        refused.add(socket);
+        const body = JSON.stringify({
+          error: {
+            code: "TOO_MANY_CONNECTIONS",
+            message: `The server has ${settings.maxConnections} connections open (its maxConnections); retry later.`,
+            requestId: randomUUID(),
+          },
+        });
+        socket.on("error", () => undefined);
+        socket.end(
+          `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; charset=utf-8\r\n` +
+            `retry-after: 1\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+        );
+        setTimeout(() => socket.destroy(), 1_000).unref();
+      });
+      return server;
+    },
     connectionTimeout: options.readTimeoutMs,
     genReqId: (req) => requestIdOf(req.headers["x-request-id"]),
     onProtoPoisoning: "error",
     onConstructorPoisoning: "error",
-    return503OnClosing: true,
+    // Requests after close() get the documented error body (below), not Fastify's, and
+    // idle connections stay until the drain ends so that none is reset mid-request.
+    return503OnClosing: false,
+    forceCloseConnections: false,
   });
   await fastify.register(multipart, {
     limits: { fileSize: options.bodyLimit, fieldSize: options.bodyLimit, parts: 1000 },
+  });
+  // Only the types this server reads: a text/plain body is a 415, not a schema violation.
+  fastify.removeContentTypeParser("text/plain");
+  // Bodies are bounded by the bodyLimit in force when they arrive, as they stream in.
+  fastify.addHook("preParsing", async (request, _reply, payload) => {
+    // (isMultipart() is not known yet: the content type parser runs after this hook.)
+    if (/^multipart\//i.test(request.headers["content-type"] ?? "")) return payload; // counted part by part in readInput
+    const limit = settings.bodyLimit;
+    if (Number(request.headers["content-length"]) > limit) throw tooLarge(limit);
+    let seen = 0;
+    const counted = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        seen += chunk.length;
+        callback(seen > limit ? tooLarge(limit) : null, chunk);
+      },
+    });
+    payload.on("error", (error) => counted.destroy(error));
+    return payload.pipe(counted);
   });
   // JSON must be valid UTF-8 (no silent replacement characters), in no other charset.
   const parseJson = fastify.getDefaultJsonParser("error", "error");
   const utf8 = new TextDecoder("utf-8", { fatal: true });
   fastify.addContentTypeParser(
     "application/json",
-    { parseAs: "buffer", bodyLimit: options.bodyLimit },
+    { parseAs: "buffer", bodyLimit: NO_FASTIFY_LIMIT },
     (request, body, done) => {
       const type = request.headers["content-type"] ?? "";
       const charset = /charset=([^;]+)/i.exec(type)?.[1]?.trim().toLowerCase();
@@ -174,10 +227,19 @@ export async function startHttp(
         done(new TributaryError("BAD_REQUEST", "The JSON body is not valid UTF-8."));
         return;
       }
+      if (nestsDeeperThan(text, MAX_JSON_DEPTH)) {
+        done(
+          new TributaryError(
+            "BAD_REQUEST",
+            `The JSON body nests arrays and objects more than ${MAX_JSON_DEPTH} deep.`,
+          ),
+        );
+        return;
+      }
       void parseJson(request, text, done);
     },
   );
-  const bytes = { parseAs: "buffer" as const, bodyLimit: options.bodyLimit };
+  const bytes = { parseAs: "buffer" as const, bodyLimit: NO_FASTIFY_LIMIT };
   const asBytes = (
     _req: FastifyRequest,
     body: Buffer,
@@ -187,7 +249,17 @@ export async function startHttp(
   fastify.addContentTypeParser(/^image\//, bytes, asBytes);
 
   fastify.addHook("onRequest", (request, reply, done) => {
+    if (refused.has(request.raw.socket)) {
+      reply.hijack(); // already answered with 503 TOO_MANY_CONNECTIONS
+      request.raw.socket.destroy();
+      return;
+    }
     void reply.header("x-request-id", request.id);
+    if (closing) {
+      void reply.header("connection", "close");
+      done(new ServerClosedError(`Application "${target.app.name}"`));
+      return;
+    }
     done();
   });
   fastify.setErrorHandler((error, request, reply) => {
@@ -204,6 +276,12 @@ export async function startHttp(
         "request refused",
       );
     if (retryAfter) void reply.header("retry-after", String(retryAfter));
+    // The rest of a body too large is read and dropped, not kept (closing the connection
+    // at once would reset it, and the client could lose this answer); readTimeout bounds it.
+    if (status === 413) {
+      request.raw.unpipe();
+      request.raw.resume();
+    }
     void reply.code(status).send(body);
   });
   fastify.setNotFoundHandler((request, reply) => {
@@ -213,7 +291,7 @@ export async function startHttp(
 
   const bytesField = target.bytesField;
   fastify.post(target.app.routePrefix, async (request, reply) => {
-    const input = await readInput(request, bytesField);
+    const input = await readInput(request, bytesField, settings.bodyLimit);
     const cancel = new CancelScope();
     reply.raw.on("close", () => {
       if (!reply.raw.writableFinished) cancel.cancel(new CancelledError(`Request ${request.id}`));
@@ -221,15 +299,36 @@ export async function startHttp(
     const result = await target.call(input, {
       requestId: request.id,
       cancel,
-      ...(options.requestTimeoutMs !== undefined && { timeout: options.requestTimeoutMs }),
+      ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
     });
     return sendResult(reply, result);
   });
   await registerAssets(fastify, target.app);
-  registerOipRoutes(fastify, target, options);
+  registerOipRoutes(fastify, target, settings);
   const document = openApiDocument(target);
   fastify.get("/openapi.json", async () => document);
 
   await fastify.listen({ host: options.host, port: options.port });
-  return fastify;
+  const server = fastify.server;
+  let closed: Promise<void> | undefined;
+  return {
+    server,
+    settings,
+    apply(next) {
+      Object.assign(settings, next);
+      server.requestTimeout = next.readTimeoutMs;
+      server.headersTimeout = next.readTimeoutMs;
+      server.setTimeout(next.readTimeoutMs);
+    },
+    close(force = Promise.resolve()) {
+      closed ??= (async () => {
+        closing = true;
+        const stopped = fastify.close();
+        await Promise.race([stopped, force]);
+        server.closeAllConnections();
+        await stopped;
+      })();
+      return closed;
+    },
+  };
 }

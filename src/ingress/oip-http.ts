@@ -5,7 +5,7 @@
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { NotFoundError, ValidationError } from "../errors.js";
 import { resultToTensors } from "./oip.js";
-import type { HttpOptions } from "./http.js";
+import type { HttpSettings } from "./http.js";
 import type { IngressTarget } from "./target.js";
 import { tensorFromJson, tensorToJson } from "./tensors.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
@@ -54,7 +54,7 @@ function requestedOutputs(body: InferBody): Set<string> | undefined {
 export function registerOipRoutes(
   fastify: FastifyInstance,
   target: IngressTarget,
-  options: HttpOptions,
+  settings: Readonly<HttpSettings>,
 ): void {
   const ready = (reply: FastifyReply, body: Record<string, unknown>, ok: boolean) =>
     reply.code(ok ? 200 : 400).send(body);
@@ -81,7 +81,7 @@ export function registerOipRoutes(
         const input = target.model.toGraphInput(parseInputs(body));
         const result = await target.call(input, {
           requestId: request.id,
-          ...(options.requestTimeoutMs !== undefined && { timeout: options.requestTimeoutMs }),
+          ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
         });
         const wanted = requestedOutputs(body);
         const outputs = resultToTensors(result)

@@ -28,6 +28,13 @@ import {
 const MAX_START_ATTEMPTS = 3;
 const START_TIMEOUT_MS = 120_000;
 const MAX_BACKOFF_MS = 5_000;
+/**
+ * How long `reconfigure()` may take on live replicas: at least this, even with a short
+ * health check timeout, since it may load a model.
+ */
+const MIN_RECONFIGURE_TIMEOUT_MS = 30_000;
+const reconfigureTimeout = (options: ResolvedDeploymentOptions): number =>
+  Math.max(options.healthCheckTimeoutMs, MIN_RECONFIGURE_TIMEOUT_MS);
 /** How often an autoscaled deployment's load is sampled. */
 const AUTOSCALE_TICK_MS = 100;
 
@@ -166,10 +173,7 @@ export class Controller {
     deployment.userConfig = userConfig;
     await Promise.all(
       deployment.running.map((r) =>
-        r.control(
-          { t: "reconfigure", config: userConfig },
-          deployment.options.healthCheckTimeoutMs,
-        ),
+        r.control({ t: "reconfigure", config: userConfig }, reconfigureTimeout(deployment.options)),
       ),
     );
   }
@@ -206,7 +210,13 @@ export class Controller {
    * running and queued requests to finish, then calls `close()` on the instances, then
    * terminates what is left.
    */
-  async close(): Promise<void> {
+  async close(
+    deadline = Date.now() +
+      Math.max(
+        ...[...this.#deployments.values()].map((d) => d.options.gracefulShutdownTimeoutMs),
+        0,
+      ),
+  ): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
     for (const d of this.#deployments.values()) {
@@ -214,12 +224,6 @@ export class Controller {
       clearInterval(d.healthTimer);
       clearInterval(d.scaleTimer);
     }
-    const deadline =
-      Date.now() +
-      Math.max(
-        ...[...this.#deployments.values()].map((d) => d.options.gracefulShutdownTimeoutMs),
-        0,
-      );
     while (
       Date.now() < deadline &&
       [...this.#deployments.values()].some((d) => d.router.ongoing + d.router.queued > 0)
@@ -251,7 +255,16 @@ export class Controller {
   }
 
   #setStatus(deployment: DeploymentRuntime): void {
-    if (deployment.status === "DEPLOY_FAILED" && deployment.running.length === 0) {
+    // Failed to start and not retrying any more: DEPLOY_FAILED until something changes, even
+    // while older replicas serve (a scale-up whose new replicas cannot start).
+    const givenUp =
+      deployment.startFailures >= MAX_START_ATTEMPTS &&
+      deployment.running.length < deployment.target;
+    if (
+      deployment.status === "DEPLOY_FAILED" &&
+      (deployment.running.length === 0 || givenUp) &&
+      !deployment.rolling
+    ) {
       this.#notify();
       return;
     }
@@ -287,8 +300,12 @@ export class Controller {
   /** Starts one replica; resolves true once it runs, false if it failed to start. */
   #startReplica(deployment: DeploymentRuntime): Promise<boolean> {
     const id = `${deployment.name}#${++deployment.replicaNumber}`;
-    const transport = this.#transports(deployment.options.isolation, id);
+    const memoryLimit = deployment.options.resources.memory || undefined;
+    const transport = this.#transports(deployment.options.isolation, id, {
+      memoryBytes: memoryLimit,
+    });
     const replica = new ReplicaClient(id, deployment.name, transport, this.#events);
+    this.#startedWith.set(replica, this.#startKey(deployment.options));
     deployment.replicas.push(replica);
     this.#byReplica.set(replica, deployment);
     const initConfig = deployment.userConfig;
@@ -302,6 +319,7 @@ export class Controller {
           replica: id,
           args: deployment.spec.init,
           userConfig: initConfig,
+          memoryLimit,
         },
         START_TIMEOUT_MS,
       )
@@ -315,7 +333,7 @@ export class Controller {
             replica
               .control(
                 { t: "reconfigure", config: deployment.userConfig ?? null },
-                deployment.options.healthCheckTimeoutMs,
+                reconfigureTimeout(deployment.options),
               )
               .catch(
                 (error: Error) =>
@@ -356,17 +374,34 @@ export class Controller {
    */
   async apply(next: Application): Promise<Record<string, UpdateKind[]>> {
     const plan: Record<string, UpdateKind[]> = {};
+    const done: [DeploymentRuntime, ResolvedDeploymentOptions][] = [];
     for (const spec of next.graph.deployments) {
       const deployment = this.#deployments.get(spec.name);
       if (!deployment)
         throw new NotFoundError(
           `Application "${this.#app.name}" has no deployment "${spec.name}"; a new graph needs a code update.`,
         );
-      plan[spec.name] = await this.#applyDeployment(deployment, next.deployments[spec.name]!);
+      const old = deployment.options;
+      try {
+        plan[spec.name] = await this.#applyDeployment(deployment, next.deployments[spec.name]!);
+      } catch (error) {
+        // The failed deployment undid its own change; the ones before it go back too, so
+        // that what runs and what this controller believes are the old version again.
+        for (const [d, options] of done.reverse())
+          await this.#applyDeployment(d, options).catch(() => undefined);
+        throw error;
+      }
+      done.push([deployment, old]);
     }
     this.#app = next;
     return plan;
   }
+
+  /** What a replica was started with, to tell which ones a rollback must replace. */
+  readonly #startedWith = new WeakMap<ReplicaClient, string>();
+
+  #startKey = (options: ResolvedDeploymentOptions): string =>
+    JSON.stringify([options.isolation, options.resources]);
 
   async #applyDeployment(
     d: DeploymentRuntime,
@@ -376,58 +411,48 @@ export class Controller {
     const same = (key: keyof ResolvedDeploymentOptions): boolean =>
       JSON.stringify(old[key]) === JSON.stringify(next[key]);
     const kinds: UpdateKind[] = [];
-    if (!same("maxOngoingRequests") || !same("maxQueuedRequests")) {
-      d.router.configure(next);
-      kinds.push("router");
-    }
-    if (
-      !same("healthCheckPeriodMs") ||
-      !same("healthCheckTimeoutMs") ||
-      !same("gracefulShutdownTimeoutMs")
-    )
-      kinds.push("controller");
-    d.options = next;
-    if (kinds.includes("controller")) {
-      clearInterval(d.healthTimer);
-      this.#startHealthChecks(d);
-    }
-    if (!same("userConfig")) {
-      const previous = d.userConfig;
-      d.userConfig = next.userConfig;
-      try {
-        await Promise.all(
-          d.running.map((r) =>
-            r.control(
-              { t: "reconfigure", config: next.userConfig ?? null },
-              next.healthCheckTimeoutMs,
+    try {
+      if (!same("maxOngoingRequests") || !same("maxQueuedRequests")) {
+        d.router.configure(next);
+        kinds.push("router");
+      }
+      d.options = next;
+      if (
+        !same("healthCheckPeriodMs") ||
+        !same("healthCheckTimeoutMs") ||
+        !same("gracefulShutdownTimeoutMs")
+      ) {
+        clearInterval(d.healthTimer);
+        this.#startHealthChecks(d);
+        kinds.push("controller");
+      }
+      if (!same("userConfig")) {
+        kinds.push("reconfigure");
+        d.userConfig = next.userConfig;
+        try {
+          await Promise.all(
+            d.running.map((r) =>
+              r.control(
+                { t: "reconfigure", config: next.userConfig ?? null },
+                reconfigureTimeout(next),
+              ),
             ),
-          ),
-        );
-      } catch (error) {
-        d.userConfig = previous;
-        d.options = { ...next, ...(previous === undefined ? {} : { userConfig: previous }) };
-        await Promise.allSettled(
-          d.running.map((r) =>
-            r.control({ t: "reconfigure", config: previous ?? null }, next.healthCheckTimeoutMs),
-          ),
-        );
-        d.message = `userConfig update rolled back: reconfigure() failed: ${(error as Error).message}`;
-        throw new DeployFailedError(d.name, d.message, { cause: error });
+          );
+        } catch (error) {
+          d.message = `userConfig update rolled back: reconfigure() failed: ${(error as Error).message}`;
+          throw new DeployFailedError(d.name, d.message, { cause: error });
+        }
       }
-      kinds.push("reconfigure");
-    }
-    if (!same("isolation") || !same("resources")) {
-      const rolled = await this.#rollingRestart(d);
-      if (!rolled) {
-        d.options = old;
-        clearTimeout(d.retryTimer);
-        d.retryTimer = undefined;
-        d.status = "UPDATING";
-        d.message = `Update rolled back: the new replica failed to start (${d.message}); the old replicas keep serving.`;
-        this.#setStatus(d);
-        throw new DeployFailedError(d.name, d.message);
+      if (!same("isolation") || !same("resources")) {
+        kinds.push("restart");
+        if (!(await this.#rollingRestart(d))) {
+          d.message = `Update rolled back: the new replica failed to start (${d.message}); the old replicas keep serving.`;
+          throw new DeployFailedError(d.name, d.message);
+        }
       }
-      kinds.push("restart");
+    } catch (error) {
+      await this.#revert(d, old, kinds);
+      throw error;
     }
     if (!same("numReplicas") || !same("autoscaling")) {
       d.autoscaler = next.autoscaling ? new Autoscaler(next.autoscaling) : undefined;
@@ -437,18 +462,53 @@ export class Controller {
         ? Math.min(next.autoscaling.maxReplicas, Math.max(next.autoscaling.minReplicas, d.target))
         : next.numReplicas;
       d.message = `Scaling to ${d.target} replicas.`;
+      d.startFailures = 0; // a new target gets its own attempts
+      if (d.status === "DEPLOY_FAILED") d.status = "UPDATING";
       this.#reconcile(d);
       kinds.push("scale");
     }
     return kinds;
   }
 
-  /** Replaces every replica one at a time: the new one runs before the old one drains. */
-  async #rollingRestart(d: DeploymentRuntime): Promise<boolean> {
+  /** Puts a deployment back on `old` after a failed update: what `kinds` had changed. */
+  async #revert(d: DeploymentRuntime, old: ResolvedDeploymentOptions, kinds: UpdateKind[]) {
+    const message = d.message;
+    d.options = old;
+    if (kinds.includes("router")) d.router.configure(old);
+    if (kinds.includes("controller")) {
+      clearInterval(d.healthTimer);
+      this.#startHealthChecks(d);
+    }
+    if (kinds.includes("reconfigure")) {
+      d.userConfig = old.userConfig;
+      await Promise.allSettled(
+        d.running.map((r) =>
+          r.control({ t: "reconfigure", config: old.userConfig ?? null }, reconfigureTimeout(old)),
+        ),
+      );
+    }
+    if (kinds.includes("restart")) {
+      clearTimeout(d.retryTimer);
+      d.retryTimer = undefined;
+      d.startFailures = 0;
+      // Replicas the rolling restart had already replaced go back to the old settings.
+      const key = this.#startKey(old);
+      await this.#rollingRestart(d, (r) => this.#startedWith.get(r) !== key);
+    }
+    d.status = "UPDATING";
+    d.message = message;
+    this.#setStatus(d);
+  }
+
+  /** Replaces the replicas `which` picks one at a time: the new one runs before the old one drains. */
+  async #rollingRestart(
+    d: DeploymentRuntime,
+    which: (replica: ReplicaClient) => boolean = () => true,
+  ): Promise<boolean> {
     d.rolling = true;
     d.status = "UPDATING";
     try {
-      for (const replica of [...d.live]) {
+      for (const replica of d.live.filter(which)) {
         if (!(await this.#startReplica(d))) return false;
         await this.#stopReplica(d, replica);
       }

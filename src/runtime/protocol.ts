@@ -26,6 +26,8 @@ export interface InitMessage {
   readonly replica: string;
   readonly args: readonly InitArg[];
   readonly userConfig?: JsonValue | undefined;
+  /** `resources.memory` in bytes: the replica ends itself past it (see memory-limit.ts). */
+  readonly memoryLimit?: number | undefined;
 }
 
 export type Response =
@@ -57,6 +59,8 @@ export type ToReplica =
 export type FromReplica =
   | { readonly t: "ready" }
   | { readonly t: "init-failed"; readonly e: SerializedError }
+  /** The replica is about to end itself, and why (it went past its memory limit). */
+  | { readonly t: "fatal"; readonly message: string }
   /** A handle call from inside the replica to deployment `d`. */
   | {
       readonly t: "hcall";

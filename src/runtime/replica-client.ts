@@ -45,6 +45,8 @@ export class ReplicaClient {
   #nextId = 1;
   #ready: { resolve: () => void; reject: (error: Error) => void } | undefined;
   #starting: Promise<void> | undefined;
+  /** Why the replica said it is ending itself, if it did. */
+  #fatal: string | undefined;
 
   constructor(id: string, deployment: string, transport: ReplicaTransport, events: ReplicaEvents) {
     this.id = id;
@@ -172,7 +174,7 @@ export class ReplicaClient {
   #onExit(reason: string): void {
     if (this.state === "DEAD" || this.state === "STOPPED") return;
     const wasStarting = this.state === "STARTING";
-    this.#die(`${this.transport.description} ${reason}`);
+    this.#die(`${this.transport.description} ${this.#fatal ?? reason}`);
     if (!wasStarting) this.#events.exited(this, this.message);
   }
 
@@ -198,6 +200,9 @@ export class ReplicaClient {
       case "init-failed":
         this.#ready?.reject(deserializeError(message.e));
         this.#ready = undefined;
+        return;
+      case "fatal":
+        this.#fatal = message.message;
         return;
     }
   }

@@ -14,6 +14,8 @@ import { serializeError } from "./error-codec.js";
 import { createRemoteHandle, HandleCalls } from "./remote-handle.js";
 import type { FromReplica, InitMessage, ToReplica } from "./protocol.js";
 import { HANDLE_REF } from "./handle-ref.js";
+import { watchParent } from "./orphan-watchdog.js";
+import { watchMemory } from "./memory-limit.js";
 import { isAsyncIterable, isPromiseLike } from "../values.js";
 import { ensureTypeScriptLoader } from "./typescript-loader.js";
 
@@ -225,6 +227,17 @@ function call(
   );
 }
 
+/** Says why (past the batcher, so the message leaves first), then ends this replica. */
+function endForMemory(message: string): void {
+  const fatal: FromReplica = { t: "fatal", message };
+  if (parentPort) {
+    parentPort.postMessage(fatal);
+    process.exit(1); // in a worker: ends this thread only
+  } else {
+    process.send!(fatal, () => process.exit(1));
+  }
+}
+
 /** Runs a control operation and answers it. */
 function control(id: number, operation: () => unknown): void {
   Promise.resolve()
@@ -273,7 +286,10 @@ function onMessage(message: ToReplica): void {
       return;
     case "init":
       init(message).then(
-        () => post({ t: "ready" }),
+        () => {
+          post({ t: "ready" });
+          if (message.memoryLimit) watchMemory(message.memoryLimit, !!parentPort, endForMemory);
+        },
         (error: unknown) => post({ t: "init-failed", e: serializeError(error) }),
       );
       return;
@@ -291,6 +307,8 @@ if (parentPort) {
   parentPort.on("message", (data: ToReplica | ToReplica[]) => unbatch(data, onMessage));
 } else {
   process.on("message", (data) => unbatch(data as ToReplica | ToReplica[], onMessage));
-  // The runtime going away (its IPC channel closing) ends this process.
+  // The runtime going away (its IPC channel closing) ends this process; the watchdog
+  // ends it even when its event loop is too busy to see that.
   process.on("disconnect", () => process.exit(0));
+  watchParent();
 }

@@ -3,7 +3,6 @@
  * The ingress runs in this process: it validates the input, then walks the compiled plan,
  * sending each call through the router of its deployment.
  */
-import { requirePackages } from "../optional-package.js";
 import { INGRESS, type Application } from "../app/application.js";
 import { toMilliseconds, type Duration, type JsonValue } from "../app/options.js";
 import { inReplicaContext } from "../app/registry.js";
@@ -11,12 +10,7 @@ import { formatCallSite } from "../dag/call-site.js";
 import { validateInput } from "../dag/executor.js";
 import { runPlan, type PlanCallbacks } from "../dag/run-plan.js";
 import type { DeploymentHandle } from "../dag/types.js";
-import {
-  BackPressureError,
-  DeployFailedError,
-  GraphBuildError,
-  ServerClosedError,
-} from "../errors.js";
+import { DeployFailedError, GraphBuildError, ServerClosedError } from "../errors.js";
 import { defaultTransportFactory } from "../transport/index.js";
 import { transferablesOf } from "../transport/transfer.js";
 import type { TransportFactory } from "../transport/transport.js";
@@ -28,8 +22,10 @@ import { HANDLE_REF } from "./handle-ref.js";
 import type { Router } from "./router.js";
 import type { ApplicationStatusInfo } from "./status.js";
 import { transferPlan } from "./transfer-plan.js";
+import { IngressGate } from "./ingress-gate.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
+import { startFrontDoors } from "./front-doors.js";
 
 export interface RunOptions {
   /** HTTP host (default `127.0.0.1`). */
@@ -42,8 +38,10 @@ export interface RunOptions {
   readonly requestTimeout?: Duration;
   /** Time allowed to receive a whole HTTP request; slow senders are cut off (default 30s). */
   readonly readTimeout?: Duration;
-  /** Largest request body in bytes (default 16 MiB), for HTTP and gRPC. */
+  /** Largest request body in bytes (default 16 MiB), for HTTP and gRPC; a multipart body's parts together. */
   readonly bodyLimit?: number;
+  /** Open HTTP connections at most (default 900); one more is answered 503 and closed. */
+  readonly maxConnections?: number;
   /** Error responses include stack traces (default false). */
   readonly debug?: boolean;
   /** Level of the request log, a pino level (default `warn`). Each line carries the request id. */
@@ -56,7 +54,8 @@ export interface RunOptions {
   readonly frontDoors?: false;
 }
 
-const DEFAULT_BODY_LIMIT = 16 * 1024 * 1024;
+/** After the drain, a moment for the answers of requests that were cut off to be sent. */
+const FLUSH_MS = 100;
 
 /** Options of one request through a handle. */
 export interface RequestOptions {
@@ -80,59 +79,6 @@ export interface GraphHandle<In, Out> {
   call(input: GraphInput<In>, options?: RequestOptions): Promise<Out>;
 }
 
-/** Bounds the graph executions in flight, like any deployment's router. */
-class IngressGate {
-  #ongoing = 0;
-  readonly #waiting: (() => void)[] = [];
-
-  constructor(
-    private maxOngoing: number,
-    private maxQueued: number,
-  ) {}
-
-  configure(maxOngoing: number, maxQueued: number): void {
-    this.maxOngoing = maxOngoing;
-    this.maxQueued = maxQueued;
-  }
-
-  get ongoing(): number {
-    return this.#ongoing;
-  }
-
-  /**
-   * Resolves when a slot is taken (`undefined` when one was free at once); a request
-   * cancelled while it waits leaves the queue and rejects with the scope's reason.
-   */
-  enter(scope: CancelScope | undefined): Promise<void> | undefined {
-    if (this.#ongoing < this.maxOngoing) {
-      this.#ongoing++;
-      return undefined;
-    }
-    if (this.#waiting.length >= this.maxQueued) {
-      throw new BackPressureError(INGRESS, this.#ongoing, this.#waiting.length);
-    }
-    return new Promise((resolve, reject) => {
-      const take = (): void => {
-        unsubscribe?.();
-        resolve();
-      };
-      this.#waiting.push(take);
-      const unsubscribe = scope?.subscribe((reason) => {
-        const index = this.#waiting.indexOf(take);
-        if (index < 0) return;
-        this.#waiting.splice(index, 1);
-        reject(reason);
-      });
-    });
-  }
-
-  leave(): void {
-    const next = this.#waiting.shift();
-    if (next) next();
-    else this.#ongoing--;
-  }
-}
-
 /** A served application. Close it with `close()` or `await using`. */
 export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   #app: Application<In, Out>;
@@ -141,8 +87,11 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   /** The gRPC port, when gRPC is served. */
   grpcPort: number | undefined;
   readonly handle: GraphHandle<In, Out>;
-  /** @internal Front doors, closed before the replicas. */
-  readonly frontDoors: (() => Promise<void>)[] = [];
+  /**
+   * @internal Front doors: they stop taking requests first, and close their connections
+   * once `force` resolves (after the drain).
+   */
+  readonly frontDoors: ((force: Promise<void>) => Promise<void>)[] = [];
   readonly #controller: Controller;
   readonly #gate: IngressGate;
   readonly #routers: readonly (Router | undefined)[];
@@ -299,11 +248,32 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     await this.#controller.reconfigure(deployment, userConfig);
   }
 
-  /** Stops taking requests, drains those in flight, closes the instances. Safe to call twice. */
+  /**
+   * Stops taking requests, drains those in flight, closes the instances. Bounded: what still
+   * runs after `gracefulShutdownTimeout` (the largest of the deployments') is answered with
+   * `ReplicaDiedError` (and queued requests with `ServerClosedError`), so it ends within that
+   * plus about a second for `close()` hooks. Safe to call twice.
+   */
   close(): Promise<void> {
     this.#closed ??= (async () => {
-      await Promise.all(this.frontDoors.map((close) => close()));
-      await this.#controller.close();
+      // The deployments' own timeouts bound the drain (the generated ingress has none of its own).
+      const deadline =
+        Date.now() +
+        Math.max(
+          0,
+          ...this.app.graph.deployments.map(
+            (d) => this.app.deployments[d.name]!.gracefulShutdownTimeoutMs,
+          ),
+        );
+      let drained!: () => void;
+      const force = new Promise<void>((resolve) => (drained = resolve));
+      const doors = Promise.all(this.frontDoors.map((close) => close(force)));
+      // Graph executions in flight go on through every step before replicas stop.
+      while (this.#gate.pending > 0 && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      await this.#controller.close(deadline);
+      setTimeout(drained, FLUSH_MS);
+      await doors;
     })();
     return this.#closed;
   }
@@ -378,62 +348,10 @@ export async function run<In, Out>(
     const doors = await startFrontDoors(server.ingressTarget(), options);
     server.url = doors.url;
     server.grpcPort = doors.grpcPort;
-    server.frontDoors.push(doors.close);
+    server.frontDoors.push((force) => doors.close(force));
   } catch (error) {
     await server.close();
     throw error;
   }
   return server;
-}
-
-/** The optional peer dependencies of the gRPC front door. */
-const GRPC_PACKAGES = ["@grpc/grpc-js", "@grpc/proto-loader"] as const;
-
-/** @internal The HTTP (and, when asked, gRPC) front doors of a target. */
-export async function startFrontDoors(
-  target: IngressTarget,
-  options: RunOptions,
-): Promise<{ url: string; grpcPort: number | undefined; close: () => Promise<void> }> {
-  const host = options.host ?? "127.0.0.1";
-  const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
-  // The front doors load only where they serve: replicas import this module too.
-  const { startHttp } = await import("../ingress/http.js");
-  const http = await startHttp(target, {
-    host,
-    port: options.port ?? 8000,
-    bodyLimit,
-    readTimeoutMs: toMilliseconds(options.readTimeout ?? "30s"),
-    requestTimeoutMs:
-      options.requestTimeout === undefined ? undefined : toMilliseconds(options.requestTimeout),
-    debug: options.debug ?? false,
-    logLevel: options.logLevel ?? "warn",
-    logStream: options.logStream,
-  });
-  const closers: (() => Promise<void>)[] = [() => http.close()];
-  const address = http.server.address();
-  const port = typeof address === "object" && address ? address.port : options.port;
-  let grpcPort: number | undefined;
-  try {
-    if (options.grpc) {
-      requirePackages("gRPC (the grpc option)", GRPC_PACKAGES);
-      const { startGrpc } = await import("../ingress/grpc.js");
-      const grpc = await startGrpc(target, {
-        host,
-        port: options.grpc.port ?? 9000,
-        maxMessageBytes: bodyLimit,
-      });
-      grpcPort = grpc.port;
-      closers.push(grpc.close);
-    }
-  } catch (error) {
-    await http.close();
-    throw error;
-  }
-  return {
-    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
-    grpcPort,
-    close: async () => {
-      await Promise.all(closers.map((close) => close()));
-    },
-  };
 }

@@ -5,7 +5,11 @@ import { ProcessTransport } from "./process.js";
 import { ThreadTransport } from "./thread.js";
 import type { ReplicaTransport, TransportFactory } from "./transport.js";
 
-export const defaultTransportFactory: TransportFactory = (isolation, name): ReplicaTransport =>
-  isolation === "process" ? new ProcessTransport(name) : new ThreadTransport(name);
+export const defaultTransportFactory: TransportFactory = (
+  isolation,
+  name,
+  limits = {},
+): ReplicaTransport =>
+  isolation === "process" ? new ProcessTransport(name, limits) : new ThreadTransport(name, limits);
 
-export type { Isolation, ReplicaTransport, TransportFactory } from "./transport.js";
+export type { Isolation, ReplicaLimits, ReplicaTransport, TransportFactory } from "./transport.js";

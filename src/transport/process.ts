@@ -6,7 +6,12 @@ import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { FromReplica, ToReplica } from "../runtime/protocol.js";
 import { MessageBatcher, unbatch } from "./batch.js";
-import { REPLICA_ENTRY, type ReplicaTransport } from "./transport.js";
+import { heapMegabytes } from "../runtime/memory-limit.js";
+import { REPLICA_ENTRY, type ReplicaLimits, type ReplicaTransport } from "./transport.js";
+
+/** Child processes still running: killed when this process exits, however it exits. */
+const children = new Set<ChildProcess>();
+let killOnExit = false;
 
 export class ProcessTransport implements ReplicaTransport {
   readonly isolation = "process";
@@ -14,12 +19,28 @@ export class ProcessTransport implements ReplicaTransport {
   readonly #child: ChildProcess;
   readonly #exited: Promise<void>;
 
-  constructor(name: string) {
+  readonly #limits: ReplicaLimits;
+
+  constructor(name: string, limits: ReplicaLimits = {}) {
+    this.#limits = limits;
     this.#child = fork(fileURLToPath(REPLICA_ENTRY), [name], {
       serialization: "advanced",
-      execArgv: [],
+      execArgv: limits.memoryBytes
+        ? [`--max-old-space-size=${heapMegabytes(limits.memoryBytes)}`]
+        : [],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
+      // Its own process group: Ctrl-C in a terminal signals the foreground group, and the
+      // server, not the terminal, decides when a replica stops (after draining it).
+      detached: true,
     });
+    children.add(this.#child);
+    this.#child.once("exit", () => children.delete(this.#child));
+    if (!killOnExit) {
+      killOnExit = true;
+      process.once("exit", () => {
+        for (const child of children) child.kill("SIGKILL");
+      });
+    }
     this.description = `pid ${this.#child.pid ?? "?"}`;
     // A send to a process that just died fails asynchronously; the exit handler reports it.
     this.#child.on("error", () => undefined);
@@ -50,7 +71,13 @@ export class ProcessTransport implements ReplicaTransport {
 
   onExit(listener: (reason: string) => void): void {
     this.#child.once("exit", (code, signal) => {
-      listener(signal ? `killed by ${signal}` : `exited with code ${code}`);
+      // V8 aborts a process that fills the heap --max-old-space-size allows.
+      const heapFull =
+        this.#limits.memoryBytes !== undefined && (signal === "SIGABRT" || code === 134);
+      listener(
+        (signal ? `killed by ${signal}` : `exited with code ${code}`) +
+          (heapFull ? " (its JavaScript heap was likely full: resources.memory sets it)" : ""),
+      );
     });
   }
 

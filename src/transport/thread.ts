@@ -5,7 +5,8 @@
 import { Worker } from "node:worker_threads";
 import type { FromReplica, ToReplica } from "../runtime/protocol.js";
 import { MessageBatcher, unbatch } from "./batch.js";
-import { REPLICA_ENTRY, type ReplicaTransport } from "./transport.js";
+import { heapMegabytes } from "../runtime/memory-limit.js";
+import { REPLICA_ENTRY, type ReplicaLimits, type ReplicaTransport } from "./transport.js";
 
 export class ThreadTransport implements ReplicaTransport {
   readonly isolation = "thread";
@@ -14,8 +15,13 @@ export class ThreadTransport implements ReplicaTransport {
   readonly #exited: Promise<void>;
   #error: Error | undefined;
 
-  constructor(name: string) {
-    this.#worker = new Worker(REPLICA_ENTRY, { name });
+  constructor(name: string, limits: ReplicaLimits = {}) {
+    this.#worker = new Worker(REPLICA_ENTRY, {
+      name,
+      ...(limits.memoryBytes && {
+        resourceLimits: { maxOldGenerationSizeMb: heapMegabytes(limits.memoryBytes) },
+      }),
+    });
     this.description = `thread ${this.#worker.threadId}`;
     this.#worker.on("error", (error) => {
       this.#error = error;
@@ -43,10 +49,13 @@ export class ThreadTransport implements ReplicaTransport {
 
   onExit(listener: (reason: string) => void): void {
     this.#worker.once("exit", (code) => {
+      const error = this.#error as (Error & { code?: string }) | undefined;
       listener(
-        this.#error
-          ? `uncaught ${this.#error.name}: ${this.#error.message}`
-          : `exited with code ${code}`,
+        error?.code === "ERR_WORKER_OUT_OF_MEMORY"
+          ? `ran out of its JavaScript heap (resources.memory sets it)`
+          : error
+            ? `uncaught ${error.name}: ${error.message}`
+            : `exited with code ${code}`,
       );
     });
   }

@@ -26,8 +26,18 @@ export interface ReplicaTransport {
   terminate(): Promise<void>;
 }
 
+/** Limits a replica starts with. */
+export interface ReplicaLimits {
+  /** `resources.memory` in bytes: V8's heap limit is set from it. */
+  readonly memoryBytes?: number | undefined;
+}
+
 /** Starts one replica host; the runtime then sends it an `init` message. */
-export type TransportFactory = (isolation: Isolation, name: string) => ReplicaTransport;
+export type TransportFactory = (
+  isolation: Isolation,
+  name: string,
+  limits?: ReplicaLimits,
+) => ReplicaTransport;
 
 /** The module every replica thread or process starts with. */
 export const REPLICA_ENTRY = new URL("../runtime/replica-entry.mjs", import.meta.url);

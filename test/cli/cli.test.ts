@@ -77,7 +77,10 @@ describe("the tributary command", { timeout: 120_000 }, () => {
       replica: "thresholder#1",
     });
     assert.equal(await server.stop(), 0);
-    assert.match(server.output(), /Draining…\nStopped\./);
+    assert.match(
+      server.output(),
+      /Draining \(up to 20 s; Ctrl-C again stops at once.*\)…\nStopped\./,
+    );
   });
 
   test("cli - build writes YAML, and run serve.yaml serves with the file's overrides", async () => {

@@ -94,11 +94,13 @@ describe("tributary start / deploy", { timeout: 180_000 }, () => {
       const url = `${status.url}/v`;
 
       let running = true;
-      const answers: string[] = [];
+      /** Each answer with the time its call started: only calls started after a change must see it. */
+      const answers: { answer: string; started: number }[] = [];
       const failures: string[] = [];
       const deadline = Date.now() + 120_000;
       const callers = Array.from({ length: 3 }, async () => {
         while (running && Date.now() < deadline) {
+          const started = Date.now();
           const response = await fetch(url, {
             method: "POST",
             headers: { "content-type": "application/json" },
@@ -110,11 +112,23 @@ describe("tributary start / deploy", { timeout: 180_000 }, () => {
                 ? response.message
                 : `${response.status} ${await response.text()}`,
             );
-          else answers.push((await response.json()) as string);
+          else answers.push({ answer: (await response.json()) as string, started });
         }
       });
-      await new Promise((r) => setTimeout(r, 300));
-      assert.ok(answers.every((a): boolean => a === "v1:a:1"));
+      /** The answers (at least `count`, waited for) to calls started after `since`. */
+      const startedAfter = async (since: number, count = 10): Promise<string[]> => {
+        const until = Date.now() + 20_000;
+        while (answers.filter((a) => a.started > since).length < count) {
+          if (Date.now() > until || failures.length > 0)
+            assert.fail(
+              `fewer than ${count} answers after the change; failures: ${failures.join()}`,
+            );
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        return answers.filter((a) => a.started > since).map((a) => a.answer);
+      };
+      const others = (list: string[], expected: string) => list.filter((a) => a !== expected);
+      assert.deepEqual(others(await startedAfter(0), "v1:a:1"), []);
 
       // userConfig only: reconfigure() on the live replica.
       await writeFile(file, config("b"));
@@ -122,12 +136,8 @@ describe("tributary start / deploy", { timeout: 180_000 }, () => {
         (await cli(["deploy", file, "--address", instance.address])).stdout,
         /versioned: updated \(answer: reconfigure\)/,
       );
-      let mark = answers.length;
-      await new Promise((r) => setTimeout(r, 300));
-      assert.ok(
-        answers.slice(mark + 3).every((a): boolean => a === "v1:b:1"),
-        answers.slice(mark).join(),
-      );
+      let changed = Date.now();
+      assert.deepEqual(others(await startedAfter(changed), "v1:b:1"), []);
 
       // A code change rolls the whole application: the new version serves once healthy.
       await writeFile(join(dir, "app.ts"), moduleSource("v2"));
@@ -135,12 +145,8 @@ describe("tributary start / deploy", { timeout: 180_000 }, () => {
         (await cli(["deploy", file, "--address", instance.address])).stdout,
         /versioned: code/,
       );
-      mark = answers.length;
-      await new Promise((r) => setTimeout(r, 300));
-      assert.ok(
-        answers.slice(mark + 3).every((a): boolean => a === "v2:b:1"),
-        answers.slice(mark).join(),
-      );
+      changed = Date.now();
+      assert.deepEqual(others(await startedAfter(changed), "v2:b:1"), []);
 
       // Invalid configs are rejected whole, with positions, and serving goes on.
       await writeFile(file, config("c", "        numReplicaz: 2\n"));
@@ -175,14 +181,14 @@ describe("tributary start / deploy", { timeout: 180_000 }, () => {
       assert.equal(ctor.code, 1);
       assert.match(ctor.stderr, /Deployment "answer" failed to deploy: .*CUDA out of memory/);
 
-      mark = answers.length;
-      await new Promise((r) => setTimeout(r, 300));
-      running = false;
-      await Promise.all(callers);
-      assert.ok(
-        answers.slice(mark).every((a): boolean => a === "v2:b:1"),
+      changed = Date.now();
+      assert.deepEqual(
+        others(await startedAfter(changed), "v2:b:1"),
+        [],
         "the last good config still serves",
       );
+      running = false;
+      await Promise.all(callers);
       assert.deepEqual(failures, [], "no request failed");
       assert.match((await cli(["config", "--address", instance.address])).stdout, /prefix: b/);
 

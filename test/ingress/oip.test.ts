@@ -223,4 +223,43 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
         error.code === grpc.status.INVALID_ARGUMENT && /COMPLEX/.test(error.details),
     );
   });
+
+  test("oip grpc - a BYTES tensor with a -1 shape and an oversized request id are INVALID_ARGUMENT", async () => {
+    const base = [
+      { name: "x", datatype: "FP32", shape: [1, 2], contents: { fp32_contents: [2, 4] } },
+      { name: "scale", datatype: "FP64", shape: [1], contents: { fp64_contents: [3] } },
+    ];
+    await assert.rejects(
+      rpc(client, "ModelInfer", {
+        model_name: "scaler",
+        inputs: [
+          ...base,
+          {
+            name: "name",
+            datatype: "BYTES",
+            shape: [-1, -1],
+            contents: { bytes_contents: [Buffer.from("a")] },
+          },
+        ],
+      }),
+      (error: grpc.ServiceError) =>
+        error.code === grpc.status.INVALID_ARGUMENT &&
+        /shape\[0\] = -1 is not a non-negative integer/.test(error.details),
+    );
+    await assert.rejects(
+      rpc(client, "ModelInfer", {
+        model_name: "scaler",
+        id: "x".repeat(1024 * 1024),
+        inputs: base,
+      }),
+      (error: grpc.ServiceError) =>
+        error.code === grpc.status.INVALID_ARGUMENT && /at most 128 printable/.test(error.details),
+    );
+    const fine = await rpc<InferResponse>(client, "ModelInfer", {
+      model_name: "scaler",
+      id: "x".repeat(128),
+      inputs: base,
+    });
+    assert.equal(fine.id, "x".repeat(128));
+  });
 });

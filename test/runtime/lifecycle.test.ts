@@ -21,11 +21,16 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
       app.withOptions({ fragile: { maxOngoingRequests: 2, maxQueuedRequests: 3 } }),
     );
     const fragile = server.getHandle<Fragile>("fragile");
-    const flood = Array.from({ length: 10 }, () => fragile.sleep(400));
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const during = (await server.status()).applications.faulty!.deployments.fragile!;
-    assert.equal(during.ongoing, 2, "at most maxOngoingRequests run on the replica");
-    assert.equal(during.queued, 3);
+    const flood = Array.from({ length: 10 }, () => fragile.sleep(1_000));
+    const during = async () => (await server.status()).applications.faulty!.deployments.fragile!;
+    await eventually(
+      async () => (await during()).ongoing === 2 && (await during()).queued === 3,
+      5_000,
+      "2 requests run and 3 wait",
+    );
+    // Still at most maxOngoingRequests on the replica a moment later.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal((await during()).ongoing, 2, "at most maxOngoingRequests run on the replica");
     const results = await Promise.allSettled(flood);
     const answered = results.filter((r) => r.status === "fulfilled").map((r) => r.value);
     const shed = results.filter((r) => r.status === "rejected").map((r) => r.reason as unknown);
@@ -59,7 +64,10 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
     const cancelled = server
       .getHandle<Fragile>("fragile", { signal: controller.signal })
       .sleep(30_000);
-    setTimeout(() => controller.abort(), 50);
+    const fragileStatus = async () =>
+      (await server.status()).applications.faulty!.deployments.fragile!;
+    await eventually(async () => (await fragileStatus()).ongoing === 1, 5_000, "the call runs");
+    controller.abort();
     await assert.rejects(cancelled, CancelledError);
     assert.equal(await fragile.abortedCount(), 2, "user code saw both signals");
     // A queued request that times out leaves the queue.
@@ -122,7 +130,11 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
       );
       const fragile = server.getHandle<Fragile>("fragile");
       const inFlight = [fragile.sleep(300), fragile.sleep(300), fragile.sleep(300)];
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await eventually(
+        async () => (await server.status()).applications.faulty!.deployments.fragile!.ongoing === 3,
+        5_000,
+        "the three requests run",
+      );
       await server.close();
       assert.deepEqual(await Promise.all(inFlight), ["slept", "slept", "slept"]);
       assert.match(await readFile(marker, "utf8"), /^closed by \d+$/);
@@ -138,7 +150,14 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
     const fragile = server.getHandle<Fragile>("fragile");
     const running = fragile.sleep(60_000);
     const queued = fragile.echo(1);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await eventually(
+      async () => {
+        const d = (await server.status()).applications.faulty!.deployments.fragile!;
+        return d.ongoing === 1 && d.queued === 1;
+      },
+      5_000,
+      "one request runs and one waits",
+    );
     await server.close();
     const settled = await Promise.race([
       Promise.allSettled([running, queued]),
@@ -172,7 +191,11 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
       relayApp.withOptions({ ingress: { maxOngoingRequests: 1, maxQueuedRequests: 5 } }),
     );
     const holder = server.handle.call(1_500); // holds the only ingress slot for 1.5 s
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await eventually(
+      async () => (await server.status()).applications.relay!.deployments.fragile!.ongoing === 1,
+      5_000,
+      "the holder has reached the replica",
+    );
     const started = Date.now();
     await assert.rejects(server.handle.call(10, { timeout: "100ms" }), TimeoutError);
     assert.ok(Date.now() - started < 1_000, "it did not wait for the slot");
@@ -183,7 +206,11 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
   test("shutdown - requests still running after gracefulShutdownTimeout are cut off", async () => {
     const server = await serve(app.withOptions({ fragile: { gracefulShutdownTimeout: "200ms" } }));
     const stuck = server.getHandle<Fragile>("fragile").sleep(60_000);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await eventually(
+      async () => (await server.status()).applications.faulty!.deployments.fragile!.ongoing === 1,
+      5_000,
+      "the request runs",
+    );
     const started = Date.now();
     await server.close();
     assert.ok(Date.now() - started < 5_000, "close() is bounded");

@@ -3,6 +3,7 @@ import { test } from "node:test";
 import { DeployFailedError } from "tributary";
 import { app } from "../fixtures/config-app.js";
 import { serve } from "../serve.js";
+import { eventually } from "./eventually.js";
 
 interface Answer {
   pass: boolean;
@@ -16,35 +17,42 @@ test(
   async () => {
     await using server = await serve(app, { port: 0 });
     let running = true;
-    const answers: Answer[] = [];
+    /** Each answer with the time its call started: only calls started after a change must see it. */
+    const answers: { answer: Answer; started: number }[] = [];
     const failures: unknown[] = [];
     // A bounded client loop: four callers, until the changes are done (at most 2 minutes).
     const deadline = Date.now() + 110_000;
     const callers = Array.from({ length: 4 }, async () => {
       while (running && Date.now() < deadline) {
+        const started = Date.now();
         try {
-          answers.push(await server.handle.call(0.7));
+          answers.push({ answer: await server.handle.call(0.7), started });
         } catch (error) {
           failures.push(error);
         }
       }
     });
     const status = async () => (await server.status()).applications.gate!.deployments.thresholder!;
-    const since = () => answers.length;
+    /** At least `count` answers to calls started after `since` (waited for), all of them. */
+    const startedAfter = async (since: number, count = 20): Promise<Answer[]> => {
+      await eventually(
+        async () => answers.filter((a) => a.started > since).length >= count,
+        20_000,
+        `${count} answers to calls started after the change`,
+      );
+      return answers.filter((a) => a.started > since).map((a) => a.answer);
+    };
 
     // userConfig: reconfigure() on the live replica, no restart.
-    let mark = since();
     assert.deepEqual(
       await server.update(app.withOptions({ thresholder: { userConfig: { threshold: 0.9 } } })),
-      {
-        thresholder: ["reconfigure"],
-      },
+      { thresholder: ["reconfigure"] },
     );
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const afterConfig = answers.slice(mark + 8);
-    assert.ok(
-      afterConfig.length > 0 &&
-        afterConfig.every((a) => a.threshold === 0.9 && !a.pass && a.replica === "thresholder#1"),
+    let changed = Date.now();
+    const afterConfig = await startedAfter(changed);
+    assert.deepEqual(
+      afterConfig.filter((a) => a.threshold !== 0.9 || a.pass || a.replica !== "thresholder#1"),
+      [],
     );
 
     // numReplicas: scaling only.
@@ -52,17 +60,18 @@ test(
       await server.update(server.app.withOptions({ thresholder: { numReplicas: 3 } })),
       { thresholder: ["scale"] },
     );
-    while ((await status()).replicas.filter((r) => r.state === "RUNNING").length < 3)
-      await new Promise((r) => setTimeout(r, 50));
+    await eventually(
+      async () => (await status()).replicas.filter((r) => r.state === "RUNNING").length === 3,
+      20_000,
+      "3 replicas run",
+    );
 
     // isolation: a rolling restart into child processes.
-    mark = since();
     assert.deepEqual(
       await server.update(server.app.withOptions({ thresholder: { isolation: "process" } })),
-      {
-        thresholder: ["restart"],
-      },
+      { thresholder: ["restart"] },
     );
+    changed = Date.now();
     const after = await status();
     assert.deepEqual(
       after.replicas.map((r) => [r.state, r.isolation]),
@@ -72,10 +81,10 @@ test(
       after.replicas.every((r) => Number(r.id.split("#")[1]) > 3),
       "every replica is new",
     );
-    await new Promise((resolve) => setTimeout(resolve, 200));
     const newIds = new Set(after.replicas.map((r) => r.id));
-    assert.ok(
-      answers.slice(-20).every((a) => newIds.has(a.replica) && a.threshold === 0.9),
+    assert.deepEqual(
+      (await startedAfter(changed)).filter((a) => !newIds.has(a.replica) || a.threshold !== 0.9),
+      [],
       "answers come from the new replicas, config kept",
     );
 
@@ -88,9 +97,11 @@ test(
           error.message,
         ),
     );
-    mark = since();
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    assert.ok(answers.slice(mark).every((a) => a.threshold === 0.9));
+    changed = Date.now();
+    assert.deepEqual(
+      (await startedAfter(changed)).filter((a) => a.threshold !== 0.9),
+      [],
+    );
 
     running = false;
     await Promise.all(callers);
@@ -110,7 +121,11 @@ test("update - overlapping updates apply one after the other", { timeout: 60_000
   ]);
   assert.deepEqual([first, second], [{ thresholder: ["restart"] }, { thresholder: ["scale"] }]);
   const status = async () => (await server.status()).applications.gate!.deployments.thresholder!;
-  while ((await status()).replicas.length !== 1) await new Promise((r) => setTimeout(r, 50));
+  await eventually(
+    async () => (await status()).replicas.length === 1,
+    20_000,
+    "one replica is left",
+  );
   assert.deepEqual(
     (await status()).replicas.map((r) => [r.state, r.isolation]),
     [["RUNNING", "process"]],

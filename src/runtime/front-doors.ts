@@ -1,0 +1,119 @@
+/**
+ * @internal The HTTP (and, when asked, gRPC) front doors of a target. Settings that need no
+ * new listener (`requestTimeout`, `readTimeout`, `bodyLimit`, `maxConnections`) are applied
+ * to a running front door without dropping a connection.
+ */
+import { toMilliseconds } from "../app/options.js";
+import type { HttpFrontDoor, HttpSettings } from "../ingress/http.js";
+import type { IngressTarget } from "../ingress/target.js";
+import type { RunOptions } from "./server.js";
+import { requirePackages } from "../optional-package.js";
+
+/** The optional peer dependencies of the gRPC front door. */
+const GRPC_PACKAGES = ["@grpc/grpc-js", "@grpc/proto-loader"] as const;
+
+/** The defaults of the front doors' limits (README, "Limits"). */
+export const FRONT_DOOR_DEFAULTS = {
+  bodyLimit: 16 * 1024 * 1024,
+  readTimeout: "30s",
+  /** Below the usual 1,024 file descriptors, leaving room for replicas, logs and gRPC. */
+  maxConnections: 900,
+} as const;
+
+export interface FrontDoors {
+  readonly url: string;
+  readonly grpcPort: number | undefined;
+  /**
+   * Applies `options` in place. Resolves with the names of the settings that changed, or
+   * `undefined` when the listeners themselves must change (host, port or gRPC port): then
+   * nothing was applied.
+   */
+  update(options: RunOptions): Promise<string[] | undefined>;
+  /** Stops taking requests; closes the connections once `force` resolves. */
+  close(force?: Promise<void>): Promise<void>;
+}
+
+function httpSettings(options: RunOptions): HttpSettings {
+  return {
+    bodyLimit: options.bodyLimit ?? FRONT_DOOR_DEFAULTS.bodyLimit,
+    readTimeoutMs: toMilliseconds(options.readTimeout ?? FRONT_DOOR_DEFAULTS.readTimeout),
+    requestTimeoutMs:
+      options.requestTimeout === undefined ? undefined : toMilliseconds(options.requestTimeout),
+    maxConnections: options.maxConnections ?? FRONT_DOOR_DEFAULTS.maxConnections,
+  };
+}
+
+/** What the listeners are: a change here needs new ones. */
+const listenerKey = (options: RunOptions): string =>
+  JSON.stringify([options.host ?? "127.0.0.1", options.port ?? 8000, options.grpc?.port ?? null]);
+
+const SETTING_NAMES: Record<keyof HttpSettings, string> = {
+  bodyLimit: "bodyLimit",
+  readTimeoutMs: "readTimeout",
+  requestTimeoutMs: "requestTimeout",
+  maxConnections: "maxConnections",
+};
+
+export async function startFrontDoors(
+  target: IngressTarget,
+  options: RunOptions,
+): Promise<FrontDoors> {
+  const host = options.host ?? "127.0.0.1";
+  const initial = httpSettings(options);
+  // The front doors load only where they serve: replicas import this module too.
+  const { startHttp } = await import("../ingress/http.js");
+  const http: HttpFrontDoor = await startHttp(target, {
+    host,
+    port: options.port ?? 8000,
+    ...initial,
+    debug: options.debug ?? false,
+    logLevel: options.logLevel ?? "warn",
+    logStream: options.logStream,
+  });
+  const address = http.server.address();
+  const port = typeof address === "object" && address ? address.port : options.port;
+  const key = listenerKey(options);
+  type Grpc = { port: number; close: (force?: Promise<void>) => Promise<void> };
+  let grpc: Grpc | undefined;
+  let grpcLimit = initial.bodyLimit;
+  const openGrpc = async (grpcPort: number, limit: number): Promise<Grpc> => {
+    requirePackages("gRPC (the grpc option)", GRPC_PACKAGES);
+    const { startGrpc } = await import("../ingress/grpc.js");
+    return startGrpc(target, {
+      host,
+      port: grpcPort,
+      maxMessageBytes: limit,
+      requestTimeoutMs: () => http.settings.requestTimeoutMs,
+    });
+  };
+  try {
+    if (options.grpc) grpc = await openGrpc(options.grpc.port ?? 9000, grpcLimit);
+  } catch (error) {
+    await http.close();
+    throw error;
+  }
+  return {
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    grpcPort: grpc?.port,
+    async update(next) {
+      if (listenerKey(next) !== key) return undefined;
+      const settings = httpSettings(next);
+      const changed = (Object.keys(settings) as (keyof HttpSettings)[])
+        .filter((name) => settings[name] !== http.settings[name])
+        .map((name) => SETTING_NAMES[name]);
+      http.apply(settings);
+      if (grpc && settings.bodyLimit !== grpcLimit) {
+        // grpc-js fixes its message limit when the server is made: the gRPC server alone is
+        // replaced on the same port, after its calls in flight end (HTTP is untouched).
+        const old = grpc;
+        await old.close();
+        grpcLimit = settings.bodyLimit;
+        grpc = await openGrpc(old.port, grpcLimit);
+      }
+      return changed;
+    },
+    close: async (force) => {
+      await Promise.all([http.close(force), grpc?.close(force)]);
+    },
+  };
+}

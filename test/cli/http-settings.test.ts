@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { Instance } from "tributary/internal";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+
+const config = (requestTimeout: string) => `http: { port: 0, requestTimeout: ${requestTimeout} }
+applications:
+  - name: sleepy
+    importPath: ./app.ts:app
+`;
+
+const nap = (ms: number): string => {
+  const body = JSON.stringify({ ms });
+  return `POST /nap HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+};
+
+test(
+  "instance - a change of http settings alone applies in place, drops no connection and is reported",
+  { timeout: 90_000 },
+  async () => {
+    const dir = await mkdtemp(join(ROOT, ".tmp-http-settings-"));
+    const instance = new Instance({
+      adminHost: "127.0.0.1",
+      adminPort: 0,
+      adminToken: undefined,
+      stateDir: join(dir, "state"),
+      imports: { projectDir: ROOT },
+    });
+    const file = join(dir, "serve.yaml");
+    await writeFile(join(dir, "app.ts"), 'export { app } from "../test/fixtures/sleepy-app.js";\n');
+    try {
+      assert.equal((await instance.deploy(config("30s"), file)).action, "started");
+      const url = new URL((await instance.status()).url as string);
+      const socket = connect(Number(url.port), "127.0.0.1");
+      let received = "";
+      let closed = false;
+      socket.on("data", (d: Buffer) => (received += d.toString()));
+      socket.on("close", () => (closed = true));
+      socket.on("error", () => undefined);
+      const answer = async (count: number): Promise<string> => {
+        const until = Date.now() + 10_000;
+        while ((received.match(/HTTP\/1\.1 /g) ?? []).length < count) {
+          if (Date.now() > until || closed) assert.fail(`no answer ${count}: ${received}`);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        return received.slice(received.lastIndexOf("HTTP/1.1 "));
+      };
+      try {
+        socket.write(nap(10));
+        assert.match(await answer(1), /^HTTP\/1\.1 200/);
+
+        const result = await instance.deploy(config("500ms"), file);
+        assert.deepEqual(result, {
+          application: "sleepy",
+          action: "updated",
+          changes: { http: ["requestTimeout"] },
+        });
+        assert.equal((await instance.status()).url, url.origin, "same address");
+
+        // The same connection is still open, and the new timeout applies to it.
+        socket.write(nap(3_000));
+        const timedOut = await answer(2);
+        assert.match(timedOut, /^HTTP\/1\.1 504/);
+        assert.match(timedOut, /"code":"TIMEOUT"/);
+        assert.equal(closed, false, "the connection was not dropped");
+      } finally {
+        socket.destroy();
+      }
+    } finally {
+      await instance.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);

@@ -1,0 +1,138 @@
+import assert from "node:assert/strict";
+import { connect, type Socket } from "node:net";
+import { after, before, describe, test } from "node:test";
+import type { Server } from "tributary";
+import { app } from "../fixtures/http-app.js";
+import { serve } from "../serve.js";
+
+const LIMIT = 1024 * 1024;
+
+interface ErrorBody {
+  error: { code: string; message: string; requestId: string };
+}
+
+function open(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () => resolve(socket));
+    socket.on("error", reject);
+  });
+}
+
+describe("front door limits", { timeout: 60_000 }, () => {
+  let server: Server;
+  let port: number;
+
+  before(async () => {
+    server = await serve(app, { bodyLimit: LIMIT });
+    port = Number(new URL(server.url).port);
+  });
+  after(() => server.close());
+
+  const post = (body: string | FormData, headers: Record<string, string> = {}) =>
+    fetch(`${server.url}/echo`, { method: "POST", headers, body });
+
+  test("limits - multipart parts together are bounded by bodyLimit: 413", async () => {
+    const form = new FormData();
+    form.append("mode", "json");
+    form.append("text", "x");
+    for (let i = 0; i < 3; i++)
+      form.append(`file${i}`, new Blob([new Uint8Array(0.6 * LIMIT)]), `f${i}.bin`);
+    const response = await post(form);
+    assert.equal(response.status, 413);
+    assert.equal(((await response.json()) as ErrorBody).error.code, "PAYLOAD_TOO_LARGE");
+  });
+
+  test("limits - a streamed multipart body is cut off with 413 once past bodyLimit, not read whole", async () => {
+    const socket = await open(port);
+    let received = "";
+    socket.on("data", (d: Buffer) => (received += d.toString("latin1")));
+    const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    socket.on("error", () => undefined);
+    const boundary = "xyzzy";
+    socket.write(
+      `POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=${boundary}\r\nTransfer-Encoding: chunked\r\n\r\n`,
+    );
+    const chunk = (text: string | Buffer) => {
+      const data = Buffer.isBuffer(text) ? text : Buffer.from(text);
+      socket.write(`${data.length.toString(16)}\r\n`);
+      socket.write(data);
+      socket.write("\r\n");
+    };
+    let sent = 0;
+    // Files of half the limit each, up to 100 of them (50 MiB), until the server answers.
+    for (let i = 0; i < 100 && received === "" && !socket.destroyed; i++) {
+      chunk(
+        `--${boundary}\r\nContent-Disposition: form-data; name="f${i}"; filename="f${i}.bin"\r\nContent-Type: application/octet-stream\r\n\r\n`,
+      );
+      chunk(Buffer.alloc(LIMIT / 2, 7));
+      chunk("\r\n");
+      sent += LIMIT / 2;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 5_000))]);
+    socket.destroy();
+    assert.match(received, /^HTTP\/1\.1 413/);
+    assert.match(received, /"code":"PAYLOAD_TOO_LARGE"/);
+    assert.ok(sent < 10 * LIMIT, `the server read ${sent} bytes before answering`);
+  });
+
+  test("limits - JSON nested deeper than 400 is a 400 before it is parsed, even in an unknown field", async () => {
+    const nested = (depth: number) =>
+      `{"mode":"json","text":"x","extra":${"[".repeat(depth)}${"]".repeat(depth)}}`;
+    const deep = await post(nested(1000), { "content-type": "application/json" });
+    assert.equal(deep.status, 400);
+    const body = (await deep.json()) as ErrorBody;
+    assert.equal(body.error.code, "BAD_REQUEST");
+    assert.match(body.error.message, /more than 400 deep/);
+    // 399 arrays inside the top-level object: 400 levels, the limit itself, is accepted.
+    const fine = await post(nested(399), { "content-type": "application/json" });
+    assert.equal(fine.status, 200, await fine.clone().text());
+    // Brackets inside strings are text, not nesting.
+    const text = await post(JSON.stringify({ mode: "json", text: "[".repeat(1200) }), {
+      "content-type": "application/json",
+    });
+    assert.equal(text.status, 422, "a long text is a schema violation (max 1000), not a 400");
+  });
+
+  test("limits - a text/plain body is 415, not a schema violation", async () => {
+    const response = await post('{"mode":"json","text":"x"}', { "content-type": "text/plain" });
+    assert.equal(response.status, 415);
+    assert.equal(((await response.json()) as ErrorBody).error.code, "UNSUPPORTED_MEDIA_TYPE");
+  });
+});
+
+test(
+  "limits - past maxConnections a connection is answered 503 TOO_MANY_CONNECTIONS and closed",
+  { timeout: 60_000 },
+  async () => {
+    await using server = await serve(app, { maxConnections: 5 });
+    const port = Number(new URL(server.url).port);
+    const idle = await Promise.all(Array.from({ length: 5 }, () => open(port)));
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const extra = await open(port);
+      const answer = await new Promise<string>((resolve) => {
+        let text = "";
+        extra.on("data", (d: Buffer) => (text += d.toString()));
+        extra.on("close", () => resolve(text));
+        extra.on("error", () => undefined);
+        setTimeout(() => resolve(text), 5_000);
+      });
+      extra.destroy();
+      assert.match(answer, /^HTTP\/1\.1 503/);
+      assert.match(answer, /"code":"TOO_MANY_CONNECTIONS"/);
+      assert.match(answer, /maxConnections/);
+      // One idle connection goes away: a new client is served.
+      idle.pop()!.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const ok = await fetch(`${server.url}/echo`, {
+        method: "POST",
+        headers: { "content-type": "application/json", connection: "close" },
+        body: JSON.stringify({ mode: "json", text: "x" }),
+      });
+      assert.equal(ok.status, 200);
+    } finally {
+      for (const socket of idle) socket.destroy();
+    }
+  },
+);

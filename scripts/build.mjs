@@ -1,10 +1,13 @@
 // npm run build: compiles src/ into dist/ (ESM JavaScript, .d.ts, source maps) and copies
 // the files tsc does not emit: the replica entry (plain .mjs) and the gRPC .proto.
 import { spawnSync } from "node:child_process";
-import { cpSync, rmSync } from "node:fs";
+import { cpSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 const root = new URL("..", import.meta.url);
+// `npm pack` runs both prepare and prepack; `--if-stale` (prepare's) skips a dist/ that is
+// newer than every file under src/.
+if (process.argv.includes("--if-stale") && !stale()) process.exit(0);
 rmSync(new URL("dist", root), { recursive: true, force: true });
 const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
 const result = spawnSync(process.execPath, [tsc, "-p", "tsconfig.build.json"], {
@@ -18,4 +21,16 @@ for (const file of [
   "ingress/proto/grpc_predict_v2.proto",
 ]) {
   cpSync(new URL(`src/${file}`, root), new URL(`dist/${file}`, root));
+}
+writeFileSync(new URL("dist/.built", root), new Date().toISOString() + "\n");
+
+function stale() {
+  let built;
+  try {
+    built = statSync(new URL("dist/.built", root)).mtimeMs;
+  } catch {
+    return true;
+  }
+  const files = readdirSync(new URL("src", root), { recursive: true, encoding: "utf8" });
+  return files.some((file) => statSync(new URL(`src/${file}`, root)).mtimeMs > built);
 }

@@ -103,7 +103,8 @@ const double = deployment(async function double(x) {
 });
 class Describe {
   async describe(y) {
-    return { y, pid: process.pid, ppid: process.ppid };
+    // This module imports zod, so its replicas do: the same probe as plain-app.mjs's.
+    return { y, pid: process.pid, ppid: process.ppid, zod: globalThis.__zod_globalRegistry !== undefined };
   }
 }
 const describer = deployment(Describe, { isolation: "process" }).bind();
@@ -140,8 +141,10 @@ class Scale {
 }
 class Offset {
   constructor(private scale: DeploymentHandle<Scale>) {}
-  async apply(x: number): Promise<{ value: number; from: string }> {
-    return { value: (await this.scale.apply(x)) + 1, from: import.meta.url.slice(-6) };
+  async apply(x: number): Promise<{ value: number; from: string; tsx: boolean }> {
+    // Whether tributary registered tsx in this replica's thread: only for app.ts.
+    const tsx = (globalThis as Record<symbol, unknown>)[Symbol.for("tributary.tsx-registered")] === true;
+    return { value: (await this.scale.apply(x)) + 1, from: import.meta.url.slice(-6), tsx };
   }
 }
 const scale = deployment(Scale).bind(3);
@@ -152,7 +155,7 @@ export const app = build(graph, { name: "affine", routePrefix: "/affine" });
 
 if (process.argv[2] === "serve") {
   await using server = await run(app, { port: 0 });
-  const value: { value: number; from: string } = await server.handle.call({ x: 2 });
+  const value: { value: number; from: string; tsx: boolean } = await server.handle.call({ x: 2 });
   console.log(JSON.stringify(value));
 }
 `;
@@ -204,7 +207,7 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
     const { stdout } = await sh(project, process.execPath, ["app.mjs", "serve"], 60_000);
     const out = JSON.parse(stdout.trim().split("\n").at(-1)!) as {
       status: number;
-      result: { y: number; pid: number; ppid: number };
+      result: { y: number; pid: number; ppid: number; zod: boolean };
       main: number;
       imageError: { code: string; message: string };
     };
@@ -212,9 +215,23 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
     assert.equal(out.result.y, 42);
     assert.notEqual(out.result.pid, out.main, "the process replica is its own process");
     assert.equal(out.result.ppid, out.main);
+    assert.equal(out.result.zod, true, "the zod probe sees an app's own zod");
     // image() without sharp names the package to install.
     assert.equal(out.imageError.code, "MISSING_PACKAGE");
     assert.match(out.imageError.message, /npm install sharp/);
+  });
+
+  test("a JavaScript app's replicas load neither zod nor tsx (threads and processes)", async () => {
+    // A copy inside the project, so that "tributary" is the installed package.
+    await writeFile(
+      join(project, "plain-app.mjs"),
+      await readFile(join(ROOT, "test", "fixtures", "plain-app.mjs"), "utf8"),
+    );
+    const { stdout } = await sh(project, process.execPath, ["plain-app.mjs", "serve"], 60_000);
+    assert.deepEqual(JSON.parse(stdout.trim().split("\n").at(-1)!), {
+      fromThread: { x: 7, zod: false, tsx: false },
+      fromProcess: { zod: false, tsx: false },
+    });
   });
 
   test("the README's JavaScript getting-started runs as written: node --test, then the CLI", async () => {
@@ -260,6 +277,50 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
     );
   });
 
+  test("another copy's CLI (a global or cached npx one) hands over to the project's copy", async () => {
+    // The repository's own bin, run in the project: the app imports the project's copy.
+    const child = spawn(
+      process.execPath,
+      [join(ROOT, "bin", "tributary.mjs"), "run", "./app.mjs:app", "--port", "0"],
+      {
+        cwd: project,
+        env: USER_ENV,
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    try {
+      const deadline = Date.now() + 60_000;
+      let match: RegExpExecArray | null;
+      while (!(match = /at (http:\/\/\S+\/double)/.exec(output))) {
+        if (Date.now() > deadline || child.exitCode !== null)
+          assert.fail(`did not come up:\n${output}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.equal(((await post(match[1]!, { x: 1 })) as { y: number }).y, 2);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
+  test("with source maps on, the built library's frames are not taken for the user's", async () => {
+    // In the repository (as in a monorepo's linked workspace) dist/ is not under
+    // node_modules, and source maps show its frames at their src/ paths: run() must still
+    // see plain-app.mjs's top-level build(). npm pack has just built dist/.
+    const { stdout } = await sh(
+      ROOT,
+      process.execPath,
+      ["--enable-source-maps", join("test", "fixtures", "plain-app.mjs"), "serve"],
+      60_000,
+    );
+    assert.equal(
+      (JSON.parse(stdout.trim().split("\n").at(-1)!) as { fromThread: { x: number } }).fromThread.x,
+      7,
+    );
+  });
+
   test("a TypeScript module needs tsx, and says so", async () => {
     await writeFile(join(project, "app.ts"), APP_TS);
     const child = await sh(project, "npx", [
@@ -271,7 +332,10 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
       () => undefined,
       (error: Error) => error.message,
     );
-    assert.match(child ?? "", /MISSING_PACKAGE|app\.ts is TypeScript.*npm install --save-dev tsx/s);
+    assert.match(
+      child ?? "",
+      /app\.ts is TypeScript, and no TypeScript loader was found for it: install tsx/,
+    );
   });
 
   describe("with TypeScript tooling installed", () => {
@@ -284,7 +348,8 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
         project,
         ["run", "./app.ts:app", "--port", "0"],
         /at (http:\/\/\S+\/affine)/,
-        async (url) => assert.deepEqual(await post(url, { x: 2 }), { value: 7, from: "app.ts" }),
+        async (url) =>
+          assert.deepEqual(await post(url, { x: 2 }), { value: 7, from: "app.ts", tsx: true }),
       );
     });
 
@@ -307,12 +372,14 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
       );
       await sh(project, "npx", ["--no-install", "tsc", "-p", "."]);
       const { stdout } = await sh(project, process.execPath, ["dist/app.js", "serve"], 60_000);
-      assert.deepEqual(JSON.parse(stdout.trim()), { value: 7, from: "app.js" });
+      // Compiled: no TypeScript loader in the replicas, although tsx is installed now.
+      assert.deepEqual(JSON.parse(stdout.trim()), { value: 7, from: "app.js", tsx: false });
       await serving(
         project,
         ["run", "./dist/app.js:app", "--port", "0"],
         /at (http:\/\/\S+\/affine)/,
-        async (url) => assert.deepEqual(await post(url, { x: 5 }), { value: 16, from: "app.js" }),
+        async (url) =>
+          assert.deepEqual(await post(url, { x: 5 }), { value: 16, from: "app.js", tsx: false }),
       );
     });
 

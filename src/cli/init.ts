@@ -26,7 +26,12 @@ function files(name: string): Record<string, string> {
       typecheck: "tsc --noEmit",
     },
     dependencies: { tributary: `^${ownVersion()}`, zod: "^4.1.0" },
-    devDependencies: { "@types/node": "^20.19.0", tsx: "^4.20.0", typescript: "^5.9.0" },
+    devDependencies: {
+      // The types of the Node.js that runs `init`.
+      "@types/node": `^${process.versions.node.split(".")[0]}.0.0`,
+      tsx: "^4.20.0",
+      typescript: "^5.9.0",
+    },
   };
   return {
     "package.json": JSON.stringify(packageJson, null, 2) + "\n",
@@ -68,7 +73,10 @@ export class Sentiment {
 
   async score(words: string[]): Promise<{ words: number; score: number }> {
     let score = 0;
-    for (const word of words) score += Number(this.#positive.has(word)) - Number(this.#negative.has(word));
+    for (const word of words) {
+      if (this.#positive.has(word)) score += 1;
+      if (this.#negative.has(word)) score -= 1;
+    }
     return { words: words.length, score };
   }
 }

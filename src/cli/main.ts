@@ -7,7 +7,7 @@
  * tributary run serve.yaml
  * tributary init my-app
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { dirname, relative, resolve } from "node:path";
 import { Command } from "commander";
@@ -109,6 +109,12 @@ async function runCommand(given: string | undefined, flags: RunFlags): Promise<v
   });
 }
 
+/** This package's version, from its package.json (two levels above src/cli and dist/cli). */
+function packageVersion(): string {
+  const manifest = new URL("../../package.json", import.meta.url);
+  return (JSON.parse(readFileSync(manifest, "utf8")) as { version: string }).version;
+}
+
 /** `tributary run` with no target serves `serve.yaml` in the working directory, as `serve run` does. */
 function defaultTarget(): string {
   if (existsSync(resolve("serve.yaml"))) return "serve.yaml";
@@ -120,7 +126,10 @@ function defaultTarget(): string {
 async function initCommand(dir: string): Promise<void> {
   const { initProject } = await import("./init.js");
   const { dir: target, files } = await initProject(dir);
-  const shown = relative(process.cwd(), target) || ".";
+  const relativeDir = relative(process.cwd(), target) || ".";
+  const shown = /^[\w./-]+$/.test(relativeDir)
+    ? relativeDir
+    : `'${relativeDir.replaceAll("'", "'\\''")}'`;
   console.log(`Wrote ${files.join(", ")} in ${shown}. Next:
   cd ${shown}
   npm install
@@ -275,9 +284,9 @@ async function deployCommand(file: string, flags: AdminFlags & { wait?: boolean 
 }
 
 export function program(): Command {
-  const cli = new Command("tributary").description(
-    "Serve machine-learning pipelines written in TypeScript.",
-  );
+  const cli = new Command("tributary")
+    .description("Serve machine-learning pipelines written in TypeScript.")
+    .version(packageVersion(), "-v, --version");
   cli
     .command("run")
     .description(

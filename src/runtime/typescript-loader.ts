@@ -4,15 +4,15 @@
  * or process. A TypeScript module (`.ts`, `.mts`, `.cts`, `.tsx`) gets tsx, registered
  * once per thread before the import.
  *
- * Which tsx: the user's project's, resolved from the module's own directory, so that the
- * version (and the `tsconfig.json` it reads) is the one the user's own scripts run with.
- * Only when the project has none is this package's resolution tried (a monorepo or a
- * global install may provide one). tsx is an optional peer dependency: a JavaScript
- * application installs and loads none of it.
+ * Which tsx: the user's project's, resolved from the module's own directory, so that its
+ * version is the one the user's own scripts run with (it reads the `tsconfig.json` of the
+ * working directory, as the `tsx` command does). Only when the project has none is this
+ * package's own resolution tried (a monorepo's hoisted copy). tsx is an optional peer
+ * dependency: a JavaScript application installs and loads none of it.
  */
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { isMainThread } from "node:worker_threads";
 import { TributaryError } from "../errors.js";
 
@@ -39,7 +39,10 @@ function loaderActive(): boolean {
   if ((globalThis as Record<symbol, unknown>)[REGISTERED] === true) return true;
   if (!isMainThread) return false;
   const flags = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].join(" ");
-  return /(?:^|[\s=/\\])tsx(?:[\s/\\]|$)|tsx[/\\]dist[/\\](?:loader|preflight)/.test(flags);
+  // `--import tsx` (or tsx/esm), and what the `tsx` command passes: …/tsx/dist/loader.mjs.
+  return /--(?:import|loader)[=\s]+tsx(?:\/esm)?(?:\s|$)|tsx[/\\]dist[/\\](?:loader|preflight)/.test(
+    flags,
+  );
 }
 
 /**
@@ -50,9 +53,10 @@ function tsxApiUrl(parent: string): string | undefined {
   try {
     const manifestPath = createRequire(parent).resolve("tsx/package.json");
     const manifest = JSON.parse(readFileSync(manifestPath, "utf8")) as {
-      exports?: Record<string, { import?: string | { default?: string } }>;
+      exports?: Record<string, string | { import?: string | { default?: string } }>;
     };
-    const entry = manifest.exports?.["./esm/api"]?.import;
+    const exported = manifest.exports?.["./esm/api"];
+    const entry = typeof exported === "string" ? exported : exported?.import;
     const file = typeof entry === "string" ? entry : entry?.default;
     return file ? new URL(file, pathToFileURL(manifestPath)).href : undefined;
   } catch {
@@ -65,7 +69,8 @@ async function loadTsx(moduleUrl: string): Promise<TsxApi> {
     const url = tsxApiUrl(parent);
     if (url) return (await import(url)) as TsxApi;
   }
-  const shown = moduleUrl.startsWith("file:") ? new URL(moduleUrl).pathname : moduleUrl;
+  const plain = moduleUrl.split("?")[0]!;
+  const shown = plain.startsWith("file:") ? fileURLToPath(plain) : plain;
   throw new TributaryError(
     "MISSING_PACKAGE",
     `${shown} is TypeScript, and no TypeScript loader was found for it: install tsx in your ` +

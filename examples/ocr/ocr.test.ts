@@ -22,6 +22,7 @@ import {
 import { groupRows, uprightTurns } from "./layout.js";
 import { CATEGORIES, corpus } from "./corpus.js";
 import { score, summarize } from "./scoring.js";
+import { fixLatin } from "./text-fixes.js";
 import { ctcDecode, type TextRecognizer } from "./models.js";
 import { characterErrorRate, renderText, type RenderOptions } from "./render.js";
 
@@ -40,6 +41,43 @@ describe("ocr building blocks", () => {
     assert.deepEqual(ctcDecode(probs, 1, steps.length, dictionary), [
       { text: "aab", score: probs[3 * 0 + 1]! },
     ]);
+  });
+
+  test("CTC decoding reads a space that only the blank beat, but not before a full stop", () => {
+    const dictionary = ["", "a", ".", " "];
+    // a, blank (space 0.4), a, blank (space 0.4), ".", blank (space 0.2), a
+    const steps: [number, number][] = [
+      [1, 0],
+      [0, 0.4],
+      [1, 0],
+      [0, 0.4],
+      [2, 0],
+      [0, 0.2],
+      [1, 0],
+    ];
+    const probs = new Float32Array(steps.length * 4);
+    steps.forEach(([c, space], t) => {
+      probs[t * 4 + c] = 0.6;
+      probs[t * 4 + 3] = Math.max(probs[t * 4 + 3]!, space);
+    });
+    assert.equal(ctcDecode(probs, 1, steps.length, dictionary)[0]!.text, "a a.a");
+    assert.equal(ctcDecode(probs, 1, steps.length, dictionary, 1)[0]!.text, "aa.a");
+  });
+
+  test("Latin fixes: O in words, digits in numbers, ASCII punctuation, the rest left alone", () => {
+    const cases: [string, string][] = [
+      ["0live 0il x1 51.18", "Olive Oil x1 51.18"],
+      ["INV0ICE 2O48", "INVOICE 2048"],
+      ["Coffee Beans xl l.26", "Coffee Beans x1 1.26"],
+      ["12 Elm Street， Tel", "12 Elm Street, Tel"],
+      ["TOTAL S3555.02", "TOTAL $3555.02"],
+      [
+        "Pasta 500g, Milk 1L, A5, CO2, lol, Shirt xl",
+        "Pasta 500g, Milk 1L, A5, CO2, lol, Shirt xl",
+      ],
+      ["发票，金额", "发票，金额"],
+    ];
+    for (const [read, fixed] of cases) assert.equal(fixLatin(read), fixed);
   });
 
   test("the minimum-area rectangle of a rotated rectangle's points is that rectangle", () => {

@@ -5,12 +5,16 @@
  *   image ───┤                                         ├─> OcrPipeline.read(image, boxes)
  *            └─────────────────────────────────────────┘        │ crop and straighten each box
  *                                                                ├─> AngleClassifier.straighten(crops)
+ *                                  a page on its side or upside down: turned upright,
+ *                                  Detector.locate(upright) and straighten again
  *                                                                └─> TextRecognizer.read(crop) × lines (batched)
+ *                                                                    then the boxes of a row joined
  *
  * Detection, classification and recognition are separate deployments (each its own
  * replicas, worker threads by default); the lines of one image fan out to recognition,
- * whose calls are gathered into batches. `POST /ocr` with an image answers the text, a
- * polygon and a score per line; `GET /ocr` serves a page to try it in a browser.
+ * whose calls are gathered into batches. `POST /ocr` with an image answers the text, and
+ * per line (a row of the page) a polygon, scores and the boxes it joins; `GET /ocr` serves
+ * a page to try it in a browser.
  */
 import { z } from "zod";
 import { build, deployment, image, InputNode, type DeploymentHandle, type Tensor } from "tributary";

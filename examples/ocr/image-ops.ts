@@ -135,9 +135,7 @@ const distance = (p: Point, q: Point): number => Math.hypot(p[0] - q[0], p[1] - 
  * wide is turned a quarter counter-clockwise, as PaddleOCR does for vertical text.
  */
 export function cropQuad(image: RgbImage, quad: Quad): RgbImage {
-  const [tl, tr, br, bl] = quad;
-  const width = Math.max(1, Math.round(Math.max(distance(tl, tr), distance(bl, br))));
-  const height = Math.max(1, Math.round(Math.max(distance(tl, bl), distance(tr, br))));
+  const { width, height } = quadSize(quad);
   const h = homography(
     [
       [0, 0],
@@ -173,7 +171,23 @@ export function cropQuad(image: RgbImage, quad: Quad): RgbImage {
     }
   }
   const crop = { width, height, data: out };
-  return height >= 1.5 * width ? rotate90(crop) : crop;
+  return isTall(width, height) ? rotate90(crop) : crop;
+}
+
+/** The size of the crop `cropQuad` cuts: the longer of each pair of opposite sides. */
+function quadSize([tl, tr, br, bl]: Quad): { width: number; height: number } {
+  return {
+    width: Math.max(1, Math.round(Math.max(distance(tl, tr), distance(bl, br)))),
+    height: Math.max(1, Math.round(Math.max(distance(tl, bl), distance(tr, br)))),
+  };
+}
+
+const isTall = (width: number, height: number): boolean => height >= 1.5 * width;
+
+/** Whether `cropQuad` turns this quad's crop a quarter (it is at least 1.5 times taller than wide). */
+export function isTallQuad(quad: Quad): boolean {
+  const { width, height } = quadSize(quad);
+  return isTall(width, height);
 }
 
 /** A quarter turn counter-clockwise (numpy's `rot90`). */
@@ -205,4 +219,63 @@ export function rotate180(image: RgbImage): RgbImage {
     out[i * 3 + 2] = data[s + 2]!;
   }
   return { width: image.width, height: image.height, data: out };
+}
+
+/**
+ * The quad grown along its own axes: each long side moved out by `vertical` × the quad's
+ * height, each short side by `horizontal` × its height. Used for the crops the recognizer
+ * reads, which want more margin above and below the text than the detector's box has.
+ */
+export function padQuad(quad: Quad, vertical: number, horizontal = 0): Quad {
+  const [tl, tr, br, bl] = quad;
+  const height = (distance(tl, bl) + distance(tr, br)) / 2;
+  const width = (distance(tl, tr) + distance(bl, br)) / 2;
+  if (height === 0 || width === 0) return quad;
+  // Unit vectors along the top edge and down the left edge (averaged over opposite sides).
+  const ux = (tr[0] - tl[0] + br[0] - bl[0]) / (2 * width);
+  const uy = (tr[1] - tl[1] + br[1] - bl[1]) / (2 * width);
+  const vx = (bl[0] - tl[0] + br[0] - tr[0]) / (2 * height);
+  const vy = (bl[1] - tl[1] + br[1] - tr[1]) / (2 * height);
+  const dv = vertical * height;
+  const du = horizontal * height;
+  const move = (p: Point, su: number, sv: number): Point => [
+    p[0] + su * du * ux + sv * dv * vx,
+    p[1] + su * du * uy + sv * dv * vy,
+  ];
+  return [move(tl, -1, -1), move(tr, 1, -1), move(br, 1, 1), move(bl, -1, 1)];
+}
+
+/** Clockwise quarter turns: 0, 1 (90°), 2 (180°) or 3 (270°). */
+export type QuarterTurns = 0 | 1 | 2 | 3;
+
+/** The image turned `turns` quarter turns clockwise. */
+export function turnImage(image: RgbImage, turns: QuarterTurns): RgbImage {
+  switch (turns) {
+    case 0:
+      return image;
+    case 1:
+      return rotate90(rotate180(image));
+    case 2:
+      return rotate180(image);
+    case 3:
+      return rotate90(image);
+  }
+}
+
+/**
+ * Where a point of an image turned `turns` quarter turns clockwise lies in the image before
+ * the turn (`width × height` is the size before it).
+ */
+export function unturnPoint(p: Point, turns: QuarterTurns, width: number, height: number): Point {
+  const [x, y] = p;
+  switch (turns) {
+    case 0:
+      return p;
+    case 1: // turned clockwise: (x, y) came from (y, height - x)
+      return [y, height - x];
+    case 2:
+      return [width - x, height - y];
+    case 3: // turned counter-clockwise: (x, y) came from (width - y, x)
+      return [width - y, x];
+  }
 }

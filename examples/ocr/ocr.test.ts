@@ -6,9 +6,23 @@ import sharp from "sharp";
 import { DeployFailedError, type Server } from "tributary";
 import { serve } from "../../test/serve.js";
 import { ROOT, startMain } from "../../test/start-main.js";
-import { app, ocr, type OcrResult } from "./app.js";
+import { app, ocr, type OcrLine, type OcrResult } from "./app.js";
 import { boxesFromMap, convexHull, isProperQuad, minAreaRect } from "./db-postprocess.js";
-import { cropQuad, rotate180, rotate90, type RgbImage } from "./image-ops.js";
+import {
+  cropQuad,
+  isTallQuad,
+  padQuad,
+  rotate180,
+  rotate90,
+  turnImage,
+  unturnPoint,
+  type Quad,
+  type RgbImage,
+} from "./image-ops.js";
+import { groupRows, uprightTurns } from "./layout.js";
+import { CATEGORIES, corpus } from "./corpus.js";
+import { score, summarize } from "./scoring.js";
+import { fixLatin } from "./text-fixes.js";
 import { ctcDecode, type TextRecognizer } from "./models.js";
 import { characterErrorRate, renderText, type RenderOptions } from "./render.js";
 
@@ -27,6 +41,43 @@ describe("ocr building blocks", () => {
     assert.deepEqual(ctcDecode(probs, 1, steps.length, dictionary), [
       { text: "aab", score: probs[3 * 0 + 1]! },
     ]);
+  });
+
+  test("CTC decoding reads a space that only the blank beat, but not before a full stop", () => {
+    const dictionary = ["", "a", ".", " "];
+    // a, blank (space 0.4), a, blank (space 0.4), ".", blank (space 0.2), a
+    const steps: [number, number][] = [
+      [1, 0],
+      [0, 0.4],
+      [1, 0],
+      [0, 0.4],
+      [2, 0],
+      [0, 0.2],
+      [1, 0],
+    ];
+    const probs = new Float32Array(steps.length * 4);
+    steps.forEach(([c, space], t) => {
+      probs[t * 4 + c] = 0.6;
+      probs[t * 4 + 3] = Math.max(probs[t * 4 + 3]!, space);
+    });
+    assert.equal(ctcDecode(probs, 1, steps.length, dictionary)[0]!.text, "a a.a");
+    assert.equal(ctcDecode(probs, 1, steps.length, dictionary, 1)[0]!.text, "aa.a");
+  });
+
+  test("Latin fixes: O in words, digits in numbers, ASCII punctuation, the rest left alone", () => {
+    const cases: [string, string][] = [
+      ["0live 0il x1 51.18", "Olive Oil x1 51.18"],
+      ["INV0ICE 2O48", "INVOICE 2048"],
+      ["Coffee Beans xl l.26", "Coffee Beans x1 1.26"],
+      ["12 Elm Street， Tel", "12 Elm Street, Tel"],
+      ["TOTAL S3555.02", "TOTAL $3555.02"],
+      [
+        "Pasta 500g, Milk 1L, A5, CO2, lol, Shirt xl",
+        "Pasta 500g, Milk 1L, A5, CO2, lol, Shirt xl",
+      ],
+      ["发票，金额", "发票，金额"],
+    ];
+    for (const [read, fixed] of cases) assert.equal(fixLatin(read), fixed);
   });
 
   test("the minimum-area rectangle of a rotated rectangle's points is that rectangle", () => {
@@ -104,6 +155,100 @@ describe("ocr building blocks", () => {
     assert.deepEqual(rotate90(rotate90(turned)).data, crop.data);
   });
 
+  test("boxes on one row join into one line left to right, a wide gap as a tab", () => {
+    const box = (x0: number, y0: number, x1: number, y1: number): Quad => [
+      [x0, y0],
+      [x1, y0],
+      [x1, y1],
+      [x0, y1],
+    ];
+    // Given out of order: the price first, as the detector's top-to-bottom sort left it.
+    const rows = groupRows([
+      { text: "$341.52", score: 1, box: box(400, 11, 480, 31) },
+      { text: "Green Tea 12 @ 28.46", score: 1, box: box(10, 10, 200, 30) },
+      { text: "Tea", score: 1, box: box(60, 50, 100, 70) },
+      { text: "Green", score: 1, box: box(10, 50, 55, 70) },
+      { text: "TOTAL", score: 1, box: box(10, 90, 80, 110) },
+    ]);
+    assert.deepEqual(
+      rows.map((r) => r.text),
+      ["Green Tea 12 @ 28.46\t$341.52", "Green Tea", "TOTAL"],
+    );
+    // Tilted 5°: the rows' boxes step down along the text, and still group by row.
+    const t = Math.tan((5 * Math.PI) / 180);
+    const tilted = (x0: number, y0: number, x1: number): Quad => [
+      [x0, y0 + x0 * t],
+      [x1, y0 + x1 * t],
+      [x1, y0 + x1 * t + 20],
+      [x0, y0 + x0 * t + 20],
+    ];
+    const tiltedRows = groupRows([
+      { text: "b", score: 1, box: tilted(520, 10, 700) },
+      { text: "a", score: 1, box: tilted(10, 10, 500) },
+      { text: "c", score: 1, box: tilted(10, 40, 500) },
+    ]);
+    assert.deepEqual(
+      tiltedRows.map((r) => r.text),
+      ["a b", "c"],
+    );
+  });
+
+  test("a page's quarter turn is voted from tall boxes and upside-down crops, by area", () => {
+    const wide: Quad = [
+      [0, 0],
+      [100, 0],
+      [100, 20],
+      [0, 20],
+    ];
+    const tall: Quad = [
+      [0, 0],
+      [20, 0],
+      [20, 100],
+      [0, 100],
+    ];
+    assert.equal(uprightTurns([wide, wide], [false, false], isTallQuad), 0);
+    assert.equal(uprightTurns([wide, wide], [true, true], isTallQuad), 2);
+    assert.equal(uprightTurns([tall, tall, wide], [false, false, true], isTallQuad), 3);
+    assert.equal(uprightTurns([tall, tall], [true, false], isTallQuad), 1); // a tie: the first
+    assert.equal(uprightTurns([], [], isTallQuad), 0);
+  });
+
+  test("padding a quad grows it across its text, along its own axes", () => {
+    const padded = padQuad(
+      [
+        [10, 10],
+        [110, 10],
+        [110, 30],
+        [10, 30],
+      ],
+      0.25,
+    );
+    assert.deepEqual(padded, [
+      [10, 5],
+      [110, 5],
+      [110, 35],
+      [10, 35],
+    ]);
+    const image: RgbImage = { width: 5, height: 3, data: new Uint8Array(45) };
+    for (const turns of [1, 2, 3] as const) {
+      const turned = turnImage(image, turns);
+      assert.deepEqual([turned.width, turned.height], turns === 2 ? [5, 3] : [3, 5]);
+    }
+    // A point of the page turned clockwise goes back where it was.
+    assert.deepEqual(unturnPoint([3, 1], 1, 5, 3), [1, 0]);
+    assert.deepEqual(unturnPoint([1, 0], 3, 3, 5), [3, 1]);
+  });
+
+  test("scores normalize whitespace and count the spaces lost", () => {
+    const s = score("Green Tea\t$1.00\nTOTAL $1.00", "GreenTea $1.00\nTOTAL\n$1.00");
+    assert.equal(s.chars, "Green Tea $1.00\nTOTAL $1.00".length);
+    assert.equal(s.charErrors, 2);
+    assert.deepEqual([s.spaceErrors, s.spaces], [2, 3]);
+    assert.deepEqual([s.wordErrors, s.words], [2, 5]); // "GreenTea" for two words
+    assert.equal(s.linesRight, false);
+    assert.equal(score("a b", " a  b ").charErrors, 0);
+  });
+
   test("the character error rate is the edit distance per expected character", () => {
     assert.equal(characterErrorRate("hello", "hello"), 0);
     assert.equal(characterErrorRate("hello", "helo"), 0.2);
@@ -173,7 +318,7 @@ describe("the served OCR pipeline", () => {
     });
   });
 
-  test("multipart uploads work, and an upside-down image is turned and read", async () => {
+  test("multipart uploads work, and an upside-down page is turned and read in order", async () => {
     const form = new FormData();
     form.append("image", new Blob([renderText(LINES, { rotate: 180 })]), "upside-down.png");
     const response = await fetch(url, {
@@ -185,30 +330,47 @@ describe("the served OCR pipeline", () => {
     const result = (await response.json()) as OcrResult;
     assert.deepEqual(
       result.lines.map((l) => l.text),
-      [...LINES].reverse(),
+      LINES,
     );
-    assert.ok(result.lines.every((l) => l.angle === 180));
+    assert.equal(result.rotation, 180);
+    // On the page turned upright every line is upright; the boxes are in the image as sent,
+    // where the first line is at the bottom.
+    assert.ok(result.lines.every((l) => l.angle === 0));
+    const middle = (l: OcrLine) => l.box.reduce((s, p) => s + p[1], 0) / 4;
+    assert.ok(middle(result.lines[0]!) > middle(result.lines[2]!));
   });
 
   test("harder images stay under a stated character error rate", async () => {
-    // Measured: 0–3% here (spaces between words are what the small and tilted cases lose).
-    const cases: { name: string; options: RenderOptions; reversed?: boolean }[] = [
+    // Measured: 0% on each since the crops have margin above and below the text.
+    const cases: { name: string; options: RenderOptions }[] = [
       { name: "small (18 px)", options: { size: 18 } },
       { name: "tilted 4°", options: { rotate: 4 } },
       { name: "tilted -3°", options: { rotate: -3, size: 24 } },
-      // Turned clockwise, the first line is the rightmost column: it is read last.
-      { name: "vertical (90°)", options: { rotate: 90 }, reversed: true },
+      // Turned clockwise, the page is turned back and its first line read first.
+      { name: "vertical (90°)", options: { rotate: 90 } },
       { name: "dense (leading 1.3)", options: { leading: 1.3 } },
     ];
     const results = await Promise.all(cases.map((c) => read(renderText(LINES, c.options))));
     results.forEach((result, i) => {
-      const expected = cases[i]!.reversed ? [...LINES].reverse() : LINES;
-      const cer = characterErrorRate(expected.join("\n"), result.text);
+      const cer = characterErrorRate(LINES.join("\n"), result.text);
       assert.ok(
         cer <= 0.1,
         `${cases[i]!.name}: CER ${cer.toFixed(3)} for ${JSON.stringify(result.text)}`,
       );
     });
+  });
+
+  test("a slice of the benchmark's corpus reads under 3% character error rate", async () => {
+    // Two pages of each category (1–12 lines), as `npm run bench ocr` renders them. Measured:
+    // CER 0.36%, words 99.7% with this pipeline; the one before crops were padded, rows
+    // grouped and pages turned upright read CER 33.5%, words 54.4% (it fails this test).
+    const samples = corpus(2);
+    assert.equal(samples.length, 2 * CATEGORIES.length);
+    const scores = [];
+    for (const sample of samples) scores.push(score(sample.text, (await read(sample.bytes)).text));
+    const { cer, wordAccuracy } = summarize(scores);
+    assert.ok(cer <= 0.03, `CER ${(cer * 100).toFixed(2)}%`);
+    assert.ok(wordAccuracy >= 0.9, `word accuracy ${(wordAccuracy * 100).toFixed(1)}%`);
   });
 
   test("lines are recognized in batches, not one model call per line", async () => {

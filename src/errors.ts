@@ -90,13 +90,16 @@ export interface ValidationIssue {
   readonly message: string;
 }
 
-/** A graph input failed the `InputNode`'s schema; `issues` lists every failing path. */
+/**
+ * A graph input failed the `InputNode`'s schema, or a handle call's arguments cannot be
+ * sent to a replica; `issues` lists every failing path. `summary` heads the message.
+ */
 export class ValidationError extends TributaryError {
   readonly issues: readonly ValidationIssue[];
 
-  constructor(issues: readonly ValidationIssue[]) {
+  constructor(issues: readonly ValidationIssue[], summary = "Input failed schema validation") {
     const lines = issues.map((i) => `  - ${i.path || "(input)"}: ${i.message}`);
-    super("VALIDATION_FAILED", `Input failed schema validation:\n${lines.join("\n")}`);
+    super("VALIDATION_FAILED", `${summary}:\n${lines.join("\n")}`);
     this.issues = issues;
   }
 }

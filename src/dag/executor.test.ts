@@ -126,6 +126,36 @@ describe("local execution", () => {
     await out.dispose();
   });
 
+  test("execute - a handle result passed on un-awaited is awaited first, as when served", async () => {
+    class Model {
+      async forward(x: number): Promise<number> {
+        return x * 3;
+      }
+      add(a: number, b: number): number {
+        // A response arriving un-awaited would make this string concatenation or NaN.
+        assert.equal(typeof a, "number");
+        return a + b;
+      }
+    }
+    class Chain {
+      constructor(private readonly model: DeploymentHandle<Model>) {}
+      async run(x: number): Promise<number> {
+        return this.model.add(this.model.forward(x) as unknown as number, 1);
+      }
+      async promise(): Promise<number> {
+        return this.model.add(Promise.resolve(1) as unknown as number, 1);
+      }
+    }
+    const model = deployment(Model).bind();
+    const chain = deployment(Chain).bind(model);
+    const out = chain.run.bind(new InputNode<number>());
+    assert.equal(await out.execute(5), 16);
+    await out.dispose();
+    const promise = chain.promise.bind();
+    await assert.rejects(promise.execute(), /arguments\[0\]: it is a Promise/);
+    await promise.dispose();
+  });
+
   test("execute - handles inside array and object constructor arguments call their deployments", async () => {
     class Shard {
       constructor(private readonly base: number) {}

@@ -1,10 +1,12 @@
 /**
  * @internal Handles: a Proxy whose every method sends a call through the runtime. A call
  * returns a {@link HandleResponse}: await it for the result, or iterate it with
- * `for await` when the method streams.
+ * `for await` when the method streams. A response passed as an argument of another handle
+ * call is awaited by that call, which sends its value (see call-args.ts).
  */
 import { TributaryError } from "../errors.js";
 import { isAsyncIterable } from "../values.js";
+import { prepareArguments, registerResponse } from "./call-args.js";
 
 /** The result of a handle call: a promise of the result and, for a stream, its items. */
 export class HandleResponse implements PromiseLike<unknown>, AsyncIterable<unknown> {
@@ -16,14 +18,18 @@ export class HandleResponse implements PromiseLike<unknown>, AsyncIterable<unkno
     result.catch(() => undefined);
     this.#result = result;
     this.#label = label;
+    registerResponse(this, label, result);
   }
 
-  then<A = unknown, B = never>(
+  /**
+   * An own property, not a method: structured clone throws on a function-valued property,
+   * so a response nested in an argument or a result is reported (see call-args.ts) instead
+   * of arriving as `{}`.
+   */
+  readonly then = <A = unknown, B = never>(
     onFulfilled?: ((value: unknown) => A | PromiseLike<A>) | null,
     onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
-  ): Promise<A | B> {
-    return this.#result.then(onFulfilled, onRejected);
-  }
+  ): Promise<A | B> => this.#result.then(onFulfilled, onRejected);
 
   catch<B = never>(
     onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
@@ -59,6 +65,15 @@ export function handleProxy(
   invoke: (method: string, args: unknown[]) => Promise<unknown>,
 ): unknown {
   const methods = new Map<string, (...args: unknown[]) => HandleResponse>();
+  const send = (method: string, args: unknown[]): Promise<unknown> => {
+    let ready: unknown[] | Promise<unknown[]>;
+    try {
+      ready = prepareArguments(deployment, method, args);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return Array.isArray(ready) ? invoke(method, ready) : ready.then((a) => invoke(method, a));
+  };
   return new Proxy(Object.freeze({}), {
     get(_target, key) {
       // Not methods: `await handle` and JSON.stringify(handle) must not call the deployment.
@@ -66,7 +81,7 @@ export function handleProxy(
       let method = methods.get(key);
       if (!method) {
         const label = `${deployment}.${key}()`;
-        method = (...args: unknown[]) => new HandleResponse(invoke(key, args), label);
+        method = (...args: unknown[]) => new HandleResponse(send(key, args), label);
         methods.set(key, method);
       }
       return method;

@@ -4,6 +4,7 @@
  */
 import { CancelledError, GraphExecutionError } from "../errors.js";
 import { transferablesOf } from "../transport/transfer.js";
+import { unsendableArguments } from "./call-args.js";
 import { requestStorage } from "./context.js";
 import { deserializeError } from "./error-codec.js";
 import { handleProxy } from "./handle.js";
@@ -48,6 +49,13 @@ export class HandleCalls {
 
   onResponse(message: Response): void {
     this.#responses.onResponse(message);
+  }
+
+  /** A call that could not be sent (an argument structured clone rejects) fails at once. */
+  undeliverable(message: Extract<FromReplica, { t: "hcall" }>, error: Error): void {
+    this.#responses
+      .forget(message.id)
+      ?.reject(unsendableArguments(message.d, message.m, message.a, error));
   }
 }
 

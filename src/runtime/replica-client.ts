@@ -4,6 +4,7 @@
  */
 import { ReplicaDiedError, TimeoutError, ValidationError } from "../errors.js";
 import type { ReplicaTransport } from "../transport/transport.js";
+import { unsendableArguments } from "./call-args.js";
 import { deserializeError } from "./error-codec.js";
 import type { FromReplica, InitMessage, Response, ToReplica } from "./protocol.js";
 import { Responses, type PendingCall } from "./responses.js";
@@ -59,12 +60,14 @@ export class ReplicaClient {
       const pending = this.#responses.forget(message.id);
       pending?.settled?.();
       pending?.reject(
-        new ValidationError([
-          {
-            path: "arguments",
-            message: `cannot be sent to deployment "${deployment}": ${error.message}`,
-          },
-        ]),
+        message.t === "call"
+          ? unsendableArguments(deployment, message.m ?? "call", message.a, error)
+          : new ValidationError([
+              {
+                path: "arguments",
+                message: `cannot be sent to deployment "${deployment}": ${error.message}`,
+              },
+            ]),
       );
     });
     transport.onExit((reason) => this.#onExit(reason));

@@ -29,8 +29,10 @@ const batcher = new MessageBatcher<FromReplica>(
     ? (message, transfer) => parentPort!.postMessage(message, transfer as ArrayBuffer[])
     : (message) => process.send!(message),
   (message, error) => {
+    // A handle call whose arguments cannot be cloned fails here, at once.
+    if (message.t === "hcall") outgoing.undeliverable(message, error);
     // A result (or stream item) that cannot be cloned: the caller gets an error instead.
-    if (message.t === "ok" || message.t === "item") {
+    else if (message.t === "ok" || message.t === "item") {
       post({
         t: "err",
         id: message.id,

@@ -4,12 +4,8 @@
  * most `maxQueuedRequests`, then `BackPressureError`. A timed-out or cancelled request
  * frees its slot at once and the replica's `AbortSignal` fires.
  */
-import {
-  BackPressureError,
-  GraphExecutionError,
-  TimeoutError,
-  ValidationError,
-} from "../errors.js";
+import { BackPressureError, GraphExecutionError, TimeoutError } from "../errors.js";
+import { unsendableArguments } from "./call-args.js";
 import { deserializeError } from "./error-codec.js";
 import type { SerializedError } from "./protocol.js";
 import type { ReplicaClient } from "./replica-client.js";
@@ -239,12 +235,12 @@ export class Router {
       request.holdsSlot = false;
       replica.ongoing--;
       request.reject(
-        new ValidationError([
-          {
-            path: "arguments",
-            message: `cannot be sent to deployment "${this.deployment}": ${(error as Error).message}`,
-          },
-        ]),
+        unsendableArguments(
+          this.deployment,
+          request.method ?? "call",
+          request.args,
+          error instanceof Error ? error : new Error(String(error)),
+        ),
       );
       this.onSlotFree(replica);
     }

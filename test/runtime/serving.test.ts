@@ -60,10 +60,13 @@ describe("serving a graph with thread replicas", { timeout: 60_000 }, () => {
 
   test("handle - an argument that cannot be sent is rejected on the caller's side and frees its slot", async () => {
     const scaler = server.getHandle<{ scale(x: unknown): number }>("scaler");
-    const error = await scaler.scale(Symbol("not cloneable") as never).catch((e: unknown) => e);
-    // A symbol cannot be sent to a thread: rejected on the caller's side, naming the deployment.
+    const unsendable = { nested: Symbol("not cloneable") } as never;
+    const error = await scaler.scale(unsendable).catch((e: unknown) => e);
+    // A symbol cannot be sent to a thread: rejected on the caller's side, naming the
+    // deployment, the method and where in the arguments it is.
     assert.ok(error instanceof ValidationError);
-    assert.match(error.message, /cannot be sent to deployment "scaler"/);
+    assert.match(error.message, /scaler\.scale\(\) .*cannot be sent to deployment "scaler"/);
+    assert.match(error.message, /arguments\[0\]\.nested: it is a symbol/);
     assert.equal(await scaler.scale(2), 20, "the slot was given back");
   });
 

@@ -1,0 +1,140 @@
+/**
+ * @internal The arguments of a handle call, before they leave the caller. As in Ray Serve,
+ * the result of another handle call passed (un-awaited) as an argument of its own is
+ * awaited by the handle and its value is sent; a call whose arguments cannot cross to a
+ * replica (a promise, a function, a symbol) rejects at once with a `ValidationError` that
+ * names the deployment, the method and the argument.
+ */
+import { ValidationError } from "../errors.js";
+import { isAsyncIterable, isPromiseLike } from "../values.js";
+
+/** What a handle call's response is, seen from an argument: its label and its result. */
+interface Passed {
+  /** `deployment.method()`, for messages. */
+  readonly label: string;
+  /** The call's result (a stream's reader for a streaming method). */
+  readonly result: Promise<unknown>;
+}
+
+const responses = new WeakMap<object, Passed>();
+
+/** Registers `response` as the response of the call `label`, which `result` settles. */
+export function registerResponse(response: object, label: string, result: Promise<unknown>): void {
+  responses.set(response, { label, result });
+}
+
+function passedOf(value: unknown): Passed | undefined {
+  return typeof value === "object" && value !== null ? responses.get(value) : undefined;
+}
+
+function invalid(deployment: string, method: string, path: string, why: string): ValidationError {
+  return new ValidationError(
+    [{ path, message: why }],
+    `A call of ${deployment}.${method}() has an argument that cannot be sent to deployment "${deployment}"`,
+  );
+}
+
+/** Why a top-level argument cannot be sent, or `undefined` when it may. */
+function whyNot(value: unknown): string | undefined {
+  if (typeof value === "function") return "it is a function; only data crosses to a replica";
+  if (typeof value === "symbol") return `it is a symbol (${String(value)}); only data crosses`;
+  if (isPromiseLike(value)) {
+    return "it is a Promise (or another thenable); await it and pass its value";
+  }
+  return undefined;
+}
+
+/**
+ * The arguments to send for a call of `deployment`'s `method`: the same array
+ * when no argument is a response (the common case, checked without allocating), else a
+ * promise of a copy with each response replaced by its value. Throws a `ValidationError`
+ * for an argument that cannot be sent; a response that rejects rejects the call with its
+ * error.
+ */
+export function prepareArguments(
+  deployment: string,
+  method: string,
+  args: unknown[],
+): unknown[] | Promise<unknown[]> {
+  let passed: [number, Passed][] | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (typeof arg !== "object" && typeof arg !== "function" && typeof arg !== "symbol") continue;
+    const response = passedOf(arg);
+    if (response) (passed ??= []).push([i, response]);
+    else {
+      const why = whyNot(arg);
+      if (why) throw invalid(deployment, method, `arguments[${i}]`, why);
+    }
+  }
+  if (!passed) return args;
+  const waiting = passed;
+  return Promise.all(waiting.map(([, response]) => response.result)).then((values) => {
+    const resolved = args.slice();
+    waiting.forEach(([index, response], k) => {
+      const value = values[k];
+      if (isAsyncIterable(value)) {
+        throw invalid(
+          deployment,
+          method,
+          `arguments[${index}]`,
+          `it is the stream that ${response.label} returned; iterate it and pass its items instead`,
+        );
+      }
+      resolved[index] = value;
+    });
+    return resolved;
+  });
+}
+
+/**
+ * The `ValidationError` for arguments that structured clone rejected (`error`): names the
+ * argument and, below it, the first part that cannot cross (a response nested in a value
+ * is one: only a response passed as an argument of its own is awaited).
+ */
+export function unsendableArguments(
+  deployment: string,
+  method: string,
+  args: unknown[],
+  error: Error,
+): ValidationError {
+  for (let i = 0; i < args.length; i++) {
+    const found = findUnsendable(args[i], `arguments[${i}]`, new Set());
+    if (found) return invalid(deployment, method, found.path, found.why);
+  }
+  return invalid(deployment, method, "arguments", error.message);
+}
+
+function findUnsendable(
+  value: unknown,
+  path: string,
+  seen: Set<object>,
+): { path: string; why: string } | undefined {
+  const response = passedOf(value);
+  if (response) {
+    return {
+      path,
+      why:
+        `it is the un-awaited result of ${response.label}, nested in a value; await it first, ` +
+        `or pass it as an argument of its own (the handle then awaits it)`,
+    };
+  }
+  const why = whyNot(value);
+  if (why) return { path, why };
+  if (typeof value !== "object" || value === null || seen.has(value)) return undefined;
+  seen.add(value);
+  const entries: [string, unknown][] =
+    value instanceof Map
+      ? [...value].map(([k, v]) => [`${path}.get(${String(k)})`, v])
+      : value instanceof Set
+        ? [...value].map((v) => [`${path} (a Set item)`, v])
+        : Object.entries(value).map(([k, v]) => [
+            Array.isArray(value) ? `${path}[${k}]` : `${path}.${k}`,
+            v,
+          ]);
+  for (const [at, item] of entries) {
+    const found = findUnsendable(item, at, seen);
+    if (found) return found;
+  }
+  return undefined;
+}

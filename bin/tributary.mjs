@@ -3,7 +3,7 @@
 // from the working directory up) runs instead of this one, as eslint and tsc do: the
 // user's modules import that copy, and only one copy can recognise their applications.
 // The package's "./cli" entry is compiled JavaScript; only in a source checkout run with
-// `--conditions=tributary-source` is it TypeScript, and then tsx is registered first.
+// `--conditions=tributary-source` is it the TypeScript source, and then tsx is registered first.
 import { existsSync, realpathSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -24,7 +24,9 @@ if (local) {
   await import(pathToFileURL(local).href);
 } else {
   const url = import.meta.resolve("tributary/cli");
-  if (url.endsWith(".ts")) {
+  // Under the source condition the entry is src/cli/main.js, which exists only as main.ts:
+  // tsx (registered here) maps the one to the other.
+  if (!existsSync(fileURLToPath(url))) {
     const { register } = await import("tsx/esm/api");
     register();
     globalThis[Symbol.for("tributary.tsx-registered")] = true;

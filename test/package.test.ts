@@ -45,16 +45,17 @@ const npm = (cwd: string, ...args: string[]) =>
   sh(cwd, "npm", [...args, "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error"]);
 
 /**
- * Starts the project's `tributary` bin (what `npx tributary` runs) with `args`, waits for
- * the URL it serves, runs `use(url)`, then sends Ctrl-C and expects a clean exit.
+ * Starts a `tributary` bin (by default the project's, what `npx tributary` runs) with
+ * `args`, waits for the URL it serves, runs `use(url)`, then sends Ctrl-C and expects a
+ * clean exit.
  */
 async function serving(
   cwd: string,
   args: string[],
   ready: RegExp,
   use: (url: string) => Promise<void>,
+  bin = join(cwd, "node_modules", ".bin", "tributary"),
 ): Promise<void> {
-  const bin = join(cwd, "node_modules", ".bin", "tributary");
   const child = spawn(bin, args, { cwd, env: USER_ENV, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
@@ -279,30 +280,13 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
 
   test("another copy's CLI (a global or cached npx one) hands over to the project's copy", async () => {
     // The repository's own bin, run in the project: the app imports the project's copy.
-    const child = spawn(
-      process.execPath,
-      [join(ROOT, "bin", "tributary.mjs"), "run", "./app.mjs:app", "--port", "0"],
-      {
-        cwd: project,
-        env: USER_ENV,
-        stdio: ["ignore", "pipe", "pipe"],
-      },
+    await serving(
+      project,
+      ["run", "./app.mjs:app", "--port", "0"],
+      /at (http:\/\/\S+\/double)/,
+      async (url) => assert.equal(((await post(url, { x: 1 })) as { y: number }).y, 2),
+      join(ROOT, "bin", "tributary.mjs"),
     );
-    let output = "";
-    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    try {
-      const deadline = Date.now() + 60_000;
-      let match: RegExpExecArray | null;
-      while (!(match = /at (http:\/\/\S+\/double)/.exec(output))) {
-        if (Date.now() > deadline || child.exitCode !== null)
-          assert.fail(`did not come up:\n${output}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      assert.equal(((await post(match[1]!, { x: 1 })) as { y: number }).y, 2);
-    } finally {
-      child.kill("SIGKILL");
-    }
   });
 
   test("with source maps on, the built library's frames are not taken for the user's", async () => {

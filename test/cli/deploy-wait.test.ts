@@ -1,12 +1,10 @@
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
-import { fileURLToPath } from "node:url";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const BIN = join(ROOT, "bin/tributary.mjs");
+import { BIN, cli, ROOT } from "./run-cli.js";
 
 // Its constructor fails while a `fail-start` file lies beside it; close() takes a while.
 const moduleSource = `import { existsSync } from "node:fs";
@@ -34,18 +32,6 @@ applications:
       - name: gate
         numReplicas: ${replicas}
 `;
-
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) =>
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { cwd: ROOT, timeout: 60_000 },
-      (error, stdout, stderr) =>
-        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    ),
-  );
-}
 
 test(
   "deploy --wait - waits until a scale-down has ended, and ends with DEPLOY_FAILED saying why when replicas cannot start",

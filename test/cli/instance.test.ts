@@ -3,11 +3,9 @@ import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const BIN = join(ROOT, "bin/tributary.mjs");
+import { BIN, cli, ROOT } from "./run-cli.js";
 
 const moduleSource = (version: string) => `import { build, deployment, InputNode } from "tributary";
 export class Answer {
@@ -31,18 +29,6 @@ applications:
       - name: answer
         userConfig: { prefix: ${prefix} }
 ${extra}`;
-
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) =>
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { cwd: ROOT, timeout: 60_000 },
-      (error, stdout, stderr) =>
-        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    ),
-  );
-}
 
 async function startInstance(
   stateDir: string,

@@ -16,7 +16,7 @@ import {
   validateOptions,
   type DeploymentOptions,
   type ResolvedDeploymentOptions,
-} from "./options.js";
+} from "../options.js";
 import { registerApplication } from "./registry.js";
 
 /** The generated deployment that receives requests and runs the graph. */

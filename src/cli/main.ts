@@ -12,7 +12,7 @@ import { writeFile } from "node:fs/promises";
 import { dirname, relative, resolve } from "node:path";
 import { Command } from "commander";
 import type { Application } from "../app/application.js";
-import type { Duration } from "../app/options.js";
+import type { Duration } from "../options.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import { importApplication, resolveApplication } from "../config/resolve.js";
 import { applicationToYaml } from "../config/write.js";

@@ -8,9 +8,9 @@ import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import { dirname, extname, join, relative, resolve, isAbsolute } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Application } from "../app/application.js";
-import type { DeploymentOptions } from "../app/options.js";
+import type { DeploymentOptions } from "../options.js";
 import { ConfigError, didYouMean, type PositionedDocument } from "./load.js";
-import { ensureTypeScriptLoader } from "../runtime/typescript-loader.js";
+import { ensureTypeScriptLoader } from "../app/typescript-loader.js";
 import type { ApplicationConfigEntry } from "./schema.js";
 
 /** `./app.ts:app` → the module path and the export name (if any). */

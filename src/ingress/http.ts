@@ -12,7 +12,7 @@ import { createServer, type Server as HttpServer } from "node:http";
 import { extname } from "node:path";
 import { assetRoutes, type Application } from "../app/application.js";
 import { CancelledError, ServerClosedError, TributaryError } from "../errors.js";
-import { CancelScope } from "../runtime/cancel.js";
+import { CancelScope } from "../data/cancel.js";
 import { httpError } from "./http-errors.js";
 import { nestsDeeperThan, readInput, tooLarge } from "./body.js";
 import { registerOipRoutes } from "./oip-http.js";

@@ -2,7 +2,7 @@
  * @internal What the front doors need of a served application.
  */
 import type { Application } from "../app/application.js";
-import type { CancelScope } from "../runtime/cancel.js";
+import type { CancelScope } from "../data/cancel.js";
 import type { OipModel } from "./oip.js";
 
 export interface IngressCallOptions {

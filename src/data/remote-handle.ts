@@ -165,6 +165,7 @@ function connect(
   const batcher = new MessageBatcher<CallMessage>(
     (message, transfer) => port.postMessage(message, transfer as ArrayBuffer[]),
     (message, error) => connection.undeliverable(message, error),
+    "microtask",
   );
   const connection = new ReplicaConnection(replica, deployment, (message, transfer) =>
     batcher.push(message, transfer),

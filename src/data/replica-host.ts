@@ -40,6 +40,7 @@ const batcher = new MessageBatcher<FromReplica>(
     else if (message.t === "ok" || message.t === "item")
       undeliverableReply(runtime, message, error);
   },
+  "microtask",
 );
 const post = (message: FromReplica, transfer?: readonly (ArrayBuffer | MessagePort)[]): void =>
   batcher.push(message, transfer);
@@ -71,6 +72,7 @@ function accept(port: MessagePort): void {
   const portBatcher = new MessageBatcher<ReplyMessage>(
     (message, transfer) => port.postMessage(message, transfer as ArrayBuffer[]),
     (message, error) => undeliverableReply(caller, message, error),
+    "microtask",
   );
   const caller = new Caller((message, transfer) => portBatcher.push(message, transfer));
   port.on("message", (data: CallMessage | CallMessage[]) =>

@@ -15,7 +15,7 @@ import type { DeploymentSpec } from "../dag/compile.js";
 import { DeployFailedError, NotFoundError, ServerClosedError } from "../errors.js";
 import { DeploymentState } from "./deployment-state.js";
 import { planUpdate, type UpdateKind } from "./update-plan.js";
-import type { PeerEndpoint } from "../wire/protocol.js";
+import type { MembersMessage, PeerEndpoint } from "../wire/protocol.js";
 import type { TransportFactory } from "../data/transport/transport.js";
 import { serializeError } from "../wire/error-codec.js";
 import { Autoscaler } from "./autoscaler.js";
@@ -46,7 +46,7 @@ class DeploymentRuntime {
   readonly replicas: ReplicaClient[] = [];
   readonly state: DeploymentState;
   /** Replicas that call this deployment and get its membership. */
-  readonly subscribers = new Set<ReplicaClient>();
+  readonly subscribers = new Set<Subscriber>();
   /** Why calls fail at once while no replica runs (a failed deploy, the server closing). */
   unavailable: Error | undefined;
   message = "";
@@ -109,9 +109,16 @@ async function runningOnceStarted(replica: ReplicaClient, deadline: number): Pro
   return replica.whenStarted(Math.max(deadline - Date.now(), 1000));
 }
 
-/** Whether a `MessageChannel` can join the two replicas (both are threads of this process). */
-const bothThreads = (a: ReplicaClient, b: ReplicaClient): boolean =>
-  a.transport.isolation === "thread" && b.transport.isolation === "thread";
+/** Who gets a deployment's membership: a replica that calls it, or a front-door worker. */
+export interface Subscriber {
+  /** A thread of this process gets `MessageChannel` ports; a process gets socket paths. */
+  readonly isolation: "thread" | "process";
+  tell(message: MembersMessage, transfer?: readonly MessagePort[]): void;
+}
+
+/** Whether a `MessageChannel` can join the two (both are threads of this process). */
+const bothThreads = (a: Subscriber, b: ReplicaClient): boolean =>
+  a.isolation === "thread" && b.transport.isolation === "thread";
 
 export class Controller {
   #app: Application;
@@ -124,7 +131,7 @@ export class Controller {
   #routing = true;
 
   /** For each subscribed replica and deployment, the replicas it has a port to. */
-  readonly #peers = new Map<ReplicaClient, Map<string, Set<string>>>();
+  readonly #peers = new Map<Subscriber, Map<string, Set<string>>>();
 
   readonly #events: ReplicaEvents = {
     subscribe: (replica, name) => this.#subscribe(replica, name),
@@ -306,7 +313,25 @@ export class Controller {
     return this.#routing ? d.running : [];
   }
 
-  #subscribe(replica: ReplicaClient, name: string): void {
+  /**
+   * `subscriber` (a front-door worker) calls deployment `name`: it gets the running replicas
+   * now and at every change, until {@link unsubscribe}.
+   */
+  subscribe(subscriber: Subscriber, name: string): void {
+    this.#subscribe(subscriber, name);
+  }
+
+  unsubscribe(subscriber: Subscriber): void {
+    for (const d of this.#deployments.values()) d.subscribers.delete(subscriber);
+    this.#peers.delete(subscriber);
+  }
+
+  /** The names of the deployments, for a subscriber that calls them all. */
+  get deploymentNames(): string[] {
+    return [...this.#deployments.keys()];
+  }
+
+  #subscribe(replica: Subscriber, name: string): void {
     const d = this.#deployments.get(name);
     if (!d) {
       // A deployment this application does not have: calls to it fail at once.
@@ -322,12 +347,12 @@ export class Controller {
       });
       return;
     }
-    if (!this.#byReplica.has(replica)) return;
+    if (replica instanceof ReplicaClient && !this.#byReplica.has(replica)) return;
     d.subscribers.add(replica);
     this.#sendMembers(replica, d);
   }
 
-  #sendMembers(subscriber: ReplicaClient, d: DeploymentRuntime): void {
+  #sendMembers(subscriber: Subscriber, d: DeploymentRuntime): void {
     let byDeployment = this.#peers.get(subscriber);
     if (!byDeployment) this.#peers.set(subscriber, (byDeployment = new Map<string, Set<string>>()));
     let known = byDeployment.get(d.name);

@@ -33,6 +33,10 @@ export class ReplicaClient {
   state: ReplicaState = "STARTING";
   /** Why the replica is in its state (a start or health failure, an exit). */
   message = "";
+  get isolation(): "thread" | "process" {
+    return this.transport.isolation;
+  }
+
   /** The runtime's calls to this replica (its routers send through it). */
   readonly connection: ReplicaConnection;
   /** What the replica last reported: calls running on it, and calls its routers queue. */

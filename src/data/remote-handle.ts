@@ -58,20 +58,32 @@ export class OutgoingCalls {
     return target;
   }
 
-  call(deployment: string, method: string, args: unknown[]): Promise<unknown> {
+  /**
+   * Calls `method` of `deployment` (the function, when undefined). Inside a replica the
+   * request being handled gives the request id and cancellation, unless `given` does.
+   */
+  call(
+    deployment: string,
+    method: string | undefined,
+    args: unknown[],
+    given?: CallOptions,
+  ): Promise<unknown> {
     const target = this.#target(deployment);
     if (target.waiting) {
       const waiting = target.waiting;
       return new Promise<void>((resolve) => waiting.push(resolve)).then(() =>
-        this.call(deployment, method, args),
+        this.call(deployment, method, args, given),
       );
     }
-    const outer = requestStorage.getStore();
-    const options: CallOptions = {
-      requestId: outer?.requestId,
-      cancel: outer?.scope,
-      transfer: transferablesOf(args),
-    };
+    let options = given;
+    if (!options) {
+      const outer = requestStorage.getStore();
+      options = {
+        requestId: outer?.requestId,
+        cancel: outer?.scope,
+        transfer: transferablesOf(args),
+      };
+    }
     const result = target.router!.call(method, args, options);
     if (target.router!.queued > 0) this.#changed();
     return result;
@@ -94,6 +106,13 @@ export class OutgoingCalls {
     const waiting = target.waiting;
     target.waiting = undefined;
     for (const resume of waiting ?? []) resume();
+  }
+
+  /** Whether every deployment asked for has a running replica (a front door's readiness). */
+  ready(): boolean {
+    for (const target of this.#targets.values())
+      if (!target.router || target.router.replicas.length === 0) return false;
+    return true;
   }
 
   /** Requests this replica's routers hold queued, by deployment. */

@@ -8,12 +8,7 @@ import { toMilliseconds, type Duration, type JsonValue } from "../options.js";
 import { inReplicaContext } from "../app/registry.js";
 import { formatCallSite } from "../dag/call-site.js";
 import type { DeploymentHandle } from "../dag/types.js";
-import {
-  DeployFailedError,
-  GraphBuildError,
-  OptionsError,
-  ServerClosedError,
-} from "../errors.js";
+import { DeployFailedError, GraphBuildError, OptionsError, ServerClosedError } from "../errors.js";
 import { defaultTransportFactory } from "../data/transport/index.js";
 import { transferablesOf } from "../data/transport/transfer.js";
 import type { TransportFactory } from "../data/transport/transport.js";
@@ -149,10 +144,12 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
         transfer: transferablesOf(args),
       });
       // A stream keeps its timeout and signal until it ends.
-      call.then(
-        (value) => (value instanceof StreamReader ? value.onEnd(dispose) : dispose()),
-        dispose,
-      );
+      if (scope) {
+        call.then(
+          (value) => (value instanceof StreamReader ? value.onEnd(dispose) : dispose()),
+          dispose,
+        );
+      }
       return call;
     }) as DeploymentHandle<T>;
   }

@@ -12,6 +12,7 @@ import { INGRESS, type Application } from "../app/application.js";
 import type { Controller, Subscriber } from "../control/controller.js";
 import { TributaryError } from "../errors.js";
 import { deserializeError } from "../wire/error-codec.js";
+import type { MembersMessage } from "../wire/protocol.js";
 import type { FromFrontDoor, ToFrontDoor } from "./front-door-worker.js";
 import type { RunOptions } from "./server.js";
 
@@ -20,6 +21,14 @@ const ENTRY = new URL("./front-door-entry.mjs", import.meta.url);
 const START_TIMEOUT_MS = 60_000;
 /** How long a closing worker may take beyond the drain before it is killed. */
 const EXIT_GRACE_MS = 2_000;
+
+/**
+ * Sends to a worker unless its channel has closed; a send racing the worker's exit fails
+ * with EPIPE, which only means the worker is gone (its exit handler replaces it).
+ */
+function tell(worker: Worker, message: ToFrontDoor | MembersMessage): void {
+  if (worker.isConnected()) worker.send(message, () => undefined);
+}
 
 export interface FrontDoorPool {
   readonly url: string;
@@ -62,7 +71,7 @@ export async function startFrontDoorPool(
       const subscriber: Subscriber = {
         isolation: "process",
         tell: (message) => {
-          if (worker.isConnected()) worker.send(message);
+          tell(worker, message);
         },
       };
       const timer = setTimeout(
@@ -79,7 +88,7 @@ export async function startFrontDoorPool(
         );
       };
       worker.on("message", (message: FromFrontDoor) => {
-        if (message.t === "hello") worker.send(init());
+        if (message.t === "hello") tell(worker, init());
         else if (message.t === "subscribe") controller.subscribe(subscriber, message.d);
         else if (message.t === "listening") {
           clearTimeout(timer);
@@ -110,7 +119,7 @@ export async function startFrontDoorPool(
     configure(next) {
       ingress = next.deployments[INGRESS]!;
       for (const worker of workers) {
-        worker.send({
+        tell(worker, {
           t: "ingress",
           maxOngoing: ingress.maxOngoingRequests,
           maxQueued: ingress.maxQueuedRequests,
@@ -122,10 +131,10 @@ export async function startFrontDoorPool(
       const exited = [...workers].map(
         (worker) => new Promise<void>((resolve) => worker.once("exit", () => resolve())),
       );
-      for (const worker of workers) worker.send({ t: "close" } satisfies ToFrontDoor);
+      for (const worker of workers) tell(worker, { t: "close" });
       await force;
       for (const worker of workers) {
-        if (worker.isConnected()) worker.send({ t: "force" } satisfies ToFrontDoor);
+        tell(worker, { t: "force" });
         setTimeout(() => worker.kill("SIGKILL"), EXIT_GRACE_MS).unref();
       }
       await Promise.all(exited);

@@ -43,7 +43,9 @@ export type FromFrontDoor =
 
 markReplicaContext();
 
-const send = (message: FromFrontDoor): void => void process.send?.(message);
+const send = (message: FromFrontDoor): void => {
+  if (process.connected) process.send?.(message, undefined, undefined, () => undefined);
+};
 const outgoing = new OutgoingCalls(
   (message) => {
     if (message.t === "subscribe") send(message);

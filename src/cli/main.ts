@@ -12,11 +12,11 @@ import { writeFile } from "node:fs/promises";
 import { dirname, relative, resolve } from "node:path";
 import { Command } from "commander";
 import type { Application } from "../app/application.js";
-import type { Duration } from "../app/options.js";
-import { ConfigError, loadConfig } from "../config/load.js";
-import { importApplication, resolveApplication } from "../config/resolve.js";
-import { applicationToYaml } from "../config/write.js";
+import { BuilderArgsError, importApplication } from "../config/resolve.js";
+import { applicationsToYaml } from "../config/write.js";
+import { parse as parseYaml } from "yaml";
 import { run, type RunOptions } from "../runtime/server.js";
+import type { DeployResult } from "./instance.js";
 import { TributaryError } from "../errors.js";
 
 const isConfigFile = (target: string): boolean => /\.ya?ml$/i.test(target);
@@ -25,6 +25,7 @@ interface RunFlags {
   host?: string;
   port?: string;
   grpcPort?: string;
+  arg?: string[];
 }
 
 /**
@@ -69,6 +70,41 @@ async function serveForeground(app: Application, options: RunOptions): Promise<v
   console.log("Stopped.");
 }
 
+/**
+ * `--arg key=value` (repeatable) → a builder's arguments. The value is read as a YAML
+ * scalar, as it would be under `args:` (`2` a number, `true` a boolean, `"2"` a string).
+ */
+export function parseBuilderArgs(pairs: readonly string[]): Record<string, unknown> {
+  const args: Record<string, unknown> = {};
+  for (const pair of pairs) {
+    const at = pair.indexOf("=");
+    if (at <= 0) throw new Error(`--arg ${pair}: expected key=value, such as --arg replicas=2`);
+    const key = pair.slice(0, at);
+    if (Object.hasOwn(args, key)) throw new Error(`--arg ${key} is given twice.`);
+    const text = pair.slice(at + 1);
+    let value: unknown = text;
+    try {
+      value = parseYaml(text) ?? text;
+    } catch {
+      // Not a YAML scalar (an unbalanced quote): the text as it is.
+    }
+    if (typeof value === "object" && value !== null) value = text; // only scalars
+    args[key] = value;
+  }
+  return args;
+}
+
+/** A builder's arguments failed its schema: the error names each `--arg`. */
+function argsProblem(error: unknown): never {
+  if (error instanceof BuilderArgsError) {
+    throw new TributaryError(
+      "VALIDATION_FAILED",
+      `Invalid builder arguments:\n${error.issues.map((i) => `  --arg ${i.path || "(args)"}: ${i.message}`).join("\n")}`,
+    );
+  }
+  throw error;
+}
+
 async function runCommand(given: string | undefined, flags: RunFlags): Promise<void> {
   const target = given ?? defaultTarget();
   const fromFlags: RunOptions = {
@@ -77,36 +113,47 @@ async function runCommand(given: string | undefined, flags: RunFlags): Promise<v
     ...(flags.grpcPort !== undefined && { grpc: { port: Number(flags.grpcPort) } }),
   };
   if (!isConfigFile(target)) {
-    const { app } = await importApplication(target, process.cwd());
+    const args = flags.arg && flags.arg.length > 0 ? parseBuilderArgs(flags.arg) : undefined;
+    const { app } = await importApplication(target, process.cwd(), { args }).catch(argsProblem);
     await serveForeground(app, fromFlags);
     return;
   }
-  const { config, document } = await loadConfig(resolve(target));
-  if (config.applications.length > 1) {
-    throw new ConfigError([
-      document.problem(
-        ["applications", 1],
-        "serving several applications from one instance is not supported yet; use one file per application.",
-      ),
-    ]);
-  }
-  const app = await resolveApplication(config.applications[0]!, 0, document, resolve(target));
-  await serveForeground(app, {
-    ...(config.http?.host && { host: config.http.host }),
-    ...(config.http?.port !== undefined && { port: config.http.port }),
-    ...(config.http?.requestTimeout !== undefined && {
-      requestTimeout: config.http.requestTimeout as Duration,
-    }),
-    ...(config.http?.readTimeout !== undefined && {
-      readTimeout: config.http.readTimeout as Duration,
-    }),
-    ...(config.http?.bodyLimit !== undefined && { bodyLimit: config.http.bodyLimit }),
-    ...(config.http?.maxConnections !== undefined && {
-      maxConnections: config.http.maxConnections,
-    }),
-    ...(config.grpc && { grpc: { port: config.grpc.port ?? 9000 } }),
-    ...fromFlags,
+  if (flags.arg && flags.arg.length > 0)
+    throw new Error("--arg goes with a builder (./app.ts:builder); in serve.yaml, write args:");
+  await serveConfigForeground(resolve(target), fromFlags);
+}
+
+/** Serves every application of a config file, as an instance without an admin API would. */
+async function serveConfigForeground(file: string, overrides: RunOptions): Promise<void> {
+  const { Instance } = await import("./instance.js");
+  const { readFile } = await import("node:fs/promises");
+  const instance = new Instance({
+    adminHost: "127.0.0.1",
+    adminPort: 0,
+    adminToken: undefined,
+    stateDir: undefined,
+    // The operator names this file on the command line: its modules may be anywhere.
+    imports: { projectDir: process.cwd(), allowedDirs: [dirname(file), "/"] },
+    overrides,
   });
+  try {
+    await instance.deploy(await readFile(file, "utf8"), file);
+  } catch (error) {
+    await instance.close();
+    throw error;
+  }
+  const status = (await instance.status()) as {
+    url: string | null;
+    applications: Record<string, { routePrefix: string }>;
+  };
+  const served = Object.entries(status.applications).map(
+    ([name, app]) => `"${name}" at ${status.url ?? ""}${app.routePrefix}`,
+  );
+  console.log(`Serving ${served.join(", ")}. Ctrl-C drains and stops.`);
+  await firstSignal();
+  console.log("Draining (Ctrl-C again stops at once, cutting off what still runs)…");
+  await instance.close();
+  console.log("Stopped.");
 }
 
 /** This package's version, from its package.json (two levels above src/cli and dist/cli). */
@@ -137,17 +184,30 @@ async function initCommand(dir: string): Promise<void> {
   npm start     # serves serve.yaml at http://127.0.0.1:8000/sentiment`);
 }
 
-async function buildCommand(target: string, flags: { output?: string }): Promise<void> {
-  const { app, exportName } = await importApplication(target, process.cwd());
+async function buildCommand(
+  targets: string[],
+  flags: { output?: string; arg?: string[] },
+): Promise<void> {
+  const args = flags.arg && flags.arg.length > 0 ? parseBuilderArgs(flags.arg) : undefined;
+  if (args && targets.length > 1)
+    throw new Error("--arg goes with one builder; for several, write args: in the YAML.");
   const output = flags.output ? resolve(flags.output) : undefined;
-  const module = target.replace(/:[A-Za-z_$][\w$]*$/, "");
-  const fromOutput = relative(output ? dirname(output) : process.cwd(), resolve(module));
-  const importPath = `${fromOutput.startsWith(".") ? fromOutput : `./${fromOutput}`}:${exportName}`;
-  const yaml = applicationToYaml(app, importPath, { host: "127.0.0.1", port: 8000 });
+  const entries = [];
+  for (const target of targets) {
+    const { app, exportName } = await importApplication(target, process.cwd(), { args }).catch(
+      argsProblem,
+    );
+    const module = target.replace(/:[A-Za-z_$][\w$]*$/, "");
+    const fromOutput = relative(output ? dirname(output) : process.cwd(), resolve(module));
+    const importPath = `${fromOutput.startsWith(".") ? fromOutput : `./${fromOutput}`}:${exportName}`;
+    entries.push({ app, importPath });
+  }
+  const yaml = applicationsToYaml(entries, { host: "127.0.0.1", port: 8000 });
   if (output) {
     await writeFile(output, yaml);
+    const count = entries.reduce((n, { app }) => n + Object.keys(app.deployments).length, 0);
     console.log(
-      `Wrote ${relative(process.cwd(), output)} (${Object.keys(app.deployments).length} deployments).`,
+      `Wrote ${relative(process.cwd(), output)} (${entries.length === 1 ? "" : `${entries.length} applications, `}${count} deployments).`,
     );
   } else {
     process.stdout.write(yaml);
@@ -212,7 +272,10 @@ async function startCommand(flags: {
   );
   try {
     const restored = await instance.restore();
-    if (restored) console.log(`Restored "${restored.application}" from ${flags.stateDir}.`);
+    if (restored)
+      console.log(
+        `Restored ${restored.applications.map((a) => `"${a.application}"`).join(", ")} from ${flags.stateDir}.`,
+      );
   } catch (error) {
     console.error(`Could not restore the last configuration: ${(error as Error).message}`);
   }
@@ -224,62 +287,71 @@ async function startCommand(flags: {
   console.log("Stopped.");
 }
 
+interface StatusAnswer {
+  applications: Record<
+    string,
+    {
+      status: string;
+      message: string;
+      deployments: Record<
+        string,
+        {
+          name: string;
+          status: string;
+          message: string;
+          targetReplicas: number;
+          replicas: { state: string }[];
+        }
+      >;
+    }
+  >;
+}
+
 async function deployCommand(file: string, flags: AdminFlags & { wait?: boolean }): Promise<void> {
   const { readFile } = await import("node:fs/promises");
   const text = await readFile(resolve(file), "utf8");
-  const result = (await admin(flags, "PUT", "/api/deploy", { file: resolve(file), text })) as {
-    application: string;
-    action: string;
-    changes: Record<string, string[]>;
-  };
-  const changes = Object.entries(result.changes).map(
-    ([name, kinds]) => `${name}: ${kinds.join(", ")}`,
-  );
-  console.log(
-    `${result.application}: ${result.action}${changes.length > 0 ? ` (${changes.join("; ")})` : ""}`,
-  );
+  const result = (await admin(flags, "PUT", "/api/deploy", {
+    file: resolve(file),
+    text,
+  })) as DeployResult;
+  for (const app of result.applications) {
+    const changes = Object.entries(app.changes).map(
+      ([name, kinds]) => `${name}: ${kinds.join(", ")}`,
+    );
+    console.log(
+      `${app.application}: ${app.action}${changes.length > 0 ? ` (${changes.join("; ")})` : ""}`,
+    );
+  }
+  if (result.http.length > 0) console.log(`http: updated (${result.http.join(", ")})`);
   if (!flags.wait) return;
-  for (;;) {
-    const status = (await admin(flags, "GET", "/api/status")) as {
-      applications: Record<
-        string,
-        {
-          status: string;
-          message: string;
-          deployments: Record<
-            string,
-            {
-              name: string;
-              status: string;
-              message: string;
-              targetReplicas: number;
-              replicas: { state: string }[];
-            }
-          >;
-        }
-      >;
-    };
-    const app = status.applications[result.application];
-    const deployments = Object.values(app?.deployments ?? {});
-    const lines = deployments.map(
-      (d) =>
-        `  ${d.name}: ${d.status.padEnd(13)} ${d.replicas.length} replica(s)${d.message ? ` ${d.message}` : ""}`,
-    );
-    console.log(`${result.application}: ${app?.status ?? "?"}\n${lines.join("\n")}`);
-    if (app?.status === "DEPLOY_FAILED") {
-      const why = deployments
-        .filter((d) => d.status === "DEPLOY_FAILED")
-        .map((d) => `${d.name}: ${d.message}`)
-        .join("; ");
-      throw new Error(`${result.application} is DEPLOY_FAILED: ${why || app.message}`);
+  const waiting = new Set(
+    result.applications.filter((a) => a.action !== "removed").map((a) => a.application),
+  );
+  while (waiting.size > 0) {
+    const status = (await admin(flags, "GET", "/api/status")) as StatusAnswer;
+    for (const name of [...waiting]) {
+      const app = status.applications[name];
+      const deployments = Object.values(app?.deployments ?? {});
+      const lines = deployments.map(
+        (d) =>
+          `  ${d.name}: ${d.status.padEnd(13)} ${d.replicas.length} replica(s)${d.message ? ` ${d.message}` : ""}`,
+      );
+      console.log(`${name}: ${app?.status ?? "?"}\n${lines.join("\n")}`);
+      if (app?.status === "DEPLOY_FAILED") {
+        const why = deployments
+          .filter((d) => d.status === "DEPLOY_FAILED")
+          .map((d) => `${d.name}: ${d.message}`)
+          .join("; ");
+        throw new Error(`${name} is DEPLOY_FAILED: ${why || app.message}`);
+      }
+      // Done when every deployment runs exactly its target: a scale-down has ended too.
+      const settled = deployments.every(
+        (d) =>
+          d.replicas.length === d.targetReplicas && d.replicas.every((r) => r.state === "RUNNING"),
+      );
+      if (app?.status === "RUNNING" && settled) waiting.delete(name);
     }
-    // Done when every deployment runs exactly its target: a scale-down has ended too.
-    const settled = deployments.every(
-      (d) =>
-        d.replicas.length === d.targetReplicas && d.replicas.every((r) => r.state === "RUNNING"),
-    );
-    if (app?.status === "RUNNING" && settled) return;
-    await new Promise((r) => setTimeout(r, 500));
+    if (waiting.size > 0) await new Promise((r) => setTimeout(r, 500));
   }
 }
 
@@ -299,9 +371,14 @@ export function program(): Command {
     .option("--host <host>", "HTTP host (default 127.0.0.1)")
     .option("--port <port>", "HTTP port (default 8000; 0 picks a free one)")
     .option("--grpc-port <port>", "also serve the Open Inference Protocol over gRPC on this port")
+    .option(
+      "--arg <key=value>",
+      "an argument of an application builder (repeatable); the value reads as in YAML",
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
     .addHelpText(
       "after",
-      "\nExamples:\n  tributary run ./app.ts:app --port 8000\n  tributary run serve.yaml",
+      "\nExamples:\n  tributary run ./app.ts:app --port 8000\n  tributary run ./app.ts:builder --arg modelPath=./m.onnx --arg replicas=2\n  tributary run serve.yaml",
     )
     .action(runCommand);
   cli
@@ -317,10 +394,20 @@ export function program(): Command {
     .action(initCommand);
   cli
     .command("build")
-    .description("Write the YAML config of an application: every deployment, defaults as comments.")
-    .argument("<target>", "a module and export, such as ./app.ts:app")
+    .description(
+      "Write the YAML config of applications: every deployment, defaults as comments.",
+    )
+    .argument("<targets...>", "modules and exports, such as ./app.ts:app ./other.ts:builder")
     .option("-o, --output <file>", "write to this file instead of standard output")
-    .addHelpText("after", "\nExample:\n  tributary build ./app.ts:app -o serve.yaml")
+    .option(
+      "--arg <key=value>",
+      "an argument of the builder (repeatable), written under args:",
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
+    .addHelpText(
+      "after",
+      "\nExamples:\n  tributary build ./app.ts:app -o serve.yaml\n  tributary build ./a.ts:app ./b.ts:builder --arg size=2 -o serve.yaml",
+    )
     .action(buildCommand);
   cli
     .command("start")

@@ -1,0 +1,203 @@
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { ConfigError, Instance } from "tributary/internal";
+import { ROOT } from "./run-cli.js";
+
+/** An application whose answers say which version of its code served them. */
+const moduleSource = (
+  name: string,
+  version: string,
+) => `import { build, deployment, InputNode } from "tributary";
+export class Answer {
+  answer(x: number): string {
+    return "${name}:${version}:" + x;
+  }
+}
+const answer = deployment(Answer).bind();
+export const app = build(answer.answer.bind(new InputNode<number>()), { name: "${name}", names: { answer } });
+`;
+
+const entry = (name: string, prefix: string) => `  - name: ${name}
+    routePrefix: ${prefix}
+    importPath: ./${name}/app.ts:app
+`;
+const config = (...entries: string[]) => `http: { port: 0 }\napplications:\n${entries.join("")}`;
+
+/** Callers that keep posting to `url` and record every answer and failure. */
+function load(url: string, callers = 3) {
+  let running = true;
+  const answers: { answer: string; started: number }[] = [];
+  const failures: string[] = [];
+  const done = Promise.all(
+    Array.from({ length: callers }, async () => {
+      while (running) {
+        const started = Date.now();
+        const response = await fetch(url, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: "1",
+        }).catch((e: Error) => e);
+        if (response instanceof Error) failures.push(response.message);
+        else if (!response.ok) failures.push(`${response.status} ${await response.text()}`);
+        else answers.push({ answer: (await response.json()) as string, started });
+      }
+    }),
+  );
+  return {
+    answers,
+    failures,
+    /** At least `count` answers to calls started after `since` (waited for). */
+    async after(since: number, count = 10): Promise<string[]> {
+      const until = Date.now() + 20_000;
+      while (answers.filter((a) => a.started > since).length < count) {
+        if (Date.now() > until)
+          assert.fail(`fewer than ${count} answers; failures: ${failures.join()}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return [...new Set(answers.filter((a) => a.started > since).map((a) => a.answer))];
+    },
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
+}
+
+describe("several applications in one instance", { timeout: 180_000 }, () => {
+  let dir: string;
+  let instance: Instance;
+  before(async () => {
+    dir = await mkdtemp(join(ROOT, ".tmp-multi-app-"));
+    for (const name of ["alpha", "beta"]) {
+      await mkdir(join(dir, name));
+      await writeFile(join(dir, name, "app.ts"), moduleSource(name, "v1"));
+    }
+    instance = new Instance({
+      adminHost: "127.0.0.1",
+      adminPort: 0,
+      adminToken: undefined,
+      stateDir: join(dir, "state"),
+      imports: { projectDir: ROOT },
+    });
+  });
+  after(async () => {
+    await instance.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test("multi-app - two applications of one file are served together; a code change of one rolls it alone, under load, and a removed one drains", async () => {
+    const file = join(dir, "serve.yaml");
+    const both = config(entry("alpha", "/a"), entry("beta", "/b"));
+    const first = await instance.deploy(both, file);
+    assert.deepEqual(
+      first.applications.map((a) => [a.application, a.action]),
+      [
+        ["alpha", "started"],
+        ["beta", "started"],
+      ],
+    );
+    const status = (await instance.status()) as {
+      url: string;
+      applications: Record<string, { status: string; routePrefix: string }>;
+    };
+    assert.deepEqual(Object.keys(status.applications), ["alpha", "beta"]);
+    assert.equal(status.applications.beta?.routePrefix, "/b");
+    const url = status.url;
+
+    // The Open Inference Protocol addresses each application as a model, by name.
+    for (const name of ["alpha", "beta"]) {
+      const model = await fetch(`${url}/v2/models/${name}`);
+      assert.equal(model.status, 200, name);
+      assert.equal(((await model.json()) as { name: string }).name, name);
+    }
+    const unknown = await fetch(`${url}/v2/models/gamma`);
+    assert.equal(unknown.status, 404);
+    assert.match(((await unknown.json()) as { error: string }).error, /serves "alpha", "beta"/);
+    const openapi = (await (await fetch(`${url}/openapi.json`)).json()) as {
+      paths: Record<string, unknown>;
+    };
+    assert.ok(openapi.paths["/a"] && openapi.paths["/b"], "both applications' routes");
+
+    const alpha = load(`${url}/a`);
+    const beta = load(`${url}/b`);
+    try {
+      assert.deepEqual(await alpha.after(0), ["alpha:v1:1"]);
+      assert.deepEqual(await beta.after(0), ["beta:v1:1"]);
+
+      // New code for alpha: alpha rolls, beta is not touched and answers throughout.
+      await writeFile(join(dir, "alpha", "app.ts"), moduleSource("alpha", "v2"));
+      const second = await instance.deploy(both, file);
+      assert.deepEqual(
+        second.applications.map((a) => [a.application, a.action]),
+        [
+          ["alpha", "code"],
+          ["beta", "unchanged"],
+        ],
+      );
+      const changed = Date.now();
+      assert.deepEqual(await alpha.after(changed), ["alpha:v2:1"]);
+      assert.deepEqual(await beta.after(changed), ["beta:v1:1"]);
+      assert.deepEqual(alpha.failures, [], "alpha lost no request while it rolled");
+
+      // alpha leaves the file: it is drained and removed; beta goes on.
+      await alpha.stop();
+      const third = await instance.deploy(config(entry("beta", "/b")), file);
+      assert.deepEqual(
+        third.applications.map((a) => [a.application, a.action]),
+        [
+          ["beta", "unchanged"],
+          ["alpha", "removed"],
+        ],
+      );
+      const gone = await fetch(`${url}/a`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "1",
+      });
+      assert.equal(gone.status, 404);
+      assert.equal((await fetch(`${url}/v2/models/alpha`)).status, 404);
+      const after = (await instance.status()) as { applications: Record<string, unknown> };
+      assert.deepEqual(Object.keys(after.applications), ["beta"]);
+      assert.deepEqual(await beta.after(Date.now()), ["beta:v1:1"]);
+      assert.ok(beta.answers.length > 30, `beta answered ${beta.answers.length} calls`);
+      assert.deepEqual(beta.failures, [], "beta failed no request through every deploy");
+    } finally {
+      await alpha.stop();
+      await beta.stop();
+    }
+  });
+
+  test("multi-app - two applications at one route prefix, or with one name, are rejected whole with positions", async () => {
+    const file = join(dir, "serve.yaml");
+    const before = JSON.stringify(
+      Object.keys(((await instance.status()) as { applications: object }).applications),
+    );
+    await assert.rejects(
+      instance.deploy(config(entry("alpha", "/b"), entry("beta", "/b")), file),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(
+          error.problems[0]!.path,
+          /applications\[1\]\.routePrefix|applications\[0\]\.routePrefix/,
+        );
+        assert.match(error.message, /routePrefix of its own/);
+        return true;
+      },
+    );
+    await assert.rejects(
+      instance.deploy(config(entry("beta", "/a"), entry("beta", "/b")), file),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.equal(error.problems[0]!.path, "applications[1].name");
+        assert.equal(error.problems[0]!.line, 6);
+        return true;
+      },
+    );
+    const after = JSON.stringify(
+      Object.keys(((await instance.status()) as { applications: object }).applications),
+    );
+    assert.equal(after, before, "a rejected file changed nothing");
+  });
+});

@@ -315,7 +315,11 @@ export class Instance {
     const applications: Record<string, unknown> = {};
     for (const [name, running] of this.#running)
       applications[name] = (await running.server.status()).applications[name];
-    return { applications, url: this.#frontDoors?.url ?? null };
+    return {
+      applications,
+      url: this.#frontDoors?.url ?? null,
+      ...(this.#frontDoors?.grpcPort !== undefined && { grpcPort: this.#frontDoors.grpcPort }),
+    };
   }
 
   config(): { file: string; text: string } | undefined {

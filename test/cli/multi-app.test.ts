@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { ConfigError, Instance } from "tributary/internal";
+import * as grpc from "@grpc/grpc-js";
+import { ConfigError, Instance, loadInferenceService } from "tributary/internal";
 import { ROOT } from "./run-cli.js";
 
 /** An application whose answers say which version of its code served them. */
@@ -11,7 +12,8 @@ const moduleSource = (
   version: string,
 ) => `import { build, deployment, InputNode } from "tributary";
 export class Answer {
-  answer(x: number): string {
+  async answer(x: number): Promise<string> {
+    if (x >= 1000) await new Promise((resolve) => setTimeout(resolve, x)); // a slow request
     return "${name}:${version}:" + x;
   }
 }
@@ -23,7 +25,23 @@ const entry = (name: string, prefix: string) => `  - name: ${name}
     routePrefix: ${prefix}
     importPath: ./${name}/app.ts:app
 `;
-const config = (...entries: string[]) => `http: { port: 0 }\napplications:\n${entries.join("")}`;
+const config = (...entries: string[]) =>
+  `http: { port: 0 }\ngrpc: { port: 0 }\napplications:\n${entries.join("")}`;
+
+type Client = grpc.Client &
+  Record<
+    string,
+    (
+      request: unknown,
+      callback: (error: grpc.ServiceError | null, response: unknown) => void,
+    ) => void
+  >;
+
+function rpc<T>(client: Client, method: string, request: unknown): Promise<T> {
+  return new Promise((resolve, reject) => {
+    client[method]!(request, (error, response) => (error ? reject(error) : resolve(response as T)));
+  });
+}
 
 /** Callers that keep posting to `url` and record every answer and failure. */
 function load(url: string, callers = 3) {
@@ -100,6 +118,7 @@ describe("several applications in one instance", { timeout: 180_000 }, () => {
     );
     const status = (await instance.status()) as {
       url: string;
+      grpcPort: number;
       applications: Record<string, { status: string; routePrefix: string }>;
     };
     assert.deepEqual(Object.keys(status.applications), ["alpha", "beta"]);
@@ -115,6 +134,26 @@ describe("several applications in one instance", { timeout: 180_000 }, () => {
     const unknown = await fetch(`${url}/v2/models/gamma`);
     assert.equal(unknown.status, 404);
     assert.match(((await unknown.json()) as { error: string }).error, /serves "alpha", "beta"/);
+    // gRPC too: each application is a model, by name.
+    const Service = loadInferenceService();
+    const client = new Service(
+      `127.0.0.1:${status.grpcPort}`,
+      grpc.credentials.createInsecure(),
+    ) as unknown as Client;
+    try {
+      for (const name of ["alpha", "beta"]) {
+        const metadata = await rpc<{ name: string }>(client, "ModelMetadata", { name });
+        assert.equal(metadata.name, name);
+        assert.deepEqual(await rpc(client, "ModelReady", { name }), { ready: true });
+      }
+      assert.deepEqual(await rpc(client, "ModelReady", { name: "gamma" }), { ready: false });
+      await assert.rejects(
+        rpc(client, "ModelMetadata", { name: "gamma" }),
+        (error: grpc.ServiceError) => error.code === grpc.status.NOT_FOUND,
+      );
+    } finally {
+      client.close();
+    }
     const openapi = (await (await fetch(`${url}/openapi.json`)).json()) as {
       paths: Record<string, unknown>;
     };
@@ -143,7 +182,16 @@ describe("several applications in one instance", { timeout: 180_000 }, () => {
 
       // alpha leaves the file: it is drained and removed; beta goes on.
       await alpha.stop();
+      const slow = fetch(`${url}/a`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "1500",
+      });
+      await new Promise((resolve) => setTimeout(resolve, 200));
       const third = await instance.deploy(config(entry("beta", "/b")), file);
+      const drained = await slow;
+      assert.equal(drained.status, 200, "a request in flight on a removed application finishes");
+      assert.equal(await drained.json(), "alpha:v2:1500");
       assert.deepEqual(
         third.applications.map((a) => [a.application, a.action]),
         [
@@ -186,15 +234,14 @@ describe("several applications in one instance", { timeout: 180_000 }, () => {
         return true;
       },
     );
-    await assert.rejects(
-      instance.deploy(config(entry("beta", "/a"), entry("beta", "/b")), file),
-      (error: unknown) => {
-        assert.ok(error instanceof ConfigError);
-        assert.equal(error.problems[0]!.path, "applications[1].name");
-        assert.equal(error.problems[0]!.line, 6);
-        return true;
-      },
-    );
+    const twice = config(entry("beta", "/a"), entry("beta", "/b"));
+    const secondLine = twice.split("\n").lastIndexOf("  - name: beta") + 1;
+    await assert.rejects(instance.deploy(twice, file), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.problems[0]!.path, "applications[1].name");
+      assert.equal(error.problems[0]!.line, secondLine);
+      return true;
+    });
     const after = JSON.stringify(
       Object.keys(((await instance.status()) as { applications: object }).applications),
     );

@@ -288,10 +288,7 @@ export class Instance {
     const dir = this.#options.stateDir;
     if (dir === undefined) return;
     await mkdir(dir, { recursive: true });
-    await writeFile(
-      join(dir, "applied.json"),
-      JSON.stringify({ file: resolve(file), text }),
-    );
+    await writeFile(join(dir, "applied.json"), JSON.stringify({ file: resolve(file), text }));
   }
 
   /** Restores the last applied configuration from the state directory, if any. */

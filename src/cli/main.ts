@@ -394,9 +394,7 @@ export function program(): Command {
     .action(initCommand);
   cli
     .command("build")
-    .description(
-      "Write the YAML config of applications: every deployment, defaults as comments.",
-    )
+    .description("Write the YAML config of applications: every deployment, defaults as comments.")
     .argument("<targets...>", "modules and exports, such as ./app.ts:app ./other.ts:builder")
     .option("-o, --output <file>", "write to this file instead of standard output")
     .option(

@@ -22,7 +22,12 @@ import { CancelledError, NotFoundError } from "../errors.js";
 import { CancelScope } from "../runtime/cancel.js";
 import { isAsyncIterable } from "../values.js";
 import { readInput } from "./body.js";
-import { configureFastify, replies, sharedFastifyOptions, type DoorState } from "./fastify-setup.js";
+import {
+  configureFastify,
+  replies,
+  sharedFastifyOptions,
+  type DoorState,
+} from "./fastify-setup.js";
 import { httpError } from "./http-errors.js";
 import type { DeclaredRoute, MountedRoutes } from "./openapi.js";
 import type { IngressTarget } from "./target.js";
@@ -83,7 +88,6 @@ async function registerAssets(fastify: FastifyInstance, app: Application): Promi
     );
   }
 }
-
 
 /** A route prefix as Fastify's plugin prefix: `/` is none. */
 const pluginPrefix = (routePrefix: string): string => routePrefix.replace(/\/+$/, "");
@@ -178,4 +182,3 @@ export async function mountApplication(
   await fastify.ready();
   return { fastify, app, routes, defaultRoute: !takesPost };
 }
-

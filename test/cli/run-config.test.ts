@@ -69,8 +69,15 @@ applications:
       const models = await fetch(new URL("/v2/models/basic", url));
       assert.equal(models.status, 200);
 
-      const bad = await cli(["run", file.replace("serve.yaml", "bad.yaml")]);
+      // A bad argument in the YAML is named with its file and line, and nothing is served.
+      const badFile = join(dir, "bad.yaml");
+      await writeFile(badFile, (await readFile(file, "utf8")).replace("factor: 2", "factor: two"));
+      const bad = await cli(["run", badFile]);
       assert.equal(bad.code, 1);
+      assert.match(
+        bad.stderr,
+        /bad\.yaml:8:\d+: applications\[1\]\.args\.factor: .*expected number/,
+      );
     } finally {
       child.kill("SIGINT");
       assert.equal(await exited, 0, output);

@@ -1,9 +1,12 @@
 /**
- * `tributary start`: a long-running instance with an admin API. It owns the HTTP front
- * door and converges on the last configuration that validated: a change of options is
- * applied with `server.update` (only what each deployment needs); a change of code (the
- * module's contents or import path) starts the new version beside the old one, switches
- * the front door to it once healthy, then drains the old one. The last applied
+ * `tributary start`: a long-running instance with an admin API. It owns the front doors,
+ * serves every application of the last configuration that validated (each by its name and
+ * route prefix), and converges on each deploy application by application: one whose part
+ * of the file is unchanged is not touched; a change of options is applied with
+ * `server.update` (only what each deployment needs); a change of code (the module's
+ * contents, its import path or a builder's args) starts the new version beside the old
+ * one, moves the front doors to it once healthy, then drains the old one; one that left
+ * the file is taken off the front doors, drained and stopped. The last applied
  * configuration is kept in the state directory and restored on restart.
  */
 import { randomUUID, timingSafeEqual } from "node:crypto";

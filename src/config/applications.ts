@@ -27,8 +27,8 @@ export function checkApplications(config: ServeConfig, document: PositionedDocum
 export const normalPrefix = (prefix: string): string => prefix.replace(/(.)\/+$/, "$1");
 
 /**
- * Checks that the served applications' route prefixes are unique; `located` gives the
- * position of each application's entry (undefined: not from this file).
+ * Checks that the applications' route prefixes (as they will be served: from the file or
+ * the code) are unique; `indexOf` finds an application's entry in the file.
  */
 export function checkRoutePrefixes(
   apps: readonly { readonly name: string; readonly routePrefix: string }[],

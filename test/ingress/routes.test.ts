@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { run, type Server } from "tributary";
-import { app } from "../fixtures/routes-app.js";
+import { app, takeover } from "../fixtures/routes-app.js";
 
 describe("an application's own routes", { timeout: 60_000 }, () => {
   let server: Server;
@@ -78,11 +78,15 @@ describe("an application's own routes", { timeout: 60_000 }, () => {
     assert.doesNotMatch(failure.error.message, /route broke/, "no detail without debug");
   });
 
-  test("routes - a text answer, and a stream of a deployment's items", async () => {
+  test("routes - a text answer, bytes, and a stream of a deployment's items", async () => {
     const hello = await fetch(`${server.url}/api/hello`, { headers: { "x-user": "ada" } });
     assert.equal(hello.status, 200);
     assert.match(hello.headers.get("content-type") ?? "", /^text\/plain/);
     assert.equal(await hello.text(), "hello ada");
+
+    const bytes = await fetch(`${server.url}/api/bytes`);
+    assert.equal(bytes.headers.get("content-type"), "application/octet-stream");
+    assert.deepEqual([...new Uint8Array(await bytes.arrayBuffer())], [0, 1, 2, 255]);
 
     const counted = await fetch(`${server.url}/api/count/5`);
     assert.equal(counted.status, 200);
@@ -137,3 +141,22 @@ describe("an application's own routes", { timeout: 60_000 }, () => {
     assert.ok(doc.paths["/v2/models/{name}/infer"]?.post);
   });
 });
+
+test(
+  "routes - a route of its own at POST / takes the place of the default one",
+  { timeout: 60_000 },
+  async () => {
+    await using server = await run(takeover, { port: 0, logLevel: "fatal" });
+    const answer = await fetch(`${server.url}/take`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ n: "2" }),
+    });
+    assert.equal(answer.status, 202);
+    assert.deepEqual(await answer.json(), { own: "two" });
+    const doc = (await (await fetch(`${server.url}/openapi.json`)).json()) as {
+      paths: Record<string, { post?: { summary: string } }>;
+    };
+    assert.match(doc.paths["/take"]?.post?.summary ?? "", /application takeover/);
+  },
+);

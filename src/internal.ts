@@ -17,7 +17,7 @@ export {
   moduleVersion,
   resolveApplication,
 } from "./config/resolve.js";
-export { parseBuilderArgs } from "./cli/main.js";
+export { parseBuilderArgs } from "./cli/run.js";
 export { applicationToYaml } from "./config/write.js";
 export { Instance } from "./cli/instance.js";
 export { runPlan } from "./dag/run-plan.js";

@@ -1,74 +1,186 @@
 /**
- * `npm run bench handle`: an empty handle call to a thread replica beside a raw
- * MessagePort round trip to a worker thread, in one run. Targets: median round trip
- * ≤ 1.5× the raw port's, and ≥ 100k calls/s with 64 in flight.
+ * `npm run bench handle`: handle calls beside the raw `MessagePort` equivalents, in one
+ * run. Baselines are the floor any thread transport can reach: a worker that echoes a
+ * small number (round robin over as many workers as replicas), and two workers echoing a
+ * number over a `MessageChannel` between them. Targets (issue 12): a call from the front
+ * door ≤ 1.5× the raw echo with 1 and with 3 replicas; a hop between replicas ≤ 1.5× the
+ * raw round trip between two workers; ≥ 100k calls/s with 64 in flight to 1 replica; with
+ * 3 replicas capped at 4, ≥ 80% of what 12 slots allow at the measured serial latency.
  */
 import { Worker } from "node:worker_threads";
 import { run } from "tributary";
 import { app, type Noop } from "./fixtures/noop-app.js";
+import { app as hopApp, type Caller } from "./fixtures/hop-app.js";
 import { latencyUs, machine, median, printTable, throughput } from "./stats.js";
 
-const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 20_000);
-const THROUGHPUT_MS = Number(process.env.BENCH_MS ?? 3_000);
+const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 12_000);
+const THROUGHPUT_MS = Number(process.env.BENCH_MS ?? 2_000);
 
-/** A worker that echoes every message: the floor any thread transport can reach. */
-function rawEcho(): { call: () => Promise<unknown>; close: () => Promise<number> } {
-  const worker = new Worker(
-    `const { parentPort } = require("node:worker_threads");
-     parentPort.on("message", (m) => parentPort.postMessage(m));`,
-    { eval: true },
-  );
+const ECHO = `const { parentPort } = require("node:worker_threads");
+parentPort.on("message", (m) => parentPort.postMessage(m));`;
+
+/** Workers that echo a number; calls go round robin over them. */
+function rawEcho(workers: number): { call: () => Promise<unknown>; close: () => Promise<void> } {
   const pending = new Map<number, () => void>();
-  let next = 0;
-  worker.on("message", (m: { id: number }) => {
-    pending.get(m.id)?.();
-    pending.delete(m.id);
+  const pool = Array.from({ length: workers }, () => {
+    const worker = new Worker(ECHO, { eval: true });
+    worker.on("message", (id: number) => {
+      pending.get(id)?.();
+      pending.delete(id);
+    });
+    return worker;
   });
+  let next = 0;
   return {
     call: () =>
       new Promise<void>((resolve) => {
         const id = next++;
         pending.set(id, resolve);
-        worker.postMessage({ t: "call", id, m: "noop", a: [] });
+        pool[id % workers]!.postMessage(id);
       }),
-    close: () => worker.terminate(),
+    close: async () => void (await Promise.all(pool.map((w) => w.terminate()))),
   };
 }
 
+/** Two workers: one times `n` serial round trips of a number to the other over a MessageChannel. */
+async function rawHop(n: number, warmup: number): Promise<number[]> {
+  const { MessageChannel } = await import("node:worker_threads");
+  const { port1, port2 } = new MessageChannel();
+  const echo = new Worker(
+    `const { workerData } = require("node:worker_threads");
+     workerData.port.on("message", (m) => workerData.port.postMessage(m));`,
+    { eval: true, workerData: { port: port2 }, transferList: [port2] },
+  );
+  const timer = new Worker(
+    `const { workerData, parentPort } = require("node:worker_threads");
+     const port = workerData.port;
+     const once = (i) => new Promise((resolve) => { port.once("message", resolve); port.postMessage(i); });
+     (async () => {
+       for (let i = 0; i < workerData.warmup; i++) await once(i);
+       const samples = [];
+       for (let i = 0; i < workerData.n; i++) {
+         const start = process.hrtime.bigint();
+         await once(i);
+         samples.push(Number(process.hrtime.bigint() - start) / 1000);
+       }
+       parentPort.postMessage(samples);
+     })();`,
+    { eval: true, workerData: { port: port1, n, warmup }, transferList: [port1] },
+  );
+  const samples = await new Promise<number[]>((resolve) => timer.once("message", resolve));
+  await Promise.all([echo.terminate(), timer.terminate()]);
+  return samples;
+}
+
+/** Interleaves the two so that noise on the shared machine hits both alike. */
+async function interleaved(
+  a: () => Promise<unknown>,
+  b: () => Promise<unknown>,
+): Promise<[number, number]> {
+  const as: number[] = [];
+  const bs: number[] = [];
+  for (let round = 0; round < 4; round++) {
+    as.push(...(await latencyUs(a, SAMPLES / 4, round === 0 ? 2_000 : 200)));
+    bs.push(...(await latencyUs(b, SAMPLES / 4, round === 0 ? 2_000 : 200)));
+  }
+  return [median(as), median(bs)];
+}
+
 export async function main(): Promise<string> {
-  console.log(`handle vs raw MessagePort — ${machine()}\n`);
-  const raw = rawEcho();
-  const server = await run(app, { port: 0 });
-  const handle = server.getHandle<Noop>("noop");
-  const call = (): Promise<void> => handle.noop();
+  console.log(`handle calls vs raw MessagePort — ${machine()}\n`);
+  const sections: string[] = [];
+  const raw1 = rawEcho(1);
+  const raw3 = rawEcho(3);
+  const one = await run(app, { port: 0, logLevel: "fatal" });
+  const three = await run(app.withOptions({ noop: { numReplicas: 3 } }), {
+    port: 0,
+    logLevel: "fatal",
+  });
+  const capped = await run(
+    app.withOptions({ noop: { numReplicas: 3, maxOngoingRequests: 4, maxQueuedRequests: 1000 } }),
+    { port: 0, logLevel: "fatal" },
+  );
+  const hop = await run(hopApp, { port: 0, logLevel: "fatal" });
   try {
-    // Interleave the two so that noise on the shared machine hits both alike.
-    const rawLatency: number[] = [];
-    const handleLatency: number[] = [];
+    const h1 = one.getHandle<Noop>("noop");
+    const h3 = three.getHandle<Noop>("noop");
+    const hc = capped.getHandle<Noop>("noop");
+    const [raw1Us, handle1Us] = await interleaved(raw1.call, () => h1.noop());
+    const [raw3Us, handle3Us] = await interleaved(raw3.call, () => h3.noop());
+    const raw1Rate = await throughput(raw1.call, 64, THROUGHPUT_MS);
+    const handle1Rate = await throughput(() => h1.noop(), 64, THROUGHPUT_MS);
+    sections.push(
+      printTable("A call from the front door (this thread) to thread replicas", "raw", "handle", [
+        {
+          metric: "1 replica: median round trip",
+          baseline: raw1Us,
+          subject: handle1Us,
+          unit: "µs",
+          target: "≤ 1.5×",
+        },
+        {
+          metric: "3 replicas: median round trip (raw: round robin over 3 workers)",
+          baseline: raw3Us,
+          subject: handle3Us,
+          unit: "µs",
+          target: "≤ 1.5×",
+        },
+        {
+          metric: "1 replica: calls/s, 64 in flight",
+          baseline: raw1Rate,
+          subject: handle1Rate,
+          unit: "/s",
+          target: "≥ 100k/s",
+        },
+      ]),
+    );
+    // The bound for 3 replicas × maxOngoingRequests 4: 12 slots, each busy for one serial
+    // round trip per call.
+    const serialUs = median(await latencyUs(() => hc.noop(), SAMPLES / 4, 2_000));
+    const bound = 12 / (serialUs / 1e6);
+    const cappedRate = await throughput(() => hc.noop(), 64, THROUGHPUT_MS);
+    sections.push(
+      printTable(
+        `3 replicas with maxOngoingRequests 4, 64 in flight (serial round trip ${serialUs.toFixed(1)} µs)`,
+        "12 slots ÷ serial latency",
+        "handle",
+        [
+          {
+            metric: "calls/s",
+            baseline: bound,
+            subject: cappedRate,
+            unit: "/s",
+            target: "≥ 0.8×",
+          },
+        ],
+      ),
+    );
+    const caller = hop.getHandle<Caller>("caller");
+    const hopUs: number[] = [];
+    const rawHopUs: number[] = [];
     for (let round = 0; round < 4; round++) {
-      rawLatency.push(...(await latencyUs(raw.call, SAMPLES / 4, round === 0 ? 2_000 : 200)));
-      handleLatency.push(...(await latencyUs(call, SAMPLES / 4, round === 0 ? 2_000 : 200)));
+      rawHopUs.push(...(await rawHop(SAMPLES / 4, round === 0 ? 2_000 : 200)));
+      hopUs.push(...(await caller.time(SAMPLES / 4, round === 0 ? 2_000 : 200)));
     }
-    const rawRate = await throughput(raw.call, 64, THROUGHPUT_MS);
-    const handleRate = await throughput(call, 64, THROUGHPUT_MS);
-    return printTable("Empty call to a thread replica", "raw MessagePort", "handle", [
-      {
-        metric: "median round trip",
-        baseline: median(rawLatency),
-        subject: median(handleLatency),
-        unit: "µs",
-        target: "≤ 1.5×",
-      },
-      {
-        metric: "calls/s, 64 in flight",
-        baseline: rawRate,
-        subject: handleRate,
-        unit: "/s",
-        target: "≥ 100k/s",
-      },
-    ]);
+    sections.push(
+      printTable(
+        "A hop from one replica to another (timed inside the calling replica)",
+        "raw MessageChannel between 2 workers",
+        "handle",
+        [
+          {
+            metric: "median round trip",
+            baseline: median(rawHopUs),
+            subject: median(hopUs),
+            unit: "µs",
+            target: "≤ 1.5×",
+          },
+        ],
+      ),
+    );
+    return sections.join("\n");
   } finally {
-    await server.close();
-    await raw.close();
+    await Promise.all([one.close(), three.close(), capped.close(), hop.close()]);
+    await Promise.all([raw1.close(), raw3.close()]);
   }
 }

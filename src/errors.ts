@@ -4,7 +4,7 @@
  * lists the same codes and a test keeps the two in sync.
  */
 
-import type { ApplicationStatusInfo } from "./runtime/status.js";
+import type { ApplicationStatusInfo } from "./status.js";
 
 /** gRPC status codes used by the table (numbers from the gRPC specification). */
 const GrpcStatus = {

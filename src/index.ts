@@ -32,21 +32,21 @@ export type {
   RunOptions,
   ServerStatus,
 } from "./runtime/server.js";
-export { requestContext } from "./runtime/context.js";
-export { batch } from "./runtime/batch.js";
-export type { BatchedFunction, BatchOptions, BatchStats } from "./runtime/batch.js";
+export { requestContext } from "./data/context.js";
+export { batch } from "./data/batch.js";
+export type { BatchedFunction, BatchOptions, BatchStats } from "./data/batch.js";
 export { image, tensor } from "./ingress/adapters.js";
 export { DATATYPES } from "./ingress/tensors.js";
 export type { Datatype, Tensor, TypedArray } from "./ingress/tensors.js";
-export type { RequestContext } from "./runtime/context.js";
+export type { RequestContext } from "./data/context.js";
 export type {
   ApplicationStatus,
   ApplicationStatusInfo,
   DeploymentStatus,
   DeploymentStatusInfo,
   ReplicaStatusInfo,
-} from "./runtime/status.js";
-export type { ReplicaState } from "./runtime/replica-client.js";
+} from "./status.js";
+export type { ReplicaState } from "./control/replica-client.js";
 export type {
   DeploymentDescription,
   EdgeDescription,
@@ -69,14 +69,14 @@ export type {
   MethodBinder,
   Producer,
 } from "./dag/types.js";
-export { DEFAULT_OPTIONS, resolveOptions, toMilliseconds } from "./app/options.js";
+export { DEFAULT_OPTIONS, resolveOptions, toMilliseconds } from "./options.js";
 export type {
   DeploymentOptions,
   Duration,
   JsonValue,
   ResolvedAutoscaling,
   ResolvedDeploymentOptions,
-} from "./app/options.js";
+} from "./options.js";
 export {
   ERROR_CODES,
   BackPressureError,

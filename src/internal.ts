@@ -9,7 +9,7 @@
  *
  * @module
  */
-export { resolveOptions } from "./app/options.js";
+export { resolveOptions } from "./options.js";
 export { ConfigError, parseConfig } from "./config/load.js";
 export {
   BuilderArgsError,
@@ -22,6 +22,6 @@ export { applicationToYaml } from "./config/write.js";
 export { Instance } from "./cli/instance.js";
 export { runPlan } from "./dag/run-plan.js";
 export { loadInferenceService } from "./ingress/grpc.js";
-export { Autoscaler } from "./runtime/autoscaler.js";
-export { transferPlan } from "./runtime/transfer-plan.js";
-export { ensureTypeScriptLoader, isTypeScript } from "./runtime/typescript-loader.js";
+export { Autoscaler } from "./control/autoscaler.js";
+export { transferPlan } from "./dag/transfer-plan.js";
+export { ensureTypeScriptLoader, isTypeScript } from "./app/typescript-loader.js";

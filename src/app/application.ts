@@ -16,7 +16,7 @@ import {
   validateOptions,
   type DeploymentOptions,
   type ResolvedDeploymentOptions,
-} from "./options.js";
+} from "../options.js";
 import { registerApplication } from "./registry.js";
 import type { Routes } from "./routes.js";
 

@@ -16,13 +16,4 @@ export function findApplication(moduleUrl: string, name: string): Application | 
   return applications.get(key(moduleUrl, name));
 }
 
-/** Whether this thread or process is a replica (where `run()` must not start servers). */
-let replicaContext = false;
-
-export function markReplicaContext(): void {
-  replicaContext = true;
-}
-
-export function inReplicaContext(): boolean {
-  return replicaContext;
-}
+export { inReplicaContext, markReplicaContext } from "../replica-context.js";

@@ -14,7 +14,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import Fastify, { type FastifyInstance } from "fastify";
-import type { Duration } from "../app/options.js";
+import type { Duration } from "../options.js";
 import { ConfigError, parseConfig } from "../config/load.js";
 import {
   checkImportPath,

@@ -5,7 +5,7 @@
  * module, calls the builder with the same arguments (checked by the same schema), and
  * registers the result under this module's URL, where the replica looks it up.
  */
-import { ensureTypeScriptLoader } from "../runtime/typescript-loader.js";
+import { ensureTypeScriptLoader } from "../app/typescript-loader.js";
 import { Application } from "../app/application.js";
 import { callBuilder, isBuilder, type BuilderArgs } from "../app/builder.js";
 import { servedApplication } from "./served.js";

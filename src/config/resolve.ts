@@ -9,11 +9,11 @@ import { dirname, extname, join, relative, resolve, isAbsolute } from "node:path
 import { pathToFileURL } from "node:url";
 import { Application } from "../app/application.js";
 import { callBuilder, isBuilder, type BuilderArgs } from "../app/builder.js";
-import type { DeploymentOptions } from "../app/options.js";
+import type { DeploymentOptions } from "../options.js";
 import { ValidationError, type ValidationIssue } from "../errors.js";
 import { servedApplication } from "./served.js";
 import { ConfigError, didYouMean, type PositionedDocument } from "./load.js";
-import { ensureTypeScriptLoader } from "../runtime/typescript-loader.js";
+import { ensureTypeScriptLoader } from "../app/typescript-loader.js";
 import type { ApplicationConfigEntry } from "./schema.js";
 
 /** `./app.ts:app` → the module path and the export name (if any). */

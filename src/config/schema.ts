@@ -3,7 +3,7 @@
  * the options set in code. Deployment options reuse the one options schema.
  */
 import { z } from "zod";
-import { optionsSchemas } from "../app/options.js";
+import { optionsSchemas } from "../options.js";
 
 const { deploymentOptionsSchema } = optionsSchemas();
 const duration = deploymentOptionsSchema.shape.healthCheckPeriod.unwrap();

@@ -5,7 +5,7 @@
  */
 import { isMap, isSeq, Document } from "yaml";
 import type { Application } from "../app/application.js";
-import { DEFAULT_OPTIONS } from "../app/options.js";
+import { DEFAULT_OPTIONS } from "../options.js";
 
 const COMMENTED_DEFAULTS: Record<string, unknown> = {
   ...DEFAULT_OPTIONS,

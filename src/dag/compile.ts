@@ -18,22 +18,9 @@ import {
   type InputState,
   type NodeState,
 } from "./state.js";
+import type { InitArg } from "../wire/protocol.js";
 
-/**
- * A constructor argument: a value, a handle to another deployment of the graph, or a value
- * (array or plain object) with handles at some paths (`null` there in `value`).
- */
-export type InitArg =
-  | { readonly kind: "value"; readonly value: unknown }
-  | { readonly kind: "handle"; readonly deployment: string }
-  | {
-      readonly kind: "nested";
-      readonly value: unknown;
-      readonly handles: readonly {
-        readonly path: readonly (string | number)[];
-        readonly deployment: string;
-      }[];
-    };
+export type { InitArg };
 
 /** The constructor argument itself, with `handleOf(deployment)` where handles go. */
 export function initValue(arg: InitArg, handleOf: (deployment: string) => unknown): unknown {

@@ -1,7 +1,7 @@
 /**
  * @internal The object `deployment()` returns. Immutable: `.options()` makes a new one.
  */
-import { validateOptions, type DeploymentOptions } from "../app/options.js";
+import { validateOptions, type DeploymentOptions } from "../options.js";
 import { OptionsError } from "../errors.js";
 import { userCallSite, formatCallSite, type CallSite } from "./call-site.js";
 import { createCallNode, createClassNode } from "./node.js";

@@ -2,7 +2,7 @@
  * `deployment()`, `InputNode` and `MultiOutputNode` with their public types.
  */
 import type { z } from "zod";
-import type { DeploymentOptions } from "../app/options.js";
+import type { DeploymentOptions } from "../options.js";
 import { createDeployment } from "./deployment-impl.js";
 import { InputNodeImpl, MultiOutputNodeImpl } from "./node.js";
 import type {

@@ -5,7 +5,7 @@
  */
 import { GraphExecutionError, ValidationError, type ValidationIssue } from "../errors.js";
 import { compileGraph, initValue, type CompiledGraph } from "./compile.js";
-import { handleProxy } from "../runtime/handle.js";
+import { handleProxy } from "./handle.js";
 import { runPlan, type CallStep } from "./run-plan.js";
 import type { NodeState } from "./state.js";
 import type { ZodType } from "zod";

@@ -2,7 +2,7 @@
  * Graph inspection: a JSON description of a graph and a Mermaid flowchart of it.
  */
 import { zod } from "../zod.js";
-import { resolveOptions, type ResolvedDeploymentOptions } from "../app/options.js";
+import { resolveOptions, type ResolvedDeploymentOptions } from "../options.js";
 import { GraphBuildError } from "../errors.js";
 import { formatCallSite } from "./call-site.js";
 import { compileGraph, type CompiledGraph } from "./compile.js";

@@ -6,7 +6,7 @@
  *
  * `Out` and `In` live on phantom symbol keys that exist only in the type system.
  */
-import type { DeploymentOptions } from "../app/options.js";
+import type { DeploymentOptions } from "../options.js";
 
 declare const outputKey: unique symbol;
 declare const inputKey: unique symbol;

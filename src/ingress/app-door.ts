@@ -19,7 +19,7 @@ import { assetRoutes, type Application } from "../app/application.js";
 import type { RouteContext, ZodTypeProvider } from "../app/routes.js";
 import type { DeploymentHandle } from "../dag/types.js";
 import { CancelledError, NotFoundError } from "../errors.js";
-import { CancelScope } from "../runtime/cancel.js";
+import { CancelScope } from "../data/cancel.js";
 import { isAsyncIterable } from "../values.js";
 import { readInput } from "./body.js";
 import {

@@ -13,7 +13,7 @@ import {
   TributaryError,
   ValidationError,
 } from "../errors.js";
-import { CancelScope } from "../runtime/cancel.js";
+import { CancelScope } from "../data/cancel.js";
 import { resultToTensors } from "./oip.js";
 import {
   allReady,

@@ -4,7 +4,7 @@
  */
 import type { Application } from "../app/application.js";
 import type { DeploymentHandle } from "../dag/types.js";
-import type { CancelScope } from "../runtime/cancel.js";
+import type { CancelScope } from "../data/cancel.js";
 import type { OipModel } from "./oip.js";
 
 export interface IngressCallOptions {

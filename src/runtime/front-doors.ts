@@ -3,7 +3,7 @@
  * new listener (`requestTimeout`, `readTimeout`, `bodyLimit`, `maxConnections`) are applied
  * to a running front door without dropping a connection.
  */
-import { toMilliseconds } from "../app/options.js";
+import { toMilliseconds } from "../options.js";
 import type { HttpFrontDoor, HttpSettings } from "../ingress/http.js";
 import { singleTarget, type IngressTarget, type IngressTargets } from "../ingress/target.js";
 import type { RunOptions } from "./server.js";

@@ -4,7 +4,7 @@
  */
 import { INGRESS } from "../app/application.js";
 import { BackPressureError } from "../errors.js";
-import type { CancelScope } from "./cancel.js";
+import type { CancelScope } from "../data/cancel.js";
 
 /** Bounds the graph executions in flight, like any deployment's router. */
 export class IngressGate {

@@ -4,24 +4,24 @@
  * sending each call through the router of its deployment.
  */
 import { INGRESS, type Application } from "../app/application.js";
-import { toMilliseconds, type Duration, type JsonValue } from "../app/options.js";
+import { toMilliseconds, type Duration, type JsonValue } from "../options.js";
 import { inReplicaContext } from "../app/registry.js";
 import { formatCallSite } from "../dag/call-site.js";
 import { validateInput } from "../dag/executor.js";
 import { runPlan, type PlanCallbacks } from "../dag/run-plan.js";
 import type { DeploymentHandle } from "../dag/types.js";
 import { DeployFailedError, GraphBuildError, ServerClosedError } from "../errors.js";
-import { defaultTransportFactory } from "../transport/index.js";
-import { transferablesOf } from "../transport/transfer.js";
-import type { TransportFactory } from "../transport/transport.js";
-import { requestScope, type CancelScope } from "./cancel.js";
-import { StreamReader } from "./responses.js";
-import { Controller, type UpdateKind } from "./controller.js";
-import { handleProxy } from "./handle.js";
-import { HANDLE_REF } from "./handle-ref.js";
-import type { Router } from "./router.js";
-import type { ApplicationStatusInfo } from "./status.js";
-import { transferPlan } from "./transfer-plan.js";
+import { defaultTransportFactory } from "../data/transport/index.js";
+import { transferablesOf } from "../data/transport/transfer.js";
+import type { TransportFactory } from "../data/transport/transport.js";
+import { requestScope, type CancelScope } from "../data/cancel.js";
+import { StreamReader } from "../data/responses.js";
+import { Controller, type UpdateKind } from "../control/controller.js";
+import { handleProxy } from "../dag/handle.js";
+import { HANDLE_REF } from "../data/handle-ref.js";
+import type { Router } from "../data/router.js";
+import type { ApplicationStatusInfo } from "../status.js";
+import { transferPlan } from "../dag/transfer-plan.js";
 import { IngressGate } from "./ingress-gate.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";

@@ -5,7 +5,7 @@
  * dynamic batcher). On a class it is a field, so handles and `.bind()` see the per-item
  * type.
  */
-import { toMilliseconds, type Duration } from "../app/options.js";
+import { toMilliseconds, type Duration } from "../options.js";
 import { OptionsError, TributaryError } from "../errors.js";
 
 export interface BatchOptions {

@@ -4,7 +4,7 @@
  * only once the decision has held for `upscaleDelay` (or `downscaleDelay`). A deployment at
  * zero replicas scales up at once when a request arrives (it waits in the queue meanwhile).
  */
-import type { ResolvedAutoscaling } from "../app/options.js";
+import type { ResolvedAutoscaling } from "../options.js";
 
 /** Decides a replica count from the load seen; a function type, so the policy can be swapped. */
 export type AutoscalingPolicy = (

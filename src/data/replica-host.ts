@@ -3,21 +3,27 @@
  * imports the user's module, finds its deployment in the application that module built,
  * constructs it, and serves calls, health checks, reconfiguration and shutdown.
  */
-import { parentPort } from "node:worker_threads";
+import { parentPort, type MessagePort } from "node:worker_threads";
 import { initValue } from "../dag/compile.js";
 import { findApplication, markReplicaContext } from "../app/registry.js";
-import { ServerClosedError, TributaryError } from "../errors.js";
-import { MessageBatcher, unbatch } from "../transport/batch.js";
-import { transferablesOf } from "../transport/transfer.js";
+import { TributaryError } from "../errors.js";
+import { MessageBatcher, unbatch } from "./transport/batch.js";
+import { transferablesOf } from "./transport/transfer.js";
 import { ActiveRequest, requestStorage } from "./context.js";
-import { serializeError } from "./error-codec.js";
-import { createRemoteHandle, HandleCalls } from "./remote-handle.js";
-import type { FromReplica, InitMessage, ToReplica } from "./protocol.js";
+import { serializeError } from "../wire/error-codec.js";
+import { createRemoteHandle, OutgoingCalls } from "./remote-handle.js";
+import type {
+  CallMessage,
+  FromReplica,
+  InitMessage,
+  ReplyMessage,
+  ToReplica,
+} from "../wire/protocol.js";
 import { HANDLE_REF } from "./handle-ref.js";
 import { watchParent } from "./orphan-watchdog.js";
 import { watchMemory } from "./memory-limit.js";
 import { isAsyncIterable, isPromiseLike } from "../values.js";
-import { ensureTypeScriptLoader } from "./typescript-loader.js";
+import { ensureTypeScriptLoader } from "../app/typescript-loader.js";
 
 type Callable = (...args: unknown[]) => unknown;
 type Instance = Record<string, unknown>;
@@ -31,39 +37,127 @@ const batcher = new MessageBatcher<FromReplica>(
   (message, error) => {
     // A handle call whose arguments cannot be cloned fails here, at once.
     if (message.t === "hcall") outgoing.undeliverable(message, error);
-    // A result (or stream item) that cannot be cloned: the caller gets an error instead.
-    else if (message.t === "ok" || message.t === "item") {
-      post({
-        t: "err",
-        id: message.id,
-        e: serializeError(
-          new TypeError(`the result could not be sent back to the caller: ${error.message}`),
-        ),
-        user: true,
-      });
-    }
+    else if (message.t === "ok" || message.t === "item")
+      undeliverableReply(runtime, message, error);
   },
 );
-const post = (message: FromReplica, transfer?: readonly ArrayBuffer[]): void =>
+const post = (message: FromReplica, transfer?: readonly (ArrayBuffer | MessagePort)[]): void =>
   batcher.push(message, transfer);
 
-const outgoing = new HandleCalls(post);
-const active = new Map<number, ActiveRequest>();
+/**
+ * One channel calls arrive on: the runtime's (this replica's transport) or a port another
+ * replica was handed by the control plane. Replies go back on the channel the call came on.
+ */
+class Caller {
+  readonly active = new Map<number, ActiveRequest>();
+  constructor(readonly post: (message: ReplyMessage, transfer?: readonly ArrayBuffer[]) => void) {}
+}
+
+const runtime = new Caller(post);
+const outgoing = new OutgoingCalls(post, () => reportLoad());
 let deploymentName = "";
 let replicaName = "";
 let target: Instance | Callable | undefined;
 let isClass = false;
 let stopping = false;
+/** Calls running here, from every caller; at most `maxOngoing` (the replica's own cap). */
+let ongoing = 0;
+let maxOngoing = Infinity;
+/** Callers told `busy` since a slot was last freed: each is told `free` when one is. */
+const rejected = new Set<Caller>();
 
-function startStream(id: number, iterable: AsyncIterable<unknown>, request: ActiveRequest): void {
+/** Serves calls from another replica on `port`. */
+function accept(port: MessagePort): void {
+  const portBatcher = new MessageBatcher<ReplyMessage>(
+    (message, transfer) => port.postMessage(message, transfer as ArrayBuffer[]),
+    (message, error) => undeliverableReply(caller, message, error),
+  );
+  const caller = new Caller((message, transfer) => portBatcher.push(message, transfer));
+  port.on("message", (data: CallMessage | CallMessage[]) =>
+    unbatch(data, (message) => onCall(caller, message)),
+  );
+  // The caller went away (its replica stopped): what it asked for is cancelled.
+  port.on("close", () => {
+    for (const id of [...caller.active.keys()]) cancel(caller, id, "abort");
+    rejected.delete(caller);
+  });
+}
+
+/** A result (or stream item) that cannot be cloned: the caller gets an error instead. */
+function undeliverableReply(caller: Caller, message: ReplyMessage, error: Error): void {
+  if (message.t !== "ok" && message.t !== "item") return;
+  caller.post({
+    t: "err",
+    id: message.id,
+    e: serializeError(
+      new TypeError(`the result could not be sent back to the caller: ${error.message}`),
+    ),
+    user: true,
+  });
+}
+
+/** A call is over (answered, ended, or cancelled): its slot is free. */
+function finish(caller: Caller, id: number): void {
+  if (!caller.active.delete(id)) return;
+  ongoing--;
+  if (rejected.size > 0) {
+    for (const waiting of rejected) waiting.post({ t: "free" });
+    rejected.clear();
+  }
+  reportLoad();
+}
+
+let loadTimer: NodeJS.Timeout | undefined;
+let reported = "";
+
+/** Tells the control plane (soon, not per call) how loaded this replica and its routers are. */
+function reportLoad(): void {
+  loadTimer ??= setTimeout(() => {
+    loadTimer = undefined;
+    const load = { ongoing, queued: outgoing.queued() };
+    const text = JSON.stringify(load);
+    if (text === reported) return;
+    reported = text;
+    post({ t: "load", ...load });
+  }, LOAD_REPORT_MS);
+}
+
+/** How often, at most, the replica reports its load (status and autoscaling read it). */
+const LOAD_REPORT_MS = 20;
+
+function cancel(caller: Caller, id: number, reason: "timeout" | "abort"): void {
+  caller.active
+    .get(id)
+    ?.cancel(
+      new TributaryError(
+        reason === "timeout" ? "TIMEOUT" : "CANCELLED",
+        `request ${reason === "timeout" ? "timed out" : "was cancelled"}`,
+      ),
+    );
+  // The caller has its answer and counts the slot free: so does the replica.
+  finish(caller, id);
+}
+
+function onCall(caller: Caller, message: CallMessage): void {
+  if (message.t === "call") call(caller, message.id, message.m, message.a, message.r);
+  else cancel(caller, message.id, message.reason);
+}
+
+function startStream(
+  caller: Caller,
+  id: number,
+  iterable: AsyncIterable<unknown>,
+  request: ActiveRequest,
+): void {
   void requestStorage
-    .run(request, () => stream(id, iterable, request))
-    .finally(() => active.delete(id));
+    .run(request, () => stream(caller, id, iterable, request))
+    .finally(() => finish(caller, id));
 }
 
 async function init(message: InitMessage): Promise<void> {
   deploymentName = message.deployment;
   replicaName = message.replica;
+  maxOngoing = message.maxOngoing;
   try {
     await ensureTypeScriptLoader(message.moduleUrl);
     await import(message.moduleUrl);
@@ -93,7 +187,10 @@ async function init(message: InitMessage): Promise<void> {
     );
   }
   const args = message.args.map((arg) =>
-    initValue(arg, (deployment) => createRemoteHandle(deployment, outgoing)),
+    initValue(arg, (deployment) => {
+      outgoing.subscribe(deployment);
+      return createRemoteHandle(deployment, outgoing);
+    }),
   );
   if (spec.deployment.kind === "class") {
     const Class = spec.deployment.target as unknown as new (...args: unknown[]) => Instance;
@@ -139,40 +236,48 @@ async function reconfigure(config: unknown): Promise<void> {
   if (typeof instance.reconfigure === "function") await (instance.reconfigure as Callable)(config);
 }
 
-function respondError(id: number, error: unknown, user: boolean): void {
-  post({ t: "err", id, e: serializeError(error), user });
+function respondError(caller: Caller, id: number, error: unknown, user: boolean): void {
+  caller.post({ t: "err", id, e: serializeError(error), user });
 }
 
 async function stream(
+  caller: Caller,
   id: number,
   iterable: AsyncIterable<unknown>,
   request: ActiveRequest,
 ): Promise<void> {
-  post({ t: "stream", id });
+  caller.post({ t: "stream", id });
   const iterator = iterable[Symbol.asyncIterator]();
   try {
     for (let sent = 1; !request.cancelled; sent++) {
       const next = await iterator.next();
       if (next.done) break;
-      post({ t: "item", id, v: next.value }, transferablesOf([next.value]));
+      caller.post({ t: "item", id, v: next.value }, transferablesOf([next.value]));
       // A generator that never waits would starve the message loop: let a cancel arrive.
       if (sent % 16 === 0) await new Promise((resolve) => setImmediate(resolve));
     }
     if (request.cancelled) await iterator.return?.();
-    post({ t: "end", id });
+    caller.post({ t: "end", id });
   } catch (error) {
-    respondError(id, error, true);
+    respondError(caller, id, error, true);
   }
 }
 
 function call(
+  caller: Caller,
   id: number,
   method: string | undefined,
   args: unknown[],
   requestId: string | undefined,
 ): void {
   if (stopping) {
-    respondError(id, new ServerClosedError(`Replica ${replicaName}`), false);
+    caller.post({ t: "busy", id, closing: true });
+    return;
+  }
+  if (ongoing >= maxOngoing) {
+    // Other routers filled this replica: the caller's router tries another, or waits for `free`.
+    rejected.add(caller);
+    caller.post({ t: "busy", id });
     return;
   }
   let fn: unknown;
@@ -181,6 +286,7 @@ function call(
   else if (method !== undefined) fn = (target as Instance)[method];
   if (typeof fn !== "function") {
     respondError(
+      caller,
       id,
       new TributaryError(
         "NOT_FOUND",
@@ -197,34 +303,38 @@ function call(
     }
   }
   const request = new ActiveRequest(requestId, deploymentName, replicaName);
-  active.set(id, request);
+  caller.active.set(id, request);
+  ongoing++;
+  reportLoad();
   let result: unknown;
   try {
     result = requestStorage.run(request, () =>
       (fn as Callable).apply(isClass ? target : undefined, args),
     );
   } catch (error) {
-    active.delete(id);
-    respondError(id, error, true);
+    finish(caller, id);
+    respondError(caller, id, error, true);
     return;
   }
   // A thenable first (a handle's response is both thenable and iterable), then a stream.
   if (isAsyncIterable(result) && !isPromiseLike(result)) {
-    startStream(id, result, request);
+    startStream(caller, id, result, request);
     return;
   }
   Promise.resolve(result).then(
     (value) => {
       if (isAsyncIterable(value)) {
-        startStream(id, value, request);
+        startStream(caller, id, value, request);
         return;
       }
-      active.delete(id);
-      post({ t: "ok", id, v: value }, transferablesOf([value]));
+      if (!caller.active.has(id)) return; // cancelled: the caller has its answer
+      finish(caller, id);
+      caller.post({ t: "ok", id, v: value }, transferablesOf([value]));
     },
     (error: unknown) => {
-      active.delete(id);
-      respondError(id, error, true);
+      if (!caller.active.has(id)) return;
+      finish(caller, id);
+      respondError(caller, id, error, true);
     },
   );
 }
@@ -246,12 +356,16 @@ function control(id: number, operation: () => unknown): void {
     .then(operation)
     .then(
       () => post({ t: "ok", id, v: undefined }),
-      (error: unknown) => respondError(id, error, true),
+      (error: unknown) => respondError(runtime, id, error, true),
     );
 }
 
-async function stop(): Promise<void> {
+/** Takes no new calls, lets those running finish (up to `drainMs`), then closes the instance. */
+async function stop(drainMs: number): Promise<void> {
   stopping = true;
+  const deadline = Date.now() + drainMs;
+  while (ongoing > 0 && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, 10));
   const instance = target as Instance | undefined;
   if (isClass && instance && typeof instance.close === "function")
     await (instance.close as Callable)();
@@ -260,17 +374,8 @@ async function stop(): Promise<void> {
 function onMessage(message: ToReplica): void {
   switch (message.t) {
     case "call":
-      call(message.id, message.m, message.a, message.r);
-      return;
     case "cancel":
-      active
-        .get(message.id)
-        ?.cancel(
-          new TributaryError(
-            message.reason === "timeout" ? "TIMEOUT" : "CANCELLED",
-            `request ${message.reason === "timeout" ? "timed out" : "was cancelled"}`,
-          ),
-        );
+      onCall(runtime, message);
       return;
     case "health":
       control(message.id, () => {
@@ -284,7 +389,16 @@ function onMessage(message: ToReplica): void {
       control(message.id, () => (isClass ? reconfigure(message.config) : undefined));
       return;
     case "stop":
-      control(message.id, stop);
+      control(message.id, () => stop(message.drainMs));
+      return;
+    case "limits":
+      maxOngoing = message.maxOngoing;
+      return;
+    case "accept":
+      accept(message.port);
+      return;
+    case "members":
+      outgoing.onMembers(message);
       return;
     case "init":
       init(message).then(

@@ -4,7 +4,7 @@
  * consumed by exactly one argument, all the way from where it came from. Bound constants
  * never move (the next request needs them again).
  */
-import type { CompiledGraph, Step } from "../dag/compile.js";
+import type { CompiledGraph, Step } from "./compile.js";
 
 /** For each step, for each argument: whether its buffers may be transferred. */
 export function transferPlan(graph: CompiledGraph): readonly (readonly boolean[])[] {

@@ -1,7 +1,14 @@
 /**
  * What `server.status()` reports: the information of Ray Serve's `serve status`.
  */
-import type { ReplicaState } from "./replica-client.js";
+/**
+ * - `STARTING`: importing the module and constructing the deployment.
+ * - `RUNNING`: taking requests.
+ * - `STOPPING`: draining, then `close()`; takes no new requests.
+ * - `STOPPED`: exited after a graceful stop.
+ * - `DEAD`: failed to start, crashed, or was killed after a failed health check.
+ */
+export type ReplicaState = "STARTING" | "RUNNING" | "STOPPING" | "STOPPED" | "DEAD";
 
 /**
  * - `UPDATING`: replicas are starting (or being replaced) towards the target count.

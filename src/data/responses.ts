@@ -3,7 +3,7 @@
  * {@link Response}, including streams that deliver items until they end. The map can be
  * rejected whole when the peer exits.
  */
-import type { Response, SerializedError } from "./protocol.js";
+import type { Response, SerializedError } from "../wire/protocol.js";
 
 /** Items of a streamed response, consumed with `for await`. */
 export class StreamReader implements AsyncIterableIterator<unknown> {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { OptionsError } from "../errors.js";
+import { OptionsError } from "./errors.js";
 import { resolveOptions, toMilliseconds, validateOptions } from "./options.js";
 
 test("options - durations accept milliseconds or a number with a unit", () => {

@@ -4,9 +4,9 @@
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import type { FromReplica, ToReplica } from "../runtime/protocol.js";
+import type { FromReplica, ToReplica } from "../../wire/protocol.js";
 import { MessageBatcher, unbatch } from "./batch.js";
-import { heapMegabytes } from "../runtime/memory-limit.js";
+import { heapMegabytes } from "../memory-limit.js";
 import { REPLICA_ENTRY, type ReplicaLimits, type ReplicaTransport } from "./transport.js";
 
 /** Child processes still running: killed when this process exits, however it exits. */

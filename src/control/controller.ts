@@ -1,28 +1,36 @@
 /**
- * @internal The controller: for each deployment, converges the running replicas on the
- * desired count (a reconcile loop), replaces replicas that crash or fail health checks
- * (with backoff), reports constructor failures as DEPLOY_FAILED, applies `userConfig`
- * without restarts, and shuts down gracefully.
+ * @internal The control plane: for each deployment, one state machine; a reconcile loop
+ * that converges the running replicas on the desired count; replacement of replicas that
+ * crash or fail health checks (with backoff); constructor failures reported as
+ * DEPLOY_FAILED; updates planned by {@link planUpdate} and rolled back when they fail;
+ * autoscaling; a graceful shutdown. It publishes each deployment's running replicas to
+ * every router (this thread's, and those in replicas that call the deployment, over
+ * `MessageChannel`s it hands out) and is not on a request's path: replicas call each
+ * other directly. Only calls that involve a process replica are relayed here.
  */
+import { MessageChannel, type MessagePort } from "node:worker_threads";
 import type { Application } from "../app/application.js";
-import type { JsonValue, ResolvedDeploymentOptions } from "../app/options.js";
+import type { JsonValue, ResolvedDeploymentOptions } from "../options.js";
 import type { DeploymentSpec } from "../dag/compile.js";
 import { CancelledError, DeployFailedError, NotFoundError, ServerClosedError } from "../errors.js";
-import { CancelScope } from "./cancel.js";
-import { transferablesOf } from "../transport/transfer.js";
-import type { TransportFactory } from "../transport/transport.js";
-import { serializeError } from "./error-codec.js";
-import type { FromReplica } from "./protocol.js";
+import { CancelScope } from "../data/cancel.js";
+import { transferablesOf } from "../data/transport/transfer.js";
+import { DeploymentState } from "./deployment-state.js";
+import { planUpdate, type UpdateKind } from "./update-plan.js";
+import type { PeerEndpoint } from "../wire/protocol.js";
+import type { TransportFactory } from "../data/transport/transport.js";
+import { serializeError } from "../wire/error-codec.js";
+import type { FromReplica } from "../wire/protocol.js";
 import { Autoscaler } from "./autoscaler.js";
 import { ReplicaClient, type ReplicaEvents } from "./replica-client.js";
-import { StreamReader } from "./responses.js";
-import { Router } from "./router.js";
+import { StreamReader } from "../data/responses.js";
+import { Router } from "../data/router.js";
 import {
   aggregateStatus,
   type ApplicationStatus,
   type DeploymentStatus,
   type DeploymentStatusInfo,
-} from "./status.js";
+} from "../status.js";
 
 /** Attempts to construct a deployment before it stays DEPLOY_FAILED. */
 const MAX_START_ATTEMPTS = 3;
@@ -40,7 +48,11 @@ const AUTOSCALE_TICK_MS = 100;
 
 class DeploymentRuntime {
   readonly replicas: ReplicaClient[] = [];
-  status: DeploymentStatus = "UPDATING";
+  readonly state: DeploymentState;
+  /** Replicas that call this deployment and get its membership. */
+  readonly subscribers = new Set<ReplicaClient>();
+  /** Why calls fail at once while no replica runs (a failed deploy, the server closing). */
+  unavailable: Error | undefined;
   message = "";
   startFailures = 0;
   crashes = 0;
@@ -62,6 +74,7 @@ class DeploymentRuntime {
     public options: ResolvedDeploymentOptions,
     readonly router: Router,
   ) {
+    this.state = new DeploymentState(name);
     this.userConfig = options.userConfig;
     this.target = options.autoscaling ? options.autoscaling.initialReplicas : options.numReplicas;
     this.autoscaler = options.autoscaling ? new Autoscaler(options.autoscaling) : undefined;
@@ -74,10 +87,20 @@ class DeploymentRuntime {
   get running(): ReplicaClient[] {
     return this.replicas.filter((r) => r.state === "RUNNING");
   }
+
+  get status(): DeploymentStatus {
+    return this.state.status;
+  }
+
+  /** Requests running on this deployment's replicas, as they last reported. */
+  get ongoing(): number {
+    let total = 0;
+    for (const r of this.replicas) total += r.load.ongoing;
+    return total;
+  }
 }
 
-/** What applying a new configuration did to a deployment. */
-export type UpdateKind = "router" | "controller" | "reconfigure" | "restart" | "scale";
+export type { UpdateKind };
 
 /**
  * Whether `replica` is running, waiting (until `deadline`) for one still starting: its
@@ -99,9 +122,15 @@ export class Controller {
   readonly #incoming = new Map<ReplicaClient, Map<number, () => void>>();
   readonly #changed = new Set<() => void>();
   #closing = false;
+  /** False once a shutdown has drained: from then on nothing is routed. */
+  #routing = true;
+
+  /** For each subscribed replica and deployment, the replicas it has a port to. */
+  readonly #peers = new Map<ReplicaClient, Map<string, Set<string>>>();
 
   readonly #events: ReplicaEvents = {
-    slotFree: (replica) => this.#byReplica.get(replica)?.router.onSlotFree(replica),
+    subscribe: (replica, name) => this.#subscribe(replica, name),
+    load: () => undefined,
     handleCall: (replica, message) => this.#onHandleCall(replica, message),
     handleCancel: (replica, id) => this.#incoming.get(replica)?.get(id)?.(),
     exited: (replica, reason) => this.#onReplicaExit(replica, `died (${reason})`),
@@ -190,14 +219,14 @@ export class Controller {
         status: d.status,
         message: d.message,
         targetReplicas: d.target,
-        ongoing: d.router.ongoing,
-        queued: d.router.queued,
+        ongoing: d.ongoing,
+        queued: this.#queued(d),
         replicas: d.replicas.map((r) => ({
           id: r.id,
           state: r.state,
           isolation: r.transport.isolation,
           host: r.transport.description,
-          ongoing: r.ongoing,
+          ongoing: r.load.ongoing,
           message: r.message,
         })),
       };
@@ -224,17 +253,15 @@ export class Controller {
       clearInterval(d.healthTimer);
       clearInterval(d.scaleTimer);
     }
-    while (
-      Date.now() < deadline &&
-      [...this.#deployments.values()].some((d) => d.router.ongoing + d.router.queued > 0)
-    ) {
+    while (Date.now() < deadline && [...this.#deployments.values()].some((d) => this.#busy(d))) {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     // From here on nothing is routed: queued requests and calls from close() hooks are
     // answered at once instead of waiting for replicas that are stopping.
+    this.#routing = false;
     for (const d of this.#deployments.values()) {
-      for (const replica of d.replicas) d.router.remove(replica);
-      d.router.setUnavailable(new ServerClosedError(`Deployment "${d.name}"`));
+      d.unavailable = new ServerClosedError(`Deployment "${d.name}"`);
+      this.#publish(d);
     }
     await Promise.all(
       [...this.#deployments.values()].flatMap((d) =>
@@ -242,11 +269,105 @@ export class Controller {
           if (await runningOnceStarted(replica, deadline)) {
             replica.state = "STOPPING";
             const left = Math.max(deadline - Date.now(), 1000);
-            await replica.control({ t: "stop" }, left).catch(() => undefined);
+            await replica
+              .control({ t: "stop", drainMs: deadline - Date.now() }, left)
+              .catch(() => undefined);
           }
           await replica.terminate();
         }),
       ),
+    );
+  }
+
+  /** Requests waiting for a slot of `d`: in this thread's router and in replicas' routers. */
+  #queued(d: DeploymentRuntime): number {
+    let total = d.router.queued;
+    for (const other of this.#deployments.values())
+      for (const r of other.replicas) total += r.load.queued[d.name] ?? 0;
+    return total;
+  }
+
+  /** Whether anything still runs or waits for `d` (the drain before a shutdown). */
+  #busy(d: DeploymentRuntime): boolean {
+    return d.router.ongoing + d.ongoing + this.#queued(d) > 0;
+  }
+
+  /**
+   * Publishes the running replicas of `d` (Ray Serve's long poll): to this thread's router,
+   * and to every replica that calls `d`, each new one with a port of its own.
+   */
+  #publish(d: DeploymentRuntime): void {
+    const running = this.#routable(d);
+    d.router.setReplicas(running.map((r) => r.connection));
+    d.router.setUnavailable(running.length === 0 ? d.unavailable : undefined);
+    for (const subscriber of d.subscribers) this.#sendMembers(subscriber, d);
+  }
+
+  /** The replicas routers may send to: the running ones, none once the server closes. */
+  #routable(d: DeploymentRuntime): ReplicaClient[] {
+    return this.#routing ? d.running : [];
+  }
+
+  #subscribe(replica: ReplicaClient, name: string): void {
+    const d = this.#deployments.get(name);
+    if (!d || !this.#byReplica.has(replica)) {
+      // A deployment this application does not have: calls to it fail at once.
+      replica.tell({
+        t: "members",
+        d: name,
+        label: name,
+        maxOngoing: 1,
+        maxQueued: 0,
+        add: [],
+        remove: [],
+        relay: true,
+      });
+      return;
+    }
+    d.subscribers.add(replica);
+    this.#sendMembers(replica, d);
+  }
+
+  #sendMembers(subscriber: ReplicaClient, d: DeploymentRuntime): void {
+    let byDeployment = this.#peers.get(subscriber);
+    if (!byDeployment) this.#peers.set(subscriber, (byDeployment = new Map<string, Set<string>>()));
+    let known = byDeployment.get(d.name);
+    if (!known) byDeployment.set(d.name, (known = new Set()));
+    // A port cannot reach a process: calls from or to one are relayed by this thread.
+    const relay =
+      subscriber.transport.isolation === "process" ||
+      d.options.isolation === "process" ||
+      d.replicas.some((r) => r.transport.isolation === "process");
+    const running = this.#routable(d);
+    const ids = new Set(running.map((r) => r.id));
+    const remove = [...known].filter((id) => !ids.has(id));
+    for (const id of remove) known.delete(id);
+    const add: PeerEndpoint[] = [];
+    const ports: MessagePort[] = [];
+    if (!relay) {
+      for (const target of running) {
+        if (known.has(target.id)) continue;
+        const { port1, port2 } = new MessageChannel();
+        target.tell({ t: "accept", port: port2 }, [port2]);
+        add.push({ replica: target.id, port: port1 });
+        ports.push(port1);
+        known.add(target.id);
+      }
+    }
+    subscriber.tell(
+      {
+        t: "members",
+        d: d.name,
+        label: d.spec.deployment.sourceName || d.name,
+        maxOngoing: d.options.maxOngoingRequests,
+        maxQueued: d.options.maxQueuedRequests,
+        add,
+        remove,
+        relay,
+        unavailable:
+          running.length === 0 && d.unavailable ? serializeError(d.unavailable) : undefined,
+      },
+      ports,
     );
   }
 
@@ -255,26 +376,16 @@ export class Controller {
   }
 
   #setStatus(deployment: DeploymentRuntime): void {
-    // Failed to start and not retrying any more: DEPLOY_FAILED until something changes, even
-    // while older replicas serve (a scale-up whose new replicas cannot start).
-    const givenUp =
-      deployment.startFailures >= MAX_START_ATTEMPTS &&
-      deployment.running.length < deployment.target;
-    if (
-      deployment.status === "DEPLOY_FAILED" &&
-      (deployment.running.length === 0 || givenUp) &&
-      !deployment.rolling
-    ) {
-      this.#notify();
-      return;
-    }
-    const running = deployment.running.length;
-    deployment.status =
-      running >= deployment.target && deployment.live.length === running
-        ? "HEALTHY"
-        : running === 0 && deployment.crashes > 0
-          ? "UNHEALTHY"
-          : "UPDATING";
+    deployment.state.derive({
+      running: deployment.running.length,
+      live: deployment.live.length,
+      target: deployment.target,
+      crashes: deployment.crashes,
+      givenUp:
+        deployment.startFailures >= MAX_START_ATTEMPTS &&
+        deployment.running.length < deployment.target,
+      rolling: deployment.rolling,
+    });
     this.#notify();
   }
 
@@ -289,7 +400,7 @@ export class Controller {
         .sort(
           (a, b) =>
             (a.state === "STARTING" ? -1 : 0) - (b.state === "STARTING" ? -1 : 0) ||
-            a.ongoing - b.ongoing,
+            a.load.ongoing - b.load.ongoing,
         )
         .slice(0, extra);
       for (const replica of victims) void this.#stopReplica(deployment, replica);
@@ -320,6 +431,7 @@ export class Controller {
           args: deployment.spec.init,
           userConfig: initConfig,
           memoryLimit,
+          maxOngoing: deployment.options.maxOngoingRequests,
         },
         START_TIMEOUT_MS,
       )
@@ -340,8 +452,9 @@ export class Controller {
                   (deployment.message = `Replica ${id}: reconfigure() failed: ${error.message}`),
               );
           }
-          if (deployment.status === "DEPLOY_FAILED") deployment.status = "UPDATING";
-          deployment.router.add(replica);
+          if (deployment.status === "DEPLOY_FAILED") deployment.state.set("UPDATING");
+          deployment.unavailable = undefined;
+          this.#publish(deployment);
           this.#setStatus(deployment);
           return true;
         },
@@ -350,12 +463,13 @@ export class Controller {
           this.#forget(deployment, replica);
           if (this.#closing) return false;
           deployment.startFailures++;
-          deployment.status = "DEPLOY_FAILED";
+          deployment.state.set("DEPLOY_FAILED");
           deployment.message = `Replica ${id} failed to start (failure ${deployment.startFailures}; tried up to ${MAX_START_ATTEMPTS} times while serving): ${error.message}`;
           if (deployment.running.length === 0) {
-            deployment.router.setUnavailable(
-              new DeployFailedError(deployment.name, error.message, { cause: error }),
-            );
+            deployment.unavailable = new DeployFailedError(deployment.name, error.message, {
+              cause: error,
+            });
+            this.#publish(deployment);
           }
           if (deployment.startFailures < MAX_START_ATTEMPTS && !deployment.rolling)
             this.#retryLater(deployment, 500 * 2 ** (deployment.startFailures - 1));
@@ -408,53 +522,44 @@ export class Controller {
     next: ResolvedDeploymentOptions,
   ): Promise<UpdateKind[]> {
     const old = d.options;
-    const same = (key: keyof ResolvedDeploymentOptions): boolean =>
-      JSON.stringify(old[key]) === JSON.stringify(next[key]);
+    const plan = planUpdate(old, next);
     const kinds: UpdateKind[] = [];
     try {
-      if (!same("maxOngoingRequests") || !same("maxQueuedRequests")) {
-        d.router.configure(next);
-        kinds.push("router");
-      }
       d.options = next;
-      if (
-        !same("healthCheckPeriodMs") ||
-        !same("healthCheckTimeoutMs") ||
-        !same("gracefulShutdownTimeoutMs")
-      ) {
-        clearInterval(d.healthTimer);
-        this.#startHealthChecks(d);
-        kinds.push("controller");
-      }
-      if (!same("userConfig")) {
-        kinds.push("reconfigure");
-        d.userConfig = next.userConfig;
-        try {
-          await Promise.all(
-            d.running.map((r) =>
-              r.control(
-                { t: "reconfigure", config: next.userConfig ?? null },
-                reconfigureTimeout(next),
+      for (const step of plan) {
+        if (step === "scale") continue; // after the others, outside the rollback
+        kinds.push(step);
+        if (step === "router") this.#configureLimits(d, next);
+        else if (step === "controller") {
+          clearInterval(d.healthTimer);
+          this.#startHealthChecks(d);
+        } else if (step === "reconfigure") {
+          d.userConfig = next.userConfig;
+          try {
+            await Promise.all(
+              d.running.map((r) =>
+                r.control(
+                  { t: "reconfigure", config: next.userConfig ?? null },
+                  reconfigureTimeout(next),
+                ),
               ),
-            ),
-          );
-        } catch (error) {
-          d.message = `userConfig update rolled back: reconfigure() failed: ${(error as Error).message}`;
-          throw new DeployFailedError(d.name, d.message, { cause: error });
-        }
-      }
-      if (!same("isolation") || !same("resources")) {
-        kinds.push("restart");
-        if (!(await this.#rollingRestart(d))) {
-          d.message = `Update rolled back: the new replica failed to start (${d.message}); the old replicas keep serving.`;
-          throw new DeployFailedError(d.name, d.message);
+            );
+          } catch (error) {
+            d.message = `userConfig update rolled back: reconfigure() failed: ${(error as Error).message}`;
+            throw new DeployFailedError(d.name, d.message, { cause: error });
+          }
+        } else if (step === "restart") {
+          if (!(await this.#rollingRestart(d))) {
+            d.message = `Update rolled back: the new replica failed to start (${d.message}); the old replicas keep serving.`;
+            throw new DeployFailedError(d.name, d.message);
+          }
         }
       }
     } catch (error) {
       await this.#revert(d, old, kinds);
       throw error;
     }
-    if (!same("numReplicas") || !same("autoscaling")) {
+    if (plan.includes("scale")) {
       d.autoscaler = next.autoscaling ? new Autoscaler(next.autoscaling) : undefined;
       clearInterval(d.scaleTimer);
       this.#startAutoscaling(d);
@@ -463,18 +568,26 @@ export class Controller {
         : next.numReplicas;
       d.message = `Scaling to ${d.target} replicas.`;
       d.startFailures = 0; // a new target gets its own attempts
-      if (d.status === "DEPLOY_FAILED") d.status = "UPDATING";
+      if (d.status === "DEPLOY_FAILED") d.state.set("UPDATING");
       this.#reconcile(d);
       kinds.push("scale");
     }
     return kinds;
   }
 
+  /** New limits: this thread's router, every replica's own cap, and the routers in replicas. */
+  #configureLimits(d: DeploymentRuntime, options: ResolvedDeploymentOptions): void {
+    d.router.configure(options);
+    for (const replica of d.live)
+      replica.tell({ t: "limits", maxOngoing: options.maxOngoingRequests });
+    this.#publish(d);
+  }
+
   /** Puts a deployment back on `old` after a failed update: what `kinds` had changed. */
   async #revert(d: DeploymentRuntime, old: ResolvedDeploymentOptions, kinds: UpdateKind[]) {
     const message = d.message;
     d.options = old;
-    if (kinds.includes("router")) d.router.configure(old);
+    if (kinds.includes("router")) this.#configureLimits(d, old);
     if (kinds.includes("controller")) {
       clearInterval(d.healthTimer);
       this.#startHealthChecks(d);
@@ -495,7 +608,7 @@ export class Controller {
       const key = this.#startKey(old);
       await this.#rollingRestart(d, (r) => this.#startedWith.get(r) !== key);
     }
-    d.status = "UPDATING";
+    d.state.set("UPDATING");
     d.message = message;
     this.#setStatus(d);
   }
@@ -506,7 +619,7 @@ export class Controller {
     which: (replica: ReplicaClient) => boolean = () => true,
   ): Promise<boolean> {
     d.rolling = true;
-    d.status = "UPDATING";
+    d.state.set("UPDATING");
     try {
       for (const replica of d.live.filter(which)) {
         if (!(await this.#startReplica(d))) return false;
@@ -524,12 +637,15 @@ export class Controller {
     const deadline = Date.now() + deployment.options.gracefulShutdownTimeoutMs;
     const wasRunning = await runningOnceStarted(replica, deadline);
     replica.state = "STOPPING";
-    deployment.router.remove(replica);
-    while (replica.ongoing > 0 && Date.now() < deadline)
-      await new Promise((resolve) => setTimeout(resolve, 20));
+    // Every router hears first; the replica then drains what reached it (what arrives
+    // after the stop is answered `busy` and goes to another replica).
+    this.#publish(deployment);
     if (wasRunning)
       await replica
-        .control({ t: "stop" }, Math.max(deadline - Date.now(), 1_000))
+        .control(
+          { t: "stop", drainMs: Math.max(deadline - Date.now(), 0) },
+          Math.max(deadline - Date.now(), 0) + 1_000,
+        )
         .catch(() => undefined);
     await replica.terminate();
     this.#forget(deployment, replica);
@@ -540,7 +656,7 @@ export class Controller {
     const autoscaler = deployment.autoscaler;
     if (!autoscaler) return;
     deployment.scaleTimer = setInterval(() => {
-      const load = deployment.router.ongoing + deployment.router.queued;
+      const load = deployment.ongoing + this.#queued(deployment);
       const next = autoscaler.observe(Date.now(), load, deployment.target);
       if (next === undefined || next === deployment.target) return;
       deployment.message = `Autoscaling from ${deployment.target} to ${next} replicas (load ${load}).`;
@@ -561,13 +677,15 @@ export class Controller {
   }
 
   #forget(deployment: DeploymentRuntime, replica: ReplicaClient): void {
-    deployment.router.remove(replica);
     const index = deployment.replicas.indexOf(replica);
     if (index >= 0) deployment.replicas.splice(index, 1);
     this.#byReplica.delete(replica);
     deployment.checking.delete(replica);
+    for (const d of this.#deployments.values()) d.subscribers.delete(replica);
+    this.#peers.delete(replica);
     for (const cancel of this.#incoming.get(replica)?.values() ?? []) cancel();
     this.#incoming.delete(replica);
+    this.#publish(deployment);
   }
 
   /** `what` completes "Replica X …": `died (exited with code 3)`, `failed its health check: …`. */

@@ -3,9 +3,13 @@
  * child process); the router and controller only see this interface, so a cross-machine
  * transport can be added without touching them.
  */
-import type { FromReplica, ToReplica } from "../runtime/protocol.js";
+import type { MessagePort } from "node:worker_threads";
+import type { FromReplica, ToReplica } from "../../wire/protocol.js";
 
 export type Isolation = "thread" | "process";
+
+/** What moves to the receiver instead of being copied: buffers, and ports of channels. */
+export type Transfer = readonly (ArrayBuffer | MessagePort)[];
 
 export interface ReplicaTransport {
   readonly isolation: Isolation;
@@ -15,7 +19,7 @@ export interface ReplicaTransport {
    * Sends a message. `transfer` lists buffers the receiver takes ownership of; transports
    * that cannot move memory (processes) copy them instead.
    */
-  send(message: ToReplica, transfer?: readonly ArrayBuffer[]): void;
+  send(message: ToReplica, transfer?: Transfer): void;
   /** Receives every message from the replica. */
   onMessage(listener: (message: FromReplica) => void): void;
   /** Receives each message that could not be sent (its contents cannot be cloned). */
@@ -40,4 +44,4 @@ export type TransportFactory = (
 ) => ReplicaTransport;
 
 /** The module every replica thread or process starts with. */
-export const REPLICA_ENTRY = new URL("../runtime/replica-entry.mjs", import.meta.url);
+export const REPLICA_ENTRY = new URL("../replica-entry.mjs", import.meta.url);

@@ -1,29 +1,27 @@
 /**
- * @internal The runtime's side of one replica: starts it, sends it calls and control
- * messages over its transport, and rejects everything pending when it exits.
+ * @internal The control plane's side of one replica: starts it, sends it control messages
+ * (`health`, `reconfigure`, `stop`, membership) over its transport, and keeps what it
+ * reports (its load). The same transport carries the runtime's own calls to the replica,
+ * on {@link connection}, which a router in this thread sends through.
  */
-import { ReplicaDiedError, TimeoutError, ValidationError } from "../errors.js";
-import type { ReplicaTransport } from "../transport/transport.js";
-import { unsendableArguments } from "./call-args.js";
-import { deserializeError } from "./error-codec.js";
-import type { FromReplica, InitMessage, Response, ToReplica } from "./protocol.js";
-import { Responses, type PendingCall } from "./responses.js";
+import { ReplicaDiedError, TimeoutError } from "../errors.js";
+import type { ReplicaTransport, Transfer } from "../data/transport/transport.js";
+import { ReplicaConnection } from "../data/connection.js";
+import { deserializeError, serializeError } from "../wire/error-codec.js";
+import type { FromReplica, InitMessage, Response, ToReplica } from "../wire/protocol.js";
+import { Responses } from "../data/responses.js";
+import type { ReplicaState } from "../status.js";
 
-/**
- * - `STARTING`: importing the module and constructing the deployment.
- * - `RUNNING`: taking requests.
- * - `STOPPING`: draining, then `close()`; takes no new requests.
- * - `STOPPED`: exited after a graceful stop.
- * - `DEAD`: failed to start, crashed, or was killed after a failed health check.
- */
-export type ReplicaState = "STARTING" | "RUNNING" | "STOPPING" | "STOPPED" | "DEAD";
+export type { ReplicaState };
 
 export interface ReplicaEvents {
-  /** A request finished on this replica: its slot is free. */
-  slotFree(replica: ReplicaClient): void;
-  /** The replica makes a handle call to another deployment. */
+  /** The replica makes a handle call that the runtime relays (a process replica is involved). */
   handleCall(replica: ReplicaClient, message: Extract<FromReplica, { t: "hcall" }>): void;
   handleCancel(replica: ReplicaClient, id: number): void;
+  /** The replica calls deployment `deployment` and asks for its running replicas. */
+  subscribe(replica: ReplicaClient, deployment: string): void;
+  /** The replica reported its load. */
+  load(replica: ReplicaClient): void;
   /** The replica's thread or process exited (not after a graceful stop). */
   exited(replica: ReplicaClient, reason: string): void;
 }
@@ -38,12 +36,15 @@ export class ReplicaClient {
   state: ReplicaState = "STARTING";
   /** Why the replica is in its state (a start or health failure, an exit). */
   message = "";
-  /** Requests running on it: the router keeps this at most `maxOngoingRequests`. */
-  ongoing = 0;
+  /** The runtime's calls to this replica (its routers send through it). */
+  readonly connection: ReplicaConnection;
+  /** What the replica last reported: calls running on it, and calls its routers queue. */
+  load: { ongoing: number; queued: Readonly<Record<string, number>> } = { ongoing: 0, queued: {} };
   readonly startedAt = Date.now();
-  readonly #responses = new Responses();
+  /** Answers to control messages, whose ids are negative (calls' are positive). */
+  readonly #control = new Responses();
   readonly #events: ReplicaEvents;
-  #nextId = 1;
+  #nextControlId = -1;
   #ready: { resolve: () => void; reject: (error: Error) => void } | undefined;
   #starting: Promise<void> | undefined;
   /** Why the replica said it is ending itself, if it did. */
@@ -54,21 +55,24 @@ export class ReplicaClient {
     this.deployment = deployment;
     this.transport = transport;
     this.#events = events;
+    this.connection = new ReplicaConnection(id, deployment, (message, transfer) =>
+      transport.send(message, transfer),
+    );
     transport.onMessage((message) => this.#onMessage(message));
     transport.onUndeliverable((message, error) => {
-      if (!("id" in message)) return;
-      const pending = this.#responses.forget(message.id);
-      pending?.settled?.();
-      pending?.reject(
-        message.t === "call"
-          ? unsendableArguments(deployment, message.m ?? "call", message.a, error)
-          : new ValidationError([
-              {
-                path: "arguments",
-                message: `cannot be sent to deployment "${deployment}": ${error.message}`,
-              },
-            ]),
-      );
+      if (message.t === "call") {
+        this.connection.undeliverable(message, error);
+      } else if (message.t === "ok" || message.t === "item") {
+        // The answer to a relayed handle call cannot be cloned: the caller gets why.
+        this.respond({
+          t: "err",
+          id: message.id,
+          e: serializeError(
+            new TypeError(`the result could not be sent back to the caller: ${error.message}`),
+          ),
+          user: true,
+        });
+      }
     });
     transport.onExit((reason) => this.#onExit(reason));
   }
@@ -109,45 +113,24 @@ export class ReplicaClient {
     }
   }
 
-  /** Sends a call; `pending` is answered by the replica's response. Returns the call's id. */
-  call(
-    method: string | undefined,
-    args: unknown[],
-    transfer: readonly ArrayBuffer[],
-    requestId: string | undefined,
-    pending: PendingCall,
-  ): number {
-    const id = this.#nextId++;
-    this.#responses.add(id, pending);
-    try {
-      this.transport.send({ t: "call", id, m: method, a: args, r: requestId }, transfer);
-    } catch (error) {
-      this.#responses.forget(id);
-      throw error;
-    }
-    return id;
-  }
-
-  /** Gives up on a call: its caller has been answered; the replica is told to stop it. */
-  cancel(id: number, reason: "timeout" | "abort"): void {
-    this.#responses.forget(id)?.settled?.();
-    if (this.state === "RUNNING" || this.state === "STOPPING")
-      this.transport.send({ t: "cancel", id, reason });
-  }
-
   /** A control message (`health`, `reconfigure`, `stop`), failing after `timeoutMs`. */
   control(message: DistributiveOmit<Control, "id">, timeoutMs: number): Promise<void> {
-    const id = this.#nextId++;
+    const id = this.#nextControlId--;
     return settleWithin(timeoutMs, `${message.t} of replica ${this.id}`, (settle) => {
-      this.#responses.add(id, { ...settle, toError: (error) => deserializeError(error) });
+      this.#control.add(id, { ...settle, toError: (error) => deserializeError(error) });
       this.transport.send({ ...message, id });
-      return () => this.#responses.forget(id);
+      return () => this.#control.forget(id);
     });
   }
 
-  /** Answers a handle call the replica made. */
-  respond(message: Response, transfer?: readonly ArrayBuffer[]): void {
+  /** Sends a message that needs no answer (membership, limits, a port to serve). */
+  tell(message: ToReplica, transfer?: Transfer): void {
     if (this.state !== "DEAD" && this.state !== "STOPPED") this.transport.send(message, transfer);
+  }
+
+  /** Answers a handle call the replica relayed. */
+  respond(message: Response, transfer?: Transfer): void {
+    this.tell(message, transfer);
   }
 
   /** Ends the replica now; pending calls fail with ReplicaDiedError naming `reason`. */
@@ -162,7 +145,8 @@ export class ReplicaClient {
     if (this.state !== "DEAD") this.state = "STOPPED";
     this.#ready?.reject(new Error("stopped before it was ready"));
     this.#ready = undefined;
-    this.#responses.rejectAll(() => new ReplicaDiedError(this.deployment, this.id, "stopped"));
+    this.connection.close("stopped");
+    this.#control.rejectAll(() => new ReplicaDiedError(this.deployment, this.id, "stopped"));
     await this.transport.terminate();
   }
 
@@ -171,7 +155,8 @@ export class ReplicaClient {
     this.message = reason;
     this.#ready?.reject(new Error(reason));
     this.#ready = undefined;
-    this.#responses.rejectAll(() => new ReplicaDiedError(this.deployment, this.id, reason));
+    this.connection.close(reason);
+    this.#control.rejectAll(() => new ReplicaDiedError(this.deployment, this.id, reason));
   }
 
   #onExit(reason: string): void {
@@ -188,7 +173,19 @@ export class ReplicaClient {
       case "stream":
       case "item":
       case "end":
-        this.#responses.onResponse(message);
+        if (message.id < 0) this.#control.onResponse(message);
+        else this.connection.onMessage(message);
+        return;
+      case "busy":
+      case "free":
+        this.connection.onMessage(message);
+        return;
+      case "load":
+        this.load = { ongoing: message.ongoing, queued: message.queued };
+        this.#events.load(this);
+        return;
+      case "subscribe":
+        this.#events.subscribe(this, message.d);
         return;
       case "hcall":
         this.#events.handleCall(this, message);
@@ -208,12 +205,6 @@ export class ReplicaClient {
         this.#fatal = message.message;
         return;
     }
-  }
-
-  /** Called by the router when a call's slot is freed. @internal */
-  slotFreed(): void {
-    this.ongoing--;
-    this.#events.slotFree(this);
   }
 }
 

@@ -3,6 +3,7 @@
  * and replica, and an `AbortSignal` that fires when the caller cancels or times out.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
+import { CancelScope } from "./cancel.js";
 
 export interface RequestContext {
   /** The id of the request (the `x-request-id` of an HTTP request), when the caller gave one. */
@@ -21,6 +22,7 @@ export class ActiveRequest implements RequestContext {
   #controller: AbortController | undefined;
   #reason: Error | undefined;
   #onCancel: (() => void)[] | undefined;
+  #scope: CancelScope | undefined;
 
   constructor(requestId: string | undefined, deployment: string, replica: string) {
     this.requestId = requestId;
@@ -34,6 +36,13 @@ export class ActiveRequest implements RequestContext {
     return this.#controller.signal;
   }
 
+  /** Cancelled with this request: the handle calls it makes carry it. */
+  get scope(): CancelScope {
+    this.#scope ??= new CancelScope();
+    if (this.#reason) this.#scope.cancel(this.#reason);
+    return this.#scope;
+  }
+
   get cancelled(): boolean {
     return this.#reason !== undefined;
   }
@@ -42,6 +51,7 @@ export class ActiveRequest implements RequestContext {
     if (this.#reason) return;
     this.#reason = reason;
     this.#controller?.abort(reason);
+    this.#scope?.cancel(reason);
     for (const listener of this.#onCancel ?? []) listener();
   }
 

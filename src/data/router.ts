@@ -1,16 +1,24 @@
 /**
- * @internal Routes the calls of one deployment over its replicas: power of two choices on
- * ongoing requests, `maxOngoingRequests` per replica enforced strictly, a FIFO queue of at
- * most `maxQueuedRequests`, then `BackPressureError`. A timed-out or cancelled request
- * frees its slot at once and the replica's `AbortSignal` fires.
+ * @internal Routes the calls of one caller to one deployment over its replicas. Every
+ * caller owns its routers (the front door, and each replica that holds handles); the
+ * control plane only publishes which replicas run ({@link Router.setReplicas}).
+ *
+ * Power of two choices on this router's own in-flight counts (it is their only writer),
+ * at most `maxOngoingRequests` per replica from this router, a FIFO queue of at most
+ * `maxQueuedRequests`, then `BackPressureError`. Several routers may fill one replica
+ * between them: the replica is the authority on its cap and answers `busy` to what
+ * exceeds it, and the router sends that call to another replica or queues it (at the
+ * front) until a replica says a slot is free. A timed-out or cancelled request frees its
+ * slot at once and the replica's `AbortSignal` fires.
  */
 import { BackPressureError, GraphExecutionError, TimeoutError } from "../errors.js";
-import { unsendableArguments } from "./call-args.js";
-import { deserializeError } from "./error-codec.js";
-import type { SerializedError } from "./protocol.js";
-import type { ReplicaClient } from "./replica-client.js";
+import { unsendableArguments } from "../dag/call-args.js";
+import { deserializeError } from "../wire/error-codec.js";
+import type { SerializedError } from "../wire/protocol.js";
 import type { CancelScope } from "./cancel.js";
-import type { PendingCall, StreamReader } from "./responses.js";
+import type { ReplicaConnection, RoutedCall } from "./connection.js";
+import type { StreamReader } from "./responses.js";
+import type { Transfer } from "./transport/transport.js";
 
 export interface CallOptions {
   /** Cancelling it answers the request with the scope's reason and frees its slot. */
@@ -20,14 +28,21 @@ export interface CallOptions {
   /** Carried to the replica's `requestContext()`. */
   readonly requestId?: string | undefined;
   /** Buffers of the arguments that move to the replica instead of being copied. */
-  readonly transfer?: readonly ArrayBuffer[] | undefined;
+  readonly transfer?: Transfer | undefined;
+}
+
+/** A replica as the router sees it: its connection and this router's calls on it. */
+export interface RoutedReplica {
+  readonly connection: ReplicaConnection;
+  /** This router's calls in flight on the replica. */
+  readonly ongoing: number;
 }
 
 /** How the router picks among replicas: a function, so the policy can be swapped. */
 export type ReplicaChooser = (
-  replicas: readonly ReplicaClient[],
+  replicas: readonly RoutedReplica[],
   maxOngoing: number,
-) => ReplicaClient | undefined;
+) => RoutedReplica | undefined;
 
 /** Power of two choices: the less busy of two random replicas, if it has a free slot. */
 export const powerOfTwoChoices: ReplicaChooser = (replicas, maxOngoing) => {
@@ -41,16 +56,24 @@ export const powerOfTwoChoices: ReplicaChooser = (replicas, maxOngoing) => {
   const best = a.ongoing <= b.ongoing ? a : b;
   if (best.ongoing < maxOngoing) return best;
   // Both sampled replicas are full: any free slot still beats queueing.
-  let least: ReplicaClient | undefined;
+  let least: RoutedReplica | undefined;
   for (const r of replicas)
     if (r.ongoing < maxOngoing && (!least || r.ongoing < least.ongoing)) least = r;
   return least;
 };
 
-class Request implements PendingCall {
-  replica: ReplicaClient | undefined;
-  /** Whether this request still counts in its replica's `ongoing`. */
-  holdsSlot = false;
+/** One replica in this router: the counts only this router writes. */
+class Slot implements RoutedReplica {
+  ongoing = 0;
+  /** The replica answered `busy` and has not said a slot is free since. */
+  full = false;
+  /** The replica is stopping (or gone): nothing more is sent to it. */
+  out = false;
+  constructor(readonly connection: ReplicaConnection) {}
+}
+
+class Request implements RoutedCall {
+  slot: Slot | undefined;
   callId = 0;
   timer: NodeJS.Timeout | undefined;
   done = false;
@@ -94,10 +117,17 @@ class Request implements PendingCall {
 
   settled(): void {
     this.#finish();
-    if (this.holdsSlot) {
-      this.holdsSlot = false;
-      this.replica?.slotFreed();
+    this.#release();
+  }
+
+  busy(closing: boolean): void {
+    const slot = this.slot;
+    if (slot) {
+      if (closing) slot.out = true;
+      else slot.full = true;
     }
+    this.#release();
+    if (!this.done) this.#router.retry(this);
   }
 
   toError(error: SerializedError, user: boolean): Error {
@@ -108,17 +138,26 @@ class Request implements PendingCall {
   }
 
   cancelStream(): void {
-    this.replica?.cancel(this.callId, "abort");
+    this.slot?.connection.cancel(this.callId, "abort");
   }
 
   /** Answers the caller now with `error`; frees the slot or leaves the queue. */
   abandon(reason: "timeout" | "abort", error: Error): void {
     if (this.done) return;
-    if (this.replica) this.replica.cancel(this.callId, reason);
+    if (this.slot) this.slot.connection.cancel(this.callId, reason);
     else this.#router.dequeue(this);
     this.#finish();
+    this.#release();
     if (this.stream) this.stream.end(error);
     else this.rejectCall(error);
+  }
+
+  #release(): void {
+    const slot = this.slot;
+    if (!slot) return;
+    this.slot = undefined;
+    slot.ongoing--;
+    this.#router.onSlotFree(slot);
   }
 
   #finish(): void {
@@ -133,7 +172,9 @@ export class Router {
   readonly deployment: string;
   /** The function's name, for a function deployment (how errors name the call). */
   readonly #functionLabel: string;
-  #replicas: ReplicaClient[] = [];
+  /** Replicas that take calls: running, not stopping, not full. */
+  #slots: Slot[] = [];
+  #ready: Slot[] = [];
   #queue: Request[] = [];
   #maxOngoing: number;
   #maxQueued: number;
@@ -157,9 +198,10 @@ export class Router {
     return method === undefined ? `${this.#functionLabel}()` : `${method}()`;
   }
 
+  /** This router's calls in flight. */
   get ongoing(): number {
     let total = 0;
-    for (const r of this.#replicas) total += r.ongoing;
+    for (const slot of this.#slots) total += slot.ongoing;
     return total;
   }
 
@@ -167,21 +209,63 @@ export class Router {
     return this.#queue.length;
   }
 
+  /** The replicas this router sends to, by id. */
+  get replicas(): readonly string[] {
+    return this.#slots.filter((s) => !s.out).map((s) => s.connection.replica);
+  }
+
   configure(limits: { maxOngoingRequests: number; maxQueuedRequests: number }): void {
     this.#maxOngoing = limits.maxOngoingRequests;
     this.#maxQueued = limits.maxQueuedRequests;
-    for (const r of this.#replicas) this.onSlotFree(r);
+    for (const slot of this.#slots) {
+      slot.full = false;
+      this.onSlotFree(slot);
+    }
   }
 
-  /** A replica that is RUNNING joins; queued requests flow to it. */
-  add(replica: ReplicaClient): void {
-    this.#replicas.push(replica);
-    this.#unavailable = undefined;
-    this.onSlotFree(replica);
+  /**
+   * The replicas that run now (the control plane's publication): new ones take queued
+   * requests; removed ones get nothing more (their calls in flight finish).
+   */
+  setReplicas(connections: readonly ReplicaConnection[]): void {
+    const known = new Map(this.#slots.map((s) => [s.connection, s]));
+    const next: Slot[] = [];
+    for (const connection of connections) {
+      const slot = known.get(connection) ?? new Slot(connection);
+      known.delete(connection);
+      connection.onFree = () => {
+        slot.full = false;
+        this.onSlotFree(slot);
+      };
+      next.push(slot);
+    }
+    // Removed replicas keep their slots while calls on them finish (for `ongoing`).
+    for (const slot of known.values()) {
+      slot.out = true;
+      if (slot.ongoing > 0) next.push(slot);
+    }
+    this.#slots = next;
+    this.#refresh();
+    if (this.#ready.length > 0) this.#unavailable = undefined;
+    for (const slot of this.#ready) this.onSlotFree(slot);
   }
 
-  remove(replica: ReplicaClient): void {
-    this.#replicas = this.#replicas.filter((r) => r !== replica);
+  /** Adds one running replica (see {@link setReplicas}). */
+  add(connection: ReplicaConnection): void {
+    this.setReplicas([...this.#live(), connection]);
+  }
+
+  /** Stops sending to one replica (see {@link setReplicas}). */
+  remove(connection: ReplicaConnection): void {
+    this.setReplicas(this.#live().filter((c) => c !== connection));
+  }
+
+  #live(): ReplicaConnection[] {
+    return this.#slots.filter((s) => !s.out).map((s) => s.connection);
+  }
+
+  #refresh(): void {
+    this.#ready = this.#slots.filter((s) => !s.out && !s.full && !s.connection.closed);
   }
 
   /**
@@ -190,7 +274,7 @@ export class Router {
    */
   setUnavailable(error: Error | undefined): void {
     this.#unavailable = error;
-    if (!error || this.#replicas.length > 0) return;
+    if (!error || this.#live().length > 0) return;
     const queue = this.#queue;
     this.#queue = [];
     for (const request of queue) request.reject(error);
@@ -198,7 +282,7 @@ export class Router {
 
   call(method: string | undefined, args: unknown[], options: CallOptions = {}): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      if (this.#unavailable && this.#replicas.length === 0) {
+      if (this.#unavailable && this.#ready.length === 0 && this.#live().length === 0) {
         reject(this.#unavailable);
         return;
       }
@@ -206,24 +290,26 @@ export class Router {
         reject(options.cancel.reason);
         return;
       }
-      const replica =
-        this.#queue.length === 0 ? this.#choose(this.#replicas, this.#maxOngoing) : undefined;
-      if (!replica && this.#queue.length >= this.#maxQueued) {
+      const slot = this.#queue.length === 0 ? this.#pick() : undefined;
+      if (!slot && this.#queue.length >= this.#maxQueued) {
         reject(new BackPressureError(this.deployment, this.ongoing, this.#queue.length));
         return;
       }
       const request = new Request(this, method, args, options, resolve, reject);
-      if (replica) this.#dispatch(request, replica);
+      if (slot) this.#dispatch(request, slot);
       else this.#queue.push(request);
     });
   }
 
-  #dispatch(request: Request, replica: ReplicaClient): void {
-    replica.ongoing++;
-    request.replica = replica;
-    request.holdsSlot = true;
+  #pick(): Slot | undefined {
+    return this.#choose(this.#ready, this.#maxOngoing) as Slot | undefined;
+  }
+
+  #dispatch(request: Request, slot: Slot): void {
+    slot.ongoing++;
+    request.slot = slot;
     try {
-      request.callId = replica.call(
+      request.callId = slot.connection.call(
         request.method,
         request.args,
         request.options.transfer ?? [],
@@ -232,8 +318,8 @@ export class Router {
       );
     } catch (error) {
       // The arguments could not be sent (a value structured clone rejects): nothing was dispatched.
-      request.holdsSlot = false;
-      replica.ongoing--;
+      request.slot = undefined;
+      slot.ongoing--;
       request.reject(
         unsendableArguments(
           this.deployment,
@@ -242,19 +328,34 @@ export class Router {
           error instanceof Error ? error : new Error(String(error)),
         ),
       );
-      this.onSlotFree(replica);
+      this.onSlotFree(slot);
     }
   }
 
-  /** A slot on `replica` is free: the oldest queued request takes it. */
-  onSlotFree(replica: ReplicaClient): void {
-    while (
-      this.#queue.length > 0 &&
-      replica.state === "RUNNING" &&
-      replica.ongoing < this.#maxOngoing
-    ) {
+  /** A replica answered `busy`: another replica takes the request, or it waits first in line. */
+  retry(request: Request): void {
+    this.#refresh();
+    const slot = this.#pick();
+    if (slot) this.#dispatch(request, slot);
+    else this.#queue.unshift(request);
+  }
+
+  /** A slot on `slot`'s replica is free (in this router's view): the oldest queued request takes it. */
+  onSlotFree(slot: Slot): void {
+    if (slot.out) {
+      if (slot.ongoing === 0 && this.#slots.includes(slot))
+        this.#slots = this.#slots.filter((s) => s !== slot);
+      this.#refresh();
+      return;
+    }
+    if (slot.full || slot.connection.closed) {
+      this.#refresh();
+      return;
+    }
+    if (!this.#ready.includes(slot)) this.#refresh();
+    while (this.#queue.length > 0 && slot.ongoing < this.#maxOngoing && !slot.full) {
       const request = this.#queue.shift()!;
-      if (!request.done) this.#dispatch(request, replica);
+      if (!request.done) this.#dispatch(request, slot);
     }
   }
 

@@ -4,9 +4,9 @@
  * human units and compiled once into a filled, millisecond form.
  */
 import type { z as Zod } from "zod";
-import { OptionsError } from "../errors.js";
-import { zod } from "../zod.js";
-import { inReplicaContext } from "./registry.js";
+import { OptionsError } from "./errors.js";
+import { zod } from "./zod.js";
+import { inReplicaContext } from "./replica-context.js";
 
 const DURATION_UNITS_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
 const DURATION_PATTERN = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/;

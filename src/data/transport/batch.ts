@@ -5,23 +5,26 @@
  * sent (a value structured clone rejects) is handed to `undeliverable`, and the rest of its
  * batch still goes.
  */
+import type { MessagePort } from "node:worker_threads";
+import type { Transfer } from "./transport.js";
+
 export class MessageBatcher<M> {
-  readonly #send: (message: M | M[], transfer: readonly ArrayBuffer[]) => void;
+  readonly #send: (message: M | M[], transfer: Transfer) => void;
   readonly #undeliverable: (message: M, error: Error) => void;
   #queue: M[] = [];
-  #transfer: ArrayBuffer[] = [];
-  #transferOf: Map<M, readonly ArrayBuffer[]> | undefined;
+  #transfer: (ArrayBuffer | MessagePort)[] = [];
+  #transferOf: Map<M, Transfer> | undefined;
   #turnOpen = false;
 
   constructor(
-    send: (message: M | M[], transfer: readonly ArrayBuffer[]) => void,
+    send: (message: M | M[], transfer: Transfer) => void,
     undeliverable: (message: M, error: Error) => void,
   ) {
     this.#send = send;
     this.#undeliverable = undeliverable;
   }
 
-  push(message: M, transfer?: readonly ArrayBuffer[]): void {
+  push(message: M, transfer?: Transfer): void {
     if (!this.#turnOpen) {
       this.#turnOpen = true;
       setImmediate(this.#flush);
@@ -57,7 +60,7 @@ export class MessageBatcher<M> {
   };
 }
 
-const EMPTY: readonly ArrayBuffer[] = [];
+const EMPTY: Transfer = [];
 
 /** Calls `handle` for a message or for each message of a batch. */
 export function unbatch<M>(data: M | M[], handle: (message: M) => void): void {

@@ -4,7 +4,7 @@
  * buffer (a pooled `Buffer`, a `subarray`) is copied, so moving it cannot detach data the
  * sender still uses elsewhere.
  */
-import { isPlainObject } from "../values.js";
+import { isPlainObject } from "../../values.js";
 
 const MAX_DEPTH = 3;
 const MAX_ITEMS = 1024;

@@ -2,11 +2,16 @@
  * A replica in a worker thread. Messages go over the worker's port; buffers listed for
  * transfer move without copying.
  */
-import { Worker } from "node:worker_threads";
-import type { FromReplica, ToReplica } from "../runtime/protocol.js";
+import { Worker, type MessagePort } from "node:worker_threads";
+import type { FromReplica, ToReplica } from "../../wire/protocol.js";
 import { MessageBatcher, unbatch } from "./batch.js";
-import { heapMegabytes } from "../runtime/memory-limit.js";
-import { REPLICA_ENTRY, type ReplicaLimits, type ReplicaTransport } from "./transport.js";
+import { heapMegabytes } from "../memory-limit.js";
+import {
+  REPLICA_ENTRY,
+  type ReplicaLimits,
+  type ReplicaTransport,
+  type Transfer,
+} from "./transport.js";
 
 export class ThreadTransport implements ReplicaTransport {
   readonly isolation = "thread";
@@ -30,7 +35,8 @@ export class ThreadTransport implements ReplicaTransport {
   }
 
   readonly #batcher = new MessageBatcher<ToReplica>(
-    (message, transfer) => this.#worker.postMessage(message, transfer as ArrayBuffer[]),
+    (message, transfer) =>
+      this.#worker.postMessage(message, transfer as (ArrayBuffer | MessagePort)[]),
     (message, error) => this.#undeliverable?.(message, error),
   );
   #undeliverable: ((message: ToReplica, error: Error) => void) | undefined;
@@ -39,7 +45,7 @@ export class ThreadTransport implements ReplicaTransport {
     this.#undeliverable = listener;
   }
 
-  send(message: ToReplica, transfer?: readonly ArrayBuffer[]): void {
+  send(message: ToReplica, transfer?: Transfer): void {
     this.#batcher.push(message, transfer);
   }
 

@@ -1,0 +1,33 @@
+/**
+ * @internal What applying new options to a running deployment takes, as a pure function
+ * of the old and the new options: the controller carries the steps out in this order, and
+ * undoes the ones that ran when a later one fails.
+ */
+import type { ResolvedDeploymentOptions } from "../options.js";
+
+/**
+ * - `router`: new `maxOngoingRequests` / `maxQueuedRequests`, in place (routers and replicas).
+ * - `controller`: new health check or shutdown timing, in place.
+ * - `reconfigure`: the new `userConfig` through `reconfigure()` on live replicas.
+ * - `restart`: isolation or resources changed: a rolling restart.
+ * - `scale`: a new replica count or autoscaling policy.
+ */
+export type UpdateKind = "router" | "controller" | "reconfigure" | "restart" | "scale";
+
+const STEPS: readonly [UpdateKind, readonly (keyof ResolvedDeploymentOptions)[]][] = [
+  ["router", ["maxOngoingRequests", "maxQueuedRequests"]],
+  ["controller", ["healthCheckPeriodMs", "healthCheckTimeoutMs", "gracefulShutdownTimeoutMs"]],
+  ["reconfigure", ["userConfig"]],
+  ["restart", ["isolation", "resources"]],
+  ["scale", ["numReplicas", "autoscaling"]],
+];
+
+/** The steps that take `old` to `next`, in the order they run; none when nothing changed. */
+export function planUpdate(
+  old: ResolvedDeploymentOptions,
+  next: ResolvedDeploymentOptions,
+): UpdateKind[] {
+  const changed = (key: keyof ResolvedDeploymentOptions): boolean =>
+    JSON.stringify(old[key]) !== JSON.stringify(next[key]);
+  return STEPS.filter(([, keys]) => keys.some(changed)).map(([kind]) => kind);
+}

@@ -1,0 +1,101 @@
+/**
+ * @internal The caller's side of one channel to one replica: it sends calls, matches the
+ * replies to them, and fails what is pending with `ReplicaDiedError` when the channel
+ * closes. The channel is the replica's own transport (from the runtime) or a
+ * `MessageChannel` port the control plane handed out (from another replica). Its router
+ * decides what to send; the connection keeps no counts.
+ */
+import { ReplicaDiedError } from "../errors.js";
+import { unsendableArguments } from "../dag/call-args.js";
+import type { CallMessage, ReplyMessage } from "../wire/protocol.js";
+import { Responses, type PendingCall } from "./responses.js";
+import type { Transfer } from "./transport/transport.js";
+
+/** A call in flight that the replica may hand back unrun (`busy`). */
+export interface RoutedCall extends PendingCall {
+  /** The replica did not run the call: it is full, or (with `closing`) stopping. */
+  busy(closing: boolean): void;
+}
+
+export class ReplicaConnection {
+  readonly replica: string;
+  readonly deployment: string;
+  /** Set once the channel has closed: nothing more is sent on it. */
+  closed = false;
+  /** Runs when the replica says a slot is free again after answering `busy`. */
+  onFree: (() => void) | undefined;
+  readonly #send: (message: CallMessage, transfer?: Transfer) => void;
+  readonly #responses = new Responses();
+  #nextId = 1;
+
+  constructor(
+    replica: string,
+    deployment: string,
+    send: (message: CallMessage, transfer?: Transfer) => void,
+  ) {
+    this.replica = replica;
+    this.deployment = deployment;
+    this.#send = send;
+  }
+
+  /** Sends a call; `pending` is answered by the replica. Returns the call's id. */
+  call(
+    method: string | undefined,
+    args: unknown[],
+    transfer: Transfer,
+    requestId: string | undefined,
+    pending: RoutedCall,
+  ): number {
+    const id = this.#nextId++;
+    this.#responses.add(id, pending);
+    try {
+      this.#send({ t: "call", id, m: method, a: args, r: requestId }, transfer);
+    } catch (error) {
+      this.#responses.forget(id);
+      throw error;
+    }
+    return id;
+  }
+
+  /** Gives up on a call: its caller has been answered; the replica is told to stop it. */
+  cancel(id: number, reason: "timeout" | "abort"): void {
+    const pending = this.#responses.forget(id);
+    // The replica hears of it before the call that may take the freed slot.
+    if (!this.closed) this.#send({ t: "cancel", id, reason });
+    pending?.settled?.();
+  }
+
+  onMessage(message: ReplyMessage): void {
+    switch (message.t) {
+      case "busy": {
+        const pending = this.#responses.forget(message.id) as RoutedCall | undefined;
+        pending?.busy(message.closing === true);
+        return;
+      }
+      case "free":
+        this.onFree?.();
+        return;
+      case "ok":
+      case "err":
+      case "stream":
+      case "item":
+      case "end":
+        this.#responses.onResponse(message);
+    }
+  }
+
+  /** A call that could not be sent (an argument structured clone rejects) fails at once. */
+  undeliverable(message: CallMessage, error: Error): void {
+    if (message.t !== "call") return;
+    const pending = this.#responses.forget(message.id);
+    pending?.settled?.();
+    pending?.reject(unsendableArguments(this.deployment, message.m ?? "call", message.a, error));
+  }
+
+  /** The channel closed (the replica exited or was stopped): what is pending fails. */
+  close(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.#responses.rejectAll(() => new ReplicaDiedError(this.deployment, this.replica, reason));
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * @internal Messages between callers, replicas and the control plane, as tagged unions.
+ * Every request carries an id; a response names the id it answers. A caller (the runtime,
+ * or another replica over a `MessageChannel` the control plane handed out) sends
+ * {@link CallMessage}s and gets {@link ReplyMessage}s; the control plane sends `init`,
+ * `health`, `reconfigure`, `stop` and membership over the replica's own transport.
+ */
+import type { MessagePort } from "node:worker_threads";
+import type { JsonValue } from "../options.js";
+
+/**
+ * A constructor argument: a value, a handle to another deployment of the graph, or a value
+ * (array or plain object) with handles at some paths (`null` there in `value`).
+ */
+export type InitArg =
+  | { readonly kind: "value"; readonly value: unknown }
+  | { readonly kind: "handle"; readonly deployment: string }
+  | {
+      readonly kind: "nested";
+      readonly value: unknown;
+      readonly handles: readonly {
+        readonly path: readonly (string | number)[];
+        readonly deployment: string;
+      }[];
+    };
+
+export interface SerializedError {
+  readonly name: string;
+  readonly message: string;
+  readonly stack?: string | undefined;
+  readonly code?: string | undefined;
+  /** Other own data properties (`deployment`, `issues`, …). */
+  readonly props?: Record<string, unknown> | undefined;
+  readonly cause?: SerializedError | undefined;
+}
+
+/** What a replica needs to start: where the graph is and which deployment it runs. */
+export interface InitMessage {
+  readonly t: "init";
+  readonly moduleUrl: string;
+  readonly app: string;
+  readonly deployment: string;
+  readonly replica: string;
+  readonly args: readonly InitArg[];
+  readonly userConfig?: JsonValue | undefined;
+  /** `resources.memory` in bytes: the replica ends itself past it (see memory-limit.ts). */
+  readonly memoryLimit?: number | undefined;
+  /** The replica's own cap: calls beyond it are answered `busy` (the router tries another). */
+  readonly maxOngoing: number;
+}
+
+export type Response =
+  | { readonly t: "ok"; readonly id: number; readonly v: unknown }
+  /** `user`: thrown by user code (the caller wraps it in a GraphExecutionError). */
+  | { readonly t: "err"; readonly id: number; readonly e: SerializedError; readonly user: boolean }
+  | { readonly t: "stream"; readonly id: number }
+  | { readonly t: "item"; readonly id: number; readonly v: unknown }
+  | { readonly t: "end"; readonly id: number };
+
+/** A caller → a replica, on any channel to it (the runtime's, or a peer's port). */
+export type CallMessage =
+  /** Call `m` (a method, or the function when undefined) with `a`; `r` is the request id. */
+  | {
+      readonly t: "call";
+      readonly id: number;
+      readonly m: string | undefined;
+      readonly a: unknown[];
+      readonly r?: string | undefined;
+    }
+  | { readonly t: "cancel"; readonly id: number; readonly reason: "timeout" | "abort" };
+
+/** A replica → a caller, on the channel the call came on. */
+export type ReplyMessage =
+  | Response
+  /**
+   * The replica did not run call `id`: it is at its `maxOngoingRequests` (or, with
+   * `closing`, it is stopping). The router sends it to another replica, or queues it.
+   */
+  | { readonly t: "busy"; readonly id: number; readonly closing?: boolean }
+  /** A slot is free again on a replica that answered `busy` on this channel. */
+  | { readonly t: "free" };
+
+/** One replica of a deployment, as the control plane publishes it to a router in a replica. */
+export interface PeerEndpoint {
+  readonly replica: string;
+  /** A `MessageChannel` port whose other end the target replica serves. */
+  readonly port: MessagePort;
+}
+
+/**
+ * The control plane → a replica's routers: the running replicas of deployment `d` changed
+ * (Ray Serve's long poll). `relay`: calls to `d` go through the runtime instead (a process
+ * replica on either side); `unavailable`: calls fail at once with this error.
+ */
+export interface MembersMessage {
+  readonly t: "members";
+  readonly d: string;
+  readonly label: string;
+  readonly maxOngoing: number;
+  readonly maxQueued: number;
+  readonly add: readonly PeerEndpoint[];
+  readonly remove: readonly string[];
+  readonly relay: boolean;
+  readonly unavailable?: SerializedError | undefined;
+}
+
+/** Runtime → replica. */
+export type ToReplica =
+  | InitMessage
+  | CallMessage
+  | { readonly t: "health"; readonly id: number }
+  | { readonly t: "reconfigure"; readonly id: number; readonly config: JsonValue }
+  /** Stop taking calls, let those running finish (up to `drainMs`), then `close()`. */
+  | { readonly t: "stop"; readonly id: number; readonly drainMs: number }
+  /** A new `maxOngoingRequests` for this replica. */
+  | { readonly t: "limits"; readonly maxOngoing: number }
+  /** Serve calls from another replica on `port`. */
+  | { readonly t: "accept"; readonly port: MessagePort }
+  | MembersMessage
+  /** Answers to the handle calls this replica relayed (`hcall`). */
+  | Response;
+
+/** Replica → runtime. */
+export type FromReplica =
+  | { readonly t: "ready" }
+  | { readonly t: "init-failed"; readonly e: SerializedError }
+  /** The replica is about to end itself, and why (it went past its memory limit). */
+  | { readonly t: "fatal"; readonly message: string }
+  /** This replica calls deployment `d`: send its running replicas (then every change). */
+  | { readonly t: "subscribe"; readonly d: string }
+  /** Requests running on this replica, and those its routers hold queued, by deployment. */
+  | { readonly t: "load"; readonly ongoing: number; readonly queued: Record<string, number> }
+  /** A handle call relayed through the runtime to deployment `d` (process replicas). */
+  | {
+      readonly t: "hcall";
+      readonly id: number;
+      readonly d: string;
+      readonly m: string;
+      readonly a: unknown[];
+      readonly r?: string | undefined;
+    }
+  | { readonly t: "hcancel"; readonly id: number }
+  | ReplyMessage;

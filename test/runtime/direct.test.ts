@@ -1,0 +1,35 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { serve } from "../serve.js";
+import { app, type Caller } from "../fixtures/direct-app.js";
+
+describe("data plane: replicas call each other directly", { timeout: 60_000 }, () => {
+  test("direct - replica-to-replica calls keep completing while the main thread is blocked for 300 ms", async () => {
+    await using server = await serve(app);
+    const caller = server.getHandle<Caller>("caller");
+    await caller.loop(200); // membership and ports are in place
+    const loop = caller.loop(1_200);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const blockedFrom = Date.now();
+    while (Date.now() - blockedFrom < 300) {
+      // The main thread (front door, control plane) does nothing else for 300 ms.
+    }
+    const blockedTo = Date.now();
+    const done = await loop;
+    const during = done.filter((t) => t > blockedFrom + 20 && t < blockedTo - 20);
+    assert.ok(
+      during.length >= 20,
+      `${during.length} of ${done.length} calls completed inside the 260 ms the main thread was blocked`,
+    );
+  });
+
+  test("direct - several routers filling one deployment: each replica runs at most maxOngoingRequests, every call is answered once", async () => {
+    await using server = await serve(app);
+    const caller = server.getHandle<Caller>("caller");
+    // 2 callers (each with its own router) × 6 calls at once, on 2 leaves capped at 2 each.
+    const results = (await Promise.all([caller.burst(6, 50), caller.burst(6, 50)])).flat();
+    assert.equal(results.length, 12);
+    for (const { most } of results) assert.ok(most <= 2, `a leaf ran ${most} calls at once`);
+    assert.deepEqual(new Set(results.map((r) => r.replica)), new Set(["leaf#1", "leaf#2"]));
+  });
+});

@@ -247,4 +247,46 @@ describe("several applications in one instance", { timeout: 180_000 }, () => {
     );
     assert.equal(after, before, "a rejected file changed nothing");
   });
+
+  test("multi-app - an application that fails to start fails the deploy alone: the others run on", async () => {
+    const file = join(dir, "serve.yaml");
+    await mkdir(join(dir, "broken"), { recursive: true });
+    await writeFile(
+      join(dir, "broken", "app.ts"),
+      `import { build, deployment, InputNode } from "tributary";
+export class Broken {
+  constructor() {
+    throw new Error("no model file");
+  }
+  answer(x: number): number {
+    return x;
+  }
+}
+export const app = build(deployment(Broken).bind().answer.bind(new InputNode<number>()), { name: "broken" });
+`,
+    );
+    const kept = config(entry("beta", "/b"));
+    await instance.deploy(kept, file);
+    await assert.rejects(
+      instance.deploy(config(entry("beta", "/b"), entry("broken", "/broken")), file),
+      (error: Error & { code?: string }) => {
+        assert.equal(error.code, "DEPLOY_FAILED");
+        assert.match(error.message, /broken: .*no model file/);
+        return true;
+      },
+    );
+    const status = (await instance.status()) as {
+      url: string;
+      applications: Record<string, { status: string }>;
+    };
+    assert.deepEqual(Object.keys(status.applications), ["beta"]);
+    assert.equal(status.applications.beta?.status, "RUNNING");
+    const answer = await fetch(`${status.url}/b`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "1",
+    });
+    assert.equal(await answer.json(), "beta:v1:1");
+    assert.equal(instance.config()?.text, kept, "the last file applied whole stays the config");
+  });
 });

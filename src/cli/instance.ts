@@ -9,13 +9,11 @@
  * the file is taken off the front doors, drained and stopped. The last applied
  * configuration is kept in the state directory and restored on restart.
  */
-import { randomUUID, timingSafeEqual } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { dirname, join, resolve } from "node:path";
-import Fastify, { type FastifyInstance } from "fastify";
 import type { Duration } from "../options.js";
-import { ConfigError, parseConfig } from "../config/load.js";
+import { parseConfig } from "../config/load.js";
 import {
   checkImportPath,
   configureApplication,
@@ -29,7 +27,7 @@ import { TributaryError } from "../errors.js";
 import type { IngressTarget, IngressTargets } from "../ingress/target.js";
 import { startFrontDoors, type FrontDoors } from "../runtime/front-doors.js";
 import { run, type RunOptions, type Server } from "../runtime/server.js";
-import { isWildcard, refusal } from "./admin-guard.js";
+import { startAdminApi } from "./admin-api.js";
 
 export interface InstanceOptions {
   readonly adminHost: string;
@@ -101,18 +99,8 @@ interface Plan {
   readonly previous: Running | undefined;
 }
 
-/** Compares secrets in constant time. */
-function sameSecret(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
 /** How long requests in flight may finish on an old address when the front door moves. */
 const RESTART_DRAIN_MS = 5_000;
-
-/** The largest configuration the admin API accepts. */
-const ADMIN_BODY_LIMIT = 4 * 1024 * 1024;
 
 export class Instance {
   readonly #options: InstanceOptions;
@@ -125,7 +113,7 @@ export class Instance {
   #served: readonly IngressTarget[] = [];
   #frontDoors: FrontDoors | undefined;
   #queue: Promise<unknown> = Promise.resolve();
-  #admin: FastifyInstance | undefined;
+  #admin: (() => Promise<void>) | undefined;
   #closed: Promise<void> | undefined;
   /** Resolves when the instance has shut down. */
   readonly stopped: Promise<void>;
@@ -328,81 +316,19 @@ export class Instance {
 
   /** Starts the admin API; returns its address. */
   async listen(): Promise<string> {
-    const admin = Fastify({ logger: false, bodyLimit: ADMIN_BODY_LIMIT });
-    // JSON only: Fastify's text/plain parser would take the bodies a web page can send.
-    admin.removeAllContentTypeParsers();
-    admin.addContentTypeParser(
-      "application/json",
-      { parseAs: "string" },
-      admin.getDefaultJsonParser("error", "error"),
-    );
-    const token = this.#options.adminToken;
-    const bound = this.#options.adminHost.toLowerCase();
-    // A wildcard address has no one name to check against; a token is required there.
-    const allowedHosts = isWildcard(bound) ? undefined : new Set([bound, "localhost"]);
-    admin.addHook("onRequest", async (request, reply) => {
-      const refused = refusal(request.headers, request.method, allowedHosts);
-      if (refused) {
-        return reply.code(refused.status).send({
-          error: { code: refused.code, message: refused.message, requestId: request.id },
-        });
-      }
-      if (token && !sameSecret(request.headers.authorization ?? "", `Bearer ${token}`)) {
-        return reply.code(401).send({
-          error: {
-            code: "UNAUTHORIZED",
-            message: "This admin API needs the instance's token.",
-            requestId: randomUUID(),
-          },
-        });
-      }
-      return undefined;
+    const { url, close } = await startAdminApi(this, {
+      host: this.#options.adminHost,
+      port: this.#options.adminPort,
+      token: this.#options.adminToken,
     });
-    admin.setErrorHandler((error, request, reply) => {
-      const e = error as Error & { code?: string; problems?: unknown };
-      const status =
-        error instanceof ConfigError ? 400 : error instanceof TributaryError ? 409 : 500;
-      void reply.code(status).send({
-        error: {
-          code: e.code ?? "INTERNAL",
-          message: e.message,
-          requestId: request.id,
-          problems: e.problems,
-        },
-      });
-    });
-    admin.put<{ Body: { file?: string; text?: string } }>("/api/deploy", async (request) => {
-      const { file, text } = request.body ?? {};
-      if (typeof text !== "string")
-        throw new TributaryError("BAD_REQUEST", "A deploy needs { file, text }.");
-      return this.deploy(text, typeof file === "string" ? file : "serve.yaml");
-    });
-    admin.get("/api/status", async () => this.status());
-    admin.get(
-      "/api/config",
-      async (_request, reply) =>
-        this.config() ??
-        reply.code(404).send({ error: { code: "NOT_FOUND", message: "Nothing is deployed yet." } }),
-    );
-    admin.post("/api/shutdown", async () => {
-      setImmediate(() => void this.close());
-      return { shuttingDown: true };
-    });
-    await admin.listen({ host: this.#options.adminHost, port: this.#options.adminPort });
-    this.#admin = admin;
-    const address = admin.server.address();
-    const port = typeof address === "object" && address ? address.port : this.#options.adminPort;
-    const host =
-      isIP(this.#options.adminHost) === 6
-        ? `[${this.#options.adminHost}]`
-        : this.#options.adminHost;
-    return `http://${host}:${port}`;
+    this.#admin = close;
+    return url;
   }
 
   /** Drains and stops everything. Safe to call twice. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
-      await this.#admin?.close();
+      await this.#admin?.();
       // The front doors stop taking requests at once; their connections close once the
       // application has drained (bounded by its gracefulShutdownTimeout).
       let drained!: () => void;

@@ -7,6 +7,7 @@
 import type {
   FastifyBaseLogger,
   FastifyInstance,
+  FastifyReply,
   FastifyRequest,
   FastifyTypeProvider,
   RawReplyDefaultExpression,
@@ -46,6 +47,12 @@ export interface RouteContext<In = unknown, Out = unknown> {
   call(input: RouteGraphInput<In>, request?: FastifyRequest): Promise<Out>;
   /** A handle to one deployment of the application, by the name the application gives it. */
   getHandle<T>(deployment: string): DeploymentHandle<T>;
+  /**
+   * Answers with a result as `POST {routePrefix}` does: bytes as
+   * `application/octet-stream`, a stream (an `AsyncIterable`) as Server-Sent Events,
+   * anything else as JSON (typed arrays as arrays).
+   */
+  respond(reply: FastifyReply, result: unknown): FastifyReply;
 }
 
 /**

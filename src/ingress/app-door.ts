@@ -145,6 +145,7 @@ export async function mountApplication(
           throw new NotFoundError(`Application "${target.app.name}" gives no handles.`);
         return target.getHandle(deployment) as DeploymentHandle<T>;
       },
+      respond: (reply, result) => sendResult(reply, result),
     };
     await fastify.register(
       async (scope) => {

@@ -92,6 +92,14 @@ describe("an application's own routes", { timeout: 60_000 }, () => {
     assert.equal(counted.status, 200);
     assert.equal(counted.headers.get("transfer-encoding"), "chunked");
     assert.equal(await counted.text(), "0\n1\n2\n3\n4\n");
+
+    // app.respond answers as POST {routePrefix} does: a stream as Server-Sent Events.
+    const events = await fetch(`${server.url}/api/events/3`);
+    assert.match(events.headers.get("content-type") ?? "", /^text\/event-stream/);
+    assert.equal(
+      await events.text(),
+      "data: 0\n\ndata: 1\n\ndata: 2\n\nevent: end\ndata: null\n\n",
+    );
   });
 
   test("routes - the default POST {routePrefix} stays, and unknown routes list the routes", async () => {

@@ -17,6 +17,7 @@ const result = spawnSync(process.execPath, [tsc, "-p", "tsconfig.build.json"], {
 if (result.status !== 0) process.exit(result.status ?? 1);
 for (const file of [
   "data/replica-entry.mjs",
+  "runtime/front-door-entry.mjs",
   "zod-esm.mjs",
   "ingress/proto/grpc_predict_v2.proto",
 ]) {

@@ -13,6 +13,7 @@ import { z } from "zod";
 import { batch, type BatchOptions, type Duration } from "tributary";
 import { boxesFromMap, DB_DEFAULTS, type DbOptions, type DetectedBox } from "./db-postprocess.js";
 import { rotate180, sampleInto, type Normalization, type RgbImage } from "./image-ops.js";
+import { caseByHeight, type ReadChar } from "./letter-case.js";
 import { fixLatin } from "./text-fixes.js";
 
 const ASSETS = dirname(models.detectionPath);
@@ -266,6 +267,22 @@ export interface Recognized {
   readonly score: number;
 }
 
+/** What CTC decoding read: the text, and for each of its characters where and how surely. */
+export interface Decoded extends Recognized {
+  readonly chars: ReadChar[];
+}
+
+/** The dictionary index of each entry, for the other-case look-ups of `ctcDecode`. */
+const indexes = new WeakMap<readonly string[], Map<string, number>>();
+function indexOf(dictionary: readonly string[]): Map<string, number> {
+  let index = indexes.get(dictionary);
+  if (!index) {
+    index = new Map(dictionary.map((entry, i) => [entry, i]));
+    indexes.set(dictionary, index);
+  }
+  return index;
+}
+
 /** Loads PaddleOCR's dictionary: index 0 is the CTC blank, the last entry a space. */
 export function loadDictionary(path = MODEL_FILES.dictionary): string[] {
   const lines = readFileSync(path, "utf8").split(/\r?\n/);
@@ -301,12 +318,14 @@ export function ctcDecode(
   steps: number,
   dictionary: readonly string[],
   spaceThreshold = SPACE_THRESHOLD,
-): Recognized[] {
+): Decoded[] {
   const classes = dictionary.length;
   const space = dictionary[classes - 1] === " " ? classes - 1 : -1;
-  const out: Recognized[] = [];
+  const index = indexOf(dictionary);
+  const out: Decoded[] = [];
   for (let n = 0; n < items; n++) {
     let text = "";
+    const chars: ReadChar[] = [];
     let sum = 0;
     let count = 0;
     let previous = -1;
@@ -333,15 +352,25 @@ export function ctcDecode(
           !NO_SPACE_BEFORE.has(dictionary[best]!)
         ) {
           text += " ";
+          chars.push({ char: " ", step: -1, p: spaceSeen, pOther: 0 });
         }
-        text += dictionary[best];
+        const char = dictionary[best]!;
+        const other = char.toUpperCase() === char ? char.toLowerCase() : char.toUpperCase();
+        const otherIndex = other === char ? undefined : index.get(other);
+        text += char;
+        chars.push({
+          char,
+          step: t,
+          p: bestP,
+          pOther: otherIndex === undefined ? 0 : probs[base + otherIndex]!,
+        });
         sum += bestP;
         count++;
         spaceSeen = 0;
       }
       previous = best;
     }
-    out.push({ text, score: count === 0 ? 0 : sum / count });
+    out.push({ text, score: count === 0 ? 0 : sum / count, chars });
   }
   return out;
 }
@@ -393,7 +422,9 @@ export class TextRecognizer {
 
   /**
    * Reads each crop. Crops are scaled to 48 px high and grouped by padded width, so a batch
-   * of long and short lines does not pad every short line to the longest.
+   * of long and short lines does not pad every short line to the longest. The case of a
+   * letter like o/O that the model was unsure of is then set by its height in the crop
+   * (`caseByHeight`), and the Latin fixes are applied.
    */
   async recognize(crops: readonly Crop[]): Promise<Recognized[]> {
     const widths = crops.map((c) =>
@@ -416,8 +447,9 @@ export class TextRecognizer {
       const { data, dims } = await this.#session.run(items, padded, REC_HEIGHT, HALF);
       const decoded = ctcDecode(data, members.length, dims[1]!, this.#dictionary);
       members.forEach((i, n) => {
-        const { text, score } = decoded[n]!;
-        results[i] = { text: fixLatin(text), score };
+        const { text, score, chars } = decoded[n]!;
+        const cased = caseByHeight(text, chars, crops[i]!, widths[i]!, REC_HEIGHT);
+        results[i] = { text: fixLatin(cased), score };
       });
     }
     return results;

@@ -22,6 +22,7 @@ import {
 import { groupRows, uprightTurns } from "./layout.js";
 import { CATEGORIES, corpus } from "./corpus.js";
 import { score, summarize } from "./scoring.js";
+import { caseByHeight } from "./letter-case.js";
 import { fixLatin } from "./text-fixes.js";
 import { ctcDecode, type TextRecognizer } from "./models.js";
 import { characterErrorRate, renderText, type RenderOptions } from "./render.js";
@@ -38,9 +39,18 @@ describe("ocr building blocks", () => {
       probs.fill(0.1, t * 3, t * 3 + 3);
       probs[t * 3 + c] = 0.8;
     });
-    assert.deepEqual(ctcDecode(probs, 1, steps.length, dictionary), [
-      { text: "aab", score: probs[3 * 0 + 1]! },
-    ]);
+    const [decoded] = ctcDecode(probs, 1, steps.length, dictionary);
+    assert.equal(decoded!.text, "aab");
+    assert.equal(decoded!.score, probs[3 * 0 + 1]!);
+    // Each character with the step that emitted it.
+    assert.deepEqual(
+      decoded!.chars.map((c) => [c.char, c.step]),
+      [
+        ["a", 0],
+        ["a", 3],
+        ["b", 4],
+      ],
+    );
   });
 
   test("CTC decoding reads a space that only the blank beat, but not before a full stop", () => {
@@ -71,6 +81,8 @@ describe("ocr building blocks", () => {
       ["Coffee Beans xl l.26", "Coffee Beans x1 1.26"],
       ["12 Elm Street， Tel", "12 Elm Street, Tel"],
       ["TOTAL S3555.02", "TOTAL $3555.02"],
+      ["$59 .77 and 1 ,5", "$59.77 and 1,5"],
+      ["4 @ 17.93, 5 . Next", "4 @ 17.93, 5 . Next"],
       [
         "Pasta 500g, Milk 1L, A5, CO2, lol, Shirt xl",
         "Pasta 500g, Milk 1L, A5, CO2, lol, Shirt xl",
@@ -78,6 +90,43 @@ describe("ocr building blocks", () => {
       ["发票，金额", "发票，金额"],
     ];
     for (const [read, fixed] of cases) assert.equal(fixLatin(read), fixed);
+  });
+
+  test("a doubtful same-shape letter takes the case its height says, a sure one is kept", () => {
+    // A 48 px line of blocks, one per 16 px (two model steps): small letters 16 px tall,
+    // capitals and digits 26 px, all standing on the same baseline.
+    const glyphs: [string, number][] = [
+      ["a", 16],
+      ["o", 26], // read small, drawn tall
+      ["E", 26],
+      ["n", 16],
+      ["S", 16], // read capital, drawn small
+      ["4", 26],
+      ["x", 16], // read small, drawn small
+      ["c", 26], // drawn tall, but the recognizer was sure
+    ];
+    const width = glyphs.length * 16 + 16;
+    const data = new Uint8Array(width * 48 * 3).fill(255);
+    glyphs.forEach(([, tall], i) => {
+      for (let y = 38 - tall; y < 38; y++)
+        for (let x = 8 + i * 16 + 3; x < 8 + i * 16 + 13; x++)
+          data.fill(0, (y * width + x) * 3, (y * width + x) * 3 + 3);
+    });
+    const text = glyphs.map(([c]) => c).join("");
+    const doubtful = new Set(["o", "S", "x"]);
+    const chars = glyphs.map(([char], i) => ({
+      char,
+      step: 1 + i * 2,
+      p: doubtful.has(char) ? 0.6 : 0.99,
+      pOther: doubtful.has(char) ? 0.3 : 0.001,
+    }));
+    const crop = { width, height: 48, data };
+    assert.equal(caseByHeight(text, chars, crop, width, 48), "aOEns4xc");
+    // Light ink on a dark page reads the same.
+    const inverted = { ...crop, data: crop.data.map((v) => 255 - v) };
+    assert.equal(caseByHeight(text, chars, inverted, width, 48), "aOEns4xc");
+    // Without a small and a tall reference on the line, nothing is changed.
+    assert.equal(caseByHeight("oES", [chars[1]!, chars[2]!, chars[4]!], crop, width, 48), "oES");
   });
 
   test("the minimum-area rectangle of a rotated rectangle's points is that rectangle", () => {
@@ -358,6 +407,20 @@ describe("the served OCR pipeline", () => {
         `${cases[i]!.name}: CER ${cer.toFixed(3)} for ${JSON.stringify(result.text)}`,
       );
     });
+  });
+
+  test("a monospaced capital O the recognizer reads as small is read as a capital", async () => {
+    // DejaVu Sans Mono's O is as narrow as its o: at 20 and 32 px the recognizer reads
+    // "olive" (o 0.94 and 0.73, O 0.03 and 0.18); the glyph's height says O.
+    const lines = ["Olive Oil 4 @ 17.93", "Orange Juice x2 22.08"];
+    for (const size of [20, 32]) {
+      const result = await read(renderText(lines, { font: "mono", size }));
+      assert.deepEqual(
+        result.lines.map((l) => l.text),
+        lines,
+        `${size} px`,
+      );
+    }
   });
 
   test("a slice of the benchmark's corpus reads under 3% character error rate", async () => {

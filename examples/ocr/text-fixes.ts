@@ -4,7 +4,9 @@
  * an O, o, l or I inside a number is a digit ("2O48", "l.26"), and full-width punctuation
  * between Latin characters is its ASCII form ("Street， Tel"), and an S before a price with
  * cents is a dollar sign ("S8.04"). Words mixing letters and other digits ("500g", "1L",
- * "A5") are left alone; a quantity "xl" before an amount is "x1".
+ * "A5") are left alone; a quantity "xl" before an amount is "x1"; and a space read
+ * between a number and its decimal point ("$59 .77": a monospaced face leaves a wide blank
+ * on each side of a full stop, and the recognizer reads a space there) is dropped.
  */
 
 const LETTER = /\p{L}/u;
@@ -68,9 +70,12 @@ function fixFullWidth(text: string): string {
 /** A quantity before an amount: "x1 1.26" (the recognizer reads "xl" as often as "x1"). */
 const QUANTITY = /^x[lI]$/;
 
-/** The line with the fixes above; spaces are kept as they are. */
+/** A digit, spaces, then a decimal point or comma before a digit: "59 .77". */
+const SPACED_DECIMAL = /(\d) +([.,]\d)/g;
+
+/** The line with the fixes above; other spaces are kept as they are. */
 export function fixLatin(text: string): string {
-  const parts = fixFullWidth(text).split(/( +)/);
+  const parts = fixFullWidth(text).replace(SPACED_DECIMAL, "$1$2").split(/( +)/);
   return parts
     .map((part, i) => {
       if (i % 2 === 1) return part;

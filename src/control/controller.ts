@@ -6,24 +6,20 @@
  * autoscaling; a graceful shutdown. It publishes each deployment's running replicas to
  * every router (this thread's, and those in replicas that call the deployment, over
  * `MessageChannel`s it hands out) and is not on a request's path: replicas call each
- * other directly. Only calls that involve a process replica are relayed here.
+ * other directly.
  */
 import { MessageChannel, type MessagePort } from "node:worker_threads";
 import type { Application } from "../app/application.js";
 import type { JsonValue, ResolvedDeploymentOptions } from "../options.js";
 import type { DeploymentSpec } from "../dag/compile.js";
-import { CancelledError, DeployFailedError, NotFoundError, ServerClosedError } from "../errors.js";
-import { CancelScope } from "../data/cancel.js";
-import { transferablesOf } from "../data/transport/transfer.js";
+import { DeployFailedError, NotFoundError, ServerClosedError } from "../errors.js";
 import { DeploymentState } from "./deployment-state.js";
 import { planUpdate, type UpdateKind } from "./update-plan.js";
-import type { PeerEndpoint } from "../wire/protocol.js";
+import type { MembersMessage, PeerEndpoint } from "../wire/protocol.js";
 import type { TransportFactory } from "../data/transport/transport.js";
 import { serializeError } from "../wire/error-codec.js";
-import type { FromReplica } from "../wire/protocol.js";
 import { Autoscaler } from "./autoscaler.js";
 import { ReplicaClient, type ReplicaEvents } from "./replica-client.js";
-import { StreamReader } from "../data/responses.js";
 import { Router } from "../data/router.js";
 import {
   aggregateStatus,
@@ -50,7 +46,7 @@ class DeploymentRuntime {
   readonly replicas: ReplicaClient[] = [];
   readonly state: DeploymentState;
   /** Replicas that call this deployment and get its membership. */
-  readonly subscribers = new Set<ReplicaClient>();
+  readonly subscribers = new Set<Subscriber>();
   /** Why calls fail at once while no replica runs (a failed deploy, the server closing). */
   unavailable: Error | undefined;
   message = "";
@@ -113,26 +109,33 @@ async function runningOnceStarted(replica: ReplicaClient, deadline: number): Pro
   return replica.whenStarted(Math.max(deadline - Date.now(), 1000));
 }
 
+/** Who gets a deployment's membership: a replica that calls it, or a front-door worker. */
+export interface Subscriber {
+  /** A thread of this process gets `MessageChannel` ports; a process gets socket paths. */
+  readonly isolation: "thread" | "process";
+  tell(message: MembersMessage, transfer?: readonly MessagePort[]): void;
+}
+
+/** Whether a `MessageChannel` can join the two (both are threads of this process). */
+const bothThreads = (a: Subscriber, b: ReplicaClient): boolean =>
+  a.isolation === "thread" && b.transport.isolation === "thread";
+
 export class Controller {
   #app: Application;
   readonly #transports: TransportFactory;
   readonly #deployments = new Map<string, DeploymentRuntime>();
   readonly #byReplica = new Map<ReplicaClient, DeploymentRuntime>();
-  /** Handle calls made by replicas, by replica and call id, so they can be cancelled. */
-  readonly #incoming = new Map<ReplicaClient, Map<number, () => void>>();
   readonly #changed = new Set<() => void>();
   #closing = false;
   /** False once a shutdown has drained: from then on nothing is routed. */
   #routing = true;
 
   /** For each subscribed replica and deployment, the replicas it has a port to. */
-  readonly #peers = new Map<ReplicaClient, Map<string, Set<string>>>();
+  readonly #peers = new Map<Subscriber, Map<string, Set<string>>>();
 
   readonly #events: ReplicaEvents = {
     subscribe: (replica, name) => this.#subscribe(replica, name),
     load: () => undefined,
-    handleCall: (replica, message) => this.#onHandleCall(replica, message),
-    handleCancel: (replica, id) => this.#incoming.get(replica)?.get(id)?.(),
     exited: (replica, reason) => this.#onReplicaExit(replica, `died (${reason})`),
   };
 
@@ -152,16 +155,18 @@ export class Controller {
   /** The router of a deployment. */
   router(name: string): Router {
     const deployment = this.#deployments.get(name);
-    if (!deployment) {
-      throw new NotFoundError(
-        `Application "${this.#app.name}" has no deployment "${name}"; it has ${[
-          ...this.#deployments.keys(),
-        ]
-          .map((n) => `"${n}"`)
-          .join(", ")}.`,
-      );
-    }
+    if (!deployment) throw this.#notFound(name);
     return deployment.router;
+  }
+
+  #notFound(name: string): NotFoundError {
+    return new NotFoundError(
+      `Application "${this.#app.name}" has no deployment "${name}"; it has ${[
+        ...this.#deployments.keys(),
+      ]
+        .map((n) => `"${n}"`)
+        .join(", ")}.`,
+    );
   }
 
   /** Starts every deployment; resolves when all are HEALTHY, rejects if one fails to deploy. */
@@ -308,9 +313,27 @@ export class Controller {
     return this.#routing ? d.running : [];
   }
 
-  #subscribe(replica: ReplicaClient, name: string): void {
+  /**
+   * `subscriber` (a front-door worker) calls deployment `name`: it gets the running replicas
+   * now and at every change, until {@link unsubscribe}.
+   */
+  subscribe(subscriber: Subscriber, name: string): void {
+    this.#subscribe(subscriber, name);
+  }
+
+  unsubscribe(subscriber: Subscriber): void {
+    for (const d of this.#deployments.values()) d.subscribers.delete(subscriber);
+    this.#peers.delete(subscriber);
+  }
+
+  /** The names of the deployments, for a subscriber that calls them all. */
+  get deploymentNames(): string[] {
+    return [...this.#deployments.keys()];
+  }
+
+  #subscribe(replica: Subscriber, name: string): void {
     const d = this.#deployments.get(name);
-    if (!d || !this.#byReplica.has(replica)) {
+    if (!d) {
       // A deployment this application does not have: calls to it fail at once.
       replica.tell({
         t: "members",
@@ -320,39 +343,39 @@ export class Controller {
         maxQueued: 0,
         add: [],
         remove: [],
-        relay: true,
+        unavailable: serializeError(this.#notFound(name)),
       });
       return;
     }
+    if (replica instanceof ReplicaClient && !this.#byReplica.has(replica)) return;
     d.subscribers.add(replica);
     this.#sendMembers(replica, d);
   }
 
-  #sendMembers(subscriber: ReplicaClient, d: DeploymentRuntime): void {
+  #sendMembers(subscriber: Subscriber, d: DeploymentRuntime): void {
     let byDeployment = this.#peers.get(subscriber);
     if (!byDeployment) this.#peers.set(subscriber, (byDeployment = new Map<string, Set<string>>()));
     let known = byDeployment.get(d.name);
     if (!known) byDeployment.set(d.name, (known = new Set()));
-    // A port cannot reach a process: calls from or to one are relayed by this thread.
-    const relay =
-      subscriber.transport.isolation === "process" ||
-      d.options.isolation === "process" ||
-      d.replicas.some((r) => r.transport.isolation === "process");
     const running = this.#routable(d);
+    // Between threads a MessageChannel; a port cannot reach another process, so to or from
+    // a process the target's Unix socket.
     const ids = new Set(running.map((r) => r.id));
     const remove = [...known].filter((id) => !ids.has(id));
     for (const id of remove) known.delete(id);
     const add: PeerEndpoint[] = [];
     const ports: MessagePort[] = [];
-    if (!relay) {
-      for (const target of running) {
-        if (known.has(target.id)) continue;
+    for (const target of running) {
+      if (known.has(target.id)) continue;
+      if (bothThreads(subscriber, target)) {
         const { port1, port2 } = new MessageChannel();
         target.tell({ t: "accept", port: port2 }, [port2]);
         add.push({ replica: target.id, port: port1 });
         ports.push(port1);
-        known.add(target.id);
+      } else {
+        add.push({ replica: target.id, socket: target.socket });
       }
+      known.add(target.id);
     }
     subscriber.tell(
       {
@@ -363,7 +386,6 @@ export class Controller {
         maxQueued: d.options.maxQueuedRequests,
         add,
         remove,
-        relay,
         unavailable:
           running.length === 0 && d.unavailable ? serializeError(d.unavailable) : undefined,
       },
@@ -683,8 +705,6 @@ export class Controller {
     deployment.checking.delete(replica);
     for (const d of this.#deployments.values()) d.subscribers.delete(replica);
     this.#peers.delete(replica);
-    for (const cancel of this.#incoming.get(replica)?.values() ?? []) cancel();
-    this.#incoming.delete(replica);
     this.#publish(deployment);
   }
 
@@ -722,48 +742,5 @@ export class Controller {
       }
     }, healthCheckPeriodMs);
     deployment.healthTimer.unref();
-  }
-
-  /** A replica calls another deployment through a handle: route it and answer. */
-  #onHandleCall(replica: ReplicaClient, message: Extract<FromReplica, { t: "hcall" }>): void {
-    const { id } = message;
-    let router: Router;
-    try {
-      router = this.router(message.d);
-    } catch (error) {
-      replica.respond({ t: "err", id, e: serializeError(error), user: false });
-      return;
-    }
-    const scope = new CancelScope();
-    let calls = this.#incoming.get(replica);
-    if (!calls) this.#incoming.set(replica, (calls = new Map<number, () => void>()));
-    calls.set(id, () => scope.cancel(new CancelledError(`${message.d}.${message.m}()`)));
-    const done = (): void => void calls.delete(id);
-    router
-      .call(message.m, message.a, {
-        requestId: message.r,
-        cancel: scope,
-        transfer: transferablesOf(message.a),
-      })
-      .then(
-        async (value) => {
-          if (value instanceof StreamReader) {
-            replica.respond({ t: "stream", id });
-            scope.subscribe(() => void value.return());
-            try {
-              for await (const item of value)
-                replica.respond({ t: "item", id, v: item }, transferablesOf([item]));
-              replica.respond({ t: "end", id });
-            } catch (error) {
-              replica.respond({ t: "err", id, e: serializeError(error), user: false });
-            }
-          } else {
-            replica.respond({ t: "ok", id, v: value }, transferablesOf([value]));
-          }
-        },
-        (error: unknown) =>
-          replica.respond({ t: "err", id, e: serializeError(error), user: false }),
-      )
-      .finally(done);
   }
 }

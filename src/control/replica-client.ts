@@ -7,17 +7,14 @@
 import { ReplicaDiedError, TimeoutError } from "../errors.js";
 import type { ReplicaTransport, Transfer } from "../data/transport/transport.js";
 import { ReplicaConnection } from "../data/connection.js";
-import { deserializeError, serializeError } from "../wire/error-codec.js";
-import type { FromReplica, InitMessage, Response, ToReplica } from "../wire/protocol.js";
+import { deserializeError } from "../wire/error-codec.js";
+import type { FromReplica, InitMessage, ToReplica } from "../wire/protocol.js";
 import { Responses } from "../data/responses.js";
 import type { ReplicaState } from "../status.js";
 
 export type { ReplicaState };
 
 export interface ReplicaEvents {
-  /** The replica makes a handle call that the runtime relays (a process replica is involved). */
-  handleCall(replica: ReplicaClient, message: Extract<FromReplica, { t: "hcall" }>): void;
-  handleCancel(replica: ReplicaClient, id: number): void;
   /** The replica calls deployment `deployment` and asks for its running replicas. */
   subscribe(replica: ReplicaClient, deployment: string): void;
   /** The replica reported its load. */
@@ -36,11 +33,17 @@ export class ReplicaClient {
   state: ReplicaState = "STARTING";
   /** Why the replica is in its state (a start or health failure, an exit). */
   message = "";
+  get isolation(): "thread" | "process" {
+    return this.transport.isolation;
+  }
+
   /** The runtime's calls to this replica (its routers send through it). */
   readonly connection: ReplicaConnection;
   /** What the replica last reported: calls running on it, and calls its routers queue. */
   load: { ongoing: number; queued: Readonly<Record<string, number>> } = { ongoing: 0, queued: {} };
   readonly startedAt = Date.now();
+  /** The Unix socket the replica serves callers in other processes on (once it runs). */
+  socket: string | undefined;
   /** Answers to control messages, whose ids are negative (calls' are positive). */
   readonly #control = new Responses();
   readonly #events: ReplicaEvents;
@@ -62,16 +65,6 @@ export class ReplicaClient {
     transport.onUndeliverable((message, error) => {
       if (message.t === "call") {
         this.connection.undeliverable(message, error);
-      } else if (message.t === "ok" || message.t === "item") {
-        // The answer to a relayed handle call cannot be cloned: the caller gets why.
-        this.respond({
-          t: "err",
-          id: message.id,
-          e: serializeError(
-            new TypeError(`the result could not be sent back to the caller: ${error.message}`),
-          ),
-          user: true,
-        });
       }
     });
     transport.onExit((reason) => this.#onExit(reason));
@@ -128,11 +121,6 @@ export class ReplicaClient {
     if (this.state !== "DEAD" && this.state !== "STOPPED") this.transport.send(message, transfer);
   }
 
-  /** Answers a handle call the replica relayed. */
-  respond(message: Response, transfer?: Transfer): void {
-    this.tell(message, transfer);
-  }
-
   /** Ends the replica now; pending calls fail with ReplicaDiedError naming `reason`. */
   async kill(reason: string): Promise<void> {
     if (this.state === "DEAD" || this.state === "STOPPED") return;
@@ -187,13 +175,8 @@ export class ReplicaClient {
       case "subscribe":
         this.#events.subscribe(this, message.d);
         return;
-      case "hcall":
-        this.#events.handleCall(this, message);
-        return;
-      case "hcancel":
-        this.#events.handleCancel(this, message.id);
-        return;
       case "ready":
+        this.socket = message.socket;
         this.#ready?.resolve();
         this.#ready = undefined;
         return;

@@ -6,19 +6,22 @@
  */
 import { TributaryError } from "../errors.js";
 import { isAsyncIterable } from "../values.js";
-import { prepareArguments, registerResponse } from "./call-args.js";
+import { PASSED, prepareArguments, type PassedResponse } from "./call-args.js";
 
 /** The result of a handle call: a promise of the result and, for a stream, its items. */
-export class HandleResponse implements PromiseLike<unknown>, AsyncIterable<unknown> {
+export class HandleResponse
+  implements PromiseLike<unknown>, AsyncIterable<unknown>, PassedResponse
+{
   readonly #result: Promise<unknown>;
   readonly #label: string;
+  readonly [PASSED]: { readonly label: string; readonly result: Promise<unknown> };
 
   constructor(result: Promise<unknown>, label: string) {
     // A caller that only iterates never attaches a rejection handler to the promise itself.
     result.catch(() => undefined);
     this.#result = result;
     this.#label = label;
-    registerResponse(this, label, result);
+    this[PASSED] = { label, result };
   }
 
   /**

@@ -3,33 +3,30 @@
  * deployment it calls, fed by the control plane with the running replicas of that
  * deployment, each reached over a `MessageChannel` port of its own: the call goes straight
  * to the other replica, and neither the runtime's thread nor the control plane is on its
- * path. Calls that involve a process replica (which a port cannot reach) are relayed by
- * the runtime instead (`relay` in the membership).
+ * path. Between threads the channel is a `MessageChannel` port; to or from a process, the
+ * other replica's Unix socket.
  */
 import type { MessagePort } from "node:worker_threads";
-import { CancelledError, GraphExecutionError } from "../errors.js";
-import { unsendableArguments } from "../dag/call-args.js";
 import { handleProxy } from "../dag/handle.js";
 import { deserializeError } from "../wire/error-codec.js";
 import type {
   FromReplica,
   MembersMessage,
+  PeerEndpoint,
   ReplyMessage,
-  Response,
   CallMessage,
 } from "../wire/protocol.js";
 import { ReplicaConnection } from "./connection.js";
 import { requestStorage } from "./context.js";
-import { Responses } from "./responses.js";
 import { Router, type CallOptions } from "./router.js";
 import { MessageBatcher, unbatch } from "./transport/batch.js";
+import { connectTo, SocketChannel } from "./transport/socket.js";
 import { transferablesOf } from "./transport/transfer.js";
 import type { Transfer } from "./transport/transport.js";
 
 /** What this replica knows of one deployment it calls. */
 class Target {
   router: Router | undefined;
-  relay = false;
   readonly connections = new Map<string, ReplicaConnection>();
   /** Calls made before the first membership arrived. */
   waiting: (() => void)[] | undefined = [];
@@ -39,8 +36,6 @@ export class OutgoingCalls {
   readonly #post: (message: FromReplica, transfer?: Transfer) => void;
   readonly #changed: () => void;
   readonly #targets = new Map<string, Target>();
-  readonly #relayed = new Responses();
-  #nextId = 1;
 
   /** `post` reaches the runtime; `changed` runs when a router's queue may have changed. */
   constructor(post: (message: FromReplica, transfer?: Transfer) => void, changed: () => void) {
@@ -63,21 +58,32 @@ export class OutgoingCalls {
     return target;
   }
 
-  call(deployment: string, method: string, args: unknown[]): Promise<unknown> {
+  /**
+   * Calls `method` of `deployment` (the function, when undefined). Inside a replica the
+   * request being handled gives the request id and cancellation, unless `given` does.
+   */
+  call(
+    deployment: string,
+    method: string | undefined,
+    args: unknown[],
+    given?: CallOptions,
+  ): Promise<unknown> {
     const target = this.#target(deployment);
     if (target.waiting) {
       const waiting = target.waiting;
       return new Promise<void>((resolve) => waiting.push(resolve)).then(() =>
-        this.call(deployment, method, args),
+        this.call(deployment, method, args, given),
       );
     }
-    if (target.relay) return this.#relay(deployment, method, args);
-    const outer = requestStorage.getStore();
-    const options: CallOptions = {
-      requestId: outer?.requestId,
-      cancel: outer?.scope,
-      transfer: transferablesOf(args),
-    };
+    let options = given;
+    if (!options) {
+      const outer = requestStorage.getStore();
+      options = {
+        requestId: outer?.requestId,
+        cancel: outer?.scope,
+        transfer: transferablesOf(args),
+      };
+    }
     const result = target.router!.call(method, args, options);
     if (target.router!.queued > 0) this.#changed();
     return result;
@@ -86,13 +92,12 @@ export class OutgoingCalls {
   /** The control plane's publication of `d`'s running replicas. */
   onMembers(message: MembersMessage): void {
     const target = this.#target(message.d);
-    target.relay = message.relay;
     const limits = { maxOngoingRequests: message.maxOngoing, maxQueuedRequests: message.maxQueued };
     if (target.router) target.router.configure(limits);
     else target.router = new Router(message.d, message.label, limits);
     for (const id of message.remove) target.connections.delete(id);
-    for (const { replica, port } of message.add) {
-      target.connections.set(replica, connect(replica, message.d, port, target, this.#changed));
+    for (const endpoint of message.add) {
+      target.connections.set(endpoint.replica, connect(endpoint, message.d, target, this.#changed));
     }
     target.router.setReplicas([...target.connections.values()]);
     target.router.setUnavailable(
@@ -101,6 +106,13 @@ export class OutgoingCalls {
     const waiting = target.waiting;
     target.waiting = undefined;
     for (const resume of waiting ?? []) resume();
+  }
+
+  /** Whether every deployment asked for has a running replica (a front door's readiness). */
+  ready(): boolean {
+    for (const target of this.#targets.values())
+      if (!target.router || target.router.replicas.length === 0) return false;
+    return true;
   }
 
   /** Requests this replica's routers hold queued, by deployment. */
@@ -112,68 +124,51 @@ export class OutgoingCalls {
     }
     return out;
   }
-
-  /** A call through the runtime (`hcall`), answered with {@link Response} messages. */
-  #relay(deployment: string, method: string, args: unknown[]): Promise<unknown> {
-    const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
-      this.#relayed.add(id, {
-        resolve,
-        reject,
-        toError: (error, user) =>
-          user
-            ? new GraphExecutionError(deployment, `${method}()`, deserializeError(error))
-            : deserializeError(error),
-        cancelStream: () => this.#post({ t: "hcancel", id }),
-      });
-      const outer = requestStorage.getStore();
-      this.#post(
-        { t: "hcall", id, d: deployment, m: method, a: args, r: outer?.requestId },
-        transferablesOf(args),
-      );
-      // Cancelling the request this call is made for cancels the call too.
-      outer?.onCancel(() => {
-        if (this.#relayed.forget(id)) {
-          this.#post({ t: "hcancel", id });
-          reject(new CancelledError(`${deployment}.${method}()`));
-        }
-      });
-    });
-  }
-
-  /** An answer to a relayed call. */
-  onResponse(message: Response): void {
-    this.#relayed.onResponse(message);
-  }
-
-  /** A relayed call that could not be sent (an argument structured clone rejects) fails at once. */
-  undeliverable(message: Extract<FromReplica, { t: "hcall" }>, error: Error): void {
-    this.#relayed
-      .forget(message.id)
-      ?.reject(unsendableArguments(message.d, message.m, message.a, error));
-  }
 }
 
-/** A connection to replica `replica` of `deployment` over `port`, batched like every channel. */
+/**
+ * A connection to one replica}
+
+/**
+ * A connection to one replica of `deployment`: over the `MessageChannel` port the control
+ * plane handed out (between threads), or over the replica's Unix socket (across
+ * processes); batched like every channel.
+ */
 function connect(
-  replica: string,
+  endpoint: PeerEndpoint,
   deployment: string,
-  port: MessagePort,
   target: Target,
   changed: () => void,
 ): ReplicaConnection {
+  const { replica } = endpoint;
+  const onReply = (data: ReplyMessage | ReplyMessage[]): void => {
+    unbatch(data, (message) => connection.onMessage(message));
+    changed();
+  };
+  let send: (message: CallMessage | CallMessage[], transfer: Transfer) => void;
+  let onClose: (listener: () => void) => void;
+  if (endpoint.port) {
+    const port: MessagePort = endpoint.port;
+    send = (message, transfer) => port.postMessage(message, transfer as ArrayBuffer[]);
+    port.on("message", onReply);
+    onClose = (listener) => port.on("close", listener);
+  } else {
+    const channel = new SocketChannel<ReplyMessage, CallMessage>(
+      connectTo(endpoint.socket!),
+      onReply,
+    );
+    send = (message) => channel.send(message);
+    onClose = (listener) => channel.onClose(listener);
+  }
   const batcher = new MessageBatcher<CallMessage>(
-    (message, transfer) => port.postMessage(message, transfer as ArrayBuffer[]),
+    send,
     (message, error) => connection.undeliverable(message, error),
+    "microtask",
   );
   const connection = new ReplicaConnection(replica, deployment, (message, transfer) =>
     batcher.push(message, transfer),
   );
-  port.on("message", (data: ReplyMessage | ReplyMessage[]) => {
-    unbatch(data, (message) => connection.onMessage(message));
-    changed();
-  });
-  port.on("close", () => {
+  onClose(() => {
     connection.close(`its channel to replica ${replica} closed (the replica stopped or died)`);
     if (target.connections.get(replica) === connection) {
       target.connections.delete(replica);

@@ -1,7 +1,7 @@
 // Every replica thread or process starts here. In the built package the host is
-// JavaScript (dist/runtime/replica-host.js) and no TypeScript loader is registered: the
+// JavaScript (dist/data/replica-host.js) and no TypeScript loader is registered: the
 // host registers tsx itself, and only when the user's module is TypeScript. In a source
-// checkout (src/runtime/, no .js beside this file) the host is TypeScript, so tsx comes
+// checkout (src/data/, no .js beside this file) the host is TypeScript, so tsx comes
 // first. Workers do not inherit the parent's loaders, hence this plain .mjs file.
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";

@@ -8,6 +8,8 @@ import { initValue } from "../dag/compile.js";
 import { findApplication, markReplicaContext } from "../app/registry.js";
 import { TributaryError } from "../errors.js";
 import { MessageBatcher, unbatch } from "./transport/batch.js";
+import { listen, SocketChannel } from "./transport/socket.js";
+import type { Socket } from "node:net";
 import { transferablesOf } from "./transport/transfer.js";
 import { ActiveRequest, requestStorage } from "./context.js";
 import { serializeError } from "../wire/error-codec.js";
@@ -35,11 +37,9 @@ const batcher = new MessageBatcher<FromReplica>(
     ? (message, transfer) => parentPort!.postMessage(message, transfer as ArrayBuffer[])
     : (message) => process.send!(message),
   (message, error) => {
-    // A handle call whose arguments cannot be cloned fails here, at once.
-    if (message.t === "hcall") outgoing.undeliverable(message, error);
-    else if (message.t === "ok" || message.t === "item")
-      undeliverableReply(runtime, message, error);
+    if (message.t === "ok" || message.t === "item") undeliverableReply(runtime, message, error);
   },
+  "microtask",
 );
 const post = (message: FromReplica, transfer?: readonly (ArrayBuffer | MessagePort)[]): void =>
   batcher.push(message, transfer);
@@ -66,21 +66,38 @@ let maxOngoing = Infinity;
 /** Callers told `busy` since a slot was last freed: each is told `free` when one is. */
 const rejected = new Set<Caller>();
 
+/** Serves calls from a replica in another process, on a connection to this replica's socket. */
+function acceptSocket(socket: Socket): void {
+  const channel = new SocketChannel<CallMessage, ReplyMessage>(socket, (data) =>
+    unbatch(data, (message) => onCall(caller, message)),
+  );
+  const socketBatcher = new MessageBatcher<ReplyMessage>(
+    (message) => channel.send(message),
+    (message, error) => undeliverableReply(caller, message, error),
+    "microtask",
+  );
+  const caller = new Caller((message) => socketBatcher.push(message));
+  channel.onClose(() => callerGone(caller));
+}
+
+/** The caller went away (its replica stopped): what it asked for is cancelled. */
+function callerGone(caller: Caller): void {
+  for (const id of [...caller.active.keys()]) cancel(caller, id, "abort");
+  rejected.delete(caller);
+}
+
 /** Serves calls from another replica on `port`. */
 function accept(port: MessagePort): void {
   const portBatcher = new MessageBatcher<ReplyMessage>(
     (message, transfer) => port.postMessage(message, transfer as ArrayBuffer[]),
     (message, error) => undeliverableReply(caller, message, error),
+    "microtask",
   );
   const caller = new Caller((message, transfer) => portBatcher.push(message, transfer));
   port.on("message", (data: CallMessage | CallMessage[]) =>
     unbatch(data, (message) => onCall(caller, message)),
   );
-  // The caller went away (its replica stopped): what it asked for is cancelled.
-  port.on("close", () => {
-    for (const id of [...caller.active.keys()]) cancel(caller, id, "abort");
-    rejected.delete(caller);
-  });
+  port.on("close", () => callerGone(caller));
 }
 
 /** A result (or stream item) that cannot be cloned: the caller gets an error instead. */
@@ -401,20 +418,15 @@ function onMessage(message: ToReplica): void {
       outgoing.onMembers(message);
       return;
     case "init":
-      init(message).then(
-        () => {
-          post({ t: "ready" });
-          if (message.memoryLimit) watchMemory(message.memoryLimit, !!parentPort, endForMemory);
-        },
-        (error: unknown) => post({ t: "init-failed", e: serializeError(error) }),
-      );
-      return;
-    case "ok":
-    case "err":
-    case "stream":
-    case "item":
-    case "end":
-      outgoing.onResponse(message);
+      init(message)
+        .then(() => listen(acceptSocket))
+        .then(
+          ({ path }) => {
+            post({ t: "ready", socket: path });
+            if (message.memoryLimit) watchMemory(message.memoryLimit, !!parentPort, endForMemory);
+          },
+          (error: unknown) => post({ t: "init-failed", e: serializeError(error) }),
+        );
       return;
   }
 }

@@ -3,29 +3,25 @@
  * The ingress runs in this process: it validates the input, then walks the compiled plan,
  * sending each call through the router of its deployment.
  */
-import { INGRESS, type Application } from "../app/application.js";
+import type { Application } from "../app/application.js";
 import { toMilliseconds, type Duration, type JsonValue } from "../options.js";
 import { inReplicaContext } from "../app/registry.js";
 import { formatCallSite } from "../dag/call-site.js";
-import { validateInput } from "../dag/executor.js";
-import { runPlan, type PlanCallbacks } from "../dag/run-plan.js";
 import type { DeploymentHandle } from "../dag/types.js";
-import { DeployFailedError, GraphBuildError, ServerClosedError } from "../errors.js";
+import { DeployFailedError, GraphBuildError, OptionsError, ServerClosedError } from "../errors.js";
 import { defaultTransportFactory } from "../data/transport/index.js";
 import { transferablesOf } from "../data/transport/transfer.js";
 import type { TransportFactory } from "../data/transport/transport.js";
-import { requestScope, type CancelScope } from "../data/cancel.js";
+import { requestScope } from "../data/cancel.js";
 import { StreamReader } from "../data/responses.js";
+import { GraphIngress } from "./graph-ingress.js";
 import { Controller, type UpdateKind } from "../control/controller.js";
 import { handleProxy } from "../dag/handle.js";
-import { HANDLE_REF } from "../data/handle-ref.js";
-import type { Router } from "../data/router.js";
 import type { ApplicationStatusInfo } from "../status.js";
-import { transferPlan } from "../dag/transfer-plan.js";
-import { IngressGate } from "./ingress-gate.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
 import { startFrontDoors } from "./front-doors.js";
+import type { FrontDoorPool } from "./front-door-pool.js";
 
 export interface RunOptions {
   /** HTTP host (default `127.0.0.1`). */
@@ -42,6 +38,12 @@ export interface RunOptions {
   readonly bodyLimit?: number;
   /** Open HTTP connections at most (default 900); one more is answered 503 and closed. */
   readonly maxConnections?: number;
+  /**
+   * HTTP front doors: `workers` processes (default 1: the front door runs in this thread)
+   * sharing the port, each with its own routers; one that dies is replaced. gRPC is
+   * served by this thread only, so it cannot be combined with `workers` above 1 yet.
+   */
+  readonly http?: { readonly workers?: number };
   /** Error responses include stack traces (default false). */
   readonly debug?: boolean;
   /** Level of the request log, a pino level (default `warn`). Each line carries the request id. */
@@ -92,11 +94,11 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
    * once `force` resolves (after the drain).
    */
   readonly frontDoors: ((force: Promise<void>) => Promise<void>)[] = [];
+  /** @internal The front-door workers, with `http: { workers }` above 1. */
+  frontDoorPool: FrontDoorPool | undefined;
   readonly #controller: Controller;
-  readonly #gate: IngressGate;
-  readonly #routers: readonly (Router | undefined)[];
-  /** How the ingress carries out the plan's calls: through each deployment's router. */
-  readonly #plan: PlanCallbacks<{ requestId: string | undefined; cancel: CancelScope | undefined }>;
+  /** The ingress of this thread: the plan's calls go through this thread's routers. */
+  readonly #ingress: GraphIngress;
   #closed: Promise<void> | undefined;
 
   /** The application as last applied. */
@@ -108,65 +110,19 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   constructor(app: Application<In, Out>, controller: Controller) {
     this.#app = app;
     this.#controller = controller;
-    const ingress = app.deployments[INGRESS]!;
-    this.#gate = new IngressGate(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
-    this.#routers = app.graph.steps.map((step) =>
+    const routers = app.graph.steps.map((step) =>
       step.op === "call" ? controller.router(step.deployment) : undefined,
     );
-    const transfers = transferPlan(app.graph);
-    const moves = transfers.map((flags) => flags.some(Boolean));
-    this.#plan = {
-      call: (step, args, context) =>
-        this.#routers[step.index]!.call(step.method, args, {
-          requestId: context.requestId,
-          cancel: context.cancel,
-          transfer: moves[step.index]
-            ? transferablesOf(args.filter((_, i) => transfers[step.index]![i]))
-            : undefined,
-        }),
-      handle: (deployment) => ({ [HANDLE_REF]: deployment }),
-    };
+    this.#ingress = new GraphIngress(app, (step, args, options) =>
+      routers[step.index]!.call(step.method, args, options),
+    );
     this.handle = { call: (input, options) => this.#callGraph(input, options) as Promise<Out> };
   }
 
-  async #callGraph(
-    input: unknown,
-    options: RequestOptions | IngressCallOptions = {},
-  ): Promise<unknown> {
-    if (this.#closed) throw new ServerClosedError(`Application "${this.app.name}"`);
-    const timeout = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
-    const { scope, dispose } = requestScope(
-      `Application "${this.app.name}"`,
-      "signal" in options ? options.signal : undefined,
-      timeout,
-      "cancel" in options ? options.cancel : undefined,
-    );
-    let entered = false;
-    let streaming = false;
-    try {
-      const waiting = this.#gate.enter(scope);
-      if (waiting) await waiting;
-      entered = true;
-      const checked = validateInput(this.app.graph, input);
-      const value: unknown =
-        checked instanceof Promise ? await (checked as Promise<unknown>) : checked;
-      const requestId = options.requestId;
-      const result = await runPlan(this.app.graph, value, this.#plan, { requestId, cancel: scope });
-      if (result instanceof StreamReader) {
-        // A streamed result keeps its timeout, signal and ingress slot until it ends.
-        streaming = true;
-        result.onEnd(() => {
-          dispose();
-          this.#gate.leave();
-        });
-      }
-      return result;
-    } finally {
-      if (!streaming) {
-        dispose();
-        if (entered) this.#gate.leave();
-      }
-    }
+  #callGraph(input: unknown, options?: RequestOptions | IngressCallOptions): Promise<unknown> {
+    if (this.#closed)
+      return Promise.reject(new ServerClosedError(`Application "${this.app.name}"`));
+    return this.#ingress.call(input, options);
   }
 
   /**
@@ -188,10 +144,12 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
         transfer: transferablesOf(args),
       });
       // A stream keeps its timeout and signal until it ends.
-      call.then(
-        (value) => (value instanceof StreamReader ? value.onEnd(dispose) : dispose()),
-        dispose,
-      );
+      if (scope) {
+        call.then(
+          (value) => (value instanceof StreamReader ? value.onEnd(dispose) : dispose()),
+          dispose,
+        );
+      }
       return call;
     }) as DeploymentHandle<T>;
   }
@@ -237,8 +195,8 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
       );
     }
     const plan = await this.#controller.apply(next);
-    const ingress = next.deployments[INGRESS]!;
-    this.#gate.configure(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
+    this.#ingress.configure(next);
+    this.frontDoorPool?.configure(next);
     this.#app = next;
     return plan;
   }
@@ -269,7 +227,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
       const force = new Promise<void>((resolve) => (drained = resolve));
       const doors = Promise.all(this.frontDoors.map((close) => close(force)));
       // Graph executions in flight go on through every step before replicas stop.
-      while (this.#gate.pending > 0 && Date.now() < deadline)
+      while (this.#ingress.pending > 0 && Date.now() < deadline)
         await new Promise((resolve) => setTimeout(resolve, 10));
       await this.#controller.close(deadline);
       setTimeout(drained, FLUSH_MS);
@@ -345,7 +303,24 @@ export async function run<In, Out>(
   }
   const server = new Server(app, controller);
   if (options.frontDoors === false) return server;
+  const workers = options.http?.workers ?? 1;
   try {
+    if (!Number.isInteger(workers) || workers < 1 || workers > 64)
+      throw new OptionsError(
+        `http.workers must be an integer from 1 to 64 (it is ${String(workers)}).`,
+      );
+    if (workers > 1) {
+      if (options.grpc)
+        throw new OptionsError(
+          "gRPC is served by the main thread only: it cannot be combined with http.workers above 1 yet.",
+        );
+      const { startFrontDoorPool } = await import("./front-door-pool.js");
+      const pool = await startFrontDoorPool(app, controller, options, workers);
+      server.url = pool.url;
+      server.frontDoorPool = pool;
+      server.frontDoors.push((force) => pool.close(force));
+      return server;
+    }
     const doors = await startFrontDoors(server.ingressTarget(), options);
     server.url = doors.url;
     server.grpcPort = doors.grpcPort;

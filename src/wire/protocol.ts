@@ -83,14 +83,16 @@ export type ReplyMessage =
 /** One replica of a deployment, as the control plane publishes it to a router in a replica. */
 export interface PeerEndpoint {
   readonly replica: string;
-  /** A `MessageChannel` port whose other end the target replica serves. */
-  readonly port: MessagePort;
+  /** Between threads: a `MessageChannel` port whose other end the target replica serves. */
+  readonly port?: MessagePort | undefined;
+  /** Otherwise: the path of the Unix socket the target replica listens on. */
+  readonly socket?: string | undefined;
 }
 
 /**
  * The control plane → a replica's routers: the running replicas of deployment `d` changed
- * (Ray Serve's long poll). `relay`: calls to `d` go through the runtime instead (a process
- * replica on either side); `unavailable`: calls fail at once with this error.
+ * (Ray Serve's long poll). `unavailable`: while none runs, calls fail at once with this
+ * error.
  */
 export interface MembersMessage {
   readonly t: "members";
@@ -100,7 +102,6 @@ export interface MembersMessage {
   readonly maxQueued: number;
   readonly add: readonly PeerEndpoint[];
   readonly remove: readonly string[];
-  readonly relay: boolean;
   readonly unavailable?: SerializedError | undefined;
 }
 
@@ -116,13 +117,12 @@ export type ToReplica =
   | { readonly t: "limits"; readonly maxOngoing: number }
   /** Serve calls from another replica on `port`. */
   | { readonly t: "accept"; readonly port: MessagePort }
-  | MembersMessage
-  /** Answers to the handle calls this replica relayed (`hcall`). */
-  | Response;
+  | MembersMessage;
 
 /** Replica → runtime. */
 export type FromReplica =
-  | { readonly t: "ready" }
+  /** Constructed; `socket`: where it serves callers in other processes. */
+  | { readonly t: "ready"; readonly socket?: string | undefined }
   | { readonly t: "init-failed"; readonly e: SerializedError }
   /** The replica is about to end itself, and why (it went past its memory limit). */
   | { readonly t: "fatal"; readonly message: string }
@@ -130,14 +130,4 @@ export type FromReplica =
   | { readonly t: "subscribe"; readonly d: string }
   /** Requests running on this replica, and those its routers hold queued, by deployment. */
   | { readonly t: "load"; readonly ongoing: number; readonly queued: Record<string, number> }
-  /** A handle call relayed through the runtime to deployment `d` (process replicas). */
-  | {
-      readonly t: "hcall";
-      readonly id: number;
-      readonly d: string;
-      readonly m: string;
-      readonly a: unknown[];
-      readonly r?: string | undefined;
-    }
-  | { readonly t: "hcancel"; readonly id: number }
   | ReplyMessage;

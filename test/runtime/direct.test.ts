@@ -4,24 +4,34 @@ import { serve } from "../serve.js";
 import { app, type Caller } from "../fixtures/direct-app.js";
 
 describe("data plane: replicas call each other directly", { timeout: 60_000 }, () => {
-  test("direct - replica-to-replica calls keep completing while the main thread is blocked for 300 ms", async () => {
-    await using server = await serve(app);
-    const caller = server.getHandle<Caller>("caller");
-    await caller.loop(200); // membership and ports are in place
-    const loop = caller.loop(1_200);
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    const blockedFrom = Date.now();
-    while (Date.now() - blockedFrom < 300) {
-      // The main thread (front door, control plane) does nothing else for 300 ms.
-    }
-    const blockedTo = Date.now();
-    const done = await loop;
-    const during = done.filter((t) => t > blockedFrom + 20 && t < blockedTo - 20);
-    assert.ok(
-      during.length >= 20,
-      `${during.length} of ${done.length} calls completed inside the 260 ms the main thread was blocked`,
-    );
-  });
+  const layouts = {
+    "thread to thread (MessageChannel)": app,
+    "process to process (Unix socket)": app.withOptions({
+      leaf: { isolation: "process" },
+      caller: { isolation: "process" },
+    }),
+    "thread to process (Unix socket)": app.withOptions({ leaf: { isolation: "process" } }),
+  };
+  for (const [layout, served] of Object.entries(layouts)) {
+    test(`direct - ${layout}: replica-to-replica calls keep completing while the main thread is blocked for 300 ms`, async () => {
+      await using server = await serve(served);
+      const caller = server.getHandle<Caller>("caller");
+      await caller.loop(200); // membership and ports are in place
+      const loop = caller.loop(1_200);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const blockedFrom = Date.now();
+      while (Date.now() - blockedFrom < 300) {
+        // The main thread (front door, control plane) does nothing else for 300 ms.
+      }
+      const blockedTo = Date.now();
+      const done = await loop;
+      const during = done.filter((t) => t > blockedFrom + 20 && t < blockedTo - 20);
+      assert.ok(
+        during.length >= 20,
+        `${during.length} of ${done.length} calls completed inside the 260 ms the main thread was blocked`,
+      );
+    });
+  }
 
   test("direct - several routers filling one deployment: each replica runs at most maxOngoingRequests, every call is answered once", async () => {
     await using server = await serve(app);

@@ -1,0 +1,97 @@
+/**
+ * @internal A message channel over a Unix domain socket, for calls that a `MessagePort`
+ * cannot carry: to or from a replica in another process. Each frame is a 4-byte length and
+ * a value in V8's serialization format (what Node's "advanced" IPC uses: typed arrays,
+ * Maps and Dates arrive intact; buffers are copied). A replica listens on its own socket,
+ * and a caller connects to it directly: the runtime's thread is not on the path.
+ */
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { threadId } from "node:worker_threads";
+import { deserialize, serialize } from "node:v8";
+
+/** One end of a framed connection. */
+export class SocketChannel<In, Out> {
+  readonly #socket: Socket;
+  #buffered: Buffer | undefined;
+  #closed = false;
+  readonly #onClose: (() => void)[] = [];
+
+  constructor(socket: Socket, onMessage: (message: In | In[]) => void) {
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.#read(chunk, onMessage));
+    socket.on("error", () => undefined); // "close" follows
+    socket.on("close", () => {
+      this.#closed = true;
+      for (const listener of this.#onClose.splice(0)) listener();
+    });
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Sends one message or a batch; throws when a value cannot be serialized. */
+  send(message: Out | Out[]): void {
+    if (this.#closed) return;
+    const body = serialize(message);
+    const head = Buffer.allocUnsafe(4);
+    head.writeUInt32LE(body.length, 0);
+    this.#socket.cork();
+    this.#socket.write(head);
+    this.#socket.write(body);
+    this.#socket.uncork();
+  }
+
+  onClose(listener: () => void): void {
+    if (this.#closed) listener();
+    else this.#onClose.push(listener);
+  }
+
+  close(): void {
+    this.#socket.destroy();
+  }
+
+  #read(chunk: Buffer, onMessage: (message: In | In[]) => void): void {
+    let data = this.#buffered ? Buffer.concat([this.#buffered, chunk]) : chunk;
+    while (data.length >= 4) {
+      const length = data.readUInt32LE(0);
+      if (data.length < 4 + length) break;
+      const message = deserialize(data.subarray(4, 4 + length)) as In | In[];
+      data = data.subarray(4 + length);
+      onMessage(message);
+    }
+    this.#buffered = data.length > 0 ? data : undefined;
+  }
+}
+
+/** A socket path of this thread's own, short enough for the 107-byte limit. */
+export function socketPath(): string {
+  return join(tmpdir(), `tributary-${process.pid}-${threadId}.sock`);
+}
+
+/** Listens on this thread's socket; each connection is handed to `accept`. */
+export function listen(
+  accept: (socket: Socket) => void,
+): Promise<{ path: string; server: Server }> {
+  const path = socketPath();
+  rmSync(path, { force: true }); // left by a process with the same pid that crashed
+  const server = createServer(accept);
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(path, () => {
+      server.off("error", reject);
+      server.unref();
+      process.once("exit", () => rmSync(path, { force: true }));
+      resolve({ path, server });
+    });
+  });
+}
+
+/** Connects to a replica's socket. */
+export function connectTo(path: string): Socket {
+  return createConnection(path);
+}

@@ -1,0 +1,105 @@
+/**
+ * @internal The ingress of one application: validates the input, then walks the compiled
+ * plan, sending each call through a router of this caller's own. The front door of this
+ * thread and each front-door worker process have one each.
+ */
+import { INGRESS, type Application } from "../app/application.js";
+import { toMilliseconds } from "../options.js";
+import { validateInput } from "../dag/executor.js";
+import { runPlan, type CallStep, type PlanCallbacks } from "../dag/run-plan.js";
+import { transferPlan } from "../dag/transfer-plan.js";
+import { requestScope, type CancelScope } from "../data/cancel.js";
+import { HANDLE_REF } from "../data/handle-ref.js";
+import { StreamReader } from "../data/responses.js";
+import type { CallOptions } from "../data/router.js";
+import { transferablesOf } from "../data/transport/transfer.js";
+import type { IngressCallOptions } from "../ingress/target.js";
+import { IngressGate } from "./ingress-gate.js";
+import type { RequestOptions } from "./server.js";
+
+/** Sends one call of the plan: through the router of the step's deployment. */
+export type SendCall = (step: CallStep, args: unknown[], options: CallOptions) => Promise<unknown>;
+
+interface Context {
+  readonly requestId: string | undefined;
+  readonly cancel: CancelScope | undefined;
+}
+
+export class GraphIngress {
+  readonly #gate: IngressGate;
+  readonly #plan: PlanCallbacks<Context>;
+  #app: Application;
+
+  constructor(app: Application, send: SendCall) {
+    this.#app = app;
+    const ingress = app.deployments[INGRESS]!;
+    this.#gate = new IngressGate(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
+    const transfers = transferPlan(app.graph);
+    const moves = transfers.map((flags) => flags.some(Boolean));
+    this.#plan = {
+      call: (step, args, context) =>
+        send(step, args, {
+          requestId: context.requestId,
+          cancel: context.cancel,
+          transfer: moves[step.index]
+            ? transferablesOf(args.filter((_, i) => transfers[step.index]![i]))
+            : undefined,
+        }),
+      handle: (deployment) => ({ [HANDLE_REF]: deployment }),
+    };
+  }
+
+  /** Executions running or waiting (the drain before a shutdown waits for none). */
+  get pending(): number {
+    return this.#gate.pending;
+  }
+
+  /** New limits for graph executions in flight and waiting. */
+  limit(maxOngoing: number, maxQueued: number): void {
+    this.#gate.configure(maxOngoing, maxQueued);
+  }
+
+  /** The ingress limits of another configuration of the same application. */
+  configure(app: Application): void {
+    this.#app = app;
+    const ingress = app.deployments[INGRESS]!;
+    this.#gate.configure(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
+  }
+
+  async call(input: unknown, options: RequestOptions | IngressCallOptions = {}): Promise<unknown> {
+    const timeout = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
+    const { scope, dispose } = requestScope(
+      `Application "${this.#app.name}"`,
+      "signal" in options ? options.signal : undefined,
+      timeout,
+      "cancel" in options ? options.cancel : undefined,
+    );
+    let entered = false;
+    let streaming = false;
+    try {
+      const waiting = this.#gate.enter(scope);
+      if (waiting) await waiting;
+      entered = true;
+      const graph = this.#app.graph;
+      const checked = validateInput(graph, input);
+      const value: unknown =
+        checked instanceof Promise ? await (checked as Promise<unknown>) : checked;
+      const requestId = options.requestId;
+      const result = await runPlan(graph, value, this.#plan, { requestId, cancel: scope });
+      if (result instanceof StreamReader) {
+        // A streamed result keeps its timeout, signal and ingress slot until it ends.
+        streaming = true;
+        result.onEnd(() => {
+          dispose();
+          this.#gate.leave();
+        });
+      }
+      return result;
+    } finally {
+      if (!streaming) {
+        dispose();
+        if (entered) this.#gate.leave();
+      }
+    }
+  }
+}

@@ -1,0 +1,75 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { describe, test } from "node:test";
+import { promisify } from "node:util";
+import { serve } from "../serve.js";
+import { eventually } from "./eventually.js";
+import { app } from "../fixtures/direct-app.js";
+
+/** A client in another process: POSTs for `ms` and prints when each answer came. */
+const CLIENT = `
+const [url, ms] = process.argv.slice(1);
+(async () => {
+  const done = [];
+  let failed = 0;
+  for (const end = Date.now() + Number(ms); Date.now() < end; ) {
+    const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: "1" });
+    await res.arrayBuffer();
+    if (res.ok) done.push(Date.now()); else failed++;
+  }
+  console.log(JSON.stringify({ done, failed }));
+})();`;
+
+const post = (url: string): Promise<Response> =>
+  fetch(`${url}/direct`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: "1",
+  });
+
+describe("front doors as several worker processes (http.workers)", { timeout: 90_000 }, () => {
+  test("workers - two front-door processes share the port and answer while the main thread is blocked; one that dies is replaced", async () => {
+    await using server = await serve(app, { http: { workers: 2 } });
+    const pool = server.frontDoorPool!;
+    assert.equal(pool.pids().length, 2);
+    const answers = await Promise.all(Array.from({ length: 20 }, () => post(server.url)));
+    assert.deepEqual(new Set(answers.map((r) => r.status)), new Set([200]));
+
+    const client = promisify(execFile)(process.execPath, [
+      "-e",
+      CLIENT,
+      `${server.url}/direct`,
+      "1500",
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const blockedFrom = Date.now();
+    while (Date.now() - blockedFrom < 300) {
+      // The main thread (control plane) does nothing else for 300 ms.
+    }
+    const blockedTo = Date.now();
+    const { done, failed } = JSON.parse((await client).stdout) as {
+      done: number[];
+      failed: number;
+    };
+    const during = done.filter((t) => t > blockedFrom + 20 && t < blockedTo - 20);
+    assert.equal(failed, 0);
+    assert.ok(
+      during.length >= 10,
+      `${during.length} HTTP answers while the main thread was blocked`,
+    );
+
+    const [victim] = pool.pids();
+    process.kill(victim!, "SIGKILL");
+    await eventually(
+      async () => pool.pids().length === 2 && !pool.pids().includes(victim!),
+      20_000,
+      "the dead worker is replaced",
+    );
+    const after = await Promise.all(Array.from({ length: 20 }, () => post(server.url)));
+    assert.deepEqual(new Set(after.map((r) => r.status)), new Set([200]));
+  });
+
+  test("workers - a bad count is refused with INVALID_OPTIONS", async () => {
+    await assert.rejects(serve(app, { http: { workers: 0 } }), /http\.workers must be an integer/);
+  });
+});

@@ -168,3 +168,23 @@ test(
     assert.match(doc.paths["/take"]?.post?.summary ?? "", /application takeover/);
   },
 );
+
+test(
+  "routes - front-door workers serve the routes too, with handles of their own",
+  { timeout: 90_000 },
+  async () => {
+    await using server = await run(app, { port: 0, logLevel: "fatal", http: { workers: 2 } });
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const found = await fetch(`${server.url}/api/items/1?case=upper`);
+        return [found.status, await found.json()] as const;
+      }),
+    );
+    assert.deepEqual(
+      answers,
+      Array.from({ length: 8 }, () => [200, { id: 1, name: "ONE" }]),
+    );
+    const counted = await fetch(`${server.url}/api/count/3`);
+    assert.equal(await counted.text(), "0\n1\n2\n");
+  },
+);

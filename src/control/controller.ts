@@ -8,25 +8,17 @@
  * `MessageChannel`s it hands out) and is not on a request's path: replicas call each
  * other directly.
  */
-import { MessageChannel, type MessagePort } from "node:worker_threads";
 import type { Application } from "../app/application.js";
 import type { JsonValue, ResolvedDeploymentOptions } from "../options.js";
-import type { DeploymentSpec } from "../dag/compile.js";
 import { DeployFailedError, NotFoundError, ServerClosedError } from "../errors.js";
-import { DeploymentState } from "./deployment-state.js";
+import { DeploymentRuntime, runningOnceStarted } from "./deployment-runtime.js";
+import { Membership, type Subscriber } from "./membership.js";
 import { planUpdate, type UpdateKind } from "./update-plan.js";
-import type { MembersMessage, PeerEndpoint } from "../wire/protocol.js";
 import type { TransportFactory } from "../data/transport/transport.js";
-import { serializeError } from "../wire/error-codec.js";
 import { Autoscaler } from "./autoscaler.js";
 import { ReplicaClient, type ReplicaEvents } from "./replica-client.js";
 import { Router } from "../data/router.js";
-import {
-  aggregateStatus,
-  type ApplicationStatus,
-  type DeploymentStatus,
-  type DeploymentStatusInfo,
-} from "../status.js";
+import { aggregateStatus, type ApplicationStatus, type DeploymentStatusInfo } from "../status.js";
 
 /** Attempts to construct a deployment before it stays DEPLOY_FAILED. */
 const MAX_START_ATTEMPTS = 3;
@@ -42,83 +34,8 @@ const reconfigureTimeout = (options: ResolvedDeploymentOptions): number =>
 /** How often an autoscaled deployment's load is sampled. */
 const AUTOSCALE_TICK_MS = 100;
 
-class DeploymentRuntime {
-  readonly replicas: ReplicaClient[] = [];
-  readonly state: DeploymentState;
-  /** Replicas that call this deployment and get its membership. */
-  readonly subscribers = new Set<Subscriber>();
-  /** Why calls fail at once while no replica runs (a failed deploy, the server closing). */
-  unavailable: Error | undefined;
-  message = "";
-  startFailures = 0;
-  crashes = 0;
-  replicaNumber = 0;
-  retryTimer: NodeJS.Timeout | undefined;
-  healthTimer: NodeJS.Timeout | undefined;
-  readonly checking = new Set<ReplicaClient>();
-  userConfig: JsonValue | undefined;
-  /** The replica count to converge on: numReplicas, or the autoscaler's decision. */
-  target: number;
-  autoscaler: Autoscaler | undefined;
-  /** During a rolling restart the live count may exceed the target by one. */
-  rolling = false;
-  scaleTimer: NodeJS.Timeout | undefined;
-
-  constructor(
-    readonly name: string,
-    readonly spec: DeploymentSpec,
-    public options: ResolvedDeploymentOptions,
-    readonly router: Router,
-  ) {
-    this.state = new DeploymentState(name);
-    this.userConfig = options.userConfig;
-    this.target = options.autoscaling ? options.autoscaling.initialReplicas : options.numReplicas;
-    this.autoscaler = options.autoscaling ? new Autoscaler(options.autoscaling) : undefined;
-  }
-
-  get live(): ReplicaClient[] {
-    return this.replicas.filter((r) => r.state === "STARTING" || r.state === "RUNNING");
-  }
-
-  get running(): ReplicaClient[] {
-    return this.replicas.filter((r) => r.state === "RUNNING");
-  }
-
-  get status(): DeploymentStatus {
-    return this.state.status;
-  }
-
-  /** Requests running on this deployment's replicas, as they last reported. */
-  get ongoing(): number {
-    let total = 0;
-    for (const r of this.replicas) total += r.load.ongoing;
-    return total;
-  }
-}
-
 export type { UpdateKind };
-
-/**
- * Whether `replica` is running, waiting (until `deadline`) for one still starting: its
- * constructor may be loading a model natively, and ending the thread under that can abort
- * the process, so it is let finish and then stopped like the others.
- */
-async function runningOnceStarted(replica: ReplicaClient, deadline: number): Promise<boolean> {
-  if (replica.state === "RUNNING") return true;
-  if (replica.state !== "STARTING") return false;
-  return replica.whenStarted(Math.max(deadline - Date.now(), 1000));
-}
-
-/** Who gets a deployment's membership: a replica that calls it, or a front-door worker. */
-export interface Subscriber {
-  /** A thread of this process gets `MessageChannel` ports; a process gets socket paths. */
-  readonly isolation: "thread" | "process";
-  tell(message: MembersMessage, transfer?: readonly MessagePort[]): void;
-}
-
-/** Whether a `MessageChannel` can join the two (both are threads of this process). */
-const bothThreads = (a: Subscriber, b: ReplicaClient): boolean =>
-  a.isolation === "thread" && b.transport.isolation === "thread";
+export type { Subscriber };
 
 export class Controller {
   #app: Application;
@@ -127,14 +44,14 @@ export class Controller {
   readonly #byReplica = new Map<ReplicaClient, DeploymentRuntime>();
   readonly #changed = new Set<() => void>();
   #closing = false;
-  /** False once a shutdown has drained: from then on nothing is routed. */
-  #routing = true;
-
-  /** For each subscribed replica and deployment, the replicas it has a port to. */
-  readonly #peers = new Map<Subscriber, Map<string, Set<string>>>();
+  readonly #membership = new Membership(
+    this.#deployments,
+    (name) => this.#notFound(name),
+    (subscriber) => !(subscriber instanceof ReplicaClient) || this.#byReplica.has(subscriber),
+  );
 
   readonly #events: ReplicaEvents = {
-    subscribe: (replica, name) => this.#subscribe(replica, name),
+    subscribe: (replica, name) => this.#membership.subscribe(replica, name),
     load: () => undefined,
     exited: (replica, reason) => this.#onReplicaExit(replica, `died (${reason})`),
   };
@@ -150,6 +67,23 @@ export class Controller {
         new DeploymentRuntime(spec.name, spec, options, new Router(spec.name, label, options)),
       );
     }
+  }
+
+  /**
+   * `subscriber` (a front-door worker) calls deployment `name`: it gets the running replicas
+   * now and at every change, until {@link unsubscribe}.
+   */
+  subscribe(subscriber: Subscriber, name: string): void {
+    this.#membership.subscribe(subscriber, name);
+  }
+
+  unsubscribe(subscriber: Subscriber): void {
+    this.#membership.unsubscribe(subscriber);
+  }
+
+  /** The names of the deployments, for a subscriber that calls them all. */
+  get deploymentNames(): string[] {
+    return [...this.#deployments.keys()];
   }
 
   /** The router of a deployment. */
@@ -263,10 +197,10 @@ export class Controller {
     }
     // From here on nothing is routed: queued requests and calls from close() hooks are
     // answered at once instead of waiting for replicas that are stopping.
-    this.#routing = false;
+    this.#membership.stopRouting();
     for (const d of this.#deployments.values()) {
       d.unavailable = new ServerClosedError(`Deployment "${d.name}"`);
-      this.#publish(d);
+      this.#membership.publish(d);
     }
     await Promise.all(
       [...this.#deployments.values()].flatMap((d) =>
@@ -295,102 +229,6 @@ export class Controller {
   /** Whether anything still runs or waits for `d` (the drain before a shutdown). */
   #busy(d: DeploymentRuntime): boolean {
     return d.router.ongoing + d.ongoing + this.#queued(d) > 0;
-  }
-
-  /**
-   * Publishes the running replicas of `d` (Ray Serve's long poll): to this thread's router,
-   * and to every replica that calls `d`, each new one with a port of its own.
-   */
-  #publish(d: DeploymentRuntime): void {
-    const running = this.#routable(d);
-    d.router.setReplicas(running.map((r) => r.connection));
-    d.router.setUnavailable(running.length === 0 ? d.unavailable : undefined);
-    for (const subscriber of d.subscribers) this.#sendMembers(subscriber, d);
-  }
-
-  /** The replicas routers may send to: the running ones, none once the server closes. */
-  #routable(d: DeploymentRuntime): ReplicaClient[] {
-    return this.#routing ? d.running : [];
-  }
-
-  /**
-   * `subscriber` (a front-door worker) calls deployment `name`: it gets the running replicas
-   * now and at every change, until {@link unsubscribe}.
-   */
-  subscribe(subscriber: Subscriber, name: string): void {
-    this.#subscribe(subscriber, name);
-  }
-
-  unsubscribe(subscriber: Subscriber): void {
-    for (const d of this.#deployments.values()) d.subscribers.delete(subscriber);
-    this.#peers.delete(subscriber);
-  }
-
-  /** The names of the deployments, for a subscriber that calls them all. */
-  get deploymentNames(): string[] {
-    return [...this.#deployments.keys()];
-  }
-
-  #subscribe(replica: Subscriber, name: string): void {
-    const d = this.#deployments.get(name);
-    if (!d) {
-      // A deployment this application does not have: calls to it fail at once.
-      replica.tell({
-        t: "members",
-        d: name,
-        label: name,
-        maxOngoing: 1,
-        maxQueued: 0,
-        add: [],
-        remove: [],
-        unavailable: serializeError(this.#notFound(name)),
-      });
-      return;
-    }
-    if (replica instanceof ReplicaClient && !this.#byReplica.has(replica)) return;
-    d.subscribers.add(replica);
-    this.#sendMembers(replica, d);
-  }
-
-  #sendMembers(subscriber: Subscriber, d: DeploymentRuntime): void {
-    let byDeployment = this.#peers.get(subscriber);
-    if (!byDeployment) this.#peers.set(subscriber, (byDeployment = new Map<string, Set<string>>()));
-    let known = byDeployment.get(d.name);
-    if (!known) byDeployment.set(d.name, (known = new Set()));
-    const running = this.#routable(d);
-    // Between threads a MessageChannel; a port cannot reach another process, so to or from
-    // a process the target's Unix socket.
-    const ids = new Set(running.map((r) => r.id));
-    const remove = [...known].filter((id) => !ids.has(id));
-    for (const id of remove) known.delete(id);
-    const add: PeerEndpoint[] = [];
-    const ports: MessagePort[] = [];
-    for (const target of running) {
-      if (known.has(target.id)) continue;
-      if (bothThreads(subscriber, target)) {
-        const { port1, port2 } = new MessageChannel();
-        target.tell({ t: "accept", port: port2 }, [port2]);
-        add.push({ replica: target.id, port: port1 });
-        ports.push(port1);
-      } else {
-        add.push({ replica: target.id, socket: target.socket });
-      }
-      known.add(target.id);
-    }
-    subscriber.tell(
-      {
-        t: "members",
-        d: d.name,
-        label: d.spec.deployment.sourceName || d.name,
-        maxOngoing: d.options.maxOngoingRequests,
-        maxQueued: d.options.maxQueuedRequests,
-        add,
-        remove,
-        unavailable:
-          running.length === 0 && d.unavailable ? serializeError(d.unavailable) : undefined,
-      },
-      ports,
-    );
   }
 
   #notify(): void {
@@ -476,7 +314,7 @@ export class Controller {
           }
           if (deployment.status === "DEPLOY_FAILED") deployment.state.set("UPDATING");
           deployment.unavailable = undefined;
-          this.#publish(deployment);
+          this.#membership.publish(deployment);
           this.#setStatus(deployment);
           return true;
         },
@@ -491,7 +329,7 @@ export class Controller {
             deployment.unavailable = new DeployFailedError(deployment.name, error.message, {
               cause: error,
             });
-            this.#publish(deployment);
+            this.#membership.publish(deployment);
           }
           if (deployment.startFailures < MAX_START_ATTEMPTS && !deployment.rolling)
             this.#retryLater(deployment, 500 * 2 ** (deployment.startFailures - 1));
@@ -602,7 +440,7 @@ export class Controller {
     d.router.configure(options);
     for (const replica of d.live)
       replica.tell({ t: "limits", maxOngoing: options.maxOngoingRequests });
-    this.#publish(d);
+    this.#membership.publish(d);
   }
 
   /** Puts a deployment back on `old` after a failed update: what `kinds` had changed. */
@@ -661,7 +499,7 @@ export class Controller {
     replica.state = "STOPPING";
     // Every router hears first; the replica then drains what reached it (what arrives
     // after the stop is answered `busy` and goes to another replica).
-    this.#publish(deployment);
+    this.#membership.publish(deployment);
     if (wasRunning)
       await replica
         .control(
@@ -703,9 +541,8 @@ export class Controller {
     if (index >= 0) deployment.replicas.splice(index, 1);
     this.#byReplica.delete(replica);
     deployment.checking.delete(replica);
-    for (const d of this.#deployments.values()) d.subscribers.delete(replica);
-    this.#peers.delete(replica);
-    this.#publish(deployment);
+    this.#membership.unsubscribe(replica);
+    this.#membership.publish(deployment);
   }
 
   /** `what` completes "Replica X …": `died (exited with code 3)`, `failed its health check: …`. */

@@ -15,6 +15,15 @@ export type { InputNodeConstructor, MultiOutputNodeConstructor } from "./dag/dep
 export { describeGraph, toMermaid } from "./dag/inspect.js";
 export { Application, build, INGRESS } from "./app/application.js";
 export type { ApplicationConfig, BuildOptions } from "./app/application.js";
+export { appBuilder } from "./app/builder.js";
+export type { ApplicationBuilder, BuilderArgs } from "./app/builder.js";
+export type {
+  RouteContext,
+  RouteGraphInput,
+  Routes,
+  RouteServer,
+  ZodTypeProvider,
+} from "./app/routes.js";
 export { run, Server } from "./runtime/server.js";
 export type {
   GraphHandle,

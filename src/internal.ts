@@ -11,7 +11,13 @@
  */
 export { resolveOptions } from "./options.js";
 export { ConfigError, parseConfig } from "./config/load.js";
-export { moduleVersion, resolveApplication } from "./config/resolve.js";
+export {
+  BuilderArgsError,
+  importApplication,
+  moduleVersion,
+  resolveApplication,
+} from "./config/resolve.js";
+export { parseBuilderArgs } from "./cli/run.js";
 export { applicationToYaml } from "./config/write.js";
 export { Instance } from "./cli/instance.js";
 export { runPlan } from "./dag/run-plan.js";

@@ -18,6 +18,7 @@ import {
   type ResolvedDeploymentOptions,
 } from "../options.js";
 import { registerApplication } from "./registry.js";
+import type { Routes } from "./routes.js";
 
 /** The generated deployment that receives requests and runs the graph. */
 export const INGRESS = "ingress";
@@ -28,7 +29,7 @@ export const INGRESS = "ingress";
  */
 export const INGRESS_DEFAULTS = { maxOngoingRequests: 1000, maxQueuedRequests: 1000 } as const;
 
-export interface BuildOptions {
+export interface BuildOptions<In = unknown, Out = unknown> {
   /** The application's name (default `"default"`). */
   readonly name?: string;
   /** Where HTTP requests are routed (default `/` for `default`, else `/{name}`). */
@@ -41,6 +42,26 @@ export interface BuildOptions {
    * The content type follows the file's extension. Give absolute paths or file URLs.
    */
   readonly assets?: Readonly<Record<string, string | URL>>;
+  /**
+   * HTTP routes of the application's own, declared on a Fastify instance scoped to the
+   * route prefix, with zod schemas (see {@link Routes}). They run in the serving process
+   * and call the graph (`app.call`) or its deployments (`app.getHandle`). The default
+   * `POST {routePrefix}` stays unless a route takes `POST /` itself.
+   */
+  readonly routes?: Routes<In, Out>;
+}
+
+/**
+ * @internal Where a served application came from when it is not a top-level export served
+ * under its own name: an application builder called with `args`, or an export renamed by a
+ * config. Replicas rebuild it the same way (see builder-entry.ts).
+ */
+export interface ApplicationOrigin {
+  /** The file URL of the user's module (with its code version, if any). */
+  readonly module: string;
+  readonly exportName: string;
+  /** The builder's arguments as given (validated again where it is rebuilt). */
+  readonly args: Readonly<Record<string, unknown>> | undefined;
 }
 
 /** What `toConfig()` returns and `tributary build` writes as YAML. */
@@ -48,6 +69,8 @@ export interface ApplicationConfig {
   readonly name: string;
   readonly routePrefix: string;
   readonly importPath: string;
+  /** The arguments of an application builder. */
+  readonly args?: Readonly<Record<string, unknown>>;
   readonly deployments: readonly ({ readonly name: string } & DeploymentOptions)[];
 }
 
@@ -71,13 +94,18 @@ export class Application<In = unknown, Out = unknown> {
   readonly written: Readonly<Record<string, DeploymentOptions>>;
   /** Static files served by GET, by path under the route prefix (absolute file paths). */
   readonly assets: Readonly<Record<string, string>>;
+  /** @internal The application's own HTTP routes (`build({ routes })`). */
+  readonly routes: Routes | undefined;
+  /** @internal Set when a builder made it or a config renamed it. */
+  readonly origin: ApplicationOrigin | undefined;
 
   /** @internal Use {@link build}. */
   constructor(
     fields: Pick<
       Application,
       "name" | "routePrefix" | "moduleUrl" | "graph" | "site" | "written" | "assets"
-    >,
+    > &
+      Partial<Pick<Application, "routes" | "origin">>,
   ) {
     this.name = fields.name;
     this.routePrefix = fields.routePrefix;
@@ -86,6 +114,8 @@ export class Application<In = unknown, Out = unknown> {
     this.site = fields.site;
     this.written = Object.freeze({ ...fields.written });
     this.assets = Object.freeze({ ...fields.assets });
+    this.routes = fields.routes;
+    this.origin = fields.origin;
     for (const url of Object.keys(assetRoutes(this.routePrefix, this.assets))) {
       if (url === "/openapi.json" || url === "/v2" || url.startsWith("/v2/")) {
         throw new OptionsError(
@@ -151,14 +181,17 @@ export class Application<In = unknown, Out = unknown> {
 
   /** The plain object `tributary build` writes as YAML: every deployment and its options. */
   toConfig(): ApplicationConfig {
-    const path = this.moduleUrl.startsWith("file:")
-      ? fileURLToPath(this.moduleUrl)
-      : this.moduleUrl;
-    const importPath = relative(process.cwd(), path);
+    const source = (this.origin?.module ?? this.moduleUrl).split("?")[0]!;
+    const path = source.startsWith("file:") ? fileURLToPath(source) : source;
+    const relativePath = relative(process.cwd(), path);
+    const importPath =
+      (relativePath.startsWith(".") ? relativePath : `./${relativePath}`) +
+      (this.origin ? `:${this.origin.exportName}` : "");
     return {
       name: this.name,
       routePrefix: this.routePrefix,
-      importPath: importPath.startsWith(".") ? importPath : `./${importPath}`,
+      importPath,
+      ...(this.origin?.args && { args: this.origin.args }),
       deployments: Object.entries(this.written).map(([name, options]) => {
         const { name: _ignored, ...rest } = options;
         return { name, ...rest };
@@ -221,7 +254,7 @@ function resolveAssets(
  */
 export function build<Out, In>(
   node: GraphNode<Out, In>,
-  options: BuildOptions = {},
+  options: BuildOptions<In, Out> = {},
 ): Application<In, Out> {
   const site = userCallSite();
   const root = stateOf(node);
@@ -268,6 +301,7 @@ export function build<Out, In>(
     site,
     written,
     assets,
+    routes: options.routes as Routes | undefined,
   });
   registerApplication(app);
   return app;

@@ -1,37 +1,43 @@
 /**
- * `tributary start`: a long-running instance with an admin API. It owns the HTTP front
- * door and converges on the last configuration that validated: a change of options is
- * applied with `server.update` (only what each deployment needs); a change of code (the
- * module's contents or import path) starts the new version beside the old one, switches
- * the front door to it once healthy, then drains the old one. The last applied
+ * `tributary start`: a long-running instance with an admin API. It owns the front doors,
+ * serves every application of the last configuration that validated (each by its name and
+ * route prefix), and converges on each deploy application by application: one whose part
+ * of the file is unchanged is not touched; a change of options is applied with
+ * `server.update` (only what each deployment needs); a change of code (the module's
+ * contents, its import path or a builder's args) starts the new version beside the old
+ * one, moves the front doors to it once healthy, then drains the old one; one that left
+ * the file is taken off the front doors, drained and stopped. The last applied
  * configuration is kept in the state directory and restored on restart.
  */
-import { randomUUID, timingSafeEqual } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { dirname, join, resolve } from "node:path";
-import Fastify, { type FastifyInstance } from "fastify";
 import type { Duration } from "../options.js";
-import { ConfigError, parseConfig } from "../config/load.js";
+import { parseConfig } from "../config/load.js";
 import {
   checkImportPath,
+  configureApplication,
   moduleVersion,
-  resolveApplication,
   type ImportPolicy,
 } from "../config/resolve.js";
-import type { ServeConfig } from "../config/schema.js";
+import type { Application } from "../app/application.js";
+import { checkApplications, checkRoutePrefixes } from "../config/applications.js";
+import type { ApplicationConfigEntry, ServeConfig } from "../config/schema.js";
 import { TributaryError } from "../errors.js";
-import type { IngressTarget } from "../ingress/target.js";
+import type { IngressTarget, IngressTargets } from "../ingress/target.js";
 import { startFrontDoors, type FrontDoors } from "../runtime/front-doors.js";
 import { run, type RunOptions, type Server } from "../runtime/server.js";
-import { isWildcard, refusal } from "./admin-guard.js";
+import { startAdminApi } from "./admin-api.js";
 
 export interface InstanceOptions {
   readonly adminHost: string;
   readonly adminPort: number;
   /** Required when the admin API listens on a non-loopback address. */
   readonly adminToken: string | undefined;
-  readonly stateDir: string;
+  /** Where the last applied configuration is kept; `undefined`: nowhere (`tributary run`). */
+  readonly stateDir: string | undefined;
+  /** Server settings that win over the file's (`tributary run --port`). */
+  readonly overrides?: RunOptions;
   /**
    * Where deployed configurations may import modules from: under the config file's
    * directory inside `projectDir` (default: the working directory), or under one of
@@ -40,18 +46,31 @@ export interface InstanceOptions {
   readonly imports?: Partial<ImportPolicy>;
 }
 
-interface Applied {
-  readonly file: string;
-  readonly text: string;
+/** One application as it runs, with what it was made from (for the next deploy's diff). */
+interface Running {
+  readonly entry: ApplicationConfigEntry;
   readonly version: string;
+  /** The application as its code builds it, before the config's overrides. */
+  readonly base: Application;
   readonly server: Server;
 }
 
-export interface DeployResult {
+/** What a deploy did to one application. */
+export interface ApplicationDeployResult {
   readonly application: string;
-  /** `started`, `updated` (per deployment: what changed), or `code` (the whole application rolled). */
-  readonly action: "started" | "updated" | "code" | "unchanged";
+  /**
+   * `started`, `updated` (per deployment: what changed), `code` (the whole application
+   * rolled to new code or arguments), `unchanged`, or `removed` (drained and stopped).
+   */
+  readonly action: "started" | "updated" | "code" | "unchanged" | "removed";
   readonly changes: Record<string, string[]>;
+}
+
+export interface DeployResult {
+  /** Each application of the file, in its order, then those the file no longer has. */
+  readonly applications: readonly ApplicationDeployResult[];
+  /** The http settings applied in place; `address` when the front doors were restarted. */
+  readonly http: readonly string[];
 }
 
 const isLoopback = (host: string): boolean =>
@@ -70,26 +89,31 @@ function serverOptions(config: ServeConfig): RunOptions {
   };
 }
 
-/** Compares secrets in constant time. */
-function sameSecret(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
+/** What a deploy will do to one application of the file. */
+interface Plan {
+  readonly entry: ApplicationConfigEntry;
+  readonly version: string;
+  readonly app: Application;
+  readonly base: Application;
+  /** The running application it updates in place (same code and arguments), if any. */
+  readonly previous: Running | undefined;
 }
 
 /** How long requests in flight may finish on an old address when the front door moves. */
 const RESTART_DRAIN_MS = 5_000;
 
-/** The largest configuration the admin API accepts. */
-const ADMIN_BODY_LIMIT = 4 * 1024 * 1024;
-
 export class Instance {
   readonly #options: InstanceOptions;
   readonly #imports: ImportPolicy;
-  #applied: Applied | undefined;
+  /** The last configuration applied whole. */
+  #applied: { readonly file: string; readonly text: string } | undefined;
+  /** The running applications, by name, in the order of the file that made them. */
+  #running = new Map<string, Running>();
+  /** What the front doors serve: the running applications' targets. */
+  #served: readonly IngressTarget[] = [];
   #frontDoors: FrontDoors | undefined;
   #queue: Promise<unknown> = Promise.resolve();
-  #admin: FastifyInstance | undefined;
+  #admin: (() => Promise<void>) | undefined;
   #closed: Promise<void> | undefined;
   /** Resolves when the instance has shut down. */
   readonly stopped: Promise<void>;
@@ -110,26 +134,12 @@ export class Instance {
     this.stopped = new Promise((resolve) => (this.#stop = resolve));
   }
 
-  /** The front door's target: always the current application's. */
-  readonly #target: IngressTarget = (() => {
-    const current = (): IngressTarget => {
-      if (!this.#applied) throw new TributaryError("SERVER_CLOSED", "No application is deployed.");
-      return this.#applied.server.ingressTarget();
-    };
-    return {
-      get app() {
-        return current().app;
-      },
-      get model() {
-        return current().model;
-      },
-      get bytesField() {
-        return current().bytesField;
-      },
-      call: (input, options) => current().call(input, options),
-      ready: () => this.#applied?.server.ingressTarget().ready() ?? false,
-    };
-  })();
+  /** What the front doors serve: always the running applications. */
+  readonly #targets: IngressTargets = { list: () => this.#served };
+
+  #publish(): void {
+    this.#served = [...this.#running.values()].map((running) => running.server.ingressTarget());
+  }
 
   /** Validates and applies a configuration; one at a time, in order. */
   deploy(text: string, file: string): Promise<DeployResult> {
@@ -140,65 +150,112 @@ export class Instance {
 
   async #deploy(text: string, file: string): Promise<DeployResult> {
     const { config, document } = parseConfig(text, file);
-    if (config.applications.length > 1) {
-      throw new ConfigError([
-        document.problem(
-          ["applications", 1],
-          "serving several applications from one instance is not supported yet; use one file per application.",
-        ),
-      ]);
-    }
-    const entry = config.applications[0]!;
+    checkApplications(config, document);
     // Every check that needs no user code runs first: a module is imported (its top-level
     // code runs) only for a configuration that passed them, from an allowed directory.
-    checkImportPath(entry, 0, document, file, this.#imports);
-    const version = moduleVersion(entry.importPath, dirname(resolve(file)));
-    const previous = this.#applied;
-    const sameCode =
-      previous !== undefined &&
-      version === previous.version &&
-      previous.server.app.name === entry.name;
-    const app = await resolveApplication(
-      entry,
-      0,
-      document,
-      file,
-      sameCode ? previous.version : version,
-    );
-    let result: DeployResult;
-    if (previous && sameCode && app.graph === previous.server.app.graph) {
-      const plan = await previous.server.update(app);
-      this.#applied = { file, text, version, server: previous.server };
-      const changes: Record<string, string[]> = Object.fromEntries(
-        Object.entries(plan).filter(([, kinds]) => kinds.length > 0),
+    for (const [index, entry] of config.applications.entries())
+      checkImportPath(entry, index, document, file, this.#imports);
+    const baseDir = dirname(resolve(file));
+    // Then every application is resolved before anything changes: a file with one bad
+    // application changes none.
+    const plans: Plan[] = [];
+    for (const [index, entry] of config.applications.entries()) {
+      const version = moduleVersion(entry.importPath, baseDir);
+      const previous = this.#running.get(entry.name);
+      const sameCode =
+        previous !== undefined &&
+        previous.version === version &&
+        previous.entry.importPath === entry.importPath &&
+        JSON.stringify(previous.entry.args ?? null) === JSON.stringify(entry.args ?? null);
+      const { app, base } = await configureApplication(
+        entry,
+        index,
+        document,
+        file,
+        sameCode ? { base: previous.base } : { version },
       );
-      const http = await this.#ensureFrontDoors(serverOptions(config));
-      if (http.length > 0) changes.http = http;
-      result = {
-        application: app.name,
+      plans.push({ entry, version, app, base, previous: sameCode ? previous : undefined });
+    }
+    checkRoutePrefixes(
+      plans.map((plan) => plan.app),
+      document,
+      (name) => config.applications.findIndex((entry) => entry.name === name),
+    );
+    const options = { ...serverOptions(config), ...this.#options.overrides };
+    const http = await this.#ensureFrontDoors(options);
+    const results: ApplicationDeployResult[] = [];
+    const failures: string[] = [];
+    const kept = new Set(plans.map((plan) => plan.entry.name));
+    for (const plan of plans) {
+      try {
+        results.push(await this.#apply(plan, options));
+      } catch (error) {
+        failures.push(`${plan.entry.name}: ${(error as Error).message}`);
+      }
+    }
+    // Applications the file no longer has: off the front doors at once, then drained.
+    for (const [name, running] of [...this.#running]) {
+      if (kept.has(name)) continue;
+      this.#running.delete(name);
+      this.#publish();
+      await running.server.close();
+      results.push({ application: name, action: "removed", changes: {} });
+    }
+    // The file's order is the order of status and of the front door's listing.
+    this.#running = new Map(
+      [...this.#running].sort(
+        ([a], [b]) =>
+          config.applications.findIndex((e) => e.name === a) -
+          config.applications.findIndex((e) => e.name === b),
+      ),
+    );
+    this.#publish();
+    if (failures.length > 0) {
+      throw new TributaryError(
+        "DEPLOY_FAILED",
+        `Some applications could not be deployed (the others were; what ran before keeps running): ${failures.join("; ")}`,
+      );
+    }
+    this.#applied = { file, text };
+    await this.#persist(file, text);
+    return { applications: results, http };
+  }
+
+  /** Applies one application's plan: an update in place, new code beside the old, or a start. */
+  async #apply(plan: Plan, options: RunOptions): Promise<ApplicationDeployResult> {
+    const { entry, app, previous } = plan;
+    if (previous && app.graph === previous.server.app.graph) {
+      const prefixBefore = previous.server.app.routePrefix;
+      const changes: Record<string, string[]> = Object.fromEntries(
+        Object.entries(await previous.server.update(app)).filter(([, kinds]) => kinds.length > 0),
+      );
+      if (app.routePrefix !== prefixBefore) {
+        await this.#frontDoors?.mount(previous.server.ingressTarget());
+        changes.routePrefix = [app.routePrefix];
+      }
+      this.#running.set(entry.name, { ...previous, entry });
+      return {
+        application: entry.name,
         action: Object.keys(changes).length > 0 ? "updated" : "unchanged",
         changes,
       };
-    } else {
-      const server = await run(app, { ...serverOptions(config), frontDoors: false });
-      if (this.#closed) {
-        await server.close();
-        throw new TributaryError("SERVER_CLOSED", "The instance is shutting down.");
-      }
-      this.#applied = { file, text, version, server };
-      try {
-        await this.#ensureFrontDoors(serverOptions(config));
-      } catch (error) {
-        // The front door could not open (a port in use): keep what ran before.
-        this.#applied = previous;
-        await server.close();
-        throw error;
-      }
-      result = { application: app.name, action: previous ? "code" : "started", changes: {} };
-      if (previous) await previous.server.close(); // drains what it was still serving
     }
-    await this.#persist(file, text);
-    return result;
+    const server = await run(app, { ...options, frontDoors: false });
+    if (this.#closed) {
+      await server.close();
+      throw new TributaryError("SERVER_CLOSED", "The instance is shutting down.");
+    }
+    try {
+      await this.#frontDoors?.mount(server.ingressTarget());
+    } catch (error) {
+      await server.close();
+      throw error;
+    }
+    const old = this.#running.get(entry.name);
+    this.#running.set(entry.name, { entry, version: plan.version, base: plan.base, server });
+    this.#publish();
+    if (old) await old.server.close(); // drains what it was still serving
+    return { application: entry.name, action: old ? "code" : "started", changes: {} };
   }
 
   /**
@@ -214,23 +271,24 @@ export class Instance {
       // Requests in flight on the old address get a moment to finish.
       await old.close(new Promise((resolve) => setTimeout(resolve, RESTART_DRAIN_MS)));
     }
-    this.#frontDoors = await startFrontDoors(this.#target, options);
+    this.#frontDoors = await startFrontDoors(this.#targets, options);
     return ["address"];
   }
 
   async #persist(file: string, text: string): Promise<void> {
-    await mkdir(this.#options.stateDir, { recursive: true });
-    await writeFile(
-      join(this.#options.stateDir, "applied.json"),
-      JSON.stringify({ file: resolve(file), text }),
-    );
+    const dir = this.#options.stateDir;
+    if (dir === undefined) return;
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, "applied.json"), JSON.stringify({ file: resolve(file), text }));
   }
 
   /** Restores the last applied configuration from the state directory, if any. */
   async restore(): Promise<DeployResult | undefined> {
     let saved: { file: string; text: string };
+    const dir = this.#options.stateDir;
+    if (dir === undefined) return undefined;
     try {
-      saved = JSON.parse(await readFile(join(this.#options.stateDir, "applied.json"), "utf8")) as {
+      saved = JSON.parse(await readFile(join(dir, "applied.json"), "utf8")) as {
         file: string;
         text: string;
       };
@@ -240,10 +298,16 @@ export class Instance {
     return this.deploy(saved.text, saved.file);
   }
 
+  /** Every application's status, by name, and the front door's address. */
   async status(): Promise<Record<string, unknown>> {
-    const applied = this.#applied;
-    if (!applied) return { applications: {}, url: this.#frontDoors?.url ?? null };
-    return { ...(await applied.server.status()), url: this.#frontDoors?.url ?? null };
+    const applications: Record<string, unknown> = {};
+    for (const [name, running] of this.#running)
+      applications[name] = (await running.server.status()).applications[name];
+    return {
+      applications,
+      url: this.#frontDoors?.url ?? null,
+      ...(this.#frontDoors?.grpcPort !== undefined && { grpcPort: this.#frontDoors.grpcPort }),
+    };
   }
 
   config(): { file: string; text: string } | undefined {
@@ -252,87 +316,25 @@ export class Instance {
 
   /** Starts the admin API; returns its address. */
   async listen(): Promise<string> {
-    const admin = Fastify({ logger: false, bodyLimit: ADMIN_BODY_LIMIT });
-    // JSON only: Fastify's text/plain parser would take the bodies a web page can send.
-    admin.removeAllContentTypeParsers();
-    admin.addContentTypeParser(
-      "application/json",
-      { parseAs: "string" },
-      admin.getDefaultJsonParser("error", "error"),
-    );
-    const token = this.#options.adminToken;
-    const bound = this.#options.adminHost.toLowerCase();
-    // A wildcard address has no one name to check against; a token is required there.
-    const allowedHosts = isWildcard(bound) ? undefined : new Set([bound, "localhost"]);
-    admin.addHook("onRequest", async (request, reply) => {
-      const refused = refusal(request.headers, request.method, allowedHosts);
-      if (refused) {
-        return reply.code(refused.status).send({
-          error: { code: refused.code, message: refused.message, requestId: request.id },
-        });
-      }
-      if (token && !sameSecret(request.headers.authorization ?? "", `Bearer ${token}`)) {
-        return reply.code(401).send({
-          error: {
-            code: "UNAUTHORIZED",
-            message: "This admin API needs the instance's token.",
-            requestId: randomUUID(),
-          },
-        });
-      }
-      return undefined;
+    const { url, close } = await startAdminApi(this, {
+      host: this.#options.adminHost,
+      port: this.#options.adminPort,
+      token: this.#options.adminToken,
     });
-    admin.setErrorHandler((error, request, reply) => {
-      const e = error as Error & { code?: string; problems?: unknown };
-      const status =
-        error instanceof ConfigError ? 400 : error instanceof TributaryError ? 409 : 500;
-      void reply.code(status).send({
-        error: {
-          code: e.code ?? "INTERNAL",
-          message: e.message,
-          requestId: request.id,
-          problems: e.problems,
-        },
-      });
-    });
-    admin.put<{ Body: { file?: string; text?: string } }>("/api/deploy", async (request) => {
-      const { file, text } = request.body ?? {};
-      if (typeof text !== "string")
-        throw new TributaryError("BAD_REQUEST", "A deploy needs { file, text }.");
-      return this.deploy(text, typeof file === "string" ? file : "serve.yaml");
-    });
-    admin.get("/api/status", async () => this.status());
-    admin.get(
-      "/api/config",
-      async (_request, reply) =>
-        this.config() ??
-        reply.code(404).send({ error: { code: "NOT_FOUND", message: "Nothing is deployed yet." } }),
-    );
-    admin.post("/api/shutdown", async () => {
-      setImmediate(() => void this.close());
-      return { shuttingDown: true };
-    });
-    await admin.listen({ host: this.#options.adminHost, port: this.#options.adminPort });
-    this.#admin = admin;
-    const address = admin.server.address();
-    const port = typeof address === "object" && address ? address.port : this.#options.adminPort;
-    const host =
-      isIP(this.#options.adminHost) === 6
-        ? `[${this.#options.adminHost}]`
-        : this.#options.adminHost;
-    return `http://${host}:${port}`;
+    this.#admin = close;
+    return url;
   }
 
   /** Drains and stops everything. Safe to call twice. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
-      await this.#admin?.close();
+      await this.#admin?.();
       // The front doors stop taking requests at once; their connections close once the
       // application has drained (bounded by its gracefulShutdownTimeout).
       let drained!: () => void;
       const force = new Promise<void>((resolve) => (drained = resolve));
       const doors = this.#frontDoors?.close(force);
-      await this.#applied?.server.close();
+      await Promise.all([...this.#running.values()].map((running) => running.server.close()));
       setTimeout(drained, 100);
       await doors;
       this.#stop();

@@ -7,120 +7,20 @@
  * tributary run serve.yaml
  * tributary init my-app
  */
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { dirname, relative, resolve } from "node:path";
 import { Command } from "commander";
-import type { Application } from "../app/application.js";
-import type { Duration } from "../options.js";
-import { ConfigError, loadConfig } from "../config/load.js";
-import { importApplication, resolveApplication } from "../config/resolve.js";
-import { applicationToYaml } from "../config/write.js";
-import { run, type RunOptions } from "../runtime/server.js";
+import { importApplication } from "../config/resolve.js";
+import { applicationsToYaml } from "../config/write.js";
+import type { DeployResult } from "./instance.js";
 import { TributaryError } from "../errors.js";
-
-const isConfigFile = (target: string): boolean => /\.ya?ml$/i.test(target);
-
-interface RunFlags {
-  host?: string;
-  port?: string;
-  grpcPort?: string;
-}
-
-/**
- * Resolves on the first SIGINT or SIGTERM. A second one stops the process at once, after
- * saying so on standard error (process replicas are killed on the way out).
- */
-export function firstSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    let received = 0;
-    const onSignal = (signal: NodeJS.Signals): void => {
-      if (++received === 1) {
-        resolve(signal);
-        return;
-      }
-      process.stderr.write(
-        `Received ${signal} again: stopping now, without waiting for the requests still running.\n`,
-      );
-      process.exit(signal === "SIGINT" ? 130 : 143);
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
-  });
-}
-
-/** The longest drain of an application: its largest gracefulShutdownTimeout. */
-const drainSeconds = (app: Application): number =>
-  Math.max(
-    0,
-    ...app.graph.deployments.map((d) => app.deployments[d.name]!.gracefulShutdownTimeoutMs),
-  ) / 1000;
-
-async function serveForeground(app: Application, options: RunOptions): Promise<void> {
-  const server = await run(app, options);
-  console.log(
-    `Serving "${app.name}" at ${server.url}${app.routePrefix}${server.grpcPort ? ` (gRPC on port ${server.grpcPort})` : ""}. Ctrl-C drains and stops.`,
-  );
-  await firstSignal();
-  console.log(
-    `Draining (up to ${drainSeconds(server.app)} s; Ctrl-C again stops at once, cutting off what still runs)…`,
-  );
-  await server.close();
-  console.log("Stopped.");
-}
-
-async function runCommand(given: string | undefined, flags: RunFlags): Promise<void> {
-  const target = given ?? defaultTarget();
-  const fromFlags: RunOptions = {
-    ...(flags.host && { host: flags.host }),
-    ...(flags.port !== undefined && { port: Number(flags.port) }),
-    ...(flags.grpcPort !== undefined && { grpc: { port: Number(flags.grpcPort) } }),
-  };
-  if (!isConfigFile(target)) {
-    const { app } = await importApplication(target, process.cwd());
-    await serveForeground(app, fromFlags);
-    return;
-  }
-  const { config, document } = await loadConfig(resolve(target));
-  if (config.applications.length > 1) {
-    throw new ConfigError([
-      document.problem(
-        ["applications", 1],
-        "serving several applications from one instance is not supported yet; use one file per application.",
-      ),
-    ]);
-  }
-  const app = await resolveApplication(config.applications[0]!, 0, document, resolve(target));
-  await serveForeground(app, {
-    ...(config.http?.host && { host: config.http.host }),
-    ...(config.http?.port !== undefined && { port: config.http.port }),
-    ...(config.http?.requestTimeout !== undefined && {
-      requestTimeout: config.http.requestTimeout as Duration,
-    }),
-    ...(config.http?.readTimeout !== undefined && {
-      readTimeout: config.http.readTimeout as Duration,
-    }),
-    ...(config.http?.bodyLimit !== undefined && { bodyLimit: config.http.bodyLimit }),
-    ...(config.http?.maxConnections !== undefined && {
-      maxConnections: config.http.maxConnections,
-    }),
-    ...(config.grpc && { grpc: { port: config.grpc.port ?? 9000 } }),
-    ...fromFlags,
-  });
-}
+import { argsProblem, firstSignal, parseBuilderArgs, runCommand } from "./run.js";
 
 /** This package's version, from its package.json (two levels above src/cli and dist/cli). */
 function packageVersion(): string {
   const manifest = new URL("../../package.json", import.meta.url);
   return (JSON.parse(readFileSync(manifest, "utf8")) as { version: string }).version;
-}
-
-/** `tributary run` with no target serves `serve.yaml` in the working directory, as `serve run` does. */
-function defaultTarget(): string {
-  if (existsSync(resolve("serve.yaml"))) return "serve.yaml";
-  throw new Error(
-    "no target given and there is no serve.yaml here: write tributary run ./app.ts:app or tributary run serve.yaml",
-  );
 }
 
 async function initCommand(dir: string): Promise<void> {
@@ -137,17 +37,30 @@ async function initCommand(dir: string): Promise<void> {
   npm start     # serves serve.yaml at http://127.0.0.1:8000/sentiment`);
 }
 
-async function buildCommand(target: string, flags: { output?: string }): Promise<void> {
-  const { app, exportName } = await importApplication(target, process.cwd());
+async function buildCommand(
+  targets: string[],
+  flags: { output?: string; arg?: string[] },
+): Promise<void> {
+  const args = flags.arg && flags.arg.length > 0 ? parseBuilderArgs(flags.arg) : undefined;
+  if (args && targets.length > 1)
+    throw new Error("--arg goes with one builder; for several, write args: in the YAML.");
   const output = flags.output ? resolve(flags.output) : undefined;
-  const module = target.replace(/:[A-Za-z_$][\w$]*$/, "");
-  const fromOutput = relative(output ? dirname(output) : process.cwd(), resolve(module));
-  const importPath = `${fromOutput.startsWith(".") ? fromOutput : `./${fromOutput}`}:${exportName}`;
-  const yaml = applicationToYaml(app, importPath, { host: "127.0.0.1", port: 8000 });
+  const entries = [];
+  for (const target of targets) {
+    const { app, exportName } = await importApplication(target, process.cwd(), { args }).catch(
+      argsProblem,
+    );
+    const module = target.replace(/:[A-Za-z_$][\w$]*$/, "");
+    const fromOutput = relative(output ? dirname(output) : process.cwd(), resolve(module));
+    const importPath = `${fromOutput.startsWith(".") ? fromOutput : `./${fromOutput}`}:${exportName}`;
+    entries.push({ app, importPath });
+  }
+  const yaml = applicationsToYaml(entries, { host: "127.0.0.1", port: 8000 });
   if (output) {
     await writeFile(output, yaml);
+    const count = entries.reduce((n, { app }) => n + Object.keys(app.deployments).length, 0);
     console.log(
-      `Wrote ${relative(process.cwd(), output)} (${Object.keys(app.deployments).length} deployments).`,
+      `Wrote ${relative(process.cwd(), output)} (${entries.length === 1 ? "" : `${entries.length} applications, `}${count} deployments).`,
     );
   } else {
     process.stdout.write(yaml);
@@ -212,7 +125,10 @@ async function startCommand(flags: {
   );
   try {
     const restored = await instance.restore();
-    if (restored) console.log(`Restored "${restored.application}" from ${flags.stateDir}.`);
+    if (restored)
+      console.log(
+        `Restored ${restored.applications.map((a) => `"${a.application}"`).join(", ")} from ${flags.stateDir}.`,
+      );
   } catch (error) {
     console.error(`Could not restore the last configuration: ${(error as Error).message}`);
   }
@@ -224,62 +140,71 @@ async function startCommand(flags: {
   console.log("Stopped.");
 }
 
+interface StatusAnswer {
+  applications: Record<
+    string,
+    {
+      status: string;
+      message: string;
+      deployments: Record<
+        string,
+        {
+          name: string;
+          status: string;
+          message: string;
+          targetReplicas: number;
+          replicas: { state: string }[];
+        }
+      >;
+    }
+  >;
+}
+
 async function deployCommand(file: string, flags: AdminFlags & { wait?: boolean }): Promise<void> {
   const { readFile } = await import("node:fs/promises");
   const text = await readFile(resolve(file), "utf8");
-  const result = (await admin(flags, "PUT", "/api/deploy", { file: resolve(file), text })) as {
-    application: string;
-    action: string;
-    changes: Record<string, string[]>;
-  };
-  const changes = Object.entries(result.changes).map(
-    ([name, kinds]) => `${name}: ${kinds.join(", ")}`,
-  );
-  console.log(
-    `${result.application}: ${result.action}${changes.length > 0 ? ` (${changes.join("; ")})` : ""}`,
-  );
+  const result = (await admin(flags, "PUT", "/api/deploy", {
+    file: resolve(file),
+    text,
+  })) as DeployResult;
+  for (const app of result.applications) {
+    const changes = Object.entries(app.changes).map(
+      ([name, kinds]) => `${name}: ${kinds.join(", ")}`,
+    );
+    console.log(
+      `${app.application}: ${app.action}${changes.length > 0 ? ` (${changes.join("; ")})` : ""}`,
+    );
+  }
+  if (result.http.length > 0) console.log(`http: updated (${result.http.join(", ")})`);
   if (!flags.wait) return;
-  for (;;) {
-    const status = (await admin(flags, "GET", "/api/status")) as {
-      applications: Record<
-        string,
-        {
-          status: string;
-          message: string;
-          deployments: Record<
-            string,
-            {
-              name: string;
-              status: string;
-              message: string;
-              targetReplicas: number;
-              replicas: { state: string }[];
-            }
-          >;
-        }
-      >;
-    };
-    const app = status.applications[result.application];
-    const deployments = Object.values(app?.deployments ?? {});
-    const lines = deployments.map(
-      (d) =>
-        `  ${d.name}: ${d.status.padEnd(13)} ${d.replicas.length} replica(s)${d.message ? ` ${d.message}` : ""}`,
-    );
-    console.log(`${result.application}: ${app?.status ?? "?"}\n${lines.join("\n")}`);
-    if (app?.status === "DEPLOY_FAILED") {
-      const why = deployments
-        .filter((d) => d.status === "DEPLOY_FAILED")
-        .map((d) => `${d.name}: ${d.message}`)
-        .join("; ");
-      throw new Error(`${result.application} is DEPLOY_FAILED: ${why || app.message}`);
+  const waiting = new Set(
+    result.applications.filter((a) => a.action !== "removed").map((a) => a.application),
+  );
+  while (waiting.size > 0) {
+    const status = (await admin(flags, "GET", "/api/status")) as StatusAnswer;
+    for (const name of [...waiting]) {
+      const app = status.applications[name];
+      const deployments = Object.values(app?.deployments ?? {});
+      const lines = deployments.map(
+        (d) =>
+          `  ${d.name}: ${d.status.padEnd(13)} ${d.replicas.length} replica(s)${d.message ? ` ${d.message}` : ""}`,
+      );
+      console.log(`${name}: ${app?.status ?? "?"}\n${lines.join("\n")}`);
+      if (app?.status === "DEPLOY_FAILED") {
+        const why = deployments
+          .filter((d) => d.status === "DEPLOY_FAILED")
+          .map((d) => `${d.name}: ${d.message}`)
+          .join("; ");
+        throw new Error(`${name} is DEPLOY_FAILED: ${why || app.message}`);
+      }
+      // Done when every deployment runs exactly its target: a scale-down has ended too.
+      const settled = deployments.every(
+        (d) =>
+          d.replicas.length === d.targetReplicas && d.replicas.every((r) => r.state === "RUNNING"),
+      );
+      if (app?.status === "RUNNING" && settled) waiting.delete(name);
     }
-    // Done when every deployment runs exactly its target: a scale-down has ended too.
-    const settled = deployments.every(
-      (d) =>
-        d.replicas.length === d.targetReplicas && d.replicas.every((r) => r.state === "RUNNING"),
-    );
-    if (app?.status === "RUNNING" && settled) return;
-    await new Promise((r) => setTimeout(r, 500));
+    if (waiting.size > 0) await new Promise((r) => setTimeout(r, 500));
   }
 }
 
@@ -299,9 +224,14 @@ export function program(): Command {
     .option("--host <host>", "HTTP host (default 127.0.0.1)")
     .option("--port <port>", "HTTP port (default 8000; 0 picks a free one)")
     .option("--grpc-port <port>", "also serve the Open Inference Protocol over gRPC on this port")
+    .option(
+      "--arg <key=value>",
+      "an argument of an application builder (repeatable); the value reads as in YAML",
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
     .addHelpText(
       "after",
-      "\nExamples:\n  tributary run ./app.ts:app --port 8000\n  tributary run serve.yaml",
+      "\nExamples:\n  tributary run ./app.ts:app --port 8000\n  tributary run ./app.ts:builder --arg modelPath=./m.onnx --arg replicas=2\n  tributary run serve.yaml",
     )
     .action(runCommand);
   cli
@@ -317,10 +247,18 @@ export function program(): Command {
     .action(initCommand);
   cli
     .command("build")
-    .description("Write the YAML config of an application: every deployment, defaults as comments.")
-    .argument("<target>", "a module and export, such as ./app.ts:app")
+    .description("Write the YAML config of applications: every deployment, defaults as comments.")
+    .argument("<targets...>", "modules and exports, such as ./app.ts:app ./other.ts:builder")
     .option("-o, --output <file>", "write to this file instead of standard output")
-    .addHelpText("after", "\nExample:\n  tributary build ./app.ts:app -o serve.yaml")
+    .option(
+      "--arg <key=value>",
+      "an argument of the builder (repeatable), written under args:",
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
+    .addHelpText(
+      "after",
+      "\nExamples:\n  tributary build ./app.ts:app -o serve.yaml\n  tributary build ./a.ts:app ./b.ts:builder --arg size=2 -o serve.yaml",
+    )
     .action(buildCommand);
   cli
     .command("start")

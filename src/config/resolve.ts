@@ -8,7 +8,10 @@ import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import { dirname, extname, join, relative, resolve, isAbsolute } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Application } from "../app/application.js";
+import { callBuilder, isBuilder, type BuilderArgs } from "../app/builder.js";
 import type { DeploymentOptions } from "../options.js";
+import { ValidationError, type ValidationIssue } from "../errors.js";
+import { servedApplication } from "./served.js";
 import { ConfigError, didYouMean, type PositionedDocument } from "./load.js";
 import { ensureTypeScriptLoader } from "../app/typescript-loader.js";
 import type { ApplicationConfigEntry } from "./schema.js";
@@ -47,11 +50,37 @@ function importFailure(error: unknown): string {
   return `it is not valid JavaScript or TypeScript (a syntax error${where})`;
 }
 
-/** Imports a module and returns the Application it exports (by name, default, or the only one). */
+/** How an import path is served: a builder's arguments, and a name other than the code's. */
+export interface ImportOptions {
+  /** The code version: a new one imports changed code again instead of from the cache. */
+  readonly version?: string | undefined;
+  /** Arguments of an application builder (`--arg`, `args:`). */
+  readonly args?: BuilderArgs | undefined;
+  /** The name to serve the application under (a config's `name`). */
+  readonly name?: string | undefined;
+}
+
+/** A builder's arguments failed its schema; `issues` name each argument. */
+export class BuilderArgsError extends Error {
+  readonly issues: readonly ValidationIssue[];
+  constructor(label: string, issues: readonly ValidationIssue[]) {
+    super(
+      `the arguments of ${label} failed its schema: ${issues.map((i) => `${i.path || "(args)"}: ${i.message}`).join("; ")}`,
+    );
+    this.issues = issues;
+  }
+}
+
+/**
+ * Imports a module and returns the Application it exports (by name, default, or the only
+ * one), or the one an exported builder returns for `options.args`. An application built by
+ * a builder or served under another name is addressed so that replicas rebuild it the
+ * same way (served.ts).
+ */
 export async function importApplication(
   importPath: string,
   baseDir: string,
-  version?: string,
+  options: ImportOptions = {},
 ): Promise<{ app: Application; moduleUrl: string; exportName: string }> {
   const { module, exportName } = splitImportPath(importPath);
   const file = resolve(baseDir, module);
@@ -62,7 +91,7 @@ export async function importApplication(
   if (!existsSync(file))
     throw new Error(`the module ${module} does not exist (looked for ${file})`);
   // A version makes a new module instance: changed code is imported again, not from the cache.
-  const moduleUrl = pathToFileURL(file).href + (version ? `?v=${version}` : "");
+  const moduleUrl = pathToFileURL(file).href + (options.version ? `?v=${options.version}` : "");
   let exports: Record<string, unknown>;
   try {
     await ensureTypeScriptLoader(moduleUrl);
@@ -74,21 +103,47 @@ export async function importApplication(
     string,
     Application,
   ][];
-  const chosen = exportName
+  let chosen: [string, Application] | undefined = exportName
     ? apps.find(([name]) => name === exportName)
     : (apps.find(([name]) => name === "default") ?? (apps.length === 1 ? apps[0] : undefined));
+  let built = false;
+  const exported = exportName === undefined ? undefined : exports[exportName];
+  if (!chosen && exportName !== undefined && isBuilder(exported)) {
+    const label = `${module}:${exportName}`;
+    try {
+      chosen = [exportName, await callBuilder(exported, options.args ?? {}, label)];
+    } catch (error) {
+      if (error instanceof ValidationError) throw new BuilderArgsError(label, error.issues);
+      throw error;
+    }
+    built = true;
+  }
   if (!chosen) {
     const found =
       apps.length > 0
         ? `it exports applications ${apps.map(([n]) => `"${n}"`).join(", ")}`
-        : "it exports no application (build(...) result)";
+        : "it exports no application (build(...) result) or builder";
     throw new Error(
       exportName
-        ? `${module} has no exported application "${exportName}"; ${found}.`
+        ? `${module} has no exported application or builder "${exportName}"; ${found}.`
         : `${module} does not say which application to serve; ${found}. Write ${module}:exportName.`,
     );
   }
-  return { app: chosen[1], moduleUrl, exportName: chosen[0] };
+  if (!built && options.args !== undefined && Object.keys(options.args).length > 0) {
+    throw new Error(
+      `${module}:${chosen[0]} is an application, not a builder: it takes no arguments. Export a function that returns build(...) to take them.`,
+    );
+  }
+  const chosenName = chosen[0];
+  let app = chosen[1];
+  if (built || (options.name !== undefined && options.name !== app.name)) {
+    app = servedApplication(
+      app,
+      { module: moduleUrl, exportName: chosenName, args: built ? (options.args ?? {}) : undefined },
+      options.name ?? app.name,
+    );
+  }
+  return { app, moduleUrl, exportName: chosenName };
 }
 
 /**
@@ -168,21 +223,24 @@ export async function resolveApplication(
   configFile: string,
   version?: string,
 ): Promise<Application> {
+  return (await configureApplication(entry, index, document, configFile, { version })).app;
+}
+
+/**
+ * The application of `applications[index]` as its code builds it (`base`: imported, or
+ * the one given, which keeps a running graph when neither code nor arguments changed) and
+ * with the entry's overrides and route prefix applied (`app`). ConfigError on a problem.
+ */
+export async function configureApplication(
+  entry: ApplicationConfigEntry,
+  index: number,
+  document: PositionedDocument,
+  configFile: string,
+  from: { readonly version?: string | undefined; readonly base?: Application },
+): Promise<{ app: Application; base: Application }> {
   const at = ["applications", index];
-  let app: Application;
-  try {
-    ({ app } = await importApplication(entry.importPath, dirname(resolve(configFile)), version));
-  } catch (error) {
-    throw new ConfigError([document.problem([...at, "importPath"], (error as Error).message)]);
-  }
-  if (app.name !== entry.name) {
-    throw new ConfigError([
-      document.problem(
-        [...at, "name"],
-        `found "${entry.name}", but ${entry.importPath} builds the application "${app.name}"; use that name.`,
-      ),
-    ]);
-  }
+  const base = from.base ?? (await importEntry(entry, at, document, configFile, from.version));
+  const app = base;
   const overrides: Record<string, DeploymentOptions> = {};
   const problems = [];
   for (const [j, deployment] of entry.deployments.entries()) {
@@ -201,9 +259,43 @@ export async function resolveApplication(
   }
   if (problems.length > 0) throw new ConfigError(problems);
   const configured = app.withOptions(overrides);
-  return entry.routePrefix === undefined || entry.routePrefix === app.routePrefix
-    ? configured
-    : configured.withRoutePrefix(entry.routePrefix);
+  return {
+    base,
+    app:
+      entry.routePrefix === undefined || entry.routePrefix === app.routePrefix
+        ? configured
+        : configured.withRoutePrefix(entry.routePrefix),
+  };
+}
+
+/** Imports the application an entry names (its builder called with its `args`). */
+async function importEntry(
+  entry: ApplicationConfigEntry,
+  at: readonly PropertyKey[],
+  document: PositionedDocument,
+  configFile: string,
+  version: string | undefined,
+): Promise<Application> {
+  try {
+    const { app } = await importApplication(entry.importPath, dirname(resolve(configFile)), {
+      version,
+      args: entry.args,
+      name: entry.name,
+    });
+    return app;
+  } catch (error) {
+    if (error instanceof BuilderArgsError) {
+      throw new ConfigError(
+        error.issues.map((issue) =>
+          document.problem(
+            [...at, "args", ...(issue.path ? issue.path.split(".") : [])],
+            issue.message,
+          ),
+        ),
+      );
+    }
+    throw new ConfigError([document.problem([...at, "importPath"], (error as Error).message)]);
+  }
 }
 
 /**

@@ -18,6 +18,8 @@ export const applicationConfigSchema = z.strictObject({
   routePrefix: z.string().startsWith("/", 'expected a path starting with "/"').optional(),
   /** `./app.ts` or `./app.ts:exportName`, relative to the config file. */
   importPath: z.string().min(1, "expected a module path such as ./app.ts:app"),
+  /** Arguments of an application builder (`importPath` names a function returning build(...)). */
+  args: z.record(z.string(), z.unknown()).optional(),
   deployments: z.array(deploymentConfigSchema).default([]),
 });
 

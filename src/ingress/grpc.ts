@@ -15,7 +15,13 @@ import {
 } from "../errors.js";
 import { CancelScope } from "../data/cancel.js";
 import { resultToTensors } from "./oip.js";
-import type { IngressTarget } from "./target.js";
+import {
+  allReady,
+  servedNames,
+  targetNamed,
+  type IngressTarget,
+  type IngressTargets,
+} from "./target.js";
 import {
   elementCount,
   tensorFromJson,
@@ -192,27 +198,29 @@ export interface GrpcOptions {
 }
 
 export async function startGrpc(
-  target: IngressTarget,
+  targets: IngressTargets,
   options: GrpcOptions,
 ): Promise<{ port: number; close: (force?: Promise<void>) => Promise<void> }> {
   const server = new grpc.Server({
     "grpc.max_receive_message_length": options.maxMessageBytes,
     "grpc.max_send_message_length": options.maxMessageBytes,
   });
-  const checkModel = (name: string): void => {
-    if (name !== target.app.name)
-      throw new NotFoundError(`No model "${name}"; this server serves "${target.app.name}".`);
+  // Each application is a model, by its name.
+  const modelNamed = (name: string): IngressTarget => {
+    const target = targetNamed(targets, name);
+    if (!target)
+      throw new NotFoundError(`No model "${name}"; this server serves ${servedNames(targets)}.`);
+    return target;
   };
   server.addService(loadInferenceService().service, {
     ServerLive: unary(() => ({ live: true })),
-    ServerReady: unary(() => ({ ready: target.ready() })),
+    ServerReady: unary(() => ({ ready: allReady(targets) })),
     ModelReady: unary((request: { name: string }) => ({
-      ready: request.name === target.app.name && target.ready(),
+      ready: targetNamed(targets, request.name)?.ready() ?? false,
     })),
     ServerMetadata: unary(() => ({ name: SERVER_NAME, version: SERVER_VERSION, extensions: [] })),
     ModelMetadata: unary((request: { name: string }) => {
-      checkModel(request.name);
-      return target.model.metadata();
+      return modelNamed(request.name).model.metadata();
     }),
     ModelInfer: (
       call: grpc.ServerUnaryCall<InferRequest, unknown>,
@@ -239,7 +247,7 @@ export async function startGrpc(
     timeout: number | undefined,
   ): Promise<unknown> {
     {
-      checkModel(request.model_name);
+      const target = modelNamed(request.model_name);
       if (request.id.length > MAX_REQUEST_ID_LENGTH || !/^[\x20-\x7e]*$/.test(request.id)) {
         throw new ValidationError([
           {

@@ -1,40 +1,27 @@
 /**
- * The HTTP front door (Fastify): `POST {routePrefix}` runs the graph; the Open Inference
- * Protocol's REST routes live under `/v2`; `/openapi.json` describes both. Every response
- * carries `x-request-id`, and every error is `{ error: { code, message, requestId } }`.
+ * The HTTP front door (Fastify). One listener serves every application: a request under an
+ * application's route prefix (the longest that matches) goes to that application's own
+ * Fastify instance (app-door.ts: `POST {routePrefix}`, its assets and its own routes); the
+ * Open Inference Protocol's REST routes under `/v2`, `/openapi.json` and unknown routes are
+ * answered here. Every response carries `x-request-id`, and every error is
+ * `{ error: { code, message, requestId } }`.
  */
 import { randomUUID } from "node:crypto";
-import { Readable, Transform, type Duplex } from "node:stream";
-import multipart from "@fastify/multipart";
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import { readFile } from "node:fs/promises";
+import type { Duplex } from "node:stream";
+import Fastify, { type FastifyReply, type FastifyRequest } from "fastify";
 import { createServer, type Server as HttpServer } from "node:http";
-import { extname } from "node:path";
-import { assetRoutes, type Application } from "../app/application.js";
-import { CancelledError, ServerClosedError, TributaryError } from "../errors.js";
-import { CancelScope } from "../data/cancel.js";
-import { httpError } from "./http-errors.js";
-import { nestsDeeperThan, readInput, tooLarge } from "./body.js";
+import { doorFits, mountApplication, type AppDoor } from "./app-door.js";
+import {
+  configureFastify,
+  sharedFastifyOptions,
+  type DoorState,
+  type HttpSettings,
+} from "./fastify-setup.js";
 import { registerOipRoutes } from "./oip-http.js";
 import { openApiDocument } from "./openapi.js";
-import { jsonReplacer, isTypedArray } from "./tensors.js";
-import type { IngressTarget } from "./target.js";
-import { isAsyncIterable } from "../values.js";
+import type { IngressTarget, IngressTargets } from "./target.js";
 
-/** Settings a running front door applies to each new request: changing them drops nothing. */
-export interface HttpSettings {
-  /** Largest accepted body, in bytes (a multipart body's parts together). */
-  bodyLimit: number;
-  /** Time allowed to receive a whole request (slow senders are cut off). */
-  readTimeoutMs: number;
-  /** Time allowed for the pipeline to answer (504 after it). */
-  requestTimeoutMs: number | undefined;
-  /** Open connections at most; one more is answered 503 TOO_MANY_CONNECTIONS and closed. */
-  maxConnections: number;
-}
-
-/** The deepest nesting of arrays and objects a JSON body may have. */
-export const MAX_JSON_DEPTH = 400;
+export { MAX_JSON_DEPTH, type HttpSettings } from "./fastify-setup.js";
 
 export interface HttpOptions extends Readonly<HttpSettings> {
   readonly host: string;
@@ -47,68 +34,6 @@ export interface HttpOptions extends Readonly<HttpSettings> {
   readonly logStream?: { write(line: string): void } | undefined;
 }
 
-/** An incoming `x-request-id` is kept when it is short printable ASCII; else a new one. */
-function requestIdOf(header: string | string[] | undefined): string {
-  const value = Array.isArray(header) ? header[0] : header;
-  return value && /^[\x21-\x7e]{1,128}$/.test(value) ? value : randomUUID();
-}
-
-/** Sends a graph result: bytes as octet-stream, streams as Server-Sent Events, the rest as JSON. */
-function sendResult(reply: FastifyReply, result: unknown): FastifyReply {
-  if (result instanceof Uint8Array || result instanceof ArrayBuffer) {
-    const bytes =
-      result instanceof ArrayBuffer
-        ? Buffer.from(result)
-        : Buffer.from(result.buffer, result.byteOffset, result.byteLength);
-    return reply.type("application/octet-stream").send(bytes);
-  }
-  if (isAsyncIterable(result) && !isTypedArray(result)) {
-    async function* events(): AsyncGenerator<string> {
-      try {
-        for await (const item of result as AsyncIterable<unknown>)
-          yield `data: ${JSON.stringify(item, jsonReplacer)}\n\n`;
-        yield "event: end\ndata: null\n\n";
-      } catch (error) {
-        const { body } = httpError(error, reply.request.id, false);
-        yield `event: error\ndata: ${JSON.stringify(body)}\n\n`;
-      }
-    }
-    return reply
-      .type("text/event-stream")
-      .header("cache-control", "no-cache")
-      .send(Readable.from(events()));
-  }
-  return reply
-    .type("application/json; charset=utf-8")
-    .send(JSON.stringify(result ?? null, jsonReplacer));
-}
-
-const CONTENT_TYPES: Readonly<Record<string, string>> = {
-  ".html": "text/html; charset=utf-8",
-  ".js": "text/javascript; charset=utf-8",
-  ".mjs": "text/javascript; charset=utf-8",
-  ".css": "text/css; charset=utf-8",
-  ".json": "application/json; charset=utf-8",
-  ".svg": "image/svg+xml",
-  ".png": "image/png",
-  ".jpg": "image/jpeg",
-  ".jpeg": "image/jpeg",
-  ".webp": "image/webp",
-  ".ico": "image/x-icon",
-  ".txt": "text/plain; charset=utf-8",
-};
-
-/** The application's static files, read once, answered to GET under the route prefix. */
-async function registerAssets(fastify: FastifyInstance, app: Application): Promise<void> {
-  for (const [url, file] of Object.entries(assetRoutes(app.routePrefix, app.assets))) {
-    const body = await readFile(file);
-    const type = CONTENT_TYPES[extname(file).toLowerCase()] ?? "application/octet-stream";
-    fastify.get(url, (_request, reply) =>
-      reply.type(type).header("x-content-type-options", "nosniff").send(body),
-    );
-  }
-}
-
 /** A running HTTP front door. */
 export interface HttpFrontDoor {
   readonly server: HttpServer;
@@ -116,20 +41,43 @@ export interface HttpFrontDoor {
   readonly settings: Readonly<HttpSettings>;
   apply(settings: HttpSettings): void;
   /**
+   * Builds the routes of an application (again, if its prefix, routes or assets changed),
+   * before it is listed among the targets. Rejects when its routes cannot be declared.
+   */
+  mount(target: IngressTarget): Promise<void>;
+  /**
    * Stops listening and answers new requests with 503 SERVER_CLOSED; requests in flight
    * finish until `force` resolves, then every connection is closed.
    */
   close(force?: Promise<void>): Promise<void>;
 }
 
-/** Sockets refused for going past maxConnections: their requests are not served. */
-const refused = new WeakSet<object>();
+/** Paths the front door itself answers, whatever the applications' prefixes. */
+const isReserved = (path: string): boolean =>
+  path === "/openapi.json" || path === "/metrics" || path === "/v2" || path.startsWith("/v2/");
 
-/** Fastify's own body limit: the real one is `settings.bodyLimit`, checked as bodies stream. */
-const NO_FASTIFY_LIMIT = Number.MAX_SAFE_INTEGER;
+/** Whether `path` lies under `prefix` (at a segment boundary). */
+function under(path: string, prefix: string): boolean {
+  const bare = prefix.replace(/\/+$/, "");
+  return bare === "" || path === bare || path.startsWith(`${bare}/`);
+}
+
+/** The application whose route prefix is the longest that `path` lies under. */
+function targetFor(targets: IngressTargets, path: string): IngressTarget | undefined {
+  let best: IngressTarget | undefined;
+  for (const target of targets.list()) {
+    const prefix = target.app.routePrefix;
+    if (under(path, prefix) && (!best || prefix.length > best.app.routePrefix.length))
+      best = target;
+  }
+  return best;
+}
+
+/** How long a replaced application's routes stay, for the requests they still serve. */
+const RETIRE_MS = 30_000;
 
 export async function startHttp(
-  target: IngressTarget,
+  targets: IngressTargets,
   options: HttpOptions,
 ): Promise<HttpFrontDoor> {
   const settings: HttpSettings = {
@@ -140,9 +88,26 @@ export async function startHttp(
   };
   let closing = false;
   let connections = 0;
+  const state: DoorState = {
+    settings,
+    debug: options.debug,
+    refused: new WeakSet(),
+    closing: () => closing,
+    closedLabel: () => {
+      const list = targets.list();
+      return list.length === 1 ? `Application "${list[0]!.app.name}"` : "The server";
+    },
+  };
+  const doors = new Map<IngressTarget, AppDoor>();
+  const dispatch = (url: string | undefined): AppDoor | undefined => {
+    const path = (url ?? "/").split("?")[0]!;
+    if (isReserved(path)) return undefined;
+    const target = targetFor(targets, path);
+    return target && doors.get(target);
+  };
   const fastify = Fastify({
+    ...sharedFastifyOptions,
     logger: { level: options.logLevel, ...(options.logStream && { stream: options.logStream }) },
-    bodyLimit: NO_FASTIFY_LIMIT,
     // Node checks these deadlines every connectionsCheckingInterval (30 s by default), so a
     // slow sender (slowloris) is cut off about readTimeout after it connected.
     serverFactory: (handler) => {
@@ -152,7 +117,11 @@ export async function startHttp(
           headersTimeout: options.readTimeoutMs,
           connectionsCheckingInterval: Math.min(1_000, Math.max(100, options.readTimeoutMs / 2)),
         },
-        handler,
+        (req, res) => {
+          const door = dispatch(req.url);
+          if (door) door.fastify.routing(req, res);
+          else handler(req, res);
+        },
       );
       // Past maxConnections a connection is told why (503 with the error body) and closed,
       // instead of being reset or exhausting the process's file descriptors.
@@ -160,7 +129,7 @@ export async function startHttp(
         connections++;
         socket.once("close", () => connections--);
         if (connections <= settings.maxConnections) return;
-        refused.add(socket);
+        state.refused.add(socket);
         const body = JSON.stringify({
           error: {
             code: "TOO_MANY_CONNECTIONS",
@@ -178,135 +147,40 @@ export async function startHttp(
       return server;
     },
     connectionTimeout: options.readTimeoutMs,
-    genReqId: (req) => requestIdOf(req.headers["x-request-id"]),
-    onProtoPoisoning: "error",
-    onConstructorPoisoning: "error",
-    // Requests after close() get the documented error body (below), not Fastify's, and
-    // idle connections stay until the drain ends so that none is reset mid-request.
-    return503OnClosing: false,
-    forceCloseConnections: false,
   });
-  await fastify.register(multipart, {
-    limits: { fileSize: options.bodyLimit, fieldSize: options.bodyLimit, parts: 1000 },
-  });
-  // Only the types this server reads: a text/plain body is a 415, not a schema violation.
-  fastify.removeContentTypeParser("text/plain");
-  // Bodies are bounded by the bodyLimit in force when they arrive, as they stream in.
-  fastify.addHook("preParsing", async (request, _reply, payload) => {
-    // (isMultipart() is not known yet: the content type parser runs after this hook.)
-    if (/^multipart\//i.test(request.headers["content-type"] ?? "")) return payload; // counted part by part in readInput
-    const limit = settings.bodyLimit;
-    if (Number(request.headers["content-length"]) > limit) throw tooLarge(limit);
-    let seen = 0;
-    const counted = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        seen += chunk.length;
-        callback(seen > limit ? tooLarge(limit) : null, chunk);
-      },
-    });
-    payload.on("error", (error) => counted.destroy(error));
-    return payload.pipe(counted);
-  });
-  // JSON must be valid UTF-8 (no silent replacement characters), in no other charset.
-  const parseJson = fastify.getDefaultJsonParser("error", "error");
-  const utf8 = new TextDecoder("utf-8", { fatal: true });
-  fastify.addContentTypeParser(
-    "application/json",
-    { parseAs: "buffer", bodyLimit: NO_FASTIFY_LIMIT },
-    (request, body, done) => {
-      const type = request.headers["content-type"] ?? "";
-      const charset = /charset=([^;]+)/i.exec(type)?.[1]?.trim().toLowerCase();
-      if (charset && charset !== "utf-8" && charset !== "utf8") {
-        done(new TributaryError("UNSUPPORTED_MEDIA_TYPE", `JSON must be UTF-8, not ${charset}.`));
-        return;
-      }
-      let text: string;
-      try {
-        text = utf8.decode(body as Buffer);
-      } catch {
-        done(new TributaryError("BAD_REQUEST", "The JSON body is not valid UTF-8."));
-        return;
-      }
-      if (nestsDeeperThan(text, MAX_JSON_DEPTH)) {
-        done(
-          new TributaryError(
-            "BAD_REQUEST",
-            `The JSON body nests arrays and objects more than ${MAX_JSON_DEPTH} deep.`,
-          ),
-        );
-        return;
-      }
-      void parseJson(request, text, done);
-    },
-  );
-  const bytes = { parseAs: "buffer" as const, bodyLimit: NO_FASTIFY_LIMIT };
-  const asBytes = (
-    _req: FastifyRequest,
-    body: Buffer,
-    done: (err: Error | null, body?: unknown) => void,
-  ): void => done(null, new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
-  fastify.addContentTypeParser("application/octet-stream", bytes, asBytes);
-  fastify.addContentTypeParser(/^image\//, bytes, asBytes);
-
-  fastify.addHook("onRequest", (request, reply, done) => {
-    if (refused.has(request.raw.socket)) {
-      reply.hijack(); // already answered with 503 TOO_MANY_CONNECTIONS
-      request.raw.socket.destroy();
-      return;
-    }
-    void reply.header("x-request-id", request.id);
-    if (closing) {
-      void reply.header("connection", "close");
-      done(new ServerClosedError(`Application "${target.app.name}"`));
-      return;
-    }
-    done();
-  });
-  fastify.setErrorHandler((error, request, reply) => {
-    const { status, body, retryAfter } = httpError(
-      error,
-      request.id,
-      options.debug,
-      request.url.startsWith("/v2"),
-    );
-    if (status === 500) request.log.error({ err: error }, "request failed");
-    else if (status >= 500)
-      request.log.warn(
-        { code: (body.error as { code?: string })?.code ?? body.code },
-        "request refused",
-      );
-    if (retryAfter) void reply.header("retry-after", String(retryAfter));
-    // The rest of a body too large is read and dropped, not kept (closing the connection
-    // at once would reset it, and the client could lose this answer); readTimeout bounds it.
-    if (status === 413) {
-      request.raw.unpipe();
-      request.raw.resume();
-    }
-    void reply.code(status).send(body);
-  });
-  fastify.setNotFoundHandler((request, reply) => {
-    const message = `No route ${request.method} ${request.url.split("?")[0]}; this server answers POST ${target.app.routePrefix}, /v2/… and GET /openapi.json.`;
+  await configureFastify(fastify, state);
+  const notFound = (request: FastifyRequest, reply: FastifyReply): void => {
+    const routes = targets
+      .list()
+      .map((t) => {
+        const door = doors.get(t);
+        const own = door?.routes.map((r) => `${r.method} ${r.url}`) ?? [];
+        return [...(door?.defaultRoute === false ? [] : [`POST ${t.app.routePrefix}`]), ...own];
+      })
+      .flat()
+      .filter((route, i, all) => !route.startsWith("HEAD ") && all.indexOf(route) === i);
+    const message = `No route ${request.method} ${request.url.split("?")[0]}; this server answers ${[...routes, "/v2/…", "GET /openapi.json"].join(", ")}.`;
     void reply.code(404).send({ error: { code: "NOT_FOUND", message, requestId: request.id } });
-  });
+  };
+  fastify.setNotFoundHandler(notFound);
+  registerOipRoutes(fastify, targets, settings);
+  fastify.get("/openapi.json", async () => openApiDocument(targets, (t) => doors.get(t)));
 
-  const bytesField = target.bytesField;
-  fastify.post(target.app.routePrefix, async (request, reply) => {
-    const input = await readInput(request, bytesField, settings.bodyLimit);
-    const cancel = new CancelScope();
-    reply.raw.on("close", () => {
-      if (!reply.raw.writableFinished) cancel.cancel(new CancelledError(`Request ${request.id}`));
-    });
-    const result = await target.call(input, {
-      requestId: request.id,
-      cancel,
-      ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
-    });
-    return sendResult(reply, result);
-  });
-  await registerAssets(fastify, target.app);
-  registerOipRoutes(fastify, target, settings);
-  const document = openApiDocument(target);
-  fastify.get("/openapi.json", async () => document);
+  const mount = async (target: IngressTarget): Promise<void> => {
+    const current = doors.get(target);
+    if (!current || !doorFits(current, target.app)) {
+      doors.set(target, await mountApplication(target, state, fastify.log, notFound));
+      if (current) setTimeout(() => void current.fastify.close(), RETIRE_MS).unref();
+    }
+    // Applications no longer served: their routes go (after the requests they still serve).
+    const served = new Set(targets.list());
+    for (const [old, door] of doors) {
+      if (old === target || served.has(old)) continue;
+      doors.delete(old);
+      setTimeout(() => void door.fastify.close(), RETIRE_MS).unref();
+    }
+  };
+  for (const target of targets.list()) await mount(target);
 
   await fastify.listen({ host: options.host, port: options.port });
   const server = fastify.server;
@@ -314,6 +188,7 @@ export async function startHttp(
   return {
     server,
     settings,
+    mount,
     apply(next) {
       Object.assign(settings, next);
       server.requestTimeout = next.readTimeoutMs;
@@ -327,6 +202,7 @@ export async function startHttp(
         await Promise.race([stopped, force]);
         server.closeAllConnections();
         await stopped;
+        await Promise.all([...doors.values()].map((door) => door.fastify.close()));
       })();
       return closed;
     },

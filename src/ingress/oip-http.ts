@@ -1,12 +1,18 @@
 /**
  * The Open Inference Protocol (KServe v2) over REST: health, server and model metadata,
- * and inference with named JSON tensors. The model is the application.
+ * and inference with named JSON tensors. Each application is a model, by its name.
  */
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { NotFoundError, ValidationError } from "../errors.js";
 import { resultToTensors } from "./oip.js";
 import type { HttpSettings } from "./http.js";
-import type { IngressTarget } from "./target.js";
+import {
+  allReady,
+  servedNames,
+  targetNamed,
+  type IngressTarget,
+  type IngressTargets,
+} from "./target.js";
 import { tensorFromJson, tensorToJson } from "./tensors.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 
@@ -16,10 +22,11 @@ interface InferBody {
   outputs?: unknown;
 }
 
-function checkModel(target: IngressTarget, name: string): void {
-  if (name !== target.app.name) {
-    throw new NotFoundError(`No model "${name}"; this server serves "${target.app.name}".`);
-  }
+function modelNamed(targets: IngressTargets, name: string): IngressTarget {
+  const target = targetNamed(targets, name);
+  if (!target)
+    throw new NotFoundError(`No model "${name}"; this server serves ${servedNames(targets)}.`);
+  return target;
 }
 
 function parseInputs(
@@ -53,30 +60,29 @@ function requestedOutputs(body: InferBody): Set<string> | undefined {
 
 export function registerOipRoutes(
   fastify: FastifyInstance,
-  target: IngressTarget,
+  targets: IngressTargets,
   settings: Readonly<HttpSettings>,
 ): void {
   const ready = (reply: FastifyReply, body: Record<string, unknown>, ok: boolean) =>
     reply.code(ok ? 200 : 400).send(body);
   fastify.get("/v2/health/live", async () => ({ live: true }));
   fastify.get("/v2/health/ready", async (_request, reply) =>
-    ready(reply, { ready: target.ready() }, target.ready()),
+    ready(reply, { ready: allReady(targets) }, allReady(targets)),
   );
   fastify.get("/v2", async () => ({ name: SERVER_NAME, version: SERVER_VERSION, extensions: [] }));
 
   for (const prefix of ["/v2/models/:name", "/v2/models/:name/versions/:version"]) {
     fastify.get<{ Params: { name: string } }>(prefix, async (request) => {
-      checkModel(target, request.params.name);
-      return target.model.metadata();
+      return modelNamed(targets, request.params.name).model.metadata();
     });
     fastify.get<{ Params: { name: string } }>(`${prefix}/ready`, async (request, reply) => {
-      checkModel(target, request.params.name);
-      return ready(reply, { name: request.params.name, ready: target.ready() }, target.ready());
+      const ok = modelNamed(targets, request.params.name).ready();
+      return ready(reply, { name: request.params.name, ready: ok }, ok);
     });
     fastify.post<{ Params: { name: string }; Body: InferBody }>(
       `${prefix}/infer`,
       async (request) => {
-        checkModel(target, request.params.name);
+        const target = modelNamed(targets, request.params.name);
         const body = request.body ?? {};
         const input = target.model.toGraphInput(parseInputs(body));
         const result = await target.call(input, {

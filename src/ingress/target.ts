@@ -1,7 +1,9 @@
 /**
- * @internal What the front doors need of a served application.
+ * @internal What the front doors need of the served applications: each one's target, and
+ * the set of them that one front door serves (one for `run(app)`, several for an instance).
  */
 import type { Application } from "../app/application.js";
+import type { DeploymentHandle } from "../dag/types.js";
 import type { CancelScope } from "../data/cancel.js";
 import type { OipModel } from "./oip.js";
 
@@ -18,6 +20,37 @@ export interface IngressTarget {
   /** The input field raw bytes go to (an object input with one bytes field), if any. */
   readonly bytesField: string | undefined;
   call(input: unknown, options: IngressCallOptions): Promise<unknown>;
+  /** A handle to one of the application's deployments (for its own routes). */
+  getHandle?(deployment: string): DeploymentHandle<unknown>;
   /** True when every deployment has a running replica. */
   ready(): boolean;
+}
+
+/** The applications one front door serves; the list may change while it runs. */
+export interface IngressTargets {
+  /** The applications served now, by name. */
+  list(): readonly IngressTarget[];
+}
+
+/** The targets of a single application. */
+export function singleTarget(target: IngressTarget): IngressTargets {
+  const list = [target];
+  return { list: () => list };
+}
+
+/** The target serving `name`, if any. */
+export function targetNamed(targets: IngressTargets, name: string): IngressTarget | undefined {
+  return targets.list().find((t) => t.app.name === name);
+}
+
+/** Whether every application is ready (and there is one at least). */
+export function allReady(targets: IngressTargets): boolean {
+  const list = targets.list();
+  return list.length > 0 && list.every((t) => t.ready());
+}
+
+/** The names of the served applications, for messages: `"a", "b"`. */
+export function servedNames(targets: IngressTargets): string {
+  const names = targets.list().map((t) => `"${t.app.name}"`);
+  return names.length > 0 ? names.join(", ") : "no application";
 }

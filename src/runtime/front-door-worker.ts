@@ -6,6 +6,8 @@
  * main thread is on none of its requests' paths.
  */
 import { findApplication, markReplicaContext } from "../app/registry.js";
+import { handleProxy } from "../dag/handle.js";
+import type { DeploymentHandle } from "../dag/types.js";
 import { ensureTypeScriptLoader } from "../app/typescript-loader.js";
 import { serializeError } from "../wire/error-codec.js";
 import { OutgoingCalls } from "../data/remote-handle.js";
@@ -73,6 +75,11 @@ async function init(message: Extract<ToFrontDoor, { t: "init" }>): Promise<void>
     model: new OipModel(app.name, schema),
     bytesField: bytesFieldOf(schema),
     call: (input, options) => graphIngress.call(input, options),
+    // For the application's own routes (build({ routes })), which this worker serves too.
+    getHandle: (name) =>
+      handleProxy(name, (method, args) =>
+        outgoing.call(name, method, args),
+      ) as DeploymentHandle<unknown>,
     ready: () => outgoing.ready(),
   };
   doors = await startFrontDoors(target, message.options);

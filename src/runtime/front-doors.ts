@@ -5,7 +5,7 @@
  */
 import { toMilliseconds } from "../options.js";
 import type { HttpFrontDoor, HttpSettings } from "../ingress/http.js";
-import type { IngressTarget } from "../ingress/target.js";
+import { singleTarget, type IngressTarget, type IngressTargets } from "../ingress/target.js";
 import type { RunOptions } from "./server.js";
 import { requirePackages } from "../optional-package.js";
 
@@ -29,6 +29,8 @@ export interface FrontDoors {
    * nothing was applied.
    */
   update(options: RunOptions): Promise<string[] | undefined>;
+  /** Builds an application's HTTP routes before it is listed among the targets (see http.ts). */
+  mount(target: IngressTarget): Promise<void>;
   /** Stops taking requests; closes the connections once `force` resolves. */
   close(force?: Promise<void>): Promise<void>;
 }
@@ -55,14 +57,15 @@ const SETTING_NAMES: Record<keyof HttpSettings, string> = {
 };
 
 export async function startFrontDoors(
-  target: IngressTarget,
+  served: IngressTarget | IngressTargets,
   options: RunOptions,
 ): Promise<FrontDoors> {
+  const targets = "list" in served ? served : singleTarget(served);
   const host = options.host ?? "127.0.0.1";
   const initial = httpSettings(options);
   // The front doors load only where they serve: replicas import this module too.
   const { startHttp } = await import("../ingress/http.js");
-  const http: HttpFrontDoor = await startHttp(target, {
+  const http: HttpFrontDoor = await startHttp(targets, {
     host,
     port: options.port ?? 8000,
     ...initial,
@@ -79,7 +82,7 @@ export async function startFrontDoors(
   const openGrpc = async (grpcPort: number, limit: number): Promise<Grpc> => {
     requirePackages("gRPC (the grpc option)", GRPC_PACKAGES);
     const { startGrpc } = await import("../ingress/grpc.js");
-    return startGrpc(target, {
+    return startGrpc(targets, {
       host,
       port: grpcPort,
       maxMessageBytes: limit,
@@ -95,6 +98,7 @@ export async function startFrontDoors(
   return {
     url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     grpcPort: grpc?.port,
+    mount: (target) => http.mount(target),
     async update(next) {
       if (listenerKey(next) !== key) return undefined;
       const settings = httpSettings(next);

@@ -251,6 +251,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
       model: new OipModel(this.app.name, schema),
       bytesField: bytesFieldOf(schema),
       call: (input, options) => this.#callGraph(input, options),
+      getHandle: (name) => this.getHandle(name),
       ready: () => this.#controller.ready(),
     };
     return this.#target;

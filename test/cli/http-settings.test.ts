@@ -34,7 +34,7 @@ test(
     const file = join(dir, "serve.yaml");
     await writeFile(join(dir, "app.ts"), 'export { app } from "../test/fixtures/sleepy-app.js";\n');
     try {
-      assert.equal((await instance.deploy(config("30s"), file)).action, "started");
+      assert.equal((await instance.deploy(config("30s"), file)).applications[0]?.action, "started");
       const url = new URL((await instance.status()).url as string);
       const socket = connect(Number(url.port), "127.0.0.1");
       let received = "";
@@ -56,9 +56,8 @@ test(
 
         const result = await instance.deploy(config("500ms"), file);
         assert.deepEqual(result, {
-          application: "sleepy",
-          action: "updated",
-          changes: { http: ["requestTimeout"] },
+          applications: [{ application: "sleepy", action: "unchanged", changes: {} }],
+          http: ["requestTimeout"],
         });
         assert.equal((await instance.status()).url, url.origin, "same address");
 

@@ -1,0 +1,99 @@
+/**
+ * The admin API of an instance (`tributary start`): deploy, status, config and shutdown,
+ * on loopback by default, refusing what a web page could send (admin-guard.ts), and
+ * behind a bearer token when one is set.
+ */
+import { randomUUID, timingSafeEqual } from "node:crypto";
+import { isIP } from "node:net";
+import Fastify from "fastify";
+import { ConfigError } from "../config/load.js";
+import { TributaryError } from "../errors.js";
+import { isWildcard, refusal } from "./admin-guard.js";
+import type { Instance } from "./instance.js";
+
+/** The largest configuration the admin API accepts. */
+const ADMIN_BODY_LIMIT = 4 * 1024 * 1024;
+
+/** Compares secrets in constant time. */
+function sameSecret(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export interface AdminApiOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly token: string | undefined;
+}
+
+/** Starts the admin API of `instance`; resolves with its address and how to stop it. */
+export async function startAdminApi(
+  instance: Pick<Instance, "deploy" | "status" | "config" | "close">,
+  options: AdminApiOptions,
+): Promise<{ url: string; close: () => Promise<void> }> {
+  const admin = Fastify({ logger: false, bodyLimit: ADMIN_BODY_LIMIT });
+  // JSON only: Fastify's text/plain parser would take the bodies a web page can send.
+  admin.removeAllContentTypeParsers();
+  admin.addContentTypeParser(
+    "application/json",
+    { parseAs: "string" },
+    admin.getDefaultJsonParser("error", "error"),
+  );
+  const token = options.token;
+  const bound = options.host.toLowerCase();
+  // A wildcard address has no one name to check against; a token is required there.
+  const allowedHosts = isWildcard(bound) ? undefined : new Set([bound, "localhost"]);
+  admin.addHook("onRequest", async (request, reply) => {
+    const refused = refusal(request.headers, request.method, allowedHosts);
+    if (refused) {
+      return reply.code(refused.status).send({
+        error: { code: refused.code, message: refused.message, requestId: request.id },
+      });
+    }
+    if (token && !sameSecret(request.headers.authorization ?? "", `Bearer ${token}`)) {
+      return reply.code(401).send({
+        error: {
+          code: "UNAUTHORIZED",
+          message: "This admin API needs the instance's token.",
+          requestId: randomUUID(),
+        },
+      });
+    }
+    return undefined;
+  });
+  admin.setErrorHandler((error, request, reply) => {
+    const e = error as Error & { code?: string; problems?: unknown };
+    const status = error instanceof ConfigError ? 400 : error instanceof TributaryError ? 409 : 500;
+    void reply.code(status).send({
+      error: {
+        code: e.code ?? "INTERNAL",
+        message: e.message,
+        requestId: request.id,
+        problems: e.problems,
+      },
+    });
+  });
+  admin.put<{ Body: { file?: string; text?: string } }>("/api/deploy", async (request) => {
+    const { file, text } = request.body ?? {};
+    if (typeof text !== "string")
+      throw new TributaryError("BAD_REQUEST", "A deploy needs { file, text }.");
+    return instance.deploy(text, typeof file === "string" ? file : "serve.yaml");
+  });
+  admin.get("/api/status", async () => instance.status());
+  admin.get(
+    "/api/config",
+    async (_request, reply) =>
+      instance.config() ??
+      reply.code(404).send({ error: { code: "NOT_FOUND", message: "Nothing is deployed yet." } }),
+  );
+  admin.post("/api/shutdown", async () => {
+    setImmediate(() => void instance.close());
+    return { shuttingDown: true };
+  });
+  await admin.listen({ host: options.host, port: options.port });
+  const address = admin.server.address();
+  const port = typeof address === "object" && address ? address.port : options.port;
+  const host = isIP(options.host) === 6 ? `[${options.host}]` : options.host;
+  return { url: `http://${host}:${port}`, close: () => admin.close() };
+}

@@ -1,0 +1,185 @@
+/**
+ * @internal One application's part of the HTTP front door: a Fastify instance of its own
+ * (it never listens; the front door hands it the requests under its route prefix) with
+ * `POST {routePrefix}`, its assets, and the routes the application declared. Each
+ * application having its own instance is what lets an instance add, replace and remove
+ * applications while the listener and its connections stay.
+ */
+import { randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { extname } from "node:path";
+import { Readable } from "node:stream";
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from "fastify";
+import { assetRoutes, type Application } from "../app/application.js";
+import type { RouteContext, ZodTypeProvider } from "../app/routes.js";
+import type { DeploymentHandle } from "../dag/types.js";
+import { CancelledError, NotFoundError } from "../errors.js";
+import { CancelScope } from "../data/cancel.js";
+import { isAsyncIterable } from "../values.js";
+import { readInput } from "./body.js";
+import {
+  configureFastify,
+  replies,
+  sharedFastifyOptions,
+  type DoorState,
+} from "./fastify-setup.js";
+import { httpError } from "./http-errors.js";
+import type { DeclaredRoute, MountedRoutes } from "./openapi.js";
+import type { IngressTarget } from "./target.js";
+import { isTypedArray, jsonReplacer } from "./tensors.js";
+
+/** Sends a graph result: bytes as octet-stream, streams as Server-Sent Events, the rest as JSON. */
+export function sendResult(reply: FastifyReply, result: unknown): FastifyReply {
+  if (result instanceof Uint8Array || result instanceof ArrayBuffer) {
+    const bytes =
+      result instanceof ArrayBuffer
+        ? Buffer.from(result)
+        : Buffer.from(result.buffer, result.byteOffset, result.byteLength);
+    return reply.type("application/octet-stream").send(bytes);
+  }
+  if (isAsyncIterable(result) && !isTypedArray(result)) {
+    async function* events(): AsyncGenerator<string> {
+      try {
+        for await (const item of result as AsyncIterable<unknown>)
+          yield `data: ${JSON.stringify(item, jsonReplacer)}\n\n`;
+        yield "event: end\ndata: null\n\n";
+      } catch (error) {
+        const { body } = httpError(error, reply.request.id, false);
+        yield `event: error\ndata: ${JSON.stringify(body)}\n\n`;
+      }
+    }
+    return reply
+      .type("text/event-stream")
+      .header("cache-control", "no-cache")
+      .send(Readable.from(events()));
+  }
+  return reply
+    .type("application/json; charset=utf-8")
+    .send(JSON.stringify(result ?? null, jsonReplacer));
+}
+
+const CONTENT_TYPES: Readonly<Record<string, string>> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".json": "application/json; charset=utf-8",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
+  ".jpg": "image/jpeg",
+  ".jpeg": "image/jpeg",
+  ".webp": "image/webp",
+  ".ico": "image/x-icon",
+  ".txt": "text/plain; charset=utf-8",
+};
+
+/** The application's static files, read once, answered to GET under the route prefix. */
+async function registerAssets(fastify: FastifyInstance, app: Application): Promise<void> {
+  for (const [url, file] of Object.entries(assetRoutes(app.routePrefix, app.assets))) {
+    const body = await readFile(file);
+    const type = CONTENT_TYPES[extname(file).toLowerCase()] ?? "application/octet-stream";
+    fastify.get(url, (_request, reply) =>
+      reply.type(type).header("x-content-type-options", "nosniff").send(body),
+    );
+  }
+}
+
+/** A route prefix as Fastify's plugin prefix: `/` is none. */
+const pluginPrefix = (routePrefix: string): string => routePrefix.replace(/\/+$/, "");
+
+/** A scope cancelled when the client goes away before its answer was sent. */
+function cancelOnClose(request: FastifyRequest, reply: FastifyReply | undefined): CancelScope {
+  const cancel = new CancelScope();
+  reply?.raw.on("close", () => {
+    if (!reply.raw.writableFinished) cancel.cancel(new CancelledError(`Request ${request.id}`));
+  });
+  return cancel;
+}
+
+/** A mounted application: its Fastify instance and what it declared. */
+export interface AppDoor extends MountedRoutes {
+  readonly fastify: FastifyInstance;
+  /** What it was built from: a change of any of them needs a new door. */
+  readonly app: Application;
+}
+
+/** Whether `door` still fits its target's application (same prefix, routes and assets). */
+export const doorFits = (door: AppDoor, app: Application): boolean =>
+  door.app.routePrefix === app.routePrefix &&
+  door.app.routes === app.routes &&
+  door.app.assets === app.assets;
+
+export async function mountApplication(
+  target: IngressTarget,
+  state: DoorState,
+  logger: FastifyBaseLogger,
+  notFound: (request: FastifyRequest, reply: FastifyReply) => void,
+): Promise<AppDoor> {
+  const app = target.app;
+  const { settings } = state;
+  const fastify = Fastify({ ...sharedFastifyOptions, loggerInstance: logger });
+  await configureFastify(fastify, state);
+  fastify.setNotFoundHandler(notFound);
+  const prefix = pluginPrefix(app.routePrefix);
+  const routes: DeclaredRoute[] = [];
+  let takesPost = false;
+  if (app.routes) {
+    const routesOf = app.routes;
+    const context: RouteContext = {
+      get name() {
+        return target.app.name;
+      },
+      call: (input, request) =>
+        target.call(input, {
+          requestId: request?.id ?? randomUUID(),
+          ...(request && { cancel: cancelOnClose(request, replies.get(request)) }),
+          ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
+        }),
+      getHandle: <T>(deployment: string): DeploymentHandle<T> => {
+        if (!target.getHandle)
+          throw new NotFoundError(`Application "${target.app.name}" gives no handles.`);
+        return target.getHandle(deployment) as DeploymentHandle<T>;
+      },
+      respond: (reply, result) => sendResult(reply, result),
+    };
+    await fastify.register(
+      async (scope) => {
+        scope.addHook("onRoute", (route) => {
+          const methods = Array.isArray(route.method) ? route.method : [route.method];
+          for (const method of methods) {
+            const url = route.url;
+            if (method === "POST" && (url === prefix || url === `${prefix}/` || url === "/"))
+              takesPost = true;
+            routes.push({
+              method,
+              url,
+              schema: route.schema as Readonly<Record<string, unknown>> | undefined,
+            });
+          }
+        });
+        await routesOf(scope.withTypeProvider<ZodTypeProvider>(), context);
+      },
+      { prefix },
+    );
+  }
+  if (!takesPost) {
+    const bytesField = target.bytesField;
+    fastify.post(app.routePrefix, async (request, reply) => {
+      const input = await readInput(request, bytesField, settings.bodyLimit);
+      const result = await target.call(input, {
+        requestId: request.id,
+        cancel: cancelOnClose(request, reply),
+        ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
+      });
+      return sendResult(reply, result);
+    });
+  }
+  await registerAssets(fastify, app);
+  await fastify.ready();
+  return { fastify, app, routes, defaultRoute: !takesPost };
+}

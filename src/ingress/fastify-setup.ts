@@ -1,0 +1,193 @@
+/**
+ * @internal What every Fastify instance of the front door shares: the root one (which
+ * listens, and answers `/v2/…`, `/openapi.json` and unknown routes) and each application's
+ * own: body limits checked as bodies stream in, strict JSON, bytes and multipart bodies,
+ * `x-request-id`, 503 while closing, zod schemas for routes, and the one error envelope.
+ */
+import { randomUUID } from "node:crypto";
+import { Transform } from "node:stream";
+import multipart from "@fastify/multipart";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { z } from "zod";
+import { ServerClosedError, TributaryError, ValidationError } from "../errors.js";
+import { nestsDeeperThan, tooLarge } from "./body.js";
+import { httpError } from "./http-errors.js";
+
+/** Settings a running front door applies to each new request: changing them drops nothing. */
+export interface HttpSettings {
+  /** Largest accepted body, in bytes (a multipart body's parts together). */
+  bodyLimit: number;
+  /** Time allowed to receive a whole request (slow senders are cut off). */
+  readTimeoutMs: number;
+  /** Time allowed for the pipeline to answer (504 after it). */
+  requestTimeoutMs: number | undefined;
+  /** Open connections at most; one more is answered 503 TOO_MANY_CONNECTIONS and closed. */
+  maxConnections: number;
+}
+
+/** The deepest nesting of arrays and objects a JSON body may have. */
+export const MAX_JSON_DEPTH = 400;
+
+/** Fastify's own body limit: the real one is `settings.bodyLimit`, checked as bodies stream. */
+export const NO_FASTIFY_LIMIT = Number.MAX_SAFE_INTEGER;
+
+/** An incoming `x-request-id` is kept when it is short printable ASCII; else a new one. */
+export function requestIdOf(header: string | string[] | undefined): string {
+  const value = Array.isArray(header) ? header[0] : header;
+  return value && /^[\x21-\x7e]{1,128}$/.test(value) ? value : randomUUID();
+}
+
+/** The state a front door's instances read on every request. */
+export interface DoorState {
+  readonly settings: Readonly<HttpSettings>;
+  readonly debug: boolean;
+  /** Sockets refused for going past maxConnections: their requests are not served. */
+  readonly refused: WeakSet<object>;
+  /** True once the front door is closing: new requests get 503 SERVER_CLOSED. */
+  closing(): boolean;
+  /** What a closing front door names in its 503. */
+  readonly closedLabel: () => string;
+}
+
+/** The reply of each request, for code that has only the request (routes' `app.call`). */
+export const replies = new WeakMap<FastifyRequest, FastifyReply>();
+
+/** The Fastify options every instance of the front door shares. */
+export const sharedFastifyOptions = {
+  bodyLimit: NO_FASTIFY_LIMIT,
+  genReqId: (req: { headers: Record<string, string | string[] | undefined> }) =>
+    requestIdOf(req.headers["x-request-id"]),
+  onProtoPoisoning: "error",
+  onConstructorPoisoning: "error",
+  // Requests after close() get the documented error body (below), not Fastify's, and
+  // idle connections stay until the drain ends so that none is reset mid-request.
+  return503OnClosing: false,
+  forceCloseConnections: false,
+} as const;
+
+/** zod issues of one part of a request as validation issues: `params.id`, `query.q`. */
+function zodValidator(part: string, schema: z.ZodType) {
+  const prefix = part === "querystring" ? "query" : part;
+  return (data: unknown): { value?: unknown; error?: Error } => {
+    const result = schema.safeParse(data);
+    if (result.success) return { value: result.data };
+    return {
+      error: new ValidationError(
+        result.error.issues.map((issue) => ({
+          path: [prefix, ...issue.path.map(String)].join("."),
+          message: issue.message,
+        })),
+        `The request's ${prefix} failed its schema`,
+      ),
+    };
+  };
+}
+
+export async function configureFastify(fastify: FastifyInstance, state: DoorState): Promise<void> {
+  const { settings } = state;
+  await fastify.register(multipart, {
+    limits: { fileSize: settings.bodyLimit, fieldSize: settings.bodyLimit, parts: 1000 },
+  });
+  // Route schemas are zod schemas (a JSON schema is not checked).
+  fastify.setValidatorCompiler(({ schema, httpPart }) =>
+    schema instanceof z.ZodType ? zodValidator(httpPart ?? "body", schema) : () => true,
+  );
+  // Response schemas document and type a route; the answer is JSON as written.
+  fastify.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  // Only the types this server reads: a text/plain body is a 415, not a schema violation.
+  fastify.removeContentTypeParser("text/plain");
+  // Bodies are bounded by the bodyLimit in force when they arrive, as they stream in.
+  fastify.addHook("preParsing", async (request, _reply, payload) => {
+    // (isMultipart() is not known yet: the content type parser runs after this hook.)
+    if (/^multipart\//i.test(request.headers["content-type"] ?? "")) return payload; // counted part by part in readInput
+    const limit = settings.bodyLimit;
+    if (Number(request.headers["content-length"]) > limit) throw tooLarge(limit);
+    let seen = 0;
+    const counted = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        seen += chunk.length;
+        callback(seen > limit ? tooLarge(limit) : null, chunk);
+      },
+    });
+    payload.on("error", (error) => counted.destroy(error));
+    return payload.pipe(counted);
+  });
+  // JSON must be valid UTF-8 (no silent replacement characters), in no other charset.
+  const parseJson = fastify.getDefaultJsonParser("error", "error");
+  const utf8 = new TextDecoder("utf-8", { fatal: true });
+  fastify.addContentTypeParser(
+    "application/json",
+    { parseAs: "buffer", bodyLimit: NO_FASTIFY_LIMIT },
+    (request, body, done) => {
+      const type = request.headers["content-type"] ?? "";
+      const charset = /charset=([^;]+)/i.exec(type)?.[1]?.trim().toLowerCase();
+      if (charset && charset !== "utf-8" && charset !== "utf8") {
+        done(new TributaryError("UNSUPPORTED_MEDIA_TYPE", `JSON must be UTF-8, not ${charset}.`));
+        return;
+      }
+      let text: string;
+      try {
+        text = utf8.decode(body as Buffer);
+      } catch {
+        done(new TributaryError("BAD_REQUEST", "The JSON body is not valid UTF-8."));
+        return;
+      }
+      if (nestsDeeperThan(text, MAX_JSON_DEPTH)) {
+        done(
+          new TributaryError(
+            "BAD_REQUEST",
+            `The JSON body nests arrays and objects more than ${MAX_JSON_DEPTH} deep.`,
+          ),
+        );
+        return;
+      }
+      void parseJson(request, text, done);
+    },
+  );
+  const bytes = { parseAs: "buffer" as const, bodyLimit: NO_FASTIFY_LIMIT };
+  const asBytes = (
+    _req: FastifyRequest,
+    body: Buffer,
+    done: (err: Error | null, body?: unknown) => void,
+  ): void => done(null, new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
+  fastify.addContentTypeParser("application/octet-stream", bytes, asBytes);
+  fastify.addContentTypeParser(/^image\//, bytes, asBytes);
+
+  fastify.addHook("onRequest", (request, reply, done) => {
+    if (state.refused.has(request.raw.socket)) {
+      reply.hijack(); // already answered with 503 TOO_MANY_CONNECTIONS
+      request.raw.socket.destroy();
+      return;
+    }
+    replies.set(request, reply);
+    void reply.header("x-request-id", request.id);
+    if (state.closing()) {
+      void reply.header("connection", "close");
+      done(new ServerClosedError(state.closedLabel()));
+      return;
+    }
+    done();
+  });
+  fastify.setErrorHandler((error, request, reply) => {
+    const { status, body, retryAfter } = httpError(
+      error,
+      request.id,
+      state.debug,
+      request.url.startsWith("/v2"),
+    );
+    if (status === 500) request.log.error({ err: error }, "request failed");
+    else if (status >= 500)
+      request.log.warn(
+        { code: (body.error as { code?: string })?.code ?? body.code },
+        "request refused",
+      );
+    if (retryAfter) void reply.header("retry-after", String(retryAfter));
+    // The rest of a body too large is read and dropped, not kept (closing the connection
+    // at once would reset it, and the client could lose this answer); readTimeout bounds it.
+    if (status === 413) {
+      request.raw.unpipe();
+      request.raw.resume();
+    }
+    void reply.code(status).send(body);
+  });
+}

@@ -1,0 +1,292 @@
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { ConfigError, Instance, loadInferenceService } from "tributary/internal";
+import { ROOT } from "./run-cli.js";
+
+/** An application whose answers say which version of its code served them. */
+const moduleSource = (
+  name: string,
+  version: string,
+) => `import { build, deployment, InputNode } from "tributary";
+export class Answer {
+  async answer(x: number): Promise<string> {
+    if (x >= 1000) await new Promise((resolve) => setTimeout(resolve, x)); // a slow request
+    return "${name}:${version}:" + x;
+  }
+}
+const answer = deployment(Answer).bind();
+export const app = build(answer.answer.bind(new InputNode<number>()), { name: "${name}", names: { answer } });
+`;
+
+const entry = (name: string, prefix: string) => `  - name: ${name}
+    routePrefix: ${prefix}
+    importPath: ./${name}/app.ts:app
+`;
+const config = (...entries: string[]) =>
+  `http: { port: 0 }\ngrpc: { port: 0 }\napplications:\n${entries.join("")}`;
+
+type Client = grpc.Client &
+  Record<
+    string,
+    (
+      request: unknown,
+      callback: (error: grpc.ServiceError | null, response: unknown) => void,
+    ) => void
+  >;
+
+function rpc<T>(client: Client, method: string, request: unknown): Promise<T> {
+  return new Promise((resolve, reject) => {
+    client[method]!(request, (error, response) => (error ? reject(error) : resolve(response as T)));
+  });
+}
+
+/** Callers that keep posting to `url` and record every answer and failure. */
+function load(url: string, callers = 3) {
+  let running = true;
+  const answers: { answer: string; started: number }[] = [];
+  const failures: string[] = [];
+  const done = Promise.all(
+    Array.from({ length: callers }, async () => {
+      while (running) {
+        const started = Date.now();
+        const response = await fetch(url, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: "1",
+        }).catch((e: Error) => e);
+        if (response instanceof Error) failures.push(response.message);
+        else if (!response.ok) failures.push(`${response.status} ${await response.text()}`);
+        else answers.push({ answer: (await response.json()) as string, started });
+      }
+    }),
+  );
+  return {
+    answers,
+    failures,
+    /** At least `count` answers to calls started after `since` (waited for). */
+    async after(since: number, count = 10): Promise<string[]> {
+      const until = Date.now() + 20_000;
+      while (answers.filter((a) => a.started > since).length < count) {
+        if (Date.now() > until)
+          assert.fail(`fewer than ${count} answers; failures: ${failures.join()}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return [...new Set(answers.filter((a) => a.started > since).map((a) => a.answer))];
+    },
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
+}
+
+describe("several applications in one instance", { timeout: 180_000 }, () => {
+  let dir: string;
+  let instance: Instance;
+  before(async () => {
+    dir = await mkdtemp(join(ROOT, ".tmp-multi-app-"));
+    for (const name of ["alpha", "beta"]) {
+      await mkdir(join(dir, name));
+      await writeFile(join(dir, name, "app.ts"), moduleSource(name, "v1"));
+    }
+    instance = new Instance({
+      adminHost: "127.0.0.1",
+      adminPort: 0,
+      adminToken: undefined,
+      stateDir: join(dir, "state"),
+      imports: { projectDir: ROOT },
+    });
+  });
+  after(async () => {
+    await instance.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test("multi-app - two applications of one file are served together; a code change of one rolls it alone, under load, and a removed one drains", async () => {
+    const file = join(dir, "serve.yaml");
+    const both = config(entry("alpha", "/a"), entry("beta", "/b"));
+    const first = await instance.deploy(both, file);
+    assert.deepEqual(
+      first.applications.map((a) => [a.application, a.action]),
+      [
+        ["alpha", "started"],
+        ["beta", "started"],
+      ],
+    );
+    const status = (await instance.status()) as {
+      url: string;
+      grpcPort: number;
+      applications: Record<string, { status: string; routePrefix: string }>;
+    };
+    assert.deepEqual(Object.keys(status.applications), ["alpha", "beta"]);
+    assert.equal(status.applications.beta?.routePrefix, "/b");
+    const url = status.url;
+
+    // The Open Inference Protocol addresses each application as a model, by name.
+    for (const name of ["alpha", "beta"]) {
+      const model = await fetch(`${url}/v2/models/${name}`);
+      assert.equal(model.status, 200, name);
+      assert.equal(((await model.json()) as { name: string }).name, name);
+    }
+    const unknown = await fetch(`${url}/v2/models/gamma`);
+    assert.equal(unknown.status, 404);
+    assert.match(((await unknown.json()) as { error: string }).error, /serves "alpha", "beta"/);
+    // gRPC too: each application is a model, by name.
+    const Service = loadInferenceService();
+    const client = new Service(
+      `127.0.0.1:${status.grpcPort}`,
+      grpc.credentials.createInsecure(),
+    ) as unknown as Client;
+    try {
+      for (const name of ["alpha", "beta"]) {
+        const metadata = await rpc<{ name: string }>(client, "ModelMetadata", { name });
+        assert.equal(metadata.name, name);
+        assert.deepEqual(await rpc(client, "ModelReady", { name }), { ready: true });
+      }
+      assert.deepEqual(await rpc(client, "ModelReady", { name: "gamma" }), { ready: false });
+      await assert.rejects(
+        rpc(client, "ModelMetadata", { name: "gamma" }),
+        (error: grpc.ServiceError) => error.code === grpc.status.NOT_FOUND,
+      );
+    } finally {
+      client.close();
+    }
+    const openapi = (await (await fetch(`${url}/openapi.json`)).json()) as {
+      paths: Record<string, unknown>;
+    };
+    assert.ok(openapi.paths["/a"] && openapi.paths["/b"], "both applications' routes");
+
+    const alpha = load(`${url}/a`);
+    const beta = load(`${url}/b`);
+    try {
+      assert.deepEqual(await alpha.after(0), ["alpha:v1:1"]);
+      assert.deepEqual(await beta.after(0), ["beta:v1:1"]);
+
+      // New code for alpha: alpha rolls, beta is not touched and answers throughout.
+      await writeFile(join(dir, "alpha", "app.ts"), moduleSource("alpha", "v2"));
+      const second = await instance.deploy(both, file);
+      assert.deepEqual(
+        second.applications.map((a) => [a.application, a.action]),
+        [
+          ["alpha", "code"],
+          ["beta", "unchanged"],
+        ],
+      );
+      const changed = Date.now();
+      assert.deepEqual(await alpha.after(changed), ["alpha:v2:1"]);
+      assert.deepEqual(await beta.after(changed), ["beta:v1:1"]);
+      assert.deepEqual(alpha.failures, [], "alpha lost no request while it rolled");
+
+      // alpha leaves the file: it is drained and removed; beta goes on.
+      await alpha.stop();
+      const slow = fetch(`${url}/a`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "1500",
+      });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const third = await instance.deploy(config(entry("beta", "/b")), file);
+      const drained = await slow;
+      assert.equal(drained.status, 200, "a request in flight on a removed application finishes");
+      assert.equal(await drained.json(), "alpha:v2:1500");
+      assert.deepEqual(
+        third.applications.map((a) => [a.application, a.action]),
+        [
+          ["beta", "unchanged"],
+          ["alpha", "removed"],
+        ],
+      );
+      const gone = await fetch(`${url}/a`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "1",
+      });
+      assert.equal(gone.status, 404);
+      assert.equal((await fetch(`${url}/v2/models/alpha`)).status, 404);
+      const after = (await instance.status()) as { applications: Record<string, unknown> };
+      assert.deepEqual(Object.keys(after.applications), ["beta"]);
+      assert.deepEqual(await beta.after(Date.now()), ["beta:v1:1"]);
+      assert.ok(beta.answers.length > 30, `beta answered ${beta.answers.length} calls`);
+      assert.deepEqual(beta.failures, [], "beta failed no request through every deploy");
+    } finally {
+      await alpha.stop();
+      await beta.stop();
+    }
+  });
+
+  test("multi-app - two applications at one route prefix, or with one name, are rejected whole with positions", async () => {
+    const file = join(dir, "serve.yaml");
+    const before = JSON.stringify(
+      Object.keys(((await instance.status()) as { applications: object }).applications),
+    );
+    await assert.rejects(
+      instance.deploy(config(entry("alpha", "/b"), entry("beta", "/b")), file),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(
+          error.problems[0]!.path,
+          /applications\[1\]\.routePrefix|applications\[0\]\.routePrefix/,
+        );
+        assert.match(error.message, /routePrefix of its own/);
+        return true;
+      },
+    );
+    const twice = config(entry("beta", "/a"), entry("beta", "/b"));
+    const secondLine = twice.split("\n").lastIndexOf("  - name: beta") + 1;
+    await assert.rejects(instance.deploy(twice, file), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.problems[0]!.path, "applications[1].name");
+      assert.equal(error.problems[0]!.line, secondLine);
+      return true;
+    });
+    const after = JSON.stringify(
+      Object.keys(((await instance.status()) as { applications: object }).applications),
+    );
+    assert.equal(after, before, "a rejected file changed nothing");
+  });
+
+  test("multi-app - an application that fails to start fails the deploy alone: the others run on", async () => {
+    const file = join(dir, "serve.yaml");
+    await mkdir(join(dir, "broken"), { recursive: true });
+    await writeFile(
+      join(dir, "broken", "app.ts"),
+      `import { build, deployment, InputNode } from "tributary";
+export class Broken {
+  constructor() {
+    throw new Error("no model file");
+  }
+  answer(x: number): number {
+    return x;
+  }
+}
+export const app = build(deployment(Broken).bind().answer.bind(new InputNode<number>()), { name: "broken" });
+`,
+    );
+    const kept = config(entry("beta", "/b"));
+    await instance.deploy(kept, file);
+    await assert.rejects(
+      instance.deploy(config(entry("beta", "/b"), entry("broken", "/broken")), file),
+      (error: Error & { code?: string }) => {
+        assert.equal(error.code, "DEPLOY_FAILED");
+        assert.match(error.message, /broken: .*no model file/);
+        return true;
+      },
+    );
+    const status = (await instance.status()) as {
+      url: string;
+      applications: Record<string, { status: string }>;
+    };
+    assert.deepEqual(Object.keys(status.applications), ["beta"]);
+    assert.equal(status.applications.beta?.status, "RUNNING");
+    const answer = await fetch(`${status.url}/b`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "1",
+    });
+    assert.equal(await answer.json(), "beta:v1:1");
+    assert.equal(instance.config()?.text, kept, "the last file applied whole stays the config");
+  });
+});

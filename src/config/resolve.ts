@@ -4,8 +4,8 @@
  * point at the line of the field that caused them.
  */
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
-import { dirname, extname, join, relative, resolve, isAbsolute } from "node:path";
+import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { dirname, extname, relative, resolve, isAbsolute } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Application } from "../app/application.js";
 import { callBuilder, isBuilder, type BuilderArgs } from "../app/builder.js";
@@ -119,9 +119,16 @@ export async function importApplication(
     built = true;
   }
   if (!chosen) {
+    const builders = Object.entries(exports)
+      .filter(([, value]) => isBuilder(value))
+      .map(([n]) => `"${n}"`);
+    const names = [
+      ...(apps.length > 0 ? [`applications ${apps.map(([n]) => `"${n}"`).join(", ")}`] : []),
+      ...(builders.length > 0 ? [`builders ${builders.join(", ")}`] : []),
+    ];
     const found =
-      apps.length > 0
-        ? `it exports applications ${apps.map(([n]) => `"${n}"`).join(", ")}`
+      names.length > 0
+        ? `it exports ${names.join(" and ")}`
         : "it exports no application (build(...) result) or builder";
     throw new Error(
       exportName
@@ -299,25 +306,50 @@ async function importEntry(
 }
 
 /**
- * A fingerprint of the code an import path names: the module's file and the source files
- * beside it and below it (so a change in a module it imports counts as a code change).
- * Only source files count: data the instance writes (its state) must not look like code.
+ * A fingerprint of the code an import path names: the module's file and every source file
+ * it imports by a relative path, transitively (so a change in a module it imports counts
+ * as a code change, and a change beside it that it does not import does not: several
+ * applications in one folder are updated one by one). Packages are not followed. Data the
+ * instance writes (its state) is never code.
  */
 export function moduleVersion(importPath: string, baseDir: string): string {
   const file = resolve(baseDir, splitImportPath(importPath).module);
   if (!existsSync(file)) return "missing";
-  const hash = createHash("sha256").update(readFileSync(file));
-  const files: string[] = [];
-  const walk = (dir: string, depth: number): void => {
-    if (depth > 6 || files.length > 2_000) return;
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
-      if (entry.name.startsWith(".") || entry.name === "node_modules") continue;
-      const path = join(dir, entry.name);
-      if (entry.isDirectory()) walk(path, depth + 1);
-      else if (/\.[cm]?[jt]sx?$/.test(entry.name)) files.push(path);
+  const hash = createHash("sha256");
+  const seen = new Set<string>();
+  const pending = [file];
+  while (pending.length > 0 && seen.size < 2_000) {
+    const path = pending.pop()!;
+    if (seen.has(path)) continue;
+    seen.add(path);
+    let text: string;
+    try {
+      text = readFileSync(path, "utf8");
+    } catch {
+      continue;
     }
-  };
-  walk(dirname(file), 0);
-  for (const path of files.sort()) hash.update(path).update(readFileSync(path));
+    hash.update(path).update(text);
+    for (const match of text.matchAll(RELATIVE_IMPORT)) {
+      const found = sourceFile(resolve(dirname(path), match[1] ?? match[2]!));
+      if (found && !seen.has(found)) pending.push(found);
+    }
+  }
   return hash.digest("hex").slice(0, 16);
+}
+
+/** `from "./x"`, `import "./x"`, `import("./x")`, `require("./x")`: relative specifiers. */
+const RELATIVE_IMPORT =
+  /(?:\bfrom|\bimport)\s*["'](\.{1,2}\/[^"']+)["']|(?:\bimport|\brequire)\s*\(\s*["'](\.{1,2}\/[^"']+)["']\s*\)/g;
+
+/** The source file a specifier names (`./x.js` may be `./x.ts`; `./x` may be `./x.ts`). */
+function sourceFile(path: string): string | undefined {
+  const candidates = [path];
+  if (/\.[cm]?js$/.test(path))
+    candidates.push(path.replace(/js$/, "ts"), path.replace(/\.js$/, ".tsx"));
+  else if (!/\.[cm]?[jt]sx?$/.test(path))
+    for (const ext of [".ts", ".tsx", ".mts", ".js", ".mjs", "/index.ts", "/index.js"])
+      candidates.push(path + ext);
+  return candidates.find(
+    (candidate) => existsSync(candidate) && !statSync(candidate).isDirectory(),
+  );
 }

@@ -287,7 +287,8 @@ export async function run<In, Out>(
     throw new GraphBuildError(
       `Application "${app.name}" was built inside a function (${app.site.functionName ?? "anonymous"}, ` +
         `at ${formatCallSite(app.site)}). Replicas re-import the module that called build() and find ` +
-        `the graph by name, so build the graph at the module's top level and export it.`,
+        `the graph by name, so build the graph at the module's top level and export it, or export ` +
+        `the function as an application builder (its arguments then reach every replica).`,
     );
   }
   const controller = new Controller(app, options.transports ?? defaultTransportFactory);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -162,15 +162,28 @@ describe("serve.yaml", () => {
   });
 });
 
-test("config - the code version changes when a module the app imports changes", async () => {
+test("config - the code version changes when a module the app imports changes, and not when another application beside it does", async () => {
   const dir = await mkdtemp(join(tmpdir(), "tributary-version-"));
   try {
-    await writeFile(join(dir, "app.ts"), 'import "./model/weights.ts";\n');
-    await writeFile(join(dir, "weights.ts"), "export const w = [1];");
+    await mkdir(join(dir, "model"));
+    await writeFile(join(dir, "app.ts"), 'import { w } from "./model/weights.js";\n');
+    await writeFile(join(dir, "model", "weights.ts"), 'export * from "../shared";');
+    await writeFile(join(dir, "shared.ts"), "export const w = [1];");
+    await writeFile(join(dir, "other.ts"), "export const other = 1;");
     const before = moduleVersion("./app.ts:app", dir);
+    const other = moduleVersion("./other.ts:app", dir);
     assert.equal(moduleVersion("./app.ts:app", dir), before, "stable");
-    await writeFile(join(dir, "weights.ts"), "export const w = [2];");
-    assert.notEqual(moduleVersion("./app.ts:app", dir), before);
+    await writeFile(join(dir, "shared.ts"), "export const w = [2];");
+    const after = moduleVersion("./app.ts:app", dir);
+    assert.notEqual(after, before, "a module imported two steps away changed");
+    assert.equal(moduleVersion("./other.ts:app", dir), other, "an application beside it did not");
+    await writeFile(join(dir, "other.ts"), "export const other = 2;");
+    await writeFile(join(dir, "unrelated.mjs"), "export {};");
+    assert.equal(
+      moduleVersion("./app.ts:app", dir),
+      after,
+      "files it does not import do not count",
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

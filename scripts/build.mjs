@@ -1,5 +1,5 @@
 // npm run build: compiles src/ into dist/ (ESM JavaScript, .d.ts, source maps) and copies
-// the files tsc does not emit: the replica entry (plain .mjs) and the gRPC .proto.
+// the files tsc does not emit: the replica and front-door entries (plain .mjs) and the gRPC .proto.
 import { spawnSync } from "node:child_process";
 import { cpSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -17,6 +17,7 @@ const result = spawnSync(process.execPath, [tsc, "-p", "tsconfig.build.json"], {
 if (result.status !== 0) process.exit(result.status ?? 1);
 for (const file of [
   "data/replica-entry.mjs",
+  "data/load-host.mjs",
   "runtime/front-door-entry.mjs",
   "zod-esm.mjs",
   "ingress/proto/grpc_predict_v2.proto",

@@ -52,7 +52,6 @@ export class Controller {
 
   readonly #events: ReplicaEvents = {
     subscribe: (replica, name) => this.#membership.subscribe(replica, name),
-    load: () => undefined,
     exited: (replica, reason) => this.#onReplicaExit(replica, `died (${reason})`),
   };
 

@@ -17,8 +17,6 @@ export type { ReplicaState };
 export interface ReplicaEvents {
   /** The replica calls deployment `deployment` and asks for its running replicas. */
   subscribe(replica: ReplicaClient, deployment: string): void;
-  /** The replica reported its load. */
-  load(replica: ReplicaClient): void;
   /** The replica's thread or process exited (not after a graceful stop). */
   exited(replica: ReplicaClient, reason: string): void;
 }
@@ -170,7 +168,6 @@ export class ReplicaClient {
         return;
       case "load":
         this.load = { ongoing: message.ongoing, queued: message.queued };
-        this.#events.load(this);
         return;
       case "subscribe":
         this.#events.subscribe(this, message.d);

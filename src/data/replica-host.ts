@@ -66,17 +66,26 @@ let maxOngoing = Infinity;
 /** Callers told `busy` since a slot was last freed: each is told `free` when one is. */
 const rejected = new Set<Caller>();
 
-/** Serves calls from a replica in another process, on a connection to this replica's socket. */
-function acceptSocket(socket: Socket): void {
-  const channel = new SocketChannel<CallMessage, ReplyMessage>(socket, (data) =>
-    unbatch(data, (message) => onCall(caller, message)),
-  );
-  const socketBatcher = new MessageBatcher<ReplyMessage>(
-    (message) => channel.send(message),
+/**
+ * A caller on a channel of its own (a port or a socket): its replies go out through
+ * `send`, batched per microtask; `receive` takes the calls that arrive on the channel.
+ */
+function channelCaller(
+  send: (message: ReplyMessage | ReplyMessage[], transfer: readonly ArrayBuffer[]) => void,
+): { caller: Caller; receive: (data: CallMessage | CallMessage[]) => void } {
+  const batcher = new MessageBatcher<ReplyMessage>(
+    (message, transfer) => send(message, transfer as readonly ArrayBuffer[]),
     (message, error) => undeliverableReply(caller, message, error),
     "microtask",
   );
-  const caller = new Caller((message) => socketBatcher.push(message));
+  const caller = new Caller((message, transfer) => batcher.push(message, transfer));
+  return { caller, receive: (data) => unbatch(data, (message) => onCall(caller, message)) };
+}
+
+/** Serves calls from a replica in another process, on a connection to this replica's socket. */
+function acceptSocket(socket: Socket): void {
+  const channel = new SocketChannel<CallMessage, ReplyMessage>(socket, (data) => receive(data));
+  const { caller, receive } = channelCaller((message) => channel.send(message));
   channel.onClose(() => callerGone(caller));
 }
 
@@ -88,15 +97,10 @@ function callerGone(caller: Caller): void {
 
 /** Serves calls from another replica on `port`. */
 function accept(port: MessagePort): void {
-  const portBatcher = new MessageBatcher<ReplyMessage>(
-    (message, transfer) => port.postMessage(message, transfer as ArrayBuffer[]),
-    (message, error) => undeliverableReply(caller, message, error),
-    "microtask",
+  const { caller, receive } = channelCaller((message, transfer) =>
+    port.postMessage(message, transfer as ArrayBuffer[]),
   );
-  const caller = new Caller((message, transfer) => portBatcher.push(message, transfer));
-  port.on("message", (data: CallMessage | CallMessage[]) =>
-    unbatch(data, (message) => onCall(caller, message)),
-  );
+  port.on("message", receive);
   port.on("close", () => callerGone(caller));
 }
 

@@ -211,7 +211,7 @@ export class Router {
 
   /** The replicas this router sends to, by id. */
   get replicas(): readonly string[] {
-    return this.#slots.filter((s) => !s.out).map((s) => s.connection.replica);
+    return this.#live().map((c) => c.replica);
   }
 
   configure(limits: { maxOngoingRequests: number; maxQueuedRequests: number }): void {
@@ -250,16 +250,6 @@ export class Router {
     for (const slot of this.#ready) this.onSlotFree(slot);
   }
 
-  /** Adds one running replica (see {@link setReplicas}). */
-  add(connection: ReplicaConnection): void {
-    this.setReplicas([...this.#live(), connection]);
-  }
-
-  /** Stops sending to one replica (see {@link setReplicas}). */
-  remove(connection: ReplicaConnection): void {
-    this.setReplicas(this.#live().filter((c) => c !== connection));
-  }
-
   #live(): ReplicaConnection[] {
     return this.#slots.filter((s) => !s.out).map((s) => s.connection);
   }
@@ -282,7 +272,7 @@ export class Router {
 
   call(method: string | undefined, args: unknown[], options: CallOptions = {}): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      if (this.#unavailable && this.#ready.length === 0 && this.#live().length === 0) {
+      if (this.#unavailable && this.#live().length === 0) {
         reject(this.#unavailable);
         return;
       }

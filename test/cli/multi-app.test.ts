@@ -5,6 +5,7 @@ import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { ConfigError, Instance, loadInferenceService } from "tributary/internal";
 import { ROOT } from "./run-cli.js";
+import { type Client, rpc } from "../ingress/grpc-client.js";
 
 /** An application whose answers say which version of its code served them. */
 const moduleSource = (
@@ -27,21 +28,6 @@ const entry = (name: string, prefix: string) => `  - name: ${name}
 `;
 const config = (...entries: string[]) =>
   `http: { port: 0 }\ngrpc: { port: 0 }\napplications:\n${entries.join("")}`;
-
-type Client = grpc.Client &
-  Record<
-    string,
-    (
-      request: unknown,
-      callback: (error: grpc.ServiceError | null, response: unknown) => void,
-    ) => void
-  >;
-
-function rpc<T>(client: Client, method: string, request: unknown): Promise<T> {
-  return new Promise((resolve, reject) => {
-    client[method]!(request, (error, response) => (error ? reject(error) : resolve(response as T)));
-  });
-}
 
 /** Callers that keep posting to `url` and record every answer and failure. */
 function load(url: string, callers = 3) {

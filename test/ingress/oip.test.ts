@@ -5,21 +5,7 @@ import type { Server } from "tributary";
 import { loadInferenceService } from "tributary/internal";
 import { app } from "../fixtures/oip-app.js";
 import { serve } from "../serve.js";
-
-type Client = grpc.Client &
-  Record<
-    string,
-    (
-      request: unknown,
-      callback: (error: grpc.ServiceError | null, response: unknown) => void,
-    ) => void
-  >;
-
-function rpc<T>(client: Client, method: string, request: unknown): Promise<T> {
-  return new Promise((resolve, reject) => {
-    client[method]!(request, (error, response) => (error ? reject(error) : resolve(response as T)));
-  });
-}
+import { type Client, rpc } from "./grpc-client.js";
 
 interface InferResponse {
   model_name: string;

@@ -12,6 +12,8 @@
  */
 export { deployment, InputNode, MultiOutputNode } from "./dag/deployment.js";
 export type { InputNodeConstructor, MultiOutputNodeConstructor } from "./dag/deployment.js";
+export { branch, split } from "./dag/choice.js";
+export type { ChoiceNode, SplitOptions } from "./dag/choice.js";
 export { describeGraph, toMermaid } from "./dag/inspect.js";
 export { Application, build, INGRESS } from "./app/application.js";
 export type { ApplicationConfig, BuildOptions } from "./app/application.js";

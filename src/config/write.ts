@@ -52,6 +52,7 @@ export function applicationsToYaml(
         importPath,
         ...(config.args && { args: config.args }),
         deployments: config.deployments,
+        ...(config.splits && { splits: config.splits }),
       };
     }),
   });

@@ -189,6 +189,14 @@ function msUntilDeadline(call: grpc.ServerUnaryCall<unknown, unknown>): number |
   return Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined;
 }
 
+/** A call's metadata value by its (lower-case) key, as a sticky split reads a header. */
+function metadataReader(metadata: grpc.Metadata): (name: string) => string | undefined {
+  return (name) => {
+    const value = metadata.get(name)[0];
+    return typeof value === "string" ? value : undefined;
+  };
+}
+
 export interface GrpcOptions {
   readonly host: string;
   readonly port: number;
@@ -234,7 +242,7 @@ export async function startGrpc(
       );
       const timeout = limits.length > 0 ? Math.min(...limits) : undefined;
       Promise.resolve()
-        .then(() => infer(call.request, cancel, timeout))
+        .then(() => infer(call.request, cancel, timeout, metadataReader(call.metadata)))
         .then(
           (response) => callback(null, response),
           (error: unknown) => callback(grpcError(error), null),
@@ -245,6 +253,7 @@ export async function startGrpc(
     request: InferRequest,
     cancel: CancelScope,
     timeout: number | undefined,
+    header: (name: string) => string | undefined,
   ): Promise<unknown> {
     {
       const target = modelNamed(request.model_name);
@@ -272,6 +281,7 @@ export async function startGrpc(
       const result = await target.call(target.model.toGraphInput(tensors), {
         requestId,
         cancel,
+        header,
         ...(timeout !== undefined && { timeout }),
       });
       const wanted =

@@ -30,6 +30,7 @@ import {
   isTypedArray,
   type Tensor,
 } from "./tensors.js";
+import { metadataReader, streamInfer } from "./grpc-stream.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 
 const PROTO = fileURLToPath(new URL("./proto/grpc_predict_v2.proto", import.meta.url));
@@ -70,12 +71,30 @@ interface InferInput {
   contents?: Contents | null;
 }
 
-interface InferRequest {
+export interface InferRequest {
   model_name: string;
   id: string;
+  parameters: Record<string, { bool_param?: boolean } | undefined>;
   inputs: InferInput[];
   outputs: { name: string }[];
   raw_input_contents: Buffer[];
+}
+
+/** A `ModelInferResponse` message. */
+export interface InferResponse {
+  model_name: string;
+  id: string;
+  parameters?: Record<string, { bool_param: boolean }>;
+  outputs: { name: string; datatype: string; shape: readonly number[]; contents?: Contents }[];
+  raw_output_contents: Buffer[];
+}
+
+/** A request's graph result, and how a response is made of it (or of one of its items). */
+export interface Inferred {
+  readonly model_name: string;
+  readonly id: string;
+  readonly result: unknown;
+  readonly respond: (value: unknown) => InferResponse;
 }
 
 /** Which `*_contents` field carries each datatype. */
@@ -189,14 +208,6 @@ function msUntilDeadline(call: grpc.ServerUnaryCall<unknown, unknown>): number |
   return Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined;
 }
 
-/** A call's metadata value by its (lower-case) key, as a sticky split reads a header. */
-function metadataReader(metadata: grpc.Metadata): (name: string) => string | undefined {
-  return (name) => {
-    const value = metadata.get(name)[0];
-    return typeof value === "string" ? value : undefined;
-  };
-}
-
 export interface GrpcOptions {
   readonly host: string;
   readonly port: number;
@@ -230,6 +241,11 @@ export async function startGrpc(
     ModelMetadata: unary((request: { name: string }) => {
       return modelNamed(request.name).model.metadata();
     }),
+    // Triton's bidirectional stream: each request runs the graph; a streamed result answers
+    // one response per item.
+    ModelStreamInfer: streamInfer((request, cancel, header) =>
+      infer(request, cancel, options.requestTimeoutMs(), header),
+    ),
     ModelInfer: (
       call: grpc.ServerUnaryCall<InferRequest, unknown>,
       callback: grpc.sendUnaryData<unknown>,
@@ -244,17 +260,18 @@ export async function startGrpc(
       Promise.resolve()
         .then(() => infer(call.request, cancel, timeout, metadataReader(call.metadata)))
         .then(
-          (response) => callback(null, response),
+          ({ result, respond }) => callback(null, respond(result)),
           (error: unknown) => callback(grpcError(error), null),
         );
     },
   });
+  /** Runs the graph for one request; `respond` makes a response of its result (or of an item). */
   async function infer(
     request: InferRequest,
     cancel: CancelScope,
     timeout: number | undefined,
     header: (name: string) => string | undefined,
-  ): Promise<unknown> {
+  ): Promise<Inferred> {
     {
       const target = modelNamed(request.model_name);
       if (request.id.length > MAX_REQUEST_ID_LENGTH || !/^[\x20-\x7e]*$/.test(request.id)) {
@@ -286,18 +303,21 @@ export async function startGrpc(
       });
       const wanted =
         request.outputs.length > 0 ? new Set(request.outputs.map((o) => o.name)) : undefined;
-      const outputs = resultToTensors(result).filter((t) => !wanted || wanted.has(t.name));
-      return {
-        model_name: target.app.name,
-        id: requestId,
-        outputs: outputs.map((t) => ({
-          name: t.name,
-          datatype: t.datatype,
-          shape: t.shape,
-          ...(raw ? {} : { contents: outputContents(t) }),
-        })),
-        raw_output_contents: raw ? outputs.map((t) => Buffer.from(tensorToRaw(t))) : [],
+      const respond = (value: unknown): InferResponse => {
+        const outputs = resultToTensors(value).filter((t) => !wanted || wanted.has(t.name));
+        return {
+          model_name: target.app.name,
+          id: requestId,
+          outputs: outputs.map((t) => ({
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+            ...(raw ? {} : { contents: outputContents(t) }),
+          })),
+          raw_output_contents: raw ? outputs.map((t) => Buffer.from(tensorToRaw(t))) : [],
+        };
       };
+      return { model_name: target.app.name, id: requestId, result, respond };
     }
   }
   const port = await new Promise<number>((resolve, reject) =>

@@ -107,3 +107,36 @@ test(
     assert.deepEqual(server.app.splits["even-model"], { stable: 0, canary: 100 });
   },
 );
+
+test(
+  "split served by front-door worker processes - the configured weights reach them, and an update too",
+  { timeout: 90_000 },
+  async () => {
+    const configured = app.withSplits({ "even-model": { stable: 0, canary: 100 } });
+    await using server = await serve(configured, { http: { workers: 2 } });
+    assert.equal(server.frontDoorPool!.pids().length, 2);
+    const tags = async (): Promise<Set<string>> => {
+      const answers = await Promise.all(
+        Array.from({ length: 40 }, () =>
+          fetch(`${server.url}/choice`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: "2",
+          }).then(async (r) => {
+            assert.equal(r.status, 200);
+            return ((await r.json()) as Answer).tag;
+          }),
+        ),
+      );
+      return new Set(answers);
+    };
+    assert.deepEqual(await tags(), new Set(["canary"]));
+    await server.update(server.app.withSplits({ "even-model": { stable: 100, canary: 0 } }));
+    // The workers hear of it over IPC: wait until a whole round shows it.
+    await eventually(
+      async () => (await tags()).size === 1 && (await tags()).has("stable"),
+      20_000,
+      "the workers to use the new weights",
+    );
+  },
+);

@@ -14,6 +14,7 @@ import {
   ValidationError,
 } from "../errors.js";
 import { CancelScope } from "../data/cancel.js";
+import { isAsyncIterable } from "../values.js";
 import { resultToTensors } from "./oip.js";
 import {
   allReady,
@@ -260,7 +261,25 @@ export async function startGrpc(
       Promise.resolve()
         .then(() => infer(call.request, cancel, timeout, metadataReader(call.metadata)))
         .then(
-          ({ result, respond }) => callback(null, respond(result)),
+          ({ result, respond }) => {
+            if (isAsyncIterable(result) && !isTypedArray(result)) {
+              // One response cannot carry a stream: stop it, and say where it can be read.
+              void Promise.resolve(result[Symbol.asyncIterator]().return?.()).catch(
+                () => undefined,
+              );
+              callback(
+                grpcError(
+                  new TributaryError(
+                    "BAD_REQUEST",
+                    `Model "${call.request.model_name}" streams its result; read it with ModelStreamInfer (one response per item).`,
+                  ),
+                ),
+                null,
+              );
+              return;
+            }
+            callback(null, respond(result));
+          },
           (error: unknown) => callback(grpcError(error), null),
         );
     },

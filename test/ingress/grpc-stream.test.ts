@@ -6,6 +6,7 @@ import { loadInferenceService } from "tributary/internal";
 import { app, plainApp, type Ticker } from "../fixtures/stream-app.js";
 import { serve } from "../serve.js";
 import { eventually } from "../runtime/eventually.js";
+import { type Client, rpc } from "./grpc-client.js";
 
 interface StreamResponse {
   error_message: string;
@@ -137,5 +138,24 @@ describe("gRPC ModelStreamInfer", { timeout: 90_000 }, () => {
       "the replica's stream to stop",
     );
     assert.deepEqual(items.slice(0, 3), [0, 1, 2]);
+  });
+
+  test("grpc stream - unary ModelInfer on a streaming graph is INVALID_ARGUMENT pointing at ModelStreamInfer, and stops the stream", async () => {
+    const ticker = server.getHandle<Ticker>("ticker");
+    const before = await ticker.stops();
+    const unary = client as unknown as Client;
+    await assert.rejects(
+      rpc(unary, "ModelInfer", {
+        model_name: "ticker",
+        inputs: [number("n", -1), number("ms", 10)],
+      }),
+      (error: grpc.ServiceError) =>
+        error.code === grpc.status.INVALID_ARGUMENT && /ModelStreamInfer/.test(error.details),
+    );
+    await eventually(
+      async () => (await ticker.stops()).stopped === before.stopped + 1,
+      20_000,
+      "the replica's stream to stop",
+    );
   });
 });

@@ -49,6 +49,17 @@ branch(vision.bind(input.image), { photo, document });
 // @ts-expect-error an arm must be a node, not a plain value
 branch(label, { photo, document: "text" });
 
+// An arm built on an input of another type is a branch of the wrong input type.
+const textInput = new InputNode<{ text: string }>();
+const textArm = deployment((t: string) => t.length, { name: "textArm" }).bind(textInput.text);
+// @ts-expect-error the "document" arm reads { text: string }, not this graph's input
+branch(label, { photo, document: textArm });
+// A selector that reads no input leaves the arms' input to them.
+const fixed = deployment((): "a" | "b" => "a", { name: "fixed" }).bind();
+expectTypeOf(branch(fixed, { a: textArm, b: textArm })).toEqualTypeOf<
+  GraphNode<number, { text: string }>
+>();
+
 // A selector typed plain `string` accepts any arms (an unknown value fails at run time).
 const anyLabel = deployment((s: string) => s, { name: "anyLabel" }).bind(input.user);
 expectTypeOf(branch(anyLabel, { a: photo, b: document })).toEqualTypeOf<

@@ -23,6 +23,12 @@ export type ArmsInput<A> = InputOf<A[keyof A]>;
 /** A node that runs one of its arms: a {@link branch} or a {@link split}. */
 export type ChoiceNode<Out, In> = GraphNode<Out, In>;
 
+/**
+ * The graph input an arm may depend on: the selector's (an arm built on another InputNode's
+ * type is a compile error), or any when the selector reads no input.
+ */
+type ArmInput<S> = [InputOf<S>] extends [never] ? unknown : InputOf<S>;
+
 /** No keys beyond `Keys` (an arm the selector can never name is a mistake). */
 type OnlyKeys<A, Keys extends PropertyKey> = A & { readonly [K in Exclude<keyof A, Keys>]: never };
 
@@ -74,7 +80,7 @@ function armStates(arms: unknown, caller: string): { keys: string[]; states: Nod
  */
 export function branch<
   S extends Producer<string, unknown>,
-  const A extends { readonly [K in OutputOf<S>]: Producer<unknown, unknown> },
+  const A extends { readonly [K in OutputOf<S>]: Producer<unknown, ArmInput<S>> },
 >(
   selector: S,
   arms: OnlyKeys<A, OutputOf<S>>,

@@ -59,6 +59,11 @@ test(
       again.map((a) => a.tag),
       first.map((a) => a.tag),
     );
+    // In code, handle.call takes the headers a front door would see.
+    for (const [i, u] of users.slice(0, 10).entries()) {
+      const answer = (await server.handle.call(0, { headers: { "X-User": u } })) as Answer;
+      assert.equal(answer.tag, first[i]!.tag, `${u} by handle.call`);
+    }
     const onCanary = first.filter((a) => a.tag === "canary").length;
     assert.ok(onCanary > 0 && onCanary < 60, `${onCanary} of 200 users on the canary`);
 

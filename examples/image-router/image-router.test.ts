@@ -110,7 +110,7 @@ describe("image router, served by tributary start", { timeout: 170_000 }, () => 
 
       // 0/100 while four users send images.
       const before = await replicas();
-      assert.equal(before.length, 5, `one replica per deployment: ${before.join(", ")}`);
+      assert.equal(before.length, 4, `one replica per model deployment: ${before.join(", ")}`);
       let running = true;
       const answers: { model: string; started: number }[] = [];
       const failures: string[] = [];

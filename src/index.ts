@@ -12,9 +12,16 @@
  */
 export { deployment, InputNode, MultiOutputNode } from "./dag/deployment.js";
 export type { InputNodeConstructor, MultiOutputNodeConstructor } from "./dag/deployment.js";
+export { branch, split } from "./dag/choice.js";
+export type { ChoiceNode, SplitOptions } from "./dag/choice.js";
 export { describeGraph, toMermaid } from "./dag/inspect.js";
 export { Application, build, INGRESS } from "./app/application.js";
-export type { ApplicationConfig, BuildOptions } from "./app/application.js";
+export type {
+  ApplicationConfig,
+  BuildOptions,
+  SplitConfig,
+  SplitWeights,
+} from "./app/application.js";
 export { appBuilder } from "./app/builder.js";
 export type { ApplicationBuilder, BuilderArgs } from "./app/builder.js";
 export type {

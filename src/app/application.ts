@@ -17,6 +17,7 @@ import {
   type DeploymentOptions,
   type ResolvedDeploymentOptions,
 } from "../options.js";
+import { checkWeights } from "../dag/weights.js";
 import { registerApplication } from "./registry.js";
 import type { Routes } from "./routes.js";
 
@@ -72,7 +73,18 @@ export interface ApplicationConfig {
   /** The arguments of an application builder. */
   readonly args?: Readonly<Record<string, unknown>>;
   readonly deployments: readonly ({ readonly name: string } & DeploymentOptions)[];
+  /** The weights of the graph's splits (absent when it has none). */
+  readonly splits?: readonly SplitConfig[];
 }
+
+/** The weights of one split, by arm: what `serve.yaml`'s `splits:` sets. */
+export interface SplitConfig {
+  readonly name: string;
+  readonly weights: Readonly<Record<string, number>>;
+}
+
+/** Weights by split name, by arm. */
+export type SplitWeights = Readonly<Record<string, Readonly<Record<string, number>>>>;
 
 declare const ioKey: unique symbol;
 
@@ -98,6 +110,11 @@ export class Application<In = unknown, Out = unknown> {
   readonly routes: Routes | undefined;
   /** @internal Set when a builder made it or a config renamed it. */
   readonly origin: ApplicationOrigin | undefined;
+  /**
+   * The weights of the graph's splits by name, by arm: as set in code, or as changed by
+   * {@link Application.withSplits} (`serve.yaml`'s `splits:`).
+   */
+  readonly splits: SplitWeights;
 
   /** @internal Use {@link build}. */
   constructor(
@@ -105,7 +122,7 @@ export class Application<In = unknown, Out = unknown> {
       Application,
       "name" | "routePrefix" | "moduleUrl" | "graph" | "site" | "written" | "assets"
     > &
-      Partial<Pick<Application, "routes" | "origin">>,
+      Partial<Pick<Application, "routes" | "origin" | "splits">>,
   ) {
     this.name = fields.name;
     this.routePrefix = fields.routePrefix;
@@ -116,6 +133,21 @@ export class Application<In = unknown, Out = unknown> {
     this.assets = Object.freeze({ ...fields.assets });
     this.routes = fields.routes;
     this.origin = fields.origin;
+    this.splits = Object.freeze(
+      Object.fromEntries(
+        [...this.graph.splits].map(([name, step]) => {
+          const given = fields.splits?.[name];
+          return [
+            name,
+            Object.freeze(
+              given
+                ? { ...given }
+                : Object.fromEntries(step.keys.map((k, i) => [k, step.weights[i]!])),
+            ),
+          ];
+        }),
+      ),
+    );
     for (const url of Object.keys(assetRoutes(this.routePrefix, this.assets))) {
       if (url === "/openapi.json" || url === "/v2" || url.startsWith("/v2/")) {
         throw new OptionsError(
@@ -169,6 +201,34 @@ export class Application<In = unknown, Out = unknown> {
     return new Application<In, Out>({ ...this, written });
   }
 
+  /**
+   * A new Application with some splits' weights changed (an integer 0–100 per arm, summing
+   * to 100). Serving it with `server.update()` (or `tributary deploy`) changes the traffic
+   * division live: no replica restarts.
+   *
+   * @example
+   * await server.update(app.withSplits({ model: { stable: 0, canary: 100 } }));
+   */
+  withSplits(overrides: SplitWeights): Application<In, Out> {
+    const splits: Record<string, Readonly<Record<string, number>>> = { ...this.splits };
+    for (const [name, weights] of Object.entries(overrides)) {
+      const step = this.graph.splits.get(name);
+      if (!step) {
+        const known = [...this.graph.splits.keys()];
+        throw new OptionsError(
+          `Application "${this.name}" has no split "${name}"; ${
+            known.length > 0
+              ? `its splits are ${known.map((n) => `"${n}"`).join(", ")}`
+              : "its graph has no split"
+          }.`,
+        );
+      }
+      checkWeights(name, step.keys, weights);
+      splits[name] = { ...weights };
+    }
+    return new Application<In, Out>({ ...this, splits });
+  }
+
   /** A new Application served at another route prefix. */
   withRoutePrefix(routePrefix: string): Application<In, Out> {
     if (!routePrefix.startsWith("/")) {
@@ -195,6 +255,9 @@ export class Application<In = unknown, Out = unknown> {
       deployments: Object.entries(this.written).map(([name, options]) => {
         const { name: _ignored, ...rest } = options;
         return { name, ...rest };
+      }),
+      ...(this.graph.splits.size > 0 && {
+        splits: Object.entries(this.splits).map(([name, weights]) => ({ name, weights })),
       }),
     };
   }

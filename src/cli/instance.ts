@@ -233,9 +233,17 @@ export class Instance {
     const { entry, app, previous } = plan;
     if (previous && app.graph === previous.server.app.graph) {
       const prefixBefore = previous.server.app.routePrefix;
+      const splitsBefore = previous.server.app.splits;
       const changes: Record<string, string[]> = Object.fromEntries(
         Object.entries(await previous.server.update(app)).filter(([, kinds]) => kinds.length > 0),
       );
+      // New split weights apply on the next request (no replica restarts).
+      const reweighted = Object.entries(app.splits)
+        .filter(([name, weights]) =>
+          Object.entries(weights).some(([arm, w]) => splitsBefore[name]?.[arm] !== w),
+        )
+        .map(([name]) => name);
+      if (reweighted.length > 0) changes.splits = reweighted;
       if (app.routePrefix !== prefixBefore) {
         await this.#frontDoors?.mount(previous.server.ingressTarget());
         changes.routePrefix = [app.routePrefix];

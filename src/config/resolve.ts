@@ -9,6 +9,7 @@ import { dirname, extname, relative, resolve, isAbsolute } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Application } from "../app/application.js";
 import { callBuilder, isBuilder, type BuilderArgs } from "../app/builder.js";
+import { checkWeights } from "../dag/weights.js";
 import type { DeploymentOptions } from "../options.js";
 import { ValidationError, type ValidationIssue } from "../errors.js";
 import { servedApplication } from "./served.js";
@@ -264,8 +265,30 @@ export async function configureApplication(
     }
     overrides[name] = options as DeploymentOptions;
   }
+  const weights: Record<string, Record<string, number>> = {};
+  for (const [j, { name, weights: given }] of entry.splits.entries()) {
+    const step = app.graph.splits.get(name);
+    if (!step) {
+      const known = [...app.graph.splits.keys()];
+      problems.push(
+        document.problem(
+          [...at, "splits", j, "name"],
+          `found "${name}", but application "${app.name}" has no such split.${didYouMean(name, known)} ${
+            known.length > 0 ? `Its splits: ${known.join(", ")}.` : "Its graph has no split()."
+          }`,
+        ),
+      );
+      continue;
+    }
+    try {
+      checkWeights(name, step.keys, given);
+      weights[name] = given;
+    } catch (error) {
+      problems.push(document.problem([...at, "splits", j, "weights"], (error as Error).message));
+    }
+  }
   if (problems.length > 0) throw new ConfigError(problems);
-  const configured = app.withOptions(overrides);
+  const configured = app.withOptions(overrides).withSplits(weights);
   return {
     base,
     app:

@@ -21,6 +21,15 @@ export const applicationConfigSchema = z.strictObject({
   /** Arguments of an application builder (`importPath` names a function returning build(...)). */
   args: z.record(z.string(), z.unknown()).optional(),
   deployments: z.array(deploymentConfigSchema).default([]),
+  /** Weights of the graph's `split()`s, by name: applied live, without a restart. */
+  splits: z
+    .array(
+      z.strictObject({
+        name: z.string().min(1),
+        weights: z.record(z.string(), z.number().int().min(0).max(100)),
+      }),
+    )
+    .default([]),
 });
 
 export const serveConfigSchema = z.strictObject({

@@ -67,6 +67,13 @@ interface StepBase {
   readonly dependents: number[];
   /** How errors name this step: `m1.forward()`, `input.image`. */
   readonly label: string;
+  /**
+   * Whether every request runs this step. A step that only the arms of branches or splits
+   * need runs when one of them chooses it (and not otherwise).
+   */
+  readonly always: boolean;
+  /** Branch and split steps that have this step as an arm. */
+  readonly choosers: number[];
 }
 
 export type Step = StepBase &
@@ -86,14 +93,37 @@ export type Step = StepBase &
         readonly args: readonly StepArg[];
       }
     | { readonly op: "handle"; readonly deployment: string }
+    | {
+        readonly op: "branch";
+        /** The step whose value (a key of `keys`) chooses the arm. */
+        readonly from: number;
+        readonly keys: readonly string[];
+        /** The step of each arm, in the order of `keys`. */
+        readonly arms: readonly number[];
+      }
+    | {
+        readonly op: "split";
+        readonly name: string;
+        readonly keys: readonly string[];
+        readonly arms: readonly number[];
+        /** The weights set in code (a served application's configuration may change them). */
+        readonly weights: readonly number[];
+        readonly stickyHeader: string | undefined;
+      }
   );
+
+export type SplitStep = Extract<Step, { op: "split" }>;
 
 export interface CompiledGraph {
   readonly steps: readonly Step[];
   /** The step whose result is the graph's result (always the last). */
   readonly root: number;
-  /** Steps with no dependencies: where a run starts. */
+  /** Steps with no dependencies that every request runs: where a run starts. */
   readonly sources: readonly number[];
+  /** Whether some steps run only when a branch or split chooses them. */
+  readonly gated: boolean;
+  /** The graph's splits, by name. */
+  readonly splits: ReadonlyMap<string, SplitStep>;
   readonly input: InputState | undefined;
   readonly deployments: readonly DeploymentSpec[];
   /** Every node in topological order, and the step and deployment name of each. */
@@ -228,6 +258,8 @@ export function compileGraph(
 
   const steps: Step[] = [];
   const stepOf = new Map<NodeState, number>();
+  const splits = new Map<string, SplitStep>();
+  const splitNodes = new Map<string, NodeState>();
   const toArgs = (args: readonly unknown[]): StepArg[] =>
     args.map((arg) => {
       const s = stateOf(arg);
@@ -242,7 +274,7 @@ export function compileGraph(
   for (const node of nodes) {
     if (node.kind === "class" && !usedAsValue.has(node)) continue;
     const index = steps.length;
-    const base = { index, dependents: [] as number[] };
+    const base = { index, dependents: [] as number[], always: false, choosers: [] as number[] };
     switch (node.kind) {
       case "input":
         steps.push({ ...base, op: "input", deps: [], label: "InputNode" });
@@ -296,10 +328,59 @@ export function compileGraph(
         });
         break;
       }
+      case "branch": {
+        const from = stepOf.get(node.selector)!;
+        steps.push({
+          ...base,
+          op: "branch",
+          from,
+          keys: node.keys,
+          arms: node.arms.map((arm) => stepOf.get(arm)!),
+          deps: [from],
+          label: shortLabel(node),
+        });
+        break;
+      }
+      case "split": {
+        const other = splitNodes.get(node.name);
+        if (other) {
+          throw new GraphBuildError(
+            `Two splits are both named "${node.name}": ${describeNode(other)} and ${describeNode(node)}. ` +
+              `serve.yaml addresses a split's weights by its name, so names must be unique in a graph.`,
+          );
+        }
+        const step: SplitStep = {
+          ...base,
+          op: "split",
+          name: node.name,
+          keys: node.keys,
+          arms: node.arms.map((arm) => stepOf.get(arm)!),
+          weights: node.weights,
+          stickyHeader: node.stickyHeader,
+          deps: [],
+          label: shortLabel(node),
+        };
+        steps.push(step);
+        splits.set(node.name, step);
+        splitNodes.set(node.name, node);
+        break;
+      }
     }
     stepOf.set(node, index);
   }
-  for (const step of steps) for (const dep of step.deps) steps[dep]!.dependents.push(step.index);
+  for (const step of steps) {
+    for (const dep of step.deps) steps[dep]!.dependents.push(step.index);
+    if (step.op === "branch" || step.op === "split")
+      for (const arm of step.arms) steps[arm]!.choosers.push(step.index);
+  }
+  // What every request runs: the root and, through dependencies (not arms), what it needs.
+  const reach = steps.length > 0 ? [steps.length - 1] : [];
+  for (let index = reach.pop(); index !== undefined; index = reach.pop()) {
+    const step = steps[index] as { always: boolean; deps: readonly number[] };
+    if (step.always) continue;
+    step.always = true;
+    reach.push(...step.deps);
+  }
 
   const methodsOf = new Map<ClassState, Set<string>>();
   for (const node of nodes) {
@@ -336,7 +417,9 @@ export function compileGraph(
   return {
     steps,
     root: steps.length - 1,
-    sources: steps.filter((s) => s.deps.length === 0).map((s) => s.index),
+    sources: steps.filter((s) => s.deps.length === 0 && s.always).map((s) => s.index),
+    gated: steps.some((s) => !s.always),
+    splits,
     input: inputs[0],
     deployments,
     nodes,

@@ -31,8 +31,11 @@ export interface EdgeDescription {
   readonly from: string;
   readonly to: string;
   /** `argument`: a call or output argument; `constructor`: a handle bound into a constructor; `instance`: the class a method call runs on; `attribute`: the value an attribute is read from. */
-  readonly role: "argument" | "constructor" | "instance" | "attribute";
-  /** The argument's position (or the output's key) for `argument` and `constructor` edges. */
+  readonly role: "argument" | "constructor" | "instance" | "attribute" | "selector" | "arm";
+  /**
+   * The argument's position (or the output's key) for `argument` and `constructor` edges;
+   * the arm's key for `arm` edges (`selector`: the value choosing a branch's arm).
+   */
   readonly index?: number | string;
 }
 
@@ -106,6 +109,14 @@ function describeCompiled(graph: CompiledGraph): GraphDescription {
       });
     }
   }
+  for (const n of graph.nodes) {
+    if (n.kind === "branch") edges.push({ from: id(n.selector), to: id(n), role: "selector" });
+    if (n.kind === "branch" || n.kind === "split") {
+      n.arms.forEach((arm, i) =>
+        edges.push({ from: id(arm), to: id(n), role: "arm", index: n.keys[i]! }),
+      );
+    }
+  }
   const deployments = graph.deployments.map((d): DeploymentDescription => ({
     name: d.name,
     kind: d.deployment.kind,
@@ -142,6 +153,8 @@ const SHAPES: Record<NodeKind, [string, string]> = {
   call: ['("', '")'],
   class: ['[["', '"]]'],
   multi: ['{{"', '"}}'],
+  branch: ['{"', '"}'],
+  split: ['>"', '"]'],
 };
 
 /**
@@ -162,7 +175,9 @@ export function toMermaid(node: unknown): string {
     lines.push(
       e.role === "instance" || e.role === "constructor"
         ? `  ${e.from} -.-> ${e.to}`
-        : `  ${e.from} --> ${e.to}`,
+        : e.role === "arm"
+          ? `  ${e.from} -->|${escape(String(e.index))}| ${e.to}`
+          : `  ${e.from} --> ${e.to}`,
     );
   }
   return lines.join("\n");

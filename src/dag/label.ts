@@ -32,6 +32,10 @@ export function shortLabel(state: NodeState, deploymentName?: string): string {
     }
     case "multi":
       return "MultiOutputNode";
+    case "branch":
+      return `branch(${shortLabel(state.selector)})`;
+    case "split":
+      return `split "${state.name}"`;
   }
 }
 

@@ -1,13 +1,18 @@
 /**
  * @internal Walks a compiled plan for one request. A step starts as soon as its last
  * dependency resolves, so independent branches run concurrently and a shared node runs
- * once. How a call is carried out (in-process, or through a replica) is the caller's.
+ * once. A step that only the arms of branches and splits need (not `always`) starts only
+ * once one of them has chosen it. How a call is carried out (in-process, or through a
+ * replica) is the caller's.
  */
-import { ValidationError } from "../errors.js";
-import type { CompiledGraph, Step, StepArg } from "./compile.js";
+import { GraphExecutionError, ValidationError } from "../errors.js";
+import type { CompiledGraph, SplitStep, Step, StepArg } from "./compile.js";
+import { pickArm } from "./weights.js";
 import { isPromiseLike } from "../values.js";
 
 export type CallStep = Extract<Step, { op: "call" }>;
+type BranchStep = Extract<Step, { op: "branch" }>;
+export type { SplitStep };
 
 /**
  * How calls are carried out; `context` is what `runPlan` was given for this request, so one
@@ -18,6 +23,34 @@ export interface PlanCallbacks<C = undefined> {
   call(step: CallStep, args: unknown[], context: C): unknown;
   /** The handle of a class deployment passed as a value. */
   handle(deployment: string): unknown;
+  /**
+   * The arm a split takes for this request (an index into `step.arms`); by default, at
+   * random by the weights set in code.
+   */
+  choose?(step: SplitStep, context: C): number;
+}
+
+/** Per step of a gated graph: not needed yet, needed (waiting for its dependencies), started, done. */
+const IDLE = 0;
+const NEEDED = 1;
+const STARTED = 2;
+const DONE = 3;
+
+/** Which steps every request needs, copied per request of a gated graph. */
+const needTemplates = new WeakMap<CompiledGraph, Uint8Array>();
+
+/** The arm step that a branch's selector value names; throws when it names none. */
+function branchArm(step: BranchStep, steps: readonly Step[], value: unknown): number {
+  const at = typeof value === "string" ? step.keys.indexOf(value) : -1;
+  if (at >= 0) return step.arms[at]!;
+  const selector = steps[step.from]!;
+  const why =
+    `${step.label} got ${typeof value === "string" ? `"${value}"` : String(value)}, ` +
+    `which names none of its branches (${step.keys.map((k) => `"${k}"`).join(", ")})`;
+  if (selector.op === "call") {
+    throw new GraphExecutionError(selector.deployment, selector.label, new Error(why));
+  }
+  throw new ValidationError([{ path: selector.label.replace(/^input\.?/, ""), message: why }]);
 }
 
 /** How many dependencies each step waits for, copied per request. */
@@ -57,6 +90,15 @@ export function runPlan<C = undefined>(
     let template = depCounts.get(graph);
     if (!template) depCounts.set(graph, (template = Int32Array.from(steps, (s) => s.deps.length)));
     const pending = template.slice();
+    let need: Uint8Array | undefined;
+    if (graph.gated) {
+      let needed = needTemplates.get(graph);
+      if (!needed)
+        needTemplates.set(graph, (needed = Uint8Array.from(steps, (s) => (s.always ? 1 : 0))));
+      need = needed.slice();
+    }
+    /** The arm step each branch or split waits for (-1: none yet). */
+    const chosen = need ? new Int32Array(steps.length).fill(-1) : undefined;
     let failed = false;
 
     const fail = (error: unknown): void => {
@@ -71,12 +113,38 @@ export function runPlan<C = undefined>(
         resolve(value);
         return;
       }
-      for (const dependent of steps[index]!.dependents) {
+      const step = steps[index]!;
+      if (need) {
+        need[index] = DONE;
+        for (const dependent of step.dependents) {
+          if (--pending[dependent]! === 0 && need[dependent] === NEEDED) start(dependent);
+        }
+        for (const chooser of step.choosers) {
+          if (chosen![chooser] === index) complete(chooser, value);
+        }
+        return;
+      }
+      for (const dependent of step.dependents) {
         if (--pending[dependent]! === 0) start(dependent);
       }
     };
+    /** Marks a step and what it depends on as needed, starting those that are ready. */
+    const require = (index: number): void => {
+      if (need![index] !== IDLE) return;
+      for (const dep of steps[index]!.deps) require(dep);
+      if (failed) return;
+      need![index] = NEEDED;
+      if (pending[index] === 0) start(index);
+    };
+    /** A branch or split goes on as its chosen arm: when that arm's value is there. */
+    const take = (index: number, arm: number): void => {
+      require(arm);
+      if (need![arm] === DONE) complete(index, values[arm]);
+      else chosen![index] = arm;
+    };
     const start = (index: number): void => {
       const step = steps[index]!;
+      if (need) need[index] = STARTED;
       let result: unknown;
       try {
         switch (step.op) {
@@ -97,6 +165,16 @@ export function runPlan<C = undefined>(
           case "handle":
             result = callbacks.handle(step.deployment);
             break;
+          case "branch":
+            take(index, branchArm(step, steps, values[step.from]));
+            return;
+          case "split": {
+            const at = callbacks.choose
+              ? callbacks.choose(step, context as C)
+              : pickArm(step.weights);
+            take(index, step.arms[at]!);
+            return;
+          }
         }
       } catch (error) {
         fail(error);

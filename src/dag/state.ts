@@ -48,7 +48,31 @@ export interface MultiState extends StateBase {
   readonly args: readonly unknown[];
 }
 
-export type NodeState = InputState | AttributeState | CallState | ClassState | MultiState;
+/**
+ * A conditional branch: runs the arm whose key the selector's value is (`branch()`). The
+ * arms are nodes of the same graph; what only an arm needs runs only when it is chosen.
+ */
+export interface BranchState extends StateBase {
+  readonly kind: "branch";
+  readonly selector: NodeState;
+  readonly keys: readonly string[];
+  readonly arms: readonly NodeState[];
+}
+
+/** A weighted split between versions of a subgraph (`split()`), named for `serve.yaml`. */
+export interface SplitState extends StateBase {
+  readonly kind: "split";
+  readonly name: string;
+  readonly keys: readonly string[];
+  readonly arms: readonly NodeState[];
+  /** The weights set in code, by arm (integers summing to 100). */
+  readonly weights: readonly number[];
+  /** The request header whose value keeps one caller on one arm. */
+  readonly stickyHeader: string | undefined;
+}
+
+export type NodeState =
+  InputState | AttributeState | CallState | ClassState | MultiState | BranchState | SplitState;
 
 /** Anything carrying a node state: the objects users hold. */
 export interface HasState {
@@ -123,5 +147,9 @@ export function childrenOf(state: NodeState): NodeState[] {
       });
     case "multi":
       return state.args.map(stateOf).filter((s): s is NodeState => s !== undefined);
+    case "branch":
+      return [state.selector, ...state.arms];
+    case "split":
+      return [...state.arms];
   }
 }

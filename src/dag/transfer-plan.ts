@@ -36,6 +36,8 @@ function isExclusive(step: Step, exclusive: readonly boolean[]): boolean {
       // A bound constant inside a gathered value must never move.
       return step.args.every((arg) => arg.step >= 0 && exclusive[arg.step]!);
     case "handle":
+    case "branch": // an arm's value may be read elsewhere too
+    case "split":
       return false;
   }
 }

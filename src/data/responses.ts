@@ -133,8 +133,9 @@ export class Responses {
       case "stream":
         call.stream = new StreamReader(() => {
           if (this.#pending.delete(message.id)) {
-            call.settled?.();
+            // Cancel first: settling frees the slot, and with it the connection to cancel on.
             call.cancelStream?.();
+            call.settled?.();
           }
         });
         call.resolve(call.stream);

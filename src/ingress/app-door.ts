@@ -21,7 +21,7 @@ import type { DeploymentHandle } from "../dag/types.js";
 import { CancelledError, NotFoundError } from "../errors.js";
 import { CancelScope } from "../data/cancel.js";
 import { isAsyncIterable } from "../values.js";
-import { readInput } from "./body.js";
+import { headerReader, readInput } from "./body.js";
 import {
   configureFastify,
   replies,
@@ -137,7 +137,10 @@ export async function mountApplication(
       call: (input, request) =>
         target.call(input, {
           requestId: request?.id ?? randomUUID(),
-          ...(request && { cancel: cancelOnClose(request, replies.get(request)) }),
+          ...(request && {
+            cancel: cancelOnClose(request, replies.get(request)),
+            header: headerReader(request),
+          }),
           ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
         }),
       getHandle: <T>(deployment: string): DeploymentHandle<T> => {
@@ -174,6 +177,7 @@ export async function mountApplication(
       const result = await target.call(input, {
         requestId: request.id,
         cancel: cancelOnClose(request, reply),
+        header: headerReader(request),
         ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
       });
       return sendResult(reply, result);

@@ -86,3 +86,11 @@ export async function readInput(
   if (body instanceof Uint8Array) return bytesField === undefined ? body : { [bytesField]: body };
   return body;
 }
+
+/** A request's header by its lower-case name (the first, when it is repeated). */
+export function headerReader(request: FastifyRequest): (name: string) => string | undefined {
+  return (name) => {
+    const value = request.headers[name];
+    return Array.isArray(value) ? value[0] : value;
+  };
+}

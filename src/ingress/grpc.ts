@@ -14,6 +14,7 @@ import {
   ValidationError,
 } from "../errors.js";
 import { CancelScope } from "../data/cancel.js";
+import { isAsyncIterable } from "../values.js";
 import { resultToTensors } from "./oip.js";
 import {
   allReady,
@@ -30,6 +31,7 @@ import {
   isTypedArray,
   type Tensor,
 } from "./tensors.js";
+import { metadataReader, streamInfer } from "./grpc-stream.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 
 const PROTO = fileURLToPath(new URL("./proto/grpc_predict_v2.proto", import.meta.url));
@@ -70,12 +72,30 @@ interface InferInput {
   contents?: Contents | null;
 }
 
-interface InferRequest {
+export interface InferRequest {
   model_name: string;
   id: string;
+  parameters: Record<string, { bool_param?: boolean } | undefined>;
   inputs: InferInput[];
   outputs: { name: string }[];
   raw_input_contents: Buffer[];
+}
+
+/** A `ModelInferResponse` message. */
+export interface InferResponse {
+  model_name: string;
+  id: string;
+  parameters?: Record<string, { bool_param: boolean }>;
+  outputs: { name: string; datatype: string; shape: readonly number[]; contents?: Contents }[];
+  raw_output_contents: Buffer[];
+}
+
+/** A request's graph result, and how a response is made of it (or of one of its items). */
+export interface Inferred {
+  readonly model_name: string;
+  readonly id: string;
+  readonly result: unknown;
+  readonly respond: (value: unknown) => InferResponse;
 }
 
 /** Which `*_contents` field carries each datatype. */
@@ -222,6 +242,11 @@ export async function startGrpc(
     ModelMetadata: unary((request: { name: string }) => {
       return modelNamed(request.name).model.metadata();
     }),
+    // Triton's bidirectional stream: each request runs the graph; a streamed result answers
+    // one response per item.
+    ModelStreamInfer: streamInfer((request, cancel, header) =>
+      infer(request, cancel, options.requestTimeoutMs(), header),
+    ),
     ModelInfer: (
       call: grpc.ServerUnaryCall<InferRequest, unknown>,
       callback: grpc.sendUnaryData<unknown>,
@@ -234,18 +259,38 @@ export async function startGrpc(
       );
       const timeout = limits.length > 0 ? Math.min(...limits) : undefined;
       Promise.resolve()
-        .then(() => infer(call.request, cancel, timeout))
+        .then(() => infer(call.request, cancel, timeout, metadataReader(call.metadata)))
         .then(
-          (response) => callback(null, response),
+          ({ result, respond }) => {
+            if (isAsyncIterable(result) && !isTypedArray(result)) {
+              // One response cannot carry a stream: stop it, and say where it can be read.
+              void Promise.resolve(result[Symbol.asyncIterator]().return?.()).catch(
+                () => undefined,
+              );
+              callback(
+                grpcError(
+                  new TributaryError(
+                    "BAD_REQUEST",
+                    `Model "${call.request.model_name}" streams its result; read it with ModelStreamInfer (one response per item).`,
+                  ),
+                ),
+                null,
+              );
+              return;
+            }
+            callback(null, respond(result));
+          },
           (error: unknown) => callback(grpcError(error), null),
         );
     },
   });
+  /** Runs the graph for one request; `respond` makes a response of its result (or of an item). */
   async function infer(
     request: InferRequest,
     cancel: CancelScope,
     timeout: number | undefined,
-  ): Promise<unknown> {
+    header: (name: string) => string | undefined,
+  ): Promise<Inferred> {
     {
       const target = modelNamed(request.model_name);
       if (request.id.length > MAX_REQUEST_ID_LENGTH || !/^[\x20-\x7e]*$/.test(request.id)) {
@@ -272,22 +317,26 @@ export async function startGrpc(
       const result = await target.call(target.model.toGraphInput(tensors), {
         requestId,
         cancel,
+        header,
         ...(timeout !== undefined && { timeout }),
       });
       const wanted =
         request.outputs.length > 0 ? new Set(request.outputs.map((o) => o.name)) : undefined;
-      const outputs = resultToTensors(result).filter((t) => !wanted || wanted.has(t.name));
-      return {
-        model_name: target.app.name,
-        id: requestId,
-        outputs: outputs.map((t) => ({
-          name: t.name,
-          datatype: t.datatype,
-          shape: t.shape,
-          ...(raw ? {} : { contents: outputContents(t) }),
-        })),
-        raw_output_contents: raw ? outputs.map((t) => Buffer.from(tensorToRaw(t))) : [],
+      const respond = (value: unknown): InferResponse => {
+        const outputs = resultToTensors(value).filter((t) => !wanted || wanted.has(t.name));
+        return {
+          model_name: target.app.name,
+          id: requestId,
+          outputs: outputs.map((t) => ({
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+            ...(raw ? {} : { contents: outputContents(t) }),
+          })),
+          raw_output_contents: raw ? outputs.map((t) => Buffer.from(tensorToRaw(t))) : [],
+        };
       };
+      return { model_name: target.app.name, id: requestId, result, respond };
     }
   }
   const port = await new Promise<number>((resolve, reject) =>

@@ -4,6 +4,7 @@
  */
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { NotFoundError, ValidationError } from "../errors.js";
+import { headerReader } from "./body.js";
 import { resultToTensors } from "./oip.js";
 import type { HttpSettings } from "./http.js";
 import {
@@ -87,6 +88,7 @@ export function registerOipRoutes(
         const input = target.model.toGraphInput(parseInputs(body));
         const result = await target.call(input, {
           requestId: request.id,
+          header: headerReader(request),
           ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
         });
         const wanted = requestedOutputs(body);

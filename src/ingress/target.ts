@@ -12,6 +12,8 @@ export interface IngressCallOptions {
   /** Cancelled when the client goes away. */
   readonly cancel?: CancelScope;
   readonly timeout?: number;
+  /** A request header's value by its lower-case name (what a sticky split hashes). */
+  readonly header?: (name: string) => string | undefined;
 }
 
 export interface IngressTarget {

@@ -18,6 +18,7 @@ import type { Controller, Subscriber } from "../control/controller.js";
 import { TributaryError } from "../errors.js";
 import { deserializeError } from "../wire/error-codec.js";
 import type { FromFrontDoor, ServedApplication, ToFrontDoor } from "./front-door-worker.js";
+import { armWeights } from "./graph-ingress.js";
 import type { RunOptions } from "./server.js";
 
 const ENTRY = new URL("./front-door-entry.mjs", import.meta.url);
@@ -79,7 +80,11 @@ function describe(apps: readonly PoolApplication[]): ServedApplication[] {
       name: app.name,
       routePrefix: app.routePrefix,
       deployments: controller.deploymentNames,
-      ingress: { maxOngoing: ingress.maxOngoingRequests, maxQueued: ingress.maxQueuedRequests },
+      ingress: {
+        maxOngoing: ingress.maxOngoingRequests,
+        maxQueued: ingress.maxQueuedRequests,
+        weights: armWeights(app),
+      },
     };
   });
 }

@@ -17,7 +17,7 @@ import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressTarget, IngressTargets } from "../ingress/target.js";
 import type { MembersMessage, SerializedError } from "../wire/protocol.js";
 import { startFrontDoors, type FrontDoors } from "./front-doors.js";
-import { GraphIngress } from "./graph-ingress.js";
+import { GraphIngress, type ArmWeights } from "./graph-ingress.js";
 import type { RunOptions } from "./server.js";
 
 /** An application a worker serves, as the main process describes it. */
@@ -31,8 +31,12 @@ export interface ServedApplication {
   readonly name: string;
   readonly routePrefix: string;
   readonly deployments: readonly string[];
-  /** The ingress's limits as configured (code, YAML or an update). */
-  readonly ingress: { readonly maxOngoing: number; readonly maxQueued: number };
+  /** The ingress's limits and split weights as configured (code, YAML or an update). */
+  readonly ingress: {
+    readonly maxOngoing: number;
+    readonly maxQueued: number;
+    readonly weights: ArmWeights;
+  };
 }
 
 type WorkerOptions = Omit<RunOptions, "logStream" | "transports" | "http">;
@@ -131,7 +135,11 @@ async function load(description: ServedApplication): Promise<Served> {
   const ingress = new GraphIngress(app, (step, args, options) =>
     outgoing.call(step.deployment, step.method, args, options),
   );
-  ingress.limit(description.ingress.maxOngoing, description.ingress.maxQueued);
+  ingress.limit(
+    description.ingress.maxOngoing,
+    description.ingress.maxQueued,
+    description.ingress.weights,
+  );
   const schema = app.graph.input?.schema;
   const target: IngressTarget = {
     app,
@@ -156,7 +164,11 @@ async function serve(descriptions: readonly ServedApplication[]): Promise<void> 
   for (const description of descriptions) {
     const existing = served.get(description.name);
     if (existing?.key === keyOf(description)) {
-      existing.ingress.limit(description.ingress.maxOngoing, description.ingress.maxQueued);
+      existing.ingress.limit(
+        description.ingress.maxOngoing,
+        description.ingress.maxQueued,
+        description.ingress.weights,
+      );
       next.set(description.name, existing);
       continue;
     }

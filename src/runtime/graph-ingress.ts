@@ -8,6 +8,7 @@ import { toMilliseconds } from "../options.js";
 import { validateInput } from "../dag/executor.js";
 import { runPlan, type CallStep, type PlanCallbacks } from "../dag/run-plan.js";
 import { transferPlan } from "../dag/transfer-plan.js";
+import { pickArm } from "../dag/weights.js";
 import { requestScope, type CancelScope } from "../data/cancel.js";
 import { HANDLE_REF } from "../data/handle-ref.js";
 import { StreamReader } from "../data/responses.js";
@@ -23,15 +24,32 @@ export type SendCall = (step: CallStep, args: unknown[], options: CallOptions) =
 interface Context {
   readonly requestId: string | undefined;
   readonly cancel: CancelScope | undefined;
+  /** A request header's value (a sticky split's key). */
+  readonly header: ((name: string) => string | undefined) | undefined;
+}
+
+/** Each split's weights in the order of its arms. */
+export type ArmWeights = Readonly<Record<string, readonly number[]>>;
+
+/** The weights an application's configuration gives its splits, in arm order. */
+export function armWeights(app: Application): ArmWeights {
+  return Object.fromEntries(
+    [...app.graph.splits].map(([name, step]) => [
+      name,
+      step.keys.map((key) => app.splits[name]?.[key] ?? 0),
+    ]),
+  );
 }
 
 export class GraphIngress {
   readonly #gate: IngressGate;
   readonly #plan: PlanCallbacks<Context>;
   #app: Application;
+  #weights: ArmWeights;
 
   constructor(app: Application, send: SendCall) {
     this.#app = app;
+    this.#weights = armWeights(app);
     const ingress = app.deployments[INGRESS]!;
     this.#gate = new IngressGate(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
     const transfers = transferPlan(app.graph);
@@ -46,6 +64,11 @@ export class GraphIngress {
             : undefined,
         }),
       handle: (deployment) => ({ [HANDLE_REF]: deployment }),
+      choose: (step, context) =>
+        pickArm(
+          this.#weights[step.name] ?? step.weights,
+          step.stickyHeader === undefined ? undefined : context.header?.(step.stickyHeader),
+        ),
     };
   }
 
@@ -54,14 +77,16 @@ export class GraphIngress {
     return this.#gate.pending;
   }
 
-  /** New limits for graph executions in flight and waiting. */
-  limit(maxOngoing: number, maxQueued: number): void {
+  /** New limits for graph executions in flight and waiting, and the splits' weights. */
+  limit(maxOngoing: number, maxQueued: number, weights?: ArmWeights): void {
     this.#gate.configure(maxOngoing, maxQueued);
+    if (weights) this.#weights = weights;
   }
 
-  /** The ingress limits of another configuration of the same application. */
+  /** The ingress limits and split weights of another configuration of the same application. */
   configure(app: Application): void {
     this.#app = app;
+    this.#weights = armWeights(app);
     const ingress = app.deployments[INGRESS]!;
     this.#gate.configure(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
   }
@@ -85,7 +110,11 @@ export class GraphIngress {
       const value: unknown =
         checked instanceof Promise ? await (checked as Promise<unknown>) : checked;
       const requestId = options.requestId;
-      const result = await runPlan(graph, value, this.#plan, { requestId, cancel: scope });
+      const result = await runPlan(graph, value, this.#plan, {
+        requestId,
+        cancel: scope,
+        header: headerOf(options),
+      });
       if (result instanceof StreamReader) {
         // A streamed result keeps its timeout, signal and ingress slot until it ends.
         streaming = true;
@@ -102,4 +131,15 @@ export class GraphIngress {
       }
     }
   }
+}
+
+/** How a request's headers are read: a front door's lookup, or the caller's `headers`. */
+function headerOf(
+  options: RequestOptions | IngressCallOptions,
+): ((name: string) => string | undefined) | undefined {
+  if ("header" in options && options.header) return options.header;
+  const headers = "headers" in options ? options.headers : undefined;
+  if (!headers) return undefined;
+  const lower = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
+  return (name) => lower[name];
 }

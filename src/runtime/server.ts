@@ -67,6 +67,8 @@ export interface RequestOptions {
   readonly timeout?: Duration;
   /** Carried to `requestContext().requestId` in every deployment the request reaches. */
   readonly requestId?: string;
+  /** Request headers, as a front door would see them: a sticky `split()` reads its header here. */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 /** The input `handle.call` takes: nothing for a graph without an `InputNode`. */

@@ -80,6 +80,7 @@ export type {
 export {
   ERROR_CODES,
   BackPressureError,
+  QueueTimeoutError,
   CancelledError,
   DeployFailedError,
   NotFoundError,

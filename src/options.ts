@@ -81,6 +81,7 @@ function buildSchemas(z: typeof Zod) {
       numReplicas: positiveInt,
       maxOngoingRequests: positiveInt,
       maxQueuedRequests: nonNegativeInt,
+      maxQueueWait: z.union([durationSchema, z.literal("off")]),
       autoscaling: autoscalingSchema,
       userConfig: z.json(),
       isolation: z.enum(["thread", "process"]),
@@ -110,6 +111,12 @@ export type DeploymentOptions = {
   numReplicas?: number;
   maxOngoingRequests?: number;
   maxQueuedRequests?: number;
+  /**
+   * How long a request may wait in a router's queue for a replica before it fails with
+   * `QueueTimeoutError` (HTTP 503, gRPC UNAVAILABLE); `"off"` (the default) waits up to the
+   * request's own timeout.
+   */
+  maxQueueWait?: Duration | "off";
   autoscaling?: {
     minReplicas?: number;
     maxReplicas?: number;
@@ -137,6 +144,8 @@ export interface ResolvedDeploymentOptions {
   readonly numReplicas: number;
   readonly maxOngoingRequests: number;
   readonly maxQueuedRequests: number;
+  /** Absent when off: a queued request waits up to its own timeout. */
+  readonly maxQueueWaitMs?: number;
   /** Absent when autoscaling is off. */
   readonly autoscaling?: ResolvedAutoscaling;
   /** Absent when none is set. */
@@ -224,6 +233,8 @@ export function resolveOptions(options: DeploymentOptions): ResolvedDeploymentOp
     numReplicas: options.numReplicas ?? d.numReplicas,
     maxOngoingRequests: options.maxOngoingRequests ?? d.maxOngoingRequests,
     maxQueuedRequests: options.maxQueuedRequests ?? d.maxQueuedRequests,
+    ...(options.maxQueueWait !== undefined &&
+      options.maxQueueWait !== "off" && { maxQueueWaitMs: toMilliseconds(options.maxQueueWait) }),
     ...(autoscaling && { autoscaling }),
     ...(options.userConfig !== undefined && { userConfig: options.userConfig }),
     isolation: options.isolation ?? d.isolation,

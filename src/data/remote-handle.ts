@@ -92,13 +92,19 @@ export class OutgoingCalls {
   /** The control plane's publication of `d`'s running replicas. */
   onMembers(message: MembersMessage): void {
     const target = this.#target(message.d);
-    const limits = { maxOngoingRequests: message.maxOngoing, maxQueuedRequests: message.maxQueued };
+    const limits = {
+      maxOngoingRequests: message.maxOngoing,
+      maxQueuedRequests: message.maxQueued,
+      maxQueueWaitMs: message.maxQueueWait,
+    };
     if (target.router) target.router.configure(limits);
     else target.router = new Router(message.d, message.label, limits);
     for (const id of message.remove) target.connections.delete(id);
     for (const endpoint of message.add) {
       target.connections.set(endpoint.replica, connect(endpoint, message.d, target, this.#changed));
     }
+    for (const [id, connection] of target.connections)
+      connection.models = sameModels(connection.models, message.models?.[id]);
     target.router.setReplicas([...target.connections.values()]);
     target.router.setUnavailable(
       message.unavailable ? deserializeError(message.unavailable) : undefined,
@@ -126,8 +132,17 @@ export class OutgoingCalls {
   }
 }
 
-/**
- * A connection to one replica}
+const NO_MODELS: ReadonlySet<string> = new Set();
+
+/** The reported models as a set: the one the connection has when nothing changed. */
+function sameModels(
+  known: ReadonlySet<string>,
+  reported: readonly string[] | undefined,
+): ReadonlySet<string> {
+  const next = reported ?? [];
+  if (next.length === known.size && next.every((m) => known.has(m))) return known;
+  return next.length === 0 ? NO_MODELS : new Set(next);
+}
 
 /**
  * A connection to one replica of `deployment`: over the `MessageChannel` port the control

@@ -65,7 +65,7 @@ describe("serve.yaml", () => {
     const [problem] = problems(valid("      - name: thresholder\n        nmReplicas: 2\n"));
     assert.equal(
       problem,
-      'test/config/serve.yaml:6:9: applications[0].deployments[0].nmReplicas: unknown field "nmReplicas". Did you mean "numReplicas"? Allowed: name, numReplicas, maxOngoingRequests, maxQueuedRequests, autoscaling, userConfig, isolation, resources, healthCheckPeriod, healthCheckTimeout, gracefulShutdownTimeout.',
+      'test/config/serve.yaml:6:9: applications[0].deployments[0].nmReplicas: unknown field "nmReplicas". Did you mean "numReplicas"? Allowed: name, numReplicas, maxOngoingRequests, maxQueuedRequests, maxQueueWait, autoscaling, userConfig, isolation, resources, healthCheckPeriod, healthCheckTimeout, gracefulShutdownTimeout.',
     );
     const typo = problems("applicatons: []\n");
     assert.ok(

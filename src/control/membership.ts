@@ -123,11 +123,11 @@ export class Membership {
       }
       known.add(target.id);
     }
-    // Which models each replica has loaded: all of them, so a subscriber replaces what it knew.
+    // Which models each multiplexing replica has loaded: all of them, so a subscriber
+    // replaces what it knew.
     let models: Record<string, readonly string[]> | undefined;
     for (const target of running)
-      if (target.connection.models.size > 0)
-        (models ??= {})[target.id] = [...target.connection.models];
+      if (target.connection.multiplexed) (models ??= {})[target.id] = [...target.connection.models];
     subscriber.tell(
       {
         t: "members",

@@ -176,6 +176,7 @@ export class ReplicaClient {
         return;
       case "models":
         this.connection.models = new Set(message.models);
+        this.connection.multiplexed = true;
         this.#events.modelsChanged(this);
         return;
       case "ready":

@@ -29,6 +29,8 @@ export class ReplicaConnection {
    * report, so a router can tell a new report from the one it has seen.
    */
   models: ReadonlySet<string> = new Set();
+  /** The replica multiplexes models (it has reported its models at least once). */
+  multiplexed = false;
   readonly #send: (message: CallMessage, transfer?: Transfer) => void;
   readonly #responses = new Responses();
   #nextId = 1;

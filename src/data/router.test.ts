@@ -190,6 +190,7 @@ describe("Router", () => {
     const b = replica("b");
     const router = new Router("d", "d", { maxOngoingRequests: 4, maxQueuedRequests: 10 });
     a.connection.models = new Set(["m1"]);
+    a.connection.multiplexed = b.connection.multiplexed = true;
     b.connection.models = new Set(["m2"]);
     router.setReplicas([a.connection, b.connection]);
     for (let i = 0; i < 3; i++) {
@@ -205,6 +206,7 @@ describe("Router", () => {
     const b = replica("b");
     const router = new Router("d", "d", { maxOngoingRequests: 4, maxQueuedRequests: 10 });
     a.connection.models = new Set(["m1", "m2"]);
+    a.connection.multiplexed = b.connection.multiplexed = true;
     router.setReplicas([a.connection, b.connection]);
     void router.call("m", [], { multiplexedModelId: "m3" });
     assert.deepEqual(modelsSent(b.sent), ["m3"]);
@@ -227,6 +229,7 @@ describe("Router", () => {
       500,
     );
     a.connection.models = new Set(["m1"]);
+    a.connection.multiplexed = b.connection.multiplexed = true;
     router.setReplicas([a.connection, b.connection]);
     void router.call("m", [], { multiplexedModelId: "m1" });
     const second = router.call("m", [], { multiplexedModelId: "m1" });
@@ -245,5 +248,17 @@ describe("Router", () => {
     ok(a, calls(a.sent)[1]!, "second");
     ok(b, calls(b.sent)[1]!, "third");
     assert.deepEqual(await Promise.all([second, third]), ["second", "third"]);
+  });
+
+  test("router - calls that name a model go to any free replica of a deployment that does not multiplex", () => {
+    const a = replica("a");
+    const b = replica("b");
+    const router = new Router("d", "d", { maxOngoingRequests: 1, maxQueuedRequests: 10 }, first);
+    router.setReplicas([a.connection, b.connection]);
+    void router.call("m", [], { multiplexedModelId: "m1" });
+    void router.call("m", [], { multiplexedModelId: "m1" });
+    assert.equal(calls(a.sent).length, 1);
+    assert.equal(calls(b.sent).length, 1, "no wait for the replica the first call went to");
+    assert.equal(router.queued, 0);
   });
 });

@@ -117,7 +117,9 @@ class Slot implements RoutedReplica {
     return n;
   }
 
+  /** Only a replica that multiplexes loads what it is sent (and reports it again). */
   sentModel(model: string): void {
+    if (!this.connection.multiplexed) return;
     this.#sync();
     this.#sent.add(model);
   }

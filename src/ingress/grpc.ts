@@ -14,6 +14,7 @@ import {
   ValidationError,
 } from "../errors.js";
 import { CancelScope } from "../data/cancel.js";
+import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
 import { resultToTensors } from "./oip.js";
 import {
   allReady,
@@ -72,6 +73,7 @@ interface InferInput {
 
 interface InferRequest {
   model_name: string;
+  model_version: string;
   id: string;
   inputs: InferInput[];
   outputs: { name: string }[];
@@ -234,7 +236,14 @@ export async function startGrpc(
       );
       const timeout = limits.length > 0 ? Math.min(...limits) : undefined;
       Promise.resolve()
-        .then(() => infer(call.request, cancel, timeout))
+        .then(() =>
+          infer(
+            call.request,
+            cancel,
+            timeout,
+            modelIdOf(call.request.model_version, call.metadata.get(MODEL_ID_HEADER)),
+          ),
+        )
         .then(
           (response) => callback(null, response),
           (error: unknown) => callback(grpcError(error), null),
@@ -245,6 +254,7 @@ export async function startGrpc(
     request: InferRequest,
     cancel: CancelScope,
     timeout: number | undefined,
+    multiplexedModelId: string | undefined,
   ): Promise<unknown> {
     {
       const target = modelNamed(request.model_name);
@@ -272,6 +282,7 @@ export async function startGrpc(
       const result = await target.call(target.model.toGraphInput(tensors), {
         requestId,
         cancel,
+        multiplexedModelId,
         ...(timeout !== undefined && { timeout }),
       });
       const wanted =

@@ -12,6 +12,8 @@ export interface IngressCallOptions {
   /** Cancelled when the client goes away. */
   readonly cancel?: CancelScope;
   readonly timeout?: number;
+  /** The model the request names (the `x-tributary-model-id` header, an OIP model version). */
+  readonly multiplexedModelId?: string | undefined;
 }
 
 export interface IngressTarget {

@@ -77,8 +77,8 @@ async function init(message: Extract<ToFrontDoor, { t: "init" }>): Promise<void>
     call: (input, options) => graphIngress.call(input, options),
     // For the application's own routes (build({ routes })), which this worker serves too.
     getHandle: (name) =>
-      handleProxy(name, (method, args) =>
-        outgoing.call(name, method, args),
+      handleProxy(name, (method, args, options) =>
+        outgoing.call(name, method, args, undefined, options.multiplexedModelId),
       ) as DeploymentHandle<unknown>,
     ready: () => outgoing.ready(),
   };

@@ -23,6 +23,7 @@ export type SendCall = (step: CallStep, args: unknown[], options: CallOptions) =
 interface Context {
   readonly requestId: string | undefined;
   readonly cancel: CancelScope | undefined;
+  readonly multiplexedModelId: string | undefined;
 }
 
 export class GraphIngress {
@@ -41,6 +42,7 @@ export class GraphIngress {
         send(step, args, {
           requestId: context.requestId,
           cancel: context.cancel,
+          multiplexedModelId: context.multiplexedModelId,
           transfer: moves[step.index]
             ? transferablesOf(args.filter((_, i) => transfers[step.index]![i]))
             : undefined,
@@ -85,7 +87,11 @@ export class GraphIngress {
       const value: unknown =
         checked instanceof Promise ? await (checked as Promise<unknown>) : checked;
       const requestId = options.requestId;
-      const result = await runPlan(graph, value, this.#plan, { requestId, cancel: scope });
+      const result = await runPlan(graph, value, this.#plan, {
+        requestId,
+        cancel: scope,
+        multiplexedModelId: options.multiplexedModelId,
+      });
       if (result instanceof StreamReader) {
         // A streamed result keeps its timeout, signal and ingress slot until it ends.
         streaming = true;

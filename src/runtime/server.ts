@@ -67,6 +67,12 @@ export interface RequestOptions {
   readonly timeout?: Duration;
   /** Carried to `requestContext().requestId` in every deployment the request reaches. */
   readonly requestId?: string;
+  /**
+   * The model the request is for (multiplexing): carried to
+   * `requestContext().multiplexedModelId` in every deployment it reaches; routers prefer
+   * replicas that have it loaded.
+   */
+  readonly multiplexedModelId?: string;
 }
 
 /** The input `handle.call` takes: nothing for a graph without an `InputNode`. */
@@ -134,7 +140,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
    */
   getHandle<T>(name: string, options: RequestOptions = {}): DeploymentHandle<T> {
     const router = this.#controller.router(name);
-    return handleProxy(name, (method, args) => {
+    return handleProxy(name, (method, args, handleOptions) => {
       if (this.#closed) return Promise.reject(new ServerClosedError(`Deployment "${name}"`));
       const timeout = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
       const { scope, dispose } = requestScope(`${name}.${method}()`, options.signal, timeout);
@@ -142,6 +148,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
         cancel: scope,
         requestId: options.requestId,
         transfer: transferablesOf(args),
+        multiplexedModelId: handleOptions.multiplexedModelId ?? options.multiplexedModelId,
       });
       // A stream keeps its timeout and signal until it ends.
       if (scope) {

@@ -107,7 +107,10 @@ export interface MembersMessage {
   readonly unavailable?: SerializedError | undefined;
   /** How long a call may wait in the router's queue, in ms (absent: no limit). */
   readonly maxQueueWait?: number | undefined;
-  /** The models each running replica has loaded (multiplexing), by replica id, when any has. */
+  /**
+   * The models each running replica that multiplexes has loaded, by replica id (a replica
+   * absent here does not multiplex); absent when none does.
+   */
   readonly models?: Readonly<Record<string, readonly string[]>> | undefined;
 }
 

@@ -1,8 +1,15 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
 import { QueueTimeoutError, withHandleOptions } from "tributary";
-import { app, queueApp, type Multiplexed, type Served } from "../fixtures/multiplex-app.js";
+import { loadInferenceService } from "tributary/internal";
+import { app, oipApp, queueApp, type Multiplexed, type Served } from "../fixtures/multiplex-app.js";
+import { type Client, rpc } from "../ingress/grpc-client.js";
 import { serve } from "../serve.js";
+
+interface InferResponse {
+  readonly outputs: { contents?: { bytes_contents?: Buffer[] } }[];
+}
 
 const MODELS = ["m1", "m2", "m3"];
 
@@ -119,5 +126,58 @@ test(
       return true;
     });
     assert.equal(await holding, 2000, "the running request is not affected");
+  },
+);
+
+test(
+  "multiplex - the OIP model version names the model over REST and gRPC, as the header and gRPC metadata do",
+  { timeout: 60_000 },
+  async (t) => {
+    await using server = await serve(oipApp, { grpc: { port: 0 } });
+    const infer = async (path: string, headers: Record<string, string> = {}): Promise<unknown> => {
+      const response = await fetch(`${server.url}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: JSON.stringify({ inputs: [{ name: "x", datatype: "FP64", shape: [1], data: [7] }] }),
+      });
+      assert.equal(response.status, 200);
+      const body = (await response.json()) as { outputs: { data: unknown[] }[] };
+      return body.outputs[0]!.data[0];
+    };
+    assert.equal(await infer("/v2/models/which/versions/en-v2/infer"), "en-v2:7");
+    assert.equal(await infer("/v2/models/which/infer", { "x-tributary-model-id": "de" }), "de:7");
+    assert.equal(await infer("/v2/models/which/infer"), "none:7");
+
+    const Service = loadInferenceService();
+    const client = new Service(
+      `127.0.0.1:${server.grpcPort}`,
+      grpc.credentials.createInsecure(),
+    ) as unknown as Client;
+    t.after(() => client.close());
+    const request = {
+      model_name: "which",
+      inputs: [{ name: "x", datatype: "FP64", shape: [1], contents: { fp64_contents: [7] } }],
+    };
+    const text = (response: InferResponse): string =>
+      String(response.outputs[0]!.contents!.bytes_contents![0]);
+    const byVersion = await rpc<InferResponse>(client, "ModelInfer", {
+      ...request,
+      model_version: "fr",
+    });
+    assert.equal(text(byVersion), "fr:7");
+    const metadata = new grpc.Metadata();
+    metadata.set("x-tributary-model-id", "it");
+    type WithMetadata = (
+      request: unknown,
+      metadata: grpc.Metadata,
+      callback: (error: Error | null, response: InferResponse) => void,
+    ) => void;
+    const modelInfer = (client as unknown as { ModelInfer: WithMetadata }).ModelInfer.bind(client);
+    const byMetadata = await new Promise<InferResponse>((resolve, reject) =>
+      modelInfer(request, metadata, (error, response) =>
+        error ? reject(error) : resolve(response),
+      ),
+    );
+    assert.equal(text(byMetadata), "it:7");
   },
 );

@@ -58,7 +58,11 @@ export async function startFrontDoorPool(
     moduleUrl: app.moduleUrl,
     app: app.name,
     deployments: controller.deploymentNames,
-    ingress: { maxOngoing: ingress.maxOngoingRequests, maxQueued: ingress.maxQueuedRequests },
+    ingress: {
+      maxOngoing: ingress.maxOngoingRequests,
+      maxQueued: ingress.maxQueuedRequests,
+      maxQueueWait: ingress.maxQueueWaitMs,
+    },
     // The same arguments in every worker: the cluster shares one socket per address and
     // port as asked, so port 0 picks a port once, for all of them.
     options: settings,
@@ -123,6 +127,7 @@ export async function startFrontDoorPool(
           t: "ingress",
           maxOngoing: ingress.maxOngoingRequests,
           maxQueued: ingress.maxQueuedRequests,
+          maxQueueWait: ingress.maxQueueWaitMs,
         } satisfies ToFrontDoor);
       }
     },

@@ -26,12 +26,21 @@ export type ToFrontDoor =
       readonly app: string;
       readonly deployments: readonly string[];
       /** The ingress's limits as configured (code, YAML or an update). */
-      readonly ingress: { readonly maxOngoing: number; readonly maxQueued: number };
+      readonly ingress: {
+        readonly maxOngoing: number;
+        readonly maxQueued: number;
+        readonly maxQueueWait?: number | undefined;
+      };
       /** The front door's settings (no log stream: lines go to standard output). */
       readonly options: Omit<RunOptions, "logStream" | "transports">;
     }
   | MembersMessage
-  | { readonly t: "ingress"; readonly maxOngoing: number; readonly maxQueued: number }
+  | {
+      readonly t: "ingress";
+      readonly maxOngoing: number;
+      readonly maxQueued: number;
+      readonly maxQueueWait?: number | undefined;
+    }
   /** Stop taking requests; close the connections on `force`. */
   | { readonly t: "close" }
   | { readonly t: "force" };
@@ -67,7 +76,11 @@ async function init(message: Extract<ToFrontDoor, { t: "init" }>): Promise<void>
   const graphIngress = new GraphIngress(app, (step, args, options) =>
     outgoing.call(step.deployment, step.method, args, options),
   );
-  graphIngress.limit(message.ingress.maxOngoing, message.ingress.maxQueued);
+  graphIngress.limit(
+    message.ingress.maxOngoing,
+    message.ingress.maxQueued,
+    message.ingress.maxQueueWait,
+  );
   ingress = graphIngress;
   const schema = app.graph.input?.schema;
   const target: IngressTarget = {
@@ -95,7 +108,7 @@ process.on("message", (message: ToFrontDoor) => {
       outgoing.onMembers(message);
       return;
     case "ingress":
-      ingress?.limit(message.maxOngoing, message.maxQueued);
+      ingress?.limit(message.maxOngoing, message.maxQueued, message.maxQueueWait);
       return;
     case "close":
       void doors

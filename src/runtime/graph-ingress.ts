@@ -34,7 +34,11 @@ export class GraphIngress {
   constructor(app: Application, send: SendCall) {
     this.#app = app;
     const ingress = app.deployments[INGRESS]!;
-    this.#gate = new IngressGate(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
+    this.#gate = new IngressGate(
+      ingress.maxOngoingRequests,
+      ingress.maxQueuedRequests,
+      ingress.maxQueueWaitMs,
+    );
     const transfers = transferPlan(app.graph);
     const moves = transfers.map((flags) => flags.some(Boolean));
     this.#plan = {
@@ -57,15 +61,19 @@ export class GraphIngress {
   }
 
   /** New limits for graph executions in flight and waiting. */
-  limit(maxOngoing: number, maxQueued: number): void {
-    this.#gate.configure(maxOngoing, maxQueued);
+  limit(maxOngoing: number, maxQueued: number, maxQueueWaitMs?: number): void {
+    this.#gate.configure(maxOngoing, maxQueued, maxQueueWaitMs);
   }
 
   /** The ingress limits of another configuration of the same application. */
   configure(app: Application): void {
     this.#app = app;
     const ingress = app.deployments[INGRESS]!;
-    this.#gate.configure(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
+    this.#gate.configure(
+      ingress.maxOngoingRequests,
+      ingress.maxQueuedRequests,
+      ingress.maxQueueWaitMs,
+    );
   }
 
   async call(input: unknown, options: RequestOptions | IngressCallOptions = {}): Promise<unknown> {
@@ -79,7 +87,7 @@ export class GraphIngress {
     let entered = false;
     let streaming = false;
     try {
-      const waiting = this.#gate.enter(scope);
+      const waiting = this.#gate.enter(scope, options.requestId);
       if (waiting) await waiting;
       entered = true;
       const graph = this.#app.graph;

@@ -32,7 +32,9 @@ function tell(worker: Worker, message: ToFrontDoor | MembersMessage): void {
 
 export interface FrontDoorPool {
   readonly url: string;
-  /** The workers' process ids (tests kill one to see it replaced). */
+  /** The gRPC port every worker shares, when gRPC is on. */
+  readonly grpcPort: number | undefined;
+  /** The process ids of the workers that listen (tests kill one to see it replaced). */
   pids(): number[];
   /** New ingress limits after an update. */
   configure(app: Application): void;
@@ -50,8 +52,11 @@ export async function startFrontDoorPool(
   let ingress = app.deployments[INGRESS]!;
   const { logStream: _logStream, transports: _transports, http: _http, ...settings } = options;
   const workers = new Set<Worker>();
+  /** Those that listen (a replacement is in `workers` from its start). */
+  const serving = new Set<Worker>();
   let closing = false;
   let url = "";
+  let grpcPort: number | undefined;
 
   const init = (): ToFrontDoor => ({
     t: "init",
@@ -63,8 +68,10 @@ export async function startFrontDoorPool(
       maxQueued: ingress.maxQueuedRequests,
       maxQueueWait: ingress.maxQueueWaitMs,
     },
-    // The same arguments in every worker: the cluster shares one socket per address and
-    // port as asked, so port 0 picks a port once, for all of them.
+    // The same arguments in every worker (port 0 included): the cluster shares one socket
+    // per address and port as asked, so port 0 picks a port once, for all of them, and for
+    // a replacement. (Asking for the port the first one got would be a new key, and a
+    // second bind of it: EADDRINUSE.) gRPC's listener is shared the same way.
     options: settings,
   });
 
@@ -96,13 +103,16 @@ export async function startFrontDoorPool(
         else if (message.t === "subscribe") controller.subscribe(subscriber, message.d);
         else if (message.t === "listening") {
           clearTimeout(timer);
+          serving.add(worker);
           url ||= message.url;
+          grpcPort ??= message.grpcPort;
           resolve();
         } else if (message.t === "failed") fail(deserializeError(message.e));
       });
       worker.once("exit", () => {
         clearTimeout(timer);
         workers.delete(worker);
+        serving.delete(worker);
         controller.unsubscribe(subscriber);
         // One that dies while serving is replaced (one that failed to start is reported).
         if (!closing && url) setTimeout(() => void start().catch(() => undefined), 100);
@@ -119,7 +129,8 @@ export async function startFrontDoorPool(
   }
   return {
     url,
-    pids: () => [...workers].flatMap((w) => (w.process.pid === undefined ? [] : [w.process.pid])),
+    grpcPort,
+    pids: () => [...serving].flatMap((w) => (w.process.pid === undefined ? [] : [w.process.pid])),
     configure(next) {
       ingress = next.deployments[INGRESS]!;
       for (const worker of workers) {

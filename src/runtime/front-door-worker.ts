@@ -48,7 +48,7 @@ export type ToFrontDoor =
 /** What a front-door worker says. */
 export type FromFrontDoor =
   | { readonly t: "hello" }
-  | { readonly t: "listening"; readonly url: string }
+  | { readonly t: "listening"; readonly url: string; readonly grpcPort: number | undefined }
   | { readonly t: "failed"; readonly e: SerializedError }
   | { readonly t: "subscribe"; readonly d: string };
 
@@ -96,7 +96,7 @@ async function init(message: Extract<ToFrontDoor, { t: "init" }>): Promise<void>
     ready: () => outgoing.ready(),
   };
   doors = await startFrontDoors(target, message.options);
-  send({ t: "listening", url: doors.url });
+  send({ t: "listening", url: doors.url, grpcPort: doors.grpcPort });
 }
 
 process.on("message", (message: ToFrontDoor) => {

@@ -40,8 +40,8 @@ export interface RunOptions {
   readonly maxConnections?: number;
   /**
    * HTTP front doors: `workers` processes (default 1: the front door runs in this thread)
-   * sharing the port, each with its own routers; one that dies is replaced. gRPC is
-   * served by this thread only, so it cannot be combined with `workers` above 1 yet.
+   * sharing the port, each with its own routers; one that dies is replaced. With `grpc`,
+   * every worker serves gRPC too, on one shared gRPC port.
    */
   readonly http?: { readonly workers?: number };
   /** Error responses include stack traces (default false). */
@@ -318,13 +318,10 @@ export async function run<In, Out>(
         `http.workers must be an integer from 1 to 64 (it is ${String(workers)}).`,
       );
     if (workers > 1) {
-      if (options.grpc)
-        throw new OptionsError(
-          "gRPC is served by the main thread only: it cannot be combined with http.workers above 1 yet.",
-        );
       const { startFrontDoorPool } = await import("./front-door-pool.js");
       const pool = await startFrontDoorPool(app, controller, options, workers);
       server.url = pool.url;
+      server.grpcPort = pool.grpcPort;
       server.frontDoorPool = pool;
       server.frontDoors.push((force) => pool.close(force));
       return server;

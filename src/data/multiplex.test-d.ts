@@ -56,9 +56,9 @@ withHandleOptions(handle, { multiplexedModelId: 1 });
 withHandleOptions({ predict: () => 1 }, { multiplexedModelId: "m1" });
 
 declare const server: Server<unknown, unknown>;
-expectTypeOf(
-  server.getHandle<Multiplexed>("mux", { multiplexedModelId: "m1" }),
-).toEqualTypeOf<DeploymentHandle<Multiplexed>>();
+expectTypeOf(server.getHandle<Multiplexed>("mux", { multiplexedModelId: "m1" })).toEqualTypeOf<
+  DeploymentHandle<Multiplexed>
+>();
 
 // maxQueueWait is a duration, or "off".
 deployment(Multiplexed, { maxQueueWait: "250ms" });

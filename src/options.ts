@@ -81,7 +81,15 @@ function buildSchemas(z: typeof Zod) {
       numReplicas: positiveInt,
       maxOngoingRequests: positiveInt,
       maxQueuedRequests: nonNegativeInt,
-      maxQueueWait: z.union([durationSchema, z.literal("off")]),
+      maxQueueWait: z.union([
+        z.number().nonnegative().finite(),
+        z
+          .string()
+          .refine(
+            (value) => value === "off" || DURATION_PATTERN.test(value),
+            'expected a duration such as "250ms" or "2s", or "off"',
+          ),
+      ]),
       autoscaling: autoscalingSchema,
       userConfig: z.json(),
       isolation: z.enum(["thread", "process"]),
@@ -173,6 +181,9 @@ export const DEFAULT_OPTIONS = {
   numReplicas: 1,
   maxOngoingRequests: 5,
   maxQueuedRequests: 100,
+  // Off, as in Ray Serve: how long a wait is too long depends on the model, and a request
+  // already has `requestTimeout`. Operators who want fast failure set it per deployment.
+  maxQueueWait: "off",
   isolation: "thread",
   resources: { cpus: 1 },
   // Ray Serve checks every 10 s and waits 30 s, because there a health check queues behind

@@ -143,6 +143,25 @@ describe("serve.yaml", () => {
     assert.equal(resolved.routePrefix, "/gate");
   });
 
+  test("config - maxQueueWait takes a duration, or off (YAML 1.2: a string, not false)", async () => {
+    const resolve = async (value: string) => {
+      const { config, document } = parseConfig(
+        valid(`      - name: thresholder\n        maxQueueWait: ${value}\n`),
+        FILE,
+      );
+      return (await resolveApplication(config.applications[0]!, 0, document, FILE)).deployments
+        .thresholder?.maxQueueWaitMs;
+    };
+    assert.equal(await resolve("250ms"), 250);
+    assert.equal(await resolve("2s"), 2000);
+    assert.equal(await resolve("off"), undefined);
+    const [problem] = problems(valid("      - name: thresholder\n        maxQueueWait: soon\n"));
+    assert.equal(
+      problem,
+      'test/config/serve.yaml:6:23: applications[0].deployments[0].maxQueueWait: found string "soon"; expected a duration such as "250ms" or "2s", or "off"',
+    );
+  });
+
   test("build - writes every deployment with the defaults as comments, deterministically, and reads back", async () => {
     const yaml = applicationToYaml(app, "../fixtures/config-app.ts:app", {
       host: "127.0.0.1",

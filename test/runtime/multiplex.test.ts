@@ -181,3 +181,30 @@ test(
     assert.equal(text(byMetadata), "it:7");
   },
 );
+
+test(
+  "multiplex - a process replica gets the model id over its socket and reports its models",
+  { timeout: 60_000 },
+  async () => {
+    await using server = await serve(
+      app.withOptions({ mux: { isolation: "process", numReplicas: 1 } }),
+    );
+    const post = async (model: string): Promise<Served> => {
+      const response = await fetch(`${server.url}/mux`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-tributary-model-id": model },
+        body: JSON.stringify({ x: 4 }),
+      });
+      assert.equal(response.status, 200);
+      return (await response.json()) as Served;
+    };
+    const first = await post("p1");
+    assert.deepEqual([first.model, first.out, first.loads], ["p1", "p1(4)", 1]);
+    const again = await post("p1");
+    assert.equal(again.loads, 1, "loaded once");
+    const direct = await withHandleOptions(server.getHandle<Multiplexed>("mux"), {
+      multiplexedModelId: "p2",
+    }).predict(5);
+    assert.deepEqual([direct.model, direct.loads, direct.loaded], ["p2", 2, ["p1", "p2"]]);
+  },
+);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { ActiveRequest, requestStorage } from "./context.js";
-import { multiplexed } from "./multiplex.js";
+import { multiplexed, reportModelsTo } from "./multiplex.js";
 
 /** A model that records its close(). */
 class FakeModel {
@@ -69,5 +69,19 @@ describe("multiplexed", () => {
     assert.equal(await requestStorage.run(request, () => models()), "model en-v2");
     await assert.rejects(models(), /names no model.*x-tributary-model-id/s);
     assert.throws(() => multiplexed(() => 1, { maxModelsPerReplica: 0 }), /positive integer/);
+  });
+
+  // Last: it installs this thread's report, as a replica does.
+  test("multiplexed - a replica reports its loaded models: a cache made before the report at once, every change after", async () => {
+    const early = multiplexed((id: string) => id, { maxModelsPerReplica: 1 });
+    const reports: string[][] = [];
+    // (Caches of the tests above live on in this thread: only this test's ids are compared.)
+    reportModelsTo((models) => reports.push(models.filter((m) => m.startsWith("r-")).sort()));
+    assert.deepEqual(reports, [[]], "reported at once: the replica multiplexes");
+    await early("r-a");
+    const late = multiplexed((id: string) => id);
+    await late("r-b");
+    await early("r-c"); // evicts r-a
+    assert.deepEqual(reports, [[], ["r-a"], ["r-a"], ["r-a", "r-b"], ["r-b"], ["r-b", "r-c"]]);
   });
 });

@@ -40,20 +40,32 @@ export interface MultiplexedModels<Model> {
 /** Ray Serve's default `max_num_models_per_replica`. */
 export const DEFAULT_MAX_MODELS_PER_REPLICA = 3;
 
-/** @internal Where a replica hears of changes to the models it has loaded. */
+/** Where a replica hears of changes to the models it has loaded. */
 let report: ((models: readonly string[]) => void) | undefined;
-/** @internal The caches of this replica (only once a replica installed its report). */
-const caches = new Set<() => readonly string[]>();
+/**
+ * The caches of this thread, each as its list of ids (weakly: an instance that is gone, as
+ * after `node.execute()` and `dispose()`, takes its cache with it).
+ */
+const caches = new Set<WeakRef<() => readonly string[]>>();
 
-/** @internal Called by the replica host, before it constructs the deployment. */
+/**
+ * @internal Called by the replica host before it constructs the deployment: a cache made at
+ * module level (for a function deployment) reports now, one made by a constructor when made.
+ */
 export function reportModelsTo(listener: (models: readonly string[]) => void): void {
   report = listener;
+  if (caches.size > 0) changed();
 }
 
+/** Reports the ids loaded in all of this replica's caches (the first report says it multiplexes). */
 function changed(): void {
   if (!report) return;
   const ids = new Set<string>();
-  for (const loaded of caches) for (const id of loaded()) ids.add(id);
+  for (const ref of caches) {
+    const loaded = ref.deref();
+    if (loaded) for (const id of loaded()) ids.add(id);
+    else caches.delete(ref);
+  }
   report([...ids]);
 }
 
@@ -100,7 +112,8 @@ export function multiplexed<Model>(
   let loads = 0;
   let evictions = 0;
   const loaded = (): readonly string[] => [...cache.keys()];
-  if (report) caches.add(loaded);
+  caches.add(new WeakRef(loaded));
+  changed();
 
   const evictPast = (size: number): void => {
     let evicted = false;
@@ -151,6 +164,7 @@ export function multiplexed<Model>(
       cap = checkedCap(next, cap);
       evictPast(cap);
     },
+    // `loaded` is held here, so the cache stays registered as long as this function lives.
     stats: (): MultiplexStats => ({ loads, evictions, loaded: loaded() }),
   });
 }

@@ -3,7 +3,14 @@ import { test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { QueueTimeoutError, withHandleOptions } from "tributary";
 import { loadInferenceService } from "tributary/internal";
-import { app, oipApp, queueApp, type Multiplexed, type Served } from "../fixtures/multiplex-app.js";
+import {
+  app,
+  directApp,
+  oipApp,
+  queueApp,
+  type Multiplexed,
+  type Served,
+} from "../fixtures/multiplex-app.js";
 import { type Client, rpc } from "../ingress/grpc-client.js";
 import { serve } from "../serve.js";
 
@@ -206,5 +213,31 @@ test(
       multiplexedModelId: "p2",
     }).predict(5);
     assert.deepEqual([direct.model, direct.loads, direct.loaded], ["p2", 2, ["p1", "p2"]]);
+  },
+);
+
+test(
+  "multiplex - front-door worker processes learn where each model is loaded",
+  { timeout: 90_000 },
+  async () => {
+    await using server = await serve(directApp, { http: { workers: 2 } });
+    const mux = server.getHandle<Multiplexed>("mux");
+    // Loaded from this thread's router: the replica reports it, and the control plane
+    // tells every router, the workers' included (they route the graph's call to mux).
+    const loaded = await withHandleOptions(mux, { multiplexedModelId: "w1" }).predict(1);
+    for (let i = 0; i < 8; i++) {
+      const response = await fetch(`${server.url}/direct`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-tributary-model-id": "w1" },
+        body: String(i),
+      });
+      assert.equal(response.status, 200);
+      const served = (await response.json()) as Served;
+      assert.deepEqual(
+        [served.model, served.replica, served.loads],
+        ["w1", loaded.replica, 1],
+        `request ${i} went where w1 is loaded`,
+      );
+    }
   },
 );

@@ -21,7 +21,7 @@ import type { ApplicationStatusInfo } from "../status.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
 import { startFrontDoors } from "./front-doors.js";
-import type { FrontDoorPool } from "./front-door-pool.js";
+import type { FrontDoorPool, PoolApplication } from "./front-door-pool.js";
 
 export interface RunOptions {
   /** HTTP host (default `127.0.0.1`). */
@@ -203,7 +203,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     }
     const plan = await this.#controller.apply(next);
     this.#ingress.configure(next);
-    this.frontDoorPool?.configure(next);
+    await this.frontDoorPool?.serve([{ app: next, controller: this.#controller }]);
     this.#app = next;
     return plan;
   }
@@ -266,6 +266,11 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
 
   #target: IngressTarget | undefined;
 
+  /** @internal What front-door workers serve of this application: it, and its controller. */
+  poolApplication(): PoolApplication {
+    return { app: this.app, controller: this.#controller };
+  }
+
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
@@ -319,7 +324,7 @@ export async function run<In, Out>(
       );
     if (workers > 1) {
       const { startFrontDoorPool } = await import("./front-door-pool.js");
-      const pool = await startFrontDoorPool(app, controller, options, workers);
+      const pool = await startFrontDoorPool([{ app, controller }], options, workers);
       server.url = pool.url;
       server.grpcPort = pool.grpcPort;
       server.frontDoorPool = pool;

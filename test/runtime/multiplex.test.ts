@@ -106,7 +106,7 @@ test(
 );
 
 test(
-  "queue timeout - a request that waits past maxQueueWait fails with 503 QUEUE_TIMEOUT and its request id, well before the request timeout",
+  "queue timeout - a request that waits past maxQueueWait fails with 503 QUEUE_TIMEOUT and its request id, well before the request timeout; an update turns it off in place",
   { timeout: 60_000 },
   async () => {
     await using server = await serve(queueApp, { requestTimeout: "30s" });
@@ -133,6 +133,12 @@ test(
       return true;
     });
     assert.equal(await holding, 2000, "the running request is not affected");
+    // An update turns it off in place (the router's limits): a queued request waits its turn.
+    const result = await server.update(queueApp.withOptions({ hold: { maxQueueWait: "off" } }));
+    assert.deepEqual(result.hold, ["router"]);
+    const first = server.handle.call(400);
+    assert.equal(await server.handle.call(5), 5, "waited behind the 400 ms one");
+    assert.equal(await first, 400);
   },
 );
 

@@ -27,6 +27,7 @@ export const ERROR_CODES = {
   VALIDATION_FAILED: { httpStatus: 422, grpcStatus: GrpcStatus.INVALID_ARGUMENT },
   EXECUTION_FAILED: { httpStatus: 500, grpcStatus: GrpcStatus.INTERNAL },
   BACK_PRESSURE: { httpStatus: 503, grpcStatus: GrpcStatus.RESOURCE_EXHAUSTED },
+  QUEUE_TIMEOUT: { httpStatus: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
   REPLICA_DIED: { httpStatus: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
   DEPLOY_FAILED: { httpStatus: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
   SERVER_CLOSED: { httpStatus: 503, grpcStatus: GrpcStatus.UNAVAILABLE },
@@ -133,6 +134,28 @@ export class BackPressureError extends TributaryError {
         `numReplicas or maxQueuedRequests.`,
     );
     this.deployment = deployment;
+  }
+}
+
+/**
+ * A request waited longer than its deployment's `maxQueueWait` for a free replica. It never
+ * ran, so it is safe to retry (HTTP 503 with `Retry-After`, gRPC UNAVAILABLE).
+ */
+export class QueueTimeoutError extends TributaryError {
+  readonly deployment: string;
+  readonly waitedMs: number;
+  readonly requestId: string | undefined;
+
+  constructor(deployment: string, waitedMs: number, requestId: string | undefined) {
+    super(
+      "QUEUE_TIMEOUT",
+      `${requestId === undefined ? "A request" : `Request ${requestId}`} waited ${waitedMs} ms in the ` +
+        `queue of deployment "${deployment}" without a free replica (maxQueueWait) and was not run. ` +
+        `Retry later, or raise numReplicas or maxOngoingRequests.`,
+    );
+    this.deployment = deployment;
+    this.waitedMs = waitedMs;
+    this.requestId = requestId;
   }
 }
 

@@ -42,6 +42,10 @@ export type {
 export { requestContext } from "./data/context.js";
 export { batch } from "./data/batch.js";
 export type { BatchedFunction, BatchOptions, BatchStats } from "./data/batch.js";
+export { multiplexed } from "./data/multiplex.js";
+export type { MultiplexedModels, MultiplexOptions, MultiplexStats } from "./data/multiplex.js";
+export { withHandleOptions } from "./dag/handle.js";
+export type { HandleOptions } from "./dag/handle.js";
 export { image, tensor } from "./ingress/adapters.js";
 export { DATATYPES } from "./ingress/tensors.js";
 export type { Datatype, Tensor, TypedArray } from "./ingress/tensors.js";
@@ -87,6 +91,7 @@ export type {
 export {
   ERROR_CODES,
   BackPressureError,
+  QueueTimeoutError,
   CancelledError,
   DeployFailedError,
   NotFoundError,

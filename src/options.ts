@@ -81,6 +81,15 @@ function buildSchemas(z: typeof Zod) {
       numReplicas: positiveInt,
       maxOngoingRequests: positiveInt,
       maxQueuedRequests: nonNegativeInt,
+      maxQueueWait: z.union([
+        z.number().nonnegative().finite(),
+        z
+          .string()
+          .refine(
+            (value) => value === "off" || DURATION_PATTERN.test(value),
+            'expected a duration such as "250ms" or "2s", or "off"',
+          ),
+      ]),
       autoscaling: autoscalingSchema,
       userConfig: z.json(),
       isolation: z.enum(["thread", "process"]),
@@ -110,6 +119,12 @@ export type DeploymentOptions = {
   numReplicas?: number;
   maxOngoingRequests?: number;
   maxQueuedRequests?: number;
+  /**
+   * How long a request may wait in a router's queue for a replica before it fails with
+   * `QueueTimeoutError` (HTTP 503, gRPC UNAVAILABLE); `"off"` (the default) waits up to the
+   * request's own timeout.
+   */
+  maxQueueWait?: Duration | "off";
   autoscaling?: {
     minReplicas?: number;
     maxReplicas?: number;
@@ -137,6 +152,8 @@ export interface ResolvedDeploymentOptions {
   readonly numReplicas: number;
   readonly maxOngoingRequests: number;
   readonly maxQueuedRequests: number;
+  /** Absent when off: a queued request waits up to its own timeout. */
+  readonly maxQueueWaitMs?: number;
   /** Absent when autoscaling is off. */
   readonly autoscaling?: ResolvedAutoscaling;
   /** Absent when none is set. */
@@ -164,6 +181,9 @@ export const DEFAULT_OPTIONS = {
   numReplicas: 1,
   maxOngoingRequests: 5,
   maxQueuedRequests: 100,
+  // Off, as in Ray Serve: how long a wait is too long depends on the model, and a request
+  // already has `requestTimeout`. Operators who want fast failure set it per deployment.
+  maxQueueWait: "off",
   isolation: "thread",
   resources: { cpus: 1 },
   // Ray Serve checks every 10 s and waits 30 s, because there a health check queues behind
@@ -224,6 +244,8 @@ export function resolveOptions(options: DeploymentOptions): ResolvedDeploymentOp
     numReplicas: options.numReplicas ?? d.numReplicas,
     maxOngoingRequests: options.maxOngoingRequests ?? d.maxOngoingRequests,
     maxQueuedRequests: options.maxQueuedRequests ?? d.maxQueuedRequests,
+    ...(options.maxQueueWait !== undefined &&
+      options.maxQueueWait !== "off" && { maxQueueWaitMs: toMilliseconds(options.maxQueueWait) }),
     ...(autoscaling && { autoscaling }),
     ...(options.userConfig !== undefined && { userConfig: options.userConfig }),
     isolation: options.isolation ?? d.isolation,

@@ -53,6 +53,11 @@ export class Controller {
   readonly #events: ReplicaEvents = {
     subscribe: (replica, name) => this.#membership.subscribe(replica, name),
     exited: (replica, reason) => this.#onReplicaExit(replica, `died (${reason})`),
+    // Every router of the deployment learns which replica has which model (a rare change).
+    modelsChanged: (replica) => {
+      const d = this.#deployments.get(replica.deployment);
+      if (d) this.#membership.publish(d);
+    },
   };
 
   constructor(app: Application, transports: TransportFactory) {

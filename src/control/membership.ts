@@ -123,6 +123,11 @@ export class Membership {
       }
       known.add(target.id);
     }
+    // Which models each multiplexing replica has loaded: all of them, so a subscriber
+    // replaces what it knew.
+    let models: Record<string, readonly string[]> | undefined;
+    for (const target of running)
+      if (target.connection.multiplexed) (models ??= {})[target.id] = [...target.connection.models];
     subscriber.tell(
       {
         t: "members",
@@ -130,10 +135,12 @@ export class Membership {
         label: d.spec.deployment.sourceName || d.name,
         maxOngoing: d.options.maxOngoingRequests,
         maxQueued: d.options.maxQueuedRequests,
+        maxQueueWait: d.options.maxQueueWaitMs,
         add,
         remove,
         unavailable:
           running.length === 0 && d.unavailable ? serializeError(d.unavailable) : undefined,
+        models,
       },
       ports,
     );

@@ -19,6 +19,8 @@ export interface ReplicaEvents {
   subscribe(replica: ReplicaClient, deployment: string): void;
   /** The replica's thread or process exited (not after a graceful stop). */
   exited(replica: ReplicaClient, reason: string): void;
+  /** The multiplexed models the replica has loaded changed (`connection.models`). */
+  modelsChanged(replica: ReplicaClient): void;
 }
 
 type Control = Extract<ToReplica, { t: "health" | "reconfigure" | "stop" }>;
@@ -171,6 +173,11 @@ export class ReplicaClient {
         return;
       case "subscribe":
         this.#events.subscribe(this, message.d);
+        return;
+      case "models":
+        this.connection.models = new Set(message.models);
+        this.connection.multiplexed = true;
+        this.#events.modelsChanged(this);
         return;
       case "ready":
         this.socket = message.socket;

@@ -6,7 +6,8 @@
 import type { ResolvedDeploymentOptions } from "../options.js";
 
 /**
- * - `router`: new `maxOngoingRequests` / `maxQueuedRequests`, in place (routers and replicas).
+ * - `router`: new `maxOngoingRequests` / `maxQueuedRequests` / `maxQueueWait`, in place
+ *   (routers and replicas).
  * - `controller`: new health check or shutdown timing, in place.
  * - `reconfigure`: the new `userConfig` through `reconfigure()` on live replicas.
  * - `restart`: isolation or resources changed: a rolling restart.
@@ -15,7 +16,7 @@ import type { ResolvedDeploymentOptions } from "../options.js";
 export type UpdateKind = "router" | "controller" | "reconfigure" | "restart" | "scale";
 
 const STEPS: readonly [UpdateKind, readonly (keyof ResolvedDeploymentOptions)[]][] = [
-  ["router", ["maxOngoingRequests", "maxQueuedRequests"]],
+  ["router", ["maxOngoingRequests", "maxQueuedRequests", "maxQueueWaitMs"]],
   ["controller", ["healthCheckPeriodMs", "healthCheckTimeoutMs", "gracefulShutdownTimeoutMs"]],
   ["reconfigure", ["userConfig"]],
   ["restart", ["isolation", "resources"]],

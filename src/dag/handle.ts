@@ -7,6 +7,7 @@
 import { TributaryError } from "../errors.js";
 import { isAsyncIterable } from "../values.js";
 import { PASSED, prepareArguments, type PassedResponse } from "./call-args.js";
+import type { DeploymentHandle } from "./types.js";
 
 /** The result of a handle call: a promise of the result and, for a stream, its items. */
 export class HandleResponse
@@ -62,10 +63,50 @@ export class HandleResponse
   }
 }
 
-/** A handle whose methods call `invoke(method, args)`. */
+/** Options a handle's calls carry (Ray Serve's `handle.options(...)`). */
+export interface HandleOptions {
+  /**
+   * The model the calls are for, read as `requestContext().multiplexedModelId` and by
+   * `multiplexed()`; the router prefers replicas that have it loaded.
+   */
+  readonly multiplexedModelId?: string | undefined;
+}
+
+/** The key under which a served handle makes a copy of itself with options. */
+const WITH_OPTIONS = Symbol("tributary.withOptions");
+
+/**
+ * A handle like `handle` whose calls carry `options`: Ray Serve's
+ * `handle.options(multiplexed_model_id=…)`, as a function so that no method name of the
+ * class is taken. A handle under `node.execute()` calls the instance directly: there the
+ * options have no request context to reach, and `multiplexed()` needs the id passed.
+ *
+ * @example
+ * const model = withHandleOptions(this.classifier, { multiplexedModelId: "en-v2" });
+ * await model.forward(x);
+ */
+export function withHandleOptions<C>(
+  handle: DeploymentHandle<C>,
+  options: HandleOptions,
+): DeploymentHandle<C> {
+  const make = (handle as { [WITH_OPTIONS]?: (options: HandleOptions) => unknown })[WITH_OPTIONS];
+  if (typeof make !== "function") {
+    throw new TributaryError(
+      "BAD_REQUEST",
+      "withHandleOptions(): the first argument is not a handle.",
+    );
+  }
+  return make(options) as DeploymentHandle<C>;
+}
+
+/**
+ * A handle whose methods call `invoke(method, args, options)`; a copy made by
+ * {@link withHandleOptions} passes its options.
+ */
 export function handleProxy(
   deployment: string,
-  invoke: (method: string, args: unknown[]) => Promise<unknown>,
+  invoke: (method: string, args: unknown[], options: HandleOptions) => Promise<unknown>,
+  options: HandleOptions = {},
 ): unknown {
   const methods = new Map<string, (...args: unknown[]) => HandleResponse>();
   const send = (method: string, args: unknown[]): Promise<unknown> => {
@@ -75,10 +116,15 @@ export function handleProxy(
     } catch (error) {
       return Promise.reject(error);
     }
-    return Array.isArray(ready) ? invoke(method, ready) : ready.then((a) => invoke(method, a));
+    return Array.isArray(ready)
+      ? invoke(method, ready, options)
+      : ready.then((a) => invoke(method, a, options));
   };
+  const withOptions = (more: HandleOptions): unknown =>
+    handleProxy(deployment, invoke, { ...options, ...more });
   return new Proxy(Object.freeze({}), {
     get(_target, key) {
+      if (key === WITH_OPTIONS) return withOptions;
       // Not methods: `await handle` and JSON.stringify(handle) must not call the deployment.
       if (typeof key !== "string" || key === "then" || key === "toJSON") return undefined;
       let method = methods.get(key);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { batch, OptionsError, TributaryError } from "../index.js";
+import { batch, multiplexed, OptionsError, requestContext, TributaryError } from "../index.js";
+import { ActiveRequest, requestStorage } from "./context.js";
 
 describe("batch()", () => {
   test("batch - concurrent calls are gathered into batches of at most maxBatchSize, in order", async () => {
@@ -160,4 +161,25 @@ test("batch - configure() with a shorter wait reschedules the batch already wait
   f.configure({ batchWaitTimeout: 1 });
   assert.equal(await pending, 1);
   assert.ok(performance.now() - started < 1_000, "the 5 s wait was replaced by the new one");
+});
+
+test("batch - a batch holds one multiplexed model's items, and its function sees that model", async () => {
+  const models = multiplexed((id: string) => (x: number) => `${id}:${x}`);
+  const seen: [string | undefined, number[]][] = [];
+  const run = batch(
+    async (xs: number[]) => {
+      seen.push([requestContext()?.multiplexedModelId, xs]);
+      const model = await models();
+      return xs.map(model);
+    },
+    { maxBatchSize: 4, batchWaitTimeout: "20ms" },
+  );
+  const call = (model: string, x: number): Promise<string> =>
+    requestStorage.run(new ActiveRequest(`r${x}`, "d", "d#1", model), () => run(x));
+  const results = await Promise.all([call("a", 1), call("b", 2), call("a", 3), call("b", 4)]);
+  assert.deepEqual(results, ["a:1", "b:2", "a:3", "b:4"]);
+  assert.deepEqual(seen, [
+    ["a", [1, 3]],
+    ["b", [2, 4]],
+  ]);
 });

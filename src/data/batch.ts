@@ -3,10 +3,12 @@
  * item. Concurrent calls are gathered into a batch of at most `maxBatchSize`, dispatched
  * as soon as it is full or `batchWaitTimeout` after its first item arrived (Triton's
  * dynamic batcher). On a class it is a field, so handles and `.bind()` see the per-item
- * type.
+ * type. A batch holds the items of one multiplexed model, and the list function runs in
+ * the request context of its first item.
  */
 import { toMilliseconds, type Duration } from "../options.js";
 import { OptionsError, TributaryError } from "../errors.js";
+import { requestStorage, type ActiveRequest } from "./context.js";
 
 export interface BatchOptions {
   /** Most items in one call of the list function. */
@@ -38,6 +40,8 @@ export interface BatchedFunction<Item, Result> {
 
 interface Waiting<Item, Result> {
   readonly item: Item;
+  /** The request the item came with (inside a replica): a batch holds one model's items. */
+  readonly request: ActiveRequest | undefined;
   readonly resolve: (result: Result) => void;
   readonly reject: (error: unknown) => void;
 }
@@ -108,15 +112,25 @@ export function batch<Item, Result>(
     timer?.cancel();
     timer = undefined;
     if (running || queue.length === 0) return;
-    const taken = queue.slice(0, limits.size);
-    queue = queue.slice(taken.length);
+    // One model per batch (as Ray Serve splits them): the model of the oldest item.
+    const model = queue[0]!.request?.multiplexedModelId;
+    const taken: Waiting<Item, Result>[] = [];
+    const rest: Waiting<Item, Result>[] = [];
+    for (const w of queue) {
+      if (taken.length < limits.size && w.request?.multiplexedModelId === model) taken.push(w);
+      else rest.push(w);
+    }
+    queue = rest;
     if (queue.length > 0) firstArrival = performance.now();
     running = true;
     batches++;
     items += taken.length;
     sizes[taken.length] = (sizes[taken.length] ?? 0) + 1;
+    // The list function sees the first item's request: its model is the batch's.
+    const first = taken[0]!.request;
+    const run = () => fn(taken.map((w) => w.item));
     Promise.resolve()
-      .then(() => fn(taken.map((w) => w.item)))
+      .then(() => (first ? requestStorage.run(first, run) : run()))
       .then(
         (results) => {
           if (!Array.isArray(results) || results.length !== taken.length) {
@@ -149,7 +163,7 @@ export function batch<Item, Result>(
   const batched = ((item: Item): Promise<Result> =>
     new Promise<Result>((resolve, reject) => {
       if (queue.length === 0) firstArrival = performance.now();
-      queue.push({ item, resolve, reject });
+      queue.push({ item, request: requestStorage.getStore(), resolve, reject });
       schedule();
     })) as BatchedFunction<Item, Result>;
   batched.configure = (next) => {

@@ -24,6 +24,13 @@ export class ReplicaConnection {
   closed = false;
   /** Runs when the replica says a slot is free again after answering `busy`. */
   onFree: (() => void) | undefined;
+  /**
+   * The models the replica last reported loaded (multiplexing); replaced whole on each
+   * report, so a router can tell a new report from the one it has seen.
+   */
+  models: ReadonlySet<string> = new Set();
+  /** The replica multiplexes models (it has reported its models at least once). */
+  multiplexed = false;
   readonly #send: (message: CallMessage, transfer?: Transfer) => void;
   readonly #responses = new Responses();
   #nextId = 1;
@@ -45,11 +52,16 @@ export class ReplicaConnection {
     transfer: Transfer,
     requestId: string | undefined,
     pending: RoutedCall,
+    model?: string,
   ): number {
     const id = this.#nextId++;
     this.#responses.add(id, pending);
+    const message: CallMessage =
+      model === undefined
+        ? { t: "call", id, m: method, a: args, r: requestId }
+        : { t: "call", id, m: method, a: args, r: requestId, mm: model };
     try {
-      this.#send({ t: "call", id, m: method, a: args, r: requestId }, transfer);
+      this.#send(message, transfer);
     } catch (error) {
       this.#responses.forget(id);
       throw error;

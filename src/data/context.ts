@@ -10,6 +10,11 @@ export interface RequestContext {
   readonly requestId: string | undefined;
   readonly deployment: string;
   readonly replica: string;
+  /**
+   * The model the request is for (multiplexing): the `x-tributary-model-id` header, the
+   * OIP model version, or a handle's `multiplexedModelId`; `undefined` when none is named.
+   */
+  readonly multiplexedModelId: string | undefined;
   /** Fires when the caller cancels the request or it times out. */
   readonly signal: AbortSignal;
 }
@@ -19,15 +24,22 @@ export class ActiveRequest implements RequestContext {
   readonly requestId: string | undefined;
   readonly deployment: string;
   readonly replica: string;
+  readonly multiplexedModelId: string | undefined;
   #controller: AbortController | undefined;
   #reason: Error | undefined;
   #onCancel: (() => void)[] | undefined;
   #scope: CancelScope | undefined;
 
-  constructor(requestId: string | undefined, deployment: string, replica: string) {
+  constructor(
+    requestId: string | undefined,
+    deployment: string,
+    replica: string,
+    multiplexedModelId?: string,
+  ) {
     this.requestId = requestId;
     this.deployment = deployment;
     this.replica = replica;
+    this.multiplexedModelId = multiplexedModelId;
   }
 
   get signal(): AbortSignal {

@@ -60,19 +60,21 @@ export class OutgoingCalls {
 
   /**
    * Calls `method` of `deployment` (the function, when undefined). Inside a replica the
-   * request being handled gives the request id and cancellation, unless `given` does.
+   * request being handled gives the request id, cancellation and model id, unless `given`
+   * does; `model` (a handle's `multiplexedModelId`) overrides the request's.
    */
   call(
     deployment: string,
     method: string | undefined,
     args: unknown[],
     given?: CallOptions,
+    model?: string,
   ): Promise<unknown> {
     const target = this.#target(deployment);
     if (target.waiting) {
       const waiting = target.waiting;
       return new Promise<void>((resolve) => waiting.push(resolve)).then(() =>
-        this.call(deployment, method, args, given),
+        this.call(deployment, method, args, given, model),
       );
     }
     let options = given;
@@ -82,6 +84,7 @@ export class OutgoingCalls {
         requestId: outer?.requestId,
         cancel: outer?.scope,
         transfer: transferablesOf(args),
+        multiplexedModelId: model ?? outer?.multiplexedModelId,
       };
     }
     const result = target.router!.call(method, args, options);
@@ -92,12 +95,20 @@ export class OutgoingCalls {
   /** The control plane's publication of `d`'s running replicas. */
   onMembers(message: MembersMessage): void {
     const target = this.#target(message.d);
-    const limits = { maxOngoingRequests: message.maxOngoing, maxQueuedRequests: message.maxQueued };
+    const limits = {
+      maxOngoingRequests: message.maxOngoing,
+      maxQueuedRequests: message.maxQueued,
+      maxQueueWaitMs: message.maxQueueWait,
+    };
     if (target.router) target.router.configure(limits);
     else target.router = new Router(message.d, message.label, limits);
     for (const id of message.remove) target.connections.delete(id);
     for (const endpoint of message.add) {
       target.connections.set(endpoint.replica, connect(endpoint, message.d, target, this.#changed));
+    }
+    for (const [id, connection] of target.connections) {
+      connection.models = sameModels(connection.models, message.models?.[id]);
+      connection.multiplexed = message.models?.[id] !== undefined;
     }
     target.router.setReplicas([...target.connections.values()]);
     target.router.setUnavailable(
@@ -126,8 +137,17 @@ export class OutgoingCalls {
   }
 }
 
-/**
- * A connection to one replica}
+const NO_MODELS: ReadonlySet<string> = new Set();
+
+/** The reported models as a set: the one the connection has when nothing changed. */
+function sameModels(
+  known: ReadonlySet<string>,
+  reported: readonly string[] | undefined,
+): ReadonlySet<string> {
+  const next = reported ?? [];
+  if (next.length === known.size && next.every((m) => known.has(m))) return known;
+  return next.length === 0 ? NO_MODELS : new Set(next);
+}
 
 /**
  * A connection to one replica of `deployment`: over the `MessageChannel` port the control
@@ -179,5 +199,7 @@ function connect(
 }
 
 export function createRemoteHandle(deployment: string, calls: OutgoingCalls): unknown {
-  return handleProxy(deployment, (method, args) => calls.call(deployment, method, args));
+  return handleProxy(deployment, (method, args, options) =>
+    calls.call(deployment, method, args, undefined, options.multiplexedModelId),
+  );
 }

@@ -14,6 +14,7 @@ import { transferablesOf } from "./transport/transfer.js";
 import { ActiveRequest, requestStorage } from "./context.js";
 import { serializeError } from "../wire/error-codec.js";
 import { createRemoteHandle, OutgoingCalls } from "./remote-handle.js";
+import { reportModelsTo } from "./multiplex.js";
 import type {
   CallMessage,
   FromReplica,
@@ -160,7 +161,7 @@ function cancel(caller: Caller, id: number, reason: "timeout" | "abort"): void {
 }
 
 function onCall(caller: Caller, message: CallMessage): void {
-  if (message.t === "call") call(caller, message.id, message.m, message.a, message.r);
+  if (message.t === "call") call(caller, message.id, message.m, message.a, message.r, message.mm);
   else cancel(caller, message.id, message.reason);
 }
 
@@ -213,6 +214,8 @@ async function init(message: InitMessage): Promise<void> {
       return createRemoteHandle(deployment, outgoing);
     }),
   );
+  // Every router of this deployment learns which models this replica has loaded.
+  reportModelsTo((models) => post({ t: "models", models }));
   if (spec.deployment.kind === "class") {
     const Class = spec.deployment.target as unknown as new (...args: unknown[]) => Instance;
     const instance = new Class(...args);
@@ -290,6 +293,7 @@ function call(
   method: string | undefined,
   args: unknown[],
   requestId: string | undefined,
+  model: string | undefined,
 ): void {
   if (stopping) {
     caller.post({ t: "busy", id, closing: true });
@@ -323,7 +327,7 @@ function call(
       args[i] = createRemoteHandle(ref[HANDLE_REF], outgoing);
     }
   }
-  const request = new ActiveRequest(requestId, deploymentName, replicaName);
+  const request = new ActiveRequest(requestId, deploymentName, replicaName, model);
   caller.active.set(id, request);
   ongoing++;
   reportLoad();

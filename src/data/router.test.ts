@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { describe, test } from "node:test";
-import { BackPressureError, ReplicaDiedError } from "../errors.js";
+import { describe, mock, test } from "node:test";
+import { BackPressureError, QueueTimeoutError, ReplicaDiedError } from "../errors.js";
 import type { CallMessage } from "../wire/protocol.js";
 import { CancelScope } from "./cancel.js";
 import { ReplicaConnection } from "./connection.js";
@@ -12,6 +12,9 @@ function replica(id: string): { connection: ReplicaConnection; sent: CallMessage
   return { connection: new ReplicaConnection(id, "d", (m) => sent.push(m)), sent };
 }
 
+/** The model each call sent to a replica was for. */
+const modelsSent = (sent: CallMessage[]): (string | undefined)[] =>
+  sent.filter((m) => m.t === "call").map((m) => (m.t === "call" ? m.mm : undefined));
 const calls = (sent: CallMessage[]): number[] =>
   sent.filter((m) => m.t === "call").map((m) => m.id);
 const ok = (r: { connection: ReplicaConnection }, id: number, v: unknown = id): void =>
@@ -132,5 +135,130 @@ describe("Router", () => {
     assert.equal(calls(a.sent).length, 1);
     assert.equal(calls(b.sent).length, 1);
     assert.equal(router.ongoing, 1);
+  });
+
+  test("router - a call that waits in the queue past maxQueueWait fails with QueueTimeoutError naming its request; one served in time runs", async (t) => {
+    mock.timers.enable({ apis: ["setTimeout", "Date"] });
+    t.after(() => mock.timers.reset());
+    const a = replica("a");
+    const router = new Router("d", "d", {
+      maxOngoingRequests: 1,
+      maxQueuedRequests: 10,
+      maxQueueWaitMs: 100,
+    });
+    router.setReplicas([a.connection]);
+    const running = router.call("m", ["running"]);
+    const late = router.call("m", ["late"], { requestId: "req-7" });
+    mock.timers.tick(50);
+    const served = router.call("m", ["served"]);
+    mock.timers.tick(50);
+    const error = await late.then(
+      () => assert.fail("the queued call should have failed"),
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof QueueTimeoutError);
+    assert.equal(error.code, "QUEUE_TIMEOUT");
+    assert.equal(error.requestId, "req-7");
+    assert.equal(error.waitedMs, 100);
+    assert.match(error.message, /Request req-7 waited 100 ms in the queue of deployment "d"/);
+    assert.equal(router.queued, 1, "the one that came later still waits");
+    ok(a, calls(a.sent)[0]!, "done");
+    assert.equal(await running, "done");
+    assert.equal(calls(a.sent).length, 2, "the late call was never sent; the served one was");
+    mock.timers.tick(1000);
+    ok(a, calls(a.sent)[1]!, "in time");
+    assert.equal(await served, "in time", "a dispatched call is not failed by the queue wait");
+  });
+
+  test("router - without maxQueueWait a queued call waits as long as it takes", async (t) => {
+    mock.timers.enable({ apis: ["setTimeout", "Date"] });
+    t.after(() => mock.timers.reset());
+    const a = replica("a");
+    const router = new Router("d", "d", { maxOngoingRequests: 1, maxQueuedRequests: 10 });
+    router.setReplicas([a.connection]);
+    void router.call("m", []);
+    const queued = router.call("m", []);
+    mock.timers.tick(60_000);
+    assert.equal(router.queued, 1);
+    ok(a, calls(a.sent)[0]!);
+    ok(a, calls(a.sent)[1]!, "ran");
+    assert.equal(await queued, "ran");
+  });
+
+  test("router - a call for a model goes to the replica that has it loaded and carries the model id", () => {
+    const a = replica("a");
+    const b = replica("b");
+    const router = new Router("d", "d", { maxOngoingRequests: 4, maxQueuedRequests: 10 });
+    a.connection.models = new Set(["m1"]);
+    a.connection.multiplexed = b.connection.multiplexed = true;
+    b.connection.models = new Set(["m2"]);
+    router.setReplicas([a.connection, b.connection]);
+    for (let i = 0; i < 3; i++) {
+      void router.call("m", [], { multiplexedModelId: "m2" });
+      void router.call("m", [], { multiplexedModelId: "m1" });
+    }
+    assert.deepEqual(modelsSent(a.sent), ["m1", "m1", "m1"]);
+    assert.deepEqual(modelsSent(b.sent), ["m2", "m2", "m2"]);
+  });
+
+  test("router - a model no replica has goes to a free replica with the fewest models, and then stays there", () => {
+    const a = replica("a");
+    const b = replica("b");
+    const router = new Router("d", "d", { maxOngoingRequests: 4, maxQueuedRequests: 10 });
+    a.connection.models = new Set(["m1", "m2"]);
+    a.connection.multiplexed = b.connection.multiplexed = true;
+    router.setReplicas([a.connection, b.connection]);
+    void router.call("m", [], { multiplexedModelId: "m3" });
+    assert.deepEqual(modelsSent(b.sent), ["m3"]);
+    // Before b reports it, this router remembers where it sent m3.
+    void router.call("m", [], { multiplexedModelId: "m3" });
+    assert.deepEqual(modelsSent(b.sent), ["m3", "m3"]);
+    assert.equal(calls(a.sent).length, 0);
+  });
+
+  test("router - while the replicas with its model are full a call waits for them, then takes another replica (a model in demand spreads)", async (t) => {
+    mock.timers.enable({ apis: ["setTimeout", "Date"] });
+    t.after(() => mock.timers.reset());
+    const a = replica("a");
+    const b = replica("b");
+    const router = new Router(
+      "d",
+      "d",
+      { maxOngoingRequests: 1, maxQueuedRequests: 10 },
+      first,
+      500,
+    );
+    a.connection.models = new Set(["m1"]);
+    a.connection.multiplexed = b.connection.multiplexed = true;
+    router.setReplicas([a.connection, b.connection]);
+    void router.call("m", [], { multiplexedModelId: "m1" });
+    const second = router.call("m", [], { multiplexedModelId: "m1" });
+    const third = router.call("m", [], { multiplexedModelId: "m1" });
+    assert.equal(router.queued, 2, "b is free, but the calls wait for the replica with m1");
+    // A call without a model is not held up behind them.
+    void router.call("m", ["any"]);
+    assert.equal(calls(b.sent).length, 1);
+    ok(b, calls(b.sent)[0]!);
+    assert.equal(calls(b.sent).length, 1, "b's free slot is not taken by a call waiting for m1");
+    ok(a, calls(a.sent)[0]!);
+    assert.deepEqual(modelsSent(a.sent), ["m1", "m1"], "a freed: the oldest waiting call takes it");
+    mock.timers.tick(500);
+    assert.deepEqual(modelsSent(b.sent), [undefined, "m1"], "after the match wait, b takes m1 too");
+    assert.equal(router.queued, 0);
+    ok(a, calls(a.sent)[1]!, "second");
+    ok(b, calls(b.sent)[1]!, "third");
+    assert.deepEqual(await Promise.all([second, third]), ["second", "third"]);
+  });
+
+  test("router - calls that name a model go to any free replica of a deployment that does not multiplex", () => {
+    const a = replica("a");
+    const b = replica("b");
+    const router = new Router("d", "d", { maxOngoingRequests: 1, maxQueuedRequests: 10 }, first);
+    router.setReplicas([a.connection, b.connection]);
+    void router.call("m", [], { multiplexedModelId: "m1" });
+    void router.call("m", [], { multiplexedModelId: "m1" });
+    assert.equal(calls(a.sent).length, 1);
+    assert.equal(calls(b.sent).length, 1, "no wait for the replica the first call went to");
+    assert.equal(router.queued, 0);
   });
 });

@@ -9,9 +9,21 @@
  * between them: the replica is the authority on its cap and answers `busy` to what
  * exceeds it, and the router sends that call to another replica or queues it (at the
  * front) until a replica says a slot is free. A timed-out or cancelled request frees its
- * slot at once and the replica's `AbortSignal` fires.
+ * slot at once and the replica's `AbortSignal` fires. A request that waits in the queue
+ * longer than `maxQueueWaitMs` fails with `QueueTimeoutError`.
+ *
+ * Model multiplexing (Ray Serve's `multiplexed_model_id`): a request that names a model goes
+ * to a replica that has it loaded (as the replicas report it, or as this router sent it
+ * there); while those are full it waits up to {@link MODEL_MATCH_WAIT_MS}, then takes any
+ * free replica, which loads the model too: a model in demand spreads. A model no replica has
+ * goes to a free replica with the fewest models.
  */
-import { BackPressureError, GraphExecutionError, TimeoutError } from "../errors.js";
+import {
+  BackPressureError,
+  GraphExecutionError,
+  QueueTimeoutError,
+  TimeoutError,
+} from "../errors.js";
 import { unsendableArguments } from "../dag/call-args.js";
 import { deserializeError } from "../wire/error-codec.js";
 import type { SerializedError } from "../wire/protocol.js";
@@ -29,7 +41,23 @@ export interface CallOptions {
   readonly requestId?: string | undefined;
   /** Buffers of the arguments that move to the replica instead of being copied. */
   readonly transfer?: Transfer | undefined;
+  /** The model the call is for: carried to `requestContext().multiplexedModelId`. */
+  readonly multiplexedModelId?: string | undefined;
 }
+
+/** A router's limits (a deployment's resolved options fit). */
+export interface RouterLimits {
+  readonly maxOngoingRequests: number;
+  readonly maxQueuedRequests: number;
+  /** How long a request may wait in the queue; absent: up to its own timeout. */
+  readonly maxQueueWaitMs?: number | undefined;
+}
+
+/**
+ * How long a request for a model waits for a replica that has it loaded before it takes
+ * any free replica (Ray Serve's `RAY_SERVE_MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S`, 1 s).
+ */
+export const MODEL_MATCH_WAIT_MS = 1000;
 
 /** A replica as the router sees it: its connection and this router's calls on it. */
 export interface RoutedReplica {
@@ -37,6 +65,8 @@ export interface RoutedReplica {
   /** This router's calls in flight on the replica. */
   readonly ongoing: number;
 }
+
+const NO_MODELS: ReadonlySet<string> = new Set();
 
 /** How the router picks among replicas: a function, so the policy can be swapped. */
 export type ReplicaChooser = (
@@ -69,7 +99,37 @@ class Slot implements RoutedReplica {
   full = false;
   /** The replica is stopping (or gone): nothing more is sent to it. */
   out = false;
+  /** Models this router sent here since the replica last reported its loaded models. */
+  #sent = new Set<string>();
+  #reported: ReadonlySet<string> = NO_MODELS;
   constructor(readonly connection: ReplicaConnection) {}
+
+  /** Whether the replica has `model` loaded (or is loading it for this router's call). */
+  has(model: string): boolean {
+    this.#sync();
+    return this.#reported.has(model) || this.#sent.has(model);
+  }
+
+  get modelCount(): number {
+    this.#sync();
+    let n = this.#reported.size;
+    for (const model of this.#sent) if (!this.#reported.has(model)) n++;
+    return n;
+  }
+
+  /** Only a replica that multiplexes loads what it is sent (and reports it again). */
+  sentModel(model: string): void {
+    if (!this.connection.multiplexed) return;
+    this.#sync();
+    this.#sent.add(model);
+  }
+
+  /** A new report supersedes what this router assumed. */
+  #sync(): void {
+    if (this.connection.models === this.#reported) return;
+    this.#reported = this.connection.models;
+    this.#sent.clear();
+  }
 }
 
 class Request implements RoutedCall {
@@ -77,6 +137,13 @@ class Request implements RoutedCall {
   callId = 0;
   timer: NodeJS.Timeout | undefined;
   done = false;
+  /** The model asked for, if any. */
+  readonly model: string | undefined;
+  /** Waited long enough for a replica with its model: any replica takes it. */
+  anyReplica = false;
+  readonly #arrived = Date.now();
+  #queueTimer: NodeJS.Timeout | undefined;
+  #matchTimer: NodeJS.Timeout | undefined;
   stream?: StreamReader;
   readonly #router: Router;
   #unsubscribe: (() => void) | undefined;
@@ -90,6 +157,7 @@ class Request implements RoutedCall {
     readonly rejectCall: (error: unknown) => void,
   ) {
     this.#router = router;
+    this.model = options.multiplexedModelId;
     const { cancel, timeoutMs } = options;
     if (timeoutMs !== undefined) {
       this.timer = setTimeout(
@@ -102,6 +170,40 @@ class Request implements RoutedCall {
         this.abandon(reason instanceof TimeoutError ? "timeout" : "abort", reason),
       );
     }
+  }
+
+  /**
+   * The request waits in the queue: it fails once it has waited `maxQueueWaitMs` since it
+   * arrived, and a request for a model stops waiting for its replicas after
+   * {@link MODEL_MATCH_WAIT_MS}.
+   */
+  queued(maxQueueWaitMs: number | undefined, matchWaitMs: number): void {
+    if (maxQueueWaitMs !== undefined && !this.#queueTimer) {
+      const left = Math.max(0, this.#arrived + maxQueueWaitMs - Date.now());
+      this.#queueTimer = setTimeout(() => {
+        this.#queueTimer = undefined;
+        if (this.slot) return;
+        const error = new QueueTimeoutError(
+          this.#router.deployment,
+          Date.now() - this.#arrived,
+          this.options.requestId,
+        );
+        this.abandon("timeout", error);
+      }, left);
+    }
+    if (this.model !== undefined && !this.anyReplica && !this.#matchTimer) {
+      this.#matchTimer = setTimeout(() => {
+        this.#matchTimer = undefined;
+        this.anyReplica = true;
+        if (!this.slot && !this.done) this.#router.tryQueued(this);
+      }, matchWaitMs);
+    }
+  }
+
+  /** The request left the queue for a replica. */
+  dispatched(): void {
+    clearTimeout(this.#queueTimer);
+    this.#queueTimer = undefined;
   }
 
   resolve(value: unknown): void {
@@ -164,6 +266,8 @@ class Request implements RoutedCall {
     if (this.done) return;
     this.done = true;
     if (this.timer) clearTimeout(this.timer);
+    clearTimeout(this.#queueTimer);
+    clearTimeout(this.#matchTimer);
     this.#unsubscribe?.();
   }
 }
@@ -178,20 +282,26 @@ export class Router {
   #queue: Request[] = [];
   #maxOngoing: number;
   #maxQueued: number;
+  #maxQueueWait: number | undefined;
   #unavailable: Error | undefined;
   readonly #choose: ReplicaChooser;
+  readonly #matchWaitMs: number;
 
+  /** `matchWaitMs`: see {@link MODEL_MATCH_WAIT_MS}. */
   constructor(
     deployment: string,
     functionLabel: string,
-    limits: { maxOngoingRequests: number; maxQueuedRequests: number },
+    limits: RouterLimits,
     choose: ReplicaChooser = powerOfTwoChoices,
+    matchWaitMs = MODEL_MATCH_WAIT_MS,
   ) {
     this.deployment = deployment;
     this.#functionLabel = functionLabel;
     this.#maxOngoing = limits.maxOngoingRequests;
     this.#maxQueued = limits.maxQueuedRequests;
+    this.#maxQueueWait = limits.maxQueueWaitMs;
     this.#choose = choose;
+    this.#matchWaitMs = matchWaitMs;
   }
 
   label(method: string | undefined): string {
@@ -214,9 +324,10 @@ export class Router {
     return this.#live().map((c) => c.replica);
   }
 
-  configure(limits: { maxOngoingRequests: number; maxQueuedRequests: number }): void {
+  configure(limits: RouterLimits): void {
     this.#maxOngoing = limits.maxOngoingRequests;
     this.#maxQueued = limits.maxQueuedRequests;
+    this.#maxQueueWait = limits.maxQueueWaitMs;
     for (const slot of this.#slots) {
       slot.full = false;
       this.onSlotFree(slot);
@@ -280,24 +391,67 @@ export class Router {
         reject(options.cancel.reason);
         return;
       }
-      const slot = this.#queue.length === 0 ? this.#pick() : undefined;
+      // Queued requests take every free slot they may (see onSlotFree), so a free slot
+      // here is one none of them may take: a new request takes it without jumping the line.
+      const slot = this.#pick(options.multiplexedModelId, false);
       if (!slot && this.#queue.length >= this.#maxQueued) {
         reject(new BackPressureError(this.deployment, this.ongoing, this.#queue.length));
         return;
       }
       const request = new Request(this, method, args, options, resolve, reject);
       if (slot) this.#dispatch(request, slot);
-      else this.#queue.push(request);
+      else this.#enqueue(request, false);
     });
   }
 
-  #pick(): Slot | undefined {
-    return this.#choose(this.#ready, this.#maxOngoing) as Slot | undefined;
+  #enqueue(request: Request, first: boolean): void {
+    if (first) this.#queue.unshift(request);
+    else this.#queue.push(request);
+    request.queued(this.#maxQueueWait, this.#matchWaitMs);
+  }
+
+  /**
+   * A replica for a request: any (power of two choices) without a model; with one, a
+   * replica that has it, else (none has it, or `anyReplica`) a free one with the fewest.
+   */
+  #pick(model: string | undefined, anyReplica: boolean): Slot | undefined {
+    if (model === undefined) return this.#choose(this.#ready, this.#maxOngoing) as Slot | undefined;
+    const holders = this.#ready.filter((s) => s.has(model));
+    const holder = this.#choose(holders, this.#maxOngoing) as Slot | undefined;
+    if (holder || (!anyReplica && this.#held(model))) return holder;
+    const free = this.#ready.filter((s) => s.ongoing < this.#maxOngoing);
+    if (free.length === 0) return undefined;
+    const fewest = Math.min(...free.map((s) => s.modelCount));
+    return this.#choose(
+      free.filter((s) => s.modelCount === fewest),
+      this.#maxOngoing,
+    ) as Slot | undefined;
+  }
+
+  /** Whether a replica that takes calls has `model` (full or not). */
+  #held(model: string): boolean {
+    return this.#slots.some((s) => !s.out && !s.connection.closed && s.has(model));
+  }
+
+  /** Whether queued `request` may take a free slot on `slot`. */
+  #mayTake(request: Request, slot: Slot): boolean {
+    const model = request.model;
+    return model === undefined || request.anyReplica || slot.has(model) || !this.#held(model);
+  }
+
+  /** A queued request may now take any replica: it goes if one is free. */
+  tryQueued(request: Request): void {
+    const slot = this.#pick(request.model, request.anyReplica);
+    if (!slot) return;
+    this.dequeue(request);
+    this.#dispatch(request, slot);
   }
 
   #dispatch(request: Request, slot: Slot): void {
     slot.ongoing++;
     request.slot = slot;
+    request.dispatched();
+    if (request.model !== undefined) slot.sentModel(request.model);
     try {
       request.callId = slot.connection.call(
         request.method,
@@ -305,6 +459,7 @@ export class Router {
         request.options.transfer ?? [],
         request.options.requestId,
         request,
+        request.model,
       );
     } catch (error) {
       // The arguments could not be sent (a value structured clone rejects): nothing was dispatched.
@@ -325,9 +480,9 @@ export class Router {
   /** A replica answered `busy`: another replica takes the request, or it waits first in line. */
   retry(request: Request): void {
     this.#refresh();
-    const slot = this.#pick();
+    const slot = this.#pick(request.model, request.anyReplica);
     if (slot) this.#dispatch(request, slot);
-    else this.#queue.unshift(request);
+    else this.#enqueue(request, true);
   }
 
   /** A slot on `slot`'s replica is free (in this router's view): the oldest queued request takes it. */
@@ -343,9 +498,18 @@ export class Router {
       return;
     }
     if (!this.#ready.includes(slot)) this.#refresh();
-    while (this.#queue.length > 0 && slot.ongoing < this.#maxOngoing && !slot.full) {
-      const request = this.#queue.shift()!;
-      if (!request.done) this.#dispatch(request, slot);
+    // The oldest queued request that may go to this replica (with models, not always the first).
+    let from = 0;
+    while (from < this.#queue.length && slot.ongoing < this.#maxOngoing && !slot.full) {
+      const request = this.#queue[from]!;
+      if (request.done) {
+        this.#queue.splice(from, 1);
+      } else if (this.#mayTake(request, slot)) {
+        this.#queue.splice(from, 1);
+        this.#dispatch(request, slot);
+      } else {
+        from++;
+      }
     }
   }
 

@@ -29,6 +29,7 @@ import {
   type DoorState,
 } from "./fastify-setup.js";
 import { httpError } from "./http-errors.js";
+import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
 import type { DeclaredRoute, MountedRoutes } from "./openapi.js";
 import type { IngressTarget } from "./target.js";
 import { isTypedArray, jsonReplacer } from "./tensors.js";
@@ -137,6 +138,7 @@ export async function mountApplication(
       call: (input, request) =>
         target.call(input, {
           requestId: request?.id ?? randomUUID(),
+          multiplexedModelId: request && modelIdOf(request.headers[MODEL_ID_HEADER]),
           ...(request && {
             cancel: cancelOnClose(request, replies.get(request)),
             header: headerReader(request),
@@ -176,6 +178,7 @@ export async function mountApplication(
       const input = await readInput(request, bytesField, settings.bodyLimit);
       const result = await target.call(input, {
         requestId: request.id,
+        multiplexedModelId: modelIdOf(request.headers[MODEL_ID_HEADER]),
         cancel: cancelOnClose(request, reply),
         header: headerReader(request),
         ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),

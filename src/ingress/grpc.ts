@@ -15,6 +15,7 @@ import {
 } from "../errors.js";
 import { CancelScope } from "../data/cancel.js";
 import { isAsyncIterable } from "../values.js";
+import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
 import { resultToTensors } from "./oip.js";
 import {
   allReady,
@@ -74,6 +75,7 @@ interface InferInput {
 
 export interface InferRequest {
   model_name: string;
+  model_version: string;
   id: string;
   parameters: Record<string, { bool_param?: boolean } | undefined>;
   inputs: InferInput[];
@@ -245,7 +247,15 @@ export async function startGrpc(
     // Triton's bidirectional stream: each request runs the graph; a streamed result answers
     // one response per item.
     ModelStreamInfer: streamInfer((request, cancel, header) =>
-      infer(request, cancel, options.requestTimeoutMs(), header),
+      Promise.resolve().then(() =>
+        infer(
+          request,
+          cancel,
+          options.requestTimeoutMs(),
+          header,
+          modelIdOf(request.model_version, header(MODEL_ID_HEADER)),
+        ),
+      ),
     ),
     ModelInfer: (
       call: grpc.ServerUnaryCall<InferRequest, unknown>,
@@ -259,7 +269,15 @@ export async function startGrpc(
       );
       const timeout = limits.length > 0 ? Math.min(...limits) : undefined;
       Promise.resolve()
-        .then(() => infer(call.request, cancel, timeout, metadataReader(call.metadata)))
+        .then(() =>
+          infer(
+            call.request,
+            cancel,
+            timeout,
+            metadataReader(call.metadata),
+            modelIdOf(call.request.model_version, call.metadata.get(MODEL_ID_HEADER)),
+          ),
+        )
         .then(
           ({ result, respond }) => {
             if (isAsyncIterable(result) && !isTypedArray(result)) {
@@ -290,6 +308,7 @@ export async function startGrpc(
     cancel: CancelScope,
     timeout: number | undefined,
     header: (name: string) => string | undefined,
+    multiplexedModelId: string | undefined,
   ): Promise<Inferred> {
     {
       const target = modelNamed(request.model_name);
@@ -318,6 +337,7 @@ export async function startGrpc(
         requestId,
         cancel,
         header,
+        multiplexedModelId,
         ...(timeout !== undefined && { timeout }),
       });
       const wanted =

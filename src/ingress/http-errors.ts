@@ -55,5 +55,9 @@ export function httpError(
   const body = oip
     ? { error: message, code, requestId, ...extra }
     : { error: { code, message, requestId, ...extra } };
-  return { status, body, ...(code === "BACK_PRESSURE" && { retryAfter: 1 }) };
+  return {
+    status,
+    body,
+    ...((code === "BACK_PRESSURE" || code === "QUEUE_TIMEOUT") && { retryAfter: 1 }),
+  };
 }

@@ -5,6 +5,7 @@
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { NotFoundError, ValidationError } from "../errors.js";
 import { headerReader } from "./body.js";
+import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
 import { resultToTensors } from "./oip.js";
 import type { HttpSettings } from "./http.js";
 import {
@@ -80,7 +81,7 @@ export function registerOipRoutes(
       const ok = modelNamed(targets, request.params.name).ready();
       return ready(reply, { name: request.params.name, ready: ok }, ok);
     });
-    fastify.post<{ Params: { name: string }; Body: InferBody }>(
+    fastify.post<{ Params: { name: string; version?: string }; Body: InferBody }>(
       `${prefix}/infer`,
       async (request) => {
         const target = modelNamed(targets, request.params.name);
@@ -89,6 +90,8 @@ export function registerOipRoutes(
         const result = await target.call(input, {
           requestId: request.id,
           header: headerReader(request),
+          // The model version names the multiplexed model, as the header does.
+          multiplexedModelId: modelIdOf(request.params.version, request.headers[MODEL_ID_HEADER]),
           ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
         });
         const wanted = requestedOutputs(body);

@@ -14,6 +14,8 @@ export interface IngressCallOptions {
   readonly timeout?: number;
   /** A request header's value by its lower-case name (what a sticky split hashes). */
   readonly header?: (name: string) => string | undefined;
+  /** The model the request names (the `x-tributary-model-id` header, an OIP model version). */
+  readonly multiplexedModelId?: string | undefined;
 }
 
 export interface IngressTarget {

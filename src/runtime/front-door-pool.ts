@@ -83,6 +83,7 @@ function describe(apps: readonly PoolApplication[]): ServedApplication[] {
       ingress: {
         maxOngoing: ingress.maxOngoingRequests,
         maxQueued: ingress.maxQueuedRequests,
+        maxQueueWait: ingress.maxQueueWaitMs,
         weights: armWeights(app),
       },
     };

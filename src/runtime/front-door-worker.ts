@@ -35,6 +35,7 @@ export interface ServedApplication {
   readonly ingress: {
     readonly maxOngoing: number;
     readonly maxQueued: number;
+    readonly maxQueueWait?: number | undefined;
     readonly weights: ArmWeights;
   };
 }
@@ -135,11 +136,8 @@ async function load(description: ServedApplication): Promise<Served> {
   const ingress = new GraphIngress(app, (step, args, options) =>
     outgoing.call(step.deployment, step.method, args, options),
   );
-  ingress.limit(
-    description.ingress.maxOngoing,
-    description.ingress.maxQueued,
-    description.ingress.weights,
-  );
+  const { maxOngoing, maxQueued, maxQueueWait, weights } = description.ingress;
+  ingress.limit(maxOngoing, maxQueued, maxQueueWait, weights);
   const schema = app.graph.input?.schema;
   const target: IngressTarget = {
     app,
@@ -148,8 +146,8 @@ async function load(description: ServedApplication): Promise<Served> {
     call: (input, options) => ingress.call(input, options),
     // For the application's own routes (build({ routes })), which this worker serves too.
     getHandle: (deployment) =>
-      handleProxy(deployment, (method, args) =>
-        outgoing.call(deployment, method, args),
+      handleProxy(deployment, (method, args, options) =>
+        outgoing.call(deployment, method, args, undefined, options.multiplexedModelId),
       ) as DeploymentHandle<unknown>,
     ready: () => outgoing.ready(),
   };
@@ -164,11 +162,8 @@ async function serve(descriptions: readonly ServedApplication[]): Promise<void> 
   for (const description of descriptions) {
     const existing = served.get(description.name);
     if (existing?.key === keyOf(description)) {
-      existing.ingress.limit(
-        description.ingress.maxOngoing,
-        description.ingress.maxQueued,
-        description.ingress.weights,
-      );
+      const { maxOngoing, maxQueued, maxQueueWait, weights } = description.ingress;
+      existing.ingress.limit(maxOngoing, maxQueued, maxQueueWait, weights);
       next.set(description.name, existing);
       continue;
     }

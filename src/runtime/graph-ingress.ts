@@ -24,6 +24,7 @@ export type SendCall = (step: CallStep, args: unknown[], options: CallOptions) =
 interface Context {
   readonly requestId: string | undefined;
   readonly cancel: CancelScope | undefined;
+  readonly multiplexedModelId: string | undefined;
   /** A request header's value (a sticky split's key). */
   readonly header: ((name: string) => string | undefined) | undefined;
 }
@@ -51,7 +52,11 @@ export class GraphIngress {
     this.#app = app;
     this.#weights = armWeights(app);
     const ingress = app.deployments[INGRESS]!;
-    this.#gate = new IngressGate(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
+    this.#gate = new IngressGate(
+      ingress.maxOngoingRequests,
+      ingress.maxQueuedRequests,
+      ingress.maxQueueWaitMs,
+    );
     const transfers = transferPlan(app.graph);
     const moves = transfers.map((flags) => flags.some(Boolean));
     this.#plan = {
@@ -59,6 +64,7 @@ export class GraphIngress {
         send(step, args, {
           requestId: context.requestId,
           cancel: context.cancel,
+          multiplexedModelId: context.multiplexedModelId,
           transfer: moves[step.index]
             ? transferablesOf(args.filter((_, i) => transfers[step.index]![i]))
             : undefined,
@@ -78,8 +84,13 @@ export class GraphIngress {
   }
 
   /** New limits for graph executions in flight and waiting, and the splits' weights. */
-  limit(maxOngoing: number, maxQueued: number, weights?: ArmWeights): void {
-    this.#gate.configure(maxOngoing, maxQueued);
+  limit(
+    maxOngoing: number,
+    maxQueued: number,
+    maxQueueWaitMs?: number,
+    weights?: ArmWeights,
+  ): void {
+    this.#gate.configure(maxOngoing, maxQueued, maxQueueWaitMs);
     if (weights) this.#weights = weights;
   }
 
@@ -88,7 +99,11 @@ export class GraphIngress {
     this.#app = app;
     this.#weights = armWeights(app);
     const ingress = app.deployments[INGRESS]!;
-    this.#gate.configure(ingress.maxOngoingRequests, ingress.maxQueuedRequests);
+    this.#gate.configure(
+      ingress.maxOngoingRequests,
+      ingress.maxQueuedRequests,
+      ingress.maxQueueWaitMs,
+    );
   }
 
   async call(input: unknown, options: RequestOptions | IngressCallOptions = {}): Promise<unknown> {
@@ -102,7 +117,7 @@ export class GraphIngress {
     let entered = false;
     let streaming = false;
     try {
-      const waiting = this.#gate.enter(scope);
+      const waiting = this.#gate.enter(scope, options.requestId);
       if (waiting) await waiting;
       entered = true;
       const graph = this.#app.graph;
@@ -114,6 +129,7 @@ export class GraphIngress {
         requestId,
         cancel: scope,
         header: headerOf(options),
+        multiplexedModelId: options.multiplexedModelId,
       });
       if (result instanceof StreamReader) {
         // A streamed result keeps its timeout, signal and ingress slot until it ends.

@@ -3,7 +3,7 @@
  * deployment's router bounds its calls.
  */
 import { INGRESS } from "../app/application.js";
-import { BackPressureError } from "../errors.js";
+import { BackPressureError, QueueTimeoutError } from "../errors.js";
 import type { CancelScope } from "../data/cancel.js";
 
 /** Bounds the graph executions in flight, like any deployment's router. */
@@ -14,11 +14,14 @@ export class IngressGate {
   constructor(
     private maxOngoing: number,
     private maxQueued: number,
+    /** How long an execution may wait for a slot (the ingress's `maxQueueWait`). */
+    private maxQueueWaitMs?: number,
   ) {}
 
-  configure(maxOngoing: number, maxQueued: number): void {
+  configure(maxOngoing: number, maxQueued: number, maxQueueWaitMs?: number): void {
     this.maxOngoing = maxOngoing;
     this.maxQueued = maxQueued;
+    this.maxQueueWaitMs = maxQueueWaitMs;
   }
 
   get ongoing(): number {
@@ -32,9 +35,10 @@ export class IngressGate {
 
   /**
    * Resolves when a slot is taken (`undefined` when one was free at once); a request
-   * cancelled while it waits leaves the queue and rejects with the scope's reason.
+   * cancelled while it waits, or waiting past `maxQueueWaitMs`, leaves the queue and
+   * rejects with the scope's reason or a `QueueTimeoutError`.
    */
-  enter(scope: CancelScope | undefined): Promise<void> | undefined {
+  enter(scope: CancelScope | undefined, requestId?: string): Promise<void> | undefined {
     if (this.#ongoing < this.maxOngoing) {
       this.#ongoing++;
       return undefined;
@@ -42,18 +46,26 @@ export class IngressGate {
     if (this.#waiting.length >= this.maxQueued) {
       throw new BackPressureError(INGRESS, this.#ongoing, this.#waiting.length);
     }
+    const waitMs = this.maxQueueWaitMs;
     return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
       const take = (): void => {
         unsubscribe?.();
+        clearTimeout(timer);
         resolve();
       };
       this.#waiting.push(take);
-      const unsubscribe = scope?.subscribe((reason) => {
+      const leave = (reason: unknown): void => {
         const index = this.#waiting.indexOf(take);
         if (index < 0) return;
         this.#waiting.splice(index, 1);
+        unsubscribe?.();
+        clearTimeout(timer);
         reject(reason);
-      });
+      };
+      const unsubscribe = scope?.subscribe(leave);
+      if (waitMs !== undefined)
+        timer = setTimeout(() => leave(new QueueTimeoutError(INGRESS, waitMs, requestId)), waitMs);
     });
   }
 

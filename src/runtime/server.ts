@@ -69,6 +69,12 @@ export interface RequestOptions {
   readonly requestId?: string;
   /** Request headers, as a front door would see them: a sticky `split()` reads its header here. */
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * The model the request is for (multiplexing): carried to
+   * `requestContext().multiplexedModelId` in every deployment it reaches; routers prefer
+   * replicas that have it loaded.
+   */
+  readonly multiplexedModelId?: string;
 }
 
 /** The input `handle.call` takes: nothing for a graph without an `InputNode`. */
@@ -136,7 +142,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
    */
   getHandle<T>(name: string, options: RequestOptions = {}): DeploymentHandle<T> {
     const router = this.#controller.router(name);
-    return handleProxy(name, (method, args) => {
+    return handleProxy(name, (method, args, handleOptions) => {
       if (this.#closed) return Promise.reject(new ServerClosedError(`Deployment "${name}"`));
       const timeout = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
       const { scope, dispose } = requestScope(`${name}.${method}()`, options.signal, timeout);
@@ -144,6 +150,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
         cancel: scope,
         requestId: options.requestId,
         transfer: transferablesOf(args),
+        multiplexedModelId: handleOptions.multiplexedModelId ?? options.multiplexedModelId,
       });
       // A stream keeps its timeout and signal until it ends.
       if (scope) {

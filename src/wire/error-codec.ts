@@ -15,6 +15,7 @@ const CLASSES = new Map<string, ErrorClass>(
     errors.ValidationError,
     errors.GraphExecutionError,
     errors.BackPressureError,
+    errors.QueueTimeoutError,
     errors.ReplicaDiedError,
     errors.DeployFailedError,
     errors.ServerClosedError,

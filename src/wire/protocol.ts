@@ -66,6 +66,8 @@ export type CallMessage =
       readonly m: string | undefined;
       readonly a: unknown[];
       readonly r?: string | undefined;
+      /** The multiplexed model the call is for (`requestContext().multiplexedModelId`). */
+      readonly mm?: string | undefined;
     }
   | { readonly t: "cancel"; readonly id: number; readonly reason: "timeout" | "abort" };
 
@@ -103,6 +105,13 @@ export interface MembersMessage {
   readonly add: readonly PeerEndpoint[];
   readonly remove: readonly string[];
   readonly unavailable?: SerializedError | undefined;
+  /** How long a call may wait in the router's queue, in ms (absent: no limit). */
+  readonly maxQueueWait?: number | undefined;
+  /**
+   * The models each running replica that multiplexes has loaded, by replica id (a replica
+   * absent here does not multiplex); absent when none does.
+   */
+  readonly models?: Readonly<Record<string, readonly string[]>> | undefined;
 }
 
 /** Runtime → replica. */
@@ -130,4 +139,6 @@ export type FromReplica =
   | { readonly t: "subscribe"; readonly d: string }
   /** Requests running on this replica, and those its routers hold queued, by deployment. */
   | { readonly t: "load"; readonly ongoing: number; readonly queued: Record<string, number> }
+  /** The multiplexed models this replica has loaded now (sent when the set changes). */
+  | { readonly t: "models"; readonly models: readonly string[] }
   | ReplyMessage;

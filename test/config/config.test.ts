@@ -65,7 +65,7 @@ describe("serve.yaml", () => {
     const [problem] = problems(valid("      - name: thresholder\n        nmReplicas: 2\n"));
     assert.equal(
       problem,
-      'test/config/serve.yaml:6:9: applications[0].deployments[0].nmReplicas: unknown field "nmReplicas". Did you mean "numReplicas"? Allowed: name, numReplicas, maxOngoingRequests, maxQueuedRequests, autoscaling, userConfig, isolation, resources, healthCheckPeriod, healthCheckTimeout, gracefulShutdownTimeout.',
+      'test/config/serve.yaml:6:9: applications[0].deployments[0].nmReplicas: unknown field "nmReplicas". Did you mean "numReplicas"? Allowed: name, numReplicas, maxOngoingRequests, maxQueuedRequests, maxQueueWait, autoscaling, userConfig, isolation, resources, healthCheckPeriod, healthCheckTimeout, gracefulShutdownTimeout.',
     );
     const typo = problems("applicatons: []\n");
     assert.ok(
@@ -141,6 +141,25 @@ describe("serve.yaml", () => {
     assert.equal(resolved.deployments.thresholder?.numReplicas, 3);
     assert.deepEqual(resolved.deployments.thresholder?.userConfig, { threshold: 0.9 });
     assert.equal(resolved.routePrefix, "/gate");
+  });
+
+  test("config - maxQueueWait takes a duration, or off (YAML 1.2: a string, not false)", async () => {
+    const resolve = async (value: string) => {
+      const { config, document } = parseConfig(
+        valid(`      - name: thresholder\n        maxQueueWait: ${value}\n`),
+        FILE,
+      );
+      return (await resolveApplication(config.applications[0]!, 0, document, FILE)).deployments
+        .thresholder?.maxQueueWaitMs;
+    };
+    assert.equal(await resolve("250ms"), 250);
+    assert.equal(await resolve("2s"), 2000);
+    assert.equal(await resolve("off"), undefined);
+    const [problem] = problems(valid("      - name: thresholder\n        maxQueueWait: soon\n"));
+    assert.equal(
+      problem,
+      'test/config/serve.yaml:6:23: applications[0].deployments[0].maxQueueWait: found string "soon"; expected a duration such as "250ms" or "2s", or "off"',
+    );
   });
 
   test("build - writes every deployment with the defaults as comments, deterministically, and reads back", async () => {

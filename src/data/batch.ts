@@ -7,6 +7,7 @@
  */
 import { toMilliseconds, type Duration } from "../options.js";
 import { OptionsError, TributaryError } from "../errors.js";
+import { replicaStats } from "./replica-stats.js";
 
 export interface BatchOptions {
   /** Most items in one call of the list function. */
@@ -115,6 +116,7 @@ export function batch<Item, Result>(
     batches++;
     items += taken.length;
     sizes[taken.length] = (sizes[taken.length] ?? 0) + 1;
+    replicaStats.batch(taken.length);
     Promise.resolve()
       .then(() => fn(taken.map((w) => w.item)))
       .then(

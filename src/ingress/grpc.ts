@@ -31,6 +31,7 @@ import {
   type Tensor,
 } from "./tensors.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
+import type { FrontDoorMetrics } from "../metrics/metrics.js";
 
 const PROTO = fileURLToPath(new URL("./proto/grpc_predict_v2.proto", import.meta.url));
 
@@ -195,6 +196,8 @@ export interface GrpcOptions {
   readonly maxMessageBytes: number;
   /** Read per call, so an update applies without a restart. */
   readonly requestTimeoutMs: () => number | undefined;
+  /** Counts every ModelInfer call by model and status. */
+  readonly metrics?: FrontDoorMetrics | undefined;
 }
 
 export async function startGrpc(
@@ -233,11 +236,25 @@ export async function startGrpc(
         (ms): ms is number => ms !== undefined,
       );
       const timeout = limits.length > 0 ? Math.min(...limits) : undefined;
+      const start = performance.now();
+      const done = (code: number): void => {
+        const model = call.request.model_name;
+        const application = targetNamed(targets, model) ? model : "";
+        const name = (grpc.status[code] as string | undefined) ?? String(code);
+        options.metrics?.grpc(application, name, (performance.now() - start) / 1000);
+      };
       Promise.resolve()
         .then(() => infer(call.request, cancel, timeout))
         .then(
-          (response) => callback(null, response),
-          (error: unknown) => callback(grpcError(error), null),
+          (response) => {
+            done(grpc.status.OK);
+            callback(null, response);
+          },
+          (error: unknown) => {
+            const status = grpcError(error);
+            done(status.code ?? grpc.status.INTERNAL);
+            callback(status, null);
+          },
         );
     },
   });

@@ -15,10 +15,13 @@ import { deserializeError } from "../wire/error-codec.js";
 import type { MembersMessage } from "../wire/protocol.js";
 import type { FromFrontDoor, ToFrontDoor } from "./front-door-worker.js";
 import type { RunOptions } from "./server.js";
+import type { Metrics, MetricsJson } from "../metrics/metrics.js";
 
 const ENTRY = new URL("./front-door-entry.mjs", import.meta.url);
 /** How long a worker may take to import the module and listen. */
 const START_TIMEOUT_MS = 60_000;
+/** How long a worker may take to send its metrics before a scrape goes on without them. */
+const METRICS_TIMEOUT_MS = 2_000;
 /** How long a closing worker may take beyond the drain before it is killed. */
 const EXIT_GRACE_MS = 2_000;
 
@@ -44,12 +47,38 @@ export async function startFrontDoorPool(
   controller: Controller,
   options: RunOptions,
   count: number,
+  metrics: Metrics,
 ): Promise<FrontDoorPool> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ exec: fileURLToPath(ENTRY), serialization: "advanced" });
   let ingress = app.deployments[INGRESS]!;
-  const { logStream: _logStream, transports: _transports, http: _http, ...settings } = options;
+  const {
+    logStream: _logStream,
+    transports: _transports,
+    http: _http,
+    metricsRegistry: _metricsRegistry,
+    ...settings
+  } = options;
   const workers = new Set<Worker>();
+  // Scrapes ask every worker for its series (JSON) and sum them into this process's.
+  const pendingJson = new Map<number, (json: MetricsJson) => void>();
+  let nextAsk = 0;
+  const askJson = (worker: Worker): Promise<MetricsJson> =>
+    new Promise((resolve) => {
+      const id = nextAsk++;
+      const timer = setTimeout(() => {
+        pendingJson.delete(id);
+        resolve([]);
+      }, METRICS_TIMEOUT_MS);
+      pendingJson.set(id, (json) => {
+        clearTimeout(timer);
+        resolve(json);
+      });
+      tell(worker, { t: "metrics-json", id });
+    });
+  const unlistRemote = metrics.addRemote(() =>
+    Promise.all([...workers].filter((w) => w.isConnected()).map(askJson)),
+  );
   let closing = false;
   let url = "";
 
@@ -95,6 +124,14 @@ export async function startFrontDoorPool(
           url ||= message.url;
           resolve();
         } else if (message.t === "failed") fail(deserializeError(message.e));
+        else if (message.t === "metrics-json") {
+          pendingJson.get(message.id)?.(message.json);
+          pendingJson.delete(message.id);
+        } else if (message.t === "metrics") {
+          void metrics
+            .exposition()
+            .then((answer) => tell(worker, { t: "metrics-text", id: message.id, ...answer }));
+        }
       });
       worker.once("exit", () => {
         clearTimeout(timer);
@@ -110,6 +147,7 @@ export async function startFrontDoorPool(
     await Promise.all(Array.from({ length: count - 1 }, start));
   } catch (error) {
     closing = true;
+    unlistRemote();
     for (const worker of workers) worker.kill("SIGKILL");
     throw error;
   }
@@ -128,6 +166,7 @@ export async function startFrontDoorPool(
     },
     async close(force) {
       closing = true;
+      unlistRemote();
       const exited = [...workers].map(
         (worker) => new Promise<void>((resolve) => worker.once("exit", () => resolve())),
       );

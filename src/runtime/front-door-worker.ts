@@ -17,6 +17,7 @@ import type { MembersMessage, SerializedError } from "../wire/protocol.js";
 import { startFrontDoors, type FrontDoors } from "./front-doors.js";
 import { GraphIngress } from "./graph-ingress.js";
 import type { RunOptions } from "./server.js";
+import { Metrics, type FrontDoorMetrics, type MetricsJson } from "../metrics/metrics.js";
 
 /** What a front-door worker is told (over the cluster's IPC channel). */
 export type ToFrontDoor =
@@ -28,20 +29,32 @@ export type ToFrontDoor =
       /** The ingress's limits as configured (code, YAML or an update). */
       readonly ingress: { readonly maxOngoing: number; readonly maxQueued: number };
       /** The front door's settings (no log stream: lines go to standard output). */
-      readonly options: Omit<RunOptions, "logStream" | "transports">;
+      readonly options: Omit<RunOptions, "logStream" | "transports" | "metricsRegistry">;
     }
   | MembersMessage
   | { readonly t: "ingress"; readonly maxOngoing: number; readonly maxQueued: number }
   /** Stop taking requests; close the connections on `force`. */
   | { readonly t: "close" }
-  | { readonly t: "force" };
+  | { readonly t: "force" }
+  /** Send this worker's metrics (its HTTP series) as JSON, answering `id`. */
+  | { readonly t: "metrics-json"; readonly id: number }
+  /** The whole server's `/metrics` text this worker asked for with `id`. */
+  | {
+      readonly t: "metrics-text";
+      readonly id: number;
+      readonly contentType: string;
+      readonly text: string;
+    };
 
 /** What a front-door worker says. */
 export type FromFrontDoor =
   | { readonly t: "hello" }
   | { readonly t: "listening"; readonly url: string }
   | { readonly t: "failed"; readonly e: SerializedError }
-  | { readonly t: "subscribe"; readonly d: string };
+  | { readonly t: "subscribe"; readonly d: string }
+  | { readonly t: "metrics-json"; readonly id: number; readonly json: MetricsJson }
+  /** A client asked this worker for `/metrics`: the main process answers for every process. */
+  | { readonly t: "metrics"; readonly id: number };
 
 markReplicaContext();
 
@@ -57,6 +70,32 @@ const outgoing = new OutgoingCalls(
 let doors: FrontDoors | undefined;
 let ingress: GraphIngress | undefined;
 let force: (() => void) | undefined;
+/** This worker's HTTP series; `/metrics` asks the main process, which sums every worker's. */
+let metrics: Metrics | undefined;
+const asked = new Map<number, (answer: { contentType: string; text: string }) => void>();
+let nextAsk = 0;
+/** How long a `/metrics` answer from the main process may take. */
+const METRICS_TIMEOUT_MS = 5_000;
+
+function serverMetrics(own: Metrics): FrontDoorMetrics {
+  return {
+    http: (application, code, seconds) => own.http(application, code, seconds),
+    grpc: (application, code, seconds) => own.grpc(application, code, seconds),
+    exposition: () =>
+      new Promise((resolve, reject) => {
+        const id = nextAsk++;
+        const timer = setTimeout(() => {
+          asked.delete(id);
+          reject(new Error(`the main process did not answer /metrics in ${METRICS_TIMEOUT_MS} ms`));
+        }, METRICS_TIMEOUT_MS);
+        asked.set(id, (answer) => {
+          clearTimeout(timer);
+          resolve(answer);
+        });
+        send({ t: "metrics", id });
+      }),
+  };
+}
 
 async function init(message: Extract<ToFrontDoor, { t: "init" }>): Promise<void> {
   await ensureTypeScriptLoader(message.moduleUrl);
@@ -82,7 +121,8 @@ async function init(message: Extract<ToFrontDoor, { t: "init" }>): Promise<void>
       ) as DeploymentHandle<unknown>,
     ready: () => outgoing.ready(),
   };
-  doors = await startFrontDoors(target, message.options);
+  metrics = new Metrics({ enabled: message.options.metrics !== false });
+  doors = await startFrontDoors(target, message.options, serverMetrics(metrics));
   send({ t: "listening", url: doors.url });
 }
 
@@ -105,6 +145,15 @@ process.on("message", (message: ToFrontDoor) => {
       return;
     case "force":
       force?.();
+      return;
+    case "metrics-json":
+      void (metrics?.json() ?? Promise.resolve([])).then((json) =>
+        send({ t: "metrics-json", id: message.id, json }),
+      );
+      return;
+    case "metrics-text":
+      asked.get(message.id)?.(message);
+      asked.delete(message.id);
       return;
   }
 });

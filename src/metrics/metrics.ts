@@ -1,0 +1,358 @@
+/**
+ * @internal The Prometheus metrics of one `run()` (or one instance): a prom-client
+ * `Registry` of its own (never the global one, so several servers in one process keep
+ * their series apart). The front doors count their requests here as they answer them; the
+ * deployment and replica series are read at scrape time from each application's control
+ * plane (replicas ship their counts and histograms with their load reports), and the
+ * series of front-door worker processes are gathered over their IPC channel and summed in.
+ */
+import { AggregatorRegistry, Counter, Histogram, Registry } from "prom-client";
+import type { DeploymentMetrics } from "../control/controller.js";
+import {
+  BATCH_BUCKETS,
+  PROCESSING_BUCKETS,
+  type HistogramSnapshot,
+  type ReplicaStats,
+} from "../wire/protocol.js";
+import type { ReplicaState } from "../status.js";
+
+/** An application whose deployments the metrics read: its control plane. */
+export interface MetricsSource {
+  readonly application: string;
+  deployments(): readonly DeploymentMetrics[];
+}
+
+/** The JSON form of a registry's metrics (prom-client's `getMetricsAsJSON()`). */
+export type MetricsJson = Awaited<ReturnType<Registry["getMetricsAsJSON"]>>;
+
+/** What the front doors record and answer `GET /metrics` with. */
+export interface FrontDoorMetrics {
+  /** An HTTP request was answered with `code` after `seconds`. */
+  http(application: string, code: number, seconds: number): void;
+  /** A gRPC call ended with the status `code` (`OK`, `INVALID_ARGUMENT`, …) after `seconds`. */
+  grpc(application: string, code: string, seconds: number): void;
+  /** The text of `GET /metrics`. */
+  exposition(): Promise<{ readonly contentType: string; readonly text: string }>;
+}
+
+/** Bucket bounds (seconds) of the front doors' request durations. */
+const DURATION_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+];
+
+const REPLICA_STATES: readonly ReplicaState[] = [
+  "STARTING",
+  "RUNNING",
+  "STOPPING",
+  "STOPPED",
+  "DEAD",
+];
+
+type Labels = Record<string, string>;
+type Value = { value: number; labels: Labels; metricName?: string };
+
+/**
+ * A metric whose values are computed when scraped (from the control plane's state), in the
+ * shape prom-client's registry formats and its aggregator sums.
+ */
+class ReadAtScrape {
+  readonly aggregator = "sum";
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: "counter" | "gauge" | "histogram",
+    readonly values: () => Value[],
+  ) {}
+  get(): Promise<{
+    name: string;
+    help: string;
+    type: string;
+    aggregator: string;
+    values: Value[];
+  }> {
+    return Promise.resolve({
+      name: this.name,
+      help: this.help,
+      type: this.type,
+      aggregator: this.aggregator,
+      values: this.values(),
+    });
+  }
+  reset(): void {}
+}
+
+/** A histogram snapshot as Prometheus' cumulative `_bucket`, `_sum` and `_count` values. */
+function histogramValues(
+  name: string,
+  bounds: readonly number[],
+  snapshot: HistogramSnapshot,
+  labels: Labels,
+): Value[] {
+  const values: Value[] = [];
+  let cumulative = 0;
+  bounds.forEach((bound, i) => {
+    cumulative += snapshot.counts[i] ?? 0;
+    values.push({
+      metricName: `${name}_bucket`,
+      labels: { ...labels, le: String(bound) },
+      value: cumulative,
+    });
+  });
+  cumulative += snapshot.counts[bounds.length] ?? 0;
+  values.push({
+    metricName: `${name}_bucket`,
+    labels: { ...labels, le: "+Inf" },
+    value: cumulative,
+  });
+  values.push({ metricName: `${name}_sum`, labels, value: snapshot.sum });
+  values.push({ metricName: `${name}_count`, labels, value: cumulative });
+  return values;
+}
+
+export interface MetricsOptions {
+  /** False: nothing is recorded and `/metrics` answers an empty exposition. */
+  readonly enabled?: boolean;
+}
+
+export class Metrics implements FrontDoorMetrics {
+  readonly registry = new Registry();
+  readonly enabled: boolean;
+  readonly #sources = new Set<MetricsSource>();
+  readonly #remotes = new Set<() => Promise<MetricsJson[]>>();
+  readonly #httpRequests: Counter<"application" | "code">;
+  readonly #httpDuration: Histogram<"application">;
+  readonly #grpcRequests: Counter<"application" | "code">;
+  readonly #grpcDuration: Histogram<"application">;
+  /** Label children by `application\0code`: a request does one map lookup, not a hash of labels. */
+  readonly #httpChildren = new Map<string, { inc(): void }>();
+  readonly #httpDurations = new Map<string, { observe(v: number): void }>();
+  readonly #grpcChildren = new Map<string, { inc(): void }>();
+  readonly #grpcDurations = new Map<string, { observe(v: number): void }>();
+
+  constructor(options: MetricsOptions = {}) {
+    this.enabled = options.enabled !== false;
+    const registers = [this.registry];
+    this.#httpRequests = new Counter({
+      name: "tributary_http_requests_total",
+      help: "HTTP requests answered by the front door, by application and status code.",
+      labelNames: ["application", "code"],
+      registers,
+    });
+    this.#httpDuration = new Histogram({
+      name: "tributary_http_request_duration_seconds",
+      help: "Time from an HTTP request's arrival to the end of its answer, by application.",
+      labelNames: ["application"],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.#grpcRequests = new Counter({
+      name: "tributary_grpc_requests_total",
+      help: "gRPC calls (Open Inference Protocol) answered, by application (model) and gRPC status.",
+      labelNames: ["application", "code"],
+      registers,
+    });
+    this.#grpcDuration = new Histogram({
+      name: "tributary_grpc_request_duration_seconds",
+      help: "Time from a gRPC call's arrival to its answer, by application (model).",
+      labelNames: ["application"],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.#deploymentSeries();
+  }
+
+  http(application: string, code: number, seconds: number): void {
+    if (!this.enabled) return;
+    const key = `${application}\0${code}`;
+    let counter = this.#httpChildren.get(key);
+    if (!counter) {
+      counter = this.#httpRequests.labels(application, String(code));
+      this.#httpChildren.set(key, counter);
+    }
+    counter.inc();
+    let duration = this.#httpDurations.get(application);
+    if (!duration) {
+      duration = this.#httpDuration.labels(application);
+      this.#httpDurations.set(application, duration);
+    }
+    duration.observe(seconds);
+  }
+
+  grpc(application: string, code: string, seconds: number): void {
+    if (!this.enabled) return;
+    const key = `${application}\0${code}`;
+    let counter = this.#grpcChildren.get(key);
+    if (!counter) {
+      counter = this.#grpcRequests.labels(application, code);
+      this.#grpcChildren.set(key, counter);
+    }
+    counter.inc();
+    let duration = this.#grpcDurations.get(application);
+    if (!duration) {
+      duration = this.#grpcDuration.labels(application);
+      this.#grpcDurations.set(application, duration);
+    }
+    duration.observe(seconds);
+  }
+
+  /** Reads an application's deployments at every scrape, until the returned function runs. */
+  addSource(source: MetricsSource): () => void {
+    this.#sources.add(source);
+    return () => this.#sources.delete(source);
+  }
+
+  /** Metrics of other processes (front-door workers), summed into every answer. */
+  addRemote(collect: () => Promise<MetricsJson[]>): () => void {
+    this.#remotes.add(collect);
+    return () => this.#remotes.delete(collect);
+  }
+
+  /** The deployments of every source, for the dashboard. */
+  sources(): readonly MetricsSource[] {
+    return [...this.#sources];
+  }
+
+  /** This registry's metrics as JSON (what a front-door worker sends the main process). */
+  json(): Promise<MetricsJson> {
+    return this.registry.getMetricsAsJSON();
+  }
+
+  async exposition(): Promise<{ contentType: string; text: string }> {
+    const contentType = this.registry.contentType;
+    if (!this.enabled) return { contentType, text: "" };
+    if (this.#remotes.size === 0) return { contentType, text: await this.registry.metrics() };
+    const parts: MetricsJson[] = [await this.json()];
+    for (const collect of this.#remotes) parts.push(...(await collect()));
+    return { contentType, text: await AggregatorRegistry.aggregate(parts).metrics() };
+  }
+
+  /** The series read from the control plane and the replicas' reports at scrape time. */
+  #deploymentSeries(): void {
+    const each = (
+      fn: (app: string, d: DeploymentMetrics, push: (v: Value) => void) => void,
+    ): (() => Value[]) => {
+      return () => {
+        const values: Value[] = [];
+        for (const source of this.#sources)
+          for (const d of source.deployments())
+            fn(source.application, d, (value) => values.push(value));
+        return values;
+      };
+    };
+    const perReplica = (
+      fn: (stats: ReplicaStats, labels: Labels, push: (v: Value) => void) => void,
+    ): (() => Value[]) =>
+      each((application, d, push) => {
+        for (const r of d.replicas)
+          if (r.stats) fn(r.stats, { application, deployment: d.name, replica: r.id }, push);
+      });
+    const add = (
+      name: string,
+      help: string,
+      type: "counter" | "gauge" | "histogram",
+      values: () => Value[],
+    ): void => this.registry.registerMetric(new ReadAtScrape(name, help, type, values) as never);
+
+    add(
+      "tributary_deployment_requests_total",
+      "Calls a replica finished, by outcome (ok, error: user code threw, cancelled: timed out or the caller went away).",
+      "counter",
+      perReplica((stats, labels, push) => {
+        for (const outcome of ["ok", "error", "cancelled"] as const)
+          push({ labels: { ...labels, outcome }, value: stats[outcome] });
+      }),
+    );
+    add(
+      "tributary_deployment_processing_seconds",
+      "Time a replica spent on a call, from its arrival in the replica to its answer (a stream: to its end).",
+      "histogram",
+      perReplica((stats, labels, push) => {
+        for (const v of histogramValues(
+          "tributary_deployment_processing_seconds",
+          PROCESSING_BUCKETS,
+          stats.processing,
+          labels,
+        ))
+          push(v);
+      }),
+    );
+    add(
+      "tributary_batch_size",
+      "Items in each call of a batch() function, per replica.",
+      "histogram",
+      perReplica((stats, labels, push) => {
+        if (stats.batches.counts.every((n) => n === 0)) return;
+        for (const v of histogramValues(
+          "tributary_batch_size",
+          BATCH_BUCKETS,
+          stats.batches,
+          labels,
+        ))
+          push(v);
+      }),
+    );
+    add(
+      "tributary_deployment_ongoing_requests",
+      "Calls running on a replica now, as it last reported.",
+      "gauge",
+      each((application, d, push) => {
+        for (const r of d.replicas)
+          push({ labels: { application, deployment: d.name, replica: r.id }, value: r.ongoing });
+      }),
+    );
+    add(
+      "tributary_deployment_queued_requests",
+      "Calls waiting for a free replica slot of a deployment, in every router (the front door's and the replicas').",
+      "gauge",
+      each((application, d, push) =>
+        push({ labels: { application, deployment: d.name }, value: d.queued }),
+      ),
+    );
+    add(
+      "tributary_deployment_replicas",
+      "Replicas of a deployment, by state.",
+      "gauge",
+      each((application, d, push) => {
+        for (const state of REPLICA_STATES)
+          push({
+            labels: { application, deployment: d.name, state },
+            value: d.replicas.filter((r) => r.state === state).length,
+          });
+      }),
+    );
+    add(
+      "tributary_deployment_target_replicas",
+      "The replica count a deployment converges on (numReplicas, or the autoscaler's decision).",
+      "gauge",
+      each((application, d, push) =>
+        push({ labels: { application, deployment: d.name }, value: d.targetReplicas }),
+      ),
+    );
+    add(
+      "tributary_autoscaler_target_replicas",
+      "The autoscaler's current decision for an autoscaled deployment.",
+      "gauge",
+      each((application, d, push) => {
+        if (d.autoscalerTarget !== undefined)
+          push({ labels: { application, deployment: d.name }, value: d.autoscalerTarget });
+      }),
+    );
+    add(
+      "tributary_replica_starts_total",
+      "Replicas that started (were constructed and took requests).",
+      "counter",
+      each((application, d, push) =>
+        push({ labels: { application, deployment: d.name }, value: d.starts }),
+      ),
+    );
+    add(
+      "tributary_replica_failures_total",
+      "Replicas that failed, by reason: start_failed (import or constructor), died (exited or crashed), health_check.",
+      "counter",
+      each((application, d, push) => {
+        for (const [reason, value] of Object.entries(d.failures))
+          push({ labels: { application, deployment: d.name, reason }, value });
+      }),
+    );
+  }
+}

@@ -28,6 +28,8 @@ import type { IngressTarget, IngressTargets } from "../ingress/target.js";
 import { startFrontDoors, type FrontDoors } from "../runtime/front-doors.js";
 import { run, type RunOptions, type Server } from "../runtime/server.js";
 import { startAdminApi } from "./admin-api.js";
+import { Metrics } from "../metrics/metrics.js";
+import { Dashboard } from "../metrics/dashboard.js";
 
 export interface InstanceOptions {
   readonly adminHost: string;
@@ -115,6 +117,15 @@ export class Instance {
   #queue: Promise<unknown> = Promise.resolve();
   #admin: (() => Promise<void>) | undefined;
   #closed: Promise<void> | undefined;
+  /** One Prometheus registry for every application: the front door's and the admin API's `/metrics`. */
+  readonly metrics = new Metrics();
+  /** The admin API's live dashboard (`GET /`). */
+  readonly dashboard = new Dashboard(this.metrics);
+  /** The last deploy that changed each application: when, and what it did. */
+  readonly #lastDeploys = new Map<
+    string,
+    { at: string; action: string; changes: Record<string, string[]> }
+  >();
   /** Resolves when the instance has shut down. */
   readonly stopped: Promise<void>;
   #stop!: () => void;
@@ -188,7 +199,14 @@ export class Instance {
     const kept = new Set(plans.map((plan) => plan.entry.name));
     for (const plan of plans) {
       try {
-        results.push(await this.#apply(plan, options));
+        const result = await this.#apply(plan, options);
+        results.push(result);
+        if (result.action !== "unchanged")
+          this.#lastDeploys.set(result.application, {
+            at: new Date().toISOString(),
+            action: result.action,
+            changes: result.changes,
+          });
       } catch (error) {
         failures.push(`${plan.entry.name}: ${(error as Error).message}`);
       }
@@ -197,6 +215,7 @@ export class Instance {
     for (const [name, running] of [...this.#running]) {
       if (kept.has(name)) continue;
       this.#running.delete(name);
+      this.#lastDeploys.delete(name);
       this.#publish();
       await running.server.close();
       results.push({ application: name, action: "removed", changes: {} });
@@ -240,7 +259,7 @@ export class Instance {
         changes,
       };
     }
-    const server = await run(app, { ...options, frontDoors: false });
+    const server = await run(app, { ...options, frontDoors: false, metricsRegistry: this.metrics });
     if (this.#closed) {
       await server.close();
       throw new TributaryError("SERVER_CLOSED", "The instance is shutting down.");
@@ -271,7 +290,7 @@ export class Instance {
       // Requests in flight on the old address get a moment to finish.
       await old.close(new Promise((resolve) => setTimeout(resolve, RESTART_DRAIN_MS)));
     }
-    this.#frontDoors = await startFrontDoors(this.#targets, options);
+    this.#frontDoors = await startFrontDoors(this.#targets, options, this.metrics);
     return ["address"];
   }
 
@@ -301,8 +320,10 @@ export class Instance {
   /** Every application's status, by name, and the front door's address. */
   async status(): Promise<Record<string, unknown>> {
     const applications: Record<string, unknown> = {};
-    for (const [name, running] of this.#running)
-      applications[name] = (await running.server.status()).applications[name];
+    for (const [name, running] of this.#running) {
+      const status = (await running.server.status()).applications[name];
+      applications[name] = { ...status, lastDeploy: this.#lastDeploys.get(name) };
+    }
     return {
       applications,
       url: this.#frontDoors?.url ?? null,

@@ -240,7 +240,7 @@ export async function startGrpc(
       const done = (code: number): void => {
         const model = call.request.model_name;
         const application = targetNamed(targets, model) ? model : "";
-        const name = (grpc.status[code] as string | undefined) ?? String(code);
+        const name: string = grpc.status[code] ?? String(code);
         options.metrics?.grpc(application, name, (performance.now() - start) / 1000);
       };
       Promise.resolve()

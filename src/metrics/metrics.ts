@@ -15,11 +15,16 @@ import {
   type ReplicaStats,
 } from "../wire/protocol.js";
 import type { ReplicaState } from "../status.js";
+import type { GraphPicture } from "./dashboard.js";
 
 /** An application whose deployments the metrics read: its control plane. */
 export interface MetricsSource {
   readonly application: string;
   deployments(): readonly DeploymentMetrics[];
+  /** The application's status (`RUNNING`, …), for the dashboard. */
+  status?(): string;
+  /** The application's graph of deployments, for the dashboard. */
+  picture?(): GraphPicture;
 }
 
 /** The JSON form of a registry's metrics (prom-client's `getMetricsAsJSON()`). */
@@ -70,12 +75,21 @@ class ReadAtScrape {
     aggregator: string;
     values: Value[];
   }> {
+    // While an application's new code starts beside the old, both report under its name:
+    // series with the same labels are summed, so that none appears twice.
+    const merged = new Map<string, Value>();
+    for (const value of this.values()) {
+      const key = `${value.metricName ?? ""}${JSON.stringify(Object.entries(value.labels).sort())}`;
+      const seen = merged.get(key);
+      if (seen) seen.value += value.value;
+      else merged.set(key, { ...value });
+    }
     return Promise.resolve({
       name: this.name,
       help: this.help,
       type: this.type,
       aggregator: this.aggregator,
-      values: this.values(),
+      values: [...merged.values()],
     });
   }
   reset(): void {}

@@ -23,6 +23,7 @@ import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
 import { startFrontDoors } from "./front-doors.js";
 import type { FrontDoorPool } from "./front-door-pool.js";
 import { Metrics } from "../metrics/metrics.js";
+import { graphPicture, type GraphPicture } from "../metrics/dashboard.js";
 
 export interface RunOptions {
   /** HTTP host (default `127.0.0.1`). */
@@ -128,9 +129,12 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     this.#app = app;
     this.#controller = controller;
     this.metrics = metrics;
+    let picture: GraphPicture | undefined;
     this.#unlistMetrics = metrics.addSource({
       application: app.name,
       deployments: () => controller.metrics(),
+      status: () => controller.status().status,
+      picture: () => (picture ??= graphPicture(app)),
     });
     const routers = app.graph.steps.map((step) =>
       step.op === "call" ? controller.router(step.deployment) : undefined,

@@ -19,6 +19,8 @@ export class ActiveRequest implements RequestContext {
   readonly requestId: string | undefined;
   readonly deployment: string;
   readonly replica: string;
+  /** When the call arrived (`performance.now()`), for its processing time; 0: not timed. */
+  startedAt = 0;
   #controller: AbortController | undefined;
   #reason: Error | undefined;
   #onCancel: (() => void)[] | undefined;

@@ -51,8 +51,6 @@ const post = (message: FromReplica, transfer?: readonly (ArrayBuffer | MessagePo
  */
 class Caller {
   readonly active = new Map<number, ActiveRequest>();
-  /** When each active call started (`performance.now()`), for its processing time. */
-  readonly started = new Map<number, number>();
   constructor(readonly post: (message: ReplyMessage, transfer?: readonly ArrayBuffer[]) => void) {}
 }
 
@@ -122,10 +120,11 @@ function undeliverableReply(caller: Caller, message: ReplyMessage, error: Error)
 
 /** A call is over (answered, ended, or cancelled): its slot is free. */
 function finish(caller: Caller, id: number, outcome: Outcome): void {
-  if (!caller.active.delete(id)) return;
-  const started = caller.started.get(id);
-  caller.started.delete(id);
-  if (started !== undefined) replicaStats.call(outcome, (performance.now() - started) / 1000);
+  const request = caller.active.get(id);
+  if (!request) return;
+  caller.active.delete(id);
+  if (request.startedAt > 0)
+    replicaStats.call(outcome, (performance.now() - request.startedAt) / 1000);
   ongoing--;
   if (rejected.size > 0) {
     for (const waiting of rejected) waiting.post({ t: "free" });
@@ -348,7 +347,7 @@ function call(
   }
   const request = new ActiveRequest(requestId, deploymentName, replicaName);
   caller.active.set(id, request);
-  if (replicaStats.enabled) caller.started.set(id, performance.now());
+  if (replicaStats.enabled) request.startedAt = performance.now();
   ongoing++;
   reportLoad();
   let result: unknown;

@@ -6,7 +6,7 @@
  * plane (replicas ship their counts and histograms with their load reports), and the
  * series of front-door worker processes are gathered over their IPC channel and summed in.
  */
-import { AggregatorRegistry, Counter, Histogram, Registry } from "prom-client";
+import { AggregatorRegistry, Registry } from "prom-client";
 import type { DeploymentMetrics } from "../control/controller.js";
 import {
   BATCH_BUCKETS,
@@ -123,6 +123,25 @@ function histogramValues(
   return values;
 }
 
+/** Requests by `application\0code`, and their durations by application. */
+class RequestCounts {
+  readonly requests = new Map<string, number>();
+  readonly durations = new Map<string, { counts: number[]; sum: number }>();
+  record(application: string, code: string, seconds: number): void {
+    const key = `${application}\0${code}`;
+    this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
+    let histogram = this.durations.get(application);
+    if (!histogram) {
+      histogram = { counts: new Array<number>(DURATION_BUCKETS.length + 1).fill(0), sum: 0 };
+      this.durations.set(application, histogram);
+    }
+    let i = 0;
+    while (i < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[i]!) i++;
+    histogram.counts[i]!++;
+    histogram.sum += seconds;
+  }
+}
+
 export interface MetricsOptions {
   /** False: nothing is recorded and `/metrics` answers an empty exposition. */
   readonly enabled?: boolean;
@@ -133,80 +152,55 @@ export class Metrics implements FrontDoorMetrics {
   readonly enabled: boolean;
   readonly #sources = new Set<MetricsSource>();
   readonly #remotes = new Set<() => Promise<MetricsJson[]>>();
-  readonly #httpRequests: Counter<"application" | "code">;
-  readonly #httpDuration: Histogram<"application">;
-  readonly #grpcRequests: Counter<"application" | "code">;
-  readonly #grpcDuration: Histogram<"application">;
-  /** Label children by `application\0code`: a request does one map lookup, not a hash of labels. */
-  readonly #httpChildren = new Map<string, { inc(): void }>();
-  readonly #httpDurations = new Map<string, { observe(v: number): void }>();
-  readonly #grpcChildren = new Map<string, { inc(): void }>();
-  readonly #grpcDurations = new Map<string, { observe(v: number): void }>();
+  /**
+   * The front doors' counts, kept as plain numbers (a request does a map lookup and a few
+   * additions, not prom-client's hashing of its labels) and formatted at scrape time.
+   */
+  readonly #http = new RequestCounts();
+  readonly #grpc = new RequestCounts();
 
   constructor(options: MetricsOptions = {}) {
     this.enabled = options.enabled !== false;
-    const registers = [this.registry];
-    this.#httpRequests = new Counter({
-      name: "tributary_http_requests_total",
-      help: "HTTP requests answered by the front door, by application and status code.",
-      labelNames: ["application", "code"],
-      registers,
-    });
-    this.#httpDuration = new Histogram({
-      name: "tributary_http_request_duration_seconds",
-      help: "Time from an HTTP request's arrival to the end of its answer, by application.",
-      labelNames: ["application"],
-      buckets: DURATION_BUCKETS,
-      registers,
-    });
-    this.#grpcRequests = new Counter({
-      name: "tributary_grpc_requests_total",
-      help: "gRPC calls (Open Inference Protocol) answered, by application (model) and gRPC status.",
-      labelNames: ["application", "code"],
-      registers,
-    });
-    this.#grpcDuration = new Histogram({
-      name: "tributary_grpc_request_duration_seconds",
-      help: "Time from a gRPC call's arrival to its answer, by application (model).",
-      labelNames: ["application"],
-      buckets: DURATION_BUCKETS,
-      registers,
-    });
+    this.#requestSeries("http", "HTTP requests answered by the front door", this.#http);
+    this.#requestSeries(
+      "grpc",
+      "gRPC calls (Open Inference Protocol ModelInfer) answered",
+      this.#grpc,
+    );
     this.#deploymentSeries();
   }
 
   http(application: string, code: number, seconds: number): void {
-    if (!this.enabled) return;
-    const key = `${application}\0${code}`;
-    let counter = this.#httpChildren.get(key);
-    if (!counter) {
-      counter = this.#httpRequests.labels(application, String(code));
-      this.#httpChildren.set(key, counter);
-    }
-    counter.inc();
-    let duration = this.#httpDurations.get(application);
-    if (!duration) {
-      duration = this.#httpDuration.labels(application);
-      this.#httpDurations.set(application, duration);
-    }
-    duration.observe(seconds);
+    if (this.enabled) this.#http.record(application, String(code), seconds);
   }
 
   grpc(application: string, code: string, seconds: number): void {
-    if (!this.enabled) return;
-    const key = `${application}\0${code}`;
-    let counter = this.#grpcChildren.get(key);
-    if (!counter) {
-      counter = this.#grpcRequests.labels(application, code);
-      this.#grpcChildren.set(key, counter);
-    }
-    counter.inc();
-    let duration = this.#grpcDurations.get(application);
-    if (!duration) {
-      duration = this.#grpcDuration.labels(application);
-      this.#grpcDurations.set(application, duration);
-    }
-    duration.observe(seconds);
+    if (this.enabled) this.#grpc.record(application, code, seconds);
+  }
+
+  /** `tributary_{kind}_requests_total{application,code}` and `…_request_duration_seconds`. */
+  #requestSeries(kind: "http" | "grpc", what: string, counts: RequestCounts): void {
+    const requests = `tributary_${kind}_requests_total`;
+    const duration = `tributary_${kind}_request_duration_seconds`;
+    this.registry.registerMetric(
+      new ReadAtScrape(requests, `${what}, by application and status code.`, "counter", () =>
+        [...counts.requests].map(([key, value]) => {
+          const [application, code] = key.split("\0") as [string, string];
+          return { labels: { application, code }, value };
+        }),
+      ) as never,
+    );
+    this.registry.registerMetric(
+      new ReadAtScrape(
+        duration,
+        `Time from a request's arrival to the end of its answer, by application (${kind}).`,
+        "histogram",
+        () =>
+          [...counts.durations].flatMap(([application, histogram]) =>
+            histogramValues(duration, DURATION_BUCKETS, histogram, { application }),
+          ),
+      ) as never,
+    );
   }
 
   /** Reads an application's deployments at every scrape, until the returned function runs. */

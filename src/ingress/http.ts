@@ -188,7 +188,7 @@ export async function startHttp(
       })
       .flat()
       .filter((route, i, all) => !route.startsWith("HEAD ") && all.indexOf(route) === i);
-    const message = `No route ${request.method} ${request.url.split("?")[0]}; this server answers ${[...routes, "/v2/…", "GET /openapi.json"].join(", ")}.`;
+    const message = `No route ${request.method} ${request.url.split("?")[0]}; this server answers ${[...routes, "/v2/…", "GET /openapi.json", ...(metrics ? ["GET /metrics"] : [])].join(", ")}.`;
     void reply.code(404).send({ error: { code: "NOT_FOUND", message, requestId: request.id } });
   };
   fastify.setNotFoundHandler(notFound);

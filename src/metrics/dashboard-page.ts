@@ -45,12 +45,16 @@ function el(tag, attrs, text) {
   if (text !== undefined) e.textContent = text;
   return e;
 }
-/** Columns by longest path from the ingress; rows in order within a column. */
+/**
+ * Columns by longest path from the ingress along data edges (they form no cycle; handle
+ * edges may point back); rows in order within a column.
+ */
 function layout(graph) {
   const depth = new Map([["ingress", 0]]);
-  for (let changed = true, rounds = 0; changed && rounds < 100; rounds++) {
+  const data = graph.edges.filter((e) => e.kind === "data");
+  for (let changed = true, rounds = 0; changed && rounds <= graph.nodes.length; rounds++) {
     changed = false;
-    for (const e of graph.edges) {
+    for (const e of data) {
       const d = (depth.get(e.from) ?? 0) + 1;
       if (depth.has(e.from) && (depth.get(e.to) ?? -1) < d) { depth.set(e.to, d); changed = true; }
     }
@@ -76,7 +80,11 @@ function drawGraph(app, view) {
   for (const e of app.graph.edges) {
     const a = pos.get(e.from), b = pos.get(e.to);
     if (!a || !b) continue;
-    svg.append(el("path", { svg: true, class: "edge " + e.kind, d: "M" + (a.x + 150) + "," + (a.y + 24) + " C" + (a.x + 175) + "," + (a.y + 24) + " " + (b.x - 25) + "," + (b.y + 24) + " " + b.x + "," + (b.y + 24) }));
+    // Forward: right side to left side. A handle back to an earlier column: an arc below.
+    const d = b.x > a.x
+      ? "M" + (a.x + 150) + "," + (a.y + 24) + " C" + (a.x + 175) + "," + (a.y + 24) + " " + (b.x - 25) + "," + (b.y + 24) + " " + b.x + "," + (b.y + 24)
+      : "M" + (a.x + 50) + "," + (a.y + 48) + " C" + (a.x + 50) + "," + (a.y + 68) + " " + (b.x + 100) + "," + (b.y + 68) + " " + (b.x + 100) + "," + (b.y + 48);
+    svg.append(el("path", { svg: true, class: "edge " + e.kind, d }));
   }
   const byName = new Map(view.deployments.map((d) => [d.name, d]));
   for (const n of app.graph.nodes) {

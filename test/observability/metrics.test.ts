@@ -118,8 +118,10 @@ describe("Prometheus metrics at GET /metrics", { timeout: 120_000 }, () => {
     },
   );
 
-  test("metrics - front-door worker processes' HTTP series reach the /metrics answer, summed", async () => {
-    await using server = await serve(app, { http: { workers: 2 } });
+  test("metrics - front-door worker processes' HTTP series reach the /metrics answer, summed, and a process replica's series too", async () => {
+    await using server = await serve(app.withOptions({ double: { isolation: "process" } }), {
+      http: { workers: 2 },
+    });
     for (let i = 0; i < 20; i++) assert.equal((await post(server.url, i)).status, 200);
     await eventually(
       async () => {

@@ -233,11 +233,6 @@ export class Controller {
     });
   }
 
-  /** The application as last applied (its graph, for the dashboard's picture). */
-  get app(): Application {
-    return this.#app;
-  }
-
   /**
    * Stops every replica: waits (bounded by each deployment's `gracefulShutdownTimeout`) for
    * running and queued requests to finish, then calls `close()` on the instances, then

@@ -4,6 +4,7 @@ import { describe, test } from "node:test";
 import { serve } from "../serve.js";
 import { eventually } from "../runtime/eventually.js";
 import { app } from "../fixtures/metrics-app.js";
+import { app as faultyApp, type Fragile } from "../fixtures/faulty-app.js";
 import { has, scrape, total } from "./scrape.js";
 
 const post = (url: string, x: number): Promise<Response> =>
@@ -159,6 +160,28 @@ describe("Prometheus metrics at GET /metrics", { timeout: 120_000 }, () => {
     assert.equal(
       total(samples, "tributary_http_requests_total", { application: "metered", code: "200" }),
       2,
+    );
+  });
+
+  test("metrics - a replica that dies counts as a failure, and its replacement as a start", async () => {
+    await using server = await serve(faultyApp);
+    const fragile = server.getHandle<Fragile>("fragile");
+    await assert.rejects(fragile.exit());
+    assert.equal(await fragile.echo(1), 1); // served by the replacement
+    const labels = { application: "faulty", deployment: "fragile" };
+    const { samples } = await scrape(server.url);
+    assert.equal(
+      total(samples, "tributary_replica_failures_total", { ...labels, reason: "died" }),
+      1,
+    );
+    assert.equal(
+      total(samples, "tributary_replica_failures_total", { ...labels, reason: "health_check" }),
+      0,
+    );
+    assert.equal(total(samples, "tributary_replica_starts_total", labels), 2);
+    assert.equal(
+      total(samples, "tributary_deployment_replicas", { ...labels, state: "RUNNING" }),
+      1,
     );
   });
 });

@@ -2,7 +2,9 @@
  * `npm run bench http`: wrk against (a) a bare Fastify hello-world and (b) a four-deployment
  * no-op diamond pipeline served by Tributary, in one run, on the same machine.
  * Target (issue 12): with one front door, ≥ 0.7× bare Fastify's requests per second (p99
- * reported). The same pipeline with 2 front-door worker processes is reported beside it.
+ * reported). The same pipeline with 2 front-door worker processes is reported beside it,
+ * and (issue 15) the pipeline with its observability on (the default: Prometheus metrics,
+ * and tracing with no exporter) against the same with it off: within 5% of throughput.
  */
 import { execFile } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -69,6 +71,9 @@ export async function main(): Promise<string> {
   const address = bare.server.address();
   const bareUrl = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}/hello`;
   const server = await run(app, { port: 0, logLevel: "silent" });
+  // Observability off: metrics (and, with issue 15's part B, tracing) switched off.
+  const OFF = { metrics: false } as const;
+  const quiet = await run(app, { port: 0, logLevel: "silent", ...OFF });
   const workers = await run(app, { port: 0, logLevel: "silent", http: { workers: 2 } });
   const check = (await (
     await fetch(`${server.url}/diamond`, {
@@ -82,9 +87,21 @@ export async function main(): Promise<string> {
     await wrk(bareUrl, script); // warm-up of both, then the measured runs
     await wrk(`${server.url}/diamond`, script);
     await wrk(`${workers.url}/diamond`, script);
+    await wrk(`${quiet.url}/diamond`, script);
     const fastify = await wrk(bareUrl, script);
     const pipeline = await wrk(`${server.url}/diamond`, script);
     const pooled = await wrk(`${workers.url}/diamond`, script);
+    // On and off alternate twice (the machine's noise falls on both), and the means compare.
+    const off1 = await wrk(`${quiet.url}/diamond`, script);
+    const on2 = await wrk(`${server.url}/diamond`, script);
+    const off2 = await wrk(`${quiet.url}/diamond`, script);
+    const mean = (a: WrkResult, b: WrkResult): WrkResult => ({
+      rps: (a.rps + b.rps) / 2,
+      p50: (a.p50 + b.p50) / 2,
+      p99: (a.p99 + b.p99) / 2,
+    });
+    const on = mean(pipeline, on2);
+    const off = mean(off1, off2);
     const table = printTable(
       "HTTP: four-deployment no-op diamond vs bare Fastify",
       "bare Fastify",
@@ -134,9 +151,20 @@ export async function main(): Promise<string> {
         },
       ],
     );
-    return `${table}\n${pool}`;
+    const observed = printTable(
+      "The same diamond with observability on (metrics; tracing, no exporter) vs off",
+      "metrics off",
+      "metrics on",
+      [
+        { metric: "requests/s", baseline: off.rps, subject: on.rps, unit: "/s", target: "≥ 0.95×" },
+        { metric: "p50 latency", baseline: off.p50, subject: on.p50, unit: "ms", target: "" },
+        { metric: "p99 latency", baseline: off.p99, subject: on.p99, unit: "ms", target: "" },
+      ],
+    );
+    return `${table}\n${pool}\n${observed}`;
   } finally {
     await workers.close();
+    await quiet.close();
     await server.close();
     await bare.close();
     await rm(dir, { recursive: true, force: true });

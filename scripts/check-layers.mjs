@@ -11,6 +11,7 @@ const LAYERS = [
   ["app"], // applications, the registry replicas find them in, module loading
   ["data"], // routers, replica connections, transports, the replica host
   ["control"], // deployment state machines, reconcile, health, autoscaling, updates
+  ["metrics"], // Prometheus series (prom-client) and the dashboard's view, read from control
   ["ingress"], // HTTP, gRPC and OIP front doors
   ["runtime"], // run() and Server: the control plane, data plane and front doors together
   ["config"], // serve.yaml

@@ -55,6 +55,10 @@ export interface ApplicationStatusInfo {
   readonly status: ApplicationStatus;
   readonly message: string;
   readonly deployments: Readonly<Record<string, DeploymentStatusInfo>>;
+  /** When the application was last deployed or changed by an update (ISO 8601). */
+  readonly lastDeployedAt?: string;
+  /** What that update changed, per deployment (`{ m1: ["scale"] }`; empty for a start). */
+  readonly lastChanges?: Readonly<Record<string, readonly string[]>>;
 }
 
 /** An application's status from its deployments'. */

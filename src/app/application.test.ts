@@ -84,6 +84,10 @@ test("build - assets are GET paths to readable files, resolved to absolute paths
   assert.throws(() => build(out, { assets: { "/../x": here } }), /not a URL path/);
   assert.throws(() => build(out, { assets: { "/x": "page.html" } }), /relative path "page.html"/);
   assert.throws(() => build(out, { assets: { "/openapi.json": here } }), /reserved/);
+  assert.throws(
+    () => build(out, { assets: { "/metrics": here } }),
+    /\/metrics and \/v2\/… are reserved/,
+  );
   const atRoot = build(out, { assets: { "/": here } });
   assert.throws(() => atRoot.withRoutePrefix("/v2"), /asset at \/v2\/ would hide/);
 });

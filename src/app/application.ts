@@ -149,9 +149,14 @@ export class Application<In = unknown, Out = unknown> {
       ),
     );
     for (const url of Object.keys(assetRoutes(this.routePrefix, this.assets))) {
-      if (url === "/openapi.json" || url === "/v2" || url.startsWith("/v2/")) {
+      if (
+        url === "/openapi.json" ||
+        url === "/metrics" ||
+        url === "/v2" ||
+        url.startsWith("/v2/")
+      ) {
         throw new OptionsError(
-          `Application "${this.name}": the asset at ${url} would hide the server's own route there (/openapi.json and /v2/… are reserved); choose another path or route prefix.`,
+          `Application "${this.name}": the asset at ${url} would hide the server's own route there (/openapi.json, /metrics and /v2/… are reserved); choose another path or route prefix.`,
         );
       }
     }

@@ -10,6 +10,8 @@ import { ConfigError } from "../config/load.js";
 import { TributaryError } from "../errors.js";
 import { isWildcard, refusal } from "./admin-guard.js";
 import type { Instance } from "./instance.js";
+import { DASHBOARD_PAGE } from "../metrics/dashboard-page.js";
+import { DASHBOARD_INTERVAL_MS } from "../metrics/dashboard.js";
 
 /** The largest configuration the admin API accepts. */
 const ADMIN_BODY_LIMIT = 4 * 1024 * 1024;
@@ -29,7 +31,7 @@ export interface AdminApiOptions {
 
 /** Starts the admin API of `instance`; resolves with its address and how to stop it. */
 export async function startAdminApi(
-  instance: Pick<Instance, "deploy" | "status" | "config" | "close">,
+  instance: Pick<Instance, "deploy" | "status" | "config" | "close" | "metrics" | "dashboard">,
   options: AdminApiOptions,
 ): Promise<{ url: string; close: () => Promise<void> }> {
   const admin = Fastify({ logger: false, bodyLimit: ADMIN_BODY_LIMIT });
@@ -87,6 +89,44 @@ export async function startAdminApi(
       instance.config() ??
       reply.code(404).send({ error: { code: "NOT_FOUND", message: "Nothing is deployed yet." } }),
   );
+  admin.get("/metrics", async (_request, reply) => {
+    const { contentType, text } = await instance.metrics.exposition();
+    return reply.type(contentType).send(text);
+  });
+  admin.get("/", (_request, reply) =>
+    reply
+      .type("text/html; charset=utf-8")
+      .header(
+        "content-security-policy",
+        "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+      )
+      .header("x-frame-options", "DENY")
+      .send(DASHBOARD_PAGE),
+  );
+  admin.get("/api/dashboard", async () => instance.dashboard.view());
+  // Server-sent events: the dashboard's view every second until the page goes away.
+  const streams = new Set<() => void>();
+  admin.get("/api/dashboard/events", (request, reply) => {
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      "content-type": "text/event-stream",
+      "cache-control": "no-cache",
+      connection: "keep-alive",
+    });
+    const push = (): void => {
+      res.write(`data: ${JSON.stringify(instance.dashboard.view())}\n\n`);
+    };
+    push();
+    const timer = setInterval(push, DASHBOARD_INTERVAL_MS);
+    const end = (): void => {
+      clearInterval(timer);
+      streams.delete(end);
+      res.end();
+    };
+    streams.add(end);
+    request.raw.on("close", end);
+  });
   admin.post("/api/shutdown", async () => {
     setImmediate(() => void instance.close());
     return { shuttingDown: true };
@@ -95,5 +135,11 @@ export async function startAdminApi(
   const address = admin.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
   const host = isIP(options.host) === 6 ? `[${options.host}]` : options.host;
-  return { url: `http://${host}:${port}`, close: () => admin.close() };
+  return {
+    url: `http://${host}:${port}`,
+    close: () => {
+      for (const end of [...streams]) end();
+      return admin.close();
+    },
+  };
 }

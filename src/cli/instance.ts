@@ -29,6 +29,8 @@ import { startFrontDoors, type FrontDoors } from "../runtime/front-doors.js";
 import { run, type RunOptions, type Server } from "../runtime/server.js";
 import type { FrontDoorPool } from "../runtime/front-door-pool.js";
 import { startAdminApi } from "./admin-api.js";
+import { Metrics } from "../metrics/metrics.js";
+import { Dashboard } from "../metrics/dashboard.js";
 
 export interface InstanceOptions {
   readonly adminHost: string;
@@ -119,6 +121,15 @@ export class Instance {
   #queue: Promise<unknown> = Promise.resolve();
   #admin: (() => Promise<void>) | undefined;
   #closed: Promise<void> | undefined;
+  /** One Prometheus registry for every application: the front door's and the admin API's `/metrics`. */
+  readonly metrics = new Metrics();
+  /** The admin API's live dashboard (`GET /`). */
+  readonly dashboard = new Dashboard(this.metrics);
+  /** The last deploy that changed each application: when, and what it did. */
+  readonly #lastDeploys = new Map<
+    string,
+    { at: string; action: string; changes: Record<string, string[]> }
+  >();
   /** Resolves when the instance has shut down. */
   readonly stopped: Promise<void>;
   #stop!: () => void;
@@ -195,7 +206,14 @@ export class Instance {
     const kept = new Set(plans.map((plan) => plan.entry.name));
     for (const plan of plans) {
       try {
-        results.push(await this.#apply(plan, options));
+        const result = await this.#apply(plan, options);
+        results.push(result);
+        if (result.action !== "unchanged")
+          this.#lastDeploys.set(result.application, {
+            at: new Date().toISOString(),
+            action: result.action,
+            changes: result.changes,
+          });
       } catch (error) {
         failures.push(`${plan.entry.name}: ${(error as Error).message}`);
       }
@@ -204,6 +222,7 @@ export class Instance {
     for (const [name, running] of [...this.#running]) {
       if (kept.has(name)) continue;
       this.#running.delete(name);
+      this.#lastDeploys.delete(name);
       await this.#publish();
       await running.server.close();
       results.push({ application: name, action: "removed", changes: {} });
@@ -255,7 +274,7 @@ export class Instance {
         changes,
       };
     }
-    const server = await run(app, { ...options, frontDoors: false });
+    const server = await run(app, { ...options, frontDoors: false, metricsRegistry: this.metrics });
     if (this.#closed) {
       await server.close();
       throw new TributaryError("SERVER_CLOSED", "The instance is shutting down.");
@@ -296,6 +315,7 @@ export class Instance {
         [...this.#running.values()].map((r) => r.server.poolApplication()),
         options,
         workers,
+        this.metrics,
       );
       this.#pool = { workers, pool };
       this.#frontDoors = {
@@ -307,7 +327,7 @@ export class Instance {
         close: (force) => pool.close(force ?? Promise.resolve()),
       };
     } else {
-      this.#frontDoors = await startFrontDoors(this.#targets, options);
+      this.#frontDoors = await startFrontDoors(this.#targets, options, this.metrics);
     }
     // The first start changes nothing that was served.
     return first ? [] : workers === before ? ["address"] : ["workers"];
@@ -339,8 +359,10 @@ export class Instance {
   /** Every application's status, by name, and the front door's address. */
   async status(): Promise<Record<string, unknown>> {
     const applications: Record<string, unknown> = {};
-    for (const [name, running] of this.#running)
-      applications[name] = (await running.server.status()).applications[name];
+    for (const [name, running] of this.#running) {
+      const status = (await running.server.status()).applications[name];
+      applications[name] = { ...status, lastDeploy: this.#lastDeploys.get(name) };
+    }
     return {
       applications,
       url: this.#frontDoors?.url ?? null,

@@ -16,6 +16,7 @@ import { applicationsToYaml } from "../config/write.js";
 import type { DeployResult } from "./instance.js";
 import { TributaryError } from "../errors.js";
 import { argsProblem, firstSignal, parseBuilderArgs, runCommand } from "./run.js";
+import type { StatusAnswer as StatusText } from "./status-text.js";
 
 /** This package's version, from its package.json (two levels above src/cli and dist/cli). */
 function packageVersion(): string {
@@ -292,11 +293,19 @@ export function program(): Command {
     .addHelpText("after", "\nExample:\n  tributary deploy serve.yaml --wait")
     .action(deployCommand);
   withAdmin(cli.command("status"))
-    .description("Show applications, deployments and replicas of a running instance.")
-    .addHelpText("after", "\nExample:\n  tributary status")
-    .action(async (flags: AdminFlags) =>
-      console.log(JSON.stringify(await admin(flags, "GET", "/api/status"), null, 2)),
-    );
+    .description(
+      "Show applications, deployments and their replicas by state, messages and the last deploy.",
+    )
+    .option("--json", "print the admin API's JSON answer instead")
+    .addHelpText("after", "\nExamples:\n  tributary status\n  tributary status --json")
+    .action(async (flags: AdminFlags & { json?: boolean }) => {
+      const answer = await admin(flags, "GET", "/api/status");
+      if (flags.json) console.log(JSON.stringify(answer, null, 2));
+      else {
+        const { formatStatus } = await import("./status-text.js");
+        console.log(formatStatus(answer as StatusText));
+      }
+    });
   withAdmin(cli.command("config"))
     .description("Print the config a running instance last applied.")
     .addHelpText("after", "\nExample:\n  tributary config > serve.yaml")

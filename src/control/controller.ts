@@ -18,7 +18,14 @@ import type { TransportFactory } from "../data/transport/transport.js";
 import { Autoscaler } from "./autoscaler.js";
 import { ReplicaClient, type ReplicaEvents } from "./replica-client.js";
 import { Router } from "../data/router.js";
-import { aggregateStatus, type ApplicationStatus, type DeploymentStatusInfo } from "../status.js";
+import {
+  aggregateStatus,
+  type ApplicationStatus,
+  type DeploymentStatus,
+  type DeploymentStatusInfo,
+  type ReplicaState,
+} from "../status.js";
+import type { ReplicaStats } from "../wire/protocol.js";
 
 /** Attempts to construct a deployment before it stays DEPLOY_FAILED. */
 const MAX_START_ATTEMPTS = 3;
@@ -37,12 +44,38 @@ const AUTOSCALE_TICK_MS = 100;
 export type { UpdateKind };
 export type { Subscriber };
 
+/** Why a replica failed, as `tributary_replica_failures_total{reason}` counts it. */
+export type FailureReason = "start_failed" | "died" | "health_check";
+
+/** One deployment as the metrics read it (at scrape time, from the control plane's state). */
+export interface DeploymentMetrics {
+  readonly name: string;
+  readonly status: DeploymentStatus;
+  readonly targetReplicas: number;
+  /** The autoscaler's decision, when the deployment is autoscaled. */
+  readonly autoscalerTarget: number | undefined;
+  /** Requests waiting for a slot, in this thread's router and in replicas' routers. */
+  readonly queued: number;
+  readonly replicas: readonly {
+    readonly id: string;
+    readonly state: ReplicaState;
+    readonly ongoing: number;
+    readonly stats: ReplicaStats | undefined;
+  }[];
+  /** Replicas that came up (constructed and running), since the server started. */
+  readonly starts: number;
+  readonly failures: Readonly<Record<FailureReason, number>>;
+}
+
 export class Controller {
   #app: Application;
   readonly #transports: TransportFactory;
   readonly #deployments = new Map<string, DeploymentRuntime>();
   readonly #byReplica = new Map<ReplicaClient, DeploymentRuntime>();
   readonly #changed = new Set<() => void>();
+  /** Replica starts and failures per deployment, for the metrics. */
+  readonly #counts = new Map<string, { starts: number; failures: Record<FailureReason, number> }>();
+  readonly #metrics: boolean;
   #closing = false;
   readonly #membership = new Membership(
     this.#deployments,
@@ -52,7 +85,7 @@ export class Controller {
 
   readonly #events: ReplicaEvents = {
     subscribe: (replica, name) => this.#membership.subscribe(replica, name),
-    exited: (replica, reason) => this.#onReplicaExit(replica, `died (${reason})`),
+    exited: (replica, reason) => this.#onReplicaExit(replica, `died (${reason})`, "died"),
     // Every router of the deployment learns which replica has which model (a rare change).
     modelsChanged: (replica) => {
       const d = this.#deployments.get(replica.deployment);
@@ -60,10 +93,16 @@ export class Controller {
     },
   };
 
-  constructor(app: Application, transports: TransportFactory) {
+  /** `metrics: false`: replicas keep no request statistics. */
+  constructor(app: Application, transports: TransportFactory, options: { metrics?: boolean } = {}) {
     this.#app = app;
     this.#transports = transports;
+    this.#metrics = options.metrics !== false;
     for (const spec of app.graph.deployments) {
+      this.#counts.set(spec.name, {
+        starts: 0,
+        failures: { start_failed: 0, died: 0, health_check: 0 },
+      });
       const options = app.deployments[spec.name]!;
       const label = spec.deployment.sourceName || spec.name;
       this.#deployments.set(
@@ -175,6 +214,28 @@ export class Controller {
       };
     }
     return { ...aggregateStatus(Object.values(deployments), this.#closing), deployments };
+  }
+
+  /** Every deployment as the metrics read it. */
+  metrics(): DeploymentMetrics[] {
+    return [...this.#deployments.values()].map((d) => {
+      const counts = this.#counts.get(d.name)!;
+      return {
+        name: d.name,
+        status: d.status,
+        targetReplicas: d.target,
+        autoscalerTarget: d.autoscaler ? d.target : undefined,
+        queued: this.#queued(d),
+        replicas: d.replicas.map((r) => ({
+          id: r.id,
+          state: r.state,
+          ongoing: r.load.ongoing,
+          stats: r.stats,
+        })),
+        starts: counts.starts,
+        failures: { ...counts.failures },
+      };
+    });
   }
 
   /**
@@ -296,6 +357,7 @@ export class Controller {
           userConfig: initConfig,
           memoryLimit,
           maxOngoing: deployment.options.maxOngoingRequests,
+          metrics: this.#metrics,
         },
         START_TIMEOUT_MS,
       )
@@ -303,6 +365,7 @@ export class Controller {
         () => {
           if (this.#closing || replica.state !== "STARTING") return false;
           replica.state = "RUNNING";
+          this.#counts.get(deployment.name)!.starts++;
           deployment.startFailures = 0;
           // A userConfig applied while this replica was starting reaches it now.
           if (JSON.stringify(deployment.userConfig) !== JSON.stringify(initConfig)) {
@@ -326,6 +389,7 @@ export class Controller {
           void replica.kill(`failed to start: ${error.message}`);
           this.#forget(deployment, replica);
           if (this.#closing) return false;
+          this.#counts.get(deployment.name)!.failures.start_failed++;
           deployment.startFailures++;
           deployment.state.set("DEPLOY_FAILED");
           deployment.message = `Replica ${id} failed to start (failure ${deployment.startFailures}; tried up to ${MAX_START_ATTEMPTS} times while serving): ${error.message}`;
@@ -550,11 +614,12 @@ export class Controller {
   }
 
   /** `what` completes "Replica X …": `died (exited with code 3)`, `failed its health check: …`. */
-  #onReplicaExit(replica: ReplicaClient, what: string): void {
+  #onReplicaExit(replica: ReplicaClient, what: string, reason: FailureReason): void {
     const deployment = this.#byReplica.get(replica);
     if (!deployment) return;
     this.#forget(deployment, replica);
     if (this.#closing) return;
+    this.#counts.get(deployment.name)!.failures[reason]++;
     // A replica that ran for a while before dying does not count towards the backoff.
     deployment.crashes = Date.now() - replica.startedAt > 30_000 ? 1 : deployment.crashes + 1;
     deployment.message = `Replica ${replica.id} ${what}; replacing it.`;
@@ -576,7 +641,7 @@ export class Controller {
               if (replica.state !== "RUNNING") return;
               const reason = `failed its health check: ${error.message}`;
               void replica.kill(reason);
-              this.#onReplicaExit(replica, reason);
+              this.#onReplicaExit(replica, reason, "health_check");
             },
           )
           .finally(() => deployment.checking.delete(replica));

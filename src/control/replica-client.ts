@@ -8,7 +8,7 @@ import { ReplicaDiedError, TimeoutError } from "../errors.js";
 import type { ReplicaTransport, Transfer } from "../data/transport/transport.js";
 import { ReplicaConnection } from "../data/connection.js";
 import { deserializeError } from "../wire/error-codec.js";
-import type { FromReplica, InitMessage, ToReplica } from "../wire/protocol.js";
+import type { FromReplica, InitMessage, ReplicaStats, ToReplica } from "../wire/protocol.js";
 import { Responses } from "../data/responses.js";
 import type { ReplicaState } from "../status.js";
 
@@ -41,6 +41,8 @@ export class ReplicaClient {
   readonly connection: ReplicaConnection;
   /** What the replica last reported: calls running on it, and calls its routers queue. */
   load: { ongoing: number; queued: Readonly<Record<string, number>> } = { ongoing: 0, queued: {} };
+  /** What the replica has served so far, as it last reported (undefined: nothing yet). */
+  stats: ReplicaStats | undefined;
   readonly startedAt = Date.now();
   /** The Unix socket the replica serves callers in other processes on (once it runs). */
   socket: string | undefined;
@@ -170,6 +172,7 @@ export class ReplicaClient {
         return;
       case "load":
         this.load = { ongoing: message.ongoing, queued: message.queued };
+        if (message.stats) this.stats = message.stats;
         return;
       case "subscribe":
         this.#events.subscribe(this, message.d);

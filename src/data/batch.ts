@@ -9,6 +9,7 @@
 import { toMilliseconds, type Duration } from "../options.js";
 import { OptionsError, TributaryError } from "../errors.js";
 import { requestStorage, type ActiveRequest } from "./context.js";
+import { replicaStats } from "./replica-stats.js";
 
 export interface BatchOptions {
   /** Most items in one call of the list function. */
@@ -129,6 +130,7 @@ export function batch<Item, Result>(
     // The list function sees the first item's request: its model is the batch's.
     const first = taken[0]!.request;
     const run = () => fn(taken.map((w) => w.item));
+    replicaStats.batch(taken.length);
     Promise.resolve()
       .then(() => (first ? requestStorage.run(first, run) : run()))
       .then(

@@ -25,6 +25,8 @@ export class ActiveRequest implements RequestContext {
   readonly deployment: string;
   readonly replica: string;
   readonly multiplexedModelId: string | undefined;
+  /** When the call arrived (`performance.now()`), for its processing time; 0: not timed. */
+  startedAt = 0;
   #controller: AbortController | undefined;
   #reason: Error | undefined;
   #onCancel: (() => void)[] | undefined;

@@ -27,6 +27,7 @@ import { watchParent } from "./orphan-watchdog.js";
 import { watchMemory } from "./memory-limit.js";
 import { isAsyncIterable, isPromiseLike } from "../values.js";
 import { ensureTypeScriptLoader } from "../app/typescript-loader.js";
+import { replicaStats, type Outcome } from "./replica-stats.js";
 
 type Callable = (...args: unknown[]) => unknown;
 type Instance = Record<string, unknown>;
@@ -119,8 +120,12 @@ function undeliverableReply(caller: Caller, message: ReplyMessage, error: Error)
 }
 
 /** A call is over (answered, ended, or cancelled): its slot is free. */
-function finish(caller: Caller, id: number): void {
-  if (!caller.active.delete(id)) return;
+function finish(caller: Caller, id: number, outcome: Outcome): void {
+  const request = caller.active.get(id);
+  if (!request) return;
+  caller.active.delete(id);
+  if (request.startedAt > 0)
+    replicaStats.call(outcome, (performance.now() - request.startedAt) / 1000);
   ongoing--;
   if (rejected.size > 0) {
     for (const waiting of rejected) waiting.post({ t: "free" });
@@ -131,16 +136,26 @@ function finish(caller: Caller, id: number): void {
 
 let loadTimer: NodeJS.Timeout | undefined;
 let reported = "";
+let reportedStats = 0;
 
-/** Tells the control plane (soon, not per call) how loaded this replica and its routers are. */
+/**
+ * Tells the control plane (soon, not per call) how loaded this replica and its routers are,
+ * with what it has served so far (the metrics' replica series).
+ */
 function reportLoad(): void {
   loadTimer ??= setTimeout(() => {
     loadTimer = undefined;
     const load = { ongoing, queued: outgoing.queued() };
     const text = JSON.stringify(load);
-    if (text === reported) return;
+    const version = replicaStats.version;
+    if (text === reported && version === reportedStats) return;
     reported = text;
-    post({ t: "load", ...load });
+    reportedStats = version;
+    post({
+      t: "load",
+      ...load,
+      ...(replicaStats.enabled && { stats: replicaStats.snapshot() }),
+    });
   }, LOAD_REPORT_MS);
 }
 
@@ -157,7 +172,7 @@ function cancel(caller: Caller, id: number, reason: "timeout" | "abort"): void {
       ),
     );
   // The caller has its answer and counts the slot free: so does the replica.
-  finish(caller, id);
+  finish(caller, id, "cancelled");
 }
 
 function onCall(caller: Caller, message: CallMessage): void {
@@ -173,13 +188,14 @@ function startStream(
 ): void {
   void requestStorage
     .run(request, () => stream(caller, id, iterable, request))
-    .finally(() => finish(caller, id));
+    .then((outcome) => finish(caller, id, outcome));
 }
 
 async function init(message: InitMessage): Promise<void> {
   deploymentName = message.deployment;
   replicaName = message.replica;
   maxOngoing = message.maxOngoing;
+  replicaStats.enabled = message.metrics !== false;
   try {
     await ensureTypeScriptLoader(message.moduleUrl);
     await import(message.moduleUrl);
@@ -269,7 +285,7 @@ async function stream(
   id: number,
   iterable: AsyncIterable<unknown>,
   request: ActiveRequest,
-): Promise<void> {
+): Promise<Outcome> {
   caller.post({ t: "stream", id });
   const iterator = iterable[Symbol.asyncIterator]();
   try {
@@ -280,10 +296,16 @@ async function stream(
       // A generator that never waits would starve the message loop: let a cancel arrive.
       if (sent % 16 === 0) await new Promise((resolve) => setImmediate(resolve));
     }
-    if (request.cancelled) await iterator.return?.();
+    if (request.cancelled) {
+      await iterator.return?.();
+      caller.post({ t: "end", id });
+      return "cancelled";
+    }
     caller.post({ t: "end", id });
+    return "ok";
   } catch (error) {
     respondError(caller, id, error, true);
+    return "error";
   }
 }
 
@@ -329,6 +351,7 @@ function call(
   }
   const request = new ActiveRequest(requestId, deploymentName, replicaName, model);
   caller.active.set(id, request);
+  if (replicaStats.enabled) request.startedAt = performance.now();
   ongoing++;
   reportLoad();
   let result: unknown;
@@ -337,7 +360,7 @@ function call(
       (fn as Callable).apply(isClass ? target : undefined, args),
     );
   } catch (error) {
-    finish(caller, id);
+    finish(caller, id, "error");
     respondError(caller, id, error, true);
     return;
   }
@@ -353,12 +376,12 @@ function call(
         return;
       }
       if (!caller.active.has(id)) return; // cancelled: the caller has its answer
-      finish(caller, id);
+      finish(caller, id, "ok");
       caller.post({ t: "ok", id, v: value }, transferablesOf([value]));
     },
     (error: unknown) => {
       if (!caller.active.has(id)) return;
-      finish(caller, id);
+      finish(caller, id, "error");
       respondError(caller, id, error, true);
     },
   );

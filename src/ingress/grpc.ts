@@ -34,6 +34,7 @@ import {
 } from "./tensors.js";
 import { metadataReader, streamInfer } from "./grpc-stream.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
+import type { FrontDoorMetrics } from "../metrics/metrics.js";
 
 const PROTO = fileURLToPath(new URL("./proto/grpc_predict_v2.proto", import.meta.url));
 
@@ -217,6 +218,8 @@ export interface GrpcOptions {
   readonly maxMessageBytes: number;
   /** Read per call, so an update applies without a restart. */
   readonly requestTimeoutMs: () => number | undefined;
+  /** Counts every ModelInfer call by model and status. */
+  readonly metrics?: FrontDoorMetrics | undefined;
 }
 
 export async function startGrpc(
@@ -268,6 +271,13 @@ export async function startGrpc(
         (ms): ms is number => ms !== undefined,
       );
       const timeout = limits.length > 0 ? Math.min(...limits) : undefined;
+      const start = performance.now();
+      const done = (code: number): void => {
+        const model = call.request.model_name;
+        const application = targetNamed(targets, model) ? model : "";
+        const name: string = grpc.status[code] ?? String(code);
+        options.metrics?.grpc(application, name, (performance.now() - start) / 1000);
+      };
       Promise.resolve()
         .then(() =>
           infer(
@@ -280,25 +290,33 @@ export async function startGrpc(
         )
         .then(
           ({ result, respond }) => {
-            if (isAsyncIterable(result) && !isTypedArray(result)) {
-              // One response cannot carry a stream: stop it, and say where it can be read.
-              void Promise.resolve(result[Symbol.asyncIterator]().return?.()).catch(
-                () => undefined,
-              );
-              callback(
-                grpcError(
-                  new TributaryError(
-                    "BAD_REQUEST",
-                    `Model "${call.request.model_name}" streams its result; read it with ModelStreamInfer (one response per item).`,
-                  ),
-                ),
-                null,
-              );
+            let response: unknown;
+            try {
+              if (isAsyncIterable(result) && !isTypedArray(result)) {
+                // One response cannot carry a stream: stop it, and say where it can be read.
+                void Promise.resolve(result[Symbol.asyncIterator]().return?.()).catch(
+                  () => undefined,
+                );
+                throw new TributaryError(
+                  "BAD_REQUEST",
+                  `Model "${call.request.model_name}" streams its result; read it with ModelStreamInfer (one response per item).`,
+                );
+              }
+              response = respond(result);
+            } catch (error) {
+              const status = grpcError(error);
+              done(status.code ?? grpc.status.INTERNAL);
+              callback(status, null);
               return;
             }
-            callback(null, respond(result));
+            done(grpc.status.OK);
+            callback(null, response);
           },
-          (error: unknown) => callback(grpcError(error), null),
+          (error: unknown) => {
+            const status = grpcError(error);
+            done(status.code ?? grpc.status.INTERNAL);
+            callback(status, null);
+          },
         );
     },
   });

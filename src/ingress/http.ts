@@ -20,6 +20,7 @@ import {
 import { registerOipRoutes } from "./oip-http.js";
 import { openApiDocument } from "./openapi.js";
 import type { IngressTarget, IngressTargets } from "./target.js";
+import type { FrontDoorMetrics } from "../metrics/metrics.js";
 
 export { MAX_JSON_DEPTH, type HttpSettings } from "./fastify-setup.js";
 
@@ -32,6 +33,8 @@ export interface HttpOptions extends Readonly<HttpSettings> {
   readonly logLevel: string;
   /** Where log lines go (standard output by default). */
   readonly logStream?: { write(line: string): void } | undefined;
+  /** Counts every request and answers `GET /metrics`; without it `/metrics` is a 404. */
+  readonly metrics?: FrontDoorMetrics | undefined;
 }
 
 /** A running HTTP front door. */
@@ -73,6 +76,19 @@ function targetFor(targets: IngressTargets, path: string): IngressTarget | undef
   return best;
 }
 
+/** The application an Open Inference Protocol path names (`/v2/models/{app}/…`), if served. */
+function oipApplication(targets: IngressTargets, path: string): string {
+  const match = /^\/v2\/models\/([^/]+)/.exec(path);
+  if (!match) return "";
+  let name: string;
+  try {
+    name = decodeURIComponent(match[1]!);
+  } catch {
+    return "";
+  }
+  return targets.list().some((t) => t.app.name === name) ? name : "";
+}
+
 /** How long a replaced application's routes stay, for the requests they still serve. */
 const RETIRE_MS = 30_000;
 
@@ -99,12 +115,12 @@ export async function startHttp(
     },
   };
   const doors = new Map<IngressTarget, AppDoor>();
-  const dispatch = (url: string | undefined): AppDoor | undefined => {
-    const path = (url ?? "/").split("?")[0]!;
+  const dispatch = (path: string): AppDoor | undefined => {
     if (isReserved(path)) return undefined;
     const target = targetFor(targets, path);
     return target && doors.get(target);
   };
+  const metrics = options.metrics;
   const fastify = Fastify({
     ...sharedFastifyOptions,
     logger: { level: options.logLevel, ...(options.logStream && { stream: options.logStream }) },
@@ -118,7 +134,20 @@ export async function startHttp(
           connectionsCheckingInterval: Math.min(1_000, Math.max(100, options.readTimeoutMs / 2)),
         },
         (req, res) => {
-          const door = dispatch(req.url);
+          const path = (req.url ?? "/").split("?")[0]!;
+          const door = dispatch(path);
+          if (metrics) {
+            // The application is known before routing; the answer's code once it is sent.
+            const application = door
+              ? door.app.name
+              : path.startsWith("/v2/")
+                ? oipApplication(targets, path)
+                : "";
+            const start = performance.now();
+            res.once("finish", () =>
+              metrics.http(application, res.statusCode, (performance.now() - start) / 1000),
+            );
+          }
           if (door) door.fastify.routing(req, res);
           else handler(req, res);
         },
@@ -159,12 +188,18 @@ export async function startHttp(
       })
       .flat()
       .filter((route, i, all) => !route.startsWith("HEAD ") && all.indexOf(route) === i);
-    const message = `No route ${request.method} ${request.url.split("?")[0]}; this server answers ${[...routes, "/v2/…", "GET /openapi.json"].join(", ")}.`;
+    const message = `No route ${request.method} ${request.url.split("?")[0]}; this server answers ${[...routes, "/v2/…", "GET /openapi.json", ...(metrics ? ["GET /metrics"] : [])].join(", ")}.`;
     void reply.code(404).send({ error: { code: "NOT_FOUND", message, requestId: request.id } });
   };
   fastify.setNotFoundHandler(notFound);
   registerOipRoutes(fastify, targets, settings);
   fastify.get("/openapi.json", async () => openApiDocument(targets, (t) => doors.get(t)));
+  if (metrics) {
+    fastify.get("/metrics", async (_request, reply) => {
+      const { contentType, text } = await metrics.exposition();
+      return reply.type(contentType).send(text);
+    });
+  }
 
   const mount = async (target: IngressTarget): Promise<void> => {
     const current = doors.get(target);

@@ -20,10 +20,13 @@ import { deserializeError } from "../wire/error-codec.js";
 import type { FromFrontDoor, ServedApplication, ToFrontDoor } from "./front-door-worker.js";
 import { armWeights } from "./graph-ingress.js";
 import type { RunOptions } from "./server.js";
+import type { Metrics, MetricsJson } from "../metrics/metrics.js";
 
 const ENTRY = new URL("./front-door-entry.mjs", import.meta.url);
 /** How long a worker may take to import the modules and listen, or to load new ones. */
 const START_TIMEOUT_MS = 60_000;
+/** How long a worker may take to send its metrics before a scrape goes on without them. */
+const METRICS_TIMEOUT_MS = 2_000;
 /** How long a closing worker may take beyond the drain before it is killed. */
 const EXIT_GRACE_MS = 2_000;
 
@@ -92,7 +95,13 @@ function describe(apps: readonly PoolApplication[]): ServedApplication[] {
 
 /** The front-door settings a worker gets (no log stream: its lines go to standard output). */
 function workerSettings(options: RunOptions): ToFrontDoorOptions {
-  const { logStream: _logStream, transports: _transports, http: _http, ...settings } = options;
+  const {
+    logStream: _logStream,
+    transports: _transports,
+    http: _http,
+    metricsRegistry: _metricsRegistry,
+    ...settings
+  } = options;
   return settings;
 }
 type ToFrontDoorOptions = Extract<ToFrontDoor, { t: "init" }>["options"];
@@ -101,6 +110,7 @@ export async function startFrontDoorPool(
   initial: readonly PoolApplication[],
   options: RunOptions,
   count: number,
+  metrics: Metrics,
 ): Promise<FrontDoorPool> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ exec: fileURLToPath(ENTRY), serialization: "advanced" });
@@ -124,6 +134,25 @@ export async function startFrontDoorPool(
   let closing = false;
   let url = "";
   let grpcPort: number | undefined;
+  // Scrapes ask every worker for its series (JSON) and sum them into this process's.
+  const pendingJson = new Map<number, (json: MetricsJson) => void>();
+  let nextAsk = 0;
+  const askJson = (worker: Worker): Promise<MetricsJson> =>
+    new Promise((resolve) => {
+      const id = nextAsk++;
+      const timer = setTimeout(() => {
+        pendingJson.delete(id);
+        resolve([]);
+      }, METRICS_TIMEOUT_MS);
+      pendingJson.set(id, (json) => {
+        clearTimeout(timer);
+        resolve(json);
+      });
+      tell(worker, { t: "metrics-json", id });
+    });
+  const unlistRemote = metrics.addRemote(() =>
+    Promise.all([...serving].filter((w) => w.isConnected()).map(askJson)),
+  );
 
   const ask = (worker: Worker, message: ToFrontDoor & { seq: number }) =>
     new Promise<Extract<FromFrontDoor, { t: "done" }>>((resolve, reject) => {
@@ -214,6 +243,15 @@ export async function startFrontDoorPool(
             waiting.get(message.seq)?.(message);
             waiting.delete(message.seq);
             return;
+          case "metrics-json":
+            pendingJson.get(message.id)?.(message.json);
+            pendingJson.delete(message.id);
+            return;
+          case "metrics":
+            void metrics
+              .exposition()
+              .then((answer) => tell(worker, { t: "metrics-text", id: message.id, ...answer }));
+            return;
         }
       });
       worker.once("exit", () => {
@@ -233,6 +271,7 @@ export async function startFrontDoorPool(
     await Promise.all(Array.from({ length: count - 1 }, start));
   } catch (error) {
     closing = true;
+    unlistRemote();
     for (const worker of workers) worker.kill("SIGKILL");
     throw error;
   }
@@ -268,6 +307,7 @@ export async function startFrontDoorPool(
     },
     async close(force) {
       closing = true;
+      unlistRemote();
       const exited = [...workers].map(
         (worker) => new Promise<void>((resolve) => worker.once("exit", () => resolve())),
       );

@@ -19,6 +19,7 @@ import type { MembersMessage, SerializedError } from "../wire/protocol.js";
 import { startFrontDoors, type FrontDoors } from "./front-doors.js";
 import { GraphIngress, type ArmWeights } from "./graph-ingress.js";
 import type { RunOptions } from "./server.js";
+import { Metrics, type FrontDoorMetrics, type MetricsJson } from "../metrics/metrics.js";
 
 /** An application a worker serves, as the main process describes it. */
 export interface ServedApplication {
@@ -40,7 +41,7 @@ export interface ServedApplication {
   };
 }
 
-type WorkerOptions = Omit<RunOptions, "logStream" | "transports" | "http">;
+type WorkerOptions = Omit<RunOptions, "logStream" | "transports" | "http" | "metricsRegistry">;
 
 /** What a front-door worker is told (over the cluster's IPC channel). */
 export type ToFrontDoor =
@@ -58,7 +59,16 @@ export type ToFrontDoor =
   | (MembersMessage & { readonly e: number })
   /** Stop taking requests; close the connections on `force`. */
   | { readonly t: "close" }
-  | { readonly t: "force" };
+  | { readonly t: "force" }
+  /** Send this worker's metrics (its HTTP and gRPC series) as JSON, answering `id`. */
+  | { readonly t: "metrics-json"; readonly id: number }
+  /** The whole server's `/metrics` text this worker asked for with `id`. */
+  | {
+      readonly t: "metrics-text";
+      readonly id: number;
+      readonly contentType: string;
+      readonly text: string;
+    };
 
 /** What a front-door worker says. */
 export type FromFrontDoor =
@@ -69,6 +79,9 @@ export type FromFrontDoor =
   | { readonly t: "subscribe"; readonly app: string; readonly e: number; readonly d: string }
   /** Served application `e` is no longer served here. */
   | { readonly t: "unsubscribe"; readonly e: number }
+  | { readonly t: "metrics-json"; readonly id: number; readonly json: MetricsJson }
+  /** A client asked this worker for `/metrics`: the main process answers for every process. */
+  | { readonly t: "metrics"; readonly id: number }
   | {
       readonly t: "done";
       readonly seq: number;
@@ -101,6 +114,32 @@ let list: readonly IngressTarget[] = [];
 const targets: IngressTargets = { list: () => list };
 let doors: FrontDoors | undefined;
 let force: (() => void) | undefined;
+/** This worker's front-door series; `/metrics` asks the main process, which sums every worker's. */
+let metrics: Metrics | undefined;
+const asked = new Map<number, (answer: { contentType: string; text: string }) => void>();
+let nextAsk = 0;
+/** How long a `/metrics` answer from the main process may take. */
+const METRICS_TIMEOUT_MS = 5_000;
+
+function serverMetrics(own: Metrics): FrontDoorMetrics {
+  return {
+    http: (application, code, seconds) => own.http(application, code, seconds),
+    grpc: (application, code, seconds) => own.grpc(application, code, seconds),
+    exposition: () =>
+      new Promise((resolve, reject) => {
+        const id = nextAsk++;
+        const timer = setTimeout(() => {
+          asked.delete(id);
+          reject(new Error(`the main process did not answer /metrics in ${METRICS_TIMEOUT_MS} ms`));
+        }, METRICS_TIMEOUT_MS);
+        asked.set(id, (answer) => {
+          clearTimeout(timer);
+          resolve(answer);
+        });
+        send({ t: "metrics", id });
+      }),
+  };
+}
 /** Messages are handled one at a time, in order (loading a module takes a while). */
 let queue: Promise<unknown> = Promise.resolve();
 
@@ -185,7 +224,8 @@ async function serve(descriptions: readonly ServedApplication[]): Promise<void> 
 
 async function init(message: Extract<ToFrontDoor, { t: "init" }>): Promise<void> {
   await serve(message.apps);
-  doors = await startFrontDoors(targets, message.options);
+  metrics = new Metrics({ enabled: message.options.metrics !== false });
+  doors = await startFrontDoors(targets, message.options, serverMetrics(metrics));
   send({ t: "listening", url: doors.url, grpcPort: doors.grpcPort });
 }
 
@@ -226,6 +266,16 @@ process.on("message", (message: ToFrontDoor) => {
       return;
     case "force":
       force?.();
+      return;
+    // Metrics are answered at once, not behind a module that is loading.
+    case "metrics-json":
+      void (metrics?.json() ?? Promise.resolve([])).then((json) =>
+        send({ t: "metrics-json", id: message.id, json }),
+      );
+      return;
+    case "metrics-text":
+      asked.get(message.id)?.(message);
+      asked.delete(message.id);
       return;
   }
 });

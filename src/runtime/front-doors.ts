@@ -8,6 +8,7 @@ import type { HttpFrontDoor, HttpSettings } from "../ingress/http.js";
 import { singleTarget, type IngressTarget, type IngressTargets } from "../ingress/target.js";
 import type { RunOptions } from "./server.js";
 import { requirePackages } from "../optional-package.js";
+import type { FrontDoorMetrics } from "../metrics/metrics.js";
 
 /** The optional peer dependencies of the gRPC front door. */
 const GRPC_PACKAGES = ["@grpc/grpc-js", "@grpc/proto-loader"] as const;
@@ -59,6 +60,7 @@ const SETTING_NAMES: Record<keyof HttpSettings, string> = {
 export async function startFrontDoors(
   served: IngressTarget | IngressTargets,
   options: RunOptions,
+  metrics?: FrontDoorMetrics,
 ): Promise<FrontDoors> {
   const targets = "list" in served ? served : singleTarget(served);
   const host = options.host ?? "127.0.0.1";
@@ -72,6 +74,7 @@ export async function startFrontDoors(
     debug: options.debug ?? false,
     logLevel: options.logLevel ?? "warn",
     logStream: options.logStream,
+    metrics,
   });
   const address = http.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
@@ -87,6 +90,7 @@ export async function startFrontDoors(
       port: grpcPort,
       maxMessageBytes: limit,
       requestTimeoutMs: () => http.settings.requestTimeoutMs,
+      metrics,
     });
   };
   try {

@@ -22,6 +22,8 @@ import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
 import { startFrontDoors } from "./front-doors.js";
 import type { FrontDoorPool, PoolApplication } from "./front-door-pool.js";
+import { Metrics } from "../metrics/metrics.js";
+import { graphPicture, type GraphPicture } from "../metrics/dashboard.js";
 
 export interface RunOptions {
   /** HTTP host (default `127.0.0.1`). */
@@ -44,6 +46,14 @@ export interface RunOptions {
    * every worker serves gRPC too, on one shared gRPC port.
    */
   readonly http?: { readonly workers?: number };
+  /**
+   * Prometheus metrics at `GET /metrics` (default true). False records nothing: the front
+   * doors count no request, replicas keep no statistics, and `/metrics` answers empty.
+   */
+  readonly metrics?: boolean;
+  // Tracing (OpenTelemetry) gets its switch beside `metrics` (issue 15, part B).
+  /** @internal The metrics several servers share (an instance's), instead of their own. */
+  readonly metricsRegistry?: Metrics;
   /** Error responses include stack traces (default false). */
   readonly debug?: boolean;
   /** Level of the request log, a pino level (default `warn`). Each line carries the request id. */
@@ -105,6 +115,14 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   /** @internal The front-door workers, with `http: { workers }` above 1. */
   frontDoorPool: FrontDoorPool | undefined;
   readonly #controller: Controller;
+  /** @internal This server's Prometheus registry (or the instance's it shares). */
+  readonly metrics: Metrics;
+  readonly #unlistMetrics: () => void;
+  /** When the application was last deployed or updated, and what that changed. */
+  #lastDeploy: { at: string; changes: Record<string, UpdateKind[]> } = {
+    at: new Date().toISOString(),
+    changes: {},
+  };
   /** The ingress of this thread: the plan's calls go through this thread's routers. */
   readonly #ingress: GraphIngress;
   #closed: Promise<void> | undefined;
@@ -115,9 +133,17 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   }
 
   /** @internal Use {@link run}. */
-  constructor(app: Application<In, Out>, controller: Controller) {
+  constructor(app: Application<In, Out>, controller: Controller, metrics: Metrics) {
     this.#app = app;
     this.#controller = controller;
+    this.metrics = metrics;
+    let picture: GraphPicture | undefined;
+    this.#unlistMetrics = metrics.addSource({
+      application: app.name,
+      deployments: () => controller.metrics(),
+      status: () => controller.status().status,
+      picture: () => (picture ??= graphPicture(app)),
+    });
     const routers = app.graph.steps.map((step) =>
       step.op === "call" ? controller.router(step.deployment) : undefined,
     );
@@ -174,6 +200,8 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
           status,
           message,
           deployments,
+          lastDeployedAt: this.#lastDeploy.at,
+          lastChanges: this.#lastDeploy.changes,
         },
       },
     };
@@ -207,6 +235,11 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     this.#ingress.configure(next);
     await this.frontDoorPool?.serve([{ app: next, controller: this.#controller }]);
     this.#app = next;
+    const changes = Object.fromEntries(
+      Object.entries(plan).filter(([, kinds]) => kinds.length > 0),
+    );
+    if (Object.keys(changes).length > 0)
+      this.#lastDeploy = { at: new Date().toISOString(), changes };
     return plan;
   }
 
@@ -241,6 +274,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
       await this.#controller.close(deadline);
       setTimeout(drained, FLUSH_MS);
       await doors;
+      this.#unlistMetrics();
     })();
     return this.#closed;
   }
@@ -305,7 +339,10 @@ export async function run<In, Out>(
         `the function as an application builder (its arguments then reach every replica).`,
     );
   }
-  const controller = new Controller(app, options.transports ?? defaultTransportFactory);
+  const metrics = options.metricsRegistry ?? new Metrics({ enabled: options.metrics !== false });
+  const controller = new Controller(app, options.transports ?? defaultTransportFactory, {
+    metrics: metrics.enabled,
+  });
   try {
     await controller.start();
   } catch (error) {
@@ -316,7 +353,7 @@ export async function run<In, Out>(
     await controller.close();
     throw error;
   }
-  const server = new Server(app, controller);
+  const server = new Server(app, controller, metrics);
   if (options.frontDoors === false) return server;
   const workers = options.http?.workers ?? 1;
   try {
@@ -326,14 +363,14 @@ export async function run<In, Out>(
       );
     if (workers > 1) {
       const { startFrontDoorPool } = await import("./front-door-pool.js");
-      const pool = await startFrontDoorPool([{ app, controller }], options, workers);
+      const pool = await startFrontDoorPool([{ app, controller }], options, workers, metrics);
       server.url = pool.url;
       server.grpcPort = pool.grpcPort;
       server.frontDoorPool = pool;
       server.frontDoors.push((force) => pool.close(force));
       return server;
     }
-    const doors = await startFrontDoors(server.ingressTarget(), options);
+    const doors = await startFrontDoors(server.ingressTarget(), options, metrics);
     server.url = doors.url;
     server.grpcPort = doors.grpcPort;
     server.frontDoors.push((force) => doors.close(force));

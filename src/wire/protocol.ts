@@ -47,6 +47,34 @@ export interface InitMessage {
   readonly memoryLimit?: number | undefined;
   /** The replica's own cap: calls beyond it are answered `busy` (the router tries another). */
   readonly maxOngoing: number;
+  /** False: the replica keeps no request statistics (`run(app, { metrics: false })`). */
+  readonly metrics?: boolean | undefined;
+}
+
+/** Upper bounds (seconds) of the buckets of a replica's processing-time histogram. */
+export const PROCESSING_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+] as const;
+/** Upper bounds of the buckets of the batch-size histogram. */
+export const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512] as const;
+
+/** A histogram as counts per bucket (the last one past the largest bound) and their sum. */
+export interface HistogramSnapshot {
+  readonly counts: readonly number[];
+  readonly sum: number;
+}
+
+/**
+ * What a replica has served since it started, summed in the replica and shipped whole with
+ * its `load` report (not a message per request): calls by outcome, their processing time,
+ * and the sizes of the batches its `batch()` functions ran.
+ */
+export interface ReplicaStats {
+  readonly ok: number;
+  readonly error: number;
+  readonly cancelled: number;
+  readonly processing: HistogramSnapshot;
+  readonly batches: HistogramSnapshot;
 }
 
 export type Response =
@@ -138,7 +166,12 @@ export type FromReplica =
   /** This replica calls deployment `d`: send its running replicas (then every change). */
   | { readonly t: "subscribe"; readonly d: string }
   /** Requests running on this replica, and those its routers hold queued, by deployment. */
-  | { readonly t: "load"; readonly ongoing: number; readonly queued: Record<string, number> }
+  | {
+      readonly t: "load";
+      readonly ongoing: number;
+      readonly queued: Record<string, number>;
+      readonly stats?: ReplicaStats | undefined;
+    }
   /** The multiplexed models this replica has loaded now (sent when the set changes). */
   | { readonly t: "models"; readonly models: readonly string[] }
   | ReplyMessage;

@@ -61,7 +61,9 @@ test(
         return cli(["deploy", file, "--address", address, "--wait"]);
       };
       const replicas = async () => {
-        const status = JSON.parse((await cli(["status", "--address", address])).stdout) as {
+        const status = JSON.parse(
+          (await cli(["status", "--json", "--address", address])).stdout,
+        ) as {
           applications: Record<
             string,
             { deployments: Record<string, { replicas: { state: string }[] }> }

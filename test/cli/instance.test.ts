@@ -74,7 +74,9 @@ describe("tributary start / deploy", { timeout: 180_000 }, () => {
       const deployed = await cli(["deploy", file, "--address", instance.address, "--wait"]);
       assert.equal(deployed.code, 0, deployed.stderr);
       assert.match(deployed.stdout, /versioned: started/);
-      const status = JSON.parse((await cli(["status", "--address", instance.address])).stdout) as {
+      const status = JSON.parse(
+        (await cli(["status", "--json", "--address", instance.address])).stdout,
+      ) as {
         url: string;
       };
       const url = `${status.url}/v`;
@@ -192,7 +194,9 @@ describe("tributary start / deploy", { timeout: 180_000 }, () => {
         if (Date.now() > deadline) assert.fail(again.output());
         await new Promise((r) => setTimeout(r, 50));
       }
-      const status = JSON.parse((await cli(["status", "--address", again.address])).stdout) as {
+      const status = JSON.parse(
+        (await cli(["status", "--json", "--address", again.address])).stdout,
+      ) as {
         url: string;
       };
       const response = await fetch(`${status.url}/v`, {

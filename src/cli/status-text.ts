@@ -1,0 +1,124 @@
+/**
+ * `tributary status` as a person reads it (Ray Serve's `serve status` gives the same
+ * facts): each application with its status, route prefix and last deploy (when, and what
+ * it changed), then each deployment with its status, replicas by state and message.
+ * `--json` prints the admin API's answer instead.
+ */
+
+interface ReplicaAnswer {
+  readonly state: string;
+}
+
+interface DeploymentAnswer {
+  readonly name: string;
+  readonly status: string;
+  readonly message: string;
+  readonly targetReplicas: number;
+  readonly ongoing?: number;
+  readonly queued?: number;
+  readonly replicas: readonly ReplicaAnswer[];
+}
+
+interface ApplicationAnswer {
+  readonly status: string;
+  readonly message: string;
+  readonly routePrefix?: string;
+  readonly deployments: Readonly<Record<string, DeploymentAnswer>>;
+  readonly lastDeployedAt?: string;
+  readonly lastDeploy?: {
+    readonly at: string;
+    readonly action: string;
+    readonly changes: Readonly<Record<string, readonly string[]>>;
+  };
+}
+
+export interface StatusAnswer {
+  readonly applications: Readonly<Record<string, ApplicationAnswer>>;
+  readonly url?: string | null;
+  readonly grpcPort?: number;
+}
+
+/** The order replica states are listed in. */
+const STATE_ORDER = ["RUNNING", "STARTING", "STOPPING", "STOPPED", "DEAD"];
+
+/** `2 RUNNING, 1 STARTING`, or `none`. */
+export function replicaCounts(replicas: readonly ReplicaAnswer[]): string {
+  const counts = new Map<string, number>();
+  for (const r of replicas) counts.set(r.state, (counts.get(r.state) ?? 0) + 1);
+  const states = [...counts.keys()].sort(
+    (a, b) => (STATE_ORDER.indexOf(a) + 1 || 99) - (STATE_ORDER.indexOf(b) + 1 || 99),
+  );
+  return states.map((s) => `${counts.get(s)} ${s}`).join(", ") || "none";
+}
+
+/** `3 min ago`, from an ISO time. */
+function ago(iso: string, now: number): string {
+  const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (seconds < 60) return `${seconds} s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86_400) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86_400)} days ago`;
+}
+
+/** `2026-12-01 14:31:05 UTC`. */
+const when = (iso: string): string => `${iso.slice(0, 19).replace("T", " ")} UTC`;
+
+/** What a deploy did: `started`, `updated (m1: scale; m2: reconfigure)`. */
+function deployed(deploy: NonNullable<ApplicationAnswer["lastDeploy"]>): string {
+  const changes = Object.entries(deploy.changes).map(
+    ([name, kinds]) => `${name}: ${kinds.join(", ")}`,
+  );
+  const action = deploy.action === "code" ? "new code or arguments, rolled out" : deploy.action;
+  return `${action}${changes.length > 0 ? ` (${changes.join("; ")})` : ""}`;
+}
+
+/** Pads the columns of `rows` (each a list of cells) to their widest cell. */
+function columns(rows: readonly (readonly string[])[], indent: string): string[] {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map(
+    (row) =>
+      indent +
+      row
+        .map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!)))
+        .join("  ")
+        .trimEnd(),
+  );
+}
+
+export function formatStatus(answer: StatusAnswer, now = Date.now()): string {
+  const lines: string[] = [];
+  if (answer.url !== undefined)
+    lines.push(
+      answer.url === null
+        ? "Front door: not serving yet."
+        : `Front door: ${answer.url}${answer.grpcPort !== undefined ? ` (gRPC on port ${answer.grpcPort})` : ""}`,
+    );
+  const apps = Object.entries(answer.applications);
+  if (apps.length === 0) {
+    lines.push("No applications. Deploy one with: tributary deploy serve.yaml");
+    return lines.join("\n");
+  }
+  for (const [name, app] of apps) {
+    lines.push("");
+    lines.push(`${name}: ${app.status}${app.routePrefix ? `  (POST ${app.routePrefix})` : ""}`);
+    if (app.message) lines.push(`  ${app.message}`);
+    const at = app.lastDeploy?.at ?? app.lastDeployedAt;
+    if (at)
+      lines.push(
+        `  Last deployed ${when(at)} (${ago(at, now)})${app.lastDeploy ? `: ${deployed(app.lastDeploy)}` : ""}`,
+      );
+    const rows: string[][] = [["DEPLOYMENT", "STATUS", "REPLICAS", "ONGOING", "QUEUED", "MESSAGE"]];
+    for (const d of Object.values(app.deployments)) {
+      rows.push([
+        d.name,
+        d.status,
+        `${replicaCounts(d.replicas)} (target ${d.targetReplicas})`,
+        String(d.ongoing ?? 0),
+        String(d.queued ?? 0),
+        d.message,
+      ]);
+    }
+    lines.push(...columns(rows, "  "));
+  }
+  return lines.join("\n").replace(/^\n/, "");
+}

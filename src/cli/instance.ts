@@ -86,6 +86,7 @@ function serverOptions(config: ServeConfig): RunOptions {
     ...(http.bodyLimit !== undefined && { bodyLimit: http.bodyLimit }),
     ...(http.maxConnections !== undefined && { maxConnections: http.maxConnections }),
     ...(config.grpc && { grpc: { port: config.grpc.port ?? 9000 } }),
+    ...(config.tracing && { tracing: config.tracing }),
   };
 }
 

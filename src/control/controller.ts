@@ -37,6 +37,17 @@ const AUTOSCALE_TICK_MS = 100;
 export type { UpdateKind };
 export type { Subscriber };
 
+/** What every replica of the controller is started with, besides its deployment. */
+export interface ControllerSettings {
+  /** Where the lines the replicas' code logs go (one JSON object each, no newline). */
+  readonly log: (line: string) => void;
+  /** `tracing`: each replica exports its spans there. */
+  readonly tracing?: { readonly otlpEndpoint: string; readonly serviceName: string } | undefined;
+}
+
+/** The default log sink: standard output. */
+export const writeLine = (line: string): void => void process.stdout.write(`${line}\n`);
+
 export class Controller {
   #app: Application;
   readonly #transports: TransportFactory;
@@ -53,11 +64,21 @@ export class Controller {
   readonly #events: ReplicaEvents = {
     subscribe: (replica, name) => this.#membership.subscribe(replica, name),
     exited: (replica, reason) => this.#onReplicaExit(replica, `died (${reason})`),
+    log: (_replica, lines) => {
+      for (const line of lines) this.#settings.log(line);
+    },
   };
 
-  constructor(app: Application, transports: TransportFactory) {
+  readonly #settings: ControllerSettings;
+
+  constructor(
+    app: Application,
+    transports: TransportFactory,
+    settings: ControllerSettings = { log: writeLine },
+  ) {
     this.#app = app;
     this.#transports = transports;
+    this.#settings = settings;
     for (const spec of app.graph.deployments) {
       const options = app.deployments[spec.name]!;
       const label = spec.deployment.sourceName || spec.name;
@@ -291,6 +312,7 @@ export class Controller {
           userConfig: initConfig,
           memoryLimit,
           maxOngoing: deployment.options.maxOngoingRequests,
+          tracing: this.#settings.tracing,
         },
         START_TIMEOUT_MS,
       )

@@ -19,6 +19,8 @@ export interface ReplicaEvents {
   subscribe(replica: ReplicaClient, deployment: string): void;
   /** The replica's thread or process exited (not after a graceful stop). */
   exited(replica: ReplicaClient, reason: string): void;
+  /** Lines the replica's code logged, each a JSON object. */
+  log(replica: ReplicaClient, lines: readonly string[]): void;
 }
 
 type Control = Extract<ToReplica, { t: "health" | "reconfigure" | "stop" }>;
@@ -183,6 +185,9 @@ export class ReplicaClient {
         return;
       case "fatal":
         this.#fatal = message.message;
+        return;
+      case "log":
+        this.#events.log(this, message.lines);
         return;
     }
   }

@@ -45,11 +45,17 @@ export class ReplicaConnection {
     transfer: Transfer,
     requestId: string | undefined,
     pending: RoutedCall,
+    traceparent?: string,
   ): number {
     const id = this.#nextId++;
     this.#responses.add(id, pending);
     try {
-      this.#send({ t: "call", id, m: method, a: args, r: requestId }, transfer);
+      this.#send(
+        traceparent === undefined
+          ? { t: "call", id, m: method, a: args, r: requestId }
+          : { t: "call", id, m: method, a: args, r: requestId, tp: traceparent },
+        transfer,
+      );
     } catch (error) {
       this.#responses.forget(id);
       throw error;

@@ -4,6 +4,8 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { CancelScope } from "./cancel.js";
+import { endCallSpan, type CallOutcome, type CallSpan } from "./call-span.js";
+import { activeTraceparent, traceparentOf } from "../tracing.js";
 
 export interface RequestContext {
   /** The id of the request (the `x-request-id` of an HTTP request), when the caller gave one. */
@@ -23,11 +25,32 @@ export class ActiveRequest implements RequestContext {
   #reason: Error | undefined;
   #onCancel: (() => void)[] | undefined;
   #scope: CancelScope | undefined;
+  /** The span of this call (call-span.ts), ended once with its outcome. */
+  #span: CallSpan | undefined;
+  #traceparent: string | undefined;
 
-  constructor(requestId: string | undefined, deployment: string, replica: string) {
+  constructor(requestId: string | undefined, deployment: string, replica: string, span?: CallSpan) {
     this.requestId = requestId;
     this.deployment = deployment;
     this.replica = replica;
+    this.#span = span;
+  }
+
+  /**
+   * The trace context the handle calls this request makes carry: the span active in the
+   * user's code (its own, under a context manager its SDK registered), else this call's.
+   */
+  get traceparent(): string | undefined {
+    return activeTraceparent() ?? (this.#traceparent ??= traceparentOf(this.#span?.span));
+  }
+
+  /** Ends this call's span with `outcome` (the first time only). */
+  endSpan(outcome: CallOutcome, error?: unknown): void {
+    const span = this.#span;
+    if (!span) return;
+    this.#span = undefined;
+    this.#traceparent ??= traceparentOf(span.span);
+    endCallSpan(span.span, outcome, error);
   }
 
   get signal(): AbortSignal {

@@ -29,6 +29,8 @@ export interface CallOptions {
   readonly requestId?: string | undefined;
   /** Buffers of the arguments that move to the replica instead of being copied. */
   readonly transfer?: Transfer | undefined;
+  /** The caller's W3C trace context: the replica's span of the call is its child. */
+  readonly traceparent?: string | undefined;
 }
 
 /** A replica as the router sees it: its connection and this router's calls on it. */
@@ -305,6 +307,7 @@ export class Router {
         request.options.transfer ?? [],
         request.options.requestId,
         request,
+        request.options.traceparent,
       );
     } catch (error) {
       // The arguments could not be sent (a value structured clone rejects): nothing was dispatched.

@@ -29,6 +29,7 @@ import {
   type DoorState,
 } from "./fastify-setup.js";
 import { httpError } from "./http-errors.js";
+import { requestTraceparent } from "./server-spans.js";
 import type { DeclaredRoute, MountedRoutes } from "./openapi.js";
 import type { IngressTarget } from "./target.js";
 import { isTypedArray, jsonReplacer } from "./tensors.js";
@@ -137,6 +138,7 @@ export async function mountApplication(
       call: (input, request) =>
         target.call(input, {
           requestId: request?.id ?? randomUUID(),
+          traceparent: requestTraceparent(request),
           ...(request && { cancel: cancelOnClose(request, replies.get(request)) }),
           ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
         }),
@@ -173,6 +175,7 @@ export async function mountApplication(
       const input = await readInput(request, bytesField, settings.bodyLimit);
       const result = await target.call(input, {
         requestId: request.id,
+        traceparent: requestTraceparent(request),
         cancel: cancelOnClose(request, reply),
         ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
       });

@@ -30,6 +30,8 @@ import {
   isTypedArray,
   type Tensor,
 } from "./tensors.js";
+import { startGrpcSpan } from "./server-spans.js";
+import { traceparentOf } from "../tracing.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 
 const PROTO = fileURLToPath(new URL("./proto/grpc_predict_v2.proto", import.meta.url));
@@ -162,16 +164,33 @@ function grpcError(error: unknown): Partial<grpc.StatusObject> {
   return { code: grpc.status.INTERNAL, details: "Internal server error." };
 }
 
+const SERVICE = "inference.GRPCInferenceService";
+
+/** The span of a gRPC call, under the client's `traceparent` metadata when it sent one. */
+function callSpan(call: grpc.ServerUnaryCall<unknown, unknown>, method: string) {
+  const traceparent = call.metadata.get("traceparent")[0];
+  return startGrpcSpan(SERVICE, method, typeof traceparent === "string" ? traceparent : undefined);
+}
+
 /** Runs a unary handler, answering a thrown error with its gRPC status. */
 function unary<Req, Res>(
+  method: string,
   handler: (request: Req) => Promise<Res> | Res,
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
+    const span = callSpan(call, method);
     Promise.resolve()
       .then(() => handler(call.request))
       .then(
-        (response) => callback(null, response),
-        (error: unknown) => callback(grpcError(error), null),
+        (response) => {
+          span.end(grpc.status.OK);
+          callback(null, response);
+        },
+        (error: unknown) => {
+          const status = grpcError(error);
+          span.end(status.code ?? grpc.status.UNKNOWN, error);
+          callback(status, null);
+        },
       );
   };
 }
@@ -213,13 +232,17 @@ export async function startGrpc(
     return target;
   };
   server.addService(loadInferenceService().service, {
-    ServerLive: unary(() => ({ live: true })),
-    ServerReady: unary(() => ({ ready: allReady(targets) })),
-    ModelReady: unary((request: { name: string }) => ({
+    ServerLive: unary("ServerLive", () => ({ live: true })),
+    ServerReady: unary("ServerReady", () => ({ ready: allReady(targets) })),
+    ModelReady: unary("ModelReady", (request: { name: string }) => ({
       ready: targetNamed(targets, request.name)?.ready() ?? false,
     })),
-    ServerMetadata: unary(() => ({ name: SERVER_NAME, version: SERVER_VERSION, extensions: [] })),
-    ModelMetadata: unary((request: { name: string }) => {
+    ServerMetadata: unary("ServerMetadata", () => ({
+      name: SERVER_NAME,
+      version: SERVER_VERSION,
+      extensions: [],
+    })),
+    ModelMetadata: unary("ModelMetadata", (request: { name: string }) => {
       return modelNamed(request.name).model.metadata();
     }),
     ModelInfer: (
@@ -233,11 +256,19 @@ export async function startGrpc(
         (ms): ms is number => ms !== undefined,
       );
       const timeout = limits.length > 0 ? Math.min(...limits) : undefined;
+      const span = callSpan(call, "ModelInfer");
       Promise.resolve()
-        .then(() => infer(call.request, cancel, timeout))
+        .then(() => infer(call.request, cancel, timeout, traceparentOf(span.span)))
         .then(
-          (response) => callback(null, response),
-          (error: unknown) => callback(grpcError(error), null),
+          (response) => {
+            span.end(grpc.status.OK);
+            callback(null, response);
+          },
+          (error: unknown) => {
+            const status = grpcError(error);
+            span.end(status.code ?? grpc.status.UNKNOWN, error);
+            callback(status, null);
+          },
         );
     },
   });
@@ -245,6 +276,7 @@ export async function startGrpc(
     request: InferRequest,
     cancel: CancelScope,
     timeout: number | undefined,
+    traceparent: string | undefined,
   ): Promise<unknown> {
     {
       const target = modelNamed(request.model_name);
@@ -272,6 +304,7 @@ export async function startGrpc(
       const result = await target.call(target.model.toGraphInput(tensors), {
         requestId,
         cancel,
+        traceparent,
         ...(timeout !== undefined && { timeout }),
       });
       const wanted =

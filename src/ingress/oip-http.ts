@@ -14,6 +14,7 @@ import {
   type IngressTargets,
 } from "./target.js";
 import { tensorFromJson, tensorToJson } from "./tensors.js";
+import { requestTraceparent } from "./server-spans.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 
 interface InferBody {
@@ -87,6 +88,7 @@ export function registerOipRoutes(
         const input = target.model.toGraphInput(parseInputs(body));
         const result = await target.call(input, {
           requestId: request.id,
+          traceparent: requestTraceparent(request),
           ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
         });
         const wanted = requestedOutputs(body);

@@ -12,6 +12,8 @@ export interface IngressCallOptions {
   /** Cancelled when the client goes away. */
   readonly cancel?: CancelScope;
   readonly timeout?: number;
+  /** The front door's span (W3C trace context): the graph's calls are its children. */
+  readonly traceparent?: string | undefined;
 }
 
 export interface IngressTarget {

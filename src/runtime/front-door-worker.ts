@@ -16,6 +16,7 @@ import type { IngressTarget } from "../ingress/target.js";
 import type { MembersMessage, SerializedError } from "../wire/protocol.js";
 import { startFrontDoors, type FrontDoors } from "./front-doors.js";
 import { GraphIngress } from "./graph-ingress.js";
+import { exportTraces, resolveTracing, type TraceExport } from "../tracing-export.js";
 import type { RunOptions } from "./server.js";
 
 /** What a front-door worker is told (over the cluster's IPC channel). */
@@ -58,9 +59,15 @@ let doors: FrontDoors | undefined;
 let ingress: GraphIngress | undefined;
 let force: (() => void) | undefined;
 
+/** `tracing.otlpEndpoint`'s exporter in this worker, when set. */
+let traceExport: TraceExport | undefined;
+
 async function init(message: Extract<ToFrontDoor, { t: "init" }>): Promise<void> {
   await ensureTypeScriptLoader(message.moduleUrl);
   await import(message.moduleUrl);
+  // After the module: an SDK its code registered wins over this one.
+  const tracing = resolveTracing(message.options.tracing);
+  if (tracing) traceExport = await exportTraces(tracing.otlpEndpoint, tracing.serviceName);
   const app = findApplication(message.moduleUrl, message.app);
   if (!app) throw new Error(`importing ${message.moduleUrl} did not build "${message.app}"`);
   for (const name of message.deployments) outgoing.subscribe(name);
@@ -100,7 +107,8 @@ process.on("message", (message: ToFrontDoor) => {
     case "close":
       void doors
         ?.close(new Promise<void>((resolve) => (force = resolve)))
-        .then(() => process.exit(0));
+        .then(() => traceExport?.close())
+        .finally(() => process.exit(0));
       if (!doors) process.exit(0);
       return;
     case "force":

@@ -15,6 +15,7 @@ import type { CallOptions } from "../data/router.js";
 import { transferablesOf } from "../data/transport/transfer.js";
 import type { IngressCallOptions } from "../ingress/target.js";
 import { IngressGate } from "./ingress-gate.js";
+import { activeTraceparent } from "../tracing.js";
 import type { RequestOptions } from "./server.js";
 
 /** Sends one call of the plan: through the router of the step's deployment. */
@@ -23,6 +24,7 @@ export type SendCall = (step: CallStep, args: unknown[], options: CallOptions) =
 interface Context {
   readonly requestId: string | undefined;
   readonly cancel: CancelScope | undefined;
+  readonly traceparent: string | undefined;
 }
 
 export class GraphIngress {
@@ -41,6 +43,7 @@ export class GraphIngress {
         send(step, args, {
           requestId: context.requestId,
           cancel: context.cancel,
+          traceparent: context.traceparent,
           transfer: moves[step.index]
             ? transferablesOf(args.filter((_, i) => transfers[step.index]![i]))
             : undefined,
@@ -85,7 +88,14 @@ export class GraphIngress {
       const value: unknown =
         checked instanceof Promise ? await (checked as Promise<unknown>) : checked;
       const requestId = options.requestId;
-      const result = await runPlan(graph, value, this.#plan, { requestId, cancel: scope });
+      // The front door's span, else the one active in the caller's code (a user SDK's).
+      const traceparent =
+        ("traceparent" in options ? options.traceparent : undefined) ?? activeTraceparent();
+      const result = await runPlan(graph, value, this.#plan, {
+        requestId,
+        cancel: scope,
+        traceparent,
+      });
       if (result instanceof StreamReader) {
         // A streamed result keeps its timeout, signal and ingress slot until it ends.
         streaming = true;

@@ -47,6 +47,8 @@ export interface InitMessage {
   readonly memoryLimit?: number | undefined;
   /** The replica's own cap: calls beyond it are answered `busy` (the router tries another). */
   readonly maxOngoing: number;
+  /** `tracing`: the replica exports its spans there (unless its code registered an SDK). */
+  readonly tracing?: { readonly otlpEndpoint: string; readonly serviceName: string } | undefined;
 }
 
 export type Response =
@@ -66,6 +68,8 @@ export type CallMessage =
       readonly m: string | undefined;
       readonly a: unknown[];
       readonly r?: string | undefined;
+      /** The W3C `traceparent` of the caller's span, only when it has one. */
+      readonly tp?: string;
     }
   | { readonly t: "cancel"; readonly id: number; readonly reason: "timeout" | "abort" };
 
@@ -130,4 +134,6 @@ export type FromReplica =
   | { readonly t: "subscribe"; readonly d: string }
   /** Requests running on this replica, and those its routers hold queued, by deployment. */
   | { readonly t: "load"; readonly ongoing: number; readonly queued: Record<string, number> }
+  /** Lines the replica's code logged (`console.*`), each one JSON object (pino's format). */
+  | { readonly t: "log"; readonly lines: readonly string[] }
   | ReplyMessage;

@@ -1,0 +1,98 @@
+/**
+ * @internal The span of one deployment call, made in the replica that runs it (kind
+ * SERVER: the replica serves a call that crossed a thread or process boundary, as an RPC
+ * server does). Made there because the replica is where the user's code runs: its spans,
+ * and `trace.getActiveSpan()`, see this span as their parent; the replica knows its own
+ * name and the call's outcome; and an SDK the user's module registers runs in every
+ * replica, since each one imports it. The caller's span is the parent, by the `traceparent`
+ * the call message carries. The router's queueing before the call reached a replica is in
+ * the caller's span, not this one.
+ */
+import {
+  context,
+  contextOf,
+  failSpan,
+  ROOT_CONTEXT,
+  SpanKind,
+  trace,
+  tracer,
+  type Context,
+  type Span,
+} from "../tracing.js";
+
+/** How a deployment call ended (`tributary.outcome`). */
+export type CallOutcome = "ok" | "error" | "cancelled" | "timeout";
+
+/** Span attribute names of a deployment call. */
+export const CALL_ATTRIBUTES = {
+  application: "tributary.application",
+  deployment: "tributary.deployment",
+  method: "tributary.method",
+  replica: "tributary.replica",
+  outcome: "tributary.outcome",
+  requestId: "tributary.request_id",
+} as const;
+
+export interface CallSpan {
+  readonly span: Span;
+  /** The context user code runs in: the span active, under the caller's. */
+  readonly context: Context | undefined;
+}
+
+/**
+ * Starts the span of a call to `method` of `deployment` on `replica`. `context` is
+ * `undefined` when there is nothing to make active (no SDK and no caller's trace): the
+ * call then runs without `context.with`, which costs nothing.
+ */
+export function startCallSpan(
+  application: string,
+  deployment: string,
+  replica: string,
+  method: string | undefined,
+  requestId: string | undefined,
+  traceparent: string | undefined,
+): CallSpan {
+  const parent = contextOf(traceparent);
+  const name = `${deployment}/${method ?? "call"}`;
+  const span = tracer.startSpan(
+    name,
+    {
+      kind: SpanKind.SERVER,
+      attributes: {
+        "rpc.system": "tributary",
+        "rpc.service": deployment,
+        "rpc.method": method ?? "call",
+        [CALL_ATTRIBUTES.application]: application,
+        [CALL_ATTRIBUTES.deployment]: deployment,
+        [CALL_ATTRIBUTES.method]: method ?? "call",
+        [CALL_ATTRIBUTES.replica]: replica,
+        ...(requestId !== undefined && { [CALL_ATTRIBUTES.requestId]: requestId }),
+      },
+    },
+    parent ?? ROOT_CONTEXT,
+  );
+  const active =
+    span.isRecording() || parent ? trace.setSpan(parent ?? ROOT_CONTEXT, span) : undefined;
+  return { span, context: active };
+}
+
+/** Ends a call's span with its outcome (and the error, recorded, when it failed). */
+export function endCallSpan(span: Span, outcome: CallOutcome, error?: unknown): void {
+  if (outcome === "ok") {
+    if (span.isRecording()) span.setAttribute(CALL_ATTRIBUTES.outcome, outcome);
+    span.end();
+  } else if (outcome === "error") {
+    failSpan(span, error, { [CALL_ATTRIBUTES.outcome]: outcome });
+  } else if (outcome === "timeout") {
+    failSpan(span, error, { [CALL_ATTRIBUTES.outcome]: outcome });
+  } else {
+    // The caller went away: not a failure of this deployment (as gRPC servers see CANCELLED).
+    if (span.isRecording()) span.setAttribute(CALL_ATTRIBUTES.outcome, outcome);
+    span.end();
+  }
+}
+
+/** Runs `fn` with `callSpan`'s context active (for the user's own spans), when it has one. */
+export function runInSpan<T>(callSpan: CallSpan, fn: () => T): T {
+  return callSpan.context ? context.with(callSpan.context, fn) : fn();
+}

@@ -1,0 +1,157 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { serve } from "../serve.js";
+import { app } from "../fixtures/traced-app.js";
+import { otlpReceiver, type ReceivedSpan } from "./otlp-receiver.js";
+
+const SERVER = 2;
+const ERROR = 2;
+const TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN = "00f067aa0ba902b7";
+
+describe(
+  "tracing: one request is one trace across threads and processes",
+  { timeout: 120_000 },
+  () => {
+    let receiver: Awaited<ReturnType<typeof otlpReceiver>>;
+    before(async () => {
+      receiver = await otlpReceiver();
+    });
+    after(() => receiver.close());
+
+    /** The spans of one trace once `count` of them arrived. */
+    async function traceOf(traceId: string, count: number): Promise<ReceivedSpan[]> {
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const spans = receiver.spans.filter((s) => s.traceId === traceId);
+        if (spans.length >= count || Date.now() > deadline) return spans;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+
+    test("tracing - an HTTP request's traceparent is continued: the server span, one span per deployment call in the graph's shape, the user's own span under its deployment's", async () => {
+      const server = await serve(app, {
+        tracing: { otlpEndpoint: receiver.url, serviceName: "traced-test" },
+      });
+      let body: { text: string; sawActiveSpan: boolean };
+      try {
+        const response = await fetch(`${server.url}/traced`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            traceparent: `00-${TRACE_ID}-${CLIENT_SPAN}-01`,
+            "x-request-id": "trace-me",
+          },
+          body: JSON.stringify({ text: "hi" }),
+        });
+        assert.equal(response.status, 200);
+        body = (await response.json()) as typeof body;
+      } finally {
+        await server.close(); // flushes every exporter
+      }
+      assert.deepEqual(body, { text: "<HI|HI>", sawActiveSpan: true });
+      // http, split, left, right, join, the user's span, helper
+      const spans = await traceOf(TRACE_ID, 7);
+      const names = spans.map((s) => s.name).sort();
+      assert.deepEqual(names, [
+        "Helper/shout",
+        "Join/join",
+        "POST /traced",
+        "join.user-work",
+        "left/call",
+        "right/call",
+        "split/call",
+      ]);
+      const byName = new Map(spans.map((s) => [s.name, s]));
+      const http = byName.get("POST /traced")!;
+      assert.equal(http.parentSpanId, CLIENT_SPAN);
+      assert.equal(http.kind, SERVER);
+      assert.equal(http.attributes["http.request.method"], "POST");
+      assert.equal(http.attributes["http.route"], "/traced");
+      assert.equal(http.attributes["http.response.status_code"], 200);
+      assert.equal(http.service, "traced-test");
+      // The graph's calls are children of the front door's span; the handle call is the child of
+      // the user's span inside Join (a process replica), which is the child of Join's span.
+      for (const name of ["split/call", "left/call", "right/call", "Join/join"]) {
+        const span = byName.get(name)!;
+        assert.equal(span.parentSpanId, http.spanId, name);
+        assert.equal(span.kind, SERVER, name);
+        assert.equal(span.attributes["tributary.outcome"], "ok", name);
+        assert.equal(span.attributes["tributary.application"], "traced", name);
+        assert.equal(span.attributes["tributary.request_id"], "trace-me", name);
+        assert.match(String(span.attributes["tributary.replica"]), /^\w+#\d+$/, name);
+      }
+      const join = byName.get("Join/join")!;
+      assert.equal(join.attributes["tributary.deployment"], "Join");
+      assert.equal(join.attributes["tributary.method"], "join");
+      assert.equal(join.attributes["tributary.replica"], "Join#1");
+      const user = byName.get("join.user-work")!;
+      assert.equal(user.parentSpanId, join.spanId);
+      assert.equal(user.scope, "traced-app");
+      const shout = byName.get("Helper/shout")!;
+      assert.equal(shout.parentSpanId, user.spanId);
+      assert.equal(shout.attributes["tributary.deployment"], "Helper");
+      assert.equal(shout.attributes["tributary.method"], "shout");
+    });
+
+    test("tracing - a failing deployment call is a span with outcome error, the exception recorded, and the server span says 500", async () => {
+      const server = await serve(app, { tracing: { otlpEndpoint: receiver.url } });
+      const traceId = "0af7651916cd43dd8448eb211c80319c";
+      try {
+        const response = await fetch(`${server.url}/traced`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            traceparent: `00-${traceId}-b7ad6b7169203331-01`,
+          },
+          body: JSON.stringify({ text: "hi", fail: true }),
+        });
+        assert.equal(response.status, 500);
+      } finally {
+        await server.close();
+      }
+      const spans = await traceOf(traceId, 2);
+      assert.deepEqual(spans.map((s) => s.name).sort(), ["POST /traced", "split/call"]);
+      const split = spans.find((s) => s.name === "split/call")!;
+      assert.equal(split.attributes["tributary.outcome"], "error");
+      assert.equal(split.status, ERROR);
+      assert.deepEqual(split.events, ["exception"]);
+      const http = spans.find((s) => s.name === "POST /traced")!;
+      assert.equal(http.attributes["http.response.status_code"], 500);
+      assert.equal(http.status, ERROR);
+    });
+
+    test("tracing - without a traceparent a request starts a trace of its own", async () => {
+      const server = await serve(app, { tracing: { otlpEndpoint: receiver.url } });
+      const before = new Set(receiver.spans.map((s) => s.traceId));
+      try {
+        const response = await fetch(`${server.url}/traced`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ text: "new" }),
+        });
+        assert.equal(response.status, 200);
+      } finally {
+        await server.close();
+      }
+      const deadline = Date.now() + 15_000;
+      let fresh: ReceivedSpan[] = [];
+      while (Date.now() < deadline) {
+        fresh = receiver.spans.filter((s) => !before.has(s.traceId));
+        if (fresh.length >= 7) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.equal(fresh.length, 7);
+      assert.equal(new Set(fresh.map((s) => s.traceId)).size, 1, "one trace");
+      const http = fresh.find((s) => s.name === "POST /traced")!;
+      assert.equal(http.parentSpanId, "");
+    });
+
+    test("tracing - an otlpEndpoint that is not an http(s) URL is refused before anything starts", async () => {
+      await assert.rejects(serve(app, { tracing: { otlpEndpoint: "collector:4318" } }), {
+        name: "OptionsError",
+        message: /tracing\.otlpEndpoint must be an http\(s\) URL/,
+      });
+    });
+  },
+);

@@ -28,6 +28,7 @@ import type { IngressTarget, IngressTargets } from "../ingress/target.js";
 import { startFrontDoors, type FrontDoors } from "../runtime/front-doors.js";
 import { run, type RunOptions, type Server } from "../runtime/server.js";
 import { startAdminApi } from "./admin-api.js";
+import { LogBuffer } from "./log-buffer.js";
 
 export interface InstanceOptions {
   readonly adminHost: string;
@@ -44,6 +45,8 @@ export interface InstanceOptions {
    * `allowedDirs` (`--allow-imports`).
    */
   readonly imports?: Partial<ImportPolicy>;
+  /** How many recent log lines the instance keeps for `tributary logs` (default 10,000). */
+  readonly logLines?: number;
 }
 
 /** One application as it runs, with what it was made from (for the next deploy's diff). */
@@ -105,6 +108,8 @@ const RESTART_DRAIN_MS = 5_000;
 
 export class Instance {
   readonly #options: InstanceOptions;
+  /** The recent log lines (`tributary logs`); every line also goes to standard output. */
+  readonly logs: LogBuffer;
   readonly #imports: ImportPolicy;
   /** The last configuration applied whole. */
   #applied: { readonly file: string; readonly text: string } | undefined;
@@ -128,6 +133,7 @@ export class Instance {
       );
     }
     this.#options = options;
+    this.logs = new LogBuffer(options.logLines);
     this.#imports = {
       projectDir: resolve(options.imports?.projectDir ?? process.cwd()),
       allowedDirs: (options.imports?.allowedDirs ?? []).map((dir) => resolve(dir)),
@@ -182,7 +188,7 @@ export class Instance {
       document,
       (name) => config.applications.findIndex((entry) => entry.name === name),
     );
-    const options = { ...serverOptions(config), ...this.#options.overrides };
+    const options = { logStream: this.logs, ...serverOptions(config), ...this.#options.overrides };
     const http = await this.#ensureFrontDoors(options);
     const results: ApplicationDeployResult[] = [];
     const failures: string[] = [];
@@ -329,6 +335,8 @@ export class Instance {
   /** Drains and stops everything. Safe to call twice. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
+      // Followers of the log first: their open responses would hold the admin API's close.
+      this.logs.close();
       await this.#admin?.();
       // The front doors stop taking requests at once; their connections close once the
       // application has drained (bounded by its gracefulShutdownTimeout).

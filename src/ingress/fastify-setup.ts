@@ -58,6 +58,8 @@ export const sharedFastifyOptions = {
   bodyLimit: NO_FASTIFY_LIMIT,
   genReqId: (req: { headers: Record<string, string | string[] | undefined> }) =>
     requestIdOf(req.headers["x-request-id"]),
+  // The request log's lines name the request as the replicas' lines do.
+  requestIdLogLabel: "requestId",
   onProtoPoisoning: "error",
   onConstructorPoisoning: "error",
   // Requests after close() get the documented error body (below), not Fastify's, and

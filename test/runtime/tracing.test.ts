@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { serve } from "../serve.js";
+import * as grpc from "@grpc/grpc-js";
+import { loadInferenceService } from "tributary/internal";
 import { app } from "../fixtures/traced-app.js";
+import { app as oipApp } from "../fixtures/oip-app.js";
+import { type Client, rpc } from "../ingress/grpc-client.js";
 import { otlpReceiver, type ReceivedSpan } from "./otlp-receiver.js";
 
 const SERVER = 2;
@@ -147,6 +151,50 @@ describe(
       assert.equal(http.parentSpanId, "");
     });
 
+    test("tracing - a gRPC ModelInfer with traceparent metadata is continued: the RPC's server span, then the deployment's", async () => {
+      const server = await serve(oipApp, {
+        grpc: { port: 0 },
+        tracing: { otlpEndpoint: receiver.url },
+      });
+      const traceId = "11111111111111111111111111111111";
+      const Service = loadInferenceService();
+      const client = new Service(
+        `127.0.0.1:${server.grpcPort}`,
+        grpc.credentials.createInsecure(),
+      ) as unknown as Client;
+      try {
+        const metadata = new grpc.Metadata();
+        metadata.set("traceparent", `00-${traceId}-2222222222222222-01`);
+        const infer = client.ModelInfer as unknown as (
+          request: unknown,
+          metadata: grpc.Metadata,
+          callback: (error: grpc.ServiceError | null) => void,
+        ) => void;
+        await new Promise<void>((resolve, reject) =>
+          infer.call(client, INFER_REQUEST, metadata, (error) =>
+            error ? reject(error) : resolve(),
+          ),
+        );
+        assert.deepEqual(await rpc(client, "ServerLive", {}), { live: true });
+      } finally {
+        client.close();
+        await server.close();
+      }
+      const spans = await traceOf(traceId, 2);
+      assert.deepEqual(spans.map((s) => s.name).sort(), [
+        "inference.GRPCInferenceService/ModelInfer",
+        "scaleRows/call",
+      ]);
+      const rpcSpan = spans.find((s) => s.name.startsWith("inference."))!;
+      assert.equal(rpcSpan.parentSpanId, "2222222222222222");
+      assert.equal(rpcSpan.kind, SERVER);
+      assert.equal(rpcSpan.attributes["rpc.system"], "grpc");
+      assert.equal(rpcSpan.attributes["rpc.grpc.status_code"], 0);
+      const call = spans.find((s) => s.name === "scaleRows/call")!;
+      assert.equal(call.parentSpanId, rpcSpan.spanId);
+      assert.equal(call.attributes["tributary.request_id"], "g-trace");
+    });
+
     test("tracing - an otlpEndpoint that is not an http(s) URL is refused before anything starts", async () => {
       await assert.rejects(serve(app, { tracing: { otlpEndpoint: "collector:4318" } }), {
         name: "OptionsError",
@@ -155,3 +203,12 @@ describe(
     });
   },
 );
+
+const INFER_REQUEST = {
+  model_name: "scaler",
+  id: "g-trace",
+  inputs: [
+    { name: "x", datatype: "FP32", shape: [1, 2], contents: { fp32_contents: [2, 4] } },
+    { name: "scale", datatype: "FP64", shape: [1], contents: { fp64_contents: [3] } },
+  ],
+};

@@ -19,6 +19,10 @@ test("log buffer - keeps only the last lines up to its size, oldest first, and f
   assert.deepEqual(logs.recent({ deployment: "odd", application: "shop" }), [line(5, "odd")]);
   assert.deepEqual(logs.recent({}, 1), [line(6, "odd", "other")]);
   assert.deepEqual(logs.recent({ deployment: "none" }), []);
+  // A request log line names its application only.
+  logs.write(`${JSON.stringify({ msg: "request failed", application: "shop", requestId: "r" })}\n`);
+  assert.equal(logs.recent({ application: "shop" }).length, 2);
+  assert.deepEqual(logs.recent({ deployment: "odd", application: "shop" }), [line(5, "odd")]);
 });
 
 test("log buffer - a follower gets each new matching line until it stops, and its end when the buffer closes", () => {

@@ -22,8 +22,8 @@ interface Entry {
 }
 
 function entryOf(line: string): Entry {
-  // Only the replicas' lines say which deployment they come from.
-  if (!line.includes('"deployment"'))
+  // The replicas' lines and the applications' request logs name them; others do not.
+  if (!line.includes('"application"'))
     return { line, application: undefined, deployment: undefined };
   try {
     const { application, deployment } = JSON.parse(line) as Record<string, unknown>;

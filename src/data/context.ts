@@ -26,8 +26,10 @@ export class ActiveRequest implements RequestContext {
   #onCancel: (() => void)[] | undefined;
   #scope: CancelScope | undefined;
   /** The span of this call (call-span.ts), ended once with its outcome. */
-  #span: CallSpan | undefined;
-  #traceparent: string | undefined;
+  readonly #span: CallSpan | undefined;
+  #spanEnded = false;
+  /** The span's `traceparent`, once asked for (`null`: it has none). */
+  #traceparent: string | null | undefined;
 
   constructor(requestId: string | undefined, deployment: string, replica: string, span?: CallSpan) {
     this.requestId = requestId;
@@ -41,16 +43,17 @@ export class ActiveRequest implements RequestContext {
    * user's code (its own, under a context manager its SDK registered), else this call's.
    */
   get traceparent(): string | undefined {
-    return activeTraceparent() ?? (this.#traceparent ??= traceparentOf(this.#span?.span));
+    const active = activeTraceparent();
+    if (active !== undefined) return active;
+    this.#traceparent ??= traceparentOf(this.#span?.span) ?? null;
+    return this.#traceparent ?? undefined;
   }
 
   /** Ends this call's span with `outcome` (the first time only). */
   endSpan(outcome: CallOutcome, error?: unknown): void {
-    const span = this.#span;
-    if (!span) return;
-    this.#span = undefined;
-    this.#traceparent ??= traceparentOf(span.span);
-    endCallSpan(span.span, outcome, error);
+    if (!this.#span || this.#spanEnded) return;
+    this.#spanEnded = true;
+    endCallSpan(this.#span.span, outcome, error);
   }
 
   get signal(): AbortSignal {

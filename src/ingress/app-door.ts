@@ -123,7 +123,11 @@ export async function mountApplication(
 ): Promise<AppDoor> {
   const app = target.app;
   const { settings } = state;
-  const fastify = Fastify({ ...sharedFastifyOptions, loggerInstance: logger });
+  // Its request log lines name the application, as the replicas' lines do.
+  const fastify = Fastify({
+    ...sharedFastifyOptions,
+    loggerInstance: logger.child({ application: app.name }),
+  });
   await configureFastify(fastify, state);
   fastify.setNotFoundHandler(notFound);
   const prefix = pluginPrefix(app.routePrefix);

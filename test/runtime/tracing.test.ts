@@ -10,7 +10,8 @@ import { otlpReceiver, type ReceivedSpan } from "./otlp-receiver.js";
 
 const SERVER = 2;
 const ERROR = 2;
-const TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736";
+const TRACE_ONE = "4bf92f3577b34da6a3ce929d0e0e4736";
+const TRACE_TWO = "5bf92f3577b34da6a3ce929d0e0e4737";
 const CLIENT_SPAN = "00f067aa0ba902b7";
 
 describe(
@@ -33,70 +34,74 @@ describe(
       }
     }
 
-    test("tracing - an HTTP request's traceparent is continued: the server span, one span per deployment call in the graph's shape, the user's own span under its deployment's", async () => {
-      const server = await serve(app, {
-        tracing: { otlpEndpoint: receiver.url, serviceName: "traced-test" },
-      });
-      let body: { text: string; sawActiveSpan: boolean };
-      try {
-        const response = await fetch(`${server.url}/traced`, {
-          method: "POST",
-          headers: {
-            "content-type": "application/json",
-            traceparent: `00-${TRACE_ID}-${CLIENT_SPAN}-01`,
-            "x-request-id": "trace-me",
-          },
-          body: JSON.stringify({ text: "hi" }),
+    for (const workers of [1, 2]) {
+      test(`tracing - an HTTP request's traceparent is continued: the server span, one span per deployment call in the graph's shape, the user's own span under its deployment's (front door ${workers === 1 ? "in the main thread" : "in worker processes"})`, async () => {
+        const TRACE_ID = workers === 1 ? TRACE_ONE : TRACE_TWO;
+        const server = await serve(app, {
+          tracing: { otlpEndpoint: receiver.url, serviceName: "traced-test" },
+          http: { workers },
         });
-        assert.equal(response.status, 200);
-        body = (await response.json()) as typeof body;
-      } finally {
-        await server.close(); // flushes every exporter
-      }
-      assert.deepEqual(body, { text: "<HI|HI>", sawActiveSpan: true });
-      // http, split, left, right, join, the user's span, helper
-      const spans = await traceOf(TRACE_ID, 7);
-      const names = spans.map((s) => s.name).sort();
-      assert.deepEqual(names, [
-        "Helper/shout",
-        "Join/join",
-        "POST /traced",
-        "join.user-work",
-        "left/call",
-        "right/call",
-        "split/call",
-      ]);
-      const byName = new Map(spans.map((s) => [s.name, s]));
-      const http = byName.get("POST /traced")!;
-      assert.equal(http.parentSpanId, CLIENT_SPAN);
-      assert.equal(http.kind, SERVER);
-      assert.equal(http.attributes["http.request.method"], "POST");
-      assert.equal(http.attributes["http.route"], "/traced");
-      assert.equal(http.attributes["http.response.status_code"], 200);
-      assert.equal(http.service, "traced-test");
-      // The graph's calls are children of the front door's span; the handle call is the child of
-      // the user's span inside Join (a process replica), which is the child of Join's span.
-      for (const name of ["split/call", "left/call", "right/call", "Join/join"]) {
-        const span = byName.get(name)!;
-        assert.equal(span.parentSpanId, http.spanId, name);
-        assert.equal(span.kind, SERVER, name);
-        assert.equal(span.attributes["tributary.outcome"], "ok", name);
-        assert.equal(span.attributes["tributary.application"], "traced", name);
-        assert.equal(span.attributes["tributary.request_id"], "trace-me", name);
-        assert.match(String(span.attributes["tributary.replica"]), /^\w+#\d+$/, name);
-      }
-      const join = byName.get("Join/join")!;
-      assert.equal(join.attributes["tributary.deployment"], "Join");
-      assert.equal(join.attributes["tributary.method"], "join");
-      assert.equal(join.attributes["tributary.replica"], "Join#1");
-      const user = byName.get("join.user-work")!;
-      assert.equal(user.parentSpanId, join.spanId);
-      assert.equal(user.scope, "traced-app");
-      const shout = byName.get("Helper/shout")!;
-      assert.equal(shout.parentSpanId, user.spanId);
-      assert.equal(shout.attributes["tributary.deployment"], "Helper");
-      assert.equal(shout.attributes["tributary.method"], "shout");
-    });
+        let body: { text: string; sawActiveSpan: boolean };
+        try {
+          const response = await fetch(`${server.url}/traced`, {
+            method: "POST",
+            headers: {
+              "content-type": "application/json",
+              traceparent: `00-${TRACE_ID}-${CLIENT_SPAN}-01`,
+              "x-request-id": "trace-me",
+            },
+            body: JSON.stringify({ text: "hi" }),
+          });
+          assert.equal(response.status, 200);
+          body = (await response.json()) as typeof body;
+        } finally {
+          await server.close(); // flushes every exporter
+        }
+        assert.deepEqual(body, { text: "<HI|HI>", sawActiveSpan: true });
+        // http, split, left, right, join, the user's span, helper
+        const spans = await traceOf(TRACE_ID, 7);
+        const names = spans.map((s) => s.name).sort();
+        assert.deepEqual(names, [
+          "Helper/shout",
+          "Join/join",
+          "POST /traced",
+          "join.user-work",
+          "left/call",
+          "right/call",
+          "split/call",
+        ]);
+        const byName = new Map(spans.map((s) => [s.name, s]));
+        const http = byName.get("POST /traced")!;
+        assert.equal(http.parentSpanId, CLIENT_SPAN);
+        assert.equal(http.kind, SERVER);
+        assert.equal(http.attributes["http.request.method"], "POST");
+        assert.equal(http.attributes["http.route"], "/traced");
+        assert.equal(http.attributes["http.response.status_code"], 200);
+        assert.equal(http.service, "traced-test");
+        // The graph's calls are children of the front door's span; the handle call is the child of
+        // the user's span inside Join (a process replica), which is the child of Join's span.
+        for (const name of ["split/call", "left/call", "right/call", "Join/join"]) {
+          const span = byName.get(name)!;
+          assert.equal(span.parentSpanId, http.spanId, name);
+          assert.equal(span.kind, SERVER, name);
+          assert.equal(span.attributes["tributary.outcome"], "ok", name);
+          assert.equal(span.attributes["tributary.application"], "traced", name);
+          assert.equal(span.attributes["tributary.request_id"], "trace-me", name);
+          assert.match(String(span.attributes["tributary.replica"]), /^\w+#\d+$/, name);
+        }
+        const join = byName.get("Join/join")!;
+        assert.equal(join.attributes["tributary.deployment"], "Join");
+        assert.equal(join.attributes["tributary.method"], "join");
+        assert.equal(join.attributes["tributary.replica"], "Join#1");
+        const user = byName.get("join.user-work")!;
+        assert.equal(user.parentSpanId, join.spanId);
+        assert.equal(user.scope, "traced-app");
+        const shout = byName.get("Helper/shout")!;
+        assert.equal(shout.parentSpanId, user.spanId);
+        assert.equal(shout.attributes["tributary.deployment"], "Helper");
+        assert.equal(shout.attributes["tributary.method"], "shout");
+      });
+    }
 
     test("tracing - a failing deployment call is a span with outcome error, the exception recorded, and the server span says 500", async () => {
       const server = await serve(app, { tracing: { otlpEndpoint: receiver.url } });

@@ -13,9 +13,11 @@ import {
   contextOf,
   failSpan,
   ROOT_CONTEXT,
+  tracingActive,
   SpanKind,
   trace,
   tracer,
+  type Attributes,
   type Context,
   type Span,
 } from "../tracing.js";
@@ -34,9 +36,15 @@ export const CALL_ATTRIBUTES = {
 } as const;
 
 export interface CallSpan {
-  readonly span: Span;
+  /** None while no SDK is registered in this replica. */
+  readonly span: Span | undefined;
   /** The context user code runs in: the span active, under the caller's. */
   readonly context: Context | undefined;
+  /**
+   * The span's `traceparent` when it is known already: with no SDK the span only carries
+   * the caller's context, so the caller's string goes on unchanged.
+   */
+  readonly traceparent: string | undefined;
 }
 
 /**
@@ -52,28 +60,30 @@ export function startCallSpan(
   requestId: string | undefined,
   traceparent: string | undefined,
 ): CallSpan {
+  // No SDK: no span at all; the caller's context goes on to the calls this one makes.
+  if (!tracingActive()) return { span: undefined, context: undefined, traceparent };
   const parent = contextOf(traceparent);
   const name = `${deployment}/${method ?? "call"}`;
+  const attributes: Attributes = {
+    "rpc.system": "tributary",
+    "rpc.service": deployment,
+    "rpc.method": method ?? "call",
+    [CALL_ATTRIBUTES.application]: application,
+    [CALL_ATTRIBUTES.deployment]: deployment,
+    [CALL_ATTRIBUTES.method]: method ?? "call",
+    [CALL_ATTRIBUTES.replica]: replica,
+  };
+  if (requestId !== undefined) attributes[CALL_ATTRIBUTES.requestId] = requestId;
   const span = tracer.startSpan(
     name,
-    {
-      kind: SpanKind.SERVER,
-      attributes: {
-        "rpc.system": "tributary",
-        "rpc.service": deployment,
-        "rpc.method": method ?? "call",
-        [CALL_ATTRIBUTES.application]: application,
-        [CALL_ATTRIBUTES.deployment]: deployment,
-        [CALL_ATTRIBUTES.method]: method ?? "call",
-        [CALL_ATTRIBUTES.replica]: replica,
-        ...(requestId !== undefined && { [CALL_ATTRIBUTES.requestId]: requestId }),
-      },
-    },
+    { kind: SpanKind.SERVER, attributes },
     parent ?? ROOT_CONTEXT,
   );
-  const active =
-    span.isRecording() || parent ? trace.setSpan(parent ?? ROOT_CONTEXT, span) : undefined;
-  return { span, context: active };
+  if (span.isRecording()) {
+    return { span, context: trace.setSpan(parent ?? ROOT_CONTEXT, span), traceparent: undefined };
+  }
+  // A non-recording span (a sampler said no) carries the caller's context: pass it on.
+  return { span, context: parent, traceparent: parent ? traceparent : undefined };
 }
 
 /** Ends a call's span with its outcome (and the error, recorded, when it failed). */

@@ -14,6 +14,11 @@ export interface RequestContext {
   readonly replica: string;
   /** Fires when the caller cancels the request or it times out. */
   readonly signal: AbortSignal;
+  /**
+   * The W3C `traceparent` of this call's trace (the active span's, when an OpenTelemetry SDK
+   * is registered; else the one the request came with), for code that calls other services.
+   */
+  readonly traceparent: string | undefined;
 }
 
 /** @internal One request running in a replica; the signal is made on first use. */
@@ -45,15 +50,16 @@ export class ActiveRequest implements RequestContext {
   get traceparent(): string | undefined {
     const active = activeTraceparent();
     if (active !== undefined) return active;
-    this.#traceparent ??= traceparentOf(this.#span?.span) ?? null;
+    this.#traceparent ??= this.#span?.traceparent ?? traceparentOf(this.#span?.span) ?? null;
     return this.#traceparent ?? undefined;
   }
 
   /** Ends this call's span with `outcome` (the first time only). */
   endSpan(outcome: CallOutcome, error?: unknown): void {
-    if (!this.#span || this.#spanEnded) return;
+    const span = this.#span?.span;
+    if (!span || this.#spanEnded) return;
     this.#spanEnded = true;
-    endCallSpan(this.#span.span, outcome, error);
+    endCallSpan(span, outcome, error);
   }
 
   get signal(): AbortSignal {

@@ -31,7 +31,6 @@ import {
   type Tensor,
 } from "./tensors.js";
 import { startGrpcSpan } from "./server-spans.js";
-import { traceparentOf } from "../tracing.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 
 const PROTO = fileURLToPath(new URL("./proto/grpc_predict_v2.proto", import.meta.url));
@@ -258,7 +257,7 @@ export async function startGrpc(
       const timeout = limits.length > 0 ? Math.min(...limits) : undefined;
       const span = callSpan(call, "ModelInfer");
       Promise.resolve()
-        .then(() => infer(call.request, cancel, timeout, traceparentOf(span.span)))
+        .then(() => infer(call.request, cancel, timeout, span.traceparent))
         .then(
           (response) => {
             span.end(grpc.status.OK);

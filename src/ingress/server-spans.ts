@@ -13,14 +13,25 @@ import {
   SpanStatusCode,
   traceparentOf,
   tracer,
+  tracingActive,
+  validTraceparent,
   type Span,
 } from "../tracing.js";
 
-const spans = new WeakMap<FastifyRequest, Span>();
+/** Each request's server span; with no SDK, the valid `traceparent` it came with, if any. */
+const spans = new WeakMap<FastifyRequest, Span | string>();
 
 /** The `traceparent` of `request`'s server span (the graph's calls are its children). */
 export function requestTraceparent(request: FastifyRequest | undefined): string | undefined {
-  return request && traceparentOf(spans.get(request));
+  if (!request) return undefined;
+  const span = spans.get(request);
+  return typeof span === "string" ? span : traceparentOf(span);
+}
+
+/** The span of `request` (not the string kept with no SDK). */
+function spanOf(request: FastifyRequest): Span | undefined {
+  const span = spans.get(request);
+  return typeof span === "string" ? undefined : span;
 }
 
 const header = (value: string | string[] | undefined): string | undefined =>
@@ -29,6 +40,13 @@ const header = (value: string | string[] | undefined): string | undefined =>
 /** Adds a server span to every request `fastify` answers. */
 export function traceRequests(fastify: FastifyInstance): void {
   fastify.addHook("onRequest", (request, _reply, done) => {
+    if (!tracingActive()) {
+      // No SDK: nothing records, so no span is made; a trace that came in is passed on.
+      const incoming = validTraceparent(header(request.headers.traceparent));
+      if (incoming !== undefined) spans.set(request, incoming);
+      done();
+      return;
+    }
     const route = request.routeOptions.url;
     const span = tracer.startSpan(
       route === undefined ? request.method : `${request.method} ${route}`,
@@ -48,12 +66,12 @@ export function traceRequests(fastify: FastifyInstance): void {
     done();
   });
   fastify.addHook("onError", (request, _reply, error, done) => {
-    const span = spans.get(request);
+    const span = spanOf(request);
     if (span?.isRecording()) span.recordException(error);
     done();
   });
   fastify.addHook("onResponse", (request, reply, done) => {
-    const span = spans.get(request);
+    const span = spanOf(request);
     if (span) {
       spans.delete(request);
       const status = reply.statusCode;
@@ -67,7 +85,7 @@ export function traceRequests(fastify: FastifyInstance): void {
     done();
   });
   fastify.addHook("onRequestAbort", (request, done) => {
-    const span = spans.get(request);
+    const span = spanOf(request);
     if (span) {
       spans.delete(request);
       failSpan(span, new Error("the client closed the connection"));
@@ -79,12 +97,21 @@ export function traceRequests(fastify: FastifyInstance): void {
 /** The status codes that make a gRPC server span an error (semantic conventions). */
 const GRPC_SERVER_ERRORS = new Set([2, 4, 12, 13, 14, 15]);
 
-/** A gRPC server call's span: `end` sets its status code (0: OK) and ends it. */
+/** A gRPC call's span, as the call's code uses it. */
+export interface GrpcSpan {
+  /** The context the pipeline's calls carry. */
+  readonly traceparent: string | undefined;
+  /** Sets the span's status code (0: OK) and ends it. */
+  end(code: number, error?: unknown): void;
+}
+
+/** A gRPC server call's span (none with no SDK: the incoming trace is passed on). */
 export function startGrpcSpan(
   service: string,
   method: string,
   traceparent: string | undefined,
-): { span: Span; end(code: number, error?: unknown): void } {
+): GrpcSpan {
+  if (!tracingActive()) return { traceparent: validTraceparent(traceparent), end: () => undefined };
   const span = tracer.startSpan(
     `${service}/${method}`,
     {
@@ -94,7 +121,7 @@ export function startGrpcSpan(
     contextOf(traceparent) ?? ROOT_CONTEXT,
   );
   return {
-    span,
+    traceparent: traceparentOf(span),
     end(code, error) {
       if (span.isRecording()) span.setAttribute("rpc.grpc.status_code", code);
       if (GRPC_SERVER_ERRORS.has(code)) failSpan(span, error);

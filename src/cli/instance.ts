@@ -27,6 +27,7 @@ import { TributaryError } from "../errors.js";
 import type { IngressTarget, IngressTargets } from "../ingress/target.js";
 import { startFrontDoors, type FrontDoors } from "../runtime/front-doors.js";
 import { run, type RunOptions, type Server } from "../runtime/server.js";
+import type { FrontDoorPool } from "../runtime/front-door-pool.js";
 import { startAdminApi } from "./admin-api.js";
 import { LogBuffer } from "./log-buffer.js";
 
@@ -88,6 +89,7 @@ function serverOptions(config: ServeConfig): RunOptions {
     ...(http.readTimeout !== undefined && { readTimeout: http.readTimeout as Duration }),
     ...(http.bodyLimit !== undefined && { bodyLimit: http.bodyLimit }),
     ...(http.maxConnections !== undefined && { maxConnections: http.maxConnections }),
+    ...(http.workers !== undefined && { http: { workers: http.workers } }),
     ...(config.grpc && { grpc: { port: config.grpc.port ?? 9000 } }),
     ...(config.tracing && { tracing: config.tracing }),
   };
@@ -118,6 +120,8 @@ export class Instance {
   /** What the front doors serve: the running applications' targets. */
   #served: readonly IngressTarget[] = [];
   #frontDoors: FrontDoors | undefined;
+  /** With `http.workers` above 1: the worker processes behind `#frontDoors`. */
+  #pool: { readonly workers: number; readonly pool: FrontDoorPool } | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #admin: (() => Promise<void>) | undefined;
   #closed: Promise<void> | undefined;
@@ -144,8 +148,11 @@ export class Instance {
   /** What the front doors serve: always the running applications. */
   readonly #targets: IngressTargets = { list: () => this.#served };
 
-  #publish(): void {
-    this.#served = [...this.#running.values()].map((running) => running.server.ingressTarget());
+  /** The front doors serve the running applications from now on (the workers once they have loaded them). */
+  async #publish(): Promise<void> {
+    const running = [...this.#running.values()];
+    this.#served = running.map((r) => r.server.ingressTarget());
+    await this.#pool?.pool.serve(running.map((r) => r.server.poolApplication()));
   }
 
   /** Validates and applies a configuration; one at a time, in order. */
@@ -204,7 +211,7 @@ export class Instance {
     for (const [name, running] of [...this.#running]) {
       if (kept.has(name)) continue;
       this.#running.delete(name);
-      this.#publish();
+      await this.#publish();
       await running.server.close();
       results.push({ application: name, action: "removed", changes: {} });
     }
@@ -216,7 +223,7 @@ export class Instance {
           config.applications.findIndex((e) => e.name === b),
       ),
     );
-    this.#publish();
+    await this.#publish();
     if (failures.length > 0) {
       throw new TributaryError(
         "DEPLOY_FAILED",
@@ -260,7 +267,7 @@ export class Instance {
     }
     const old = this.#running.get(entry.name);
     this.#running.set(entry.name, { entry, version: plan.version, base: plan.base, server });
-    this.#publish();
+    await this.#publish();
     if (old) await old.server.close(); // drains what it was still serving
     return { application: entry.name, action: old ? "code" : "started", changes: {} };
   }
@@ -270,16 +277,39 @@ export class Instance {
    * is dropped). Only a new address or gRPC port restarts them. Resolves with what changed.
    */
   async #ensureFrontDoors(options: RunOptions): Promise<string[]> {
+    const workers = options.http?.workers ?? 1;
+    const first = this.#frontDoors === undefined;
+    const before = this.#pool?.workers ?? 1;
     if (this.#frontDoors) {
-      const changed = await this.#frontDoors.update(options);
+      const changed = before === workers ? await this.#frontDoors.update(options) : undefined;
       if (changed) return changed;
       const old = this.#frontDoors;
       this.#frontDoors = undefined;
       // Requests in flight on the old address get a moment to finish.
       await old.close(new Promise((resolve) => setTimeout(resolve, RESTART_DRAIN_MS)));
     }
-    this.#frontDoors = await startFrontDoors(this.#targets, options);
-    return ["address"];
+    this.#pool = undefined;
+    if (workers > 1) {
+      const { startFrontDoorPool } = await import("../runtime/front-door-pool.js");
+      const pool = await startFrontDoorPool(
+        [...this.#running.values()].map((r) => r.server.poolApplication()),
+        options,
+        workers,
+      );
+      this.#pool = { workers, pool };
+      this.#frontDoors = {
+        url: pool.url,
+        grpcPort: pool.grpcPort,
+        update: (next) => pool.update(next),
+        // A worker builds an application's routes when it is told to serve it (#publish).
+        mount: async () => undefined,
+        close: (force) => pool.close(force ?? Promise.resolve()),
+      };
+    } else {
+      this.#frontDoors = await startFrontDoors(this.#targets, options);
+    }
+    // The first start changes nothing that was served.
+    return first ? [] : workers === before ? ["address"] : ["workers"];
   }
 
   async #persist(file: string, text: string): Promise<void> {
@@ -315,6 +345,11 @@ export class Instance {
       url: this.#frontDoors?.url ?? null,
       ...(this.#frontDoors?.grpcPort !== undefined && { grpcPort: this.#frontDoors.grpcPort }),
     };
+  }
+
+  /** @internal The process ids of the front-door workers that listen (none without `http.workers`). */
+  frontDoorPids(): number[] {
+    return this.#pool?.pool.pids() ?? [];
   }
 
   config(): { file: string; text: string } | undefined {

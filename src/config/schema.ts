@@ -32,6 +32,8 @@ export const serveConfigSchema = z.strictObject({
       readTimeout: duration,
       bodyLimit: z.number().int().positive(),
       maxConnections: z.number().int().positive(),
+      /** Front-door worker processes sharing the port (1: the front door runs in the main thread). */
+      workers: z.number().int().min(1).max(64),
     })
     .partial()
     .optional(),

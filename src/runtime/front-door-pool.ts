@@ -1,10 +1,15 @@
 /**
- * @internal `http: { workers: N }`: N front-door processes sharing the HTTP port, each with
- * its own routers. Node 20 has no `reusePort`, so the port is shared through `node:cluster`
- * with `SCHED_NONE`: this process opens the listening socket once and hands it to every
- * worker, and the kernel gives each new connection to one of the workers that accept. This
- * process is on no connection's path (cluster's default round robin would accept every
- * connection here and pass it on). A worker that dies is replaced.
+ * @internal `http: { workers: N }`: N front-door processes sharing the HTTP (and gRPC)
+ * port, each with its own routers. Node 20 has no `reusePort`, so the port is shared
+ * through `node:cluster` with `SCHED_NONE`: this process opens the listening socket once
+ * and hands it to every worker, and the kernel gives each new connection to one of the
+ * workers that accept. This process is on no connection's path (cluster's default round
+ * robin would accept every connection here and pass it on). A worker that dies is
+ * replaced.
+ *
+ * The workers serve a list of applications (one for `run()`, those of an instance for the
+ * CLI), each with its own controller: a worker imports each application's module as a
+ * replica does and subscribes to that controller's membership for its deployments.
  */
 import cluster, { type Worker } from "node:cluster";
 import { fileURLToPath } from "node:url";
@@ -12,68 +17,142 @@ import { INGRESS, type Application } from "../app/application.js";
 import type { Controller, Subscriber } from "../control/controller.js";
 import { TributaryError } from "../errors.js";
 import { deserializeError } from "../wire/error-codec.js";
-import type { MembersMessage } from "../wire/protocol.js";
-import type { FromFrontDoor, ToFrontDoor } from "./front-door-worker.js";
+import type { FromFrontDoor, ServedApplication, ToFrontDoor } from "./front-door-worker.js";
 import type { RunOptions } from "./server.js";
 
 const ENTRY = new URL("./front-door-entry.mjs", import.meta.url);
-/** How long a worker may take to import the module and listen. */
+/** How long a worker may take to import the modules and listen, or to load new ones. */
 const START_TIMEOUT_MS = 60_000;
 /** How long a closing worker may take beyond the drain before it is killed. */
 const EXIT_GRACE_MS = 2_000;
+
+interface Subscription {
+  readonly controller: Controller;
+  readonly subscriber: Subscriber;
+}
+
+/** An application the workers serve, and the controller that runs its replicas. */
+export interface PoolApplication {
+  readonly app: Application;
+  readonly controller: Controller;
+}
 
 /**
  * Sends to a worker unless its channel has closed; a send racing the worker's exit fails
  * with EPIPE, which only means the worker is gone (its exit handler replaces it).
  */
-function tell(worker: Worker, message: ToFrontDoor | MembersMessage): void {
+function tell(worker: Worker, message: ToFrontDoor): void {
   if (worker.isConnected()) worker.send(message, () => undefined);
 }
 
 export interface FrontDoorPool {
   readonly url: string;
-  /** The workers' process ids (tests kill one to see it replaced). */
+  /** The gRPC port every worker shares, when gRPC is on. */
+  readonly grpcPort: number | undefined;
+  /** The process ids of the workers that listen (tests kill one to see it replaced). */
   pids(): number[];
-  /** New ingress limits after an update. */
-  configure(app: Application): void;
+  /**
+   * The applications to serve from now on (new ones, new limits or route prefixes, fewer).
+   * Resolves once every worker serves them.
+   */
+  serve(apps: readonly PoolApplication[]): Promise<void>;
+  /**
+   * Applies new front-door settings in every worker; resolves with the names of those that
+   * changed, or `undefined` when the listeners themselves must change (then none was).
+   */
+  update(options: RunOptions): Promise<string[] | undefined>;
   close(force: Promise<void>): Promise<void>;
 }
 
+/** A number per controller: a worker imports an application's code again for a new one. */
+const generations = new WeakMap<Controller, number>();
+let lastGeneration = 0;
+
+function describe(apps: readonly PoolApplication[]): ServedApplication[] {
+  return apps.map(({ app, controller }) => {
+    const ingress = app.deployments[INGRESS]!;
+    let generation = generations.get(controller);
+    if (generation === undefined) generations.set(controller, (generation = ++lastGeneration));
+    return {
+      moduleUrl: app.moduleUrl,
+      generation,
+      name: app.name,
+      routePrefix: app.routePrefix,
+      deployments: controller.deploymentNames,
+      ingress: { maxOngoing: ingress.maxOngoingRequests, maxQueued: ingress.maxQueuedRequests },
+    };
+  });
+}
+
+/** The front-door settings a worker gets (no log stream: its lines go to standard output). */
+function workerSettings(options: RunOptions): ToFrontDoorOptions {
+  const { logStream: _logStream, transports: _transports, http: _http, ...settings } = options;
+  return settings;
+}
+type ToFrontDoorOptions = Extract<ToFrontDoor, { t: "init" }>["options"];
+
 export async function startFrontDoorPool(
-  app: Application,
-  controller: Controller,
+  initial: readonly PoolApplication[],
   options: RunOptions,
   count: number,
 ): Promise<FrontDoorPool> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ exec: fileURLToPath(ENTRY), serialization: "advanced" });
-  let ingress = app.deployments[INGRESS]!;
-  const { logStream: _logStream, transports: _transports, http: _http, ...settings } = options;
+  let apps = initial;
+  let served = describe(apps);
+  // The same settings in every worker (port 0 included): the cluster shares one socket per
+  // address and port as asked, so port 0 picks a port once, for all of them and for a
+  // replacement. (Asking for the port the first one got would be a new key, and a second
+  // bind of it: EADDRINUSE.) gRPC's listener is shared the same way.
+  let settings = workerSettings(options);
   const workers = new Set<Worker>();
+  /** Those that listen (a replacement is in `workers` from its start). */
+  const serving = new Set<Worker>();
+  /** Those that were sent their start (later lists reach the others in it). */
+  const started = new Set<Worker>();
+  /** Each worker's subscriptions, by the worker's id of the served application. */
+  const subscriptions = new Map<Worker, Map<number, Subscription>>();
+  /** Answers a worker owes, by sequence number. */
+  const waiting = new Map<number, (answer: Extract<FromFrontDoor, { t: "done" }>) => void>();
+  let sequence = 0;
   let closing = false;
   let url = "";
+  let grpcPort: number | undefined;
 
-  const init = (): ToFrontDoor => ({
-    t: "init",
-    moduleUrl: app.moduleUrl,
-    app: app.name,
-    deployments: controller.deploymentNames,
-    ingress: { maxOngoing: ingress.maxOngoingRequests, maxQueued: ingress.maxQueuedRequests },
-    // The same arguments in every worker: the cluster shares one socket per address and
-    // port as asked, so port 0 picks a port once, for all of them.
-    options: settings,
-  });
+  const ask = (worker: Worker, message: ToFrontDoor & { seq: number }) =>
+    new Promise<Extract<FromFrontDoor, { t: "done" }>>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        waiting.delete(message.seq);
+        reject(new Error(`a front-door worker did not answer within ${START_TIMEOUT_MS} ms`));
+      }, START_TIMEOUT_MS);
+      waiting.set(message.seq, (answer) => {
+        clearTimeout(timer);
+        resolve(answer);
+      });
+      worker.once("exit", () => {
+        // A worker that dies owes nothing: its replacement starts with the current list.
+        clearTimeout(timer);
+        waiting.delete(message.seq);
+        resolve({ t: "done", seq: message.seq });
+      });
+      tell(worker, message);
+    });
+
+  /** Ends a worker's subscription `e` (all of them when `e` is undefined: the worker is gone). */
+  const unsubscribe = (worker: Worker, e?: number): void => {
+    const byEntry = subscriptions.get(worker);
+    if (!byEntry) return;
+    for (const [id, { controller, subscriber }] of byEntry) {
+      if (e !== undefined && id !== e) continue;
+      controller.unsubscribe(subscriber);
+      byEntry.delete(id);
+    }
+  };
 
   const start = (): Promise<void> =>
     new Promise<void>((resolve, reject) => {
       const worker = cluster.fork();
       workers.add(worker);
-      const subscriber: Subscriber = {
-        isolation: "process",
-        tell: (message) => {
-          tell(worker, message);
-        },
-      };
       const timer = setTimeout(
         () => fail(new Error(`did not listen within ${START_TIMEOUT_MS} ms`)),
         START_TIMEOUT_MS,
@@ -88,18 +167,56 @@ export async function startFrontDoorPool(
         );
       };
       worker.on("message", (message: FromFrontDoor) => {
-        if (message.t === "hello") tell(worker, init());
-        else if (message.t === "subscribe") controller.subscribe(subscriber, message.d);
-        else if (message.t === "listening") {
-          clearTimeout(timer);
-          url ||= message.url;
-          resolve();
-        } else if (message.t === "failed") fail(deserializeError(message.e));
+        switch (message.t) {
+          case "hello":
+            started.add(worker);
+            tell(worker, { t: "init", apps: served, options: settings });
+            return;
+          case "subscribe": {
+            // Entry `e` of the worker gets the membership of the controller that runs
+            // application `app` now (a code update brings a new one, and a new entry).
+            let byEntry = subscriptions.get(worker);
+            if (!byEntry) subscriptions.set(worker, (byEntry = new Map<number, Subscription>()));
+            let subscription = byEntry.get(message.e);
+            if (!subscription) {
+              const controller = apps.find((a) => a.app.name === message.app)?.controller;
+              if (!controller) return;
+              const e = message.e;
+              subscription = {
+                controller,
+                subscriber: { isolation: "process", tell: (m) => tell(worker, { ...m, e }) },
+              };
+              byEntry.set(e, subscription);
+            }
+            subscription.controller.subscribe(subscription.subscriber, message.d);
+            return;
+          }
+          case "unsubscribe":
+            unsubscribe(worker, message.e);
+            return;
+          case "listening":
+            clearTimeout(timer);
+            serving.add(worker);
+            url ||= message.url;
+            grpcPort ??= message.grpcPort;
+            resolve();
+            return;
+          case "failed":
+            fail(deserializeError(message.e));
+            return;
+          case "done":
+            waiting.get(message.seq)?.(message);
+            waiting.delete(message.seq);
+            return;
+        }
       });
       worker.once("exit", () => {
         clearTimeout(timer);
         workers.delete(worker);
-        controller.unsubscribe(subscriber);
+        serving.delete(worker);
+        started.delete(worker);
+        unsubscribe(worker);
+        subscriptions.delete(worker);
         // One that dies while serving is replaced (one that failed to start is reported).
         if (!closing && url) setTimeout(() => void start().catch(() => undefined), 100);
       });
@@ -113,18 +230,35 @@ export async function startFrontDoorPool(
     for (const worker of workers) worker.kill("SIGKILL");
     throw error;
   }
+
+  const everyWorker = async (
+    message: (seq: number) => ToFrontDoor & { seq: number },
+  ): Promise<Extract<FromFrontDoor, { t: "done" }>[]> =>
+    Promise.all([...started].map((worker) => ask(worker, message(++sequence))));
+
   return {
     url,
-    pids: () => [...workers].flatMap((w) => (w.process.pid === undefined ? [] : [w.process.pid])),
-    configure(next) {
-      ingress = next.deployments[INGRESS]!;
-      for (const worker of workers) {
-        tell(worker, {
-          t: "ingress",
-          maxOngoing: ingress.maxOngoingRequests,
-          maxQueued: ingress.maxQueuedRequests,
-        } satisfies ToFrontDoor);
+    grpcPort,
+    pids: () => [...serving].flatMap((w) => (w.process.pid === undefined ? [] : [w.process.pid])),
+    async serve(next) {
+      const failures: string[] = [];
+      apps = next;
+      served = describe(next);
+      const answers = await everyWorker((seq) => ({ t: "apps", seq, apps: served }));
+      for (const answer of answers) if (answer.error) failures.push(answer.error.message);
+      if (failures.length > 0) {
+        throw new TributaryError(
+          "DEPLOY_FAILED",
+          `A front-door worker could not serve the applications: ${failures[0]!}`,
+        );
       }
+    },
+    async update(next) {
+      const nextSettings = workerSettings(next);
+      const answers = await everyWorker((seq) => ({ t: "update", seq, options: nextSettings }));
+      if (answers.some((a) => a.changed === null)) return undefined;
+      settings = nextSettings;
+      return [...(answers.find((a) => a.changed)?.changed ?? [])];
     },
     async close(force) {
       closing = true;

@@ -1,38 +1,57 @@
 /**
  * @internal A front-door worker: one of the `http: { workers: N }` processes that share
- * the HTTP port. It imports the application's module as a replica does, keeps a router
- * per deployment of its own (membership from the control plane, calls straight to the
- * replicas' Unix sockets), and serves the same routes as the front door of `run()`. The
- * main thread is on none of its requests' paths.
+ * the HTTP (and gRPC) port. It imports each served application's module as a replica
+ * does, keeps a router per deployment of its own (membership from that application's
+ * controller, calls straight to the replicas' Unix sockets), and serves the same routes as
+ * the front door of `run()` or of an instance. The main thread is on none of its
+ * requests' paths.
  */
 import { findApplication, markReplicaContext } from "../app/registry.js";
+import type { Application } from "../app/application.js";
 import { handleProxy } from "../dag/handle.js";
 import type { DeploymentHandle } from "../dag/types.js";
 import { ensureTypeScriptLoader } from "../app/typescript-loader.js";
 import { serializeError } from "../wire/error-codec.js";
 import { OutgoingCalls } from "../data/remote-handle.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
-import type { IngressTarget } from "../ingress/target.js";
+import type { IngressTarget, IngressTargets } from "../ingress/target.js";
 import type { MembersMessage, SerializedError } from "../wire/protocol.js";
 import { startFrontDoors, type FrontDoors } from "./front-doors.js";
 import { GraphIngress } from "./graph-ingress.js";
 import { exportTraces, resolveTracing, type TraceExport } from "../tracing-export.js";
 import type { RunOptions } from "./server.js";
 
+/** An application a worker serves, as the main process describes it. */
+export interface ServedApplication {
+  readonly moduleUrl: string;
+  /**
+   * Which run of the application this is (a new controller, for new code, is a new one):
+   * a worker imports the module again for a new generation, so it runs the new code.
+   */
+  readonly generation: number;
+  readonly name: string;
+  readonly routePrefix: string;
+  readonly deployments: readonly string[];
+  /** The ingress's limits as configured (code, YAML or an update). */
+  readonly ingress: { readonly maxOngoing: number; readonly maxQueued: number };
+}
+
+type WorkerOptions = Omit<RunOptions, "logStream" | "transports" | "http">;
+
 /** What a front-door worker is told (over the cluster's IPC channel). */
 export type ToFrontDoor =
   | {
       readonly t: "init";
-      readonly moduleUrl: string;
-      readonly app: string;
-      readonly deployments: readonly string[];
-      /** The ingress's limits as configured (code, YAML or an update). */
-      readonly ingress: { readonly maxOngoing: number; readonly maxQueued: number };
+      readonly apps: readonly ServedApplication[];
       /** The front door's settings (no log stream: lines go to standard output). */
-      readonly options: Omit<RunOptions, "logStream" | "transports">;
+      readonly options: WorkerOptions;
     }
-  | MembersMessage
-  | { readonly t: "ingress"; readonly maxOngoing: number; readonly maxQueued: number }
+  /** The applications to serve from now on; answered with `done`. */
+  | { readonly t: "apps"; readonly seq: number; readonly apps: readonly ServedApplication[] }
+  /** New front-door settings; answered with `done` and what changed (null: new listeners). */
+  | { readonly t: "update"; readonly seq: number; readonly options: WorkerOptions }
+  /** A membership change of a deployment, for the served application that subscribed as `e`. */
+  | (MembersMessage & { readonly e: number })
   /** Stop taking requests; close the connections on `force`. */
   | { readonly t: "close" }
   | { readonly t: "force" };
@@ -40,69 +59,164 @@ export type ToFrontDoor =
 /** What a front-door worker says. */
 export type FromFrontDoor =
   | { readonly t: "hello" }
-  | { readonly t: "listening"; readonly url: string }
+  | { readonly t: "listening"; readonly url: string; readonly grpcPort: number | undefined }
   | { readonly t: "failed"; readonly e: SerializedError }
-  | { readonly t: "subscribe"; readonly d: string };
+  /** Served application `e` (an id of this worker's) calls deployment `d` of application `app`. */
+  | { readonly t: "subscribe"; readonly app: string; readonly e: number; readonly d: string }
+  /** Served application `e` is no longer served here. */
+  | { readonly t: "unsubscribe"; readonly e: number }
+  | {
+      readonly t: "done";
+      readonly seq: number;
+      readonly changed?: readonly string[] | null;
+      readonly error?: { readonly message: string };
+    };
 
 markReplicaContext();
 
 const send = (message: FromFrontDoor): void => {
   if (process.connected) process.send?.(message, undefined, undefined, () => undefined);
 };
-const outgoing = new OutgoingCalls(
-  (message) => {
-    if (message.t === "subscribe") send(message);
-  },
-  () => undefined,
-);
-let doors: FrontDoors | undefined;
-let ingress: GraphIngress | undefined;
-let force: (() => void) | undefined;
 
 /** `tracing.otlpEndpoint`'s exporter in this worker, when set. */
 let traceExport: TraceExport | undefined;
 
-async function init(message: Extract<ToFrontDoor, { t: "init" }>): Promise<void> {
-  await ensureTypeScriptLoader(message.moduleUrl);
-  await import(message.moduleUrl);
-  // After the module: an SDK its code registered wins over this one.
-  const tracing = resolveTracing(message.options.tracing);
-  if (tracing) traceExport = await exportTraces(tracing.otlpEndpoint, tracing.serviceName);
-  const app = findApplication(message.moduleUrl, message.app);
-  if (!app) throw new Error(`importing ${message.moduleUrl} did not build "${message.app}"`);
-  for (const name of message.deployments) outgoing.subscribe(name);
-  const graphIngress = new GraphIngress(app, (step, args, options) =>
+/** One served application in this worker: its routers and its front-door target. */
+interface Served {
+  readonly id: number;
+  readonly key: string;
+  readonly description: ServedApplication;
+  readonly outgoing: OutgoingCalls;
+  readonly ingress: GraphIngress;
+  readonly target: IngressTarget;
+}
+
+/** Served applications by name; a new module or route prefix makes a new entry. */
+const served = new Map<string, Served>();
+/** Every entry that may get membership, by id (a new one from its load, before it is served). */
+const byId = new Map<number, Served>();
+let nextId = 0;
+let list: readonly IngressTarget[] = [];
+const targets: IngressTargets = { list: () => list };
+let doors: FrontDoors | undefined;
+let force: (() => void) | undefined;
+/** Messages are handled one at a time, in order (loading a module takes a while). */
+let queue: Promise<unknown> = Promise.resolve();
+
+const keyOf = (d: ServedApplication): string =>
+  JSON.stringify([d.moduleUrl, d.routePrefix, d.generation]);
+
+async function load(description: ServedApplication): Promise<Served> {
+  await ensureTypeScriptLoader(description.moduleUrl);
+  // A module's address without a query is where build() ran: a query makes a new instance of
+  // it (new code), which registers its application under the same address. An address with
+  // a query (a builder's) names its code version already.
+  const fresh = description.moduleUrl.includes("?")
+    ? description.moduleUrl
+    : `${description.moduleUrl}?generation=${description.generation}`;
+  await import(fresh);
+  const found = findApplication(description.moduleUrl, description.name);
+  if (!found) {
+    throw new Error(`importing ${description.moduleUrl} did not build "${description.name}"`);
+  }
+  const app: Application =
+    found.routePrefix === description.routePrefix
+      ? found
+      : found.withRoutePrefix(description.routePrefix);
+  const name = description.name;
+  const id = ++nextId;
+  const outgoing = new OutgoingCalls(
+    (message) => {
+      if (message.t === "subscribe") send({ t: "subscribe", app: name, e: id, d: message.d });
+    },
+    () => undefined,
+  );
+  for (const deployment of description.deployments) outgoing.subscribe(deployment);
+  const ingress = new GraphIngress(app, (step, args, options) =>
     outgoing.call(step.deployment, step.method, args, options),
   );
-  graphIngress.limit(message.ingress.maxOngoing, message.ingress.maxQueued);
-  ingress = graphIngress;
+  ingress.limit(description.ingress.maxOngoing, description.ingress.maxQueued);
   const schema = app.graph.input?.schema;
   const target: IngressTarget = {
     app,
     model: new OipModel(app.name, schema),
     bytesField: bytesFieldOf(schema),
-    call: (input, options) => graphIngress.call(input, options),
+    call: (input, options) => ingress.call(input, options),
     // For the application's own routes (build({ routes })), which this worker serves too.
-    getHandle: (name) =>
-      handleProxy(name, (method, args) =>
-        outgoing.call(name, method, args),
+    getHandle: (deployment) =>
+      handleProxy(deployment, (method, args) =>
+        outgoing.call(deployment, method, args),
       ) as DeploymentHandle<unknown>,
     ready: () => outgoing.ready(),
   };
-  doors = await startFrontDoors(target, message.options);
-  send({ t: "listening", url: doors.url });
+  const entry: Served = { id, key: keyOf(description), description, outgoing, ingress, target };
+  byId.set(id, entry);
+  return entry;
 }
+
+/** Serves exactly `descriptions` from now on: loads new ones, updates limits, drops the rest. */
+async function serve(descriptions: readonly ServedApplication[]): Promise<void> {
+  const next = new Map<string, Served>();
+  for (const description of descriptions) {
+    const existing = served.get(description.name);
+    if (existing?.key === keyOf(description)) {
+      existing.ingress.limit(description.ingress.maxOngoing, description.ingress.maxQueued);
+      next.set(description.name, existing);
+      continue;
+    }
+    const fresh = await load(description);
+    // Routes are built before the application is listed (see http.ts).
+    await doors?.mount(fresh.target);
+    next.set(description.name, fresh);
+  }
+  list = [...next.values()].map((entry) => entry.target);
+  for (const [name, entry] of served) {
+    if (next.get(name) === entry) continue;
+    // No longer served: its calls in flight finish on the connections they have.
+    byId.delete(entry.id);
+    send({ t: "unsubscribe", e: entry.id });
+  }
+  served.clear();
+  for (const [name, entry] of next) served.set(name, entry);
+}
+
+async function init(message: Extract<ToFrontDoor, { t: "init" }>): Promise<void> {
+  await serve(message.apps);
+  // After the applications' modules: an SDK their code registered wins over this one.
+  const tracing = resolveTracing(message.options.tracing);
+  if (tracing) traceExport = await exportTraces(tracing.otlpEndpoint, tracing.serviceName);
+  doors = await startFrontDoors(targets, message.options);
+  send({ t: "listening", url: doors.url, grpcPort: doors.grpcPort });
+}
+
+const inOrder = (work: () => Promise<void>): void => {
+  queue = queue.then(work, work);
+};
 
 process.on("message", (message: ToFrontDoor) => {
   switch (message.t) {
     case "init":
-      init(message).catch((error: unknown) => send({ t: "failed", e: serializeError(error) }));
+      inOrder(() =>
+        init(message).catch((error: unknown) => send({ t: "failed", e: serializeError(error) })),
+      );
+      return;
+    case "apps":
+      inOrder(() =>
+        serve(message.apps).then(
+          () => send({ t: "done", seq: message.seq }),
+          (error: unknown) =>
+            send({ t: "done", seq: message.seq, error: { message: (error as Error).message } }),
+        ),
+      );
+      return;
+    case "update":
+      inOrder(async () => {
+        const changed = doors ? await doors.update(message.options) : [];
+        send({ t: "done", seq: message.seq, changed: changed ?? null });
+      });
       return;
     case "members":
-      outgoing.onMembers(message);
-      return;
-    case "ingress":
-      ingress?.limit(message.maxOngoing, message.maxQueued);
+      byId.get(message.e)?.outgoing.onMembers(message);
       return;
     case "close":
       void doors

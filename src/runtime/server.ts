@@ -23,7 +23,7 @@ import type { ApplicationStatusInfo } from "../status.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
 import { startFrontDoors } from "./front-doors.js";
-import type { FrontDoorPool } from "./front-door-pool.js";
+import type { FrontDoorPool, PoolApplication } from "./front-door-pool.js";
 
 export interface RunOptions {
   /** HTTP host (default `127.0.0.1`). */
@@ -42,8 +42,8 @@ export interface RunOptions {
   readonly maxConnections?: number;
   /**
    * HTTP front doors: `workers` processes (default 1: the front door runs in this thread)
-   * sharing the port, each with its own routers; one that dies is replaced. gRPC is
-   * served by this thread only, so it cannot be combined with `workers` above 1 yet.
+   * sharing the port, each with its own routers; one that dies is replaced. With `grpc`,
+   * every worker serves gRPC too, on one shared gRPC port.
    */
   readonly http?: { readonly workers?: number };
   /** Error responses include stack traces (default false). */
@@ -209,7 +209,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     }
     const plan = await this.#controller.apply(next);
     this.#ingress.configure(next);
-    this.frontDoorPool?.configure(next);
+    await this.frontDoorPool?.serve([{ app: next, controller: this.#controller }]);
     this.#app = next;
     return plan;
   }
@@ -273,6 +273,11 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
 
   #target: IngressTarget | undefined;
 
+  /** @internal What front-door workers serve of this application: it, and its controller. */
+  poolApplication(): PoolApplication {
+    return { app: this.app, controller: this.#controller };
+  }
+
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
@@ -334,13 +339,10 @@ export async function run<In, Out>(
         `http.workers must be an integer from 1 to 64 (it is ${String(workers)}).`,
       );
     if (workers > 1) {
-      if (options.grpc)
-        throw new OptionsError(
-          "gRPC is served by the main thread only: it cannot be combined with http.workers above 1 yet.",
-        );
       const { startFrontDoorPool } = await import("./front-door-pool.js");
-      const pool = await startFrontDoorPool(app, controller, options, workers);
+      const pool = await startFrontDoorPool([{ app, controller }], options, workers);
       server.url = pool.url;
+      server.grpcPort = pool.grpcPort;
       server.frontDoorPool = pool;
       server.frontDoors.push((force) => pool.close(force));
       return server;

@@ -26,8 +26,9 @@ const entry = (name: string, prefix: string) => `  - name: ${name}
     routePrefix: ${prefix}
     importPath: ./${name}/app.ts:app
 `;
-const config = (...entries: string[]) =>
-  `http: { port: 0 }\ngrpc: { port: 0 }\napplications:\n${entries.join("")}`;
+const configWith = (workers: number, ...entries: string[]) =>
+  `http: { port: 0, workers: ${workers} }\ngrpc: { port: 0 }\napplications:\n${entries.join("")}`;
+const config = (...entries: string[]) => configWith(1, ...entries);
 
 /** Callers that keep posting to `url` and record every answer and failure. */
 function load(url: string, callers = 3) {
@@ -69,6 +70,123 @@ function load(url: string, callers = 3) {
   };
 }
 
+/**
+ * Two applications of one file served together; a code change of one rolls it alone, under
+ * load; a removed one drains. `workers`: the front doors' `http.workers`.
+ */
+async function rollAndRemove(instance: Instance, dir: string, workers: number): Promise<void> {
+  const file = join(dir, "serve.yaml");
+  const config = (...entries: string[]) => configWith(workers, ...entries);
+  const both = config(entry("alpha", "/a"), entry("beta", "/b"));
+  const first = await instance.deploy(both, file);
+  assert.deepEqual(
+    first.applications.map((a) => [a.application, a.action]),
+    [
+      ["alpha", "started"],
+      ["beta", "started"],
+    ],
+  );
+  const status = (await instance.status()) as {
+    url: string;
+    grpcPort: number;
+    applications: Record<string, { status: string; routePrefix: string }>;
+  };
+  assert.deepEqual(Object.keys(status.applications), ["alpha", "beta"]);
+  assert.equal(status.applications.beta?.routePrefix, "/b");
+  const url = status.url;
+
+  // The Open Inference Protocol addresses each application as a model, by name.
+  for (const name of ["alpha", "beta"]) {
+    const model = await fetch(`${url}/v2/models/${name}`);
+    assert.equal(model.status, 200, name);
+    assert.equal(((await model.json()) as { name: string }).name, name);
+  }
+  const unknown = await fetch(`${url}/v2/models/gamma`);
+  assert.equal(unknown.status, 404);
+  assert.match(((await unknown.json()) as { error: string }).error, /serves "alpha", "beta"/);
+  // gRPC too: each application is a model, by name.
+  const Service = loadInferenceService();
+  const client = new Service(
+    `127.0.0.1:${status.grpcPort}`,
+    grpc.credentials.createInsecure(),
+  ) as unknown as Client;
+  try {
+    for (const name of ["alpha", "beta"]) {
+      const metadata = await rpc<{ name: string }>(client, "ModelMetadata", { name });
+      assert.equal(metadata.name, name);
+      assert.deepEqual(await rpc(client, "ModelReady", { name }), { ready: true });
+    }
+    assert.deepEqual(await rpc(client, "ModelReady", { name: "gamma" }), { ready: false });
+    await assert.rejects(
+      rpc(client, "ModelMetadata", { name: "gamma" }),
+      (error: grpc.ServiceError) => error.code === grpc.status.NOT_FOUND,
+    );
+  } finally {
+    client.close();
+  }
+  const openapi = (await (await fetch(`${url}/openapi.json`)).json()) as {
+    paths: Record<string, unknown>;
+  };
+  assert.ok(openapi.paths["/a"] && openapi.paths["/b"], "both applications' routes");
+
+  const alpha = load(`${url}/a`);
+  const beta = load(`${url}/b`);
+  try {
+    assert.deepEqual(await alpha.after(0), ["alpha:v1:1"]);
+    assert.deepEqual(await beta.after(0), ["beta:v1:1"]);
+
+    // New code for alpha: alpha rolls, beta is not touched and answers throughout.
+    await writeFile(join(dir, "alpha", "app.ts"), moduleSource("alpha", "v2"));
+    const second = await instance.deploy(both, file);
+    assert.deepEqual(
+      second.applications.map((a) => [a.application, a.action]),
+      [
+        ["alpha", "code"],
+        ["beta", "unchanged"],
+      ],
+    );
+    const changed = Date.now();
+    assert.deepEqual(await alpha.after(changed), ["alpha:v2:1"]);
+    assert.deepEqual(await beta.after(changed), ["beta:v1:1"]);
+    assert.deepEqual(alpha.failures, [], "alpha lost no request while it rolled");
+
+    // alpha leaves the file: it is drained and removed; beta goes on.
+    await alpha.stop();
+    const slow = fetch(`${url}/a`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "1500",
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const third = await instance.deploy(config(entry("beta", "/b")), file);
+    const drained = await slow;
+    assert.equal(drained.status, 200, "a request in flight on a removed application finishes");
+    assert.equal(await drained.json(), "alpha:v2:1500");
+    assert.deepEqual(
+      third.applications.map((a) => [a.application, a.action]),
+      [
+        ["beta", "unchanged"],
+        ["alpha", "removed"],
+      ],
+    );
+    const gone = await fetch(`${url}/a`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "1",
+    });
+    assert.equal(gone.status, 404);
+    assert.equal((await fetch(`${url}/v2/models/alpha`)).status, 404);
+    const after = (await instance.status()) as { applications: Record<string, unknown> };
+    assert.deepEqual(Object.keys(after.applications), ["beta"]);
+    assert.deepEqual(await beta.after(Date.now()), ["beta:v1:1"]);
+    assert.ok(beta.answers.length > 30, `beta answered ${beta.answers.length} calls`);
+    assert.deepEqual(beta.failures, [], "beta failed no request through every deploy");
+  } finally {
+    await alpha.stop();
+    await beta.stop();
+  }
+}
+
 describe("several applications in one instance", { timeout: 180_000 }, () => {
   let dir: string;
   let instance: Instance;
@@ -92,115 +210,7 @@ describe("several applications in one instance", { timeout: 180_000 }, () => {
   });
 
   test("multi-app - two applications of one file are served together; a code change of one rolls it alone, under load, and a removed one drains", async () => {
-    const file = join(dir, "serve.yaml");
-    const both = config(entry("alpha", "/a"), entry("beta", "/b"));
-    const first = await instance.deploy(both, file);
-    assert.deepEqual(
-      first.applications.map((a) => [a.application, a.action]),
-      [
-        ["alpha", "started"],
-        ["beta", "started"],
-      ],
-    );
-    const status = (await instance.status()) as {
-      url: string;
-      grpcPort: number;
-      applications: Record<string, { status: string; routePrefix: string }>;
-    };
-    assert.deepEqual(Object.keys(status.applications), ["alpha", "beta"]);
-    assert.equal(status.applications.beta?.routePrefix, "/b");
-    const url = status.url;
-
-    // The Open Inference Protocol addresses each application as a model, by name.
-    for (const name of ["alpha", "beta"]) {
-      const model = await fetch(`${url}/v2/models/${name}`);
-      assert.equal(model.status, 200, name);
-      assert.equal(((await model.json()) as { name: string }).name, name);
-    }
-    const unknown = await fetch(`${url}/v2/models/gamma`);
-    assert.equal(unknown.status, 404);
-    assert.match(((await unknown.json()) as { error: string }).error, /serves "alpha", "beta"/);
-    // gRPC too: each application is a model, by name.
-    const Service = loadInferenceService();
-    const client = new Service(
-      `127.0.0.1:${status.grpcPort}`,
-      grpc.credentials.createInsecure(),
-    ) as unknown as Client;
-    try {
-      for (const name of ["alpha", "beta"]) {
-        const metadata = await rpc<{ name: string }>(client, "ModelMetadata", { name });
-        assert.equal(metadata.name, name);
-        assert.deepEqual(await rpc(client, "ModelReady", { name }), { ready: true });
-      }
-      assert.deepEqual(await rpc(client, "ModelReady", { name: "gamma" }), { ready: false });
-      await assert.rejects(
-        rpc(client, "ModelMetadata", { name: "gamma" }),
-        (error: grpc.ServiceError) => error.code === grpc.status.NOT_FOUND,
-      );
-    } finally {
-      client.close();
-    }
-    const openapi = (await (await fetch(`${url}/openapi.json`)).json()) as {
-      paths: Record<string, unknown>;
-    };
-    assert.ok(openapi.paths["/a"] && openapi.paths["/b"], "both applications' routes");
-
-    const alpha = load(`${url}/a`);
-    const beta = load(`${url}/b`);
-    try {
-      assert.deepEqual(await alpha.after(0), ["alpha:v1:1"]);
-      assert.deepEqual(await beta.after(0), ["beta:v1:1"]);
-
-      // New code for alpha: alpha rolls, beta is not touched and answers throughout.
-      await writeFile(join(dir, "alpha", "app.ts"), moduleSource("alpha", "v2"));
-      const second = await instance.deploy(both, file);
-      assert.deepEqual(
-        second.applications.map((a) => [a.application, a.action]),
-        [
-          ["alpha", "code"],
-          ["beta", "unchanged"],
-        ],
-      );
-      const changed = Date.now();
-      assert.deepEqual(await alpha.after(changed), ["alpha:v2:1"]);
-      assert.deepEqual(await beta.after(changed), ["beta:v1:1"]);
-      assert.deepEqual(alpha.failures, [], "alpha lost no request while it rolled");
-
-      // alpha leaves the file: it is drained and removed; beta goes on.
-      await alpha.stop();
-      const slow = fetch(`${url}/a`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: "1500",
-      });
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      const third = await instance.deploy(config(entry("beta", "/b")), file);
-      const drained = await slow;
-      assert.equal(drained.status, 200, "a request in flight on a removed application finishes");
-      assert.equal(await drained.json(), "alpha:v2:1500");
-      assert.deepEqual(
-        third.applications.map((a) => [a.application, a.action]),
-        [
-          ["beta", "unchanged"],
-          ["alpha", "removed"],
-        ],
-      );
-      const gone = await fetch(`${url}/a`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: "1",
-      });
-      assert.equal(gone.status, 404);
-      assert.equal((await fetch(`${url}/v2/models/alpha`)).status, 404);
-      const after = (await instance.status()) as { applications: Record<string, unknown> };
-      assert.deepEqual(Object.keys(after.applications), ["beta"]);
-      assert.deepEqual(await beta.after(Date.now()), ["beta:v1:1"]);
-      assert.ok(beta.answers.length > 30, `beta answered ${beta.answers.length} calls`);
-      assert.deepEqual(beta.failures, [], "beta failed no request through every deploy");
-    } finally {
-      await alpha.stop();
-      await beta.stop();
-    }
+    await rollAndRemove(instance, dir, 1);
   });
 
   test("multi-app - two applications at one route prefix, or with one name, are rejected whole with positions", async () => {
@@ -276,3 +286,87 @@ export const app = build(deployment(Broken).bind().answer.bind(new InputNode<num
     assert.equal(instance.config()?.text, kept, "the last file applied whole stays the config");
   });
 });
+
+describe(
+  "several applications served by front-door workers (http.workers: 2)",
+  { timeout: 180_000 },
+  () => {
+    let dir: string;
+    let instance: Instance;
+    before(async () => {
+      dir = await mkdtemp(join(ROOT, ".tmp-multi-app-workers-"));
+      for (const name of ["alpha", "beta"]) {
+        await mkdir(join(dir, name));
+        await writeFile(join(dir, name, "app.ts"), moduleSource(name, "v1"));
+      }
+      instance = new Instance({
+        adminHost: "127.0.0.1",
+        adminPort: 0,
+        adminToken: undefined,
+        stateDir: undefined,
+        imports: { projectDir: ROOT },
+      });
+    });
+    after(async () => {
+      await instance.close();
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    test("multi-app workers - the same deploys (code roll under load, removal with a drain) through two worker processes; a worker that dies is replaced with every application", async () => {
+      await rollAndRemove(instance, dir, 2);
+      const status = (await instance.status()) as { url: string };
+      const pids = instance.frontDoorPids();
+      assert.equal(pids.length, 2);
+      process.kill(pids[0]!, "SIGKILL");
+      const until = Date.now() + 30_000;
+      while (!(
+        instance.frontDoorPids().length === 2 && !instance.frontDoorPids().includes(pids[0]!)
+      )) {
+        if (Date.now() > until) assert.fail("the dead front-door worker was not replaced");
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, async () => {
+          const response = await fetch(`${status.url}/b`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: "1",
+          });
+          return `${response.status} ${await response.text()}`;
+        }),
+      );
+      assert.deepEqual([...new Set(answers)], ['200 "beta:v1:1"']);
+
+      // A new body limit reaches every worker in place; a new worker count restarts them.
+      const file = join(dir, "serve.yaml");
+      const beta = entry("beta", "/b");
+      const pidsBefore = instance.frontDoorPids().sort();
+      const limited = await instance.deploy(
+        `http: { port: 0, workers: 2, bodyLimit: 64 }\ngrpc: { port: 0 }\napplications:\n${beta}`,
+        file,
+      );
+      assert.deepEqual(limited.http, ["bodyLimit"]);
+      assert.deepEqual(instance.frontDoorPids().sort(), pidsBefore, "no worker was restarted");
+      const big = await Promise.all(
+        Array.from({ length: 8 }, () =>
+          fetch(`${status.url}/b`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify("x".repeat(100)),
+          }).then((r) => r.status),
+        ),
+      );
+      assert.deepEqual([...new Set(big)], [413], "every worker applies the new limit");
+      const single = await instance.deploy(configWith(1, beta), file);
+      assert.deepEqual(single.http, ["workers"]);
+      assert.deepEqual(instance.frontDoorPids(), []);
+      const { url } = (await instance.status()) as { url: string };
+      const answer = await fetch(`${url}/b`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "1",
+      });
+      assert.equal(await answer.json(), "beta:v1:1");
+    });
+  },
+);

@@ -4,7 +4,11 @@ import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import { serve } from "../serve.js";
 import { eventually } from "./eventually.js";
+import * as grpc from "@grpc/grpc-js";
+import { loadInferenceService } from "tributary/internal";
 import { app } from "../fixtures/direct-app.js";
+import { app as scaler } from "../fixtures/oip-app.js";
+import { rpc, type Client } from "../ingress/grpc-client.js";
 
 /** A client in another process: POSTs for `ms` and prints when each answer came. */
 const CLIENT = `
@@ -67,6 +71,45 @@ describe("front doors as several worker processes (http.workers)", { timeout: 90
     );
     const after = await Promise.all(Array.from({ length: 20 }, () => post(server.url)));
     assert.deepEqual(new Set(after.map((r) => r.status)), new Set([200]));
+  });
+
+  test("workers - with gRPC on, every worker serves ModelInfer on one shared port, replacements too", async () => {
+    await using server = await serve(scaler, { http: { workers: 2 }, grpc: { port: 0 } });
+    const pool = server.frontDoorPool!;
+    assert.ok(server.grpcPort! > 0, "the pool reports its gRPC port");
+    // A new client is a new HTTP/2 connection, which the kernel gives to a worker.
+    const infer = async (): Promise<number[]> => {
+      const client = new (loadInferenceService())(
+        `127.0.0.1:${server.grpcPort}`,
+        grpc.credentials.createInsecure(),
+      ) as unknown as Client;
+      try {
+        const answer = await rpc<{
+          outputs: { name: string; contents: { fp32_contents: number[] } }[];
+        }>(client, "ModelInfer", {
+          model_name: "scaler",
+          id: "",
+          inputs: [
+            { name: "x", datatype: "FP32", shape: [1, 2], contents: { fp32_contents: [2, 4] } },
+            { name: "scale", datatype: "FP64", shape: [1], contents: { fp64_contents: [3] } },
+          ],
+        });
+        return answer.outputs.find((o) => o.name === "y")!.contents.fp32_contents;
+      } finally {
+        client.close();
+      }
+    };
+    assert.deepEqual(await infer(), [6, 12]);
+    // Each original worker in turn dies; the one left, then its replacement, answer gRPC.
+    for (const victim of pool.pids()) {
+      process.kill(victim, "SIGKILL");
+      await eventually(
+        async () => pool.pids().length === 2 && !pool.pids().includes(victim),
+        20_000,
+        "the dead worker is replaced",
+      );
+      for (let i = 0; i < 4; i++) assert.deepEqual(await infer(), [6, 12]);
+    }
   });
 
   test("workers - a bad count is refused with INVALID_OPTIONS", async () => {

@@ -30,6 +30,7 @@ import { run, type RunOptions, type Server } from "../runtime/server.js";
 import type { FrontDoorPool } from "../runtime/front-door-pool.js";
 import { startAdminApi } from "./admin-api.js";
 import { LogBuffer } from "./log-buffer.js";
+import { exportTraces, resolveTracing, type TraceExport } from "../tracing-export.js";
 
 export interface InstanceOptions {
   readonly adminHost: string;
@@ -112,6 +113,8 @@ export class Instance {
   readonly #options: InstanceOptions;
   /** The recent log lines (`tributary logs`); every line also goes to standard output. */
   readonly logs: LogBuffer;
+  /** This thread's span exporter (`tracing` in the first file that set it). */
+  #traceExport: TraceExport | undefined;
   readonly #imports: ImportPolicy;
   /** The last configuration applied whole. */
   #applied: { readonly file: string; readonly text: string } | undefined;
@@ -196,6 +199,10 @@ export class Instance {
       (name) => config.applications.findIndex((entry) => entry.name === name),
     );
     const options = { logStream: this.logs, ...serverOptions(config), ...this.#options.overrides };
+    // Before the front doors start, so that their requests get spans.
+    const tracing = resolveTracing(options.tracing);
+    if (tracing && !this.#traceExport)
+      this.#traceExport = await exportTraces(tracing.otlpEndpoint, tracing.serviceName);
     const http = await this.#ensureFrontDoors(options);
     const results: ApplicationDeployResult[] = [];
     const failures: string[] = [];
@@ -381,6 +388,7 @@ export class Instance {
       await Promise.all([...this.#running.values()].map((running) => running.server.close()));
       setTimeout(drained, 100);
       await doors;
+      await this.#traceExport?.close();
       this.#stop();
     })();
     return this.#closed;

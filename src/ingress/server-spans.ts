@@ -25,7 +25,9 @@ const spans = new WeakMap<FastifyRequest, Span | string>();
 export function requestTraceparent(request: FastifyRequest | undefined): string | undefined {
   if (!request) return undefined;
   const span = spans.get(request);
-  return typeof span === "string" ? span : traceparentOf(span);
+  if (span !== undefined) return typeof span === "string" ? span : traceparentOf(span);
+  // No span (no SDK when the front door started): the trace that came in goes on.
+  return validTraceparent(header(request.headers.traceparent));
 }
 
 /** The span of `request` (not the string kept with no SDK). */
@@ -37,8 +39,13 @@ function spanOf(request: FastifyRequest): Span | undefined {
 const header = (value: string | string[] | undefined): string | undefined =>
   Array.isArray(value) ? value[0] : value;
 
-/** Adds a server span to every request `fastify` answers. */
+/**
+ * Adds a server span to every request `fastify` answers, when an OpenTelemetry SDK is
+ * registered as the front door starts (register yours before `run()`); without one it adds
+ * no hook at all, and {@link requestTraceparent} reads the incoming header.
+ */
 export function traceRequests(fastify: FastifyInstance): void {
+  if (!tracingActive()) return;
   fastify.addHook("onRequest", (request, _reply, done) => {
     if (!tracingActive()) {
       // No SDK: nothing records, so no span is made; a trace that came in is passed on.

@@ -4,6 +4,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BIN, cli, ROOT } from "./run-cli.js";
+import { otlpReceiver } from "../runtime/otlp-receiver.js";
 
 const moduleSource = `import { build, deployment, InputNode, type DeploymentHandle } from "tributary";
 console.log("talker module loaded");
@@ -26,7 +27,8 @@ const talker = deployment(Talker).bind(quiet);
 export const app = build(talker.talk.bind(new InputNode<string>()), { name: "chatty", routePrefix: "/talk" });
 `;
 
-const config = `http: { port: 0 }
+const config = (otlpEndpoint: string) => `http: { port: 0 }
+tracing: { otlpEndpoint: "${otlpEndpoint}", serviceName: chatty-instance }
 applications:
   - name: chatty
     importPath: ./app.ts:app
@@ -71,10 +73,12 @@ describe("tributary logs", { timeout: 120_000 }, () => {
   let instance: ReturnType<typeof spawnCli>;
   let address: string;
   let url: string;
+  let receiver: Awaited<ReturnType<typeof otlpReceiver>>;
   before(async () => {
+    receiver = await otlpReceiver();
     dir = await mkdtemp(join(ROOT, ".tmp-logs-"));
     await writeFile(join(dir, "app.ts"), moduleSource);
-    await writeFile(join(dir, "serve.yaml"), config);
+    await writeFile(join(dir, "serve.yaml"), config(receiver.url));
     instance = spawnCli(["start", "--admin-port", "0", "--state-dir", join(dir, "state")]);
     await until("the instance listens", 30_000, () =>
       /Admin API at (\S+)\./.test(instance.output()),
@@ -93,6 +97,7 @@ describe("tributary logs", { timeout: 120_000 }, () => {
       instance.child.exitCode !== null ? resolve(undefined) : instance.child.once("exit", resolve),
     );
     await rm(dir, { recursive: true, force: true });
+    await receiver.close();
   });
 
   const talk = (text: string, requestId: string) =>
@@ -164,6 +169,32 @@ describe("tributary logs", { timeout: 120_000 }, () => {
     const unknown = await cli(["logs", "--lines", "many", "--address", address]);
     assert.notEqual(unknown.code, 0);
     assert.match(unknown.stderr, /lines must be a whole number/);
+  });
+
+  test("tracing - serve.yaml's tracing exports the spans of an instance's front door and replicas as one trace", async () => {
+    const traceId = "9bf92f3577b34da6a3ce929d0e0e4739";
+    const response = await fetch(url, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        traceparent: `00-${traceId}-1111111111111111-01`,
+      },
+      body: JSON.stringify("Traced"),
+    });
+    assert.equal(response.status, 200);
+    // Spans are sent every second.
+    await until(
+      "the trace's three spans arrived",
+      15_000,
+      () => receiver.spans.filter((s) => s.traceId === traceId).length >= 3,
+    );
+    const spans = receiver.spans.filter((s) => s.traceId === traceId);
+    const byName = new Map(spans.map((s) => [s.name, s]));
+    assert.deepEqual([...byName.keys()].sort(), ["POST /talk", "Quiet/hush", "Talker/talk"]);
+    assert.equal(byName.get("POST /talk")!.parentSpanId, "1111111111111111");
+    assert.equal(byName.get("Talker/talk")!.parentSpanId, byName.get("POST /talk")!.spanId);
+    assert.equal(byName.get("Quiet/hush")!.parentSpanId, byName.get("Talker/talk")!.spanId);
+    assert.ok(spans.every((s) => s.service === "chatty-instance"));
   });
 
   test("logs - --follow prints the lines logged after it started, as they come", async () => {

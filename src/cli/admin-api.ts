@@ -31,7 +31,10 @@ export interface AdminApiOptions {
 
 /** Starts the admin API of `instance`; resolves with its address and how to stop it. */
 export async function startAdminApi(
-  instance: Pick<Instance, "deploy" | "status" | "config" | "close" | "metrics" | "dashboard">,
+  instance: Pick<
+    Instance,
+    "deploy" | "status" | "config" | "close" | "metrics" | "dashboard" | "logs"
+  >,
   options: AdminApiOptions,
 ): Promise<{ url: string; close: () => Promise<void> }> {
   const admin = Fastify({ logger: false, bodyLimit: ADMIN_BODY_LIMIT });
@@ -127,6 +130,31 @@ export async function startAdminApi(
     streams.add(end);
     request.raw.on("close", end);
   });
+  // Recent log lines as NDJSON; with follow=true the response stays open and streams new ones.
+  admin.get<{ Querystring: Record<string, string | undefined> }>(
+    "/api/logs",
+    async (request, reply) => {
+      const { deployment, application, lines, follow } = request.query;
+      const count = lines === undefined ? undefined : Number(lines);
+      if (count !== undefined && (!Number.isInteger(count) || count < 0))
+        throw new TributaryError("BAD_REQUEST", `lines must be a whole number (it is "${lines}").`);
+      const filter = { deployment, application };
+      const recent = instance.logs.recent(filter, count);
+      if (follow !== "true" && follow !== "1")
+        return reply.type("application/x-ndjson").send(recent.map((line) => `${line}\n`).join(""));
+      reply.hijack();
+      const raw = reply.raw;
+      raw.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-cache" });
+      for (const line of recent) raw.write(`${line}\n`);
+      const stop = instance.logs.follow(
+        filter,
+        (line) => raw.write(`${line}\n`),
+        () => raw.end(),
+      );
+      request.raw.on("close", stop);
+      return reply;
+    },
+  );
   admin.post("/api/shutdown", async () => {
     setImmediate(() => void instance.close());
     return { shuttingDown: true };

@@ -31,6 +31,8 @@ import type { FrontDoorPool } from "../runtime/front-door-pool.js";
 import { startAdminApi } from "./admin-api.js";
 import { Metrics } from "../metrics/metrics.js";
 import { Dashboard } from "../metrics/dashboard.js";
+import { LogBuffer } from "./log-buffer.js";
+import { exportTraces, resolveTracing, type TraceExport } from "../tracing-export.js";
 
 export interface InstanceOptions {
   readonly adminHost: string;
@@ -47,6 +49,8 @@ export interface InstanceOptions {
    * `allowedDirs` (`--allow-imports`).
    */
   readonly imports?: Partial<ImportPolicy>;
+  /** How many recent log lines the instance keeps for `tributary logs` (default 10,000). */
+  readonly logLines?: number;
 }
 
 /** One application as it runs, with what it was made from (for the next deploy's diff). */
@@ -90,6 +94,7 @@ function serverOptions(config: ServeConfig): RunOptions {
     ...(http.maxConnections !== undefined && { maxConnections: http.maxConnections }),
     ...(http.workers !== undefined && { http: { workers: http.workers } }),
     ...(config.grpc && { grpc: { port: config.grpc.port ?? 9000 } }),
+    ...(config.tracing && { tracing: config.tracing }),
   };
 }
 
@@ -108,6 +113,10 @@ const RESTART_DRAIN_MS = 5_000;
 
 export class Instance {
   readonly #options: InstanceOptions;
+  /** The recent log lines (`tributary logs`); every line also goes to standard output. */
+  readonly logs: LogBuffer;
+  /** This thread's span exporter (`tracing` in the first file that set it). */
+  #traceExport: TraceExport | undefined;
   readonly #imports: ImportPolicy;
   /** The last configuration applied whole. */
   #applied: { readonly file: string; readonly text: string } | undefined;
@@ -142,6 +151,7 @@ export class Instance {
       );
     }
     this.#options = options;
+    this.logs = new LogBuffer(options.logLines);
     this.#imports = {
       projectDir: resolve(options.imports?.projectDir ?? process.cwd()),
       allowedDirs: (options.imports?.allowedDirs ?? []).map((dir) => resolve(dir)),
@@ -199,7 +209,11 @@ export class Instance {
       document,
       (name) => config.applications.findIndex((entry) => entry.name === name),
     );
-    const options = { ...serverOptions(config), ...this.#options.overrides };
+    const options = { logStream: this.logs, ...serverOptions(config), ...this.#options.overrides };
+    // Before the front doors start, so that their requests get spans.
+    const tracing = resolveTracing(options.tracing);
+    if (tracing && !this.#traceExport)
+      this.#traceExport = await exportTraces(tracing.otlpEndpoint, tracing.serviceName);
     const http = await this.#ensureFrontDoors(options);
     const results: ApplicationDeployResult[] = [];
     const failures: string[] = [];
@@ -393,6 +407,8 @@ export class Instance {
   /** Drains and stops everything. Safe to call twice. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
+      // Followers of the log first: their open responses would hold the admin API's close.
+      this.logs.close();
       await this.#admin?.();
       // The front doors stop taking requests at once; their connections close once the
       // application has drained (bounded by its gracefulShutdownTimeout).
@@ -402,6 +418,7 @@ export class Instance {
       await Promise.all([...this.#running.values()].map((running) => running.server.close()));
       setTimeout(drained, 100);
       await doors;
+      await this.#traceExport?.close();
       this.#stop();
     })();
     return this.#closed;

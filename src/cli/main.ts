@@ -105,15 +105,52 @@ async function admin(
   return answer;
 }
 
+/** `tributary logs`: recent lines of a running instance (and, with --follow, new ones as they come). */
+async function logsCommand(
+  deployment: string | undefined,
+  flags: AdminFlags & { app?: string; follow?: boolean; lines?: string },
+): Promise<void> {
+  const query = new URLSearchParams({
+    ...(deployment !== undefined && { deployment }),
+    ...(flags.app !== undefined && { application: flags.app }),
+    ...(flags.lines !== undefined && { lines: flags.lines }),
+    ...(flags.follow && { follow: "true" }),
+  });
+  const token = flags.token ?? process.env.TRIBUTARY_ADMIN_TOKEN;
+  let response: Response;
+  try {
+    response = await fetch(`${flags.address}/api/logs?${query.toString()}`, {
+      headers: { ...(token && { authorization: `Bearer ${token}` }) },
+    });
+  } catch (error) {
+    throw new Error(
+      `no instance answers at ${flags.address} (${(error as Error).message}); start one with tributary start`,
+    );
+  }
+  if (!response.ok) {
+    const answer = (await response.json().catch(() => ({}))) as { error?: { message: string } };
+    throw new Error(answer.error?.message ?? `HTTP ${response.status}`);
+  }
+  if (!response.body) return;
+  // Each chunk as it arrives: with --follow this runs until the instance stops or Ctrl-C.
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>)
+    process.stdout.write(chunk);
+}
+
 async function startCommand(flags: {
   adminHost: string;
   adminPort: string;
   adminToken?: string;
   stateDir: string;
   allowImports?: string[];
+  logLines: string;
 }): Promise<void> {
+  const logLines = Number(flags.logLines);
+  if (!Number.isInteger(logLines) || logLines < 1)
+    throw new Error(`--log-lines must be a whole number above 0 (it is "${flags.logLines}")`);
   const { Instance } = await import("./instance.js");
   const instance = new Instance({
+    logLines,
     adminHost: flags.adminHost,
     adminPort: Number(flags.adminPort),
     adminToken: flags.adminToken ?? process.env.TRIBUTARY_ADMIN_TOKEN,
@@ -272,6 +309,7 @@ export function program(): Command {
       "127.0.0.1",
     )
     .option("--admin-port <port>", "admin API port", "8265")
+    .option("--log-lines <count>", "recent log lines kept for tributary logs", "10000")
     .option("--admin-token <token>", "require this bearer token (or set TRIBUTARY_ADMIN_TOKEN)")
     .option("--state-dir <dir>", "where the last applied config is kept", ".tributary")
     .option(
@@ -306,6 +344,16 @@ export function program(): Command {
         console.log(formatStatus(answer as StatusText));
       }
     });
+  withAdmin(cli.command("logs"))
+    .description(
+      "Print the recent log lines of a running instance (JSON, one a line): the request log and what replicas write with console.*.",
+    )
+    .argument("[deployment]", "only this deployment's lines")
+    .option("--app <name>", "only this application's lines")
+    .option("-f, --follow", "keep printing new lines as they are logged")
+    .option("-n, --lines <count>", "only the last <count> lines kept")
+    .addHelpText("after", "\nExample:\n  tributary logs classifier --follow")
+    .action(logsCommand);
   withAdmin(cli.command("config"))
     .description("Print the config a running instance last applied.")
     .addHelpText("after", "\nExample:\n  tributary config > serve.yaml")

@@ -47,6 +47,18 @@ export const serveConfigSchema = z.strictObject({
     .partial()
     .optional(),
   grpc: z.strictObject({ port }).partial().optional(),
+  /** Export spans over OTLP/HTTP (for code that registers no OpenTelemetry SDK of its own). */
+  tracing: z
+    .strictObject({
+      otlpEndpoint: z
+        .string()
+        .refine(
+          (text) => /^https?:\/\//i.test(text) && URL.canParse(text),
+          "expected an http(s) URL such as http://127.0.0.1:4318",
+        ),
+      serviceName: z.string().min(1).optional(),
+    })
+    .optional(),
   applications: z.array(applicationConfigSchema).min(1, "expected at least one application"),
 });
 

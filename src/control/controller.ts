@@ -67,6 +67,19 @@ export interface DeploymentMetrics {
   readonly failures: Readonly<Record<FailureReason, number>>;
 }
 
+/** What every replica of the controller is started with, besides its deployment. */
+export interface ControllerSettings {
+  /** Where the lines the replicas' code logs go (one JSON object each, no newline). */
+  readonly log: (line: string) => void;
+  /** `tracing`: each replica exports its spans there. */
+  readonly tracing?: { readonly otlpEndpoint: string; readonly serviceName: string } | undefined;
+  /** False: replicas keep no request statistics (`run(app, { metrics: false })`). */
+  readonly metrics?: boolean | undefined;
+}
+
+/** The default log sink: standard output. */
+export const writeLine = (line: string): void => void process.stdout.write(`${line}\n`);
+
 export class Controller {
   #app: Application;
   readonly #transports: TransportFactory;
@@ -91,13 +104,22 @@ export class Controller {
       const d = this.#deployments.get(replica.deployment);
       if (d) this.#membership.publish(d);
     },
+    log: (_replica, lines) => {
+      for (const line of lines) this.#settings.log(line);
+    },
   };
 
-  /** `metrics: false`: replicas keep no request statistics. */
-  constructor(app: Application, transports: TransportFactory, options: { metrics?: boolean } = {}) {
+  readonly #settings: ControllerSettings;
+
+  constructor(
+    app: Application,
+    transports: TransportFactory,
+    settings: ControllerSettings = { log: writeLine },
+  ) {
     this.#app = app;
     this.#transports = transports;
-    this.#metrics = options.metrics !== false;
+    this.#settings = settings;
+    this.#metrics = settings.metrics !== false;
     for (const spec of app.graph.deployments) {
       this.#counts.set(spec.name, {
         starts: 0,
@@ -358,6 +380,7 @@ export class Controller {
           memoryLimit,
           maxOngoing: deployment.options.maxOngoingRequests,
           metrics: this.#metrics,
+          tracing: this.#settings.tracing,
         },
         START_TIMEOUT_MS,
       )

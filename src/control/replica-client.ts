@@ -21,6 +21,8 @@ export interface ReplicaEvents {
   exited(replica: ReplicaClient, reason: string): void;
   /** The multiplexed models the replica has loaded changed (`connection.models`). */
   modelsChanged(replica: ReplicaClient): void;
+  /** Lines the replica's code logged, each a JSON object. */
+  log(replica: ReplicaClient, lines: readonly string[]): void;
 }
 
 type Control = Extract<ToReplica, { t: "health" | "reconfigure" | "stop" }>;
@@ -193,6 +195,9 @@ export class ReplicaClient {
         return;
       case "fatal":
         this.#fatal = message.message;
+        return;
+      case "log":
+        this.#events.log(this, message.lines);
         return;
     }
   }

@@ -53,13 +53,23 @@ export class ReplicaConnection {
     requestId: string | undefined,
     pending: RoutedCall,
     model?: string,
+    traceparent?: string,
   ): number {
     const id = this.#nextId++;
     this.#responses.add(id, pending);
+    // The optional fields only when set: most calls carry neither.
     const message: CallMessage =
-      model === undefined
+      model === undefined && traceparent === undefined
         ? { t: "call", id, m: method, a: args, r: requestId }
-        : { t: "call", id, m: method, a: args, r: requestId, mm: model };
+        : {
+            t: "call",
+            id,
+            m: method,
+            a: args,
+            r: requestId,
+            ...(model !== undefined && { mm: model }),
+            ...(traceparent !== undefined && { tp: traceparent }),
+          };
     try {
       this.#send(message, transfer);
     } catch (error) {

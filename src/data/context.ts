@@ -4,6 +4,8 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { CancelScope } from "./cancel.js";
+import { endCallSpan, type CallOutcome, type CallSpan } from "./call-span.js";
+import { activeTraceparent, traceparentOf } from "../tracing.js";
 
 export interface RequestContext {
   /** The id of the request (the `x-request-id` of an HTTP request), when the caller gave one. */
@@ -17,6 +19,11 @@ export interface RequestContext {
   readonly multiplexedModelId: string | undefined;
   /** Fires when the caller cancels the request or it times out. */
   readonly signal: AbortSignal;
+  /**
+   * The W3C `traceparent` of this call's trace (the active span's, when an OpenTelemetry SDK
+   * is registered; else the one the request came with), for code that calls other services.
+   */
+  readonly traceparent: string | undefined;
 }
 
 /** @internal One request running in a replica; the signal is made on first use. */
@@ -31,17 +38,43 @@ export class ActiveRequest implements RequestContext {
   #reason: Error | undefined;
   #onCancel: (() => void)[] | undefined;
   #scope: CancelScope | undefined;
+  /** The span of this call (call-span.ts), ended once with its outcome. */
+  readonly #span: CallSpan | undefined;
+  #spanEnded = false;
+  /** The span's `traceparent`, once asked for (`null`: it has none). */
+  #traceparent: string | null | undefined;
 
   constructor(
     requestId: string | undefined,
     deployment: string,
     replica: string,
     multiplexedModelId?: string,
+    span?: CallSpan,
   ) {
     this.requestId = requestId;
     this.deployment = deployment;
     this.replica = replica;
     this.multiplexedModelId = multiplexedModelId;
+    this.#span = span;
+  }
+
+  /**
+   * The trace context the handle calls this request makes carry: the span active in the
+   * user's code (its own, under a context manager its SDK registered), else this call's.
+   */
+  get traceparent(): string | undefined {
+    const active = activeTraceparent();
+    if (active !== undefined) return active;
+    this.#traceparent ??= this.#span?.traceparent ?? traceparentOf(this.#span?.span) ?? null;
+    return this.#traceparent ?? undefined;
+  }
+
+  /** Ends this call's span with `outcome` (the first time only). */
+  endSpan(outcome: CallOutcome, error?: unknown): void {
+    const span = this.#span?.span;
+    if (!span || this.#spanEnded) return;
+    this.#spanEnded = true;
+    endCallSpan(span, outcome, error);
   }
 
   get signal(): AbortSignal {

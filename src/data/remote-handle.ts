@@ -18,6 +18,7 @@ import type {
 } from "../wire/protocol.js";
 import { ReplicaConnection } from "./connection.js";
 import { requestStorage } from "./context.js";
+import { activeTraceparent } from "../tracing.js";
 import { Router, type CallOptions } from "./router.js";
 import { MessageBatcher, unbatch } from "./transport/batch.js";
 import { connectTo, SocketChannel } from "./transport/socket.js";
@@ -85,6 +86,7 @@ export class OutgoingCalls {
         cancel: outer?.scope,
         transfer: transferablesOf(args),
         multiplexedModelId: model ?? outer?.multiplexedModelId,
+        traceparent: outer ? outer.traceparent : activeTraceparent(),
       };
     }
     const result = target.router!.call(method, args, options);

@@ -12,6 +12,9 @@ import { listen, SocketChannel } from "./transport/socket.js";
 import type { Socket } from "node:net";
 import { transferablesOf } from "./transport/transfer.js";
 import { ActiveRequest, requestStorage } from "./context.js";
+import { runInSpan, startCallSpan, type CallSpan } from "./call-span.js";
+import { captureConsole } from "./replica-log.js";
+import { exportTraces, type TraceExport } from "../tracing-export.js";
 import { serializeError } from "../wire/error-codec.js";
 import { createRemoteHandle, OutgoingCalls } from "./remote-handle.js";
 import { reportModelsTo } from "./multiplex.js";
@@ -57,6 +60,9 @@ class Caller {
 
 const runtime = new Caller(post);
 const outgoing = new OutgoingCalls(post, () => reportLoad());
+let appName = "";
+/** `tracing.otlpEndpoint`'s exporter in this replica, when set. */
+let traceExport: TraceExport | undefined;
 let deploymentName = "";
 let replicaName = "";
 let target: Instance | Callable | undefined;
@@ -163,20 +169,22 @@ function reportLoad(): void {
 const LOAD_REPORT_MS = 20;
 
 function cancel(caller: Caller, id: number, reason: "timeout" | "abort"): void {
-  caller.active
-    .get(id)
-    ?.cancel(
-      new TributaryError(
-        reason === "timeout" ? "TIMEOUT" : "CANCELLED",
-        `request ${reason === "timeout" ? "timed out" : "was cancelled"}`,
-      ),
+  const request = caller.active.get(id);
+  if (request) {
+    const error = new TributaryError(
+      reason === "timeout" ? "TIMEOUT" : "CANCELLED",
+      `request ${reason === "timeout" ? "timed out" : "was cancelled"}`,
     );
+    request.cancel(error);
+    request.endSpan(reason === "timeout" ? "timeout" : "cancelled", error);
+  }
   // The caller has its answer and counts the slot free: so does the replica.
   finish(caller, id, "cancelled");
 }
 
 function onCall(caller: Caller, message: CallMessage): void {
-  if (message.t === "call") call(caller, message.id, message.m, message.a, message.r, message.mm);
+  if (message.t === "call")
+    call(caller, message.id, message.m, message.a, message.r, message.mm, message.tp);
   else cancel(caller, message.id, message.reason);
 }
 
@@ -185,17 +193,23 @@ function startStream(
   id: number,
   iterable: AsyncIterable<unknown>,
   request: ActiveRequest,
+  span: CallSpan,
 ): void {
   void requestStorage
-    .run(request, () => stream(caller, id, iterable, request))
+    .run(request, () => runInSpan(span, () => stream(caller, id, iterable, request)))
     .then((outcome) => finish(caller, id, outcome));
 }
 
 async function init(message: InitMessage): Promise<void> {
+  appName = message.app;
   deploymentName = message.deployment;
   replicaName = message.replica;
   maxOngoing = message.maxOngoing;
   replicaStats.enabled = message.metrics !== false;
+  captureConsole(
+    { application: message.app, deployment: message.deployment, replica: message.replica },
+    (line) => post({ t: "log", lines: [line] }),
+  );
   try {
     await ensureTypeScriptLoader(message.moduleUrl);
     await import(message.moduleUrl);
@@ -208,6 +222,9 @@ async function init(message: InitMessage): Promise<void> {
       },
     );
   }
+  // After the module: an SDK its code registered wins over this one.
+  if (message.tracing)
+    traceExport = await exportTraces(message.tracing.otlpEndpoint, message.tracing.serviceName);
   const app = findApplication(message.moduleUrl, message.app);
   if (!app) {
     throw new TributaryError(
@@ -299,12 +316,15 @@ async function stream(
     if (request.cancelled) {
       await iterator.return?.();
       caller.post({ t: "end", id });
+      request.endSpan("cancelled");
       return "cancelled";
     }
     caller.post({ t: "end", id });
+    request.endSpan("ok");
     return "ok";
   } catch (error) {
     respondError(caller, id, error, true);
+    request.endSpan("error", error);
     return "error";
   }
 }
@@ -316,6 +336,7 @@ function call(
   args: unknown[],
   requestId: string | undefined,
   model: string | undefined,
+  traceparent: string | undefined,
 ): void {
   if (stopping) {
     caller.post({ t: "busy", id, closing: true });
@@ -349,7 +370,8 @@ function call(
       args[i] = createRemoteHandle(ref[HANDLE_REF], outgoing);
     }
   }
-  const request = new ActiveRequest(requestId, deploymentName, replicaName, model);
+  const span = startCallSpan(appName, deploymentName, replicaName, method, requestId, traceparent);
+  const request = new ActiveRequest(requestId, deploymentName, replicaName, model, span);
   caller.active.set(id, request);
   if (replicaStats.enabled) request.startedAt = performance.now();
   ongoing++;
@@ -357,32 +379,35 @@ function call(
   let result: unknown;
   try {
     result = requestStorage.run(request, () =>
-      (fn as Callable).apply(isClass ? target : undefined, args),
+      runInSpan(span, () => (fn as Callable).apply(isClass ? target : undefined, args)),
     );
   } catch (error) {
     finish(caller, id, "error");
     respondError(caller, id, error, true);
+    request.endSpan("error", error);
     return;
   }
   // A thenable first (a handle's response is both thenable and iterable), then a stream.
   if (isAsyncIterable(result) && !isPromiseLike(result)) {
-    startStream(caller, id, result, request);
+    startStream(caller, id, result, request, span);
     return;
   }
   Promise.resolve(result).then(
     (value) => {
       if (isAsyncIterable(value)) {
-        startStream(caller, id, value, request);
+        startStream(caller, id, value, request, span);
         return;
       }
       if (!caller.active.has(id)) return; // cancelled: the caller has its answer
       finish(caller, id, "ok");
       caller.post({ t: "ok", id, v: value }, transferablesOf([value]));
+      request.endSpan("ok");
     },
     (error: unknown) => {
       if (!caller.active.has(id)) return;
       finish(caller, id, "error");
       respondError(caller, id, error, true);
+      request.endSpan("error", error);
     },
   );
 }
@@ -415,8 +440,12 @@ async function stop(drainMs: number): Promise<void> {
   while (ongoing > 0 && Date.now() < deadline)
     await new Promise((resolve) => setTimeout(resolve, 10));
   const instance = target as Instance | undefined;
-  if (isClass && instance && typeof instance.close === "function")
-    await (instance.close as Callable)();
+  try {
+    if (isClass && instance && typeof instance.close === "function")
+      await (instance.close as Callable)();
+  } finally {
+    await traceExport?.close();
+  }
 }
 
 function onMessage(message: ToReplica): void {

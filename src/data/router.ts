@@ -43,6 +43,8 @@ export interface CallOptions {
   readonly transfer?: Transfer | undefined;
   /** The model the call is for: carried to `requestContext().multiplexedModelId`. */
   readonly multiplexedModelId?: string | undefined;
+  /** The caller's W3C trace context: the replica's span of the call is its child. */
+  readonly traceparent?: string | undefined;
 }
 
 /** A router's limits (a deployment's resolved options fit). */
@@ -460,6 +462,7 @@ export class Router {
         request.options.requestId,
         request,
         request.model,
+        request.options.traceparent,
       );
     } catch (error) {
       // The arguments could not be sent (a value structured clone rejects): nothing was dispatched.

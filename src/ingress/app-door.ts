@@ -30,6 +30,7 @@ import {
 } from "./fastify-setup.js";
 import { httpError } from "./http-errors.js";
 import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
+import { requestTraceparent } from "./server-spans.js";
 import type { DeclaredRoute, MountedRoutes } from "./openapi.js";
 import type { IngressTarget } from "./target.js";
 import { isTypedArray, jsonReplacer } from "./tensors.js";
@@ -123,7 +124,11 @@ export async function mountApplication(
 ): Promise<AppDoor> {
   const app = target.app;
   const { settings } = state;
-  const fastify = Fastify({ ...sharedFastifyOptions, loggerInstance: logger });
+  // Its request log lines name the application, as the replicas' lines do.
+  const fastify = Fastify({
+    ...sharedFastifyOptions,
+    loggerInstance: logger.child({ application: app.name }),
+  });
   await configureFastify(fastify, state);
   fastify.setNotFoundHandler(notFound);
   const prefix = pluginPrefix(app.routePrefix);
@@ -139,6 +144,7 @@ export async function mountApplication(
         target.call(input, {
           requestId: request?.id ?? randomUUID(),
           multiplexedModelId: request && modelIdOf(request.headers[MODEL_ID_HEADER]),
+          traceparent: requestTraceparent(request),
           ...(request && {
             cancel: cancelOnClose(request, replies.get(request)),
             header: headerReader(request),
@@ -179,6 +185,7 @@ export async function mountApplication(
       const result = await target.call(input, {
         requestId: request.id,
         multiplexedModelId: modelIdOf(request.headers[MODEL_ID_HEADER]),
+        traceparent: requestTraceparent(request),
         cancel: cancelOnClose(request, reply),
         header: headerReader(request),
         ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),

@@ -12,6 +12,7 @@ import { z } from "zod";
 import { ServerClosedError, TributaryError, ValidationError } from "../errors.js";
 import { nestsDeeperThan, tooLarge } from "./body.js";
 import { httpError } from "./http-errors.js";
+import { traceRequests } from "./server-spans.js";
 
 /** Settings a running front door applies to each new request: changing them drops nothing. */
 export interface HttpSettings {
@@ -57,6 +58,8 @@ export const sharedFastifyOptions = {
   bodyLimit: NO_FASTIFY_LIMIT,
   genReqId: (req: { headers: Record<string, string | string[] | undefined> }) =>
     requestIdOf(req.headers["x-request-id"]),
+  // The request log's lines name the request as the replicas' lines do.
+  requestIdLogLabel: "requestId",
   onProtoPoisoning: "error",
   onConstructorPoisoning: "error",
   // Requests after close() get the documented error body (below), not Fastify's, and
@@ -168,6 +171,8 @@ export async function configureFastify(fastify: FastifyInstance, state: DoorStat
     }
     done();
   });
+  // After the hook above: a refused or closing request gets no span.
+  traceRequests(fastify);
   fastify.setErrorHandler((error, request, reply) => {
     const { status, body, retryAfter } = httpError(
       error,

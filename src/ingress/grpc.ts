@@ -33,6 +33,7 @@ import {
   type Tensor,
 } from "./tensors.js";
 import { metadataReader, streamInfer } from "./grpc-stream.js";
+import { startGrpcSpan } from "./server-spans.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 import type { FrontDoorMetrics } from "../metrics/metrics.js";
 
@@ -185,16 +186,33 @@ function grpcError(error: unknown): Partial<grpc.StatusObject> {
   return { code: grpc.status.INTERNAL, details: "Internal server error." };
 }
 
+const SERVICE = "inference.GRPCInferenceService";
+
+/** The span of a gRPC call, under the client's `traceparent` metadata when it sent one. */
+function callSpan(call: grpc.ServerUnaryCall<unknown, unknown>, method: string) {
+  const traceparent = call.metadata.get("traceparent")[0];
+  return startGrpcSpan(SERVICE, method, typeof traceparent === "string" ? traceparent : undefined);
+}
+
 /** Runs a unary handler, answering a thrown error with its gRPC status. */
 function unary<Req, Res>(
+  method: string,
   handler: (request: Req) => Promise<Res> | Res,
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
+    const span = callSpan(call, method);
     Promise.resolve()
       .then(() => handler(call.request))
       .then(
-        (response) => callback(null, response),
-        (error: unknown) => callback(grpcError(error), null),
+        (response) => {
+          span.end(grpc.status.OK);
+          callback(null, response);
+        },
+        (error: unknown) => {
+          const status = grpcError(error);
+          span.end(status.code ?? grpc.status.UNKNOWN, error);
+          callback(status, null);
+        },
       );
   };
 }
@@ -238,13 +256,17 @@ export async function startGrpc(
     return target;
   };
   server.addService(loadInferenceService().service, {
-    ServerLive: unary(() => ({ live: true })),
-    ServerReady: unary(() => ({ ready: allReady(targets) })),
-    ModelReady: unary((request: { name: string }) => ({
+    ServerLive: unary("ServerLive", () => ({ live: true })),
+    ServerReady: unary("ServerReady", () => ({ ready: allReady(targets) })),
+    ModelReady: unary("ModelReady", (request: { name: string }) => ({
       ready: targetNamed(targets, request.name)?.ready() ?? false,
     })),
-    ServerMetadata: unary(() => ({ name: SERVER_NAME, version: SERVER_VERSION, extensions: [] })),
-    ModelMetadata: unary((request: { name: string }) => {
+    ServerMetadata: unary("ServerMetadata", () => ({
+      name: SERVER_NAME,
+      version: SERVER_VERSION,
+      extensions: [],
+    })),
+    ModelMetadata: unary("ModelMetadata", (request: { name: string }) => {
       return modelNamed(request.name).model.metadata();
     }),
     // Triton's bidirectional stream: each request runs the graph; a streamed result answers
@@ -257,6 +279,8 @@ export async function startGrpc(
           options.requestTimeoutMs(),
           header,
           modelIdOf(request.model_version, header(MODEL_ID_HEADER)),
+          // The stream's trace context is carried on (no span of its own).
+          header("traceparent"),
         ),
       ),
     ),
@@ -272,7 +296,9 @@ export async function startGrpc(
       );
       const timeout = limits.length > 0 ? Math.min(...limits) : undefined;
       const start = performance.now();
-      const done = (code: number): void => {
+      const span = callSpan(call, "ModelInfer");
+      const done = (code: number, error?: unknown): void => {
+        span.end(code, error);
         const model = call.request.model_name;
         const application = targetNamed(targets, model) ? model : "";
         const name: string = grpc.status[code] ?? String(code);
@@ -286,6 +312,7 @@ export async function startGrpc(
             timeout,
             metadataReader(call.metadata),
             modelIdOf(call.request.model_version, call.metadata.get(MODEL_ID_HEADER)),
+            span.traceparent,
           ),
         )
         .then(
@@ -305,7 +332,7 @@ export async function startGrpc(
               response = respond(result);
             } catch (error) {
               const status = grpcError(error);
-              done(status.code ?? grpc.status.INTERNAL);
+              done(status.code ?? grpc.status.INTERNAL, error);
               callback(status, null);
               return;
             }
@@ -314,7 +341,7 @@ export async function startGrpc(
           },
           (error: unknown) => {
             const status = grpcError(error);
-            done(status.code ?? grpc.status.INTERNAL);
+            done(status.code ?? grpc.status.INTERNAL, error);
             callback(status, null);
           },
         );
@@ -327,6 +354,7 @@ export async function startGrpc(
     timeout: number | undefined,
     header: (name: string) => string | undefined,
     multiplexedModelId: string | undefined,
+    traceparent: string | undefined,
   ): Promise<Inferred> {
     {
       const target = modelNamed(request.model_name);
@@ -356,6 +384,7 @@ export async function startGrpc(
         cancel,
         header,
         multiplexedModelId,
+        traceparent,
         ...(timeout !== undefined && { timeout }),
       });
       const wanted =

@@ -16,6 +16,7 @@ import {
   type IngressTargets,
 } from "./target.js";
 import { tensorFromJson, tensorToJson } from "./tensors.js";
+import { requestTraceparent } from "./server-spans.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 
 interface InferBody {
@@ -92,6 +93,7 @@ export function registerOipRoutes(
           header: headerReader(request),
           // The model version names the multiplexed model, as the header does.
           multiplexedModelId: modelIdOf(request.params.version, request.headers[MODEL_ID_HEADER]),
+          traceparent: requestTraceparent(request),
           ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
         });
         const wanted = requestedOutputs(body);

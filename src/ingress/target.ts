@@ -16,6 +16,8 @@ export interface IngressCallOptions {
   readonly header?: (name: string) => string | undefined;
   /** The model the request names (the `x-tributary-model-id` header, an OIP model version). */
   readonly multiplexedModelId?: string | undefined;
+  /** The front door's span (W3C trace context): the graph's calls are its children. */
+  readonly traceparent?: string | undefined;
 }
 
 export interface IngressTarget {

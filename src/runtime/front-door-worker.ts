@@ -18,6 +18,7 @@ import type { IngressTarget, IngressTargets } from "../ingress/target.js";
 import type { MembersMessage, SerializedError } from "../wire/protocol.js";
 import { startFrontDoors, type FrontDoors } from "./front-doors.js";
 import { GraphIngress, type ArmWeights } from "./graph-ingress.js";
+import { exportTraces, resolveTracing, type TraceExport } from "../tracing-export.js";
 import type { RunOptions } from "./server.js";
 import { Metrics, type FrontDoorMetrics, type MetricsJson } from "../metrics/metrics.js";
 
@@ -94,6 +95,9 @@ markReplicaContext();
 const send = (message: FromFrontDoor): void => {
   if (process.connected) process.send?.(message, undefined, undefined, () => undefined);
 };
+
+/** `tracing.otlpEndpoint`'s exporter in this worker, when set. */
+let traceExport: TraceExport | undefined;
 
 /** One served application in this worker: its routers and its front-door target. */
 interface Served {
@@ -224,6 +228,9 @@ async function serve(descriptions: readonly ServedApplication[]): Promise<void> 
 
 async function init(message: Extract<ToFrontDoor, { t: "init" }>): Promise<void> {
   await serve(message.apps);
+  // After the applications' modules: an SDK their code registered wins over this one.
+  const tracing = resolveTracing(message.options.tracing);
+  if (tracing) traceExport = await exportTraces(tracing.otlpEndpoint, tracing.serviceName);
   metrics = new Metrics({ enabled: message.options.metrics !== false });
   doors = await startFrontDoors(targets, message.options, serverMetrics(metrics));
   send({ t: "listening", url: doors.url, grpcPort: doors.grpcPort });
@@ -261,7 +268,8 @@ process.on("message", (message: ToFrontDoor) => {
     case "close":
       void doors
         ?.close(new Promise<void>((resolve) => (force = resolve)))
-        .then(() => process.exit(0));
+        .then(() => traceExport?.close())
+        .finally(() => process.exit(0));
       if (!doors) process.exit(0);
       return;
     case "force":

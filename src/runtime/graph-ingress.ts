@@ -16,6 +16,7 @@ import type { CallOptions } from "../data/router.js";
 import { transferablesOf } from "../data/transport/transfer.js";
 import type { IngressCallOptions } from "../ingress/target.js";
 import { IngressGate } from "./ingress-gate.js";
+import { activeTraceparent } from "../tracing.js";
 import type { RequestOptions } from "./server.js";
 
 /** Sends one call of the plan: through the router of the step's deployment. */
@@ -24,6 +25,7 @@ export type SendCall = (step: CallStep, args: unknown[], options: CallOptions) =
 interface Context {
   readonly requestId: string | undefined;
   readonly cancel: CancelScope | undefined;
+  readonly traceparent: string | undefined;
   readonly multiplexedModelId: string | undefined;
   /** A request header's value (a sticky split's key). */
   readonly header: ((name: string) => string | undefined) | undefined;
@@ -65,6 +67,7 @@ export class GraphIngress {
           requestId: context.requestId,
           cancel: context.cancel,
           multiplexedModelId: context.multiplexedModelId,
+          traceparent: context.traceparent,
           transfer: moves[step.index]
             ? transferablesOf(args.filter((_, i) => transfers[step.index]![i]))
             : undefined,
@@ -125,11 +128,15 @@ export class GraphIngress {
       const value: unknown =
         checked instanceof Promise ? await (checked as Promise<unknown>) : checked;
       const requestId = options.requestId;
+      // The front door's span, else the one active in the caller's code (a user SDK's).
+      const traceparent =
+        ("traceparent" in options ? options.traceparent : undefined) ?? activeTraceparent();
       const result = await runPlan(graph, value, this.#plan, {
         requestId,
         cancel: scope,
         header: headerOf(options),
         multiplexedModelId: options.multiplexedModelId,
+        traceparent,
       });
       if (result instanceof StreamReader) {
         // A streamed result keeps its timeout, signal and ingress slot until it ends.

@@ -15,7 +15,9 @@ import type { TransportFactory } from "../data/transport/transport.js";
 import { requestScope } from "../data/cancel.js";
 import { StreamReader } from "../data/responses.js";
 import { GraphIngress } from "./graph-ingress.js";
-import { Controller, type UpdateKind } from "../control/controller.js";
+import { activeTraceparent } from "../tracing.js";
+import { Controller, writeLine, type UpdateKind } from "../control/controller.js";
+import { exportTraces, resolveTracing, type TracingOptions } from "../tracing-export.js";
 import { handleProxy } from "../dag/handle.js";
 import type { ApplicationStatusInfo } from "../status.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
@@ -58,8 +60,16 @@ export interface RunOptions {
   readonly debug?: boolean;
   /** Level of the request log, a pino level (default `warn`). Each line carries the request id. */
   readonly logLevel?: string;
-  /** Where log lines go, one JSON object per line (default: standard output). */
+  /**
+   * Where log lines go, one JSON object per line (default: standard output): the request
+   * log, and what the replicas' code writes with `console.*`.
+   */
   readonly logStream?: { write(line: string): void };
+  /**
+   * Export spans over OTLP/HTTP from this process, every replica and every front-door
+   * worker, for code that registered no OpenTelemetry SDK (one it registered wins).
+   */
+  readonly tracing?: TracingOptions;
   /** @internal How replicas are started (tests may wrap the default). */
   readonly transports?: TransportFactory;
   /** @internal False: serve no HTTP or gRPC (the caller owns the front doors). */
@@ -112,6 +122,8 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
    * once `force` resolves (after the drain).
    */
   readonly frontDoors: ((force: Promise<void>) => Promise<void>)[] = [];
+  /** @internal What closes last (the span exporter, after every span ended). */
+  readonly closers: (() => Promise<void>)[] = [];
   /** @internal The front-door workers, with `http: { workers }` above 1. */
   frontDoorPool: FrontDoorPool | undefined;
   readonly #controller: Controller;
@@ -177,6 +189,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
         requestId: options.requestId,
         transfer: transferablesOf(args),
         multiplexedModelId: handleOptions.multiplexedModelId ?? options.multiplexedModelId,
+        traceparent: activeTraceparent(),
       });
       // A stream keeps its timeout and signal until it ends.
       if (scope) {
@@ -275,6 +288,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
       setTimeout(drained, FLUSH_MS);
       await doors;
       this.#unlistMetrics();
+      for (const close of this.closers) await close();
     })();
     return this.#closed;
   }
@@ -340,9 +354,15 @@ export async function run<In, Out>(
     );
   }
   const metrics = options.metricsRegistry ?? new Metrics({ enabled: options.metrics !== false });
+  const tracing = resolveTracing(options.tracing);
+  const logStream = options.logStream;
   const controller = new Controller(app, options.transports ?? defaultTransportFactory, {
+    log: logStream ? (line) => logStream.write(`${line}\n`) : writeLine,
+    tracing,
     metrics: metrics.enabled,
   });
+  // This thread's spans (the front doors'), unless its code registered an SDK.
+  const traceExport = tracing && (await exportTraces(tracing.otlpEndpoint, tracing.serviceName));
   try {
     await controller.start();
   } catch (error) {
@@ -351,9 +371,11 @@ export async function run<In, Out>(
       error.status = { name: app.name, routePrefix: app.routePrefix, status, message, deployments };
     }
     await controller.close();
+    await traceExport?.close();
     throw error;
   }
   const server = new Server(app, controller, metrics);
+  if (traceExport) server.closers.push(() => traceExport.close());
   if (options.frontDoors === false) return server;
   const workers = options.http?.workers ?? 1;
   try {

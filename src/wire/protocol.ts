@@ -47,6 +47,8 @@ export interface InitMessage {
   readonly memoryLimit?: number | undefined;
   /** The replica's own cap: calls beyond it are answered `busy` (the router tries another). */
   readonly maxOngoing: number;
+  /** `tracing`: the replica exports its spans there (unless its code registered an SDK). */
+  readonly tracing?: { readonly otlpEndpoint: string; readonly serviceName: string } | undefined;
   /** False: the replica keeps no request statistics (`run(app, { metrics: false })`). */
   readonly metrics?: boolean | undefined;
 }
@@ -96,6 +98,8 @@ export type CallMessage =
       readonly r?: string | undefined;
       /** The multiplexed model the call is for (`requestContext().multiplexedModelId`). */
       readonly mm?: string | undefined;
+      /** The W3C `traceparent` of the caller's span, only when it has one. */
+      readonly tp?: string;
     }
   | { readonly t: "cancel"; readonly id: number; readonly reason: "timeout" | "abort" };
 
@@ -174,4 +178,6 @@ export type FromReplica =
     }
   /** The multiplexed models this replica has loaded now (sent when the set changes). */
   | { readonly t: "models"; readonly models: readonly string[] }
+  /** Lines the replica's code logged (`console.*`), each one JSON object (pino's format). */
+  | { readonly t: "log"; readonly lines: readonly string[] }
   | ReplyMessage;

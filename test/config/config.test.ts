@@ -61,6 +61,26 @@ describe("serve.yaml", () => {
     ]);
   });
 
+  test("config - tracing takes an http(s) otlpEndpoint and an optional serviceName; anything else names the field", () => {
+    const ok = parseConfig(
+      `tracing: { otlpEndpoint: "http://127.0.0.1:4318", serviceName: shop }\n${valid("      []\n")}`,
+      FILE,
+    );
+    assert.deepEqual(ok.config.tracing, {
+      otlpEndpoint: "http://127.0.0.1:4318",
+      serviceName: "shop",
+    });
+    const found = problems(
+      `tracing:\n  otlpEndpoint: collector:4318\n  sampler: always\n${valid("      []\n")}`,
+    );
+    assert.equal(found.length, 2, found.join("\n"));
+    assert.match(
+      found[0]!,
+      /^test\/config\/serve\.yaml:2:17: tracing\.otlpEndpoint: .*expected an http\(s\) URL/,
+    );
+    assert.match(found[1]!, /^test\/config\/serve\.yaml:3:3: tracing\.sampler: unknown field/);
+  });
+
   test("config - an unknown field is rejected with a did-you-mean", () => {
     const [problem] = problems(valid("      - name: thresholder\n        nmReplicas: 2\n"));
     assert.equal(

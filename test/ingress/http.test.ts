@@ -200,10 +200,15 @@ describe("HTTP ingress: back-pressure and debug", { timeout: 60_000 }, () => {
       logStream: { write: (line) => void lines.push(line) },
     });
     await post(`${server.url}/echo`, { mode: "fail", text: "x" }, { "x-request-id": "trace-7" });
-    const entries = lines.map((line) => JSON.parse(line) as { reqId?: string; msg: string });
-    const ofRequest = entries.filter((e) => e.reqId !== undefined || /request/.test(e.msg));
+    const entries = lines.map(
+      (line) => JSON.parse(line) as { requestId?: string; application?: string; msg: string },
+    );
+    const ofRequest = entries.filter((e) => e.requestId !== undefined || /request/.test(e.msg));
     assert.ok(ofRequest.length >= 3, JSON.stringify(entries.map((e) => e.msg)));
-    for (const entry of ofRequest) assert.equal(entry.reqId, "trace-7", JSON.stringify(entry));
+    for (const entry of ofRequest) {
+      assert.equal(entry.requestId, "trace-7", JSON.stringify(entry));
+      assert.equal(entry.application, "echo", JSON.stringify(entry));
+    }
     assert.ok(entries.some((e) => e.msg === "request failed"));
   });
 

@@ -71,7 +71,7 @@ describe("image router, served by tributary start", { timeout: 170_000 }, () => 
       const deployed = await cli(["deploy", file, "--address", instance.address, "--wait"]);
       assert.equal(deployed.code, 0, deployed.stderr);
       const status = async () =>
-        JSON.parse((await cli(["status", "--address", instance.address])).stdout) as {
+        JSON.parse((await cli(["status", "--json", "--address", instance.address])).stdout) as {
           url: string;
           applications: Record<
             string,

@@ -86,7 +86,7 @@ describe("tributary logs", { timeout: 120_000 }, () => {
     address = /Admin API at (\S+)\./.exec(instance.output())![1]!;
     const deployed = await cli(["deploy", join(dir, "serve.yaml"), "--address", address, "--wait"]);
     assert.equal(deployed.code, 0, deployed.stderr);
-    const status = JSON.parse((await cli(["status", "--address", address])).stdout) as {
+    const status = JSON.parse((await cli(["status", "--json", "--address", address])).stdout) as {
       url: string;
     };
     url = `${status.url}/talk`;

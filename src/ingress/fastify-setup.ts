@@ -7,7 +7,12 @@
 import { randomUUID } from "node:crypto";
 import { Transform } from "node:stream";
 import multipart from "@fastify/multipart";
-import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import {
+  LogController,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from "fastify";
 import { z } from "zod";
 import { ServerClosedError, TributaryError, ValidationError } from "../errors.js";
 import { nestsDeeperThan, tooLarge } from "./body.js";
@@ -59,7 +64,7 @@ export const sharedFastifyOptions = {
   genReqId: (req: { headers: Record<string, string | string[] | undefined> }) =>
     requestIdOf(req.headers["x-request-id"]),
   // The request log's lines name the request as the replicas' lines do.
-  requestIdLogLabel: "requestId",
+  logController: new LogController({ requestIdLogLabel: "requestId" }),
   onProtoPoisoning: "error",
   onConstructorPoisoning: "error",
   // Requests after close() get the documented error body (below), not Fastify's, and

@@ -158,6 +158,8 @@ export class Metrics implements FrontDoorMetrics {
    */
   readonly #http = new RequestCounts();
   readonly #grpc = new RequestCounts();
+  /** Requests by the arm of a `split()` they took, keyed `application\0split\0arm`. */
+  readonly #arms = new Map<string, number>();
 
   constructor(options: MetricsOptions = {}) {
     this.enabled = options.enabled !== false;
@@ -168,6 +170,25 @@ export class Metrics implements FrontDoorMetrics {
       this.#grpc,
     );
     this.#deploymentSeries();
+    this.registry.registerMetric(
+      new ReadAtScrape(
+        "tributary_split_requests_total",
+        "Requests that went through a split(), by the arm (version) each took: each arm's share.",
+        "counter",
+        () =>
+          [...this.#arms].map(([key, value]) => {
+            const [application, split, arm] = key.split("\0") as [string, string, string];
+            return { labels: { application, split, arm }, value };
+          }),
+      ) as never,
+    );
+  }
+
+  /** A request took `arm` of `split` (a weighted split's version). */
+  split(application: string, split: string, arm: string): void {
+    if (!this.enabled) return;
+    const key = `${application}\0${split}\0${arm}`;
+    this.#arms.set(key, (this.#arms.get(key) ?? 0) + 1);
   }
 
   http(application: string, code: number, seconds: number): void {

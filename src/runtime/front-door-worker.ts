@@ -176,8 +176,11 @@ async function load(description: ServedApplication): Promise<Served> {
     () => undefined,
   );
   for (const deployment of description.deployments) outgoing.subscribe(deployment);
-  const ingress = new GraphIngress(app, (step, args, options) =>
-    outgoing.call(step.deployment, step.method, args, options),
+  const ingress = new GraphIngress(
+    app,
+    (step, args, options) => outgoing.call(step.deployment, step.method, args, options),
+    // Summed into the main process's /metrics with this worker's other series.
+    (application, split, arm) => metrics?.split(application, split, arm),
   );
   const { maxOngoing, maxQueued, maxQueueWait, weights } = description.ingress;
   ingress.limit(maxOngoing, maxQueued, maxQueueWait, weights);

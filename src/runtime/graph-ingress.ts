@@ -50,7 +50,15 @@ export class GraphIngress {
   #app: Application;
   #weights: ArmWeights;
 
-  constructor(app: Application, send: SendCall) {
+  /**
+   * `onArm`: told the arm each split request takes (`tributary_split_requests_total`, each
+   * arm's share).
+   */
+  constructor(
+    app: Application,
+    send: SendCall,
+    onArm?: (application: string, split: string, arm: string) => void,
+  ) {
     this.#app = app;
     this.#weights = armWeights(app);
     const ingress = app.deployments[INGRESS]!;
@@ -73,11 +81,14 @@ export class GraphIngress {
             : undefined,
         }),
       handle: (deployment) => ({ [HANDLE_REF]: deployment }),
-      choose: (step, context) =>
-        pickArm(
+      choose: (step, context) => {
+        const arm = pickArm(
           this.#weights[step.name] ?? step.weights,
           step.stickyHeader === undefined ? undefined : context.header?.(step.stickyHeader),
-        ),
+        );
+        onArm?.(this.#app.name, step.name, step.keys[arm]!);
+        return arm;
+      },
     };
   }
 

@@ -159,8 +159,10 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     const routers = app.graph.steps.map((step) =>
       step.op === "call" ? controller.router(step.deployment) : undefined,
     );
-    this.#ingress = new GraphIngress(app, (step, args, options) =>
-      routers[step.index]!.call(step.method, args, options),
+    this.#ingress = new GraphIngress(
+      app,
+      (step, args, options) => routers[step.index]!.call(step.method, args, options),
+      (application, split, arm) => metrics.split(application, split, arm),
     );
     this.handle = { call: (input, options) => this.#callGraph(input, options) as Promise<Out> };
   }

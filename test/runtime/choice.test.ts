@@ -4,6 +4,17 @@ import { app, type Counter } from "../fixtures/choice-app.js";
 import { serve } from "../serve.js";
 import { eventually } from "./eventually.js";
 
+/** `tributary_split_requests_total` of the choice application's split, by arm. */
+async function splitSeries(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const arms: Record<string, number> = {};
+  for (const match of text.matchAll(
+    /^tributary_split_requests_total\{application="choice",split="even-model",arm="(\w+)"\} (\d+)$/gm,
+  ))
+    arms[match[1]!] = Number(match[2]);
+  return arms;
+}
+
 interface Answer {
   tag: string;
   x: number;
@@ -42,6 +53,11 @@ test(
     assert.ok(Math.abs(tags.canary! - 100) <= 47, `canary took ${tags.canary} of 1000`);
     assert.equal(await count("odd"), 20, "even requests never reach the odd branch");
     assert.equal(await count("canary"), tags.canary);
+    // Each arm's share is a Prometheus series.
+    assert.deepEqual(await splitSeries(server.url), {
+      stable: tags.stable,
+      canary: tags.canary,
+    });
 
     // Sticky: one user stays on one version; many users spread over both.
     const users = Array.from({ length: 200 }, (_, i) => `user-${i}`);
@@ -143,5 +159,9 @@ test(
       20_000,
       "the workers to use the new weights",
     );
+    // The workers' counts of each arm reach the main process's /metrics (40 per round).
+    const shares = await splitSeries(server.url);
+    assert.ok(shares.canary! >= 40 && shares.stable! >= 40, JSON.stringify(shares));
+    assert.equal((shares.canary! + shares.stable!) % 40, 0, JSON.stringify(shares));
   },
 );

@@ -99,18 +99,21 @@ export async function main(): Promise<string> {
     const pipeline = await wrk(`${server.url}/diamond`, script);
     const pooled = await wrk(`${workers.url}/diamond`, script);
     // On (metrics, and a traceparent carried through every hop; no SDK, so no exporter) and
-    // off alternate twice (the machine's noise falls on both), and the means compare.
-    const on1 = await wrk(`${server.url}/diamond`, traced);
-    const off1 = await wrk(`${quiet.url}/diamond`, script);
-    const on2 = await wrk(`${server.url}/diamond`, traced);
-    const off2 = await wrk(`${quiet.url}/diamond`, script);
-    const mean = (a: WrkResult, b: WrkResult): WrkResult => ({
-      rps: (a.rps + b.rps) / 2,
-      p50: (a.p50 + b.p50) / 2,
-      p99: (a.p99 + b.p99) / 2,
+    // off alternate four times (the machine's noise, ±10% from one run to the next here,
+    // falls on both alike), and the means compare.
+    const ons: WrkResult[] = [];
+    const offs: WrkResult[] = [];
+    for (let round = 0; round < 4; round++) {
+      ons.push(await wrk(`${server.url}/diamond`, traced));
+      offs.push(await wrk(`${quiet.url}/diamond`, script));
+    }
+    const mean = (runs: WrkResult[]): WrkResult => ({
+      rps: runs.reduce((sum, r) => sum + r.rps, 0) / runs.length,
+      p50: runs.reduce((sum, r) => sum + r.p50, 0) / runs.length,
+      p99: runs.reduce((sum, r) => sum + r.p99, 0) / runs.length,
     });
-    const on = mean(on1, on2);
-    const off = mean(off1, off2);
+    const on = mean(ons);
+    const off = mean(offs);
     const table = printTable(
       "HTTP: four-deployment no-op diamond vs bare Fastify",
       "bare Fastify",

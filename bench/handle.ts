@@ -55,17 +55,14 @@ function rawCapped(
   const pending = new Map<number, () => void>();
   const queue: number[] = [];
   const ongoing = new Array<number>(workers).fill(0);
-  const ownerOf = new Map<number, number>();
   const send = (id: number, w: number): void => {
     ongoing[w]!++;
-    ownerOf.set(id, w);
     pool[w]!.postMessage(id);
   };
   const pool = Array.from({ length: workers }, (_, w) => {
     const worker = new Worker(ECHO, { eval: true });
     worker.on("message", (id: number) => {
       ongoing[w]!--;
-      ownerOf.delete(id);
       const next = queue.shift();
       if (next !== undefined) send(next, w);
       pending.get(id)?.();

@@ -187,22 +187,27 @@ async function rollAndRemove(instance: Instance, dir: string, workers: number): 
   }
 }
 
+/** Writes applications alpha and beta (v1) under `dir`; an instance that may import them. */
+async function alphaAndBeta(dir: string, stateDir: string | undefined): Promise<Instance> {
+  for (const name of ["alpha", "beta"]) {
+    await mkdir(join(dir, name));
+    await writeFile(join(dir, name, "app.ts"), moduleSource(name, "v1"));
+  }
+  return new Instance({
+    adminHost: "127.0.0.1",
+    adminPort: 0,
+    adminToken: undefined,
+    stateDir,
+    imports: { projectDir: ROOT },
+  });
+}
+
 describe("several applications in one instance", { timeout: 180_000 }, () => {
   let dir: string;
   let instance: Instance;
   before(async () => {
     dir = await mkdtemp(join(ROOT, ".tmp-multi-app-"));
-    for (const name of ["alpha", "beta"]) {
-      await mkdir(join(dir, name));
-      await writeFile(join(dir, name, "app.ts"), moduleSource(name, "v1"));
-    }
-    instance = new Instance({
-      adminHost: "127.0.0.1",
-      adminPort: 0,
-      adminToken: undefined,
-      stateDir: join(dir, "state"),
-      imports: { projectDir: ROOT },
-    });
+    instance = await alphaAndBeta(dir, join(dir, "state"));
   });
   after(async () => {
     await instance.close();
@@ -295,17 +300,7 @@ describe(
     let instance: Instance;
     before(async () => {
       dir = await mkdtemp(join(ROOT, ".tmp-multi-app-workers-"));
-      for (const name of ["alpha", "beta"]) {
-        await mkdir(join(dir, name));
-        await writeFile(join(dir, name, "app.ts"), moduleSource(name, "v1"));
-      }
-      instance = new Instance({
-        adminHost: "127.0.0.1",
-        adminPort: 0,
-        adminToken: undefined,
-        stateDir: undefined,
-        imports: { projectDir: ROOT },
-      });
+      instance = await alphaAndBeta(dir, undefined);
     });
     after(async () => {
       await instance.close();

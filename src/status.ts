@@ -16,7 +16,11 @@ export type ReplicaState = "STARTING" | "RUNNING" | "STOPPING" | "STOPPED" | "DE
  * - `UNHEALTHY`: no replica is running after crashes or failed health checks; replacing.
  * - `DEPLOY_FAILED`: the deployment could not start (import or constructor failure).
  */
-export type DeploymentStatus = "UPDATING" | "HEALTHY" | "UNHEALTHY" | "DEPLOY_FAILED";
+/**
+ * `PENDING`: some replica fits on no node of the cluster (its `resources`); it is placed
+ * as soon as a node that fits joins. The message names the missing resource.
+ */
+export type DeploymentStatus = "UPDATING" | "HEALTHY" | "UNHEALTHY" | "DEPLOY_FAILED" | "PENDING";
 
 /**
  * - `DEPLOYING`: some deployment is UPDATING.
@@ -36,6 +40,8 @@ export interface ReplicaStatusInfo {
   readonly host: string;
   readonly ongoing: number;
   readonly message: string;
+  /** In a cluster: the name of the node the replica runs on. */
+  readonly node?: string | undefined;
 }
 
 export interface DeploymentStatusInfo {
@@ -82,5 +88,11 @@ export function aggregateStatus(
     };
   }
   if (deployments.some((d) => d.status === "UPDATING")) return { status: "DEPLOYING", message: "" };
+  const pending = deployments.filter((d) => d.status === "PENDING");
+  if (pending.length > 0)
+    return {
+      status: "DEPLOYING",
+      message: pending.map((d) => `${d.name}: ${d.message}`).join("; "),
+    };
   return { status: "RUNNING", message: "" };
 }

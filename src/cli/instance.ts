@@ -33,6 +33,7 @@ import { Metrics } from "../metrics/metrics.js";
 import { Dashboard } from "../metrics/dashboard.js";
 import { LogBuffer } from "./log-buffer.js";
 import { exportTraces, resolveTracing, type TraceExport } from "../tracing-export.js";
+import type { ClusterHead } from "../control/cluster.js";
 
 export interface InstanceOptions {
   readonly adminHost: string;
@@ -51,6 +52,11 @@ export interface InstanceOptions {
   readonly imports?: Partial<ImportPolicy>;
   /** How many recent log lines the instance keeps for `tributary logs` (default 10,000). */
   readonly logLines?: number;
+  /**
+   * `tributary start --cluster`: this instance is the cluster's head. Replicas run on the
+   * nodes; the applied config is kept in the cluster's KV and restored from there.
+   */
+  readonly cluster?: ClusterHead | undefined;
 }
 
 /** One application as it runs, with what it was made from (for the next deploy's diff). */
@@ -209,7 +215,18 @@ export class Instance {
       document,
       (name) => config.applications.findIndex((entry) => entry.name === name),
     );
-    const options = { logStream: this.logs, ...serverOptions(config), ...this.#options.overrides };
+    const cluster = this.#options.cluster;
+    const options: RunOptions = {
+      logStream: this.logs,
+      ...serverOptions(config),
+      ...this.#options.overrides,
+      ...(cluster && { cluster }),
+    };
+    if (cluster && (options.http?.workers ?? 1) > 1)
+      throw new TributaryError(
+        "INVALID_CONFIG",
+        "http.workers above 1 is not supported on a cluster's head: give nodes front doors of their own (tributary node --http-port).",
+      );
     // Before the front doors start, so that their requests get spans.
     const tracing = resolveTracing(options.tracing);
     if (tracing && !this.#traceExport)
@@ -348,6 +365,7 @@ export class Instance {
   }
 
   async #persist(file: string, text: string): Promise<void> {
+    await this.#options.cluster?.saveConfig({ file: resolve(file), text });
     const dir = this.#options.stateDir;
     if (dir === undefined) return;
     await mkdir(dir, { recursive: true });
@@ -356,6 +374,16 @@ export class Instance {
 
   /** Restores the last applied configuration from the state directory, if any. */
   async restore(): Promise<DeployResult | undefined> {
+    const cluster = this.#options.cluster;
+    if (cluster) {
+      // A head finds the cluster's config in KV, and adopts the replicas that still run.
+      const saved = await cluster.appliedConfig();
+      try {
+        return saved ? await this.deploy(saved.text, saved.file) : undefined;
+      } finally {
+        await cluster.dropOrphans();
+      }
+    }
     let saved: { file: string; text: string };
     const dir = this.#options.stateDir;
     if (dir === undefined) return undefined;
@@ -379,6 +407,7 @@ export class Instance {
     }
     return {
       applications,
+      ...(this.#options.cluster && { nodes: this.#options.cluster.nodes() }),
       url: this.#frontDoors?.url ?? null,
       ...(this.#frontDoors?.grpcPort !== undefined && { grpcPort: this.#frontDoors.grpcPort }),
     };
@@ -419,6 +448,7 @@ export class Instance {
       setTimeout(drained, 100);
       await doors;
       await this.#traceExport?.close();
+      await this.#options.cluster?.close();
       this.#stop();
     })();
     return this.#closed;

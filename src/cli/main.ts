@@ -14,6 +14,7 @@ import { Command } from "commander";
 import { importApplication } from "../config/resolve.js";
 import { applicationsToYaml } from "../config/write.js";
 import type { DeployResult } from "./instance.js";
+import type { ClusterHead } from "../control/cluster.js";
 import { TributaryError } from "../errors.js";
 import { argsProblem, firstSignal, parseBuilderArgs, runCommand } from "./run.js";
 import type { StatusAnswer as StatusText } from "./status-text.js";
@@ -137,19 +138,96 @@ async function logsCommand(
     process.stdout.write(chunk);
 }
 
-async function startCommand(flags: {
-  adminHost: string;
-  adminPort: string;
-  adminToken?: string;
-  stateDir: string;
-  allowImports?: string[];
-  logLines: string;
-}): Promise<void> {
+/** How `start --cluster` and `node` reach NATS. */
+interface ClusterFlags {
+  cluster?: string;
+  clusterName: string;
+  natsUser?: string;
+  natsPassword?: string;
+  natsToken?: string;
+  natsCreds?: string;
+}
+
+const withCluster = (command: Command, required: boolean): Command =>
+  command[required ? "requiredOption" : "option"](
+    "--cluster <url>",
+    required
+      ? "the cluster's NATS server (nats://host:4222, tls://…, or several, comma-separated)"
+      : "be the head of a cluster on this NATS server (nats://host:4222, tls://…)",
+  )
+    .option(
+      "--cluster-name <name>",
+      "the cluster's name: the prefix of its subjects and KV buckets",
+      "tributary",
+    )
+    .option("--nats-user <user>", "NATS user (or set NATS_USER)")
+    .option("--nats-password <password>", "NATS password (or set NATS_PASSWORD)")
+    .option("--nats-token <token>", "NATS token (or set NATS_TOKEN)")
+    .option("--nats-creds <file>", "a NATS .creds file (or set NATS_CREDS)");
+
+async function connectCluster(flags: ClusterFlags, role: string) {
+  const { NAME_PATTERN } = await import("../wire/cluster.js");
+  if (!NAME_PATTERN.test(flags.clusterName))
+    throw new Error(
+      `--cluster-name must be letters, digits, "-" or "_" (it is "${flags.clusterName}")`,
+    );
+  const { connectNats } = await import("../data/transport/nats-link.js");
+  const user = flags.natsUser ?? process.env.NATS_USER;
+  const pass = flags.natsPassword ?? process.env.NATS_PASSWORD;
+  const token = flags.natsToken ?? process.env.NATS_TOKEN;
+  const credsFile = flags.natsCreds ?? process.env.NATS_CREDS;
+  try {
+    return await connectNats(flags.cluster!, {
+      name: `tributary-${role}-${process.pid}`,
+      ...(user !== undefined && { user }),
+      ...(pass !== undefined && { pass }),
+      ...(token !== undefined && { token }),
+      ...(credsFile !== undefined && { credsFile }),
+    });
+  } catch (error) {
+    if (error instanceof TributaryError) throw error;
+    throw new Error(
+      `cannot reach the cluster's NATS server at ${flags.cluster}: ${(error as Error).message}`,
+    );
+  }
+}
+
+/** A duration flag (`10s`, `500ms`, or milliseconds). */
+async function durationFlag(name: string, value: string): Promise<number> {
+  const { toMilliseconds } = await import("../options.js");
+  const ms = toMilliseconds(/^\d+$/.test(value) ? Number(value) : value);
+  if (!Number.isFinite(ms) || ms <= 0)
+    throw new Error(`${name} must be a duration above 0 (it is "${value}")`);
+  return ms;
+}
+
+async function startCommand(
+  flags: {
+    adminHost: string;
+    adminPort: string;
+    adminToken?: string;
+    stateDir: string;
+    allowImports?: string[];
+    logLines: string;
+    nodeTimeout: string;
+  } & ClusterFlags,
+): Promise<void> {
   const logLines = Number(flags.logLines);
   if (!Number.isInteger(logLines) || logLines < 1)
     throw new Error(`--log-lines must be a whole number above 0 (it is "${flags.logLines}")`);
   const { Instance } = await import("./instance.js");
+  let cluster: ClusterHead | undefined;
+  if (flags.cluster !== undefined) {
+    const nodeTimeoutMs = await durationFlag("--node-timeout", flags.nodeTimeout);
+    const nc = await connectCluster(flags, "head");
+    const { ClusterHead } = await import("../control/cluster.js");
+    cluster = await ClusterHead.open(nc, { name: flags.clusterName, nodeTimeoutMs });
+    console.log(
+      `Head of cluster "${flags.clusterName}" on ${flags.cluster}: ${cluster.nodes().filter((n) => n.state === "ALIVE").length} node(s) alive.`,
+    );
+  }
   const instance = new Instance({
+    cluster,
     logLines,
     adminHost: flags.adminHost,
     adminPort: Number(flags.adminPort),
@@ -165,7 +243,7 @@ async function startCommand(flags: {
     const restored = await instance.restore();
     if (restored)
       console.log(
-        `Restored ${restored.applications.map((a) => `"${a.application}"`).join(", ")} from ${flags.stateDir}.`,
+        `Restored ${restored.applications.map((a) => `"${a.application}"`).join(", ")} from ${cluster ? "the cluster's state" : flags.stateDir}.`,
       );
   } catch (error) {
     console.error(`Could not restore the last configuration: ${(error as Error).message}`);
@@ -175,6 +253,38 @@ async function startCommand(flags: {
     return instance.close();
   });
   await instance.stopped;
+  await cluster?.nc.drain().catch(() => undefined);
+  console.log("Stopped.");
+}
+
+/** `tributary node`: joins a cluster and hosts replicas until a signal. */
+async function nodeCommand(
+  flags: {
+    name?: string;
+    resources?: string;
+    httpPort?: string;
+    httpHost: string;
+    nodeTimeout: string;
+  } & ClusterFlags,
+): Promise<void> {
+  const { ClusterNode, defaultNodeName, parseResources } = await import("./node.js");
+  const resources = parseResources(flags.resources);
+  const name = flags.name ?? defaultNodeName();
+  const nodeTimeoutMs = await durationFlag("--node-timeout", flags.nodeTimeout);
+  const nc = await connectCluster(flags, `node-${name}`);
+  const node = await ClusterNode.start(nc, {
+    name,
+    cluster: flags.clusterName,
+    resources,
+    nodeTimeoutMs,
+  });
+  console.log(
+    `Node "${name}" joined cluster "${flags.clusterName}" on ${flags.cluster} with ${JSON.stringify(resources)}.`,
+  );
+  await firstSignal();
+  console.log("Leaving the cluster…");
+  await node.close();
+  await nc.drain().catch(() => undefined);
   console.log("Stopped.");
 }
 
@@ -316,8 +426,38 @@ export function program(): Command {
       "--allow-imports <dir...>",
       "also import modules from these directories (by default only modules under the config file's directory, inside the working directory)",
     )
-    .addHelpText("after", "\nExample:\n  tributary start --state-dir /var/lib/tributary")
+    .option("--node-timeout <duration>", "with --cluster: a node silent this long is DEAD", "10s");
+  withCluster(cli.commands.at(-1)!, false)
+    .addHelpText(
+      "after",
+      "\nExamples:\n  tributary start --state-dir /var/lib/tributary\n  tributary start --cluster nats://10.0.0.5:4222",
+    )
     .action(startCommand);
+  withCluster(
+    cli
+      .command("node")
+      .description(
+        "Join a cluster as a node: host replicas the head places here, and optionally a front door.",
+      )
+      .option("--name <name>", "this node's name (default: the host name)")
+      .option(
+        "--resources <json>",
+        `what this node offers, as JSON: {"cpus":4,"gpus":1,"memory":8e9,"custom":{"ocr":1}} (default: this machine's CPUs and memory)`,
+      )
+      .option("--http-port <port>", "serve the applications' HTTP front door on this node too")
+      .option("--http-host <host>", "the front door's host", "127.0.0.1")
+      .option(
+        "--node-timeout <duration>",
+        "a peer silent this long is DEAD (the head's setting wins)",
+        "10s",
+      ),
+    true,
+  )
+    .addHelpText(
+      "after",
+      `\nExample:\n  tributary node --cluster nats://10.0.0.5:4222 --name gpu-1 --resources '{"gpus":1,"custom":{"ocr":1}}'`,
+    )
+    .action(nodeCommand);
   const withAdmin = (command: Command): Command =>
     command
       .option("--address <url>", "the instance's admin API", ADMIN)

@@ -14,7 +14,11 @@ import { DeployFailedError, NotFoundError, ServerClosedError } from "../errors.j
 import { DeploymentRuntime, runningOnceStarted } from "./deployment-runtime.js";
 import { Membership, type Subscriber } from "./membership.js";
 import { planUpdate, type UpdateKind } from "./update-plan.js";
-import type { TransportFactory } from "../data/transport/transport.js";
+import {
+  NoPlacementError,
+  type ReplicaTransport,
+  type TransportFactory,
+} from "../data/transport/transport.js";
 import { Autoscaler } from "./autoscaler.js";
 import { ReplicaClient, type ReplicaEvents } from "./replica-client.js";
 import { Router } from "../data/router.js";
@@ -181,7 +185,12 @@ export class Controller {
         if (failed) {
           this.#changed.delete(check);
           reject(new DeployFailedError(failed.name, failed.message));
-        } else if ([...this.#deployments.values()].every((d) => d.status === "HEALTHY")) {
+        } else if (
+          // PENDING waits for capacity (a node that fits), not for this start.
+          [...this.#deployments.values()].every(
+            (d) => d.status === "HEALTHY" || d.status === "PENDING",
+          )
+        ) {
           this.#changed.delete(check);
           resolve();
         }
@@ -232,6 +241,7 @@ export class Controller {
           host: r.transport.description,
           ongoing: r.load.ongoing,
           message: r.message,
+          ...(r.transport.remote && { node: r.transport.remote.node }),
         })),
       };
     }
@@ -332,14 +342,28 @@ export class Controller {
         deployment.startFailures >= MAX_START_ATTEMPTS &&
         deployment.running.length < deployment.target,
       rolling: deployment.rolling,
+      unplaced: deployment.unplaced,
     });
     this.#notify();
+  }
+
+  /**
+   * Capacity changed (a node joined, or one left): deployments short of replicas try to
+   * place them again.
+   */
+  replan(): void {
+    for (const d of this.#deployments.values()) if (d.live.length < d.target) this.#reconcile(d);
   }
 
   /** Starts or stops replicas until the live count is the target. */
   #reconcile(deployment: DeploymentRuntime): void {
     if (this.#closing || deployment.retryTimer) return;
-    while (deployment.live.length < deployment.target) void this.#startReplica(deployment);
+    deployment.unplaced = 0;
+    while (deployment.live.length < deployment.target) {
+      const transport = this.#place(deployment);
+      if (!transport) break;
+      void this.#startReplica(deployment, transport);
+    }
     const extra = deployment.rolling ? 0 : deployment.live.length - deployment.target;
     if (extra > 0) {
       // Starting replicas go first, then the least busy.
@@ -355,18 +379,82 @@ export class Controller {
     this.#setStatus(deployment);
   }
 
-  /** Starts one replica; resolves true once it runs, false if it failed to start. */
-  #startReplica(deployment: DeploymentRuntime): Promise<boolean> {
-    const id = `${deployment.name}#${++deployment.replicaNumber}`;
+  /**
+   * A transport to a new replica of `deployment` (or, in a cluster after a restart, to a
+   * running one adopted), or undefined when it fits nowhere: the deployment is then
+   * PENDING until {@link replan}.
+   */
+  #place(deployment: DeploymentRuntime): ReplicaTransport | undefined {
+    const id = `${deployment.name}#${deployment.replicaNumber + 1}`;
     const memoryLimit = deployment.options.resources.memory || undefined;
-    const transport = this.#transports(deployment.options.isolation, id, {
-      memoryBytes: memoryLimit,
-    });
+    try {
+      const transport = this.#transports(
+        deployment.options.isolation,
+        id,
+        { memoryBytes: memoryLimit },
+        {
+          app: this.#app.name,
+          deployment: deployment.name,
+          resources: deployment.options.resources,
+          key: this.#replicaKey(deployment),
+        },
+      );
+      deployment.replicaNumber++;
+      return transport;
+    } catch (error) {
+      if (!(error instanceof NoPlacementError)) throw error;
+      deployment.unplaced = deployment.target - deployment.live.length;
+      deployment.message = `${deployment.unplaced} replica(s) wait for a node: ${error.message}`;
+      return undefined;
+    }
+  }
+
+  /** What an adopted replica must have been started with to count as one of `d`'s. */
+  #replicaKey(d: DeploymentRuntime): string {
+    return JSON.stringify([
+      this.#app.moduleUrl,
+      d.spec.init,
+      d.options.isolation,
+      d.options.resources,
+      d.options.maxOngoingRequests,
+    ]);
+  }
+
+  /** Starts one replica; resolves true once it runs, false if it failed to start. */
+  #startReplica(
+    deployment: DeploymentRuntime,
+    placed: ReplicaTransport | undefined = this.#place(deployment),
+  ): Promise<boolean> {
+    if (!placed) {
+      this.#setStatus(deployment);
+      return Promise.resolve(false);
+    }
+    const transport = placed;
+    const adopted = transport.adopted;
+    let id = `${deployment.name}#${deployment.replicaNumber}`;
+    if (adopted) {
+      id = adopted.replica;
+      const number = Number(/#(\d+)$/.exec(id)?.[1] ?? 0);
+      deployment.replicaNumber = Math.max(deployment.replicaNumber, number);
+    }
+    const memoryLimit = deployment.options.resources.memory || undefined;
     const replica = new ReplicaClient(id, deployment.name, transport, this.#events);
     this.#startedWith.set(replica, this.#startKey(deployment.options));
     deployment.replicas.push(replica);
     this.#byReplica.set(replica, deployment);
     const initConfig = deployment.userConfig;
+    if (adopted) {
+      // Already constructed and serving: it runs from now on, as it did under the last head.
+      replica.state = "RUNNING";
+      if (adopted.models) {
+        replica.connection.models = new Set(adopted.models);
+        replica.connection.multiplexed = true;
+      }
+      deployment.unavailable = undefined;
+      this.#membership.publish(deployment);
+      this.#setStatus(deployment);
+      return Promise.resolve(true);
+    }
     return replica
       .start(
         {

@@ -29,6 +29,8 @@ export class DeploymentRuntime {
   /** The replica count to converge on: numReplicas, or the autoscaler's decision. */
   target: number;
   autoscaler: Autoscaler | undefined;
+  /** Replicas the target needs that fit on no node (a cluster), as of the last reconcile. */
+  unplaced = 0;
   /** During a rolling restart the live count may exceed the target by one. */
   rolling = false;
   scaleTimer: NodeJS.Timeout | undefined;

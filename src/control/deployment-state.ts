@@ -8,14 +8,16 @@ import type { DeploymentStatus } from "../status.js";
 /** Which states may follow each state (staying is always allowed). */
 const TRANSITIONS: Readonly<Record<DeploymentStatus, readonly DeploymentStatus[]>> = {
   // Replicas are starting or being replaced towards the target.
-  UPDATING: ["HEALTHY", "UNHEALTHY", "DEPLOY_FAILED"],
+  UPDATING: ["HEALTHY", "UNHEALTHY", "DEPLOY_FAILED", "PENDING"],
   // The target count runs; a scale, an update, a crash or a failed start moves it on.
-  HEALTHY: ["UPDATING", "UNHEALTHY", "DEPLOY_FAILED"],
+  HEALTHY: ["UPDATING", "UNHEALTHY", "DEPLOY_FAILED", "PENDING"],
   // Nothing runs after crashes: replacements start (UPDATING), run, or fail to start.
-  UNHEALTHY: ["UPDATING", "HEALTHY", "DEPLOY_FAILED"],
+  UNHEALTHY: ["UPDATING", "HEALTHY", "DEPLOY_FAILED", "PENDING"],
   // Could not start; a retry, a new target or an update starts again. A deployment that
   // never ran cannot have become unhealthy.
-  DEPLOY_FAILED: ["UPDATING", "HEALTHY"],
+  DEPLOY_FAILED: ["UPDATING", "HEALTHY", "PENDING"],
+  // A replica fits on no node: a node that fits joins (UPDATING), or the target shrinks.
+  PENDING: ["UPDATING", "HEALTHY", "UNHEALTHY", "DEPLOY_FAILED"],
 };
 
 export class IllegalTransitionError extends Error {
@@ -38,6 +40,8 @@ export interface DeploymentFacts {
   readonly givenUp: boolean;
   /** A rolling restart is under way. */
   readonly rolling: boolean;
+  /** Replicas the target needs that fit on no node (a cluster); absent: none. */
+  readonly unplaced?: number | undefined;
 }
 
 /** The status that follows `current` given `facts` (a pure function). */
@@ -47,6 +51,7 @@ export function nextStatus(current: DeploymentStatus, facts: DeploymentFacts): D
   if (current === "DEPLOY_FAILED" && (facts.running === 0 || facts.givenUp) && !facts.rolling)
     return "DEPLOY_FAILED";
   if (facts.running >= facts.target && facts.live === facts.running) return "HEALTHY";
+  if ((facts.unplaced ?? 0) > 0 && facts.live < facts.target) return "PENDING";
   if (facts.running === 0 && facts.crashes > 0 && current !== "DEPLOY_FAILED") return "UNHEALTHY";
   return "UPDATING";
 }

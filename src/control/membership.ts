@@ -16,12 +16,17 @@ import type { ReplicaClient } from "./replica-client.js";
 export interface Subscriber {
   /** A thread of this process gets `MessageChannel` ports; a process gets socket paths. */
   readonly isolation: "thread" | "process";
+  /** A replica on a cluster node: it gets each target's NATS subject, and its node rewrites it. */
+  readonly remote?: unknown;
   tell(message: MembersMessage, transfer?: readonly MessagePort[]): void;
 }
 
 /** Whether a `MessageChannel` can join the two (both are threads of this process). */
 const bothThreads = (a: Subscriber, b: ReplicaClient): boolean =>
-  a.isolation === "thread" && b.transport.isolation === "thread";
+  a.isolation === "thread" &&
+  b.transport.isolation === "thread" &&
+  !a.remote &&
+  !b.transport.remote;
 
 export class Membership {
   readonly #deployments: ReadonlyMap<string, DeploymentRuntime>;
@@ -118,6 +123,13 @@ export class Membership {
         target.tell({ t: "accept", port: port2 }, [port2]);
         add.push({ replica: target.id, port: port1 });
         ports.push(port1);
+      } else if (target.transport.remote) {
+        // On a cluster node: its node serves callers on this subject.
+        add.push({
+          replica: target.id,
+          nats: target.transport.remote.subject,
+          node: target.transport.remote.node,
+        });
       } else {
         add.push({ replica: target.id, socket: target.socket });
       }

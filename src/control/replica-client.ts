@@ -38,6 +38,10 @@ export class ReplicaClient {
   get isolation(): "thread" | "process" {
     return this.transport.isolation;
   }
+  /** On a cluster node (see {@link ReplicaTransport.remote}). */
+  get remote(): unknown {
+    return this.transport.remote;
+  }
 
   /** The runtime's calls to this replica (its routers send through it). */
   readonly connection: ReplicaConnection;

@@ -72,6 +72,14 @@ export interface RunOptions {
   readonly tracing?: TracingOptions;
   /** @internal How replicas are started (tests may wrap the default). */
   readonly transports?: TransportFactory;
+  /**
+   * @internal A cluster's head: it places the replicas on nodes, and says when capacity
+   * changed (a node joined), so that PENDING deployments are placed.
+   */
+  readonly cluster?: {
+    readonly transports: TransportFactory;
+    onCapacity(listener: () => void): () => void;
+  };
   /** @internal False: serve no HTTP or gRPC (the caller owns the front doors). */
   readonly frontDoors?: false;
 }
@@ -358,11 +366,16 @@ export async function run<In, Out>(
   const metrics = options.metricsRegistry ?? new Metrics({ enabled: options.metrics !== false });
   const tracing = resolveTracing(options.tracing);
   const logStream = options.logStream;
-  const controller = new Controller(app, options.transports ?? defaultTransportFactory, {
-    log: logStream ? (line) => logStream.write(`${line}\n`) : writeLine,
-    tracing,
-    metrics: metrics.enabled,
-  });
+  const controller = new Controller(
+    app,
+    options.cluster?.transports ?? options.transports ?? defaultTransportFactory,
+    {
+      log: logStream ? (line) => logStream.write(`${line}\n`) : writeLine,
+      tracing,
+      metrics: metrics.enabled,
+    },
+  );
+  const offCapacity = options.cluster?.onCapacity(() => controller.replan());
   // This thread's spans (the front doors'), unless its code registered an SDK.
   const traceExport = tracing && (await exportTraces(tracing.otlpEndpoint, tracing.serviceName));
   try {
@@ -372,11 +385,13 @@ export async function run<In, Out>(
       const { status, message, deployments } = controller.status();
       error.status = { name: app.name, routePrefix: app.routePrefix, status, message, deployments };
     }
+    offCapacity?.();
     await controller.close();
     await traceExport?.close();
     throw error;
   }
   const server = new Server(app, controller, metrics);
+  if (offCapacity) server.closers.push(async () => offCapacity());
   if (traceExport) server.closers.push(() => traceExport.close());
   if (options.frontDoors === false) return server;
   const workers = options.http?.workers ?? 1;

@@ -121,6 +121,13 @@ export interface PeerEndpoint {
   readonly port?: MessagePort | undefined;
   /** Otherwise: the path of the Unix socket the target replica listens on. */
   readonly socket?: string | undefined;
+  /**
+   * In a cluster: the NATS subject the target's node serves callers on, and the node's
+   * name. A node rewrites it to a socket (a bridge, or the target's own on the same node)
+   * before its replica sees it.
+   */
+  readonly nats?: string | undefined;
+  readonly node?: string | undefined;
 }
 
 /**

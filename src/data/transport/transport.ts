@@ -28,6 +28,23 @@ export interface ReplicaTransport {
   onExit(listener: (reason: string) => void): void;
   /** Ends the replica now (no draining). Resolves once it has exited. Safe to call twice. */
   terminate(): Promise<void>;
+  /**
+   * In a cluster: the node the replica runs on, and the NATS subject its node serves
+   * callers on. Absent for a replica of this process (a thread or a child process).
+   */
+  readonly remote?: { readonly node: string; readonly subject: string } | undefined;
+  /**
+   * Set when the transport reaches a replica that already runs (a head that restarted
+   * adopts it): no `init` is sent, and it keeps its id.
+   */
+  readonly adopted?: AdoptedReplica | undefined;
+}
+
+/** A running replica a transport was attached to instead of starting one. */
+export interface AdoptedReplica {
+  readonly replica: string;
+  /** Its models, when it multiplexes. */
+  readonly models?: readonly string[] | undefined;
 }
 
 /** Limits a replica starts with. */
@@ -36,11 +53,38 @@ export interface ReplicaLimits {
   readonly memoryBytes?: number | undefined;
 }
 
+/** What a replica is placed by (in a cluster: on a node whose free resources fit). */
+export interface Placement {
+  readonly app: string;
+  readonly deployment: string;
+  readonly resources: {
+    readonly cpus?: number | undefined;
+    readonly gpus?: number | undefined;
+    readonly memory?: number | undefined;
+    readonly custom?: Readonly<Record<string, number>> | undefined;
+  };
+  /** What the replica is started with (its code, arguments and options): an adopted one must match. */
+  readonly key: string;
+}
+
+/**
+ * Thrown by a {@link TransportFactory} when the replica fits nowhere now; the message names
+ * what is missing. The deployment is `PENDING` until the factory's owner says capacity
+ * changed.
+ */
+export class NoPlacementError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "NoPlacementError";
+  }
+}
+
 /** Starts one replica host; the runtime then sends it an `init` message. */
 export type TransportFactory = (
   isolation: Isolation,
   name: string,
   limits?: ReplicaLimits,
+  placement?: Placement,
 ) => ReplicaTransport;
 
 /** The module every replica thread or process starts with. */

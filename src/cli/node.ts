@@ -1,0 +1,643 @@
+/**
+ * @internal `tributary node`: a machine of a cluster. It hosts replicas (threads and
+ * processes, as one machine does) for the head, and serves each on a NATS subject of its
+ * own:
+ *
+ * - the head (the replica's owner) sends it control messages and calls there, and gets
+ *   its `FromReplica` messages back;
+ * - any other sender is a caller (a router in a replica on another node, or a front
+ *   door): each gets a channel of its own into the replica (a `MessageChannel` port, or a
+ *   connection to a process replica's socket), so the replica's `busy`/`free` and call
+ *   ids stay per caller, as between threads.
+ *
+ * A replica here that calls a replica on another node is given a local channel (a port
+ * for a thread, a socket for a process) that this node bridges to the target's subject,
+ * with a NATS inbox per channel; to a replica on this node it gets a direct channel. The
+ * head is on no call's path, and while it is away calls keep flowing on the membership
+ * last published.
+ *
+ * Heartbeats go to the nodes bucket every `nodeTimeout / 5`. A node that cannot write one
+ * for half of `nodeTimeout` ends its replicas itself (the head will start them elsewhere
+ * once it gives up on this node, so no slot is served twice after a partition heals).
+ */
+import { createServer, type Server, type Socket } from "node:net";
+import { hostname, cpus, totalmem, tmpdir } from "node:os";
+import { join } from "node:path";
+import { rmSync } from "node:fs";
+import { MessageChannel, type MessagePort } from "node:worker_threads";
+import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { openBuckets } from "../control/cluster.js";
+import { defaultTransportFactory } from "../data/transport/index.js";
+import { NatsMailbox } from "../data/transport/nats-link.js";
+import { connectTo, SocketChannel } from "../data/transport/socket.js";
+import { transferablesOf } from "../data/transport/transfer.js";
+import type { ReplicaTransport } from "../data/transport/transport.js";
+import { OptionsError } from "../errors.js";
+import {
+  NAME_PATTERN,
+  subjects,
+  type FromNode,
+  type GoneMessage,
+  type NodeRecord,
+  type NodeResources,
+  type PlacementRecord,
+  type ToNode,
+} from "../wire/cluster.js";
+import type {
+  CallMessage,
+  FromReplica,
+  MembersMessage,
+  PeerEndpoint,
+  ReplyMessage,
+  ToReplica,
+} from "../wire/protocol.js";
+
+export interface NodeOptions {
+  readonly name: string;
+  readonly cluster: string;
+  readonly resources: NodeResources;
+  /** The node's front door, when it has one. */
+  readonly httpUrl?: string | undefined;
+  /** Default nodeTimeout until the head's setting is read (ms). */
+  readonly nodeTimeoutMs?: number | undefined;
+  readonly log?: (line: string) => void;
+}
+
+/** A caller's channel into a replica here. */
+interface Inbound {
+  send(data: CallMessage | CallMessage[]): void;
+  close(): void;
+}
+
+class Hosted {
+  owner: string | undefined;
+  ready = false;
+  socket: string | undefined;
+  models: readonly string[] | undefined;
+  /** The deployments it subscribed to: replayed to a head that adopts it. */
+  readonly subscriptions = new Set<string>();
+  readonly callers = new Map<string, Inbound>();
+  exited = false;
+  constructor(
+    readonly id: string,
+    readonly subject: string,
+    readonly transport: ReplicaTransport,
+    readonly mailbox: NatsMailbox<ToReplica | CallMessage | CallMessage[] | { t: "bye" }, unknown>,
+  ) {}
+}
+
+/** A bridge from local channels to a replica on another node. */
+interface Bridge {
+  readonly node: string;
+  readonly close: () => void;
+}
+
+/** Resources from `--resources` JSON, with this machine's CPUs and memory by default. */
+export function parseResources(text: string | undefined): NodeResources {
+  let given: Partial<Record<string, unknown>> = {};
+  if (text !== undefined) {
+    try {
+      given = JSON.parse(text) as Partial<Record<string, unknown>>;
+    } catch (error) {
+      throw new OptionsError(`--resources is not JSON: ${(error as Error).message}`);
+    }
+    if (typeof given !== "object" || given === null || Array.isArray(given))
+      throw new OptionsError(
+        `--resources must be a JSON object like {"cpus":4,"custom":{"ocr":1}}`,
+      );
+  }
+  const number = (key: string, fallback: number): number => {
+    const value = given[key] ?? fallback;
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0)
+      throw new OptionsError(
+        `--resources: ${key} must be a number ≥ 0 (it is ${JSON.stringify(value)})`,
+      );
+    return value;
+  };
+  const custom = given.custom ?? {};
+  if (typeof custom !== "object" || custom === null || Array.isArray(custom))
+    throw new OptionsError(`--resources: custom must be an object of numbers`);
+  for (const [key, value] of Object.entries(custom))
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0)
+      throw new OptionsError(`--resources: custom.${key} must be a number ≥ 0`);
+  for (const key of Object.keys(given))
+    if (!["cpus", "gpus", "memory", "custom"].includes(key))
+      throw new OptionsError(`--resources: unknown key "${key}" (cpus, gpus, memory, custom)`);
+  return {
+    cpus: number("cpus", cpus().length),
+    gpus: number("gpus", 0),
+    memory: number("memory", totalmem()),
+    custom: custom as Record<string, number>,
+  };
+}
+
+export class ClusterNode {
+  readonly options: NodeOptions;
+  readonly nc: NatsConnection;
+  readonly #nodesKv: KV;
+  readonly #stateKv: KV;
+  readonly #mailbox: NatsMailbox<ToNode, FromNode>;
+  readonly #hosted = new Map<string, Hosted>();
+  readonly #bySubject = new Map<string, Hosted>();
+  readonly #bridges = new Set<Bridge>();
+  readonly #startedAt = Date.now();
+  #nodeTimeoutMs: number;
+  #lastHeartbeat = Date.now();
+  #heartbeatTimer: NodeJS.Timeout | undefined;
+  /** When this node last saw each other node's heartbeat (its clock). */
+  readonly #peers = new Map<string, number>();
+  #stopWatch: (() => void) | undefined;
+  #closed = false;
+  #bridgeNumber = 0;
+
+  private constructor(nc: NatsConnection, buckets: { nodes: KV; state: KV }, options: NodeOptions) {
+    this.nc = nc;
+    this.options = options;
+    this.#nodesKv = buckets.nodes;
+    this.#stateKv = buckets.state;
+    this.#nodeTimeoutMs = options.nodeTimeoutMs ?? 10_000;
+    this.#mailbox = NatsMailbox.open(nc, subjects.node(options.cluster, options.name));
+    this.#mailbox.onMessage((message, from) => this.#onNodeMessage(message, from));
+  }
+
+  static async start(nc: NatsConnection, options: NodeOptions): Promise<ClusterNode> {
+    if (!NAME_PATTERN.test(options.name))
+      throw new OptionsError(
+        `--name must be 1 to 64 letters, digits, "-" or "_" (it is "${options.name}")`,
+      );
+    const buckets = await openBuckets(nc, options.cluster, options.nodeTimeoutMs ?? 10_000);
+    const node = new ClusterNode(nc, buckets, options);
+    // A replica's code can tell where it runs.
+    process.env.TRIBUTARY_NODE = options.name;
+    await node.#readSettings();
+    await node.#heartbeat();
+    node.#scheduleHeartbeat();
+    await node.#watchPeers();
+    return node;
+  }
+
+  get name(): string {
+    return this.options.name;
+  }
+
+  /** The replicas this node runs, by id (for status and tests). */
+  get replicas(): string[] {
+    return [...this.#hosted.keys()];
+  }
+
+  /** Leaves the cluster: ends every replica, removes this node's heartbeat. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#heartbeatTimer);
+    this.#stopWatch?.();
+    await Promise.all([...this.#hosted.values()].map((h) => this.#end(h, "the node is leaving")));
+    for (const bridge of this.#bridges) bridge.close();
+    this.#mailbox.close();
+    await this.#nodesKv.delete(this.options.name).catch(() => undefined);
+  }
+
+  #log(message: string, fields: Record<string, unknown> = {}): void {
+    (this.options.log ?? ((line) => process.stdout.write(`${line}\n`)))(
+      JSON.stringify({
+        level: 30,
+        time: Date.now(),
+        node: this.options.name,
+        msg: message,
+        ...fields,
+      }),
+    );
+  }
+
+  async #readSettings(): Promise<void> {
+    const entry = await this.#stateKv.get("settings").catch(() => null);
+    if (entry?.operation === "PUT") {
+      const settings = entry.json<{ nodeTimeoutMs?: number }>();
+      if (typeof settings.nodeTimeoutMs === "number") this.#nodeTimeoutMs = settings.nodeTimeoutMs;
+    }
+  }
+
+  #record(): NodeRecord {
+    return {
+      name: this.options.name,
+      resources: this.options.resources,
+      address: this.#mailbox.address,
+      httpUrl: this.options.httpUrl,
+      startedAt: this.#startedAt,
+      heartbeat: Date.now(),
+      pid: process.pid,
+      replicas: [...this.#hosted.values()].filter((h) => h.ready).map((h) => h.id),
+    };
+  }
+
+  async #heartbeat(): Promise<void> {
+    await this.#nodesKv.put(this.options.name, JSON.stringify(this.#record()));
+    this.#lastHeartbeat = Date.now();
+  }
+
+  #scheduleHeartbeat(): void {
+    const every = Math.max(50, Math.floor(this.#nodeTimeoutMs / 5));
+    this.#heartbeatTimer = setTimeout(() => {
+      void (async () => {
+        try {
+          await this.#heartbeat();
+          await this.#readSettings();
+          await this.#checkPlacements();
+        } catch {
+          // NATS is out of reach: past half the timeout, this node's replicas are ended.
+          if (Date.now() - this.#lastHeartbeat > this.#nodeTimeoutMs / 2) this.#fence();
+        }
+        if (!this.#closed) this.#scheduleHeartbeat();
+      })();
+    }, every);
+    this.#heartbeatTimer.unref();
+  }
+
+  /** Cut off from the cluster: the head will give up on this node, so its replicas end now. */
+  #fence(): void {
+    if (this.#hosted.size === 0) return;
+    this.#log("cut off from the cluster for half of nodeTimeout: ending this node's replicas", {
+      replicas: [...this.#hosted.keys()],
+    });
+    for (const hosted of [...this.#hosted.values()])
+      void this.#end(hosted, "its node was cut off from the cluster");
+  }
+
+  /**
+   * Replicas the head no longer has placed here (it gave up on this node while it was cut
+   * off, and placed them elsewhere) end: none is served twice.
+   */
+  async #checkPlacements(): Promise<void> {
+    for (const hosted of [...this.#hosted.values()]) {
+      if (!hosted.ready) continue;
+      const key = `replica.${hosted.subject.slice(hosted.subject.lastIndexOf(".") + 1)}`;
+      const entry = await this.#stateKv.get(key);
+      const record = entry?.operation === "PUT" ? entry.json<PlacementRecord>() : undefined;
+      if (!record || record.node !== this.options.name)
+        await this.#end(hosted, "the head placed it elsewhere");
+    }
+  }
+
+  async #watchPeers(): Promise<void> {
+    const watch = await this.#nodesKv.watch();
+    this.#stopWatch = () => watch.stop();
+    void (async () => {
+      for await (const entry of watch) {
+        if (entry.key === this.options.name) continue;
+        if (entry.operation === "PUT") this.#peers.set(entry.key, Date.now());
+        else this.#peerLost(entry.key);
+      }
+    })();
+    const timer = setInterval(
+      () => {
+        const now = Date.now();
+        for (const [name, seen] of this.#peers)
+          if (now - seen > this.#nodeTimeoutMs) this.#peerLost(name);
+      },
+      Math.max(50, Math.floor(this.#nodeTimeoutMs / 4)),
+    );
+    timer.unref();
+    const stop = this.#stopWatch;
+    this.#stopWatch = () => {
+      clearInterval(timer);
+      stop();
+    };
+  }
+
+  /** Another node is gone: bridges to its replicas close, and what is pending on them fails. */
+  #peerLost(name: string): void {
+    this.#peers.delete(name);
+    for (const bridge of [...this.#bridges]) if (bridge.node === name) bridge.close();
+  }
+
+  #onNodeMessage(message: ToNode, from: string): void {
+    try {
+      switch (message.t) {
+        case "start":
+          this.#startReplica(message, from);
+          return;
+        case "adopt":
+          this.#adopt(message.replica, from);
+          return;
+        case "terminate": {
+          const hosted = this.#hosted.get(message.replica);
+          if (!hosted)
+            this.#mailbox.send(from, {
+              t: "node-exit",
+              replica: message.replica,
+              reason: "terminated",
+            });
+          else void this.#end(hosted, "terminated");
+          return;
+        }
+      }
+    } catch (error) {
+      this.#log("a message from the head failed", { error: (error as Error).message });
+    }
+  }
+
+  #startReplica(message: Extract<ToNode, { t: "start" }>, owner: string): void {
+    if (this.#closed) {
+      this.#mailbox.send(owner, {
+        t: "node-exit",
+        replica: message.replica,
+        reason: "the node is leaving",
+      });
+      return;
+    }
+    const transport = defaultTransportFactory(message.isolation, message.replica, {
+      memoryBytes: message.memoryBytes,
+    });
+    const mailbox = NatsMailbox.open<
+      ToReplica | CallMessage | CallMessage[] | { t: "bye" },
+      unknown
+    >(this.nc, message.subject);
+    const hosted = new Hosted(message.replica, message.subject, transport, mailbox);
+    hosted.owner = owner;
+    this.#hosted.set(hosted.id, hosted);
+    this.#bySubject.set(hosted.subject, hosted);
+    mailbox.onMessage((m, from) => this.#onReplicaSubject(hosted, m, from));
+    transport.onMessage((m) => this.#fromReplica(hosted, m));
+    transport.onUndeliverable((m, error) => {
+      if (m.t === "call" && hosted.owner)
+        mailbox.send(hosted.owner, {
+          t: "err",
+          id: m.id,
+          e: {
+            name: "TypeError",
+            message: `the call could not be passed to the replica: ${error.message}`,
+          },
+          user: false,
+        } satisfies ReplyMessage);
+    });
+    transport.onExit((reason) => {
+      if (!hosted.exited) void this.#end(hosted, reason);
+    });
+    this.#mailbox.send(owner, {
+      t: "node-started",
+      replica: hosted.id,
+      description: transport.description,
+    });
+  }
+
+  #adopt(replica: string, owner: string): void {
+    const hosted = this.#hosted.get(replica);
+    if (!hosted || hosted.exited) {
+      this.#mailbox.send(owner, { t: "node-exit", replica, reason: "its node no longer runs it" });
+      return;
+    }
+    hosted.owner = owner;
+    this.#mailbox.send(owner, {
+      t: "node-adopted",
+      replica,
+      description: hosted.transport.description,
+      ready: hosted.ready,
+      models: hosted.models,
+    });
+    // The new head learns what the replica calls, and sends it membership again.
+    for (const d of hosted.subscriptions)
+      hosted.mailbox.send(owner, { t: "subscribe", d } satisfies FromReplica);
+    this.#log("a head adopted a replica", { replica });
+  }
+
+  /** Ends a replica's host, tells its owner and its callers. */
+  async #end(hosted: Hosted, reason: string): Promise<void> {
+    if (hosted.exited) return;
+    hosted.exited = true;
+    this.#hosted.delete(hosted.id);
+    this.#bySubject.delete(hosted.subject);
+    for (const [from, inbound] of hosted.callers) {
+      inbound.close();
+      hosted.mailbox.send(from, { t: "gone", reason } satisfies GoneMessage);
+    }
+    hosted.callers.clear();
+    await hosted.transport.terminate().catch(() => undefined);
+    if (hosted.owner)
+      this.#mailbox.send(hosted.owner, { t: "node-exit", replica: hosted.id, reason });
+    hosted.mailbox.close();
+  }
+
+  #fromReplica(hosted: Hosted, message: FromReplica): void {
+    if (message.t === "ready") {
+      hosted.ready = true;
+      hosted.socket = message.socket;
+      void this.#heartbeat().catch(() => undefined); // the head sees it adoptable at once
+    } else if (message.t === "subscribe") hosted.subscriptions.add(message.d);
+    else if (message.t === "models") hosted.models = message.models;
+    if (hosted.owner) {
+      try {
+        hosted.mailbox.send(hosted.owner, message);
+      } catch (error) {
+        // A result that cannot be serialized: its caller gets an error instead.
+        if ("id" in message && (message.t === "ok" || message.t === "item"))
+          hosted.mailbox.send(hosted.owner, {
+            t: "err",
+            id: message.id,
+            e: {
+              name: "TypeError",
+              message: `the result could not be sent back: ${(error as Error).message}`,
+            },
+            user: true,
+          } satisfies ReplyMessage);
+      }
+    }
+  }
+
+  #onReplicaSubject(
+    hosted: Hosted,
+    message: ToReplica | CallMessage | CallMessage[] | { t: "bye" },
+    from: string,
+  ): void {
+    if (hosted.exited) return;
+    if (from === hosted.owner && !Array.isArray(message)) {
+      const m = message as ToReplica;
+      if (m.t === "members") this.#members(hosted, m);
+      else if (m.t === "call") hosted.transport.send(m, transferablesOf(m.a));
+      else hosted.transport.send(m);
+      return;
+    }
+    if (!Array.isArray(message) && message.t === "bye") {
+      hosted.callers.get(from)?.close();
+      hosted.callers.delete(from);
+      return;
+    }
+    let inbound = hosted.callers.get(from);
+    if (!inbound) {
+      inbound = this.#inbound(hosted, from);
+      hosted.callers.set(from, inbound);
+    }
+    inbound.send(message as CallMessage | CallMessage[]);
+  }
+
+  /** A channel into `hosted` for the caller at `from`; its replies go back there. */
+  #inbound(hosted: Hosted, from: string): Inbound {
+    const reply = (data: ReplyMessage | ReplyMessage[]): void => {
+      try {
+        hosted.mailbox.send(from, data);
+      } catch {
+        // unserializable results were answered as errors by the replica's own checks
+      }
+    };
+    if (hosted.transport.isolation === "thread") {
+      const { port1, port2 } = new MessageChannel();
+      hosted.transport.send({ t: "accept", port: port2 }, [port2]);
+      port1.on("message", reply);
+      return {
+        send: (data) => {
+          const list = Array.isArray(data) ? data : [data];
+          const transfer = list.flatMap((m) => (m.t === "call" ? transferablesOf(m.a) : []));
+          port1.postMessage(data, transfer);
+        },
+        close: () => port1.close(),
+      };
+    }
+    const channel = new SocketChannel<ReplyMessage, CallMessage>(connectTo(hosted.socket!), reply);
+    return { send: (data) => channel.send(data), close: () => channel.close() };
+  }
+
+  /**
+   * Membership for a replica here: each replica on another node becomes a local channel
+   * this node bridges to its subject; one on this node, a direct channel.
+   */
+  #members(hosted: Hosted, message: MembersMessage): void {
+    const ports: MessagePort[] = [];
+    const add: PeerEndpoint[] = [];
+    for (const endpoint of message.add) {
+      if (!endpoint.nats) {
+        add.push(endpoint);
+        continue;
+      }
+      const local = this.#bySubject.get(endpoint.nats);
+      if (local && local.ready) {
+        if (hosted.transport.isolation === "thread" && local.transport.isolation === "thread") {
+          const { port1, port2 } = new MessageChannel();
+          local.transport.send({ t: "accept", port: port2 }, [port2]);
+          add.push({ replica: endpoint.replica, port: port1 });
+          ports.push(port1);
+        } else add.push({ replica: endpoint.replica, socket: local.socket });
+        continue;
+      }
+      const node = endpoint.node ?? "";
+      if (hosted.transport.isolation === "thread") {
+        const port = this.#portBridge(endpoint.nats, node);
+        add.push({ replica: endpoint.replica, port });
+        ports.push(port);
+      } else
+        add.push({ replica: endpoint.replica, socket: this.#socketBridge(endpoint.nats, node) });
+    }
+    hosted.transport.send({ ...message, add }, ports);
+  }
+
+  /** A port whose other end this node bridges to the replica at `subject` (a NATS inbox of its own). */
+  #portBridge(subject: string, node: string): MessagePort {
+    const { port1, port2 } = new MessageChannel();
+    const mailbox = NatsMailbox.open<
+      ReplyMessage | ReplyMessage[] | GoneMessage,
+      CallMessage | CallMessage[] | { t: "bye" }
+    >(this.nc);
+    let closed = false;
+    const bridge: Bridge = {
+      node,
+      close: () => {
+        if (closed) return;
+        closed = true;
+        this.#bridges.delete(bridge);
+        try {
+          mailbox.send(subject, { t: "bye" });
+        } catch {
+          // the connection is closed: the target's node drops the channel with it
+        }
+        mailbox.close();
+        port1.close();
+      },
+    };
+    this.#bridges.add(bridge);
+    mailbox.onMessage((data) => {
+      if (!Array.isArray(data) && data.t === "gone") bridge.close();
+      else {
+        const list = Array.isArray(data) ? data : [data];
+        const transfer = list.flatMap((m) =>
+          m.t === "ok" || m.t === "item" ? transferablesOf([m.v]) : [],
+        );
+        port1.postMessage(data, transfer);
+      }
+    });
+    port1.on("message", (data: CallMessage | CallMessage[]) => {
+      try {
+        mailbox.send(subject, data);
+      } catch (error) {
+        // An argument that cannot be serialized: the calls fail at once.
+        const list = Array.isArray(data) ? data : [data];
+        for (const m of list)
+          if (m.t === "call")
+            port1.postMessage({
+              t: "err",
+              id: m.id,
+              e: {
+                name: "ValidationError",
+                message: `an argument cannot be sent to another node: ${(error as Error).message}`,
+                code: "VALIDATION",
+              },
+              user: false,
+            } satisfies ReplyMessage);
+      }
+    });
+    port1.on("close", () => bridge.close());
+    return port2;
+  }
+
+  /** A Unix socket whose connections this node bridges to the replica at `subject`. */
+  #socketBridge(subject: string, node: string): string {
+    const path = join(tmpdir(), `tributary-${process.pid}-b${++this.#bridgeNumber}.sock`);
+    rmSync(path, { force: true });
+    const sockets = new Set<Socket>();
+    const server: Server = createServer((socket) => {
+      sockets.add(socket);
+      const mailbox = NatsMailbox.open<
+        ReplyMessage | ReplyMessage[] | GoneMessage,
+        CallMessage | CallMessage[] | { t: "bye" }
+      >(this.nc);
+      const channel = new SocketChannel<CallMessage, ReplyMessage>(socket, (data) => {
+        try {
+          mailbox.send(subject, data);
+        } catch {
+          socket.destroy();
+        }
+      });
+      mailbox.onMessage((data) => {
+        if (!Array.isArray(data) && data.t === "gone") socket.destroy();
+        else channel.send(data);
+      });
+      channel.onClose(() => {
+        sockets.delete(socket);
+        try {
+          mailbox.send(subject, { t: "bye" });
+        } catch {
+          // closed connection
+        }
+        mailbox.close();
+      });
+    });
+    server.listen(path);
+    server.unref();
+    const bridge: Bridge = {
+      node,
+      close: () => {
+        this.#bridges.delete(bridge);
+        for (const socket of sockets) socket.destroy();
+        server.close();
+        rmSync(path, { force: true });
+      },
+    };
+    this.#bridges.add(bridge);
+    process.once("exit", () => rmSync(path, { force: true }));
+    return path;
+  }
+}
+
+/** A default node name: this machine's host name, as NATS subjects accept it. */
+export const defaultNodeName = (): string =>
+  hostname()
+    .replace(/[^A-Za-z0-9_-]/g, "-")
+    .slice(0, 64) || "node";

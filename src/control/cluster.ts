@@ -1,0 +1,361 @@
+/**
+ * @internal The head's view of a cluster on NATS: the nodes (from their heartbeats in
+ * JetStream KV), what each has free, where each replica runs (kept in KV, so that a head
+ * that restarts finds it), and a {@link TransportFactory} that places a replica on a node
+ * whose free resources fit, or adopts one that runs from before a restart. A node whose
+ * heartbeat stops for `nodeTimeout` is DEAD: its replicas exit (their calls in flight fail
+ * with ReplicaDiedError) and the controllers start replacements elsewhere.
+ */
+import { randomUUID } from "node:crypto";
+import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { RemoteReplicaTransport } from "../data/transport/remote.js";
+import {
+  NoPlacementError,
+  type Placement,
+  type ReplicaTransport,
+  type TransportFactory,
+} from "../data/transport/transport.js";
+import { requirePackages } from "../optional-package.js";
+import {
+  subjects,
+  type NodeRecord,
+  type NodeResources,
+  type PlacementRecord,
+} from "../wire/cluster.js";
+import { choose, freeResources, type Need } from "./placement.js";
+
+export type NodeState = "ALIVE" | "DEAD";
+
+/** A node as `tributary status` lists it. */
+export interface NodeStatusInfo {
+  readonly name: string;
+  readonly state: NodeState;
+  readonly resources: NodeResources;
+  readonly free: NodeResources;
+  /** When the head last heard its heartbeat (ms since the epoch, the head's clock). */
+  readonly lastHeartbeat: number;
+  readonly replicas: readonly string[];
+  readonly httpUrl?: string | undefined;
+  readonly pid: number;
+}
+
+export interface ClusterSettings {
+  /** The cluster's name: the prefix of its subjects and buckets (default `tributary`). */
+  readonly name: string;
+  /** A node that misses heartbeats this long is DEAD. */
+  readonly nodeTimeoutMs: number;
+}
+
+interface NodeEntry {
+  record: NodeRecord;
+  state: NodeState;
+  lastSeen: number;
+  readonly transports: Set<RemoteReplicaTransport>;
+}
+
+interface Placed {
+  readonly record: PlacementRecord;
+  readonly transport: RemoteReplicaTransport;
+}
+
+/** KV buckets of a cluster, created when missing. */
+export async function openBuckets(
+  nc: NatsConnection,
+  cluster: string,
+  nodeTimeoutMs: number,
+): Promise<{ nodes: KV; state: KV }> {
+  requirePackages("The cluster", ["@nats-io/kv", "@nats-io/jetstream"]);
+  const { Kvm } = await import("@nats-io/kv");
+  const kvm = new Kvm(nc);
+  // A node's key expires a while after its last heartbeat (the bucket's TTL): a node that
+  // stopped is forgotten, though the head judges DEAD by its own clock much sooner.
+  const nodes = await kvm.create(subjects.nodesBucket(cluster), {
+    history: 1,
+    ttl: Math.max(nodeTimeoutMs * 6, 60_000),
+  });
+  const state = await kvm.create(subjects.stateBucket(cluster), { history: 1 });
+  return { nodes, state };
+}
+
+export class ClusterHead {
+  readonly settings: ClusterSettings;
+  readonly nc: NatsConnection;
+  readonly #nodesKv: KV;
+  readonly #stateKv: KV;
+  readonly #nodes = new Map<string, NodeEntry>();
+  readonly #placed = new Map<RemoteReplicaTransport, Placed>();
+  /** Replicas that ran under a previous head, not yet adopted. */
+  #orphans: PlacementRecord[] = [];
+  readonly #capacity = new Set<() => void>();
+  #timer: NodeJS.Timeout | undefined;
+  #stopWatch: (() => void) | undefined;
+  #closed = false;
+
+  private constructor(
+    nc: NatsConnection,
+    buckets: { nodes: KV; state: KV },
+    settings: ClusterSettings,
+  ) {
+    this.nc = nc;
+    this.settings = settings;
+    this.#nodesKv = buckets.nodes;
+    this.#stateKv = buckets.state;
+  }
+
+  /**
+   * Joins the cluster as its head: reads the nodes and the replicas placed before (by a
+   * head that ran earlier), then follows the heartbeats.
+   */
+  static async open(nc: NatsConnection, settings: ClusterSettings): Promise<ClusterHead> {
+    const buckets = await openBuckets(nc, settings.name, settings.nodeTimeoutMs);
+    const head = new ClusterHead(nc, buckets, settings);
+    await buckets.state.put("settings", JSON.stringify({ nodeTimeoutMs: settings.nodeTimeoutMs }));
+    await head.#watchNodes();
+    await head.#readPlacements();
+    head.#timer = setInterval(
+      () => head.#checkHeartbeats(),
+      Math.min(250, settings.nodeTimeoutMs / 4),
+    );
+    head.#timer.unref();
+    return head;
+  }
+
+  /** The config the last head applied (`tributary start --cluster` restores it). */
+  async appliedConfig(): Promise<{ file: string; text: string } | undefined> {
+    const entry = await this.#stateKv.get("config");
+    if (!entry || entry.operation !== "PUT" || entry.length === 0) return undefined;
+    return entry.json<{ file: string; text: string }>();
+  }
+
+  async saveConfig(applied: { file: string; text: string }): Promise<void> {
+    await this.#stateKv.put("config", JSON.stringify(applied));
+  }
+
+  /** Runs `listener` when capacity may have grown (a node joined, or replicas left one). */
+  onCapacity(listener: () => void): () => void {
+    this.#capacity.add(listener);
+    return () => this.#capacity.delete(listener);
+  }
+
+  /** Places replicas on nodes (or adopts running ones); see the module comment. */
+  readonly transports: TransportFactory = (isolation, name, limits = {}, placement) => {
+    if (this.#closed) throw new NoPlacementError("the head is shutting down");
+    if (!placement) throw new Error("a cluster places replicas by their deployment's resources");
+    const adopted = this.#adopt(placement);
+    if (adopted) return adopted;
+    const result = choose(
+      this.#candidates(placement.deployment, placement.app),
+      placement.resources,
+    );
+    if ("reason" in result) throw new NoPlacementError(result.reason);
+    const node = this.#nodes.get(result.node)!;
+    const token = randomUUID().replaceAll("-", "");
+    const record: PlacementRecord = {
+      replica: name,
+      app: placement.app,
+      deployment: placement.deployment,
+      node: result.node,
+      subject: subjects.replica(this.settings.name, token),
+      isolation,
+      key: placement.key,
+      resources: placement.resources,
+    };
+    const transport = new RemoteReplicaTransport(this.nc, {
+      node: result.node,
+      nodeAddress: node.record.address,
+      replica: name,
+      subject: record.subject,
+      isolation,
+      memoryBytes: limits.memoryBytes,
+    });
+    this.#track(node, record, transport);
+    return transport;
+  };
+
+  /** Every node, for `tributary status`. */
+  nodes(): NodeStatusInfo[] {
+    return [...this.#nodes.values()]
+      .map((n) => ({
+        name: n.record.name,
+        state: n.state,
+        resources: n.record.resources,
+        free: this.#free(n),
+        lastHeartbeat: n.lastSeen,
+        replicas: [...n.transports].map((t) => t.target.replica),
+        httpUrl: n.record.httpUrl,
+        pid: n.record.pid,
+      }))
+      .sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  /**
+   * Ends the replicas a previous head left that no deployment adopted (their application or
+   * options are gone): called once the restored config has been applied.
+   */
+  async dropOrphans(): Promise<void> {
+    const orphans = this.#orphans;
+    this.#orphans = [];
+    for (const record of orphans) {
+      const node = this.#nodes.get(record.node);
+      if (node?.state === "ALIVE") {
+        const transport = new RemoteReplicaTransport(
+          this.nc,
+          { ...record, nodeAddress: node.record.address },
+          { replica: record.replica },
+        );
+        await transport.terminate();
+      }
+      await this.#stateKv.delete(placementKey(record)).catch(() => undefined);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.#stopWatch?.();
+  }
+
+  /** A running replica of a previous head's that this placement can take over. */
+  #adopt(placement: Placement): ReplicaTransport | undefined {
+    const index = this.#orphans.findIndex(
+      (o) =>
+        o.app === placement.app &&
+        o.deployment === placement.deployment &&
+        o.key === placement.key &&
+        this.#nodes.get(o.node)?.state === "ALIVE" &&
+        this.#nodes.get(o.node)!.record.replicas.includes(o.replica),
+    );
+    if (index < 0) return undefined;
+    const [record] = this.#orphans.splice(index, 1) as [PlacementRecord];
+    const node = this.#nodes.get(record.node)!;
+    const transport = new RemoteReplicaTransport(
+      this.nc,
+      { ...record, nodeAddress: node.record.address },
+      { replica: record.replica },
+    );
+    this.#track(node, record, transport);
+    return transport;
+  }
+
+  #track(node: NodeEntry, record: PlacementRecord, transport: RemoteReplicaTransport): void {
+    node.transports.add(transport);
+    this.#placed.set(transport, { record, transport });
+    void this.#stateKv.put(placementKey(record), JSON.stringify(record)).catch(() => undefined);
+    transport.onExit(() => {
+      node.transports.delete(transport);
+      this.#placed.delete(transport);
+      void this.#stateKv.delete(placementKey(record)).catch(() => undefined);
+      // Its resources are free again: a PENDING deployment may fit now.
+      if (!this.#closed) queueMicrotask(() => this.#capacityChanged());
+    });
+  }
+
+  #free(node: NodeEntry): NodeResources {
+    const used: Need[] = [];
+    for (const t of node.transports) used.push(this.#placed.get(t)!.record.resources);
+    // Orphans waiting for adoption keep their resources.
+    for (const o of this.#orphans) if (o.node === node.record.name) used.push(o.resources);
+    return freeResources(node.record.resources, used);
+  }
+
+  #candidates(deployment: string, app: string) {
+    return [...this.#nodes.values()]
+      .filter((n) => n.state === "ALIVE")
+      .map((n) => ({
+        name: n.record.name,
+        free: this.#free(n),
+        sameDeployment: [...n.transports].filter((t) => {
+          const r = this.#placed.get(t)!.record;
+          return r.deployment === deployment && r.app === app;
+        }).length,
+      }));
+  }
+
+  #capacityChanged(): void {
+    for (const listener of [...this.#capacity]) listener();
+  }
+
+  async #watchNodes(): Promise<void> {
+    const watch = await this.#nodesKv.watch();
+    this.#stopWatch = () => watch.stop();
+    let initial = true;
+    const ready = new Promise<void>((resolve) => {
+      void (async () => {
+        // The watch first delivers every key's last value; an empty bucket says so at once.
+        const timer = setTimeout(resolve, 500);
+        for await (const entry of watch) {
+          if (entry.operation === "PUT") this.#heartbeat(entry.json<NodeRecord>(), initial);
+          else this.#lost(entry.key, "it left the cluster");
+          if (initial && entry.delta === 0) {
+            initial = false;
+            clearTimeout(timer);
+            resolve();
+          }
+        }
+      })();
+    });
+    await ready;
+  }
+
+  #heartbeat(record: NodeRecord, initial = false): void {
+    const existing = this.#nodes.get(record.name);
+    if (initial && Date.now() - record.heartbeat > this.settings.nodeTimeoutMs) {
+      // Left by a node that stopped before this head started (its key outlives it a while).
+      this.#nodes.set(record.name, {
+        record,
+        state: "DEAD",
+        lastSeen: record.heartbeat,
+        transports: new Set(),
+      });
+      return;
+    }
+    if (existing && existing.state === "ALIVE") {
+      existing.record = record;
+      existing.lastSeen = Date.now();
+      return;
+    }
+    // A new node, or one that was DEAD and came back (its old replicas are gone: a node
+    // cut off from NATS ends its replicas itself before the head gives up on it).
+    this.#nodes.set(record.name, {
+      record,
+      state: "ALIVE",
+      lastSeen: Date.now(),
+      transports: existing?.transports ?? new Set(),
+    });
+    if (!this.#closed) this.#capacityChanged();
+  }
+
+  #checkHeartbeats(): void {
+    const now = Date.now();
+    for (const node of this.#nodes.values())
+      if (node.state === "ALIVE" && now - node.lastSeen > this.settings.nodeTimeoutMs)
+        this.#lost(
+          node.record.name,
+          `no heartbeat for ${now - node.lastSeen} ms; nodeTimeout ${this.settings.nodeTimeoutMs} ms`,
+        );
+  }
+
+  /** The node is DEAD: its replicas exit now, and the controllers replace them. */
+  #lost(name: string, why: string): void {
+    const node = this.#nodes.get(name);
+    if (!node || node.state === "DEAD") return;
+    node.state = "DEAD";
+    for (const transport of [...node.transports])
+      transport.lost(`is gone: its node ${name} is DEAD (${why})`);
+    this.#orphans = this.#orphans.filter((o) => o.node !== name);
+  }
+
+  async #readPlacements(): Promise<void> {
+    const keys = await this.#stateKv.keys("replica.*");
+    const records: PlacementRecord[] = [];
+    for await (const key of keys) {
+      const entry = await this.#stateKv.get(key);
+      if (entry?.operation === "PUT") records.push(entry.json<PlacementRecord>());
+    }
+    this.#orphans = records;
+  }
+}
+
+const placementKey = (record: PlacementRecord): string =>
+  `replica.${record.subject.slice(record.subject.lastIndexOf(".") + 1)}`;

@@ -1,0 +1,149 @@
+/**
+ * @internal A replica on a cluster node, as the head's control plane sees it: the same
+ * {@link ReplicaTransport} as a thread or a process, over NATS. The head asks the node to
+ * start the replica's host (or, after a restart, to hand over one that runs), then sends
+ * `ToReplica` messages to the replica's subject and gets `FromReplica` ones on a mailbox
+ * of its own. The node says when the host exits; the cluster says when the node is lost.
+ */
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { FromNode, ToNode } from "../../wire/cluster.js";
+import type { FromReplica, ToReplica } from "../../wire/protocol.js";
+import { NatsMailbox } from "./nats-link.js";
+import type { AdoptedReplica, Isolation, ReplicaTransport } from "./transport.js";
+
+/** How long a node has to answer a start, an adoption or a terminate. */
+const NODE_ANSWER_MS = 10_000;
+
+export interface RemoteTarget {
+  readonly node: string;
+  /** The node's mailbox. */
+  readonly nodeAddress: string;
+  readonly replica: string;
+  readonly subject: string;
+  readonly isolation: Isolation;
+  readonly memoryBytes?: number | undefined;
+}
+
+export class RemoteReplicaTransport implements ReplicaTransport {
+  readonly isolation: Isolation;
+  description: string;
+  readonly remote: { readonly node: string; readonly subject: string };
+  readonly adopted: AdoptedReplica | undefined;
+  readonly target: RemoteTarget;
+  readonly #mailbox: NatsMailbox<FromReplica | FromNode, ToReplica | ToNode>;
+  /** Messages sent before the node said the host runs. */
+  #queue: ToReplica[] | undefined = [];
+  #exited = false;
+  readonly #exit = new Set<(reason: string) => void>();
+  #message: ((message: FromReplica) => void) | undefined;
+  #undeliverable: ((message: ToReplica, error: Error) => void) | undefined;
+  readonly #whenExited: Promise<void>;
+  #resolveExited!: () => void;
+  #answerTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Starts the replica's host on the node, or with `adopted` takes over one that runs
+   * (the node has already answered that it does).
+   */
+  constructor(nc: NatsConnection, target: RemoteTarget, adopted?: AdoptedReplica) {
+    this.target = target;
+    this.isolation = target.isolation;
+    this.description = `${target.isolation} on node ${target.node}`;
+    this.remote = { node: target.node, subject: target.subject };
+    this.adopted = adopted;
+    this.#whenExited = new Promise((resolve) => (this.#resolveExited = resolve));
+    this.#mailbox = NatsMailbox.open(nc);
+    this.#mailbox.onMessage((message) => this.#receive(message));
+    if (adopted) {
+      this.#queue = undefined;
+      this.#toNode({ t: "adopt", replica: target.replica });
+    } else {
+      this.#toNode({
+        t: "start",
+        replica: target.replica,
+        subject: target.subject,
+        isolation: target.isolation,
+        memoryBytes: target.memoryBytes,
+      });
+      this.#answerTimer = setTimeout(
+        () => this.lost(`node ${target.node} did not start it within ${NODE_ANSWER_MS} ms`),
+        NODE_ANSWER_MS,
+      );
+    }
+  }
+
+  send(message: ToReplica): void {
+    if (this.#exited) return;
+    if (this.#queue) {
+      this.#queue.push(message);
+      return;
+    }
+    try {
+      this.#mailbox.send(this.target.subject, message);
+    } catch (error) {
+      this.#undeliverable?.(message, error as Error);
+    }
+  }
+
+  onMessage(listener: (message: FromReplica) => void): void {
+    this.#message = listener;
+  }
+
+  onUndeliverable(listener: (message: ToReplica, error: Error) => void): void {
+    this.#undeliverable = listener;
+  }
+
+  onExit(listener: (reason: string) => void): void {
+    if (this.#exited) return;
+    this.#exit.add(listener);
+  }
+
+  /** The replica is gone without its node saying so (the node was lost): it exits now. */
+  lost(reason: string): void {
+    this.#exitWith(reason);
+  }
+
+  async terminate(): Promise<void> {
+    if (!this.#exited) {
+      this.#toNode({ t: "terminate", replica: this.target.replica });
+      const timer = setTimeout(
+        () => this.#exitWith(`node ${this.target.node} did not answer a terminate`),
+        NODE_ANSWER_MS,
+      );
+      await this.#whenExited;
+      clearTimeout(timer);
+    }
+  }
+
+  #toNode(message: ToNode): void {
+    try {
+      this.#mailbox.send(this.target.nodeAddress, message);
+    } catch (error) {
+      queueMicrotask(() => this.#exitWith(`could not reach node: ${(error as Error).message}`));
+    }
+  }
+
+  #receive(message: FromReplica | FromNode): void {
+    if (message.t === "node-started") {
+      clearTimeout(this.#answerTimer);
+      this.description = `${message.description} on node ${this.target.node}`;
+      const queued = this.#queue ?? [];
+      this.#queue = undefined;
+      for (const m of queued) this.send(m);
+    } else if (message.t === "node-adopted")
+      this.description = `${message.description} on node ${this.target.node}`;
+    else if (message.t === "node-exit") this.#exitWith(message.reason);
+    else if (!this.#exited) this.#message?.(message);
+  }
+
+  #exitWith(reason: string): void {
+    if (this.#exited) return;
+    this.#exited = true;
+    clearTimeout(this.#answerTimer);
+    this.#queue = undefined;
+    this.#mailbox.close();
+    this.#resolveExited();
+    for (const listener of this.#exit) listener(reason);
+    this.#exit.clear();
+  }
+}

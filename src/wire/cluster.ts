@@ -1,0 +1,109 @@
+/**
+ * @internal What a cluster's head and nodes say to each other over NATS, and what they keep
+ * in JetStream KV. Subjects:
+ *
+ * - `tributary.<cluster>.node.<name>`: a node's mailbox; the head sends {@link ToNode} there.
+ * - `tributary.<cluster>.replica.<token>`: one replica, served by its node. Its owner (the
+ *   head's transport to it) sends `ToReplica` messages there and gets `FromReplica` ones
+ *   back; any other sender is a caller (a router on another node, or a front door), whose
+ *   calls the node passes to the replica on a channel of the caller's own.
+ *
+ * Buckets: `<cluster>_nodes` (one key per node, refreshed every heartbeat; the bucket's TTL
+ * removes a node that stopped) and `<cluster>_state` (the applied config, and one key per
+ * placed replica).
+ */
+type Isolation = "thread" | "process";
+
+/** What a node offers: the same shape as a deployment's `resources`. */
+export interface NodeResources {
+  readonly cpus: number;
+  readonly gpus: number;
+  /** Bytes. */
+  readonly memory: number;
+  readonly custom: Readonly<Record<string, number>>;
+}
+
+/** A node's heartbeat, under its name in the nodes bucket. */
+export interface NodeRecord {
+  readonly name: string;
+  readonly resources: NodeResources;
+  /** Its mailbox (see the module comment). */
+  readonly address: string;
+  /** Its own front door, when it has one. */
+  readonly httpUrl?: string | undefined;
+  readonly startedAt: number;
+  /** When the node wrote this, by its clock (a head judges liveness by its own). */
+  readonly heartbeat: number;
+  /** The node's process id, for an operator (and for tests that kill it). */
+  readonly pid: number;
+  /** Replicas it runs, by id. */
+  readonly replicas: readonly string[];
+}
+
+/** A replica the head placed, under `replica.<token>` in the state bucket. */
+export interface PlacementRecord {
+  readonly replica: string;
+  readonly app: string;
+  readonly deployment: string;
+  readonly node: string;
+  readonly subject: string;
+  readonly isolation: Isolation;
+  /** What it was started with (its code, arguments and options): what adoption matches on. */
+  readonly key: string;
+  readonly resources: {
+    readonly cpus?: number | undefined;
+    readonly gpus?: number | undefined;
+    readonly memory?: number | undefined;
+    readonly custom?: Readonly<Record<string, number>> | undefined;
+  };
+}
+
+/** The head → a node, on the node's mailbox; answered on the sender's. */
+export type ToNode =
+  /** Start a replica host and serve it on `subject`; answered `started` or `exit`. */
+  | {
+      readonly t: "start";
+      readonly replica: string;
+      readonly subject: string;
+      readonly isolation: Isolation;
+      readonly memoryBytes?: number | undefined;
+    }
+  /** A head that restarted takes over a running replica; answered `adopted` or `exit`. */
+  | { readonly t: "adopt"; readonly replica: string }
+  /** End the replica now; answered `exit`. */
+  | { readonly t: "terminate"; readonly replica: string };
+
+/** A node → the owner of one of its replicas (besides the replica's own `FromReplica`). */
+export type FromNode =
+  | { readonly t: "node-started"; readonly replica: string; readonly description: string }
+  | {
+      readonly t: "node-adopted";
+      readonly replica: string;
+      readonly description: string;
+      /** The replica finished its constructor (it said `ready`). */
+      readonly ready: boolean;
+      readonly models?: readonly string[] | undefined;
+    }
+  /** The replica's host exited (or never started, or the node does not have it). */
+  | { readonly t: "node-exit"; readonly replica: string; readonly reason: string };
+
+/** A caller's bridge → a replica's node, besides calls: the caller is gone. */
+export interface ByeMessage {
+  readonly t: "bye";
+}
+
+/** A replica's node → a caller: the replica is gone; what is pending on it fails. */
+export interface GoneMessage {
+  readonly t: "gone";
+  readonly reason: string;
+}
+
+export const subjects = {
+  node: (cluster: string, name: string): string => `tributary.${cluster}.node.${name}`,
+  replica: (cluster: string, token: string): string => `tributary.${cluster}.replica.${token}`,
+  nodesBucket: (cluster: string): string => `${cluster}_nodes`,
+  stateBucket: (cluster: string): string => `${cluster}_state`,
+};
+
+/** A node name or cluster name NATS subjects and KV keys accept. */
+export const NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;

@@ -8,9 +8,9 @@
  * tributary init my-app
  */
 import { readFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
-import { dirname, relative, resolve } from "node:path";
-import { Command } from "commander";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { dirname, join, relative, resolve } from "node:path";
+import { Command, Option } from "commander";
 import { importApplication } from "../config/resolve.js";
 import { applicationsToYaml } from "../config/write.js";
 import type { DeployResult } from "./instance.js";
@@ -39,25 +39,72 @@ async function initCommand(dir: string): Promise<void> {
   npm start     # serves serve.yaml at http://127.0.0.1:8000/sentiment`);
 }
 
-async function buildCommand(
-  targets: string[],
-  flags: { output?: string; arg?: string[] },
-): Promise<void> {
+interface BuildFlags {
+  output?: string;
+  arg?: string[];
+  target: "yaml" | "kubernetes";
+  image?: string;
+  natsUrl?: string;
+  grpcPort?: string;
+}
+
+async function buildCommand(targets: string[], flags: BuildFlags): Promise<void> {
+  const kubernetes = flags.target === "kubernetes";
+  if (!kubernetes && (flags.image !== undefined || flags.natsUrl !== undefined))
+    throw new Error("--image and --nats-url go with --target kubernetes.");
+  if (kubernetes && !flags.output)
+    throw new Error(
+      "--target kubernetes writes a directory of manifests: name it with -o, such as -o k8s/.",
+    );
+  if (flags.natsUrl !== undefined && !/^(nats|tls):\/\/[^\s/]+$/.test(flags.natsUrl))
+    throw new Error(`--nats-url expects nats://HOST:PORT (it is "${flags.natsUrl}").`);
+  const grpcPort = flags.grpcPort === undefined ? undefined : Number(flags.grpcPort);
+  if (grpcPort !== undefined && !(Number.isInteger(grpcPort) && grpcPort > 0 && grpcPort < 65_536))
+    throw new Error(`--grpc-port expects a port from 1 to 65535 (it is "${flags.grpcPort}").`);
   const args = flags.arg && flags.arg.length > 0 ? parseBuilderArgs(flags.arg) : undefined;
   if (args && targets.length > 1)
     throw new Error("--arg goes with one builder; for several, write args: in the YAML.");
   const output = flags.output ? resolve(flags.output) : undefined;
+  // Import paths are relative to the config file; on Kubernetes it sits at the project's
+  // root in the image, so they are relative to the working directory.
+  const base = kubernetes || !output ? process.cwd() : dirname(output);
   const entries = [];
   for (const target of targets) {
     const { app, exportName } = await importApplication(target, process.cwd(), { args }).catch(
       argsProblem,
     );
     const module = target.replace(/:[A-Za-z_$][\w$]*$/, "");
-    const fromOutput = relative(output ? dirname(output) : process.cwd(), resolve(module));
-    const importPath = `${fromOutput.startsWith(".") ? fromOutput : `./${fromOutput}`}:${exportName}`;
+    const fromBase = relative(base, resolve(module));
+    if (kubernetes && fromBase.startsWith(".."))
+      throw new Error(
+        `${module} is outside the working directory; the image holds the project at /app, so run tributary build from the project's root.`,
+      );
+    const importPath = `${fromBase.startsWith(".") ? fromBase : `./${fromBase}`}:${exportName}`;
     entries.push({ app, importPath });
   }
-  const yaml = applicationsToYaml(entries, { host: "127.0.0.1", port: 8000 });
+  const grpc = grpcPort === undefined ? undefined : { port: grpcPort };
+  if (kubernetes && output) {
+    // The front door listens on every interface of the head's pod, for its Service.
+    const serveYaml = applicationsToYaml(entries, { host: "0.0.0.0", port: 8000 }, grpc);
+    const { kubernetesManifests } = await import("../config/kubernetes.js");
+    const { files, pools } = kubernetesManifests(
+      entries.map((e) => e.app),
+      {
+        image: flags.image ?? "tributary-app:latest",
+        natsUrl: flags.natsUrl ?? "nats://nats:4222",
+        serveYaml,
+        httpPort: 8000,
+        ...(grpcPort !== undefined && { grpcPort }),
+      },
+    );
+    await writeManifests(output, files);
+    const shown = relative(process.cwd(), output) || ".";
+    console.log(
+      `Wrote ${files.length} files in ${shown}: the head and ${pools.length} node pool(s) (${pools.map((p) => `${p.name}: ${p.nodes}`).join(", ")}). Read ${join(shown, "README.md")} before kubectl apply -f ${shown}.`,
+    );
+    return;
+  }
+  const yaml = applicationsToYaml(entries, { host: "127.0.0.1", port: 8000 }, grpc);
   if (output) {
     await writeFile(output, yaml);
     const count = entries.reduce((n, { app }) => n + Object.keys(app.deployments).length, 0);
@@ -67,6 +114,26 @@ async function buildCommand(
   } else {
     process.stdout.write(yaml);
   }
+}
+
+/**
+ * Writes the manifests into `dir` (created if missing). Manifests of an earlier build that
+ * this one no longer writes (a pool that went away) are removed, so that
+ * `kubectl apply -f dir` does not bring them back; other files are left alone.
+ */
+async function writeManifests(
+  dir: string,
+  files: readonly { file: string; text: string }[],
+): Promise<void> {
+  const { MANIFEST_MARKER } = await import("../config/kubernetes.js");
+  await mkdir(dir, { recursive: true });
+  const names = new Set(files.map((f) => f.file));
+  for (const name of await readdir(dir)) {
+    if (names.has(name) || !name.endsWith(".yaml")) continue;
+    const text = await readFile(join(dir, name), "utf8").catch(() => "");
+    if (text.startsWith(MANIFEST_MARKER)) await rm(join(dir, name));
+  }
+  for (const { file, text } of files) await writeFile(join(dir, file), text);
 }
 
 const ADMIN = process.env.TRIBUTARY_ADDRESS ?? "http://127.0.0.1:8265";
@@ -202,6 +269,7 @@ async function durationFlag(name: string, value: string): Promise<number> {
 }
 
 async function startCommand(
+  config: string | undefined,
   flags: {
     adminHost: string;
     adminPort: string;
@@ -247,6 +315,20 @@ async function startCommand(
       );
   } catch (error) {
     console.error(`Could not restore the last configuration: ${(error as Error).message}`);
+  }
+  if (config !== undefined) {
+    // Applied after the restore, so the file given wins; one that does not apply stops the
+    // instance (a container restarts it), rather than serving something else.
+    try {
+      const file = resolve(config);
+      const result = await instance.deploy(await readFile(file, "utf8"), file);
+      console.log(
+        `Applied ${relative(process.cwd(), file)}: ${result.applications.map((a) => `"${a.application}" ${a.action}`).join(", ")}.`,
+      );
+    } catch (error) {
+      await instance.close();
+      throw error;
+    }
   }
   void firstSignal().then(() => {
     console.log("Draining (Ctrl-C again stops at once, cutting off what still runs)…");
@@ -309,7 +391,6 @@ interface StatusAnswer {
 }
 
 async function deployCommand(file: string, flags: AdminFlags & { wait?: boolean }): Promise<void> {
-  const { readFile } = await import("node:fs/promises");
   const text = await readFile(resolve(file), "utf8");
   const result = (await admin(flags, "PUT", "/api/deploy", {
     file: resolve(file),
@@ -397,22 +478,43 @@ export function program(): Command {
     .command("build")
     .description("Write the YAML config of applications: every deployment, defaults as comments.")
     .argument("<targets...>", "modules and exports, such as ./app.ts:app ./other.ts:builder")
-    .option("-o, --output <file>", "write to this file instead of standard output")
+    .option(
+      "-o, --output <path>",
+      "write to this file instead of standard output (a directory with --target kubernetes)",
+    )
     .option(
       "--arg <key=value>",
       "an argument of the builder (repeatable), written under args:",
       (value: string, previous: string[] = []) => [...previous, value],
     )
+    .addOption(
+      new Option(
+        "--target <target>",
+        "yaml: the serve config; kubernetes: manifests of a cluster on NATS (head, node pools, config), with a README",
+      )
+        .choices(["yaml", "kubernetes"])
+        .default("yaml"),
+    )
+    .option("--grpc-port <port>", "also serve the Open Inference Protocol over gRPC on this port")
+    .option(
+      "--image <image>",
+      "kubernetes: your project's container image (default tributary-app:latest, a placeholder)",
+    )
+    .option(
+      "--nats-url <url>",
+      "kubernetes: the NATS server every pod connects to (default nats://nats:4222)",
+    )
     .addHelpText(
       "after",
-      "\nExamples:\n  tributary build ./app.ts:app -o serve.yaml\n  tributary build ./a.ts:app ./b.ts:builder --arg size=2 -o serve.yaml",
+      "\nExamples:\n  tributary build ./app.ts:app -o serve.yaml\n  tributary build ./a.ts:app ./b.ts:builder --arg size=2 -o serve.yaml\n  tributary build ./app.ts:app --target kubernetes --image registry.example/app:1 -o k8s/",
     )
     .action(buildCommand);
   cli
     .command("start")
     .description(
-      "Start a long-running instance with an admin API; it restores its last applied config.",
+      "Start a long-running instance with an admin API; it restores its last applied config, then applies [config] if given.",
     )
+    .argument("[config]", "a config file to apply once started, such as serve.yaml")
     .option(
       "--admin-host <host>",
       "admin API host (a non-loopback host needs a token)",
@@ -430,7 +532,7 @@ export function program(): Command {
   withCluster(cli.commands.at(-1)!, false)
     .addHelpText(
       "after",
-      "\nExamples:\n  tributary start --state-dir /var/lib/tributary\n  tributary start --cluster nats://10.0.0.5:4222",
+      "\nExamples:\n  tributary start --state-dir /var/lib/tributary\n  tributary start serve.yaml\n  tributary start --cluster nats://10.0.0.5:4222 serve.yaml",
     )
     .action(startCommand);
   withCluster(

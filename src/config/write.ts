@@ -41,9 +41,11 @@ export function applicationToYaml(
 export function applicationsToYaml(
   entries: readonly { readonly app: Application; readonly importPath: string }[],
   http: { host: string; port: number },
+  grpc?: { port: number },
 ): string {
   const doc = new Document({
     http,
+    ...(grpc && { grpc }),
     applications: entries.map(({ app, importPath }) => {
       const config = app.toConfig();
       return {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
@@ -238,5 +238,48 @@ describe("tributary start / deploy", { timeout: 180_000 }, () => {
     ).catch((e: { code: number; stderr: string }) => e);
     assert.equal((open as { code: number }).code, 1);
     assert.match((open as { stderr: string }).stderr, /not a loopback address: give a token/);
+  });
+
+  test("start - applies the config file it is given once started; one that does not apply stops it", async () => {
+    const project = join(dir, "given");
+    await mkdir(project);
+    await writeFile(join(project, "app.ts"), moduleSource("v1"));
+    await writeFile(join(project, "serve.yaml"), config("given"));
+    const instance = await startInstance(join(dir, "state-given"), [join(project, "serve.yaml")]);
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!/Applied .*serve\.yaml: "versioned" started\./.test(instance.output())) {
+        if (Date.now() > deadline) assert.fail(`the file was not applied:\n${instance.output()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const { url } = JSON.parse(
+        (await cli(["status", "--json", "--address", instance.address])).stdout,
+      ) as { url: string };
+      const response = await fetch(`${url}/v`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "7",
+      });
+      assert.equal(await response.json(), "v1:given:7");
+    } finally {
+      instance.child.kill("SIGINT");
+      await instance.exited;
+    }
+    await writeFile(join(project, "bad.yaml"), config("x", "    bogus: 1\n"));
+    const bad = await promisify(execFile)(
+      process.execPath,
+      [
+        BIN,
+        "start",
+        "--admin-port",
+        "0",
+        "--state-dir",
+        join(dir, "state-bad"),
+        join(project, "bad.yaml"),
+      ],
+      { cwd: ROOT, timeout: 60_000 },
+    ).catch((e: { code: number; stderr: string }) => e);
+    assert.equal((bad as { code: number }).code, 1);
+    assert.match((bad as { stderr: string }).stderr, /bad\.yaml/);
   });
 });

@@ -89,7 +89,8 @@ export interface DeployResult {
 const isLoopback = (host: string): boolean =>
   host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
 
-function serverOptions(config: ServeConfig): RunOptions {
+/** The server settings of a config file (what `run()` takes). */
+export function serverOptions(config: ServeConfig): RunOptions {
   const http = config.http ?? {};
   return {
     ...(http.host !== undefined && { host: http.host }),

@@ -13,7 +13,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { Command, Option } from "commander";
 import { importApplication } from "../config/resolve.js";
 import { applicationsToYaml } from "../config/write.js";
-import type { DeployResult } from "./instance.js";
+import type { DeployResult, Instance as InstanceClass } from "./instance.js";
 import type { ClusterHead } from "../control/cluster.js";
 import { TributaryError } from "../errors.js";
 import { argsProblem, firstSignal, parseBuilderArgs, runCommand } from "./run.js";
@@ -294,6 +294,22 @@ async function startCommand(
       `Head of cluster "${flags.clusterName}" on ${flags.cluster}: ${cluster.nodes().filter((n) => n.state === "ALIVE").length} node(s) alive.`,
     );
   }
+  try {
+    await serveInstance(Instance, cluster, config, flags, logLines);
+  } finally {
+    // Also when the instance could not start: an open connection would keep this process.
+    await cluster?.close();
+    await cluster?.nc.drain().catch(() => undefined);
+  }
+}
+
+async function serveInstance(
+  Instance: typeof InstanceClass,
+  cluster: ClusterHead | undefined,
+  config: string | undefined,
+  flags: Parameters<typeof startCommand>[1],
+  logLines: number,
+): Promise<void> {
   const instance = new Instance({
     cluster,
     logLines,
@@ -335,7 +351,6 @@ async function startCommand(
     return instance.close();
   });
   await instance.stopped;
-  await cluster?.nc.drain().catch(() => undefined);
   console.log("Stopped.");
 }
 
@@ -359,9 +374,12 @@ async function nodeCommand(
     cluster: flags.clusterName,
     resources,
     nodeTimeoutMs,
+    ...(flags.httpPort !== undefined && {
+      http: { host: flags.httpHost, port: Number(flags.httpPort) },
+    }),
   });
   console.log(
-    `Node "${name}" joined cluster "${flags.clusterName}" on ${flags.cluster} with ${JSON.stringify(resources)}.`,
+    `Node "${name}" joined cluster "${flags.clusterName}" on ${flags.cluster} with ${JSON.stringify(resources)}${node.httpUrl ? `; front door at ${node.httpUrl}` : ""}.`,
   );
   await firstSignal();
   console.log("Leaving the cluster…");

@@ -25,7 +25,20 @@ import { hostname, cpus, totalmem, tmpdir } from "node:os";
 import { join } from "node:path";
 import { rmSync } from "node:fs";
 import { MessageChannel, type MessagePort } from "node:worker_threads";
+import { dirname, resolve } from "node:path";
 import type { KV } from "@nats-io/kv";
+import type { Application } from "../app/application.js";
+import { parseConfig } from "../config/load.js";
+import { configureApplication, moduleVersion } from "../config/resolve.js";
+import { Metrics } from "../metrics/metrics.js";
+import type { Subscriber } from "../control/membership.js";
+import {
+  startFrontDoorPool,
+  type FrontDoorPool,
+  type PoolApplication,
+  type PoolController,
+} from "../runtime/front-door-pool.js";
+import { serverOptions } from "./instance.js";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { openBuckets } from "../control/cluster.js";
 import { defaultTransportFactory } from "../data/transport/index.js";
@@ -38,7 +51,10 @@ import {
   NAME_PATTERN,
   subjects,
   type FromNode,
+  type FrontDoorMembers,
   type GoneMessage,
+  type HeadHello,
+  type ToHead,
   type NodeRecord,
   type NodeResources,
   type PlacementRecord,
@@ -57,8 +73,8 @@ export interface NodeOptions {
   readonly name: string;
   readonly cluster: string;
   readonly resources: NodeResources;
-  /** The node's front door, when it has one. */
-  readonly httpUrl?: string | undefined;
+  /** `--http-port`: a front door on this node too, serving the applications the head runs. */
+  readonly http?: { readonly host: string; readonly port: number } | undefined;
   /** Default nodeTimeout until the head's setting is read (ms). */
   readonly nodeTimeoutMs?: number | undefined;
   readonly log?: (line: string) => void;
@@ -137,7 +153,7 @@ export class ClusterNode {
   readonly nc: NatsConnection;
   readonly #nodesKv: KV;
   readonly #stateKv: KV;
-  readonly #mailbox: NatsMailbox<ToNode, FromNode>;
+  readonly #mailbox: NatsMailbox<ToNode | FrontDoorMembers, FromNode | ToHead>;
   readonly #hosted = new Map<string, Hosted>();
   readonly #bySubject = new Map<string, Hosted>();
   readonly #bridges = new Set<Bridge>();
@@ -150,6 +166,17 @@ export class ClusterNode {
   #stopWatch: (() => void) | undefined;
   #closed = false;
   #bridgeNumber = 0;
+  /** This node's front door (`--http-port`), and its subscriptions to the head. */
+  #pool: FrontDoorPool | undefined;
+  readonly #frontDoorKeys = new Map<Subscriber, number>();
+  readonly #frontDoorSubs = new Map<
+    number,
+    { readonly subscriber: Subscriber; readonly app: string; readonly deployments: Set<string> }
+  >();
+  #nextFrontDoorKey = 0;
+  #hello: NatsMailbox<HeadHello, never> | undefined;
+  #appliedText: string | undefined;
+  #serving: Promise<void> = Promise.resolve();
 
   private constructor(nc: NatsConnection, buckets: { nodes: KV; state: KV }, options: NodeOptions) {
     this.nc = nc;
@@ -158,7 +185,11 @@ export class ClusterNode {
     this.#stateKv = buckets.state;
     this.#nodeTimeoutMs = options.nodeTimeoutMs ?? 10_000;
     this.#mailbox = NatsMailbox.open(nc, subjects.node(options.cluster, options.name));
-    this.#mailbox.onMessage((message, from) => this.#onNodeMessage(message, from));
+    this.#mailbox.onMessage((message, from) =>
+      message.t === "fd-members"
+        ? this.#frontDoorMembers(message)
+        : this.#onNodeMessage(message, from),
+    );
   }
 
   static async start(nc: NatsConnection, options: NodeOptions): Promise<ClusterNode> {
@@ -171,6 +202,7 @@ export class ClusterNode {
     // A replica's code can tell where it runs.
     process.env.TRIBUTARY_NODE = options.name;
     await node.#readSettings();
+    if (options.http) await node.#startFrontDoor(options.http);
     await node.#heartbeat();
     node.#scheduleHeartbeat();
     await node.#watchPeers();
@@ -179,6 +211,11 @@ export class ClusterNode {
 
   get name(): string {
     return this.options.name;
+  }
+
+  /** This node's front door, when it has one. */
+  get httpUrl(): string | undefined {
+    return this.#pool?.url;
   }
 
   /** The replicas this node runs, by id (for status and tests). */
@@ -193,6 +230,8 @@ export class ClusterNode {
     clearTimeout(this.#heartbeatTimer);
     this.#stopWatch?.();
     await Promise.all([...this.#hosted.values()].map((h) => this.#end(h, "the node is leaving")));
+    this.#hello?.close();
+    await this.#pool?.close(new Promise((resolve) => setTimeout(resolve, 1_000)));
     for (const bridge of this.#bridges) bridge.close();
     this.#mailbox.close();
     await this.#nodesKv.delete(this.options.name).catch(() => undefined);
@@ -223,7 +262,7 @@ export class ClusterNode {
       name: this.options.name,
       resources: this.options.resources,
       address: this.#mailbox.address,
-      httpUrl: this.options.httpUrl,
+      httpUrl: this.#pool?.url,
       startedAt: this.#startedAt,
       heartbeat: Date.now(),
       pid: process.pid,
@@ -496,11 +535,21 @@ export class ClusterNode {
     return { send: (data) => channel.send(data), close: () => channel.close() };
   }
 
-  /**
-   * Membership for a replica here: each replica on another node becomes a local channel
-   * this node bridges to its subject; one on this node, a direct channel.
-   */
+  /** Membership for a replica here, its remote endpoints made local. */
   #members(hosted: Hosted, message: MembersMessage): void {
+    const { members, ports } = this.#localMembers(message, hosted.transport.isolation);
+    hosted.transport.send(members, ports);
+  }
+
+  /**
+   * Membership as a subscriber of this node can use: each replica on another node becomes
+   * a local channel this node bridges to its subject (a port for a thread, a socket for a
+   * process); one on this node, a direct channel.
+   */
+  #localMembers(
+    message: MembersMessage,
+    isolation: "thread" | "process",
+  ): { members: MembersMessage; ports: MessagePort[] } {
     const ports: MessagePort[] = [];
     const add: PeerEndpoint[] = [];
     for (const endpoint of message.add) {
@@ -510,7 +559,7 @@ export class ClusterNode {
       }
       const local = this.#bySubject.get(endpoint.nats);
       if (local && local.ready) {
-        if (hosted.transport.isolation === "thread" && local.transport.isolation === "thread") {
+        if (isolation === "thread" && local.transport.isolation === "thread") {
           const { port1, port2 } = new MessageChannel();
           local.transport.send({ t: "accept", port: port2 }, [port2]);
           add.push({ replica: endpoint.replica, port: port1 });
@@ -519,14 +568,122 @@ export class ClusterNode {
         continue;
       }
       const node = endpoint.node ?? "";
-      if (hosted.transport.isolation === "thread") {
+      if (isolation === "thread") {
         const port = this.#portBridge(endpoint.nats, node);
         add.push({ replica: endpoint.replica, port });
         ports.push(port);
       } else
         add.push({ replica: endpoint.replica, socket: this.#socketBridge(endpoint.nats, node) });
     }
-    hosted.transport.send({ ...message, add }, ports);
+    return { members: { ...message, add }, ports };
+  }
+
+  /**
+   * `--http-port`: a front door (a front-door worker process, as `http.workers` runs) for
+   * the applications of the config the head applied, read from KV and followed. Its
+   * routers get membership from the head and call the replicas straight over NATS, or
+   * directly on this node; while the head is away they keep the membership they have.
+   */
+  async #startFrontDoor(http: { host: string; port: number }): Promise<void> {
+    const config = await this.#stateKv.get("config").catch(() => null);
+    const applied =
+      config?.operation === "PUT" && config.length > 0
+        ? config.json<{ file: string; text: string }>()
+        : undefined;
+    const { apps, options } = await this.#applications(applied);
+    this.#appliedText = applied?.text;
+    this.#pool = await startFrontDoorPool(
+      apps,
+      { ...options, host: http.host, port: http.port },
+      1,
+      new Metrics(),
+    );
+    // A head that starts (again) gets this front door's subscriptions.
+    this.#hello = NatsMailbox.open(this.nc, subjects.headHello(this.options.cluster));
+    this.#hello.onMessage(() => {
+      for (const [key, sub] of this.#frontDoorSubs)
+        for (const d of sub.deployments) this.#toHead({ t: "fd-subscribe", app: sub.app, key, d });
+    });
+    // A new config applied by the head: serve its applications.
+    const watch = await this.#stateKv.watch({ key: "config" });
+    const stop = this.#stopWatch;
+    this.#stopWatch = () => {
+      watch.stop();
+      stop?.();
+    };
+    void (async () => {
+      for await (const entry of watch) {
+        if (entry.operation !== "PUT" || entry.length === 0) continue;
+        const next = entry.json<{ file: string; text: string }>();
+        if (next.text === this.#appliedText) continue;
+        this.#appliedText = next.text;
+        this.#serving = this.#serving.then(async () => {
+          try {
+            const { apps: nextApps } = await this.#applications(next);
+            await this.#pool?.serve(nextApps);
+          } catch (error) {
+            this.#log("the front door could not serve the new config", {
+              error: (error as Error).message,
+            });
+          }
+        });
+      }
+    })();
+  }
+
+  /** The applications of a config, each with a controller that asks the head for membership. */
+  async #applications(
+    applied: { file: string; text: string } | undefined,
+  ): Promise<{ apps: PoolApplication[]; options: ReturnType<typeof serverOptions> }> {
+    if (!applied) return { apps: [], options: {} };
+    const { config, document } = parseConfig(applied.text, applied.file);
+    const baseDir = dirname(resolve(applied.file));
+    const apps: PoolApplication[] = [];
+    for (const [index, entry] of config.applications.entries()) {
+      const { app } = await configureApplication(entry, index, document, applied.file, {
+        version: moduleVersion(entry.importPath, baseDir),
+      });
+      apps.push({ app, controller: this.#frontDoorController(app) });
+    }
+    return { apps, options: serverOptions(config) };
+  }
+
+  #frontDoorController(app: Application): PoolController {
+    return {
+      deploymentNames: app.graph.deployments.map((d) => d.name),
+      subscribe: (subscriber, d) => {
+        let key = this.#frontDoorKeys.get(subscriber);
+        if (key === undefined) {
+          key = ++this.#nextFrontDoorKey;
+          this.#frontDoorKeys.set(subscriber, key);
+          this.#frontDoorSubs.set(key, { subscriber, app: app.name, deployments: new Set() });
+        }
+        this.#frontDoorSubs.get(key)!.deployments.add(d);
+        this.#toHead({ t: "fd-subscribe", app: app.name, key, d });
+      },
+      unsubscribe: (subscriber) => {
+        const key = this.#frontDoorKeys.get(subscriber);
+        if (key === undefined) return;
+        this.#frontDoorKeys.delete(subscriber);
+        this.#frontDoorSubs.delete(key);
+        this.#toHead({ t: "fd-unsubscribe", key });
+      },
+    };
+  }
+
+  #toHead(message: ToHead): void {
+    try {
+      this.#mailbox.send(subjects.head(this.options.cluster), message);
+    } catch {
+      // NATS is out of reach: a head that starts says hello, and this is sent again
+    }
+  }
+
+  #frontDoorMembers(message: FrontDoorMembers): void {
+    const sub = this.#frontDoorSubs.get(message.key);
+    if (!sub) return;
+    const { members } = this.#localMembers(message.m, "process");
+    sub.subscriber.tell(members);
   }
 
   /** A port whose other end this node bridges to the replica at `subject` (a NATS inbox of its own). */

@@ -10,6 +10,8 @@ import { randomUUID } from "node:crypto";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { RemoteReplicaTransport } from "../data/transport/remote.js";
+import { NatsMailbox } from "../data/transport/nats-link.js";
+import type { Controller, Subscriber } from "./controller.js";
 import {
   NoPlacementError,
   type Placement,
@@ -22,6 +24,9 @@ import {
   type NodeRecord,
   type NodeResources,
   type PlacementRecord,
+  type FrontDoorMembers,
+  type HeadHello,
+  type ToHead,
 } from "../wire/cluster.js";
 import { choose, freeResources, type Need } from "./placement.js";
 
@@ -52,6 +57,16 @@ interface NodeEntry {
   state: NodeState;
   lastSeen: number;
   readonly transports: Set<RemoteReplicaTransport>;
+}
+
+/** A node front door's subscriber, as the head's controllers see it. */
+interface FrontDoorSubscription {
+  readonly from: string;
+  readonly key: number;
+  readonly app: string;
+  readonly deployments: Set<string>;
+  readonly subscriber: Subscriber;
+  controller: Controller | undefined;
 }
 
 interface Placed {
@@ -91,6 +106,10 @@ export class ClusterHead {
   #timer: NodeJS.Timeout | undefined;
   #stopWatch: (() => void) | undefined;
   #closed = false;
+  /** Each application's controller, for front doors on nodes. */
+  readonly #controllers = new Map<string, Controller>();
+  readonly #frontDoors = new Map<string, FrontDoorSubscription>();
+  readonly #headMailbox: NatsMailbox<ToHead, FrontDoorMembers | HeadHello>;
 
   private constructor(
     nc: NatsConnection,
@@ -101,6 +120,74 @@ export class ClusterHead {
     this.settings = settings;
     this.#nodesKv = buckets.nodes;
     this.#stateKv = buckets.state;
+    this.#headMailbox = NatsMailbox.open(nc, subjects.head(settings.name));
+    this.#headMailbox.onMessage((message, from) => this.#onFrontDoor(message, from));
+  }
+
+  /**
+   * `controller` runs application `app` from now on: front doors on nodes get its
+   * membership (those subscribed to a previous controller of `app` move to this one).
+   */
+  register(app: string, controller: Controller): () => void {
+    const previous = this.#controllers.get(app);
+    this.#controllers.set(app, controller);
+    for (const fd of this.#frontDoors.values()) {
+      if (fd.app !== app) continue;
+      if (previous && fd.controller === previous) previous.unsubscribe(fd.subscriber);
+      fd.controller = controller;
+      for (const d of fd.deployments) controller.subscribe(fd.subscriber, d);
+    }
+    return () => {
+      if (this.#controllers.get(app) !== controller) return;
+      this.#controllers.delete(app);
+      for (const fd of this.#frontDoors.values())
+        if (fd.controller === controller) {
+          controller.unsubscribe(fd.subscriber);
+          fd.controller = undefined;
+        }
+    };
+  }
+
+  #onFrontDoor(message: ToHead, from: string): void {
+    if (message.t === "fd-unsubscribe") {
+      const id = `${from} ${message.key}`;
+      const fd = this.#frontDoors.get(id);
+      if (fd) {
+        fd.controller?.unsubscribe(fd.subscriber);
+        this.#frontDoors.delete(id);
+      }
+      return;
+    }
+    const id = `${from} ${message.key}`;
+    let fd = this.#frontDoors.get(id);
+    if (!fd) {
+      const key = message.key;
+      fd = {
+        from,
+        key,
+        app: message.app,
+        deployments: new Set(),
+        controller: undefined,
+        subscriber: {
+          isolation: "process",
+          remote: true,
+          tell: (m) => {
+            try {
+              this.#headMailbox.send(from, { t: "fd-members", key, m });
+            } catch {
+              // the connection closed: the head is stopping
+            }
+          },
+        },
+      };
+      this.#frontDoors.set(id, fd);
+    }
+    fd.deployments.add(message.d);
+    const controller = this.#controllers.get(message.app);
+    if (controller) {
+      fd.controller = controller;
+      controller.subscribe(fd.subscriber, message.d);
+    }
   }
 
   /**
@@ -118,6 +205,8 @@ export class ClusterHead {
       Math.min(250, settings.nodeTimeoutMs / 4),
     );
     head.#timer.unref();
+    // Front doors on nodes subscribe again (to this head's controllers, once they run).
+    head.#headMailbox.send(subjects.headHello(settings.name), { t: "head-hello" });
     return head;
   }
 
@@ -214,6 +303,7 @@ export class ClusterHead {
     this.#closed = true;
     clearInterval(this.#timer);
     this.#stopWatch?.();
+    this.#headMailbox.close();
   }
 
   /** A running replica of a previous head's that this placement can take over. */
@@ -344,6 +434,12 @@ export class ClusterHead {
     for (const transport of [...node.transports])
       transport.lost(`is gone: its node ${name} is DEAD (${why})`);
     this.#orphans = this.#orphans.filter((o) => o.node !== name);
+    // Its front door is gone with it.
+    for (const [id, fd] of this.#frontDoors)
+      if (fd.from === node.record.address) {
+        fd.controller?.unsubscribe(fd.subscriber);
+        this.#frontDoors.delete(id);
+      }
   }
 
   async #readPlacements(): Promise<void> {

@@ -30,15 +30,21 @@ const METRICS_TIMEOUT_MS = 2_000;
 /** How long a closing worker may take beyond the drain before it is killed. */
 const EXIT_GRACE_MS = 2_000;
 
+/**
+ * What the pool needs of a controller: its deployments' names, and their membership. A
+ * cluster node's front door passes one that asks the head over NATS.
+ */
+export type PoolController = Pick<Controller, "deploymentNames" | "subscribe" | "unsubscribe">;
+
 interface Subscription {
-  readonly controller: Controller;
+  readonly controller: PoolController;
   readonly subscriber: Subscriber;
 }
 
 /** An application the workers serve, and the controller that runs its replicas. */
 export interface PoolApplication {
   readonly app: Application;
-  readonly controller: Controller;
+  readonly controller: PoolController;
 }
 
 /**
@@ -69,7 +75,7 @@ export interface FrontDoorPool {
 }
 
 /** A number per controller: a worker imports an application's code again for a new one. */
-const generations = new WeakMap<Controller, number>();
+const generations = new WeakMap<PoolController, number>();
 let lastGeneration = 0;
 
 function describe(apps: readonly PoolApplication[]): ServedApplication[] {

@@ -79,6 +79,8 @@ export interface RunOptions {
   readonly cluster?: {
     readonly transports: TransportFactory;
     onCapacity(listener: () => void): () => void;
+    /** The application's controller, for the front doors on nodes (their membership). */
+    register(app: string, controller: Controller): () => void;
   };
   /** @internal False: serve no HTTP or gRPC (the caller owns the front doors). */
   readonly frontDoors?: false;
@@ -376,6 +378,7 @@ export async function run<In, Out>(
     },
   );
   const offCapacity = options.cluster?.onCapacity(() => controller.replan());
+  const unregister = options.cluster?.register(app.name, controller);
   // This thread's spans (the front doors'), unless its code registered an SDK.
   const traceExport = tracing && (await exportTraces(tracing.otlpEndpoint, tracing.serviceName));
   try {
@@ -386,12 +389,14 @@ export async function run<In, Out>(
       error.status = { name: app.name, routePrefix: app.routePrefix, status, message, deployments };
     }
     offCapacity?.();
+    unregister?.();
     await controller.close();
     await traceExport?.close();
     throw error;
   }
   const server = new Server(app, controller, metrics);
   if (offCapacity) server.closers.push(async () => offCapacity());
+  if (unregister) server.closers.push(async () => unregister());
   if (traceExport) server.closers.push(() => traceExport.close());
   if (options.frontDoors === false) return server;
   const workers = options.http?.workers ?? 1;

@@ -12,6 +12,8 @@
  * removes a node that stopped) and `<cluster>_state` (the applied config, and one key per
  * placed replica).
  */
+import type { MembersMessage } from "./protocol.js";
+
 type Isolation = "thread" | "process";
 
 /** What a node offers: the same shape as a deployment's `resources`. */
@@ -87,6 +89,26 @@ export type FromNode =
   /** The replica's host exited (or never started, or the node does not have it). */
   | { readonly t: "node-exit"; readonly replica: string; readonly reason: string };
 
+/**
+ * A node's front door → the head (on `tributary.<cluster>.head`): subscriber `key` of the
+ * node calls deployment `d` of application `app` (or no longer calls anything).
+ */
+export type ToHead =
+  | { readonly t: "fd-subscribe"; readonly app: string; readonly key: number; readonly d: string }
+  | { readonly t: "fd-unsubscribe"; readonly key: number };
+
+/** The head → a node's front door: membership for its subscriber `key`. */
+export interface FrontDoorMembers {
+  readonly t: "fd-members";
+  readonly key: number;
+  readonly m: MembersMessage;
+}
+
+/** A head that started says so (on `tributary.<cluster>.head.hello`): front doors subscribe again. */
+export interface HeadHello {
+  readonly t: "head-hello";
+}
+
 /** A caller's bridge → a replica's node, besides calls: the caller is gone. */
 export interface ByeMessage {
   readonly t: "bye";
@@ -100,6 +122,8 @@ export interface GoneMessage {
 
 export const subjects = {
   node: (cluster: string, name: string): string => `tributary.${cluster}.node.${name}`,
+  head: (cluster: string): string => `tributary.${cluster}.head`,
+  headHello: (cluster: string): string => `tributary.${cluster}.head.hello`,
   replica: (cluster: string, token: string): string => `tributary.${cluster}.replica.${token}`,
   nodesBucket: (cluster: string): string => `${cluster}_nodes`,
   stateBucket: (cluster: string): string => `${cluster}_state`,

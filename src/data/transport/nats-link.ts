@@ -143,7 +143,14 @@ export class NatsMailbox<In = unknown, Out = unknown> {
    */
   send(to: string, message: Out): void {
     if (this.#closed) return;
-    const body = serialize(message);
+    let body: Buffer;
+    try {
+      body = serialize(message);
+    } catch (error) {
+      // v8.serialize throws a plain Error; a MessagePort's postMessage, a DataCloneError.
+      // Both transports throw the same, so a caller tells "cannot send this" by name.
+      throw new DOMException((error as Error).message, "DataCloneError");
+    }
     const maxPayload = this.#nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
     if (body.length <= maxPayload) {
       this.#nc.publish(to, body, { reply: this.address });

@@ -8,7 +8,8 @@
  * - 1 MiB: raw request/reply (one message at exactly `max_payload`) vs the mailbox (its
  *   V8 form is a few bytes over, so it goes as two chunks);
  * - a 16 MiB Float32Array there and back: the mailbox (17 chunks each way) vs the same
- *   bytes over a raw TCP socket on 127.0.0.1 (a node:net echo).
+ *   bytes over a raw TCP socket on 127.0.0.1 (a node:net echo), and vs 17 raw NATS
+ *   messages each way (what NATS costs for the bytes, without serialization).
  * {@link handleAcrossNodes} is where a handle call across nodes joins the table.
  */
 import { createServer, connect, type Socket } from "node:net";
@@ -89,6 +90,39 @@ async function tcpEcho(bytes: number): Promise<{ call: Call; close: () => Promis
 }
 
 /**
+ * The same 16 MiB as raw NATS messages of `max_payload` less the mailbox's chunk head,
+ * echoed one by one: what NATS itself costs for the bytes, without V8 serialization.
+ */
+async function rawChunked(
+  caller: NatsConnection,
+  echoSide: NatsConnection,
+  bytes: number,
+): Promise<Call> {
+  const frame = Buffer.alloc((caller.info?.max_payload ?? MIB) - 17, 3);
+  const count = Math.ceil(bytes / frame.length);
+  echoSide.subscribe("bench.rawchunks", {
+    callback: (_, m) => {
+      if (m.reply) echoSide.publish(m.reply, m.data);
+    },
+  });
+  const inbox = `_INBOX.bench-raw-chunks`;
+  let left = 0;
+  let done: () => void = () => undefined;
+  caller.subscribe(inbox, {
+    callback: () => {
+      if (--left === 0) done();
+    },
+  });
+  await Promise.all([caller.flush(), echoSide.flush()]);
+  return () =>
+    new Promise<void>((resolve) => {
+      left = count;
+      done = resolve;
+      for (let i = 0; i < count; i++) caller.publish("bench.rawchunks", frame, { reply: inbox });
+    });
+}
+
+/**
  * ── Issue 14: a handle call across nodes goes here. ──
  * Pass a closure that makes one handle call from the head to a replica on a node (same
  * small payload as `small` below) and the mailbox floor measured in this run; it returns
@@ -146,6 +180,7 @@ export async function main(): Promise<string> {
       if (back.length !== bigFloats.length) throw new Error("the 16 MiB echo came back short");
     };
     const tcp = await tcpEcho(bigFloats.byteLength);
+    const natsBig = await rawChunked(head, node, bigFloats.byteLength);
 
     // Alternate baseline and subject in rounds, so the machine's drift hits both alike.
     const lat = { rawSmall: [] as number[], boxSmall: [] as number[] };
@@ -153,6 +188,7 @@ export async function main(): Promise<string> {
       rawMiB: [] as number[],
       boxMiB: [] as number[],
       tcp: [] as number[],
+      nats: [] as number[],
       box: [] as number[],
     };
     const rate = { raw: [] as number[], box: [] as number[] };
@@ -165,6 +201,7 @@ export async function main(): Promise<string> {
       big.rawMiB.push(...(await latencyUs(rawMiB, 60, 10)));
       big.boxMiB.push(...(await latencyUs(boxMiB, 60, 10)));
       big.tcp.push(...(await latencyUs(tcp.call, 8, 2)));
+      big.nats.push(...(await latencyUs(natsBig, 8, 2)));
       big.box.push(...(await latencyUs(boxBig, 8, 2)));
     }
     await tcp.close();
@@ -195,6 +232,13 @@ export async function main(): Promise<string> {
       {
         metric: "16 MiB Float32Array there and back, median (TCP vs mailbox)",
         baseline: median(big.tcp),
+        subject: median(big.box),
+        unit: "µs",
+        target: "(measured)",
+      },
+      {
+        metric: "16 MiB there and back, median (17 raw NATS messages vs mailbox)",
+        baseline: median(big.nats),
         subject: median(big.box),
         unit: "µs",
         target: "(measured)",

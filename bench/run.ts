@@ -37,6 +37,11 @@ const BENCHMARKS: Record<
     about: "the served OCR pipeline (PP-OCRv4) vs a hand-written onnxruntime script, same images",
     load: () => import("./ocr.js"),
   },
+  cluster: {
+    about:
+      "NATS: raw request/reply and TCP vs NatsMailbox (small, 1 MiB, 16 MiB), a real nats-server",
+    load: () => import("./cluster.js"),
+  },
   http: {
     about: "wrk: a four-deployment no-op diamond over HTTP vs a bare Fastify hello-world",
     load: () => import("./http.js"),

@@ -24,4 +24,6 @@ export { runPlan } from "./dag/run-plan.js";
 export { loadInferenceService } from "./ingress/grpc.js";
 export { Autoscaler } from "./control/autoscaler.js";
 export { transferPlan } from "./dag/transfer-plan.js";
+export { connectNats, NatsMailbox } from "./data/transport/nats-link.js";
+export type { MailboxOptions, NatsConnectOptions } from "./data/transport/nats-link.js";
 export { ensureTypeScriptLoader, isTypeScript } from "./app/typescript-loader.js";

@@ -116,6 +116,16 @@ export class NatsMailbox<In = unknown, Out = unknown> {
     return new NatsMailbox<In, Out>(nc, subject ?? inbox(nc), options);
   }
 
+  /**
+   * Resolves once the server has this subscription (a round trip to it: `nc.flush()`).
+   * A value another connection publishes to the address before then may be lost, since
+   * the subscription and the publish travel on different sockets; a mailbox on the same
+   * connection as the sender needs no wait.
+   */
+  ready(): Promise<void> {
+    return this.#nc.flush();
+  }
+
   /** Values dropped so far: partial chunked values given up, and undecodable messages. */
   get dropped(): number {
     return this.#dropped;
@@ -133,7 +143,14 @@ export class NatsMailbox<In = unknown, Out = unknown> {
    */
   send(to: string, message: Out): void {
     if (this.#closed) return;
-    const body = serialize(message);
+    let body: Buffer;
+    try {
+      body = serialize(message);
+    } catch (error) {
+      // v8.serialize throws a plain Error; a MessagePort's postMessage, a DataCloneError.
+      // Both transports throw the same, so a caller tells "cannot send this" by name.
+      throw new DOMException((error as Error).message, "DataCloneError");
+    }
     const maxPayload = this.#nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
     if (body.length <= maxPayload) {
       this.#nc.publish(to, body, { reply: this.address });

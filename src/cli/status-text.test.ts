@@ -59,3 +59,52 @@ test("status - an instance with nothing deployed says how to deploy", () => {
     "Front door: not serving yet.\nNo applications. Deploy one with: tributary deploy serve.yaml",
   );
 });
+
+test("status - a cluster's head lists its nodes (free of total resources) and where each deployment runs", () => {
+  const text = formatStatus(
+    {
+      url: "http://127.0.0.1:8000",
+      nodes: [
+        {
+          name: "gpu-1",
+          state: "ALIVE",
+          resources: { cpus: 4, gpus: 1, memory: 8 * 2 ** 30, custom: { ocr: 1 } },
+          free: { cpus: 3, gpus: 0, memory: 6 * 2 ** 30, custom: { ocr: 0 } },
+          lastHeartbeat: Date.parse("2026-12-01T12:00:00Z"),
+          replicas: ["ocr#1"],
+          httpUrl: "http://10.0.0.7:8000",
+        },
+        {
+          name: "cpu-1",
+          state: "DEAD",
+          resources: { cpus: 2, gpus: 0, memory: 0, custom: {} },
+          free: { cpus: 2, gpus: 0, memory: 0, custom: {} },
+          lastHeartbeat: Date.parse("2026-12-01T11:58:00Z"),
+          replicas: [],
+        },
+      ],
+      applications: {
+        ocr: {
+          status: "RUNNING",
+          message: "",
+          deployments: {
+            ocr: {
+              name: "ocr",
+              status: "HEALTHY",
+              message: "",
+              targetReplicas: 1,
+              replicas: [{ state: "RUNNING", node: "gpu-1" }],
+            },
+          },
+        },
+      },
+    },
+    Date.parse("2026-12-01T12:00:05Z"),
+  );
+  assert.match(
+    text,
+    /^gpu-1 \(http:\/\/10\.0\.0\.7:8000\)\s+ALIVE\s+cpus 3\/4, gpus 0\/1, memory 6\.0\/8\.0 GiB, ocr 0\/1\s+1\s+5 s ago$/m,
+  );
+  assert.match(text, /^cpu-1\s+DEAD\s+cpus 2\/2\s+0\s+2 min ago$/m);
+  assert.match(text, /ocr\s+HEALTHY\s+1 RUNNING \(target 1\) on gpu-1/);
+});

@@ -7,6 +7,18 @@
 
 interface ReplicaAnswer {
   readonly state: string;
+  /** In a cluster: the node it runs on. */
+  readonly node?: string;
+}
+
+interface NodeAnswer {
+  readonly name: string;
+  readonly state: string;
+  readonly resources: Readonly<Record<string, unknown>>;
+  readonly free: Readonly<Record<string, unknown>>;
+  readonly lastHeartbeat: number;
+  readonly replicas: readonly string[];
+  readonly httpUrl?: string;
 }
 
 interface DeploymentAnswer {
@@ -36,6 +48,25 @@ export interface StatusAnswer {
   readonly applications: Readonly<Record<string, ApplicationAnswer>>;
   readonly url?: string | null;
   readonly grpcPort?: number;
+  /** A cluster's head lists its nodes. */
+  readonly nodes?: readonly NodeAnswer[];
+}
+
+/** `cpus 2/4, gpus 0/1, memory 2.0/8.0 GiB, ocr 1/1`: free of total. */
+function resourceText(free: Record<string, unknown>, total: Record<string, unknown>): string {
+  const parts: string[] = [];
+  for (const key of ["cpus", "gpus"] as const)
+    if (typeof total[key] === "number" && (total[key] as number) > 0)
+      parts.push(`${key} ${String(free[key])}/${String(total[key])}`);
+  if (typeof total.memory === "number" && total.memory > 0)
+    parts.push(
+      `memory ${((free.memory as number) / 2 ** 30).toFixed(1)}/${(total.memory / 2 ** 30).toFixed(1)} GiB`,
+    );
+  const custom = (total.custom ?? {}) as Record<string, number>;
+  const freeCustom = (free.custom ?? {}) as Record<string, number>;
+  for (const [key, amount] of Object.entries(custom))
+    parts.push(`${key} ${freeCustom[key] ?? 0}/${amount}`);
+  return parts.join(", ");
 }
 
 /** The order replica states are listed in. */
@@ -93,6 +124,21 @@ export function formatStatus(answer: StatusAnswer, now = Date.now()): string {
         ? "Front door: not serving yet."
         : `Front door: ${answer.url}${answer.grpcPort !== undefined ? ` (gRPC on port ${answer.grpcPort})` : ""}`,
     );
+  if (answer.nodes) {
+    lines.push("");
+    const rows: string[][] = [["NODE", "STATE", "FREE / TOTAL", "REPLICAS", "LAST HEARTBEAT"]];
+    for (const n of answer.nodes)
+      rows.push([
+        n.name + (n.httpUrl ? ` (${n.httpUrl})` : ""),
+        n.state,
+        resourceText(n.free, n.resources),
+        String(n.replicas.length),
+        ago(new Date(n.lastHeartbeat).toISOString(), now),
+      ]);
+    if (answer.nodes.length === 0)
+      lines.push("No nodes yet. Start one with: tributary node --cluster …");
+    else lines.push(...columns(rows, ""));
+  }
   const apps = Object.entries(answer.applications);
   if (apps.length === 0) {
     lines.push("No applications. Deploy one with: tributary deploy serve.yaml");
@@ -109,10 +155,11 @@ export function formatStatus(answer: StatusAnswer, now = Date.now()): string {
       );
     const rows: string[][] = [["DEPLOYMENT", "STATUS", "REPLICAS", "ONGOING", "QUEUED", "MESSAGE"]];
     for (const d of Object.values(app.deployments)) {
+      const nodes = [...new Set(d.replicas.flatMap((r) => (r.node ? [r.node] : [])))];
       rows.push([
         d.name,
         d.status,
-        `${replicaCounts(d.replicas)} (target ${d.targetReplicas})`,
+        `${replicaCounts(d.replicas)} (target ${d.targetReplicas})${nodes.length > 0 ? ` on ${nodes.join(", ")}` : ""}`,
         String(d.ongoing ?? 0),
         String(d.queued ?? 0),
         d.message,

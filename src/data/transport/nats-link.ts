@@ -344,6 +344,8 @@ export async function connectNats(
   const connection: NodeConnectionOptions = {
     servers,
     name: options.name ?? `tributary-${process.pid}`,
+    // A head or a node runs for months: it rides out a NATS restart, however long.
+    maxReconnectAttempts: -1,
     ...(options.user === undefined ? {} : { user: options.user }),
     ...(options.pass === undefined ? {} : { pass: options.pass }),
     ...(options.token === undefined ? {} : { token: options.token }),

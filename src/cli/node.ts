@@ -46,7 +46,9 @@ import { NatsMailbox } from "../data/transport/nats-link.js";
 import { connectTo, SocketChannel } from "../data/transport/socket.js";
 import { transferablesOf } from "../data/transport/transfer.js";
 import type { ReplicaTransport } from "../data/transport/transport.js";
-import { OptionsError } from "../errors.js";
+import { OptionsError, ReplicaDiedError } from "../errors.js";
+import { unsendableArguments } from "../dag/call-args.js";
+import { serializeError } from "../wire/error-codec.js";
 import {
   NAME_PATTERN,
   subjects,
@@ -106,7 +108,8 @@ class Hosted {
 /** A bridge from local channels to a replica on another node. */
 interface Bridge {
   readonly node: string;
-  readonly close: () => void;
+  /** With a reason: the target is gone, and the calls in flight on it fail with it. */
+  readonly close: (reason?: string) => void;
 }
 
 /** Resources from `--resources` JSON, with this machine's CPUs and memory by default. */
@@ -347,7 +350,9 @@ export class ClusterNode {
   /** Another node is gone: bridges to its replicas close, and what is pending on them fails. */
   #peerLost(name: string): void {
     this.#peers.delete(name);
-    for (const bridge of [...this.#bridges]) if (bridge.node === name) bridge.close();
+    for (const bridge of [...this.#bridges])
+      if (bridge.node === name)
+        bridge.close(`its node ${name} is DEAD (no heartbeat for ${this.#nodeTimeoutMs} ms)`);
   }
 
   #onNodeMessage(message: ToNode, from: string): void {
@@ -569,11 +574,22 @@ export class ClusterNode {
       }
       const node = endpoint.node ?? "";
       if (isolation === "thread") {
-        const port = this.#portBridge(endpoint.nats, node);
+        const port = this.#portBridge(endpoint.nats, {
+          node,
+          deployment: message.d,
+          replica: endpoint.replica,
+        });
         add.push({ replica: endpoint.replica, port });
         ports.push(port);
       } else
-        add.push({ replica: endpoint.replica, socket: this.#socketBridge(endpoint.nats, node) });
+        add.push({
+          replica: endpoint.replica,
+          socket: this.#socketBridge(endpoint.nats, {
+            node,
+            deployment: message.d,
+            replica: endpoint.replica,
+          }),
+        });
     }
     return { members: { ...message, add }, ports };
   }
@@ -686,108 +702,149 @@ export class ClusterNode {
     sub.subscriber.tell(members);
   }
 
-  /** A port whose other end this node bridges to the replica at `subject` (a NATS inbox of its own). */
-  #portBridge(subject: string, node: string): MessagePort {
-    const { port1, port2 } = new MessageChannel();
+  /**
+   * Links a local channel (a port or a socket connection of a replica or front door here)
+   * to the replica at `subject` on node `node`, through a NATS inbox of its own. It keeps
+   * the ids of the calls in flight: when the target's node is lost, each fails with a
+   * ReplicaDiedError that says so, before the local channel closes.
+   */
+  #link(
+    subject: string,
+    target: { readonly node: string; readonly deployment: string; readonly replica: string },
+    toLocal: (data: ReplyMessage | ReplyMessage[]) => void,
+    closeLocal: () => void,
+  ): { fromLocal: (data: CallMessage | CallMessage[]) => void; bridge: Bridge } {
     const mailbox = NatsMailbox.open<
       ReplyMessage | ReplyMessage[] | GoneMessage,
       CallMessage | CallMessage[] | { t: "bye" }
     >(this.nc);
+    const pending = new Set<number>();
     let closed = false;
     const bridge: Bridge = {
-      node,
-      close: () => {
+      node: target.node,
+      close: (reason?: string) => {
         if (closed) return;
         closed = true;
         this.#bridges.delete(bridge);
+        if (reason !== undefined && pending.size > 0) {
+          const e = serializeError(new ReplicaDiedError(target.deployment, target.replica, reason));
+          toLocal([...pending].map((id) => ({ t: "err", id, e, user: false }) as const));
+        }
+        pending.clear();
         try {
           mailbox.send(subject, { t: "bye" });
         } catch {
           // the connection is closed: the target's node drops the channel with it
         }
         mailbox.close();
-        port1.close();
+        closeLocal();
       },
     };
     this.#bridges.add(bridge);
     mailbox.onMessage((data) => {
-      if (!Array.isArray(data) && data.t === "gone") bridge.close();
-      else {
+      if (!Array.isArray(data) && data.t === "gone") {
+        bridge.close(data.reason);
+        return;
+      }
+      for (const m of Array.isArray(data) ? data : [data])
+        if (m.t === "ok" || m.t === "err" || m.t === "end" || m.t === "busy") pending.delete(m.id);
+      toLocal(data);
+    });
+    const fromLocal = (data: CallMessage | CallMessage[]): void => {
+      const list = Array.isArray(data) ? data : [data];
+      try {
+        mailbox.send(subject, data);
+      } catch (error) {
+        // An argument that cannot be serialized: the calls fail at once.
+        toLocal(
+          list.flatMap((m) =>
+            m.t === "call"
+              ? [
+                  {
+                    t: "err",
+                    id: m.id,
+                    e: serializeError(
+                      unsendableArguments(target.deployment, m.m ?? "call", m.a, error as Error),
+                    ),
+                    user: false,
+                  } as const,
+                ]
+              : [],
+          ),
+        );
+        return;
+      }
+      for (const m of list) {
+        if (m.t === "call") pending.add(m.id);
+        else pending.delete(m.id);
+      }
+    };
+    return { fromLocal, bridge };
+  }
+
+  /** A port whose other end this node links to the replica at `subject`. */
+  #portBridge(
+    subject: string,
+    target: { readonly node: string; readonly deployment: string; readonly replica: string },
+  ): MessagePort {
+    const { port1, port2 } = new MessageChannel();
+    const { fromLocal, bridge } = this.#link(
+      subject,
+      target,
+      (data) => {
         const list = Array.isArray(data) ? data : [data];
         const transfer = list.flatMap((m) =>
           m.t === "ok" || m.t === "item" ? transferablesOf([m.v]) : [],
         );
         port1.postMessage(data, transfer);
-      }
-    });
-    port1.on("message", (data: CallMessage | CallMessage[]) => {
-      try {
-        mailbox.send(subject, data);
-      } catch (error) {
-        // An argument that cannot be serialized: the calls fail at once.
-        const list = Array.isArray(data) ? data : [data];
-        for (const m of list)
-          if (m.t === "call")
-            port1.postMessage({
-              t: "err",
-              id: m.id,
-              e: {
-                name: "ValidationError",
-                message: `an argument cannot be sent to another node: ${(error as Error).message}`,
-                code: "VALIDATION",
-              },
-              user: false,
-            } satisfies ReplyMessage);
-      }
-    });
+      },
+      () => port1.close(),
+    );
+    port1.on("message", fromLocal);
     port1.on("close", () => bridge.close());
     return port2;
   }
 
-  /** A Unix socket whose connections this node bridges to the replica at `subject`. */
-  #socketBridge(subject: string, node: string): string {
+  /** A Unix socket whose connections this node links to the replica at `subject`. */
+  #socketBridge(
+    subject: string,
+    target: { readonly node: string; readonly deployment: string; readonly replica: string },
+  ): string {
     const path = join(tmpdir(), `tributary-${process.pid}-b${++this.#bridgeNumber}.sock`);
     rmSync(path, { force: true });
-    const sockets = new Set<Socket>();
+    const links = new Set<Bridge>();
     const server: Server = createServer((socket) => {
-      sockets.add(socket);
-      const mailbox = NatsMailbox.open<
-        ReplyMessage | ReplyMessage[] | GoneMessage,
-        CallMessage | CallMessage[] | { t: "bye" }
-      >(this.nc);
-      const channel = new SocketChannel<CallMessage, ReplyMessage>(socket, (data) => {
-        try {
-          mailbox.send(subject, data);
-        } catch {
-          socket.destroy();
-        }
-      });
-      mailbox.onMessage((data) => {
-        if (!Array.isArray(data) && data.t === "gone") socket.destroy();
-        else channel.send(data);
-      });
+      let link:
+        { fromLocal: (data: CallMessage | CallMessage[]) => void; bridge: Bridge } | undefined;
+      const channel = new SocketChannel<CallMessage, ReplyMessage>(socket, (data) =>
+        link?.fromLocal(data),
+      );
+      link = this.#link(
+        subject,
+        target,
+        (data) => channel.send(data),
+        () => socket.end(),
+      );
+      links.add(link.bridge);
+      const { bridge } = link;
       channel.onClose(() => {
-        sockets.delete(socket);
-        try {
-          mailbox.send(subject, { t: "bye" });
-        } catch {
-          // closed connection
-        }
-        mailbox.close();
+        links.delete(bridge);
+        bridge.close();
       });
     });
     server.listen(path);
     server.unref();
-    const bridge: Bridge = {
-      node,
-      close: () => {
-        this.#bridges.delete(bridge);
-        for (const socket of sockets) socket.destroy();
+    // The listener goes with the target's node; each connection's link closes on its own.
+    const listener: Bridge = {
+      node: target.node,
+      close: (reason?: string) => {
+        this.#bridges.delete(listener);
+        for (const link of [...links]) link.close(reason);
         server.close();
         rmSync(path, { force: true });
       },
     };
-    this.#bridges.add(bridge);
+    this.#bridges.add(listener);
     process.once("exit", () => rmSync(path, { force: true }));
     return path;
   }

@@ -46,8 +46,10 @@ export interface HttpFrontDoor {
   /**
    * Builds the routes of an application (again, if its prefix, routes or assets changed),
    * before it is listed among the targets. Rejects when its routes cannot be declared.
+   * Routes of applications no longer listed go, except those in `keep` (others mounted in
+   * the same change, not listed yet either).
    */
-  mount(target: IngressTarget): Promise<void>;
+  mount(target: IngressTarget, keep?: ReadonlySet<IngressTarget>): Promise<void>;
   /**
    * Stops listening and answers new requests with 503 SERVER_CLOSED; requests in flight
    * finish until `force` resolves, then every connection is closed.
@@ -201,7 +203,7 @@ export async function startHttp(
     });
   }
 
-  const mount = async (target: IngressTarget): Promise<void> => {
+  const mount = async (target: IngressTarget, keep?: ReadonlySet<IngressTarget>): Promise<void> => {
     const current = doors.get(target);
     if (!current || !doorFits(current, target.app)) {
       doors.set(target, await mountApplication(target, state, fastify.log, notFound));
@@ -210,7 +212,7 @@ export async function startHttp(
     // Applications no longer served: their routes go (after the requests they still serve).
     const served = new Set(targets.list());
     for (const [old, door] of doors) {
-      if (old === target || served.has(old)) continue;
+      if (old === target || served.has(old) || keep?.has(old)) continue;
       doors.delete(old);
       setTimeout(() => void door.fastify.close(), RETIRE_MS).unref();
     }

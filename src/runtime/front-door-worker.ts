@@ -205,6 +205,8 @@ async function load(description: ServedApplication): Promise<Served> {
 /** Serves exactly `descriptions` from now on: loads new ones, updates limits, drops the rest. */
 async function serve(descriptions: readonly ServedApplication[]): Promise<void> {
   const next = new Map<string, Served>();
+  // Applications mounted in this change, listed only once all are: each mount keeps them.
+  const mounted = new Set<IngressTarget>();
   for (const description of descriptions) {
     const existing = served.get(description.name);
     if (existing?.key === keyOf(description)) {
@@ -215,7 +217,8 @@ async function serve(descriptions: readonly ServedApplication[]): Promise<void> 
     }
     const fresh = await load(description);
     // Routes are built before the application is listed (see http.ts).
-    await doors?.mount(fresh.target);
+    await doors?.mount(fresh.target, mounted);
+    mounted.add(fresh.target);
     next.set(description.name, fresh);
   }
   list = [...next.values()].map((entry) => entry.target);

@@ -30,8 +30,11 @@ export interface FrontDoors {
    * nothing was applied.
    */
   update(options: RunOptions): Promise<string[] | undefined>;
-  /** Builds an application's HTTP routes before it is listed among the targets (see http.ts). */
-  mount(target: IngressTarget): Promise<void>;
+  /**
+   * Builds an application's HTTP routes before it is listed among the targets (see
+   * http.ts); `keep`: others mounted in the same change, not listed yet either.
+   */
+  mount(target: IngressTarget, keep?: ReadonlySet<IngressTarget>): Promise<void>;
   /** Stops taking requests; closes the connections once `force` resolves. */
   close(force?: Promise<void>): Promise<void>;
 }
@@ -102,7 +105,7 @@ export async function startFrontDoors(
   return {
     url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     grpcPort: grpc?.port,
-    mount: (target) => http.mount(target),
+    mount: (target, keep) => http.mount(target, keep),
     async update(next) {
       if (listenerKey(next) !== key) return undefined;
       const settings = httpSettings(next);

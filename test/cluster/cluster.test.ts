@@ -1,0 +1,365 @@
+/**
+ * A cluster on loopback: a real nats-server, a head (`tributary start --cluster`) and node
+ * processes (`tributary node`), as an operator runs them. Placement by resources, a
+ * deployment that fits nowhere (PENDING, then placed when a node that fits joins), a 16 MiB
+ * tensor between nodes, a node killed with SIGKILL under load, and the head killed while a
+ * node's front door keeps answering, then restarted and adopting every replica.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { BIN, ROOT, cli } from "../cli/run-cli.js";
+import {
+  natsServerBinary,
+  natsServerOrSkip,
+  startNatsServer,
+  type NatsServer,
+} from "./nats-server.js";
+
+const NODE_TIMEOUT = "2s";
+
+interface Proc {
+  readonly child: ChildProcess;
+  output(): string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+function spawnCli(args: string[]): Proc {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout!.on("data", (d: Buffer) => (output = (output + d.toString()).slice(-50_000)));
+  child.stderr!.on("data", (d: Buffer) => (output = (output + d.toString()).slice(-50_000)));
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  return {
+    child,
+    output: () => output,
+    async stop(signal = "SIGTERM") {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+type Truthy<T> = Exclude<T, false | null | undefined | 0 | "">;
+
+async function until<T>(what: string, ms: number, check: () => T | Promise<T>): Promise<Truthy<T>> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value as Truthy<T>;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline)
+      assert.fail(
+        `timed out after ${ms} ms waiting until ${what}${last ? ` (${String(last)})` : ""}`,
+      );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+interface Replica {
+  id: string;
+  state: string;
+  node?: string;
+}
+interface Status {
+  url: string | null;
+  nodes: {
+    name: string;
+    state: string;
+    free: { cpus: number; custom: Record<string, number> };
+    replicas: string[];
+  }[];
+  applications: Record<
+    string,
+    {
+      status: string;
+      deployments: Record<string, { status: string; message: string; replicas: Replica[] }>;
+    }
+  >;
+}
+
+interface Where {
+  node: string;
+  replica: string;
+}
+interface Answer {
+  front: Where;
+  back: Where & { sum?: number; length?: number };
+}
+
+const config = (fixture: string) => `# written by test/cluster/cluster.test.ts
+http:
+  port: 0
+applications:
+  - name: cluster
+    routePrefix: /cluster
+    importPath: ${fixture}:app
+  # Its backend needs a resource no node has, until the test starts one that does.
+  - name: waiting
+    routePrefix: /waiting
+    importPath: ${fixture}:app
+    deployments:
+      - name: Front
+        resources: { cpus: 0.1 }
+      - name: backend
+        numReplicas: 1
+        resources: { cpus: 0.1, custom: { big: 1 } }
+`;
+
+describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
+  let nats: NatsServer | undefined;
+  let dir: string;
+  let head: Proc | undefined;
+  let admin = "";
+  const nodes = new Map<string, Proc>();
+  let headArgs: string[] = [];
+
+  const status = async (): Promise<Status> => {
+    const answer = await cli(["status", "--json", "--address", admin]);
+    assert.equal(answer.code, 0, answer.stderr);
+    return JSON.parse(answer.stdout) as Status;
+  };
+  const startHead = async (): Promise<void> => {
+    head = spawnCli(headArgs);
+    admin = await until(
+      "the head's admin API listens",
+      30_000,
+      () => /Admin API at (\S+)\./.exec(head!.output())?.[1],
+    );
+  };
+  const startNode = async (name: string, resources: object, http = false): Promise<Proc> => {
+    const node = spawnCli([
+      "node",
+      "--cluster",
+      nats!.url,
+      "--name",
+      name,
+      "--resources",
+      JSON.stringify(resources),
+      ...(http ? ["--http-port", "0"] : []),
+    ]);
+    nodes.set(name, node);
+    await until(`node ${name} joins`, 30_000, () =>
+      node.output().includes(`Node "${name}" joined`),
+    );
+    return node;
+  };
+  const post = async (
+    url: string,
+    body: object,
+  ): Promise<{ status: number; body: Answer & { error?: { code: string; message: string } } }> => {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(30_000),
+    });
+    return {
+      status: response.status,
+      body: (await response.json()) as Answer & { error?: { code: string; message: string } },
+    };
+  };
+  const logs = (): string =>
+    [
+      `head:\n${head?.output() ?? ""}`,
+      ...[...nodes].map(([n, p]) => `${n}:\n${p.output().slice(-3000)}`),
+    ].join("\n\n");
+
+  before(async (t) => {
+    if (!natsServerBinary) return;
+    nats = await startNatsServer();
+    dir = await mkdtemp(join(ROOT, ".tmp-cluster-"));
+    await writeFile(join(dir, "serve.yaml"), config(join(ROOT, "test/fixtures/cluster-app.ts")));
+    // n1 can host the ingress (front) and a backend; n2 and n3 a backend each.
+    await startNode("n1", { cpus: 2, custom: { front: 1, back: 1 } }, true);
+    await startNode("n2", { cpus: 2, custom: { back: 1 } });
+    await startNode("n3", { cpus: 2, custom: { back: 1 } });
+    headArgs = [
+      "start",
+      join(dir, "serve.yaml"),
+      "--cluster",
+      nats.url,
+      "--admin-port",
+      "0",
+      "--node-timeout",
+      NODE_TIMEOUT,
+      "--state-dir",
+      join(dir, "state"),
+      "--allow-imports",
+      join(ROOT, "test/fixtures"),
+    ];
+    await startHead();
+    await until("the head has applied serve.yaml", 60_000, () =>
+      head!.output().includes("Applied"),
+    );
+    void t;
+  });
+  after(async () => {
+    await head?.stop();
+    await Promise.all([...nodes.values()].map((n) => n.stop()));
+    await nats?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test("cluster - replicas are placed by resources, spread over the nodes that fit", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const s = await until("cluster is RUNNING", 30_000, async () => {
+      const s = await status();
+      return s.applications.cluster?.status === "RUNNING" && s;
+    });
+    const { Front, backend } = s.applications.cluster!.deployments;
+    assert.deepEqual(
+      Front!.replicas.map((r) => r.node),
+      ["n1"],
+      "only n1 offers front",
+    );
+    const backNodes = backend!.replicas.map((r) => r.node!).sort();
+    assert.equal(new Set(backNodes).size, 2, `spread over two nodes: ${backNodes.join(", ")}`);
+    assert.deepEqual(
+      s.nodes.map((n) => [n.name, n.state]),
+      [
+        ["n1", "ALIVE"],
+        ["n2", "ALIVE"],
+        ["n3", "ALIVE"],
+      ],
+    );
+    const freeBack = s.nodes.reduce((sum, n) => sum + (n.free.custom.back ?? 0), 0);
+    assert.equal(freeBack, 1, "two of the three back slots are taken");
+    // The text view lists the nodes too.
+    const text = await cli(["status", "--address", admin]);
+    assert.match(text.stdout, /^n1 \(http:\/\/127\.0\.0\.1:\d+\)\s+ALIVE/m);
+    assert.match(text.stdout, /backend\s+HEALTHY\s+2 RUNNING \(target 2\) on n\d, n\d/);
+  });
+
+  test("cluster - a deployment that fits nowhere is PENDING with the missing resource, and is placed when a node that fits joins", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const s = await status();
+    const backend = s.applications.waiting!.deployments.backend!;
+    assert.equal(backend.status, "PENDING", logs());
+    assert.match(backend.message, /custom resource "big" 1 \(free: 0\)/);
+    assert.equal(s.applications.waiting!.status, "DEPLOYING");
+    await startNode("big", { cpus: 1, custom: { big: 1 } });
+    const placed = await until("waiting's backend runs on the new node", 30_000, async () => {
+      const d = (await status()).applications.waiting!.deployments.backend!;
+      return d.status === "HEALTHY" && d;
+    });
+    assert.deepEqual(
+      placed.replicas.map((r) => r.node),
+      ["big"],
+    );
+    const answer = await post(`${(await status()).url}/waiting`, { op: "where" });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body.back.node, "big");
+  });
+
+  test("cluster - a 16 MiB Float32Array crosses between nodes intact", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const url = `${(await status()).url}/cluster`;
+    const n = 4 * 1024 * 1024; // 16 MiB of float32, made in Front (on n1) and summed in a backend
+    const seen = new Set<string>();
+    for (let i = 0; i < 8 && !seen.has("remote"); i++) {
+      const answer = await post(url, { op: "sum", n });
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.equal(answer.body.back.length, n);
+      assert.equal(answer.body.back.sum, n * 0.5);
+      if (answer.body.back.node !== answer.body.front.node) seen.add("remote");
+    }
+    assert.ok(seen.has("remote"), "one of the calls went to a backend on another node");
+  });
+
+  test("cluster - a node killed under load: only its calls in flight fail, and the deployment is whole again", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const before = await status();
+    const backend = before.applications.cluster!.deployments.backend!;
+    const victim = backend.replicas.map((r) => r.node!).find((n) => n !== "n1")!;
+    assert.ok(victim, "a backend runs on n2 or n3");
+    const url = `${before.url}/cluster`;
+    // Calls that hold their backend 1.5 s, and short calls all along.
+    const slow = Array.from({ length: 12 }, () => post(url, { op: "sleep", ms: 1500 }));
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const killedAt = Date.now();
+    nodes.get(victim)!.child.kill("SIGKILL");
+    const results = await Promise.all(slow);
+    let died = 0;
+    for (const r of results) {
+      if (r.status === 200) {
+        assert.notEqual(
+          r.body.back.node,
+          victim,
+          "a call that succeeded did not run on the killed node",
+        );
+      } else {
+        died++;
+        assert.match(r.body.error!.message, /died/, JSON.stringify(r.body));
+        assert.match(r.body.error!.message, new RegExp(`node ${victim} is DEAD`));
+      }
+    }
+    assert.ok(died > 0, "some calls were in flight on the killed node");
+    assert.ok(died < results.length, "calls on the other node succeeded");
+    const whole = await until("backend is whole again", 20_000, async () => {
+      const d = (await status()).applications.cluster!.deployments.backend!;
+      return (
+        d.status === "HEALTHY" &&
+        d.replicas.length === 2 &&
+        d.replicas.every((r) => r.state === "RUNNING") &&
+        d
+      );
+    });
+    const took = Date.now() - killedAt;
+    assert.ok(whole.replicas.every((r) => r.node !== victim));
+    const s = await status();
+    assert.equal(s.nodes.find((n) => n.name === victim)!.state, "DEAD");
+    t.diagnostic(`${died} of ${results.length} calls failed; whole again after ${took} ms`);
+    // New calls go to live replicas only.
+    for (let i = 0; i < 6; i++) {
+      const answer = await post(url, { op: "where" });
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.notEqual(answer.body.back.node, victim);
+    }
+  });
+
+  test("cluster - with the head killed a node's front door keeps answering; a restarted head adopts every replica", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const s = await status();
+    const ids = Object.values(s.applications)
+      .flatMap((a) => Object.values(a.deployments).flatMap((d) => d.replicas.map((r) => r.id)))
+      .sort();
+    const nodeDoor = /front door at (\S+)\./.exec(nodes.get("n1")!.output())![1]!;
+    await head!.stop("SIGKILL");
+    for (let i = 0; i < 10; i++) {
+      const answer = await post(`${nodeDoor}/cluster`, { op: "where" });
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.equal(answer.body.front.node, "n1");
+    }
+    await startHead();
+    const adopted = await until("the restarted head runs every application", 60_000, async () => {
+      const next = await status();
+      return (
+        Object.values(next.applications).length === 2 &&
+        Object.values(next.applications).every((a) => a.status === "RUNNING") &&
+        next
+      );
+    });
+    const after = Object.values(adopted.applications)
+      .flatMap((a) => Object.values(a.deployments).flatMap((d) => d.replicas.map((r) => r.id)))
+      .sort();
+    assert.deepEqual(after, ids, "the same replicas, adopted, not restarted");
+    assert.match(head!.output(), /Restored "cluster", "waiting" from the cluster's state/);
+    const viaHead = await post(`${adopted.url}/cluster`, { op: "where" });
+    assert.equal(viaHead.status, 200, JSON.stringify(viaHead.body));
+    const viaNode = await post(`${nodeDoor}/cluster`, { op: "where" });
+    assert.equal(viaNode.status, 200, JSON.stringify(viaNode.body));
+  });
+});

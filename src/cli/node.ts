@@ -20,7 +20,7 @@
  * for half of `nodeTimeout` ends its replicas itself (the head will start them elsewhere
  * once it gives up on this node, so no slot is served twice after a partition heals).
  */
-import { createServer, type Server, type Socket } from "node:net";
+import { createServer, type Server } from "node:net";
 import { hostname, cpus, totalmem, tmpdir } from "node:os";
 import { join } from "node:path";
 import { rmSync } from "node:fs";
@@ -814,16 +814,15 @@ export class ClusterNode {
     rmSync(path, { force: true });
     const links = new Set<Bridge>();
     const server: Server = createServer((socket) => {
-      let link:
-        { fromLocal: (data: CallMessage | CallMessage[]) => void; bridge: Bridge } | undefined;
-      const channel = new SocketChannel<CallMessage, ReplyMessage>(socket, (data) =>
-        link?.fromLocal(data),
-      );
-      link = this.#link(
+      // Replies come only after calls, so `channel` exists before the link uses it.
+      const link = this.#link(
         subject,
         target,
         (data) => channel.send(data),
         () => socket.end(),
+      );
+      const channel = new SocketChannel<CallMessage, ReplyMessage>(socket, (data) =>
+        link.fromLocal(data),
       );
       links.add(link.bridge);
       const { bridge } = link;

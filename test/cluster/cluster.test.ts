@@ -32,8 +32,8 @@ function spawnCli(args: string[]): Proc {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";
-  child.stdout!.on("data", (d: Buffer) => (output = (output + d.toString()).slice(-50_000)));
-  child.stderr!.on("data", (d: Buffer) => (output = (output + d.toString()).slice(-50_000)));
+  child.stdout.on("data", (d: Buffer) => (output = (output + d.toString()).slice(-50_000)));
+  child.stderr.on("data", (d: Buffer) => (output = (output + d.toString()).slice(-50_000)));
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   return {
     child,
@@ -62,7 +62,7 @@ async function until<T>(what: string, ms: number, check: () => T | Promise<T>): 
     }
     if (Date.now() > deadline)
       assert.fail(
-        `timed out after ${ms} ms waiting until ${what}${last ? ` (${String(last)})` : ""}`,
+        `timed out after ${ms} ms waiting until ${what}${last ? ` (${(last as Error).message})` : ""}`,
       );
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

@@ -14,6 +14,18 @@ describe("deployment state machine", () => {
     assert.equal(nextStatus("UNHEALTHY", { ...facts, live: 1, running: 0 }), "UPDATING");
   });
 
+  test("state - PENDING while replicas fit on no node, and out of it once they are placed", () => {
+    assert.equal(nextStatus("UPDATING", { ...facts, unplaced: 2 }), "PENDING");
+    assert.equal(nextStatus("HEALTHY", { ...facts, running: 1, live: 1, unplaced: 1 }), "PENDING");
+    assert.equal(nextStatus("PENDING", { ...facts, live: 2, running: 0 }), "UPDATING");
+    assert.equal(nextStatus("PENDING", { ...facts, live: 2, running: 2 }), "HEALTHY");
+    const state = new DeploymentState("m");
+    state.set("PENDING");
+    state.set("UPDATING");
+    state.set("PENDING");
+    state.set("HEALTHY");
+  });
+
   test("state - DEPLOY_FAILED stays until a replica runs, or holds while starts have been given up", () => {
     assert.equal(nextStatus("DEPLOY_FAILED", { ...facts, live: 1 }), "DEPLOY_FAILED");
     assert.equal(

@@ -82,6 +82,11 @@ export interface NodeOptions {
   readonly log?: (line: string) => void;
 }
 
+/** How long a node that leaves lets its replicas finish what they run. */
+const LEAVE_DRAIN_MS = 10_000;
+/** The id of a leaving node's own `stop` (control ids are negative; the head's count down from -1). */
+const DRAIN_ID = -2_000_000_000;
+
 /** A caller's channel into a replica here. */
 interface Inbound {
   send(data: CallMessage | CallMessage[]): void;
@@ -97,6 +102,8 @@ class Hosted {
   readonly subscriptions = new Set<string>();
   readonly callers = new Map<string, Inbound>();
   exited = false;
+  /** A graceful leave waits on this replica's answer to its `stop`. */
+  drained: (() => void) | undefined;
   constructor(
     readonly id: string,
     readonly subject: string,
@@ -232,6 +239,9 @@ export class ClusterNode {
     this.#closed = true;
     clearTimeout(this.#heartbeatTimer);
     this.#stopWatch?.();
+    // Each replica drains what it runs first (it answers new calls `busy`, and routers send
+    // them elsewhere), as a graceful stop does on one machine.
+    await Promise.all([...this.#hosted.values()].map((h) => this.#drain(h)));
     await Promise.all([...this.#hosted.values()].map((h) => this.#end(h, "the node is leaving")));
     this.#hello?.close();
     await this.#pool?.close(new Promise((resolve) => setTimeout(resolve, 1_000)));
@@ -449,6 +459,7 @@ export class ClusterNode {
   async #end(hosted: Hosted, reason: string): Promise<void> {
     if (hosted.exited) return;
     hosted.exited = true;
+    if (reason !== "terminated") this.#log("a replica ended", { replica: hosted.id, reason });
     this.#hosted.delete(hosted.id);
     this.#bySubject.delete(hosted.subject);
     for (const [from, inbound] of hosted.callers) {
@@ -462,7 +473,24 @@ export class ClusterNode {
     hosted.mailbox.close();
   }
 
+  /** Asks a running replica to stop taking calls and finish those it runs (bounded). */
+  async #drain(hosted: Hosted): Promise<void> {
+    if (!hosted.ready || hosted.exited) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, LEAVE_DRAIN_MS + 1_000);
+      hosted.drained = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      hosted.transport.send({ t: "stop", id: DRAIN_ID, drainMs: LEAVE_DRAIN_MS });
+    });
+  }
+
   #fromReplica(hosted: Hosted, message: FromReplica): void {
+    if ((message.t === "ok" || message.t === "err") && message.id === DRAIN_ID) {
+      hosted.drained?.();
+      return;
+    }
     if (message.t === "ready") {
       hosted.ready = true;
       hosted.socket = message.socket;

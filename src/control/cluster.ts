@@ -85,11 +85,20 @@ export async function openBuckets(
   const kvm = new Kvm(nc);
   // A node's key expires a while after its last heartbeat (the bucket's TTL): a node that
   // stopped is forgotten, though the head judges DEAD by its own clock much sooner.
-  const nodes = await kvm.create(subjects.nodesBucket(cluster), {
+  // Opened as they are when they exist (the first head or node made them; a second create
+  // with other settings would be refused).
+  const bucket = async (name: string, options: { history: number; ttl?: number }): Promise<KV> => {
+    try {
+      return await kvm.open(name);
+    } catch {
+      return kvm.create(name, options);
+    }
+  };
+  const nodes = await bucket(subjects.nodesBucket(cluster), {
     history: 1,
     ttl: Math.max(nodeTimeoutMs * 6, 60_000),
   });
-  const state = await kvm.create(subjects.stateBucket(cluster), { history: 1 });
+  const state = await bucket(subjects.stateBucket(cluster), { history: 1 });
   return { nodes, state };
 }
 

@@ -99,14 +99,14 @@ interface Answer {
   back: Where & { sum?: number; length?: number };
 }
 
-const config = (fixture: string) => `# written by test/cluster/cluster.test.ts
+const config = (fixture: string, backend = "") => `# written by test/cluster/cluster.test.ts
 http:
   port: 0
 applications:
   - name: cluster
     routePrefix: /cluster
     importPath: ${fixture}:app
-  # Its backend needs a resource no node has, until the test starts one that does.
+${backend}  # Its backend needs a resource no node has, until the test starts one that does.
   - name: waiting
     routePrefix: /waiting
     importPath: ${fixture}:app
@@ -243,6 +243,33 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
     assert.match(text.stdout, /backend\s+HEALTHY\s+2 RUNNING \(target 2\) on n\d, n\d/);
   });
 
+  test("cluster - scaling and a rolling update place their replicas on the nodes that fit", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const fixture = join(ROOT, "test/fixtures/cluster-app.ts");
+    const deploy = async (backend: string): Promise<void> => {
+      await writeFile(join(dir, "serve.yaml"), config(fixture, backend));
+      const answer = await cli(["deploy", join(dir, "serve.yaml"), "--address", admin, "--wait"]);
+      assert.equal(answer.code, 0, `${answer.stdout}${answer.stderr}\n${logs()}`);
+    };
+    const backend = async () => (await status()).applications.cluster!.deployments.backend!;
+    // Three replicas: one on each node that offers "back".
+    await deploy("    deployments:\n      - name: backend\n        numReplicas: 3\n");
+    assert.deepEqual((await backend()).replicas.map((r) => r.node).sort(), ["n1", "n2", "n3"]);
+    // Back to two, then new resources: a rolling restart, one replica at a time, each new
+    // one placed (in the one free slot) before an old one stops.
+    await deploy("    deployments:\n      - name: backend\n        numReplicas: 2\n");
+    const before = (await backend()).replicas.map((r) => r.id);
+    assert.equal(before.length, 2);
+    await deploy(
+      "    deployments:\n      - name: backend\n        numReplicas: 2\n        resources: { cpus: 0.4, custom: { back: 1 } }\n",
+    );
+    const rolled = await backend();
+    assert.equal(rolled.status, "HEALTHY");
+    assert.equal(rolled.replicas.length, 2);
+    for (const r of rolled.replicas) assert.ok(!before.includes(r.id), `${r.id} is new`);
+    assert.equal(new Set(rolled.replicas.map((r) => r.node)).size, 2, "still spread");
+  });
+
   test("cluster - a deployment that fits nowhere is PENDING with the missing resource, and is placed when a node that fits joins", async (t) => {
     if (!natsServerOrSkip(t)) return;
     const s = await status();
@@ -327,6 +354,54 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
       const answer = await post(url, { op: "where" });
       assert.equal(answer.status, 200, JSON.stringify(answer.body));
       assert.notEqual(answer.body.back.node, victim);
+    }
+  });
+
+  test("cluster - a node paused past nodeTimeout is DEAD; when it resumes it ends its replicas, which were replaced", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const before = (await status()).applications.cluster!.deployments.backend!;
+    const paused = before.replicas.find((r) => r.node !== "n1")!;
+    const node = nodes.get(paused.node!)!;
+    // A node cut off (here: stopped) keeps its replicas in memory; the head gives up on it.
+    node.child.kill("SIGSTOP");
+    try {
+      await until(
+        "the paused node is DEAD",
+        20_000,
+        async () => (await status()).nodes.find((n) => n.name === paused.node)?.state === "DEAD",
+      );
+    } finally {
+      node.child.kill("SIGCONT");
+    }
+    // Back, it finds its replica placed no more, and ends it; the head places a new one.
+    const whole = await until(
+      "backend is whole again, without the paused node's old replica",
+      30_000,
+      async () => {
+        const d = (await status()).applications.cluster!.deployments.backend!;
+        return (
+          d.status === "HEALTHY" &&
+          d.replicas.length === 2 &&
+          d.replicas.every((r) => r.state === "RUNNING" && r.id !== paused.id) &&
+          d
+        );
+      },
+    );
+    assert.ok(whole.replicas.every((r) => r.id !== paused.id));
+    await until("the resumed node runs none of its old replicas", 20_000, async () => {
+      const n = (await status()).nodes.find((x) => x.name === paused.node)!;
+      return n.state === "ALIVE" && !n.replicas.includes(paused.id);
+    });
+    assert.match(
+      node.output(),
+      new RegExp(
+        `"a replica ended","replica":"${paused.id}","reason":"(the head placed it elsewhere|its node was cut off from the cluster)"`,
+      ),
+    );
+    for (let i = 0; i < 6; i++) {
+      const answer = await post(`${(await status()).url}/cluster`, { op: "where" });
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.notEqual(answer.body.back.replica, paused.id);
     }
   });
 

@@ -143,7 +143,8 @@ class Request implements RoutedCall {
   readonly model: string | undefined;
   /** Waited long enough for a replica with its model: any replica takes it. */
   anyReplica = false;
-  readonly #arrived = Date.now();
+  /** When it first waited in the queue (`Date.now()`; 0: not yet): most calls never do. */
+  #arrived = 0;
   #queueTimer: NodeJS.Timeout | undefined;
   #matchTimer: NodeJS.Timeout | undefined;
   stream?: StreamReader;
@@ -176,10 +177,11 @@ class Request implements RoutedCall {
 
   /**
    * The request waits in the queue: it fails once it has waited `maxQueueWaitMs` since it
-   * arrived, and a request for a model stops waiting for its replicas after
+   * first waited there (a request a replica handed back waits on from then), and a request for a model stops waiting for its replicas after
    * {@link MODEL_MATCH_WAIT_MS}.
    */
   queued(maxQueueWaitMs: number | undefined, matchWaitMs: number): void {
+    if (this.#arrived === 0) this.#arrived = Date.now();
     if (maxQueueWaitMs !== undefined && !this.#queueTimer) {
       const left = Math.max(0, this.#arrived + maxQueueWaitMs - Date.now());
       this.#queueTimer = setTimeout(() => {

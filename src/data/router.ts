@@ -143,7 +143,10 @@ class Request implements RoutedCall {
   readonly model: string | undefined;
   /** Waited long enough for a replica with its model: any replica takes it. */
   anyReplica = false;
-  /** When it first waited in the queue (`Date.now()`; 0: not yet): most calls never do. */
+  /**
+   * When it first waited in the queue under a `maxQueueWaitMs` (`Date.now()`; 0: not yet):
+   * the clock is read only for such a request, and most calls never wait.
+   */
   #arrived = 0;
   #queueTimer: NodeJS.Timeout | undefined;
   #matchTimer: NodeJS.Timeout | undefined;
@@ -181,8 +184,8 @@ class Request implements RoutedCall {
    * {@link MODEL_MATCH_WAIT_MS}.
    */
   queued(maxQueueWaitMs: number | undefined, matchWaitMs: number): void {
-    if (this.#arrived === 0) this.#arrived = Date.now();
     if (maxQueueWaitMs !== undefined && !this.#queueTimer) {
+      if (this.#arrived === 0) this.#arrived = Date.now();
       const left = Math.max(0, this.#arrived + maxQueueWaitMs - Date.now());
       this.#queueTimer = setTimeout(() => {
         this.#queueTimer = undefined;

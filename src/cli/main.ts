@@ -368,16 +368,29 @@ async function nodeCommand(
   const resources = parseResources(flags.resources);
   const name = flags.name ?? defaultNodeName();
   const nodeTimeoutMs = await durationFlag("--node-timeout", flags.nodeTimeout);
+  const httpPort = flags.httpPort === undefined ? undefined : Number(flags.httpPort);
+  if (
+    httpPort !== undefined &&
+    !(Number.isInteger(httpPort) && httpPort >= 0 && httpPort <= 65_535)
+  )
+    throw new Error(
+      `--http-port must be a port number from 0 to 65535 (it is "${flags.httpPort}")`,
+    );
   const nc = await connectCluster(flags, `node-${name}`);
-  const node = await ClusterNode.start(nc, {
-    name,
-    cluster: flags.clusterName,
-    resources,
-    nodeTimeoutMs,
-    ...(flags.httpPort !== undefined && {
-      http: { host: flags.httpHost, port: Number(flags.httpPort) },
-    }),
-  });
+  let node: Awaited<ReturnType<typeof ClusterNode.start>>;
+  try {
+    node = await ClusterNode.start(nc, {
+      name,
+      cluster: flags.clusterName,
+      resources,
+      nodeTimeoutMs,
+      ...(httpPort !== undefined && { http: { host: flags.httpHost, port: httpPort } }),
+    });
+  } catch (error) {
+    // An open connection would keep this process running.
+    await nc.close().catch(() => undefined);
+    throw error;
+  }
   console.log(
     `Node "${name}" joined cluster "${flags.clusterName}" on ${flags.cluster} with ${JSON.stringify(resources)}${node.httpUrl ? `; front door at ${node.httpUrl}` : ""}.`,
   );

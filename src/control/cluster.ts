@@ -89,7 +89,9 @@ export async function openBuckets(
   // with other settings would be refused).
   const bucket = async (name: string, options: { history: number; ttl?: number }): Promise<KV> => {
     try {
-      return await kvm.open(name);
+      const kv = await kvm.open(name);
+      await kv.status(); // open() only binds: this is what fails when the bucket is missing
+      return kv;
     } catch {
       return kvm.create(name, options);
     }

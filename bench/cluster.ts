@@ -14,6 +14,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer, connect, type Socket } from "node:net";
+import { Worker } from "node:worker_threads";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { run, type Application, type Server } from "tributary";
 import { ClusterHead, connectNats, NatsMailbox } from "tributary/internal";
@@ -34,10 +35,15 @@ function mailboxCaller(
   caller: NatsConnection,
   echoSide: NatsConnection,
   subject: string,
+  thread?: Worker,
 ): { call: (body: unknown) => Promise<unknown>; ready: Promise<void>; close: () => void } {
   type Message = { id: number; body: unknown };
   const echo = NatsMailbox.open<Message, Message>(echoSide, subject);
-  echo.onMessage((message, from) => echo.send(from, message));
+  if (thread) {
+    // As a node passes a call to its replica thread: through a MessagePort and back.
+    thread.on("message", ([from, message]: [string, Message]) => echo.send(from, message));
+    echo.onMessage((message, from) => thread.postMessage([from, message]));
+  } else echo.onMessage((message, from) => echo.send(from, message));
   const mine = NatsMailbox.open<Message, Message>(caller);
   const pending = new Map<number, (body: unknown) => void>();
   mine.onMessage(({ id, body }) => {
@@ -125,6 +131,60 @@ async function rawChunked(
       done = resolve;
       for (let i = 0; i < count; i++) caller.publish("bench.rawchunks", frame, { reply: inbox });
     });
+}
+
+/**
+ * A plain nats.js responder in a process of its own (as a node is): `bench.proc` answers
+ * at once; `bench.proc-thread` passes the payload to a worker thread and answers with what
+ * comes back (the floor of a node that hands each call to a replica thread).
+ */
+const RESPONDER = `
+import { connect } from "@nats-io/transport-node";
+import { Worker } from "node:worker_threads";
+const nc = await connect({ servers: process.argv[1] });
+// An eval'd worker inherits --input-type=module.
+const worker = new Worker('import { parentPort } from "node:worker_threads"; parentPort.on("message", (m) => parentPort.postMessage(m));', { eval: true });
+const waiting = new Map();
+let next = 0;
+worker.on("message", ([id, data]) => { waiting.get(id).respond(data); waiting.delete(id); });
+nc.subscribe("bench.proc", { callback: (_, m) => m.respond(m.data) });
+nc.subscribe("bench.proc-thread", { callback: (_, m) => { const id = next++; waiting.set(id, m); worker.postMessage([id, m.data]); } });
+await nc.flush();
+console.log("ready");
+process.on("SIGTERM", async () => { await nc.close(); await worker.terminate(); process.exit(0); });
+`;
+
+async function responderProcess(url: string): Promise<() => Promise<void>> {
+  const child = spawn(process.execPath, ["--input-type=module", "-e", RESPONDER, url], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const killOnExit = (): void => void child.kill("SIGKILL");
+  process.once("exit", killOnExit);
+  const exited = new Promise<void>((resolve) =>
+    child.once("exit", () => {
+      process.off("exit", killOnExit);
+      resolve();
+    }),
+  );
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+      await exited;
+      clearTimeout(timer);
+    }
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout?.on("data", (d: Buffer) => d.toString().includes("ready") && resolve());
+      void exited.then(() => reject(new Error("the responder process exited during start")));
+    });
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return stop;
 }
 
 /** A `tributary node` process (from dist/), resolved once it says it joined. */
@@ -237,11 +297,24 @@ export async function main(): Promise<string> {
     const mailbox = mailboxCaller(head, node, "bench.mailbox");
     await mailbox.ready;
     const boxSmall: Call = () => mailbox.call(small);
+    // The same with the echo in a worker thread behind the receiving mailbox: the floor of
+    // a node that hands each call to a replica thread.
+    const echoThread = new Worker(
+      `require("node:worker_threads").parentPort.on("message", (m) => require("node:worker_threads").parentPort.postMessage(m));`,
+      { eval: true },
+    );
+    stops.push(() => echoThread.terminate().then(() => undefined));
+    const threaded = mailboxCaller(head, node, "bench.mailbox-thread", echoThread);
+    await threaded.ready;
+    const threadSmall: Call = () => threaded.call(small);
     const boxMiB: Call = () => mailbox.call(oneMiB);
     const boxBig: Call = async () => {
       const back = (await mailbox.call(bigFloats)) as Float32Array;
       if (back.length !== bigFloats.length) throw new Error("the 16 MiB echo came back short");
     };
+    stops.push(await responderProcess(server.url));
+    const procSmall: Call = () => head.request("bench.proc", small, { timeout: 10_000 });
+    const procThread: Call = () => head.request("bench.proc-thread", small, { timeout: 10_000 });
     const tcp = await tcpEcho(bigFloats.byteLength);
     stops.push(() => tcp.close());
     const natsBig = await rawChunked(head, node, bigFloats.byteLength);
@@ -264,7 +337,14 @@ export async function main(): Promise<string> {
     };
 
     // Alternate baseline and subject in rounds, so the machine's drift hits both alike.
-    const lat = { rawSmall: [] as number[], boxSmall: [] as number[], handle: [] as number[] };
+    const lat = {
+      rawSmall: [] as number[],
+      boxSmall: [] as number[],
+      thread: [] as number[],
+      proc: [] as number[],
+      procThread: [] as number[],
+      handle: [] as number[],
+    };
     const big = {
       rawMiB: [] as number[],
       boxMiB: [] as number[],
@@ -279,6 +359,9 @@ export async function main(): Promise<string> {
       const warm = round === 0 ? 1_000 : 100;
       lat.rawSmall.push(...(await latencyUs(rawSmall, SAMPLES / ROUNDS, warm)));
       lat.boxSmall.push(...(await latencyUs(boxSmall, SAMPLES / ROUNDS, warm)));
+      lat.thread.push(...(await latencyUs(threadSmall, SAMPLES / ROUNDS, warm)));
+      lat.proc.push(...(await latencyUs(procSmall, SAMPLES / ROUNDS, warm)));
+      lat.procThread.push(...(await latencyUs(procThread, SAMPLES / ROUNDS, warm)));
       lat.handle.push(...(await latencyUs(handleSmall, SAMPLES / ROUNDS, warm)));
       rate.raw.push(await throughput(rawSmall, 64, THROUGHPUT_MS / ROUNDS));
       rate.box.push(await throughput(boxSmall, 64, THROUGHPUT_MS / ROUNDS));
@@ -291,6 +374,7 @@ export async function main(): Promise<string> {
       big.handle.push(...(await latencyUs(handleBig, 6, 2)));
     }
     mailbox.close();
+    threaded.close();
     const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
     const mean = (xs: number[]): number => sum(xs) / xs.length;
     const floor: Row[] = [
@@ -348,6 +432,27 @@ export async function main(): Promise<string> {
       {
         metric: "16 B echo, median serial (mailbox floor vs handle)",
         baseline: median(lat.boxSmall),
+        subject: median(lat.handle),
+        unit: "µs",
+        target: "(measured)",
+      },
+      {
+        metric: "16 B echo, median serial (mailbox + a thread hop at the echo vs handle)",
+        baseline: median(lat.thread),
+        subject: median(lat.handle),
+        unit: "µs",
+        target: "(measured)",
+      },
+      {
+        metric: "16 B echo, median serial (raw, responder in another process vs handle)",
+        baseline: median(lat.proc),
+        subject: median(lat.handle),
+        unit: "µs",
+        target: "(measured)",
+      },
+      {
+        metric: "16 B echo, median serial (raw, another process + a thread hop vs handle)",
+        baseline: median(lat.procThread),
         subject: median(lat.handle),
         unit: "µs",
         target: "(measured)",

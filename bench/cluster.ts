@@ -10,7 +10,16 @@
  * - a 16 MiB Float32Array there and back: the mailbox (17 chunks each way) vs the same
  *   bytes over a raw TCP socket on 127.0.0.1 (a node:net echo), and vs 17 raw NATS
  *   messages each way (what NATS costs for the bytes, without serialization).
- * {@link handleAcrossNodes} is where a handle call across nodes joins the table.
+ *
+ * Then a cluster (issue 14): one `tributary node` process (from dist/) and a head in this
+ * process (`ClusterHead` on its own connection, `run(app, { cluster })`) with an echo
+ * deployment placed on the node, so a handle call goes head → NATS → node → replica thread
+ * and back: small (serial, and 64 in flight) vs raw request/reply, and a 16 MiB
+ * Float32Array echoed vs the TCP echo. Floors that split the gap apart, in the same rounds:
+ * raw request/reply to a responder in another process, and with a worker-thread hop there;
+ * the mailbox with a thread hop at the echo. Last (BENCH_HOP=0 skips it), a second node and
+ * a replica → replica hop between the two (custom resources place caller and leaf), timed
+ * inside the caller. Every process and the server are stopped at the end, also on error.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer, connect, type Socket } from "node:net";

@@ -25,5 +25,6 @@ export { loadInferenceService } from "./ingress/grpc.js";
 export { Autoscaler } from "./control/autoscaler.js";
 export { transferPlan } from "./dag/transfer-plan.js";
 export { connectNats, NatsMailbox } from "./data/transport/nats-link.js";
+export { ClusterHead } from "./control/cluster.js";
 export type { MailboxOptions, NatsConnectOptions } from "./data/transport/nats-link.js";
 export { ensureTypeScriptLoader, isTypeScript } from "./app/typescript-loader.js";

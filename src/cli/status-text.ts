@@ -56,7 +56,7 @@ export interface StatusAnswer {
 function resourceText(free: Record<string, unknown>, total: Record<string, unknown>): string {
   const parts: string[] = [];
   for (const key of ["cpus", "gpus"] as const)
-    if (typeof total[key] === "number" && (total[key]) > 0)
+    if (typeof total[key] === "number" && total[key] > 0)
       parts.push(`${key} ${String(free[key])}/${String(total[key])}`);
   if (typeof total.memory === "number" && total.memory > 0)
     parts.push(

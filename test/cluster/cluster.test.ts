@@ -246,22 +246,33 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
   test("cluster - scaling and a rolling update place their replicas on the nodes that fit", async (t) => {
     if (!natsServerOrSkip(t)) return;
     const fixture = join(ROOT, "test/fixtures/cluster-app.ts");
-    const deploy = async (backend: string): Promise<void> => {
+    // Not `deploy --wait`: the file's other application waits for a node (PENDING) until the
+    // next test starts one.
+    const deploy = async (backend: string, replicas: number): Promise<void> => {
       await writeFile(join(dir, "serve.yaml"), config(fixture, backend));
-      const answer = await cli(["deploy", join(dir, "serve.yaml"), "--address", admin, "--wait"]);
+      const answer = await cli(["deploy", join(dir, "serve.yaml"), "--address", admin]);
       assert.equal(answer.code, 0, `${answer.stdout}${answer.stderr}\n${logs()}`);
+      await until(`backend runs ${replicas} replicas`, 30_000, async () => {
+        const d = (await status()).applications.cluster!.deployments.backend!;
+        return (
+          d.status === "HEALTHY" &&
+          d.replicas.length === replicas &&
+          d.replicas.every((r) => r.state === "RUNNING")
+        );
+      });
     };
     const backend = async () => (await status()).applications.cluster!.deployments.backend!;
     // Three replicas: one on each node that offers "back".
-    await deploy("    deployments:\n      - name: backend\n        numReplicas: 3\n");
+    await deploy("    deployments:\n      - name: backend\n        numReplicas: 3\n", 3);
     assert.deepEqual((await backend()).replicas.map((r) => r.node).sort(), ["n1", "n2", "n3"]);
     // Back to two, then new resources: a rolling restart, one replica at a time, each new
     // one placed (in the one free slot) before an old one stops.
-    await deploy("    deployments:\n      - name: backend\n        numReplicas: 2\n");
+    await deploy("    deployments:\n      - name: backend\n        numReplicas: 2\n", 2);
     const before = (await backend()).replicas.map((r) => r.id);
     assert.equal(before.length, 2);
     await deploy(
       "    deployments:\n      - name: backend\n        numReplicas: 2\n        resources: { cpus: 0.4, custom: { back: 1 } }\n",
+      2,
     );
     const rolled = await backend();
     assert.equal(rolled.status, "HEALTHY");

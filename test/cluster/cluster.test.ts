@@ -449,3 +449,35 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
     assert.equal(viaNode.status, 200, JSON.stringify(viaNode.body));
   });
 });
+
+describe("cluster - NATS credentials reach the client", { timeout: 60_000 }, () => {
+  test("cluster - a node with the server's user and password joins; without them it exits saying the server refused it", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const nats = await startNatsServer({ args: ["--user", "trib", "--pass", "s3cret"] });
+    const procs: Proc[] = [];
+    try {
+      const refused = await cli(["node", "--cluster", nats.url, "--name", "nobody"]);
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /refused the connection/);
+      const node = spawnCli([
+        "node",
+        "--cluster",
+        nats.url,
+        "--name",
+        "authorized",
+        "--nats-user",
+        "trib",
+        "--nats-password",
+        "s3cret",
+      ]);
+      procs.push(node);
+      await until("the node joins", 30_000, () => {
+        if (node.child.exitCode !== null) assert.fail(node.output());
+        return node.output().includes('Node "authorized" joined');
+      });
+    } finally {
+      await Promise.all(procs.map((p) => p.stop()));
+      await nats.stop();
+    }
+  });
+});

@@ -111,7 +111,9 @@ ${backend}  # Its backend needs a resource no node has, until the test starts on
     routePrefix: /waiting
     importPath: ${fixture}:app
     deployments:
+      # A process replica: its calls to the backend on another node cross a socket bridge.
       - name: Front
+        isolation: process
         resources: { cpus: 0.1 }
       - name: backend
         numReplicas: 1
@@ -297,9 +299,14 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
       placed.replicas.map((r) => r.node),
       ["big"],
     );
-    const answer = await post(`${(await status()).url}/waiting`, { op: "where" });
-    assert.equal(answer.status, 200);
-    assert.equal(answer.body.back.node, "big");
+    const s2 = await status();
+    const front = s2.applications.waiting!.deployments.Front!.replicas[0]!;
+    for (let i = 0; i < 3; i++) {
+      const answer = await post(`${s2.url}/waiting`, { op: "where" });
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.equal(answer.body.back.node, "big");
+      assert.equal(answer.body.front.node, front.node, "the process replica on its node");
+    }
   });
 
   test("cluster - a 16 MiB Float32Array crosses between nodes intact", async (t) => {

@@ -25,6 +25,15 @@ export interface NodeResources {
   readonly custom: Readonly<Record<string, number>>;
 }
 
+/** What a replica needs of a node: a deployment's `resources`. */
+export interface ResourceNeed {
+  readonly cpus?: number | undefined;
+  readonly gpus?: number | undefined;
+  /** Bytes. */
+  readonly memory?: number | undefined;
+  readonly custom?: Readonly<Record<string, number>> | undefined;
+}
+
 /** A node's heartbeat, under its name in the nodes bucket. */
 export interface NodeRecord {
   readonly name: string;
@@ -52,12 +61,7 @@ export interface PlacementRecord {
   readonly isolation: Isolation;
   /** What it was started with (its code, arguments and options): what adoption matches on. */
   readonly key: string;
-  readonly resources: {
-    readonly cpus?: number | undefined;
-    readonly gpus?: number | undefined;
-    readonly memory?: number | undefined;
-    readonly custom?: Readonly<Record<string, number>> | undefined;
-  };
+  readonly resources: ResourceNeed;
 }
 
 /** The head → a node, on the node's mailbox; answered on the sender's. */

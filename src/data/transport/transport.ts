@@ -5,6 +5,7 @@
  */
 import type { MessagePort } from "node:worker_threads";
 import type { FromReplica, ToReplica } from "../../wire/protocol.js";
+import type { ResourceNeed } from "../../wire/cluster.js";
 
 export type Isolation = "thread" | "process";
 
@@ -57,12 +58,7 @@ export interface ReplicaLimits {
 export interface Placement {
   readonly app: string;
   readonly deployment: string;
-  readonly resources: {
-    readonly cpus?: number | undefined;
-    readonly gpus?: number | undefined;
-    readonly memory?: number | undefined;
-    readonly custom?: Readonly<Record<string, number>> | undefined;
-  };
+  readonly resources: ResourceNeed;
   /** What the replica is started with (its code, arguments and options): an adopted one must match. */
   readonly key: string;
 }

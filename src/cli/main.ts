@@ -213,6 +213,7 @@ interface ClusterFlags {
   natsPassword?: string;
   natsToken?: string;
   natsCreds?: string;
+  natsCa?: string;
 }
 
 const withCluster = (command: Command, required: boolean): Command =>
@@ -230,7 +231,33 @@ const withCluster = (command: Command, required: boolean): Command =>
     .option("--nats-user <user>", "NATS user (or set NATS_USER)")
     .option("--nats-password <password>", "NATS password (or set NATS_PASSWORD)")
     .option("--nats-token <token>", "NATS token (or set NATS_TOKEN)")
-    .option("--nats-creds <file>", "a NATS .creds file (or set NATS_CREDS)");
+    .option("--nats-creds <file>", "a NATS .creds file (or set NATS_CREDS)")
+    .option(
+      "--nats-ca <file>",
+      "the CA certificate (PEM) that signed the NATS server's TLS certificate (or set NATS_CA); implies TLS",
+    );
+
+/** The NATS credentials of the flags (or the `NATS_*` variables), only those given. */
+function natsAuth(flags: ClusterFlags): {
+  user?: string;
+  pass?: string;
+  token?: string;
+  credsFile?: string;
+  caFile?: string;
+} {
+  const user = flags.natsUser ?? process.env.NATS_USER;
+  const pass = flags.natsPassword ?? process.env.NATS_PASSWORD;
+  const token = flags.natsToken ?? process.env.NATS_TOKEN;
+  const credsFile = flags.natsCreds ?? process.env.NATS_CREDS;
+  const caFile = flags.natsCa ?? process.env.NATS_CA;
+  return {
+    ...(user !== undefined && { user }),
+    ...(pass !== undefined && { pass }),
+    ...(token !== undefined && { token }),
+    ...(credsFile !== undefined && { credsFile }),
+    ...(caFile !== undefined && { caFile }),
+  };
+}
 
 async function connectCluster(flags: ClusterFlags, role: string) {
   const { NAME_PATTERN } = await import("../wire/cluster.js");
@@ -239,17 +266,12 @@ async function connectCluster(flags: ClusterFlags, role: string) {
       `--cluster-name must be letters, digits, "-" or "_" (it is "${flags.clusterName}")`,
     );
   const { connectNats } = await import("../data/transport/nats-link.js");
-  const user = flags.natsUser ?? process.env.NATS_USER;
-  const pass = flags.natsPassword ?? process.env.NATS_PASSWORD;
-  const token = flags.natsToken ?? process.env.NATS_TOKEN;
-  const credsFile = flags.natsCreds ?? process.env.NATS_CREDS;
   try {
+    const { caFile, ...auth } = natsAuth(flags);
     return await connectNats(flags.cluster!, {
       name: `tributary-${role}-${process.pid}`,
-      ...(user !== undefined && { user }),
-      ...(pass !== undefined && { pass }),
-      ...(token !== undefined && { token }),
-      ...(credsFile !== undefined && { credsFile }),
+      ...auth,
+      ...(caFile !== undefined && { tls: { caFile } }),
     });
   } catch (error) {
     if (error instanceof TributaryError) throw error;
@@ -384,6 +406,8 @@ async function nodeCommand(
       cluster: flags.clusterName,
       resources,
       nodeTimeoutMs,
+      // Each replica connects to NATS itself, as this node did.
+      nats: { url: flags.cluster!, ...natsAuth(flags) },
       ...(httpPort !== undefined && { http: { host: flags.httpHost, port: httpPort } }),
     });
   } catch (error) {

@@ -1,20 +1,18 @@
 /**
  * @internal `tributary node`: a machine of a cluster. It hosts replicas (threads and
- * processes, as one machine does) for the head, and serves each on a NATS subject of its
- * own:
+ * processes, as one machine does) for the head. Each replica connects to NATS itself and
+ * serves its calls on a subject of its own (the head, routers in replicas on other nodes
+ * and front doors call it there, each on a channel of its own), so a call crosses no
+ * thread but the replica's. The node serves each replica's control subject: the head (the
+ * replica's owner) sends `init`, health checks, membership and stops there, and gets the
+ * replica's `FromReplica` messages back.
  *
- * - the head (the replica's owner) sends it control messages and calls there, and gets
- *   its `FromReplica` messages back;
- * - any other sender is a caller (a router in a replica on another node, or a front
- *   door): each gets a channel of its own into the replica (a `MessageChannel` port, or a
- *   connection to a process replica's socket), so the replica's `busy`/`free` and call
- *   ids stay per caller, as between threads.
- *
- * A replica here that calls a replica on another node is given a local channel (a port
- * for a thread, a socket for a process) that this node bridges to the target's subject,
- * with a NATS inbox per channel; to a replica on this node it gets a direct channel. The
- * head is on no call's path, and while it is away calls keep flowing on the membership
- * last published.
+ * A replica here calls a replica on another node on its own NATS connection; one on this
+ * node, on a direct channel this node hands it. This node's front door calls replicas
+ * elsewhere through a socket the node bridges to the target's subject, with a NATS inbox
+ * per channel. The head is on no call's path, and while it is away calls keep flowing on
+ * the membership last published. When a node is lost, every replica here and every bridge
+ * fails the calls in flight to it; when a replica here ends, the node tells its callers.
  *
  * Heartbeats go to the nodes bucket every `nodeTimeout / 5`. A node that cannot write one
  * for half of `nodeTimeout` ends its replicas itself (the head will start them elsewhere
@@ -43,8 +41,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { openBuckets } from "../control/cluster.js";
 import { defaultTransportFactory } from "../data/transport/index.js";
 import { NatsMailbox } from "../data/transport/nats-link.js";
-import { connectTo, SocketChannel } from "../data/transport/socket.js";
-import { transferablesOf } from "../data/transport/transfer.js";
+import { SocketChannel } from "../data/transport/socket.js";
 import type { ReplicaTransport } from "../data/transport/transport.js";
 import { OptionsError, ReplicaDiedError } from "../errors.js";
 import { unsendableArguments } from "../dag/call-args.js";
@@ -67,6 +64,7 @@ import type {
   FromReplica,
   MembersMessage,
   PeerEndpoint,
+  ReplicaNats,
   ReplyMessage,
   ToReplica,
 } from "../wire/protocol.js";
@@ -75,6 +73,8 @@ export interface NodeOptions {
   readonly name: string;
   readonly cluster: string;
   readonly resources: NodeResources;
+  /** How this node's replicas connect to NATS: the URL and credentials the node used. */
+  readonly nats: Omit<ReplicaNats, "subject">;
   /** `--http-port`: a front door on this node too, serving the applications the head runs. */
   readonly http?: { readonly host: string; readonly port: number } | undefined;
   /** Default nodeTimeout until the head's setting is read (ms). */
@@ -87,12 +87,6 @@ const LEAVE_DRAIN_MS = 10_000;
 /** The id of a leaving node's own `stop` (control ids are negative; the head's count down from -1). */
 const DRAIN_ID = -2_000_000_000;
 
-/** A caller's channel into a replica here. */
-interface Inbound {
-  send(data: CallMessage | CallMessage[]): void;
-  close(): void;
-}
-
 class Hosted {
   owner: string | undefined;
   ready = false;
@@ -100,7 +94,8 @@ class Hosted {
   models: readonly string[] | undefined;
   /** The deployments it subscribed to: replayed to a head that adopts it. */
   readonly subscriptions = new Set<string>();
-  readonly callers = new Map<string, Inbound>();
+  /** The NATS addresses of its callers (as it reports them): told when it is gone. */
+  readonly callers = new Set<string>();
   exited = false;
   /** A graceful leave waits on this replica's answer to its `stop`. */
   drained: (() => void) | undefined;
@@ -108,7 +103,8 @@ class Hosted {
     readonly id: string,
     readonly subject: string,
     readonly transport: ReplicaTransport,
-    readonly mailbox: NatsMailbox<ToReplica | CallMessage | CallMessage[] | { t: "bye" }, unknown>,
+    /** On the replica's control subject. */
+    readonly mailbox: NatsMailbox<ToReplica, unknown>,
   ) {}
 }
 
@@ -357,12 +353,16 @@ export class ClusterNode {
     };
   }
 
-  /** Another node is gone: bridges to its replicas close, and what is pending on them fails. */
+  /**
+   * Another node is gone: replicas here and bridges fail what is pending on its replicas,
+   * and send it nothing more.
+   */
   #peerLost(name: string): void {
     this.#peers.delete(name);
-    for (const bridge of [...this.#bridges])
-      if (bridge.node === name)
-        bridge.close(`its node ${name} is DEAD (no heartbeat for ${this.#nodeTimeoutMs} ms)`);
+    const reason = `its node ${name} is DEAD (no heartbeat for ${this.#nodeTimeoutMs} ms)`;
+    for (const hosted of this.#hosted.values())
+      if (!hosted.exited) hosted.transport.send({ t: "peer-lost", node: name, reason });
+    for (const bridge of [...this.#bridges]) if (bridge.node === name) bridge.close(reason);
   }
 
   #onNodeMessage(message: ToNode, from: string): void {
@@ -403,28 +403,24 @@ export class ClusterNode {
     const transport = defaultTransportFactory(message.isolation, message.replica, {
       memoryBytes: message.memoryBytes,
     });
-    const mailbox = NatsMailbox.open<
-      ToReplica | CallMessage | CallMessage[] | { t: "bye" },
-      unknown
-    >(this.nc, message.subject);
+    const mailbox = NatsMailbox.open<ToReplica, unknown>(
+      this.nc,
+      subjects.control(message.subject),
+    );
     const hosted = new Hosted(message.replica, message.subject, transport, mailbox);
     hosted.owner = owner;
     this.#hosted.set(hosted.id, hosted);
     this.#bySubject.set(hosted.subject, hosted);
-    mailbox.onMessage((m, from) => this.#onReplicaSubject(hosted, m, from));
+    mailbox.onMessage((m, from) => this.#onControl(hosted, m, from));
     transport.onMessage((m) => this.#fromReplica(hosted, m));
-    transport.onUndeliverable((m, error) => {
-      if (m.t === "call" && hosted.owner)
-        mailbox.send(hosted.owner, {
-          t: "err",
-          id: m.id,
-          e: {
-            name: "TypeError",
-            message: `the call could not be passed to the replica: ${error.message}`,
-          },
-          user: false,
-        } satisfies ReplyMessage);
-    });
+    // Control messages are plain data; one that cannot be passed on is a bug worth a line.
+    transport.onUndeliverable((m, error) =>
+      this.#log("a message to a replica could not be passed on", {
+        replica: hosted.id,
+        message: m.t,
+        error: error.message,
+      }),
+    );
     transport.onExit((reason) => {
       if (!hosted.exited) void this.#end(hosted, reason);
     });
@@ -462,10 +458,8 @@ export class ClusterNode {
     if (reason !== "terminated") this.#log("a replica ended", { replica: hosted.id, reason });
     this.#hosted.delete(hosted.id);
     this.#bySubject.delete(hosted.subject);
-    for (const [from, inbound] of hosted.callers) {
-      inbound.close();
+    for (const from of hosted.callers)
       hosted.mailbox.send(from, { t: "gone", reason } satisfies GoneMessage);
-    }
     hosted.callers.clear();
     await hosted.transport.terminate().catch(() => undefined);
     if (hosted.owner)
@@ -489,6 +483,11 @@ export class ClusterNode {
   #fromReplica(hosted: Hosted, message: FromReplica): void {
     if ((message.t === "ok" || message.t === "err") && message.id === DRAIN_ID) {
       hosted.drained?.();
+      return;
+    }
+    if (message.t === "caller") {
+      if (message.on) hosted.callers.add(message.from);
+      else hosted.callers.delete(message.from);
       return;
     }
     if (message.t === "ready") {
@@ -516,72 +515,37 @@ export class ClusterNode {
     }
   }
 
-  #onReplicaSubject(
-    hosted: Hosted,
-    message: ToReplica | CallMessage | CallMessage[] | { t: "bye" },
-    from: string,
-  ): void {
-    if (hosted.exited) return;
-    if (from === hosted.owner && !Array.isArray(message)) {
-      const m = message as ToReplica;
-      if (m.t === "members") this.#members(hosted, m);
-      else if (m.t === "call") hosted.transport.send(m, transferablesOf(m.a));
-      else hosted.transport.send(m);
-      return;
-    }
-    if (!Array.isArray(message) && message.t === "bye") {
-      hosted.callers.get(from)?.close();
-      hosted.callers.delete(from);
-      return;
-    }
-    let inbound = hosted.callers.get(from);
-    if (!inbound) {
-      inbound = this.#inbound(hosted, from);
-      hosted.callers.set(from, inbound);
-    }
-    inbound.send(message as CallMessage | CallMessage[]);
+  /** What the replica's owner sends on its control subject. */
+  #onControl(hosted: Hosted, message: ToReplica, from: string): void {
+    if (hosted.exited || from !== hosted.owner) return;
+    if (message.t === "members") this.#members(hosted, message);
+    else if (message.t === "init")
+      hosted.transport.send({
+        ...message,
+        nats: { ...this.options.nats, subject: hosted.subject },
+      });
+    else hosted.transport.send(message);
   }
 
-  /** A channel into `hosted` for the caller at `from`; its replies go back there. */
-  #inbound(hosted: Hosted, from: string): Inbound {
-    const reply = (data: ReplyMessage | ReplyMessage[]): void => {
-      try {
-        hosted.mailbox.send(from, data);
-      } catch {
-        // unserializable results were answered as errors by the replica's own checks
-      }
-    };
-    if (hosted.transport.isolation === "thread") {
-      const { port1, port2 } = new MessageChannel();
-      hosted.transport.send({ t: "accept", port: port2 }, [port2]);
-      port1.on("message", reply);
-      return {
-        send: (data) => {
-          const list = Array.isArray(data) ? data : [data];
-          const transfer = list.flatMap((m) => (m.t === "call" ? transferablesOf(m.a) : []));
-          port1.postMessage(data, transfer);
-        },
-        close: () => port1.close(),
-      };
-    }
-    const channel = new SocketChannel<ReplyMessage, CallMessage>(connectTo(hosted.socket!), reply);
-    return { send: (data) => channel.send(data), close: () => channel.close() };
-  }
-
-  /** Membership for a replica here, its remote endpoints made local. */
+  /**
+   * Membership for a replica here: one on this node becomes a direct channel; one on
+   * another node it calls on its own NATS connection.
+   */
   #members(hosted: Hosted, message: MembersMessage): void {
-    const { members, ports } = this.#localMembers(message, hosted.transport.isolation);
+    const { members, ports } = this.#localMembers(message, hosted.transport.isolation, false);
     hosted.transport.send(members, ports);
   }
 
   /**
-   * Membership as a subscriber of this node can use: each replica on another node becomes
-   * a local channel this node bridges to its subject (a port for a thread, a socket for a
-   * process); one on this node, a direct channel.
+   * Membership as a subscriber of this node can use: a replica on this node becomes a
+   * direct channel (a port between threads, else its socket); with `bridge` (for this
+   * node's front door), one on another node becomes a socket this node bridges to its
+   * subject, else it stays as it is.
    */
   #localMembers(
     message: MembersMessage,
     isolation: "thread" | "process",
+    bridge: boolean,
   ): { members: MembersMessage; ports: MessagePort[] } {
     const ports: MessagePort[] = [];
     const add: PeerEndpoint[] = [];
@@ -600,24 +564,18 @@ export class ClusterNode {
         } else add.push({ replica: endpoint.replica, socket: local.socket });
         continue;
       }
-      const node = endpoint.node ?? "";
-      if (isolation === "thread") {
-        const port = this.#portBridge(endpoint.nats, {
-          node,
+      if (!bridge) {
+        add.push(endpoint);
+        continue;
+      }
+      add.push({
+        replica: endpoint.replica,
+        socket: this.#socketBridge(endpoint.nats, {
+          node: endpoint.node ?? "",
           deployment: message.d,
           replica: endpoint.replica,
-        });
-        add.push({ replica: endpoint.replica, port });
-        ports.push(port);
-      } else
-        add.push({
-          replica: endpoint.replica,
-          socket: this.#socketBridge(endpoint.nats, {
-            node,
-            deployment: message.d,
-            replica: endpoint.replica,
-          }),
-        });
+        }),
+      });
     }
     return { members: { ...message, add }, ports };
   }
@@ -726,7 +684,7 @@ export class ClusterNode {
   #frontDoorMembers(message: FrontDoorMembers): void {
     const sub = this.#frontDoorSubs.get(message.key);
     if (!sub) return;
-    const { members } = this.#localMembers(message.m, "process");
+    const { members } = this.#localMembers(message.m, "process", true);
     sub.subscriber.tell(members);
   }
 
@@ -808,29 +766,6 @@ export class ClusterNode {
       }
     };
     return { fromLocal, bridge };
-  }
-
-  /** A port whose other end this node links to the replica at `subject`. */
-  #portBridge(
-    subject: string,
-    target: { readonly node: string; readonly deployment: string; readonly replica: string },
-  ): MessagePort {
-    const { port1, port2 } = new MessageChannel();
-    const { fromLocal, bridge } = this.#link(
-      subject,
-      target,
-      (data) => {
-        const list = Array.isArray(data) ? data : [data];
-        const transfer = list.flatMap((m) =>
-          m.t === "ok" || m.t === "item" ? transferablesOf([m.v]) : [],
-        );
-        port1.postMessage(data, transfer);
-      },
-      () => port1.close(),
-    );
-    port1.on("message", fromLocal);
-    port1.on("close", () => bridge.close());
-    return port2;
   }
 
   /** A Unix socket whose connections this node links to the replica at `subject`. */

@@ -183,6 +183,8 @@ export class ReplicaClient {
       case "subscribe":
         this.#events.subscribe(this, message.d);
         return;
+      case "caller": // for the replica's node, which keeps it
+        return;
       case "models":
         this.connection.models = new Set(message.models);
         this.connection.multiplexed = true;

@@ -4,9 +4,12 @@
  * deployment, each reached over a `MessageChannel` port of its own: the call goes straight
  * to the other replica, and neither the runtime's thread nor the control plane is on its
  * path. Between threads the channel is a `MessageChannel` port; to or from a process, the
- * other replica's Unix socket.
+ * other replica's Unix socket; on a cluster node, to a replica on another node, the
+ * target's NATS subject on this replica's own connection.
  */
 import type { MessagePort } from "node:worker_threads";
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { GoneMessage } from "../wire/cluster.js";
 import { handleProxy } from "../dag/handle.js";
 import { deserializeError } from "../wire/error-codec.js";
 import type {
@@ -22,6 +25,7 @@ import { activeTraceparent } from "../tracing.js";
 import { Router, type CallOptions } from "./router.js";
 import { MessageBatcher, unbatch } from "./transport/batch.js";
 import { connectTo, SocketChannel } from "./transport/socket.js";
+import { NatsMailbox } from "./transport/nats-link.js";
 import { transferablesOf } from "./transport/transfer.js";
 import type { Transfer } from "./transport/transport.js";
 
@@ -37,11 +41,24 @@ export class OutgoingCalls {
   readonly #post: (message: FromReplica, transfer?: Transfer) => void;
   readonly #changed: () => void;
   readonly #targets = new Map<string, Target>();
+  /** On a cluster node: this replica's NATS connection, and its links to other nodes. */
+  #nats: NatsConnection | undefined;
+  readonly #links = new Set<NatsLink>();
 
   /** `post` reaches the runtime; `changed` runs when a router's queue may have changed. */
   constructor(post: (message: FromReplica, transfer?: Transfer) => void, changed: () => void) {
     this.#post = post;
     this.#changed = changed;
+  }
+
+  /** On a cluster node: replicas on other nodes are called over `nc`. */
+  useNats(nc: NatsConnection): void {
+    this.#nats = nc;
+  }
+
+  /** Node `node` is lost: the calls in flight on its replicas fail now, naming it. */
+  peerLost(node: string, reason: string): void {
+    for (const link of [...this.#links]) if (link.node === node) link.close(reason);
   }
 
   /** Asks for the membership of `deployment` now, before the first call needs it. */
@@ -106,7 +123,10 @@ export class OutgoingCalls {
     else target.router = new Router(message.d, message.label, limits);
     for (const id of message.remove) target.connections.delete(id);
     for (const endpoint of message.add) {
-      target.connections.set(endpoint.replica, connect(endpoint, message.d, target, this.#changed));
+      target.connections.set(
+        endpoint.replica,
+        connect(endpoint, message.d, target, this.#changed, this.#nats, this.#links),
+      );
     }
     for (const [id, connection] of target.connections) {
       connection.models = sameModels(connection.models, message.models?.[id]);
@@ -161,6 +181,8 @@ function connect(
   deployment: string,
   target: Target,
   changed: () => void,
+  nats: NatsConnection | undefined,
+  links: Set<NatsLink>,
 ): ReplicaConnection {
   const { replica } = endpoint;
   const onReply = (data: ReplyMessage | ReplyMessage[]): void => {
@@ -168,19 +190,25 @@ function connect(
     changed();
   };
   let send: (message: CallMessage | CallMessage[], transfer: Transfer) => void;
-  let onClose: (listener: () => void) => void;
+  let onClose: (listener: (reason?: string) => void) => void;
   if (endpoint.port) {
     const port: MessagePort = endpoint.port;
     send = (message, transfer) => port.postMessage(message, transfer as ArrayBuffer[]);
     port.on("message", onReply);
-    onClose = (listener) => port.on("close", listener);
-  } else {
+    onClose = (listener) => port.on("close", () => listener());
+  } else if (endpoint.socket) {
     const channel = new SocketChannel<ReplyMessage, CallMessage>(
-      connectTo(endpoint.socket!),
+      connectTo(endpoint.socket),
       onReply,
     );
     send = (message) => channel.send(message);
-    onClose = (listener) => channel.onClose(listener);
+    onClose = (listener) => channel.onClose(() => listener());
+  } else if (endpoint.nats && nats) {
+    const link = natsLink(nats, endpoint.nats, endpoint.node ?? "", onReply, links);
+    send = (message) => link.send(message);
+    onClose = (listener) => (link.onClose = listener);
+  } else {
+    throw new Error(`replica ${replica} of "${deployment}" came with no channel to reach it`);
   }
   const batcher = new MessageBatcher<CallMessage>(
     send,
@@ -190,14 +218,55 @@ function connect(
   const connection = new ReplicaConnection(replica, deployment, (message, transfer) =>
     batcher.push(message, transfer),
   );
-  onClose(() => {
-    connection.close(`its channel to replica ${replica} closed (the replica stopped or died)`);
+  onClose((reason) => {
+    connection.close(
+      reason ?? `its channel to replica ${replica} closed (the replica stopped or died)`,
+    );
     if (target.connections.get(replica) === connection) {
       target.connections.delete(replica);
       target.router?.setReplicas([...target.connections.values()]);
     }
   });
   return connection;
+}
+
+/** A channel to a replica on another node: an inbox of this replica's, and the target's subject. */
+interface NatsLink {
+  readonly node: string;
+  readonly send: (message: CallMessage | CallMessage[]) => void;
+  /** The target is gone (its node said so, or the node is lost): nothing more is sent. */
+  readonly close: (reason: string) => void;
+  onClose: ((reason: string) => void) | undefined;
+}
+
+function natsLink(
+  nc: NatsConnection,
+  subject: string,
+  node: string,
+  onReply: (data: ReplyMessage | ReplyMessage[]) => void,
+  links: Set<NatsLink>,
+): NatsLink {
+  const mailbox = NatsMailbox.open<
+    ReplyMessage | ReplyMessage[] | GoneMessage,
+    CallMessage | CallMessage[]
+  >(nc);
+  const link: NatsLink = {
+    node,
+    send: (message) => mailbox.send(subject, message),
+    close: (reason) => {
+      if (mailbox.closed) return;
+      mailbox.close();
+      links.delete(link);
+      link.onClose?.(reason);
+    },
+    onClose: undefined,
+  };
+  links.add(link);
+  mailbox.onMessage((data) => {
+    if (!Array.isArray(data) && data.t === "gone") link.close(data.reason);
+    else onReply(data);
+  });
+  return link;
 }
 
 export function createRemoteHandle(deployment: string, calls: OutgoingCalls): unknown {

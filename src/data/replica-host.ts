@@ -9,6 +9,7 @@ import { findApplication, markReplicaContext } from "../app/registry.js";
 import { TributaryError } from "../errors.js";
 import { MessageBatcher, unbatch } from "./transport/batch.js";
 import { listen, SocketChannel } from "./transport/socket.js";
+import { connectNats, NatsMailbox } from "./transport/nats-link.js";
 import type { Socket } from "node:net";
 import { transferablesOf } from "./transport/transfer.js";
 import { ActiveRequest, requestStorage } from "./context.js";
@@ -22,6 +23,7 @@ import type {
   CallMessage,
   FromReplica,
   InitMessage,
+  ReplicaNats,
   ReplyMessage,
   ToReplica,
 } from "../wire/protocol.js";
@@ -101,6 +103,54 @@ function acceptSocket(socket: Socket): void {
 function callerGone(caller: Caller): void {
   for (const id of [...caller.active.keys()]) cancel(caller, id, "abort");
   rejected.delete(caller);
+}
+
+/**
+ * On a cluster node: connects to NATS and serves the replica's subject, each sender (the
+ * head, a router in a replica on another node, a front door's bridge) on a channel of its
+ * own, keyed by its address; a caller's `bye` ends its channel. Resolves once the server
+ * has the subscription, so a call sent after `ready` is not missed. This replica's
+ * routers call replicas on other nodes on the same connection.
+ */
+async function serveNats(options: ReplicaNats): Promise<void> {
+  let nc: Awaited<ReturnType<typeof connectNats>>;
+  try {
+    nc = await connectNats(options.url, {
+      name: `tributary-replica-${replicaName}`,
+      ...(options.user !== undefined && { user: options.user }),
+      ...(options.pass !== undefined && { pass: options.pass }),
+      ...(options.token !== undefined && { token: options.token }),
+      ...(options.credsFile !== undefined && { credsFile: options.credsFile }),
+      ...(options.caFile !== undefined && { tls: { caFile: options.caFile } }),
+    });
+  } catch (error) {
+    throw new TributaryError(
+      "DEPLOY_FAILED",
+      `the replica could not connect to NATS at ${options.url}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  type Inbound = CallMessage | CallMessage[] | { t: "bye" };
+  const mailbox = NatsMailbox.open<Inbound, ReplyMessage | ReplyMessage[]>(nc, options.subject);
+  const callers = new Map<string, ReturnType<typeof channelCaller>>();
+  mailbox.onMessage((data, from) => {
+    let channel = callers.get(from);
+    if (!Array.isArray(data) && data.t === "bye") {
+      if (!channel) return;
+      callers.delete(from);
+      callerGone(channel.caller);
+      post({ t: "caller", from, on: false });
+      return;
+    }
+    if (!channel) {
+      channel = channelCaller((message) => mailbox.send(from, message));
+      callers.set(from, channel);
+      post({ t: "caller", from, on: true });
+    }
+    channel.receive(data);
+  });
+  await mailbox.ready();
+  outgoing.useNats(nc);
 }
 
 /** Serves calls from another replica on `port`. */
@@ -206,6 +256,7 @@ async function init(message: InitMessage): Promise<void> {
   replicaName = message.replica;
   maxOngoing = message.maxOngoing;
   replicaStats.enabled = message.metrics !== false;
+  if (message.nats) await serveNats(message.nats);
   captureConsole(
     { application: message.app, deployment: message.deployment, replica: message.replica },
     (line) => post({ t: "log", lines: [line] }),
@@ -476,6 +527,9 @@ function onMessage(message: ToReplica): void {
       return;
     case "members":
       outgoing.onMembers(message);
+      return;
+    case "peer-lost":
+      outgoing.peerLost(message.node, message.reason);
       return;
     case "init":
       init(message)

@@ -3,10 +3,13 @@
  * in JetStream KV. Subjects:
  *
  * - `tributary.<cluster>.node.<name>`: a node's mailbox; the head sends {@link ToNode} there.
- * - `tributary.<cluster>.replica.<token>`: one replica, served by its node. Its owner (the
- *   head's transport to it) sends `ToReplica` messages there and gets `FromReplica` ones
- *   back; any other sender is a caller (a router on another node, or a front door), whose
- *   calls the node passes to the replica on a channel of the caller's own.
+ * - `tributary.<cluster>.replica.<token>`: one replica's calls, served by the replica
+ *   itself on a NATS connection of its own. Every sender (the head, a router in a replica
+ *   on another node, a node's front-door bridge) is a caller with a channel of its own
+ *   there, keyed by its address, so `busy`/`free` and call ids stay per caller.
+ * - `tributary.<cluster>.replica.<token>.ctl`: the same replica's control, served by its
+ *   node. The owner (the head's transport to it) sends the other `ToReplica` messages
+ *   there and gets the replica's `FromReplica` ones back, besides replies to its calls.
  *
  * Buckets: `<cluster>_nodes` (one key per node, refreshed every heartbeat; the bucket's TTL
  * removes a node that stopped) and `<cluster>_state` (the applied config, and one key per
@@ -129,6 +132,8 @@ export const subjects = {
   head: (cluster: string): string => `tributary.${cluster}.head`,
   headHello: (cluster: string): string => `tributary.${cluster}.head.hello`,
   replica: (cluster: string, token: string): string => `tributary.${cluster}.replica.${token}`,
+  /** A replica's control subject, beside its call subject. */
+  control: (replicaSubject: string): string => `${replicaSubject}.ctl`,
   nodesBucket: (cluster: string): string => `${cluster}_nodes`,
   stateBucket: (cluster: string): string => `${cluster}_state`,
 };

@@ -51,6 +51,25 @@ export interface InitMessage {
   readonly tracing?: { readonly otlpEndpoint: string; readonly serviceName: string } | undefined;
   /** False: the replica keeps no request statistics (`run(app, { metrics: false })`). */
   readonly metrics?: boolean | undefined;
+  /**
+   * On a cluster node: the replica connects to NATS itself and serves callers on `subject`
+   * (its node adds this to the head's `init`), so a call crosses no other thread.
+   */
+  readonly nats?: ReplicaNats | undefined;
+}
+
+/** How a replica on a cluster node reaches NATS (see {@link InitMessage.nats}). */
+export interface ReplicaNats {
+  /** The server URL(s), as the node connected. */
+  readonly url: string;
+  readonly user?: string | undefined;
+  readonly pass?: string | undefined;
+  readonly token?: string | undefined;
+  readonly credsFile?: string | undefined;
+  /** The CA (PEM file) of the server's TLS certificate. */
+  readonly caFile?: string | undefined;
+  /** The subject callers (the head, routers elsewhere, front doors) send calls to. */
+  readonly subject: string;
 }
 
 /** Upper bounds (seconds) of the buckets of a replica's processing-time histogram. */
@@ -122,9 +141,10 @@ export interface PeerEndpoint {
   /** Otherwise: the path of the Unix socket the target replica listens on. */
   readonly socket?: string | undefined;
   /**
-   * In a cluster: the NATS subject the target's node serves callers on, and the node's
-   * name. A node rewrites it to a socket (a bridge, or the target's own on the same node)
-   * before its replica sees it.
+   * In a cluster: the NATS subject the target replica serves callers on, and its node's
+   * name. A replica on a node calls it there on its own NATS connection (to a replica on
+   * the same node, its node hands it a direct channel instead); a node's front door, over
+   * a socket its node bridges to the subject.
    */
   readonly nats?: string | undefined;
   readonly node?: string | undefined;
@@ -165,6 +185,8 @@ export type ToReplica =
   | { readonly t: "limits"; readonly maxOngoing: number }
   /** Serve calls from another replica on `port`. */
   | { readonly t: "accept"; readonly port: MessagePort }
+  /** In a cluster: node `node` is lost; calls in flight on its replicas fail with `reason`. */
+  | { readonly t: "peer-lost"; readonly node: string; readonly reason: string }
   | MembersMessage;
 
 /** Replica → runtime. */
@@ -187,4 +209,9 @@ export type FromReplica =
   | { readonly t: "models"; readonly models: readonly string[] }
   /** Lines the replica's code logged (`console.*`), each one JSON object (pino's format). */
   | { readonly t: "log"; readonly lines: readonly string[] }
+  /**
+   * In a cluster: a caller at NATS address `from` sent its first call (`on`), or said bye.
+   * The replica's node tells each caller it knows when the replica is gone.
+   */
+  | { readonly t: "caller"; readonly from: string; readonly on: boolean }
   | ReplyMessage;

@@ -6,7 +6,7 @@
  * node's front door keeps answering, then restarted and adopting every replica.
  */
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -457,8 +457,77 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
   });
 });
 
-describe("cluster - NATS credentials reach the client", { timeout: 60_000 }, () => {
-  test("cluster - a node with the server's user and password joins; without them it exits saying the server refused it", async (t) => {
+/**
+ * A node and a head started with `flags`: the node joins, the head applies cluster-app, and
+ * a call through the head's front door crosses Front → backend, both on the node (every
+ * replica connects to NATS itself, with the node's flags).
+ */
+async function serveThrough(url: string, flags: string[], procs: Proc[]): Promise<void> {
+  const dir = await mkdtemp(join(ROOT, ".tmp-cluster-auth-"));
+  try {
+    const node = spawnCli([
+      "node",
+      "--cluster",
+      url,
+      "--name",
+      "authorized",
+      "--resources",
+      JSON.stringify({ cpus: 2, custom: { front: 1, back: 2 } }),
+      ...flags,
+    ]);
+    procs.push(node);
+    await until("the node joins", 30_000, () => {
+      if (node.child.exitCode !== null) assert.fail(node.output());
+      return node.output().includes('Node "authorized" joined');
+    });
+    await writeFile(
+      join(dir, "serve.yaml"),
+      `http:\n  port: 0\napplications:\n  - name: cluster\n    routePrefix: /cluster\n    importPath: ${join(ROOT, "test/fixtures/cluster-app.ts")}:app\n`,
+    );
+    const head = spawnCli([
+      "start",
+      join(dir, "serve.yaml"),
+      "--cluster",
+      url,
+      "--admin-port",
+      "0",
+      "--state-dir",
+      join(dir, "state"),
+      ...flags,
+      "--allow-imports",
+      join(ROOT, "test/fixtures"),
+    ]);
+    procs.push(head);
+    const admin = await until(
+      "the head's admin API listens",
+      30_000,
+      () => /Admin API at (\S+)\./.exec(head.output())?.[1],
+    );
+    await until("the head has applied serve.yaml", 60_000, () => head.output().includes("Applied"));
+    const shown = await cli(["status", "--json", "--address", admin]);
+    assert.equal(shown.code, 0, shown.stderr);
+    const door = (JSON.parse(shown.stdout) as Status).url;
+    const answer = await until("a call crosses Front → backend", 30_000, async () => {
+      const response = await fetch(`${door}/cluster`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ op: "where" }),
+        signal: AbortSignal.timeout(10_000),
+      });
+      return response.status === 200 && ((await response.json()) as Answer);
+    });
+    assert.equal(answer.front.node, "authorized", node.output());
+    assert.equal(answer.back.node, "authorized", node.output());
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** `openssl`, for a test CA and a server certificate for 127.0.0.1. */
+const openssl = spawnSync("openssl", ["version"]).status === 0;
+
+describe("cluster - NATS credentials and TLS reach every client", { timeout: 120_000 }, () => {
+  test("cluster - a node with the server's user and password joins and its replicas serve (they connect with them too); without them it exits saying the server refused it", async (t) => {
     if (!natsServerOrSkip(t)) return;
     const nats = await startNatsServer({ args: ["--user", "trib", "--pass", "s3cret"] });
     const procs: Proc[] = [];
@@ -466,25 +535,87 @@ describe("cluster - NATS credentials reach the client", { timeout: 60_000 }, () 
       const refused = await cli(["node", "--cluster", nats.url, "--name", "nobody"]);
       assert.equal(refused.code, 1);
       assert.match(refused.stderr, /refused the connection/);
-      const node = spawnCli([
-        "node",
-        "--cluster",
-        nats.url,
-        "--name",
-        "authorized",
-        "--nats-user",
-        "trib",
-        "--nats-password",
-        "s3cret",
-      ]);
-      procs.push(node);
-      await until("the node joins", 30_000, () => {
-        if (node.child.exitCode !== null) assert.fail(node.output());
-        return node.output().includes('Node "authorized" joined');
-      });
+      await serveThrough(nats.url, ["--nats-user", "trib", "--nats-password", "s3cret"], procs);
     } finally {
       await Promise.all(procs.map((p) => p.stop()));
       await nats.stop();
+    }
+  });
+
+  test("cluster - with a TLS-only server, a tls:// URL and --nats-ca connect the head, the node and its replicas; without the CA the node exits saying why", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    if (!openssl) {
+      if (process.env.CI === "true") assert.fail("openssl is missing (.ci/run installs it)");
+      t.skip("openssl is not installed: no certificates for a TLS nats-server");
+      return;
+    }
+    const dir = await mkdtemp(join(ROOT, ".tmp-cluster-tls-"));
+    const procs: Proc[] = [];
+    let nats: NatsServer | undefined;
+    try {
+      const ssl = (...args: string[]): void => {
+        const made = spawnSync("openssl", args, { cwd: dir, encoding: "utf8" });
+        assert.equal(made.status, 0, made.stderr);
+      };
+      // A test CA, and a certificate it signs for 127.0.0.1. It names localhost too: nats.js
+      // gives Node no server name for an IP address, and Node then checks "localhost".
+      ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+      );
+      ssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+      );
+      await writeFile(join(dir, "san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+      ssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+      );
+      nats = await startNatsServer({
+        args: ["--tls", "--tlscert", join(dir, "server.pem"), "--tlskey", join(dir, "server.key")],
+      });
+      const url = `tls://127.0.0.1:${nats.port}`;
+      const untrusted = await cli(["node", "--cluster", url, "--name", "nobody"]);
+      assert.equal(untrusted.code, 1);
+      assert.match(untrusted.stderr, /certificate/i);
+      await serveThrough(url, ["--nats-ca", join(dir, "ca.pem")], procs);
+    } finally {
+      await Promise.all(procs.map((p) => p.stop()));
+      await nats?.stop();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

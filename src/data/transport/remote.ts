@@ -1,13 +1,16 @@
 /**
  * @internal A replica on a cluster node, as the head's control plane sees it: the same
  * {@link ReplicaTransport} as a thread or a process, over NATS. The head asks the node to
- * start the replica's host (or, after a restart, to hand over one that runs), then sends
- * `ToReplica` messages to the replica's subject and gets `FromReplica` ones on a mailbox
- * of its own. The node says when the host exits; the cluster says when the node is lost.
+ * start the replica's host (or, after a restart, to hand over one that runs). Calls (and
+ * their cancels) go to the replica's subject, which the replica serves itself on its own
+ * NATS connection; every other `ToReplica` message goes to its control subject, which its
+ * node serves. Both answer on one mailbox of this transport's own. The node says when the
+ * host exits; the cluster says when the node is lost.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
-import type { FromNode, ToNode } from "../../wire/cluster.js";
+import { subjects, type FromNode, type GoneMessage, type ToNode } from "../../wire/cluster.js";
 import type { FromReplica, ToReplica } from "../../wire/protocol.js";
+import { unbatch } from "./batch.js";
 import { NatsMailbox } from "./nats-link.js";
 import type { AdoptedReplica, Isolation, ReplicaTransport } from "./transport.js";
 
@@ -30,7 +33,11 @@ export class RemoteReplicaTransport implements ReplicaTransport {
   readonly remote: { readonly node: string; readonly subject: string };
   readonly adopted: AdoptedReplica | undefined;
   readonly target: RemoteTarget;
-  readonly #mailbox: NatsMailbox<FromReplica | FromNode, ToReplica | ToNode>;
+  readonly #mailbox: NatsMailbox<
+    FromReplica | FromReplica[] | FromNode | GoneMessage,
+    ToReplica | ToNode
+  >;
+  readonly #control: string;
   /** Messages sent before the node said the host runs. */
   #queue: ToReplica[] | undefined = [];
   #exited = false;
@@ -51,6 +58,7 @@ export class RemoteReplicaTransport implements ReplicaTransport {
     this.description = `${target.isolation} on node ${target.node}`;
     this.remote = { node: target.node, subject: target.subject };
     this.adopted = adopted;
+    this.#control = subjects.control(target.subject);
     this.#whenExited = new Promise((resolve) => (this.#resolveExited = resolve));
     this.#mailbox = NatsMailbox.open(nc);
     this.#mailbox.onMessage((message) => this.#receive(message));
@@ -79,7 +87,10 @@ export class RemoteReplicaTransport implements ReplicaTransport {
       return;
     }
     try {
-      this.#mailbox.send(this.target.subject, message);
+      this.#mailbox.send(
+        message.t === "call" || message.t === "cancel" ? this.target.subject : this.#control,
+        message,
+      );
     } catch (error) {
       this.#undeliverable?.(message, error as Error);
     }
@@ -123,7 +134,15 @@ export class RemoteReplicaTransport implements ReplicaTransport {
     }
   }
 
-  #receive(message: FromReplica | FromNode): void {
+  #receive(data: FromReplica | FromReplica[] | FromNode | GoneMessage): void {
+    if (Array.isArray(data)) {
+      // Replies the replica batched (one microtask's answers).
+      if (!this.#exited) unbatch(data, (message) => this.#message?.(message));
+      return;
+    }
+    const message = data;
+    // The node tells every caller the replica is gone; its `node-exit` follows.
+    if (message.t === "gone") return;
     if (message.t === "node-started") {
       clearTimeout(this.#answerTimer);
       this.description = `${message.description} on node ${this.target.node}`;

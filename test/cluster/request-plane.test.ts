@@ -1,0 +1,211 @@
+/**
+ * The request plane across nodes (issue 14, item 3): a head in this process
+ * (`ClusterHead` and `run(app, { cluster })`) and two `tributary node` processes on a real
+ * nats-server. The caller replica runs on n1 and the leaf on n2, so every call below
+ * crosses NATS, from the head and from replica to replica: streaming, a timeout and a
+ * cancel that reach the leaf's `requestContext().signal`, a strict `maxOngoingRequests`
+ * with two routers sending to one replica (nothing lost, nothing run twice), and
+ * autoscaling that places its new replica on the other node.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { after, before, describe, test } from "node:test";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { run, type Server } from "tributary";
+import { ClusterHead, connectNats } from "tributary/internal";
+import { BIN, ROOT } from "../cli/run-cli.js";
+import { app, scaled, type Busy, type Caller, type Leaf } from "../fixtures/plane-app.js";
+import {
+  natsServerBinary,
+  natsServerOrSkip,
+  startNatsServer,
+  type NatsServer,
+} from "./nats-server.js";
+
+const CLUSTER = "plane";
+
+interface NodeProcess {
+  readonly child: ChildProcess;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+async function startNode(url: string, name: string, resources: object): Promise<NodeProcess> {
+  const child = spawn(
+    process.execPath,
+    [
+      BIN,
+      "node",
+      "--cluster",
+      url,
+      "--cluster-name",
+      CLUSTER,
+      "--name",
+      name,
+      "--resources",
+      JSON.stringify(resources),
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let output = "";
+  const read = (d: Buffer): void => void (output = (output + d.toString()).slice(-20_000));
+  child.stdout.on("data", read);
+  child.stderr.on("data", read);
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const node: NodeProcess = {
+    child,
+    output: () => output,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+  const deadline = Date.now() + 30_000;
+  while (!output.includes(`Node "${name}" joined`)) {
+    if (child.exitCode !== null) assert.fail(`node ${name} exited:\n${output}`);
+    if (Date.now() > deadline) {
+      await node.stop();
+      assert.fail(`node ${name} did not join within 30 s:\n${output}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return node;
+}
+
+async function until<T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+describe("cluster - the request plane across nodes", { timeout: 120_000 }, () => {
+  let nats: NatsServer | undefined;
+  let nc: NatsConnection | undefined;
+  let head: ClusterHead | undefined;
+  const nodes: NodeProcess[] = [];
+  const servers: Server[] = [];
+
+  before(async () => {
+    if (!natsServerBinary) return;
+    nats = await startNatsServer();
+    // n1 takes the caller, n2 the leaf; each can take one replica of Busy.
+    nodes.push(await startNode(nats.url, "n1", { cpus: 2, custom: { caller: 1, busy: 1 } }));
+    nodes.push(await startNode(nats.url, "n2", { cpus: 2, custom: { leaf: 1, busy: 1 } }));
+    nc = await connectNats(nats.url, { name: "request-plane-test-head" });
+    head = await ClusterHead.open(nc, { name: CLUSTER, nodeTimeoutMs: 3_000 });
+    servers.push(await run(app, { cluster: head, port: 0, logLevel: "fatal" }));
+  });
+
+  after(async () => {
+    for (const server of servers) await server.close().catch(() => undefined);
+    await head?.close();
+    await nc?.drain().catch(() => undefined);
+    await Promise.all(nodes.map((n) => n.stop()));
+    await nats?.stop();
+  });
+
+  const logs = (): string => nodes.map((n) => n.output().slice(-3_000)).join("\n---\n");
+
+  test("cluster - the caller and the leaf run on different nodes", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const server = servers[0]!;
+    assert.equal(await server.getHandle<Caller>("caller").where(), "n1", logs());
+    assert.equal(await server.getHandle<Leaf>("leaf").where(), "n2", logs());
+  });
+
+  test("cluster - a stream crosses nodes item by item: from the head, and from replica to replica", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const server = servers[0]!;
+    const items: number[] = [];
+    const stream = server.getHandle<Leaf>("leaf").count(5, 20) as unknown as AsyncIterable<number>;
+    for await (const value of stream) items.push(value);
+    assert.deepEqual(items, [0, 1, 2, 3, 4]);
+    // Caller (n1) reads 200 items from the leaf (n2) over NATS.
+    assert.deepEqual(await server.getHandle<Caller>("caller").sum(200), {
+      sum: (199 * 200) / 2,
+      items: 200,
+    });
+  });
+
+  test("cluster - a timeout and a cancel reach the leaf's signal across nodes, and free its slot", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const server = servers[0]!;
+    const leaf = server.getHandle<Leaf>("leaf");
+    await leaf.seen();
+    // The head's timeout cancels the caller's call on n1, which cancels its call to n2.
+    await assert.rejects(
+      server.getHandle<Caller>("caller", { timeout: 300 }).hold(20_000),
+      (error: Error & { code?: string }) => error.code === "TIMEOUT",
+    );
+    // An aborted signal straight to the leaf.
+    const controller = new AbortController();
+    const held = server.getHandle<Leaf>("leaf", { signal: controller.signal }).hold(20_000);
+    setTimeout(() => controller.abort(), 300);
+    await assert.rejects(held, (error: Error & { code?: string }) => error.code === "CANCELLED");
+    const seen = await until("the leaf has seen both cancels", 10_000, async () => {
+      const s = await leaf.seen();
+      return s.aborted >= 2 ? s : undefined;
+    });
+    assert.equal(seen.aborted, 2, JSON.stringify(seen));
+    // Its one slot is free again: a call runs at once, not after 20 s.
+    assert.equal(await leaf.hold(1), "n2");
+  });
+
+  test("cluster - two routers on two machines never run more than maxOngoingRequests at once on one replica, and lose nothing", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const server = servers[0]!;
+    const leaf = server.getHandle<Leaf>("leaf");
+    await leaf.seen();
+    // The head's router and the caller's router (on n1) send at once to the leaf on n2,
+    // whose maxOngoingRequests is 1: what exceeds it is answered busy and waits.
+    const calls = [
+      ...Array.from({ length: 6 }, () => leaf.hold(50)),
+      ...Array.from({ length: 6 }, () => server.getHandle<Caller>("caller").hold(50)),
+    ];
+    const answers = await Promise.all(calls);
+    assert.deepEqual(new Set(answers), new Set(["n2"]));
+    const seen = await leaf.seen();
+    assert.equal(seen.ran, 12, "each call ran exactly once");
+    assert.equal(seen.mostAtOnce, 1, "never two at once on a replica capped at 1");
+  });
+
+  test("cluster - autoscaling places the replica it adds on the other node", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const server = await run(scaled, { cluster: head!, port: 0, logLevel: "fatal" });
+    servers.push(server);
+    const busy = server.getHandle<Busy>("busy");
+    const first = await busy.hold(1);
+    // Four calls in flight for a target of one per replica: it scales to its maximum, 2.
+    let stop = false;
+    const load = Array.from({ length: 4 }, async () => {
+      const nodesSeen = new Set<string>();
+      while (!stop) nodesSeen.add(await busy.hold(200));
+      return nodesSeen;
+    });
+    try {
+      await until("busy runs 2 replicas", 30_000, async () => {
+        const status = await server.status();
+        const replicas = status.applications.scaled!.deployments.busy!.replicas;
+        return replicas.filter((r) => r.state === "RUNNING").length === 2 ? true : undefined;
+      });
+    } finally {
+      stop = true;
+    }
+    const seen = new Set((await Promise.all(load)).flatMap((s) => [...s]));
+    // The first replica went to one node; with one `busy` each, the second is on the other.
+    const other = first === "n1" ? "n2" : "n1";
+    await until(`a call is answered on ${other}`, 10_000, async () => {
+      if (seen.has(other)) return true;
+      seen.add(await busy.hold(1));
+      return seen.has(other) ? true : undefined;
+    });
+    assert.deepEqual([...seen].sort(), ["n1", "n2"]);
+  });
+});

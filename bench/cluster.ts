@@ -13,8 +13,8 @@
  *
  * Then a cluster (issue 14): one `tributary node` process (from dist/) and a head in this
  * process (`ClusterHead` on its own connection, `run(app, { cluster })`) with an echo
- * deployment placed on the node, so a handle call goes head → NATS → node → replica thread
- * and back: small (serial, and 64 in flight) vs raw request/reply, and a 16 MiB
+ * deployment placed on the node, so a handle call goes head → NATS → the replica thread
+ * (which holds its own NATS connection) and back: small (serial, and 64 in flight) vs raw request/reply, and a 16 MiB
  * Float32Array echoed vs the TCP echo. Floors that split the gap apart, in the same rounds:
  * raw request/reply to a responder in another process, and with a worker-thread hop there;
  * the mailbox with a thread hop at the echo. Last (BENCH_HOP=0 skips it), a second node and
@@ -329,7 +329,7 @@ export async function main(): Promise<string> {
     const natsBig = await rawChunked(head, node, bigFloats.byteLength);
 
     // The cluster: one node process, and a head in this process with the echo deployment
-    // placed on that node. A handle call goes head → NATS → node → replica thread and back.
+    // placed on that node. A handle call goes head → NATS → the replica thread on the node, and back.
     // `leaf` is for the hop below (its leaf goes here, its caller on a second node).
     const benchNode = await startNode(server.url, "bench-node", { cpus: 4, custom: { leaf: 1 } });
     stops.push(benchNode.stop);
@@ -489,7 +489,7 @@ export async function main(): Promise<string> {
         floor,
       ),
       printTable(
-        "A handle call across nodes: head (this process) → node process → replica thread",
+        "A handle call across nodes: head (this process) → NATS → a replica thread on the node",
         "raw",
         "handle",
         across,
@@ -508,8 +508,8 @@ export async function main(): Promise<string> {
 
 /**
  * A replica → replica hop between two nodes (custom resources force the placement): the
- * caller on a second node times serial calls to the leaf on the first, through the nodes'
- * bridges (thread → node → NATS → node → thread and back), vs raw request/reply.
+ * caller on a second node times serial calls to the leaf on the first (replica thread →
+ * NATS → replica thread, each on its own connection, and back), vs raw request/reply.
  */
 async function hopAcrossNodes(
   url: string,

@@ -164,12 +164,19 @@ export class ReplicaDiedError extends TributaryError {
   readonly deployment: string;
   readonly replica: string;
 
-  constructor(deployment: string, replica: string, reason: string) {
+  /**
+   * `lost`: the replica runs on, but the way to it dropped the request or its answer (in a
+   * cluster, a NATS connection that was away).
+   */
+  constructor(deployment: string, replica: string, reason: string, lost = false) {
     super(
       "REPLICA_DIED",
       reason === "stopped"
         ? `Replica ${replica} of deployment "${deployment}" was stopped before the request finished (shutdown or scale-down past gracefulShutdownTimeout).`
-        : `Replica ${replica} of deployment "${deployment}" died while handling the request (${reason}). ` +
+        : lost
+          ? `The request to replica ${replica} of deployment "${deployment}" was lost (${reason}). ` +
+            `The replica runs on; the request was not retried because it may have had effects.`
+          : `Replica ${replica} of deployment "${deployment}" died while handling the request (${reason}). ` +
             `It is being replaced; the request was not retried because it may have had effects.`,
     );
     this.deployment = deployment;

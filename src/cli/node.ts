@@ -40,7 +40,7 @@ import { serverOptions } from "./instance.js";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { openBuckets } from "../control/cluster.js";
 import { defaultTransportFactory } from "../data/transport/index.js";
-import { NatsMailbox } from "../data/transport/nats-link.js";
+import { NatsMailbox, watchConnection } from "../data/transport/nats-link.js";
 import { SocketChannel } from "../data/transport/socket.js";
 import type { ReplicaTransport } from "../data/transport/transport.js";
 import { OptionsError, ReplicaDiedError } from "../errors.js";
@@ -52,6 +52,7 @@ import {
   type FromNode,
   type FrontDoorMembers,
   type GoneMessage,
+  type ResetMessage,
   type HeadHello,
   type ToHead,
   type NodeRecord,
@@ -113,6 +114,8 @@ interface Bridge {
   readonly node: string;
   /** With a reason: the target is gone, and the calls in flight on it fail with it. */
   readonly close: (reason?: string) => void;
+  /** The calls in flight may be lost (a NATS connection dropped): they fail; it stays open. */
+  readonly reset: (reason: string) => void;
 }
 
 /** Resources from `--resources` JSON, with this machine's CPUs and memory by default. */
@@ -212,6 +215,20 @@ export class ClusterNode {
     await node.#heartbeat();
     node.#scheduleHeartbeat();
     await node.#watchPeers();
+    // What the front door's bridges sent, or were to get, may be lost: it fails.
+    const unwatch = watchConnection(nc, {
+      lost: () => {
+        for (const bridge of [...node.#bridges])
+          bridge.reset(
+            "the node's connection to NATS was lost while the call was in flight (it may have run)",
+          );
+      },
+    });
+    const stop = node.#stopWatch;
+    node.#stopWatch = () => {
+      unwatch();
+      stop?.();
+    };
     return node;
   }
 
@@ -329,7 +346,8 @@ export class ClusterNode {
 
   async #watchPeers(): Promise<void> {
     const watch = await this.#nodesKv.watch();
-    this.#stopWatch = () => watch.stop();
+    // Beside the front door's watch of the config, when it has one.
+    const before = this.#stopWatch;
     void (async () => {
       for await (const entry of watch) {
         if (entry.key === this.options.name) continue;
@@ -346,10 +364,10 @@ export class ClusterNode {
       Math.max(50, Math.floor(this.#nodeTimeoutMs / 4)),
     );
     timer.unref();
-    const stop = this.#stopWatch;
     this.#stopWatch = () => {
       clearInterval(timer);
-      stop();
+      watch.stop();
+      before?.();
     };
   }
 
@@ -701,21 +719,29 @@ export class ClusterNode {
     closeLocal: () => void,
   ): { fromLocal: (data: CallMessage | CallMessage[]) => void; bridge: Bridge } {
     const mailbox = NatsMailbox.open<
-      ReplyMessage | ReplyMessage[] | GoneMessage,
+      ReplyMessage | ReplyMessage[] | GoneMessage | ResetMessage,
       CallMessage | CallMessage[] | { t: "bye" }
     >(this.nc);
     const pending = new Set<number>();
     let closed = false;
+    const failPending = (reason: string, lost = false): void => {
+      if (pending.size === 0) return;
+      const e = serializeError(
+        new ReplicaDiedError(target.deployment, target.replica, reason, lost),
+      );
+      toLocal([...pending].map((id) => ({ t: "err", id, e, user: false }) as const));
+      pending.clear();
+    };
     const bridge: Bridge = {
       node: target.node,
+      reset: (reason) => {
+        if (!closed) failPending(reason, true);
+      },
       close: (reason?: string) => {
         if (closed) return;
         closed = true;
         this.#bridges.delete(bridge);
-        if (reason !== undefined && pending.size > 0) {
-          const e = serializeError(new ReplicaDiedError(target.deployment, target.replica, reason));
-          toLocal([...pending].map((id) => ({ t: "err", id, e, user: false }) as const));
-        }
+        if (reason !== undefined) failPending(reason);
         pending.clear();
         try {
           mailbox.send(subject, { t: "bye" });
@@ -727,9 +753,18 @@ export class ClusterNode {
       },
     };
     this.#bridges.add(bridge);
+    mailbox.onNoResponders(() =>
+      bridge.reset(
+        "the replica was not subscribed to NATS when a call reached it (its connection was away)",
+      ),
+    );
     mailbox.onMessage((data) => {
       if (!Array.isArray(data) && data.t === "gone") {
         bridge.close(data.reason);
+        return;
+      }
+      if (!Array.isArray(data) && data.t === "reset") {
+        bridge.reset(data.reason);
         return;
       }
       for (const m of Array.isArray(data) ? data : [data])
@@ -799,6 +834,9 @@ export class ClusterNode {
     // The listener goes with the target's node; each connection's link closes on its own.
     const listener: Bridge = {
       node: target.node,
+      reset: (reason) => {
+        for (const link of links) link.reset(reason);
+      },
       close: (reason?: string) => {
         this.#bridges.delete(listener);
         for (const link of [...links]) link.close(reason);

@@ -76,6 +76,7 @@ export class ReplicaClient {
       }
     });
     transport.onExit((reason) => this.#onExit(reason));
+    transport.onReset?.((reason) => this.connection.failPending(reason));
   }
 
   /** Sends `init` and resolves once the deployment is constructed (rejects with why not). */

@@ -114,6 +114,17 @@ export class ReplicaConnection {
     pending?.reject(unsendableArguments(this.deployment, message.m ?? "call", message.a, error));
   }
 
+  /**
+   * What is pending fails with `reason` (its messages may have been lost: a NATS connection
+   * dropped), and the channel stays open for new calls.
+   */
+  failPending(reason: string): void {
+    if (this.closed) return;
+    this.#responses.rejectAll(
+      () => new ReplicaDiedError(this.deployment, this.replica, reason, true),
+    );
+  }
+
   /** The channel closed (the replica exited or was stopped): what is pending fails. */
   close(reason: string): void {
     if (this.closed) return;

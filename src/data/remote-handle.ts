@@ -9,7 +9,7 @@
  */
 import type { MessagePort } from "node:worker_threads";
 import type { NatsConnection } from "@nats-io/nats-core";
-import type { GoneMessage } from "../wire/cluster.js";
+import type { GoneMessage, ResetMessage } from "../wire/cluster.js";
 import { handleProxy } from "../dag/handle.js";
 import { deserializeError } from "../wire/error-codec.js";
 import type {
@@ -54,6 +54,11 @@ export class OutgoingCalls {
   /** On a cluster node: replicas on other nodes are called over `nc`. */
   useNats(nc: NatsConnection): void {
     this.#nats = nc;
+  }
+
+  /** This replica's NATS connection dropped: what is in flight over it fails with `reason`. */
+  natsLost(reason: string): void {
+    for (const link of this.#links) link.onReset?.(reason);
   }
 
   /** Node `node` is lost: the calls in flight on its replicas fail now, naming it. */
@@ -207,6 +212,7 @@ function connect(
     const link = natsLink(nats, endpoint.nats, endpoint.node ?? "", onReply, links);
     send = (message) => link.send(message);
     onClose = (listener) => (link.onClose = listener);
+    link.onReset = (reason) => connection.failPending(reason);
   } else {
     throw new Error(`replica ${replica} of "${deployment}" came with no channel to reach it`);
   }
@@ -237,6 +243,8 @@ interface NatsLink {
   /** The target is gone (its node said so, or the node is lost): nothing more is sent. */
   readonly close: (reason: string) => void;
   onClose: ((reason: string) => void) | undefined;
+  /** What is in flight may be lost (a NATS connection dropped): it fails; the link stays. */
+  onReset: ((reason: string) => void) | undefined;
 }
 
 function natsLink(
@@ -247,7 +255,7 @@ function natsLink(
   links: Set<NatsLink>,
 ): NatsLink {
   const mailbox = NatsMailbox.open<
-    ReplyMessage | ReplyMessage[] | GoneMessage,
+    ReplyMessage | ReplyMessage[] | GoneMessage | ResetMessage,
     CallMessage | CallMessage[]
   >(nc);
   const link: NatsLink = {
@@ -260,10 +268,17 @@ function natsLink(
       link.onClose?.(reason);
     },
     onClose: undefined,
+    onReset: undefined,
   };
   links.add(link);
+  mailbox.onNoResponders(() =>
+    link.onReset?.(
+      "the replica was not subscribed to NATS when a call reached it (its connection was away)",
+    ),
+  );
   mailbox.onMessage((data) => {
     if (!Array.isArray(data) && data.t === "gone") link.close(data.reason);
+    else if (!Array.isArray(data) && data.t === "reset") link.onReset?.(data.reason);
     else onReply(data);
   });
   return link;

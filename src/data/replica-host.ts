@@ -9,7 +9,7 @@ import { findApplication, markReplicaContext } from "../app/registry.js";
 import { TributaryError } from "../errors.js";
 import { MessageBatcher, unbatch } from "./transport/batch.js";
 import { listen, SocketChannel } from "./transport/socket.js";
-import { connectNats, NatsMailbox } from "./transport/nats-link.js";
+import { connectNats, NatsMailbox, watchConnection } from "./transport/nats-link.js";
 import type { Socket } from "node:net";
 import { transferablesOf } from "./transport/transfer.js";
 import { ActiveRequest, requestStorage } from "./context.js";
@@ -28,6 +28,7 @@ import type {
   ToReplica,
 } from "../wire/protocol.js";
 import { HANDLE_REF } from "./handle-ref.js";
+import type { ResetMessage } from "../wire/cluster.js";
 import { watchParent } from "./orphan-watchdog.js";
 import { watchMemory } from "./memory-limit.js";
 import { isAsyncIterable, isPromiseLike } from "../values.js";
@@ -131,7 +132,10 @@ async function serveNats(options: ReplicaNats): Promise<void> {
     );
   }
   type Inbound = CallMessage | CallMessage[] | { t: "bye" };
-  const mailbox = NatsMailbox.open<Inbound, ReplyMessage | ReplyMessage[]>(nc, options.subject);
+  const mailbox = NatsMailbox.open<Inbound, ReplyMessage | ReplyMessage[] | ResetMessage>(
+    nc,
+    options.subject,
+  );
   const callers = new Map<string, ReturnType<typeof channelCaller>>();
   mailbox.onMessage((data, from) => {
     let channel = callers.get(from);
@@ -151,6 +155,25 @@ async function serveNats(options: ReplicaNats): Promise<void> {
   });
   await mailbox.ready();
   outgoing.useNats(nc);
+  watchConnection(nc, {
+    // What this replica's routers sent over NATS may never arrive, or its answer not.
+    lost: () =>
+      outgoing.natsLost(
+        "the calling replica's connection to NATS was lost while the call was in flight (it may have run)",
+      ),
+    // A call or an answer in the connection when it dropped is lost: each caller fails
+    // what it has in flight here, and those calls are cancelled (their slots free).
+    back: () => {
+      for (const [from, { caller }] of callers) {
+        if (caller.active.size === 0) continue;
+        mailbox.send(from, {
+          t: "reset",
+          reason: `replica ${replicaName}'s connection to NATS was lost while the call was in flight (it may have run)`,
+        });
+        for (const id of [...caller.active.keys()]) cancel(caller, id, "abort");
+      }
+    },
+  });
 }
 
 /** Serves calls from another replica on `port`. */

@@ -121,6 +121,16 @@ export interface ByeMessage {
   readonly t: "bye";
 }
 
+/**
+ * A replica → each of its callers, after the replica's NATS connection was lost and is back:
+ * what the caller had in flight on it may never have arrived, or its answer may be lost, so
+ * it fails (the replica has cancelled it). The channel stays usable.
+ */
+export interface ResetMessage {
+  readonly t: "reset";
+  readonly reason: string;
+}
+
 /** A replica's node → a caller: the replica is gone; what is pending on it fails. */
 export interface GoneMessage {
   readonly t: "gone";

@@ -181,6 +181,28 @@ describe("NatsMailbox over a real nats-server", { timeout: 120_000 }, () => {
     assert.deepEqual(seen, [1]);
   });
 
+  test("nats-link - a value sent to a subject no one serves comes back as no responders; one that arrives does not", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const [a, b] = [await connection(), await connection()];
+    using served = NatsMailbox.open<number>(b, "test.served");
+    await served.ready();
+    using sender = NatsMailbox.open<unknown, number>(a);
+    let noResponders = 0;
+    sender.onNoResponders(() => noResponders++);
+    const arrived = collect(served, 1);
+    sender.send(served.address, 1);
+    await arrived;
+    await a.flush();
+    assert.equal(noResponders, 0);
+    sender.send("test.nobody-serves-this", 2);
+    await eventually(
+      () => Promise.resolve(noResponders === 1),
+      5_000,
+      "the server says no responders",
+    );
+    assert.equal(sender.dropped, 0, "the status message is not counted as a dropped value");
+  });
+
   test("nats-link - past maxPartial the oldest partial value is dropped; one idle past the timeout is too", async (t) => {
     if (!natsServerOrSkip(t)) return;
     const [a, b] = [await connection(), await connection()];

@@ -9,6 +9,9 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { run, type Server } from "tributary";
@@ -87,6 +90,7 @@ async function until<T>(what: string, ms: number, check: () => Promise<T | undef
 
 describe("cluster - the request plane across nodes", { timeout: 120_000 }, () => {
   let nats: NatsServer | undefined;
+  let storeDir: string | undefined;
   let nc: NatsConnection | undefined;
   let head: ClusterHead | undefined;
   const nodes: NodeProcess[] = [];
@@ -94,12 +98,15 @@ describe("cluster - the request plane across nodes", { timeout: 120_000 }, () =>
 
   before(async () => {
     if (!natsServerBinary) return;
-    nats = await startNatsServer();
+    // Its own store, kept across the restart of the last test.
+    storeDir = await mkdtemp(join(tmpdir(), "tributary-plane-nats-"));
+    nats = await startNatsServer({ storeDir });
     // n1 takes the caller, n2 the leaf; each can take one replica of Busy.
     nodes.push(await startNode(nats.url, "n1", { cpus: 2, custom: { caller: 1, busy: 1 } }));
     nodes.push(await startNode(nats.url, "n2", { cpus: 2, custom: { leaf: 1, busy: 1 } }));
     nc = await connectNats(nats.url, { name: "request-plane-test-head" });
-    head = await ClusterHead.open(nc, { name: CLUSTER, nodeTimeoutMs: 3_000 });
+    // Long enough that the NATS restart below does not make the nodes end their replicas.
+    head = await ClusterHead.open(nc, { name: CLUSTER, nodeTimeoutMs: 30_000 });
     servers.push(await run(app, { cluster: head, port: 0, logLevel: "fatal" }));
   });
 
@@ -109,6 +116,7 @@ describe("cluster - the request plane across nodes", { timeout: 120_000 }, () =>
     await nc?.drain().catch(() => undefined);
     await Promise.all(nodes.map((n) => n.stop()));
     await nats?.stop();
+    if (storeDir) await rm(storeDir, { recursive: true, force: true });
   });
 
   const logs = (): string => nodes.map((n) => n.output().slice(-3_000)).join("\n---\n");
@@ -207,5 +215,46 @@ describe("cluster - the request plane across nodes", { timeout: 120_000 }, () =>
       return seen.has(other) ? true : undefined;
     });
     assert.deepEqual([...seen].sort(), ["n1", "n2"]);
+  });
+
+  test("cluster - a NATS restart fails the calls in flight at once with REPLICA_DIED (none hangs), and calls flow again", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const server = servers[0]!;
+    const leaf = server.getHandle<Leaf>("leaf");
+    // head → n2, and head → n1 → n2, each holding the leaf for 8 s (its maxOngoingRequests
+    // is 1: the first holds the slot, the second waits for it).
+    const direct = leaf.hold(8_000);
+    const nested = server.getHandle<Caller>("caller").hold(8_000);
+    void direct.catch(() => undefined);
+    void nested.catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const port = nats!.port;
+    nats!.kill();
+    await nats!.stop();
+    const killedAt = Date.now();
+    nats = await startNatsServer({ port, storeDir: storeDir! });
+    for (const call of [direct, nested])
+      await assert.rejects(call, (error: Error & { code?: string }) => {
+        assert.equal(error.code, "REPLICA_DIED", error.message);
+        assert.match(error.message, /was lost \(.*connection to NATS was lost/);
+        return true;
+      });
+    assert.ok(Date.now() - killedAt < 6_000, "failed at once, not after the 8 s hold");
+    // Calls flow again once every connection is back; none of them hangs meanwhile (a call
+    // that finds its replica still away fails, and is tried again here).
+    const attempts: string[] = [];
+    await until("the leaf answers again", 30_000, async () => {
+      const answer = await server
+        .getHandle<Leaf>("leaf", { timeout: 15_000 })
+        .where()
+        .catch((error: Error & { code?: string }) => `${error.code}: ${error.message}`);
+      attempts.push(answer);
+      return answer === "n2" ? true : undefined;
+    });
+    assert.ok(
+      attempts.every((a) => a === "n2" || a.startsWith("REPLICA_DIED")),
+      attempts.join("\n"),
+    );
+    assert.equal(await server.getHandle<Caller>("caller").where(), "n1");
   });
 });

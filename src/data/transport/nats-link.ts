@@ -79,6 +79,7 @@ export class NatsMailbox<In = unknown, Out = unknown> {
   readonly #nc: NatsConnection;
   readonly #subscription: Subscription;
   readonly #listeners: ((message: In, from: string) => void)[] = [];
+  readonly #noResponders: (() => void)[] = [];
   readonly #partials = new Map<string, Partial>();
   readonly #timeoutMs: number;
   readonly #maxPartial: number;
@@ -182,6 +183,15 @@ export class NatsMailbox<In = unknown, Out = unknown> {
     this.#listeners.push(listener);
   }
 
+  /**
+   * Calls `listener` when the server says a value this mailbox sent reached no subscriber
+   * (NATS's "no responders" status, 503): its receiver was away (gone, or reconnecting),
+   * so the value is lost. NATS does not say which value it was.
+   */
+  onNoResponders(listener: () => void): void {
+    this.#noResponders.push(listener);
+  }
+
   /** Unsubscribes; partial chunked values are dropped. Safe to call twice. */
   close(): void {
     if (this.#closed) return;
@@ -191,6 +201,7 @@ export class NatsMailbox<In = unknown, Out = unknown> {
     this.#pendingBytes = 0;
     this.#stopSweeper();
     this.#listeners.length = 0;
+    this.#noResponders.length = 0;
   }
 
   [Symbol.dispose](): void {
@@ -201,6 +212,10 @@ export class NatsMailbox<In = unknown, Out = unknown> {
     if (this.#closed) return;
     const data = msg.data;
     const from = msg.reply ?? "";
+    if (data.length === 0 && msg.headers?.code === 503) {
+      for (const listener of this.#noResponders) listener();
+      return;
+    }
     if (data[0] === V8_VERSION_TAG) {
       this.#decode(data, from);
     } else if (data[0] === CHUNK && data.length > HEAD_BYTES) {
@@ -307,6 +322,57 @@ export class NatsMailbox<In = unknown, Out = unknown> {
     if (this.#sweeper) clearInterval(this.#sweeper);
     this.#sweeper = undefined;
   }
+}
+
+interface Watchers {
+  readonly lost: Set<() => void>;
+  readonly back: Set<() => void>;
+}
+const watchers = new WeakMap<NatsConnection, Watchers>();
+
+/**
+ * Runs `lost` each time `nc` loses its server, and `back` each time it is connected again.
+ * NATS delivers at most once: a message sent to this connection while it was away is
+ * gone, so whoever waits for an answer over it should stop waiting. Returns a function
+ * that removes both listeners. One status watch per connection, however many listeners.
+ */
+export function watchConnection(
+  nc: NatsConnection,
+  on: { readonly lost?: () => void; readonly back?: () => void },
+): () => void {
+  let w = watchers.get(nc);
+  if (!w) {
+    const created: Watchers = { lost: new Set(), back: new Set() };
+    w = created;
+    watchers.set(nc, created);
+    void (async () => {
+      for await (const status of nc.status()) {
+        const listeners =
+          status.type === "disconnect"
+            ? created.lost
+            : status.type === "reconnect"
+              ? created.back
+              : undefined;
+        for (const listener of [...(listeners ?? [])]) {
+          try {
+            listener();
+          } catch (error) {
+            queueMicrotask(() => {
+              throw error;
+            });
+          }
+        }
+      }
+    })().catch(() => undefined);
+  }
+  const { lost, back } = on;
+  if (lost) w.lost.add(lost);
+  if (back) w.back.add(back);
+  const { lost: lostSet, back: backSet } = w;
+  return () => {
+    if (lost) lostSet.delete(lost);
+    if (back) backSet.delete(back);
+  };
 }
 
 /** How {@link connectNats} authenticates and encrypts. */

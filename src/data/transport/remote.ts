@@ -8,10 +8,16 @@
  * host exits; the cluster says when the node is lost.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
-import { subjects, type FromNode, type GoneMessage, type ToNode } from "../../wire/cluster.js";
+import {
+  subjects,
+  type FromNode,
+  type GoneMessage,
+  type ResetMessage,
+  type ToNode,
+} from "../../wire/cluster.js";
 import type { FromReplica, ToReplica } from "../../wire/protocol.js";
 import { unbatch } from "./batch.js";
-import { NatsMailbox } from "./nats-link.js";
+import { NatsMailbox, watchConnection } from "./nats-link.js";
 import type { AdoptedReplica, Isolation, ReplicaTransport } from "./transport.js";
 
 /** How long a node has to answer a start, an adoption or a terminate. */
@@ -34,9 +40,11 @@ export class RemoteReplicaTransport implements ReplicaTransport {
   readonly adopted: AdoptedReplica | undefined;
   readonly target: RemoteTarget;
   readonly #mailbox: NatsMailbox<
-    FromReplica | FromReplica[] | FromNode | GoneMessage,
+    FromReplica | FromReplica[] | FromNode | GoneMessage | ResetMessage,
     ToReplica | ToNode
   >;
+  #reset: ((reason: string) => void) | undefined;
+  readonly #unwatch: () => void;
   readonly #control: string;
   /** Messages sent before the node said the host runs. */
   #queue: ToReplica[] | undefined = [];
@@ -62,6 +70,18 @@ export class RemoteReplicaTransport implements ReplicaTransport {
     this.#whenExited = new Promise((resolve) => (this.#resolveExited = resolve));
     this.#mailbox = NatsMailbox.open(nc);
     this.#mailbox.onMessage((message) => this.#receive(message));
+    // A call sent while the replica's connection was away reached no one.
+    this.#mailbox.onNoResponders(() =>
+      this.#reset?.(
+        `replica ${target.replica} was not subscribed to NATS when a message reached it (its connection was away)`,
+      ),
+    );
+    this.#unwatch = watchConnection(nc, {
+      lost: () =>
+        this.#reset?.(
+          "the head's connection to NATS was lost while the call was in flight (it may have run)",
+        ),
+    });
     if (adopted) {
       this.#queue = undefined;
       this.#toNode({ t: "adopt", replica: target.replica });
@@ -104,6 +124,10 @@ export class RemoteReplicaTransport implements ReplicaTransport {
     this.#undeliverable = listener;
   }
 
+  onReset(listener: (reason: string) => void): void {
+    this.#reset = listener;
+  }
+
   onExit(listener: (reason: string) => void): void {
     if (this.#exited) return;
     this.#exit.add(listener);
@@ -134,7 +158,7 @@ export class RemoteReplicaTransport implements ReplicaTransport {
     }
   }
 
-  #receive(data: FromReplica | FromReplica[] | FromNode | GoneMessage): void {
+  #receive(data: FromReplica | FromReplica[] | FromNode | GoneMessage | ResetMessage): void {
     if (Array.isArray(data)) {
       // Replies the replica batched (one microtask's answers).
       if (!this.#exited) unbatch(data, (message) => this.#message?.(message));
@@ -143,6 +167,10 @@ export class RemoteReplicaTransport implements ReplicaTransport {
     const message = data;
     // The node tells every caller the replica is gone; its `node-exit` follows.
     if (message.t === "gone") return;
+    if (message.t === "reset") {
+      this.#reset?.(message.reason);
+      return;
+    }
     if (message.t === "node-started") {
       clearTimeout(this.#answerTimer);
       this.description = `${message.description} on node ${this.target.node}`;
@@ -158,6 +186,7 @@ export class RemoteReplicaTransport implements ReplicaTransport {
   #exitWith(reason: string): void {
     if (this.#exited) return;
     this.#exited = true;
+    this.#unwatch();
     clearTimeout(this.#answerTimer);
     this.#queue = undefined;
     this.#mailbox.close();

@@ -25,6 +25,11 @@ export interface ReplicaTransport {
   onMessage(listener: (message: FromReplica) => void): void;
   /** Receives each message that could not be sent (its contents cannot be cloned). */
   onUndeliverable(listener: (message: ToReplica, error: Error) => void): void;
+  /**
+   * Over a network (a cluster): calls in flight may have been lost (a NATS connection
+   * dropped), though the replica runs on; the listener fails them with `reason`.
+   */
+  onReset?(listener: (reason: string) => void): void;
   /** Called once when the replica's thread or process has exited, with why. */
   onExit(listener: (reason: string) => void): void;
   /** Ends the replica now (no draining). Resolves once it has exited. Safe to call twice. */

@@ -175,7 +175,7 @@ export class ReplicaDiedError extends TributaryError {
         ? `Replica ${replica} of deployment "${deployment}" was stopped before the request finished (shutdown or scale-down past gracefulShutdownTimeout).`
         : lost
           ? `The request to replica ${replica} of deployment "${deployment}" was lost (${reason}). ` +
-            `The replica runs on; the request was not retried because it may have had effects.`
+            `It was not retried because it may have had effects.`
           : `Replica ${replica} of deployment "${deployment}" died while handling the request (${reason}). ` +
             `It is being replaced; the request was not retried because it may have had effects.`,
     );

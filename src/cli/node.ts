@@ -42,6 +42,7 @@ import { openBuckets } from "../control/cluster.js";
 import { defaultTransportFactory } from "../data/transport/index.js";
 import { NatsMailbox, watchConnection } from "../data/transport/nats-link.js";
 import { SocketChannel } from "../data/transport/socket.js";
+import { AWAY_MS } from "../data/connection.js";
 import type { ReplicaTransport } from "../data/transport/transport.js";
 import { OptionsError, ReplicaDiedError } from "../errors.js";
 import { unsendableArguments } from "../dag/call-args.js";
@@ -216,14 +217,14 @@ export class ClusterNode {
     node.#scheduleHeartbeat();
     await node.#watchPeers();
     // What the front door's bridges sent, or were to get, may be lost: it fails.
-    const unwatch = watchConnection(nc, {
-      lost: () => {
-        for (const bridge of [...node.#bridges])
-          bridge.reset(
-            "the node's connection to NATS was lost while the call was in flight (it may have run)",
-          );
-      },
-    });
+    // (And what they sent while it was away: nats.js drops it when it reconnects.)
+    const lost = (): void => {
+      for (const bridge of [...node.#bridges])
+        bridge.reset(
+          "the node's connection to NATS was lost while the call was in flight (it may have run)",
+        );
+    };
+    const unwatch = watchConnection(nc, { lost, back: lost });
     const stop = node.#stopWatch;
     node.#stopWatch = () => {
       unwatch();
@@ -735,12 +736,24 @@ export class ClusterNode {
     const bridge: Bridge = {
       node: target.node,
       reset: (reason) => {
-        if (!closed) failPending(reason, true);
+        if (closed) return;
+        // The target may still run them: it is told to stop (it ignores an id it never saw).
+        for (const id of pending) {
+          try {
+            mailbox.send(subject, { t: "cancel", id, reason: "abort" });
+          } catch {
+            // the target's own reset cancels them
+          }
+        }
+        failPending(reason, true);
+        // A `free` it sent may be lost too: the local side counts the slot free again.
+        toLocal({ t: "free" });
       },
       close: (reason?: string) => {
         if (closed) return;
         closed = true;
         this.#bridges.delete(bridge);
+        clearTimeout(away);
         if (reason !== undefined) failPending(reason);
         pending.clear();
         try {
@@ -753,12 +766,28 @@ export class ClusterNode {
       },
     };
     this.#bridges.add(bridge);
-    mailbox.onNoResponders(() =>
-      bridge.reset(
-        "the replica was not subscribed to NATS when a call reached it (its connection was away)",
-      ),
-    );
+    // NATS had no subscriber for the target (it stopped, or its connection is away): what
+    // is pending fails, and for AWAY_MS (or until the target speaks) calls are answered
+    // busy unsent, so the local router's queue does not drain into it.
+    let away: NodeJS.Timeout | undefined;
+    const back = (): void => {
+      if (!away) return;
+      clearTimeout(away);
+      away = undefined;
+      if (!closed) toLocal({ t: "free" });
+    };
+    mailbox.onNoResponders(() => {
+      if (closed) return;
+      failPending(
+        `NATS had no subscriber for it on node ${target.node} when a call reached it: it stopped, its node was lost, or its connection was away`,
+        true,
+      );
+      clearTimeout(away);
+      away = setTimeout(back, AWAY_MS);
+      away.unref();
+    });
     mailbox.onMessage((data) => {
+      back();
       if (!Array.isArray(data) && data.t === "gone") {
         bridge.close(data.reason);
         return;
@@ -773,6 +802,13 @@ export class ClusterNode {
     });
     const fromLocal = (data: CallMessage | CallMessage[]): void => {
       const list = Array.isArray(data) ? data : [data];
+      if (away) {
+        const busy = list.flatMap((m) =>
+          m.t === "call" ? [{ t: "busy", id: m.id } as const] : [],
+        );
+        if (busy.length > 0) toLocal(busy);
+        return;
+      }
       try {
         mailbox.send(subject, data);
       } catch (error) {

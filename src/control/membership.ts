@@ -16,7 +16,10 @@ import type { ReplicaClient } from "./replica-client.js";
 export interface Subscriber {
   /** A thread of this process gets `MessageChannel` ports; a process gets socket paths. */
   readonly isolation: "thread" | "process";
-  /** A replica on a cluster node: it gets each target's NATS subject, and its node rewrites it. */
+  /**
+   * A replica on a cluster node: it gets each target's NATS subject, which it calls on its
+   * own connection (its node hands it a direct channel to a target on the same node).
+   */
   readonly remote?: unknown;
   tell(message: MembersMessage, transfer?: readonly MessagePort[]): void;
 }
@@ -124,7 +127,7 @@ export class Membership {
         add.push({ replica: target.id, port: port1 });
         ports.push(port1);
       } else if (target.transport.remote) {
-        // On a cluster node: its node serves callers on this subject.
+        // On a cluster node: the replica serves callers on this subject itself.
         add.push({
           replica: target.id,
           nats: target.transport.remote.subject,

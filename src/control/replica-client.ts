@@ -76,7 +76,9 @@ export class ReplicaClient {
       }
     });
     transport.onExit((reason) => this.#onExit(reason));
-    transport.onReset?.((reason) => this.connection.failPending(reason));
+    transport.onReset?.((reason, unreachable) =>
+      unreachable ? this.connection.unreachable(reason) : this.connection.failPending(reason),
+    );
   }
 
   /** Sends `init` and resolves once the deployment is constructed (rejects with why not). */

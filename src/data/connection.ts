@@ -17,6 +17,9 @@ export interface RoutedCall extends PendingCall {
   busy(closing: boolean): void;
 }
 
+/** How long a replica NATS found no subscriber for is left alone before a call tries it again. */
+export const AWAY_MS = 1_000;
+
 export class ReplicaConnection {
   readonly replica: string;
   readonly deployment: string;
@@ -34,6 +37,8 @@ export class ReplicaConnection {
   readonly #send: (message: CallMessage, transfer?: Transfer) => void;
   readonly #responses = new Responses();
   #nextId = 1;
+  /** Set while the replica is unreachable (NATS had no subscriber for it): calls are answered busy. */
+  #away: NodeJS.Timeout | undefined;
 
   constructor(
     replica: string,
@@ -56,6 +61,11 @@ export class ReplicaConnection {
     traceparent?: string,
   ): number {
     const id = this.#nextId++;
+    if (this.#away) {
+      // Not sent: the router takes it elsewhere, or holds it until this replica is back.
+      queueMicrotask(() => pending.busy(false));
+      return id;
+    }
     this.#responses.add(id, pending);
     // The optional fields only when set: most calls carry neither.
     const message: CallMessage =
@@ -88,6 +98,12 @@ export class ReplicaConnection {
   }
 
   onMessage(message: ReplyMessage): void {
+    if (this.#away) {
+      // The replica is reachable again.
+      clearTimeout(this.#away);
+      this.#away = undefined;
+      queueMicrotask(() => this.onFree?.());
+    }
     switch (message.t) {
       case "busy": {
         const pending = this.#responses.forget(message.id) as RoutedCall | undefined;
@@ -118,17 +134,47 @@ export class ReplicaConnection {
    * What is pending fails with `reason` (its messages may have been lost: a NATS connection
    * dropped), and the channel stays open for new calls.
    */
-  failPending(reason: string): void {
+  failPending(reason: string, free = true): void {
     if (this.closed) return;
+    // The replica may still run them: it is told to stop (it ignores an id it never saw).
+    for (const id of this.#responses.ids()) {
+      try {
+        this.#send({ t: "cancel", id, reason: "abort" });
+      } catch {
+        // the channel refuses it: the replica's own reset cancels them
+      }
+    }
     this.#responses.rejectAll(
       () => new ReplicaDiedError(this.deployment, this.replica, reason, true),
     );
+    // A `free` the replica sent may be lost with the rest: the slot counts as free again
+    // (a call sent to a full replica is answered busy, so nothing runs past its cap).
+    if (free) this.onFree?.();
+  }
+
+  /**
+   * NATS had no subscriber for the replica when a call reached it (it stopped, or its
+   * connection is away): what is pending fails with `reason`, and for the next
+   * {@link AWAY_MS} (or until the replica speaks) calls are answered busy without being
+   * sent, so a router's queue does not drain into it. Then a call tries again.
+   */
+  unreachable(reason: string): void {
+    if (this.closed) return;
+    this.failPending(reason, false);
+    clearTimeout(this.#away);
+    this.#away = setTimeout(() => {
+      this.#away = undefined;
+      this.onFree?.();
+    }, AWAY_MS);
+    this.#away.unref();
   }
 
   /** The channel closed (the replica exited or was stopped): what is pending fails. */
   close(reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.#away);
+    this.#away = undefined;
     this.#responses.rejectAll(() => new ReplicaDiedError(this.deployment, this.replica, reason));
   }
 }

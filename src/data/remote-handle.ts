@@ -56,6 +56,11 @@ export class OutgoingCalls {
     this.#nats = nc;
   }
 
+  /** A graceful stop: replicas on other nodes forget this one's channels to them. */
+  sayBye(): void {
+    for (const link of [...this.#links]) link.bye();
+  }
+
   /** This replica's NATS connection dropped: what is in flight over it fails with `reason`. */
   natsLost(reason: string): void {
     for (const link of this.#links) link.onReset?.(reason);
@@ -213,6 +218,7 @@ function connect(
     send = (message) => link.send(message);
     onClose = (listener) => (link.onClose = listener);
     link.onReset = (reason) => connection.failPending(reason);
+    link.onUnreachable = (reason) => connection.unreachable(reason);
   } else {
     throw new Error(`replica ${replica} of "${deployment}" came with no channel to reach it`);
   }
@@ -245,6 +251,10 @@ interface NatsLink {
   onClose: ((reason: string) => void) | undefined;
   /** What is in flight may be lost (a NATS connection dropped): it fails; the link stays. */
   onReset: ((reason: string) => void) | undefined;
+  /** NATS had no subscriber for the target (see `ReplicaConnection.unreachable`). */
+  onUnreachable: ((reason: string) => void) | undefined;
+  /** Tells the target this channel is done (it cancels what still runs for it). */
+  readonly bye: () => void;
 }
 
 function natsLink(
@@ -256,7 +266,7 @@ function natsLink(
 ): NatsLink {
   const mailbox = NatsMailbox.open<
     ReplyMessage | ReplyMessage[] | GoneMessage | ResetMessage,
-    CallMessage | CallMessage[]
+    CallMessage | CallMessage[] | { t: "bye" }
   >(nc);
   const link: NatsLink = {
     node,
@@ -269,11 +279,19 @@ function natsLink(
     },
     onClose: undefined,
     onReset: undefined,
+    onUnreachable: undefined,
+    bye: () => {
+      try {
+        mailbox.send(subject, { t: "bye" });
+      } catch {
+        // the connection is closed: nothing reaches the target anyway
+      }
+    },
   };
   links.add(link);
   mailbox.onNoResponders(() =>
-    link.onReset?.(
-      "the replica was not subscribed to NATS when a call reached it (its connection was away)",
+    link.onUnreachable?.(
+      `NATS had no subscriber for it on node ${node} when a call reached it: it stopped, its node was lost, or its connection was away`,
     ),
   );
   mailbox.onMessage((data) => {

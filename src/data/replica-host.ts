@@ -51,6 +51,13 @@ const batcher = new MessageBatcher<FromReplica>(
 );
 const post = (message: FromReplica, transfer?: readonly (ArrayBuffer | MessagePort)[]): void =>
   batcher.push(message, transfer);
+/** Sends at once, past the batcher. */
+const postNow = (message: FromReplica): void => {
+  if (parentPort) parentPort.postMessage(message);
+  else process.send!(message);
+};
+/** On a cluster node: this replica's own NATS connection. */
+let natsConnection: Awaited<ReturnType<typeof connectNats>> | undefined;
 
 /**
  * One channel calls arrive on: the runtime's (this replica's transport) or a port another
@@ -149,23 +156,36 @@ async function serveNats(options: ReplicaNats): Promise<void> {
     if (!channel) {
       channel = channelCaller((message) => mailbox.send(from, message));
       callers.set(from, channel);
-      post({ t: "caller", from, on: true });
+      // Not batched: the node knows the caller even if this first call blocks or ends the thread.
+      postNow({ t: "caller", from, on: true });
     }
     channel.receive(data);
   });
   await mailbox.ready();
+  natsConnection = nc;
   outgoing.useNats(nc);
+  // A connection closed for good (nats.js gives up only on errors like a refused login):
+  // this replica can no longer be reached, so it ends and is replaced.
+  void nc.closed().then((error) => {
+    if (!stopping)
+      endReplica(
+        `its NATS connection closed${error ? ` (${error.message})` : ""}: it cannot be reached`,
+      );
+  });
+  const lost = (): void =>
+    outgoing.natsLost(
+      "the calling replica's connection to NATS was lost while the call was in flight (it may have run)",
+    );
   watchConnection(nc, {
-    // What this replica's routers sent over NATS may never arrive, or its answer not.
-    lost: () =>
-      outgoing.natsLost(
-        "the calling replica's connection to NATS was lost while the call was in flight (it may have run)",
-      ),
+    // What this replica's routers sent over NATS may never arrive, or its answer not; what
+    // they sent while it was away, nats.js drops when it reconnects.
+    lost,
     // A call or an answer in the connection when it dropped is lost: each caller fails
-    // what it has in flight here, and those calls are cancelled (their slots free).
+    // what it has in flight here (and counts a slot free, for a lost `free`), and those
+    // calls are cancelled.
     back: () => {
+      lost();
       for (const [from, { caller }] of callers) {
-        if (caller.active.size === 0) continue;
         mailbox.send(from, {
           t: "reset",
           reason: `replica ${replicaName}'s connection to NATS was lost while the call was in flight (it may have run)`,
@@ -487,7 +507,7 @@ function call(
 }
 
 /** Says why (past the batcher, so the message leaves first), then ends this replica. */
-function endForMemory(message: string): void {
+function endReplica(message: string): void {
   const fatal: FromReplica = { t: "fatal", message };
   if (parentPort) {
     parentPort.postMessage(fatal);
@@ -519,6 +539,17 @@ async function stop(drainMs: number): Promise<void> {
       await (instance.close as Callable)();
   } finally {
     await traceExport?.close();
+    // The last answers go out on this replica's NATS connection, the stop's answer on its
+    // node's: they are on the server before the stop is answered (and the host ended).
+    if (natsConnection) {
+      outgoing.sayBye();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        natsConnection.flush().catch(() => undefined),
+        new Promise((resolve) => (timer = setTimeout(resolve, 2_000))),
+      ]);
+      clearTimeout(timer);
+    }
   }
 }
 
@@ -560,7 +591,7 @@ function onMessage(message: ToReplica): void {
         .then(
           ({ path }) => {
             post({ t: "ready", socket: path });
-            if (message.memoryLimit) watchMemory(message.memoryLimit, !!parentPort, endForMemory);
+            if (message.memoryLimit) watchMemory(message.memoryLimit, !!parentPort, endReplica);
           },
           (error: unknown) => post({ t: "init-failed", e: serializeError(error) }),
         );

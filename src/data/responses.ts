@@ -151,6 +151,11 @@ export class Responses {
     }
   }
 
+  /** The ids of the calls pending now. */
+  ids(): number[] {
+    return [...this.#pending.keys()];
+  }
+
   /** Rejects every pending call (the peer is gone). */
   rejectAll(error: () => Error): void {
     const calls = [...this.#pending.values()];

@@ -116,22 +116,30 @@ export interface HeadHello {
   readonly t: "head-hello";
 }
 
-/** A caller's bridge → a replica's node, besides calls: the caller is gone. */
+/**
+ * A caller → a replica, on its call subject, besides calls: this channel is done; what
+ * still runs for it is cancelled.
+ */
 export interface ByeMessage {
   readonly t: "bye";
 }
 
 /**
- * A replica → each of its callers, after the replica's NATS connection was lost and is back:
- * what the caller had in flight on it may never have arrived, or its answer may be lost, so
- * it fails (the replica has cancelled it). The channel stays usable.
+ * A replica → each caller it knows, after the replica's NATS connection was lost and is
+ * back: what the caller had in flight on it may never have arrived, or its answer may be
+ * lost, so it fails (the replica has cancelled it), and a slot counts free again. The
+ * channel stays usable. (A caller the replica never heard from learns of a lost call from
+ * NATS's "no responders" status, or its own connection's loss.)
  */
 export interface ResetMessage {
   readonly t: "reset";
   readonly reason: string;
 }
 
-/** A replica's node → a caller: the replica is gone; what is pending on it fails. */
+/**
+ * A replica's node → each caller the replica reported: the replica is gone; what is
+ * pending on it fails.
+ */
 export interface GoneMessage {
   readonly t: "gone";
   readonly reason: string;

@@ -333,7 +333,9 @@ const watchers = new WeakMap<NatsConnection, Watchers>();
 /**
  * Runs `lost` each time `nc` loses its server, and `back` each time it is connected again.
  * NATS delivers at most once: a message sent to this connection while it was away is
- * gone, so whoever waits for an answer over it should stop waiting. Returns a function
+ * gone, and so is one this connection published meanwhile (nats.js discards what it
+ * buffered when it reconnects), so whoever waits for an answer over it should stop
+ * waiting, at both. Returns a function
  * that removes both listeners. One status watch per connection, however many listeners.
  */
 export function watchConnection(

@@ -39,11 +39,17 @@ export class RemoteReplicaTransport implements ReplicaTransport {
   readonly remote: { readonly node: string; readonly subject: string };
   readonly adopted: AdoptedReplica | undefined;
   readonly target: RemoteTarget;
+  /** The owner's address: messages to and from the node and the control subject. */
   readonly #mailbox: NatsMailbox<
     FromReplica | FromReplica[] | FromNode | GoneMessage | ResetMessage,
     ToReplica | ToNode
   >;
-  #reset: ((reason: string) => void) | undefined;
+  /**
+   * Calls and their answers, on a mailbox of their own: NATS's "no responders" here means
+   * a call was lost, while one for a control message says nothing about the calls.
+   */
+  readonly #calls: NatsMailbox<FromReplica | FromReplica[] | GoneMessage | ResetMessage, ToReplica>;
+  #reset: ((reason: string, unreachable: boolean) => void) | undefined;
   readonly #unwatch: () => void;
   readonly #control: string;
   /** Messages sent before the node said the host runs. */
@@ -70,18 +76,23 @@ export class RemoteReplicaTransport implements ReplicaTransport {
     this.#whenExited = new Promise((resolve) => (this.#resolveExited = resolve));
     this.#mailbox = NatsMailbox.open(nc);
     this.#mailbox.onMessage((message) => this.#receive(message));
+    this.#calls = NatsMailbox.open(nc);
+    this.#calls.onMessage((message) => this.#receive(message));
     // A call sent while the replica's connection was away reached no one.
-    this.#mailbox.onNoResponders(() =>
+    this.#calls.onNoResponders(() =>
       this.#reset?.(
-        `replica ${target.replica} was not subscribed to NATS when a message reached it (its connection was away)`,
+        `NATS had no subscriber for it on node ${target.node} when a call reached it: it stopped, its node was lost, or its connection was away`,
+        true,
       ),
     );
-    this.#unwatch = watchConnection(nc, {
-      lost: () =>
-        this.#reset?.(
-          "the head's connection to NATS was lost while the call was in flight (it may have run)",
-        ),
-    });
+    // Calls sent before the connection dropped, and those sent while it was away (nats.js
+    // drops them when it reconnects), fail.
+    const lost = (): void =>
+      this.#reset?.(
+        "the head's connection to NATS was lost while the call was in flight (it may have run)",
+        false,
+      );
+    this.#unwatch = watchConnection(nc, { lost, back: lost });
     if (adopted) {
       this.#queue = undefined;
       this.#toNode({ t: "adopt", replica: target.replica });
@@ -107,10 +118,9 @@ export class RemoteReplicaTransport implements ReplicaTransport {
       return;
     }
     try {
-      this.#mailbox.send(
-        message.t === "call" || message.t === "cancel" ? this.target.subject : this.#control,
-        message,
-      );
+      if (message.t === "call" || message.t === "cancel")
+        this.#calls.send(this.target.subject, message);
+      else this.#mailbox.send(this.#control, message);
     } catch (error) {
       this.#undeliverable?.(message, error as Error);
     }
@@ -124,7 +134,7 @@ export class RemoteReplicaTransport implements ReplicaTransport {
     this.#undeliverable = listener;
   }
 
-  onReset(listener: (reason: string) => void): void {
+  onReset(listener: (reason: string, unreachable: boolean) => void): void {
     this.#reset = listener;
   }
 
@@ -168,7 +178,7 @@ export class RemoteReplicaTransport implements ReplicaTransport {
     // The node tells every caller the replica is gone; its `node-exit` follows.
     if (message.t === "gone") return;
     if (message.t === "reset") {
-      this.#reset?.(message.reason);
+      this.#reset?.(message.reason, false);
       return;
     }
     if (message.t === "node-started") {
@@ -190,6 +200,7 @@ export class RemoteReplicaTransport implements ReplicaTransport {
     clearTimeout(this.#answerTimer);
     this.#queue = undefined;
     this.#mailbox.close();
+    this.#calls.close();
     this.#resolveExited();
     for (const listener of this.#exit) listener(reason);
     this.#exit.clear();

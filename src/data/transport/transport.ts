@@ -27,9 +27,11 @@ export interface ReplicaTransport {
   onUndeliverable(listener: (message: ToReplica, error: Error) => void): void;
   /**
    * Over a network (a cluster): calls in flight may have been lost (a NATS connection
-   * dropped), though the replica runs on; the listener fails them with `reason`.
+   * dropped), though the replica may run on; the listener fails them with `reason`. With
+   * `unreachable`, NATS had no subscriber for the replica (see
+   * `ReplicaConnection.unreachable`).
    */
-  onReset?(listener: (reason: string) => void): void;
+  onReset?(listener: (reason: string, unreachable: boolean) => void): void;
   /** Called once when the replica's thread or process has exited, with why. */
   onExit(listener: (reason: string) => void): void;
   /** Ends the replica now (no draining). Resolves once it has exited. Safe to call twice. */

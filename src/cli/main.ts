@@ -15,6 +15,7 @@ import { importApplication } from "../config/resolve.js";
 import { applicationsToYaml } from "../config/write.js";
 import type { DeployResult, Instance as InstanceClass } from "./instance.js";
 import type { ClusterHead } from "../control/cluster.js";
+import type { ReplicaNats } from "../wire/protocol.js";
 import { TributaryError } from "../errors.js";
 import { argsProblem, firstSignal, parseBuilderArgs, runCommand } from "./run.js";
 import type { StatusAnswer as StatusText } from "./status-text.js";
@@ -237,25 +238,14 @@ const withCluster = (command: Command, required: boolean): Command =>
       "the CA certificate (PEM) that signed the NATS server's TLS certificate (or set NATS_CA); implies TLS",
     );
 
-/** The NATS credentials of the flags (or the `NATS_*` variables), only those given. */
-function natsAuth(flags: ClusterFlags): {
-  user?: string;
-  pass?: string;
-  token?: string;
-  credsFile?: string;
-  caFile?: string;
-} {
-  const user = flags.natsUser ?? process.env.NATS_USER;
-  const pass = flags.natsPassword ?? process.env.NATS_PASSWORD;
-  const token = flags.natsToken ?? process.env.NATS_TOKEN;
-  const credsFile = flags.natsCreds ?? process.env.NATS_CREDS;
-  const caFile = flags.natsCa ?? process.env.NATS_CA;
+/** The NATS credentials of the flags (or the `NATS_*` variables); undefined where not given. */
+function natsAuth(flags: ClusterFlags): Omit<ReplicaNats, "url" | "subject"> {
   return {
-    ...(user !== undefined && { user }),
-    ...(pass !== undefined && { pass }),
-    ...(token !== undefined && { token }),
-    ...(credsFile !== undefined && { credsFile }),
-    ...(caFile !== undefined && { caFile }),
+    user: flags.natsUser ?? process.env.NATS_USER,
+    pass: flags.natsPassword ?? process.env.NATS_PASSWORD,
+    token: flags.natsToken ?? process.env.NATS_TOKEN,
+    credsFile: flags.natsCreds ?? process.env.NATS_CREDS,
+    caFile: flags.natsCa ?? process.env.NATS_CA,
   };
 }
 
@@ -267,11 +257,9 @@ async function connectCluster(flags: ClusterFlags, role: string) {
     );
   const { connectNats } = await import("../data/transport/nats-link.js");
   try {
-    const { caFile, ...auth } = natsAuth(flags);
     return await connectNats(flags.cluster!, {
       name: `tributary-${role}-${process.pid}`,
-      ...auth,
-      ...(caFile !== undefined && { tls: { caFile } }),
+      ...natsAuth(flags),
     });
   } catch (error) {
     if (error instanceof TributaryError) throw error;

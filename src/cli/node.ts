@@ -40,7 +40,12 @@ import { serverOptions } from "./instance.js";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { openBuckets } from "../control/cluster.js";
 import { defaultTransportFactory } from "../data/transport/index.js";
-import { NatsMailbox, watchConnection } from "../data/transport/nats-link.js";
+import {
+  connectionLost,
+  NatsMailbox,
+  noSubscriber,
+  watchConnection,
+} from "../data/transport/nats-link.js";
 import { SocketChannel } from "../data/transport/socket.js";
 import { AWAY_MS } from "../data/connection.js";
 import type { ReplicaTransport } from "../data/transport/transport.js";
@@ -219,10 +224,7 @@ export class ClusterNode {
     // What the front door's bridges sent, or were to get, may be lost: it fails.
     // (And what they sent while it was away: nats.js drops it when it reconnects.)
     const lost = (): void => {
-      for (const bridge of [...node.#bridges])
-        bridge.reset(
-          "the node's connection to NATS was lost while the call was in flight (it may have run)",
-        );
+      for (const bridge of [...node.#bridges]) bridge.reset(connectionLost("the node's"));
     };
     const unwatch = watchConnection(nc, { lost, back: lost });
     const stop = node.#stopWatch;
@@ -778,10 +780,7 @@ export class ClusterNode {
     };
     mailbox.onNoResponders(() => {
       if (closed) return;
-      failPending(
-        `NATS had no subscriber for it on node ${target.node} when a call reached it: it stopped, its node was lost, or its connection was away`,
-        true,
-      );
+      failPending(noSubscriber(target.node), true);
       clearTimeout(away);
       away = setTimeout(back, AWAY_MS);
       away.unref();

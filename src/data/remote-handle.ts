@@ -25,7 +25,7 @@ import { activeTraceparent } from "../tracing.js";
 import { Router, type CallOptions } from "./router.js";
 import { MessageBatcher, unbatch } from "./transport/batch.js";
 import { connectTo, SocketChannel } from "./transport/socket.js";
-import { NatsMailbox } from "./transport/nats-link.js";
+import { NatsMailbox, noSubscriber } from "./transport/nats-link.js";
 import { transferablesOf } from "./transport/transfer.js";
 import type { Transfer } from "./transport/transport.js";
 
@@ -289,11 +289,7 @@ function natsLink(
     },
   };
   links.add(link);
-  mailbox.onNoResponders(() =>
-    link.onUnreachable?.(
-      `NATS had no subscriber for it on node ${node} when a call reached it: it stopped, its node was lost, or its connection was away`,
-    ),
-  );
+  mailbox.onNoResponders(() => link.onUnreachable?.(noSubscriber(node)));
   mailbox.onMessage((data) => {
     if (!Array.isArray(data) && data.t === "gone") link.close(data.reason);
     else if (!Array.isArray(data) && data.t === "reset") link.onReset?.(data.reason);

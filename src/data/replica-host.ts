@@ -9,7 +9,12 @@ import { findApplication, markReplicaContext } from "../app/registry.js";
 import { TributaryError } from "../errors.js";
 import { MessageBatcher, unbatch } from "./transport/batch.js";
 import { listen, SocketChannel } from "./transport/socket.js";
-import { connectNats, NatsMailbox, watchConnection } from "./transport/nats-link.js";
+import {
+  connectionLost,
+  connectNats,
+  NatsMailbox,
+  watchConnection,
+} from "./transport/nats-link.js";
 import type { Socket } from "node:net";
 import { transferablesOf } from "./transport/transfer.js";
 import { ActiveRequest, requestStorage } from "./context.js";
@@ -121,27 +126,21 @@ function callerGone(caller: Caller): void {
  * routers call replicas on other nodes on the same connection.
  */
 async function serveNats(options: ReplicaNats): Promise<void> {
+  const { url, subject, ...auth } = options;
   let nc: Awaited<ReturnType<typeof connectNats>>;
   try {
-    nc = await connectNats(options.url, {
-      name: `tributary-replica-${replicaName}`,
-      ...(options.user !== undefined && { user: options.user }),
-      ...(options.pass !== undefined && { pass: options.pass }),
-      ...(options.token !== undefined && { token: options.token }),
-      ...(options.credsFile !== undefined && { credsFile: options.credsFile }),
-      ...(options.caFile !== undefined && { tls: { caFile: options.caFile } }),
-    });
+    nc = await connectNats(url, { name: `tributary-replica-${replicaName}`, ...auth });
   } catch (error) {
     throw new TributaryError(
       "DEPLOY_FAILED",
-      `the replica could not connect to NATS at ${options.url}: ${(error as Error).message}`,
+      `the replica could not connect to NATS at ${url}: ${(error as Error).message}`,
       { cause: error },
     );
   }
   type Inbound = CallMessage | CallMessage[] | { t: "bye" };
   const mailbox = NatsMailbox.open<Inbound, ReplyMessage | ReplyMessage[] | ResetMessage>(
     nc,
-    options.subject,
+    subject,
   );
   const callers = new Map<string, ReturnType<typeof channelCaller>>();
   mailbox.onMessage((data, from) => {
@@ -172,10 +171,7 @@ async function serveNats(options: ReplicaNats): Promise<void> {
         `its NATS connection closed${error ? ` (${error.message})` : ""}: it cannot be reached`,
       );
   });
-  const lost = (): void =>
-    outgoing.natsLost(
-      "the calling replica's connection to NATS was lost while the call was in flight (it may have run)",
-    );
+  const lost = (): void => outgoing.natsLost(connectionLost("the calling replica's"));
   watchConnection(nc, {
     // What this replica's routers sent over NATS may never arrive, or its answer not; what
     // they sent while it was away, nats.js drops when it reconnects.
@@ -188,7 +184,7 @@ async function serveNats(options: ReplicaNats): Promise<void> {
       for (const [from, { caller }] of callers) {
         mailbox.send(from, {
           t: "reset",
-          reason: `replica ${replicaName}'s connection to NATS was lost while the call was in flight (it may have run)`,
+          reason: connectionLost(`replica ${replicaName}'s`),
         });
         for (const id of [...caller.active.keys()]) cancel(caller, id, "abort");
       }

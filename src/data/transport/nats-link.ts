@@ -324,6 +324,14 @@ export class NatsMailbox<In = unknown, Out = unknown> {
   }
 }
 
+/** Why calls in flight over a NATS connection fail when `whose` connection dropped. */
+export const connectionLost = (whose: string): string =>
+  `${whose} connection to NATS was lost while the call was in flight (it may have run)`;
+
+/** Why calls to a replica on `node` fail when NATS says it has no subscriber for it. */
+export const noSubscriber = (node: string): string =>
+  `NATS had no subscriber for it on node ${node} when a call reached it: it stopped, its node was lost, or its connection was away`;
+
 interface Watchers {
   readonly lost: Set<() => void>;
   readonly back: Set<() => void>;
@@ -344,16 +352,15 @@ export function watchConnection(
 ): () => void {
   let w = watchers.get(nc);
   if (!w) {
-    const created: Watchers = { lost: new Set(), back: new Set() };
-    w = created;
-    watchers.set(nc, created);
+    const sets: Watchers = { lost: new Set(), back: new Set() };
+    watchers.set(nc, (w = sets));
     void (async () => {
       for await (const status of nc.status()) {
         const listeners =
           status.type === "disconnect"
-            ? created.lost
+            ? sets.lost
             : status.type === "reconnect"
-              ? created.back
+              ? sets.back
               : undefined;
         for (const listener of [...(listeners ?? [])]) {
           try {
@@ -367,25 +374,27 @@ export function watchConnection(
       }
     })().catch(() => undefined);
   }
+  const sets = w;
   const { lost, back } = on;
-  if (lost) w.lost.add(lost);
-  if (back) w.back.add(back);
-  const { lost: lostSet, back: backSet } = w;
+  if (lost) sets.lost.add(lost);
+  if (back) sets.back.add(back);
   return () => {
-    if (lost) lostSet.delete(lost);
-    if (back) backSet.delete(back);
+    if (lost) sets.lost.delete(lost);
+    if (back) sets.back.delete(back);
   };
 }
 
 /** How {@link connectNats} authenticates and encrypts. */
 export interface NatsConnectOptions {
-  readonly user?: string;
-  readonly pass?: string;
-  readonly token?: string;
+  readonly user?: string | undefined;
+  readonly pass?: string | undefined;
+  readonly token?: string | undefined;
   /** A `.creds` file (a user JWT and its NKey seed), read once at connect. */
-  readonly credsFile?: string;
+  readonly credsFile?: string | undefined;
   /** TLS files (`caFile`, `certFile`, `keyFile`); a `tls://` URL asks for TLS without them. */
   readonly tls?: NonNullable<NodeConnectionOptions["tls"]>;
+  /** The CA (PEM file) that signed the server's certificate; implies TLS. */
+  readonly caFile?: string | undefined;
   /** The client name the server shows (`nats server report connections`). */
   readonly name?: string;
 }
@@ -408,7 +417,10 @@ export async function connectNats(
     throw missingPackage("The cluster", ["@nats-io/transport-node"]);
   }
   const servers = url.split(",").map((s) => s.trim());
-  const tls = options.tls ?? (servers.some((s) => s.startsWith("tls://")) ? {} : undefined);
+  const tls =
+    options.caFile !== undefined
+      ? { ...options.tls, caFile: options.caFile }
+      : (options.tls ?? (servers.some((s) => s.startsWith("tls://")) ? {} : undefined));
   const connection: NodeConnectionOptions = {
     servers,
     name: options.name ?? `tributary-${process.pid}`,

@@ -17,7 +17,7 @@ import {
 } from "../../wire/cluster.js";
 import type { FromReplica, ToReplica } from "../../wire/protocol.js";
 import { unbatch } from "./batch.js";
-import { NatsMailbox, watchConnection } from "./nats-link.js";
+import { connectionLost, NatsMailbox, noSubscriber, watchConnection } from "./nats-link.js";
 import type { AdoptedReplica, Isolation, ReplicaTransport } from "./transport.js";
 
 /** How long a node has to answer a start, an adoption or a terminate. */
@@ -79,19 +79,10 @@ export class RemoteReplicaTransport implements ReplicaTransport {
     this.#calls = NatsMailbox.open(nc);
     this.#calls.onMessage((message) => this.#receive(message));
     // A call sent while the replica's connection was away reached no one.
-    this.#calls.onNoResponders(() =>
-      this.#reset?.(
-        `NATS had no subscriber for it on node ${target.node} when a call reached it: it stopped, its node was lost, or its connection was away`,
-        true,
-      ),
-    );
+    this.#calls.onNoResponders(() => this.#reset?.(noSubscriber(target.node), true));
     // Calls sent before the connection dropped, and those sent while it was away (nats.js
     // drops them when it reconnects), fail.
-    const lost = (): void =>
-      this.#reset?.(
-        "the head's connection to NATS was lost while the call was in flight (it may have run)",
-        false,
-      );
+    const lost = (): void => this.#reset?.(connectionLost("the head's"), false);
     this.#unwatch = watchConnection(nc, { lost, back: lost });
     if (adopted) {
       this.#queue = undefined;

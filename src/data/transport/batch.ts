@@ -6,7 +6,9 @@
  * current job and its microtasks are done, which costs less latency per hop. Under load
  * either turns many `postMessage` calls and thread wake-ups into a few. A message that cannot be
  * sent (a value structured clone rejects) is handed to `undeliverable`, and the rest of its
- * batch still goes.
+ * batch still goes. A batch goes as soon as it holds {@link MAX_BATCH} messages: the other
+ * side starts on them while this one makes the rest (both threads busy at once, instead of
+ * taking turns over one large batch).
  */
 import type { MessagePort } from "node:worker_threads";
 import type { Transfer } from "./transport.js";
@@ -40,10 +42,16 @@ export class MessageBatcher<M> {
       this.#transfer.push(...transfer);
       (this.#transferOf ??= new Map()).set(message, transfer);
     }
+    // The flush already scheduled sends what comes after.
+    if (this.#queue.length >= MAX_BATCH) this.#sendQueued();
   }
 
   readonly #flush = (): void => {
     this.#turnOpen = false;
+    this.#sendQueued();
+  };
+
+  #sendQueued(): void {
     if (this.#queue.length === 0) return;
     const queue = this.#queue;
     const transfer = this.#transfer;
@@ -63,8 +71,15 @@ export class MessageBatcher<M> {
         }
       }
     }
-  };
+  }
 }
+
+/**
+ * The most messages one batch holds. Measured with 64 calls in flight to one replica
+ * (`npm run bench handle`): unbounded batches (64 calls, then 64 answers) ran about 100k
+ * calls/s with each thread idle half the time; 32 ran about 160–220k/s.
+ */
+export const MAX_BATCH = 32;
 
 const EMPTY: Transfer = [];
 

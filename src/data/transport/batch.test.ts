@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { MAX_BATCH, MessageBatcher } from "./batch.js";
+import type { Transfer } from "./transport.js";
+
+/** A batcher whose sends are recorded; `refuse` makes a send of that message throw. */
+function recorder(gather: "turn" | "microtask", refuse?: number) {
+  const sends: { data: number | number[]; transfer: Transfer }[] = [];
+  const undeliverable: number[] = [];
+  const batcher = new MessageBatcher<number>(
+    (data, transfer) => {
+      if (
+        refuse !== undefined &&
+        (data === refuse || (Array.isArray(data) && data.includes(refuse)))
+      )
+        throw new Error("could not be cloned");
+      sends.push({ data, transfer });
+    },
+    (message) => undeliverable.push(message),
+    gather,
+  );
+  return { batcher, sends, undeliverable };
+}
+
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+describe("MessageBatcher", () => {
+  test("a turn's messages go in one send, in order; a lone message goes as itself", async () => {
+    const { batcher, sends } = recorder("turn");
+    batcher.push(1);
+    batcher.push(2);
+    batcher.push(3);
+    assert.equal(sends.length, 0, "nothing is sent before the turn ends");
+    await turn();
+    batcher.push(4);
+    await turn();
+    assert.deepEqual(
+      sends.map((s) => s.data),
+      [[1, 2, 3], 4],
+    );
+  });
+
+  test(`a batch goes as soon as it holds ${MAX_BATCH} messages, the rest at the end of the turn`, async () => {
+    const { batcher, sends } = recorder("turn");
+    const count = MAX_BATCH * 2 + 5;
+    for (let i = 0; i < count; i++) {
+      batcher.push(i);
+      // The receiver can start on the first batch while the sender makes the next.
+      if (i === MAX_BATCH - 1) assert.equal(sends.length, 1, "the first full batch left at once");
+    }
+    assert.equal(sends.length, 2);
+    await turn();
+    assert.deepEqual(
+      sends.map((s) => (s.data as number[]).length),
+      [MAX_BATCH, MAX_BATCH, 5],
+    );
+    assert.deepEqual(
+      sends.flatMap((s) => s.data),
+      Array.from({ length: count }, (_, i) => i),
+      "every message once, in order",
+    );
+    await turn();
+    assert.equal(sends.length, 3, "no empty send after an early one");
+  });
+
+  test("each batch carries the buffers of its own messages", async () => {
+    const { batcher, sends } = recorder("microtask");
+    const buffers = Array.from({ length: MAX_BATCH + 1 }, () => new ArrayBuffer(8));
+    buffers.forEach((buffer, i) => batcher.push(i, [buffer]));
+    await Promise.resolve();
+    assert.equal(sends.length, 2);
+    assert.deepEqual(sends[0]!.transfer, buffers.slice(0, MAX_BATCH));
+    assert.deepEqual(sends[1]!.transfer, buffers.slice(MAX_BATCH));
+  });
+
+  test("a message that cannot be sent is handed back; the rest of its batch still goes", async () => {
+    const { batcher, sends, undeliverable } = recorder("microtask", 2);
+    for (const message of [1, 2, 3]) batcher.push(message);
+    await Promise.resolve();
+    assert.deepEqual(undeliverable, [2]);
+    assert.deepEqual(
+      sends.map((s) => s.data),
+      [1, 3],
+    );
+  });
+});

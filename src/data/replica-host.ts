@@ -482,17 +482,13 @@ function call(
     startStream(caller, id, result, request, span);
     return;
   }
+  // A plain value (a synchronous method) is answered now: no promise, no extra microtask.
+  if (!isPromiseLike(result)) {
+    answer(caller, id, result, request, span);
+    return;
+  }
   Promise.resolve(result).then(
-    (value) => {
-      if (isAsyncIterable(value)) {
-        startStream(caller, id, value, request, span);
-        return;
-      }
-      if (!caller.active.has(id)) return; // cancelled: the caller has its answer
-      finish(caller, id, "ok");
-      caller.post({ t: "ok", id, v: value }, transferablesOf([value]));
-      request.endSpan("ok");
-    },
+    (value) => answer(caller, id, value, request, span),
     (error: unknown) => {
       if (!caller.active.has(id)) return;
       finish(caller, id, "error");
@@ -500,6 +496,24 @@ function call(
       request.endSpan("error", error);
     },
   );
+}
+
+/** Sends a call's result (or starts its stream), unless the call was cancelled meanwhile. */
+function answer(
+  caller: Caller,
+  id: number,
+  value: unknown,
+  request: ActiveRequest,
+  span: CallSpan,
+): void {
+  if (isAsyncIterable(value)) {
+    startStream(caller, id, value, request, span);
+    return;
+  }
+  if (!caller.active.has(id)) return; // cancelled: the caller has its answer
+  finish(caller, id, "ok");
+  caller.post({ t: "ok", id, v: value }, transferablesOf([value]));
+  request.endSpan("ok");
 }
 
 /** Says why (past the batcher, so the message leaves first), then ends this replica. */

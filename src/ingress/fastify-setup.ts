@@ -109,7 +109,12 @@ export async function configureFastify(fastify: FastifyInstance, state: DoorStat
     // (isMultipart() is not known yet: the content type parser runs after this hook.)
     if (/^multipart\//i.test(request.headers["content-type"] ?? "")) return payload; // counted part by part in readInput
     const limit = settings.bodyLimit;
-    if (Number(request.headers["content-length"]) > limit) throw tooLarge(limit);
+    const declared = request.headers["content-length"];
+    if (Number(declared) > limit) throw tooLarge(limit);
+    // A body with a Content-Length (and no Transfer-Encoding) is exactly that long: Node's
+    // parser reads no more. Only a chunked body is counted as it streams in.
+    if (declared !== undefined && request.headers["transfer-encoding"] === undefined)
+      return payload;
     let seen = 0;
     const counted = new Transform({
       transform(chunk: Buffer, _encoding, callback) {

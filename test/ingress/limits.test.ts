@@ -76,6 +76,36 @@ describe("front door limits", { timeout: 60_000 }, () => {
     assert.ok(sent < 10 * LIMIT, `the server read ${sent} bytes before answering`);
   });
 
+  test("limits - a chunked JSON body (no Content-Length) past bodyLimit is 413", async () => {
+    // A body with a Content-Length is checked against it before it is read; one without is
+    // counted as it streams in.
+    const big = JSON.stringify({ mode: "json", text: "x", pad: "y".repeat(LIMIT) });
+    const socket = await open(port);
+    let received = "";
+    socket.on("data", (d: Buffer) => (received += d.toString("latin1")));
+    socket.on("error", () => undefined);
+    const answered = new Promise<void>((resolve) => {
+      socket.on("data", () => received.includes("\r\n\r\n") && resolve());
+      socket.on("close", () => resolve());
+    });
+    socket.write(
+      `POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`,
+    );
+    for (let at = 0; at < big.length; at += 64 * 1024) {
+      const piece = Buffer.from(big.slice(at, at + 64 * 1024));
+      socket.write(`${piece.length.toString(16)}\r\n`);
+      socket.write(piece);
+      socket.write("\r\n");
+    }
+    socket.write("0\r\n\r\n");
+    await Promise.race([answered, new Promise((resolve) => setTimeout(resolve, 5_000))]);
+    socket.destroy();
+    assert.match(received, /^HTTP\/1\.1 413/);
+    // With its length declared, the same body is refused before it is read.
+    const declared = await post(big, { "content-type": "application/json" });
+    assert.equal(declared.status, 413);
+  });
+
   test("limits - JSON nested deeper than 400 is a 400 before it is parsed, even in an unknown field", async () => {
     const nested = (depth: number) =>
       `{"mode":"json","text":"x","extra":${"[".repeat(depth)}${"]".repeat(depth)}}`;

@@ -143,7 +143,11 @@ class Request implements RoutedCall {
   readonly model: string | undefined;
   /** Waited long enough for a replica with its model: any replica takes it. */
   anyReplica = false;
-  readonly #arrived = Date.now();
+  /**
+   * When it first waited in the queue under a `maxQueueWaitMs` (`Date.now()`; 0: not yet):
+   * the clock is read only for such a request, and most calls never wait.
+   */
+  #arrived = 0;
   #queueTimer: NodeJS.Timeout | undefined;
   #matchTimer: NodeJS.Timeout | undefined;
   stream?: StreamReader;
@@ -176,11 +180,12 @@ class Request implements RoutedCall {
 
   /**
    * The request waits in the queue: it fails once it has waited `maxQueueWaitMs` since it
-   * arrived, and a request for a model stops waiting for its replicas after
+   * first waited there (a request a replica handed back waits on from then), and a request for a model stops waiting for its replicas after
    * {@link MODEL_MATCH_WAIT_MS}.
    */
   queued(maxQueueWaitMs: number | undefined, matchWaitMs: number): void {
     if (maxQueueWaitMs !== undefined && !this.#queueTimer) {
+      if (this.#arrived === 0) this.#arrived = Date.now();
       const left = Math.max(0, this.#arrived + maxQueueWaitMs - Date.now());
       this.#queueTimer = setTimeout(() => {
         this.#queueTimer = undefined;
@@ -506,14 +511,20 @@ export class Router {
     while (from < this.#queue.length && slot.ongoing < this.#maxOngoing && !slot.full) {
       const request = this.#queue[from]!;
       if (request.done) {
-        this.#queue.splice(from, 1);
+        this.#removeAt(from);
       } else if (this.#mayTake(request, slot)) {
-        this.#queue.splice(from, 1);
+        this.#removeAt(from);
         this.#dispatch(request, slot);
       } else {
         from++;
       }
     }
+  }
+
+  /** Takes the queue's `index`th request out; the first (nearly always) without a copy. */
+  #removeAt(index: number): void {
+    if (index === 0) this.#queue.shift();
+    else this.#queue.splice(index, 1);
   }
 
   dequeue(request: Request): void {

@@ -34,6 +34,9 @@ export class CancelScope {
 
 function noop(): void {}
 
+/** A request with neither a signal nor a timeout (most handle calls): nothing to allocate. */
+const NO_SCOPE = Object.freeze({ scope: undefined, dispose: noop });
+
 /**
  * The scope of one request from a caller's `signal` and `timeoutMs` (`undefined` when it
  * has neither). `dispose()` releases the timer and the signal listener.
@@ -44,7 +47,7 @@ export function requestScope(
   timeoutMs: number | undefined,
   scope?: CancelScope,
 ): { scope: CancelScope | undefined; dispose: () => void } {
-  if (!signal && timeoutMs === undefined) return { scope, dispose: noop };
+  if (!signal && timeoutMs === undefined) return scope ? { scope, dispose: noop } : NO_SCOPE;
   const own = scope ?? new CancelScope();
   const timer =
     timeoutMs === undefined

@@ -16,7 +16,7 @@ import {
   watchConnection,
 } from "./transport/nats-link.js";
 import type { Socket } from "node:net";
-import { transferablesOf } from "./transport/transfer.js";
+import { transferablesOfValue } from "./transport/transfer.js";
 import { ActiveRequest, requestStorage } from "./context.js";
 import { runInSpan, startCallSpan, type CallSpan } from "./call-span.js";
 import { captureConsole } from "./replica-log.js";
@@ -399,7 +399,7 @@ async function stream(
     for (let sent = 1; !request.cancelled; sent++) {
       const next = await iterator.next();
       if (next.done) break;
-      caller.post({ t: "item", id, v: next.value }, transferablesOf([next.value]));
+      caller.post({ t: "item", id, v: next.value }, transferablesOfValue(next.value));
       // A generator that never waits would starve the message loop: let a cancel arrive.
       if (sent % 16 === 0) await new Promise((resolve) => setImmediate(resolve));
     }
@@ -512,7 +512,7 @@ function answer(
   }
   if (!caller.active.has(id)) return; // cancelled: the caller has its answer
   finish(caller, id, "ok");
-  caller.post({ t: "ok", id, v: value }, transferablesOf([value]));
+  caller.post({ t: "ok", id, v: value }, transferablesOfValue(value));
   request.endSpan("ok");
 }
 

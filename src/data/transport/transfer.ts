@@ -47,10 +47,19 @@ function visit(
 
 /** The buffers of `values` (searched a few levels deep) that can be moved to a receiver. */
 export function transferablesOf(values: readonly unknown[]): ArrayBuffer[] {
+  // Most calls carry only primitives: nothing to search, nothing allocated.
+  let objects = false;
+  for (const value of values) if (typeof value === "object" && value !== null) objects = true;
+  if (!objects) return EMPTY;
   const out = new Set<ArrayBuffer>();
   const budget = { items: MAX_ITEMS };
   for (const value of values) visit(value, 0, out, budget);
   return out.size === 0 ? EMPTY : [...out];
+}
+
+/** The buffers of one value (a result, a stream item): {@link transferablesOf} of `[value]`. */
+export function transferablesOfValue(value: unknown): ArrayBuffer[] {
+  return typeof value === "object" && value !== null ? transferablesOf([value]) : EMPTY;
 }
 
 const EMPTY: ArrayBuffer[] = [];

@@ -102,7 +102,14 @@ function channelCaller(
     "microtask",
   );
   const caller = new Caller((message, transfer) => batcher.push(message, transfer));
-  return { caller, receive: (data) => unbatch(data, (message) => onCall(caller, message)) };
+  return {
+    caller,
+    receive: (data) => {
+      unbatch(data, (message) => onCall(caller, message));
+      // The answers of synchronous methods go now; later ones with the next microtask.
+      batcher.flush();
+    },
+  };
 }
 
 /** Serves calls from a replica in another process, on a connection to this replica's socket. */
@@ -610,9 +617,15 @@ function onMessage(message: ToReplica): void {
 }
 
 if (parentPort) {
-  parentPort.on("message", (data: ToReplica | ToReplica[]) => unbatch(data, onMessage));
+  parentPort.on("message", (data: ToReplica | ToReplica[]) => {
+    unbatch(data, onMessage);
+    batcher.flush();
+  });
 } else {
-  process.on("message", (data) => unbatch(data as ToReplica | ToReplica[], onMessage));
+  process.on("message", (data) => {
+    unbatch(data as ToReplica | ToReplica[], onMessage);
+    batcher.flush();
+  });
   // The runtime going away (its IPC channel closing) ends this process; the watchdog
   // ends it even when its event loop is too busy to see that.
   process.on("disconnect", () => process.exit(0));

@@ -13,8 +13,11 @@ import type { Transfer } from "./transport/transport.js";
 
 /** A call in flight that the replica may hand back unrun (`busy`). */
 export interface RoutedCall extends PendingCall {
-  /** The replica did not run the call: it is full, or (with `closing`) stopping. */
-  busy(closing: boolean): void;
+  /**
+   * The replica did not run the call: it is full, or (with `closing`) stopping. `args`: the
+   * arguments it moved back (the caller's buffers were moved to it), to send again.
+   */
+  busy(closing: boolean, args?: unknown[]): void;
 }
 
 /** How long a replica NATS found no subscriber for is left alone before a call tries it again. */
@@ -107,7 +110,7 @@ export class ReplicaConnection {
     switch (message.t) {
       case "busy": {
         const pending = this.#responses.forget(message.id) as RoutedCall | undefined;
-        pending?.busy(message.closing === true);
+        pending?.busy(message.closing === true, message.a);
         return;
       }
       case "free":

@@ -16,7 +16,7 @@ import {
   watchConnection,
 } from "./transport/nats-link.js";
 import type { Socket } from "node:net";
-import { transferablesOfValue } from "./transport/transfer.js";
+import { transferablesOf, transferablesOfValue } from "./transport/transfer.js";
 import { ActiveRequest, requestStorage } from "./context.js";
 import { runInSpan, startCallSpan, type CallSpan } from "./call-span.js";
 import { captureConsole } from "./replica-log.js";
@@ -70,10 +70,17 @@ let natsConnection: Awaited<ReturnType<typeof connectNats>> | undefined;
  */
 class Caller {
   readonly active = new Map<number, ActiveRequest>();
-  constructor(readonly post: (message: ReplyMessage, transfer?: readonly ArrayBuffer[]) => void) {}
+  /**
+   * `movesBuffers`: the channel is a thread's (buffers can move on it), so a call this
+   * replica does not run gives its arguments back: the caller's moved buffers are detached.
+   */
+  constructor(
+    readonly post: (message: ReplyMessage, transfer?: readonly ArrayBuffer[]) => void,
+    readonly movesBuffers = false,
+  ) {}
 }
 
-const runtime = new Caller(post);
+const runtime = new Caller(post, parentPort !== null);
 const outgoing = new OutgoingCalls(post, () => reportLoad());
 let appName = "";
 /** `tracing.otlpEndpoint`'s exporter in this replica, when set. */
@@ -95,13 +102,14 @@ const rejected = new Set<Caller>();
  */
 function channelCaller(
   send: (message: ReplyMessage | ReplyMessage[], transfer: readonly ArrayBuffer[]) => void,
+  movesBuffers = false,
 ): { caller: Caller; receive: (data: CallMessage | CallMessage[]) => void } {
   const batcher = new MessageBatcher<ReplyMessage>(
     (message, transfer) => send(message, transfer as readonly ArrayBuffer[]),
     (message, error) => undeliverableReply(caller, message, error),
     "microtask",
   );
-  const caller = new Caller((message, transfer) => batcher.push(message, transfer));
+  const caller = new Caller((message, transfer) => batcher.push(message, transfer), movesBuffers);
   return {
     caller,
     receive: (data) => {
@@ -201,8 +209,9 @@ async function serveNats(options: ReplicaNats): Promise<void> {
 
 /** Serves calls from another replica on `port`. */
 function accept(port: MessagePort): void {
-  const { caller, receive } = channelCaller((message, transfer) =>
-    port.postMessage(message, transfer as ArrayBuffer[]),
+  const { caller, receive } = channelCaller(
+    (message, transfer) => port.postMessage(message, transfer as ArrayBuffer[]),
+    true,
   );
   port.on("message", receive);
   port.on("close", () => callerGone(caller));
@@ -436,13 +445,13 @@ function call(
   traceparent: string | undefined,
 ): void {
   if (stopping) {
-    caller.post({ t: "busy", id, closing: true });
+    refuse(caller, id, args, true);
     return;
   }
   if (ongoing >= maxOngoing) {
     // Other routers filled this replica: the caller's router tries another, or waits for `free`.
     rejected.add(caller);
-    caller.post({ t: "busy", id });
+    refuse(caller, id, args, false);
     return;
   }
   let fn: unknown;
@@ -522,6 +531,25 @@ function answer(
   caller.post({ t: "ok", id, v: value }, transferablesOfValue(value));
   request.endSpan("ok");
 }
+
+/**
+ * Answers `busy`: the call is not run here. Buffers it moved here go back with its
+ * arguments, so that the caller's router can send it again (its own are detached).
+ */
+function refuse(caller: Caller, id: number, args: unknown[], closing: boolean): void {
+  const moved = caller.movesBuffers ? transferablesOf(args) : NO_BUFFERS;
+  caller.post(
+    {
+      t: "busy",
+      id,
+      ...(closing && { closing: true }),
+      ...(moved.length > 0 && { a: args }),
+    },
+    moved,
+  );
+}
+
+const NO_BUFFERS: readonly ArrayBuffer[] = [];
 
 /** Says why (past the batcher, so the message leaves first), then ends this replica. */
 function endReplica(message: string): void {

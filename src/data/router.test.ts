@@ -65,6 +65,29 @@ describe("Router", () => {
     assert.equal(calls(a.sent).length, 2, "after free, A takes calls again");
   });
 
+  test("router - a call the replica hands back with its arguments goes again with those, moving their buffers", async () => {
+    const sent: { message: CallMessage; transfer: readonly unknown[] }[] = [];
+    const a = new ReplicaConnection("a", "d", (message, transfer = []) =>
+      sent.push({ message, transfer }),
+    );
+    const router = new Router("d", "d", { maxOngoingRequests: 4, maxQueuedRequests: 10 }, first);
+    router.setReplicas([a]);
+    const data = new Float32Array([1, 2, 3]);
+    const result = router.call("m", [data], { transfer: [data.buffer] });
+    assert.deepEqual(sent[0]!.transfer, [data.buffer]);
+    // The replica was full: the buffer it was moved comes back with the arguments.
+    const back = [new Float32Array([1, 2, 3])];
+    a.onMessage({ t: "busy", id: sent[0]!.message.id, a: back });
+    a.onMessage({ t: "free" });
+    assert.equal(sent.length, 2, "sent again once the replica is free");
+    const again = sent[1]!.message;
+    assert.ok(again.t === "call");
+    assert.equal(again.a, back, "with the arguments the replica gave back");
+    assert.deepEqual(sent[1]!.transfer, [back[0]!.buffer], "whose buffer moves again");
+    a.onMessage({ t: "ok", id: again.id, v: 6 });
+    assert.equal(await result, 6);
+  });
+
   test("router - when every replica is busy the call waits first in line, and goes out on free", async () => {
     const a = replica("a");
     const router = new Router("d", "d", { maxOngoingRequests: 4, maxQueuedRequests: 10 });

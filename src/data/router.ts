@@ -30,6 +30,7 @@ import type { SerializedError } from "../wire/protocol.js";
 import type { CancelScope } from "./cancel.js";
 import type { ReplicaConnection, RoutedCall } from "./connection.js";
 import type { StreamReader } from "./responses.js";
+import { transferablesOf } from "./transport/transfer.js";
 import type { Transfer } from "./transport/transport.js";
 
 export interface CallOptions {
@@ -69,6 +70,7 @@ export interface RoutedReplica {
 }
 
 const NO_MODELS: ReadonlySet<string> = new Set();
+const NO_TRANSFER: Transfer = [];
 
 /** How the router picks among replicas: a function, so the policy can be swapped. */
 export type ReplicaChooser = (
@@ -154,15 +156,19 @@ class Request implements RoutedCall {
   readonly #router: Router;
   #unsubscribe: (() => void) | undefined;
 
+  /** Buffers of the arguments that move to the replica (see {@link CallOptions.transfer}). */
+  transfer: Transfer;
+
   constructor(
     router: Router,
     readonly method: string | undefined,
-    readonly args: unknown[],
+    public args: unknown[],
     readonly options: CallOptions,
     readonly resolveCall: (value: unknown) => void,
     readonly rejectCall: (error: unknown) => void,
   ) {
     this.#router = router;
+    this.transfer = options.transfer ?? NO_TRANSFER;
     this.model = options.multiplexedModelId;
     const { cancel, timeoutMs } = options;
     if (timeoutMs !== undefined) {
@@ -229,7 +235,12 @@ class Request implements RoutedCall {
     this.#release();
   }
 
-  busy(closing: boolean): void {
+  busy(closing: boolean, args?: unknown[]): void {
+    // The buffers this call moved are detached here: it goes again with the replica's.
+    if (args) {
+      this.args = args;
+      this.transfer = transferablesOf(args);
+    }
     const slot = this.slot;
     if (slot) {
       if (closing) slot.out = true;
@@ -463,7 +474,7 @@ export class Router {
       request.callId = slot.connection.call(
         request.method,
         request.args,
-        request.options.transfer ?? [],
+        request.transfer,
         request.options.requestId,
         request,
         request.model,

@@ -128,8 +128,15 @@ export type ReplyMessage =
   /**
    * The replica did not run call `id`: it is at its `maxOngoingRequests` (or, with
    * `closing`, it is stopping). The router sends it to another replica, or queues it.
+   * `a`: the call's arguments, moved back when the call moved buffers to the replica
+   * (the caller's own are detached): the call is sent again with these.
    */
-  | { readonly t: "busy"; readonly id: number; readonly closing?: boolean }
+  | {
+      readonly t: "busy";
+      readonly id: number;
+      readonly closing?: boolean;
+      readonly a?: unknown[];
+    }
   /** A slot is free again on a replica that answered `busy` on this channel. */
   | { readonly t: "free" };
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { serve } from "../serve.js";
-import { app, type Caller } from "../fixtures/direct-app.js";
+import { app, payload, type Caller, type Leaf } from "../fixtures/direct-app.js";
 
 describe("data plane: replicas call each other directly", { timeout: 60_000 }, () => {
   const layouts = {
@@ -41,5 +41,25 @@ describe("data plane: replicas call each other directly", { timeout: 60_000 }, (
     assert.equal(results.length, 12);
     for (const { most } of results) assert.ok(most <= 2, `a leaf ran ${most} calls at once`);
     assert.deepEqual(new Set(results.map((r) => r.replica)), new Set(["leaf#1", "leaf#2"]));
+  });
+
+  test("direct - a call that moved its buffers and was answered busy is sent again with them intact", async () => {
+    // Three routers (two replicas' and this thread's) fill leaves capped at 2 each with calls
+    // whose Float32Array moves to the replica: the calls a full leaf hands back carry their
+    // buffers back, or they would be sent again empty (the caller's copy is detached).
+    await using server = await serve(app);
+    const caller = server.getHandle<Caller>("caller");
+    const leaf = server.getHandle<Leaf>("leaf");
+    const expected = (seed: number) => ({ length: 1024, sum: seed * 1024 + 523_776 });
+    const [a, b, c] = await Promise.all([
+      caller.weighBurst(8, 30),
+      caller.weighBurst(8, 30),
+      Promise.all(Array.from({ length: 8 }, (_, i) => leaf.weigh(payload(i), 30))),
+    ]);
+    for (const results of [a, b, c])
+      assert.deepEqual(
+        results,
+        results.map((_, i) => expected(i)),
+      );
   });
 });

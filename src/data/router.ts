@@ -186,7 +186,8 @@ class Request implements RoutedCall {
 
   /**
    * The request waits in the queue: it fails once it has waited `maxQueueWaitMs` since it
-   * first waited there (a request a replica handed back waits on from then), and a request for a model stops waiting for its replicas after
+   * first waited there under that limit (a request a replica handed back waits on from
+   * then), and a request for a model stops waiting for its replicas after
    * {@link MODEL_MATCH_WAIT_MS}.
    */
   queued(maxQueueWaitMs: number | undefined, matchWaitMs: number): void {

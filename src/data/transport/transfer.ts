@@ -49,7 +49,12 @@ function visit(
 export function transferablesOf(values: readonly unknown[]): ArrayBuffer[] {
   // Most calls carry only primitives: nothing to search, nothing allocated.
   let objects = false;
-  for (const value of values) if (typeof value === "object" && value !== null) objects = true;
+  for (const value of values) {
+    if (typeof value === "object" && value !== null) {
+      objects = true;
+      break;
+    }
+  }
   if (!objects) return EMPTY;
   const out = new Set<ArrayBuffer>();
   const budget = { items: MAX_ITEMS };

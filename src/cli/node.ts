@@ -52,6 +52,7 @@ import type { ReplicaTransport } from "../data/transport/transport.js";
 import { OptionsError, ReplicaDiedError } from "../errors.js";
 import { unsendableArguments } from "../dag/call-args.js";
 import { serializeError } from "../wire/error-codec.js";
+import { CallTable } from "../data/call-table.js";
 import {
   NAME_PATTERN,
   subjects,
@@ -725,14 +726,15 @@ export class ClusterNode {
       ReplyMessage | ReplyMessage[] | GoneMessage | ResetMessage,
       CallMessage | CallMessage[] | { t: "bye" }
     >(this.nc);
-    const pending = new Set<number>();
+    // The calls sent on and not answered yet (not a Set: see CallTable).
+    const pending = new CallTable<true>();
     let closed = false;
     const failPending = (reason: string, lost = false): void => {
       if (pending.size === 0) return;
       const e = serializeError(
         new ReplicaDiedError(target.deployment, target.replica, reason, lost),
       );
-      toLocal([...pending].map((id) => ({ t: "err", id, e, user: false }) as const));
+      toLocal(pending.ids().map((id) => ({ t: "err", id, e, user: false }) as const));
       pending.clear();
     };
     const bridge: Bridge = {
@@ -740,7 +742,7 @@ export class ClusterNode {
       reset: (reason) => {
         if (closed) return;
         // The target may still run them: it is told to stop (it ignores an id it never saw).
-        for (const id of pending) {
+        for (const id of pending.ids()) {
           try {
             mailbox.send(subject, { t: "cancel", id, reason: "abort" });
           } catch {
@@ -831,7 +833,7 @@ export class ClusterNode {
         return;
       }
       for (const m of list) {
-        if (m.t === "call") pending.add(m.id);
+        if (m.t === "call") pending.set(m.id, true);
         else pending.delete(m.id);
       }
     };

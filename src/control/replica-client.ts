@@ -121,7 +121,7 @@ export class ReplicaClient {
   control(message: DistributiveOmit<Control, "id">, timeoutMs: number): Promise<void> {
     const id = this.#nextControlId--;
     return settleWithin(timeoutMs, `${message.t} of replica ${this.id}`, (settle) => {
-      this.#control.add(id, { ...settle, toError: (error) => deserializeError(error) });
+      this.#control.addWithId(id, { ...settle, toError: (error) => deserializeError(error) });
       this.transport.send({ ...message, id });
       return () => this.#control.forget(id);
     });

@@ -20,6 +20,9 @@ export interface RoutedCall extends PendingCall {
   busy(closing: boolean, args?: unknown[]): void;
 }
 
+/** The id of a call not sent (its replica is away): no answer and nothing to cancel has it. */
+const NOT_SENT = 0;
+
 /** How long a replica NATS found no subscriber for is left alone before a call tries it again. */
 export const AWAY_MS = 1_000;
 
@@ -39,7 +42,6 @@ export class ReplicaConnection {
   multiplexed = false;
   readonly #send: (message: CallMessage, transfer?: Transfer) => void;
   readonly #responses = new Responses();
-  #nextId = 1;
   /** Set while the replica is unreachable (NATS had no subscriber for it): calls are answered busy. */
   #away: NodeJS.Timeout | undefined;
 
@@ -63,13 +65,12 @@ export class ReplicaConnection {
     model?: string,
     traceparent?: string,
   ): number {
-    const id = this.#nextId++;
     if (this.#away) {
       // Not sent: the router takes it elsewhere, or holds it until this replica is back.
       queueMicrotask(() => pending.busy(false));
-      return id;
+      return NOT_SENT;
     }
-    this.#responses.add(id, pending);
+    const id = this.#responses.add(pending);
     // The optional fields only when set: most calls carry neither.
     const message: CallMessage =
       model === undefined && traceparent === undefined

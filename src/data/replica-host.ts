@@ -39,6 +39,7 @@ import { watchMemory } from "./memory-limit.js";
 import { isAsyncIterable, isPromiseLike } from "../values.js";
 import { ensureTypeScriptLoader } from "../app/typescript-loader.js";
 import { replicaStats, type Outcome } from "./replica-stats.js";
+import { CallTable } from "./call-table.js";
 
 type Callable = (...args: unknown[]) => unknown;
 type Instance = Record<string, unknown>;
@@ -69,7 +70,8 @@ let natsConnection: Awaited<ReturnType<typeof connectNats>> | undefined;
  * replica was handed by the control plane. Replies go back on the channel the call came on.
  */
 class Caller {
-  readonly active = new Map<number, ActiveRequest>();
+  /** The caller's calls running here, by the caller's ids (not a `Map`: see CallTable). */
+  readonly active = new CallTable<ActiveRequest>();
   /**
    * `movesBuffers`: the channel is a thread's (buffers can move on it), so a call this
    * replica does not run gives its arguments back: the caller's moved buffers are detached.
@@ -129,7 +131,7 @@ function acceptSocket(socket: Socket): void {
 
 /** The caller went away (its replica stopped): what it asked for is cancelled. */
 function callerGone(caller: Caller): void {
-  for (const id of [...caller.active.keys()]) cancel(caller, id, "abort");
+  for (const id of caller.active.ids()) cancel(caller, id, "abort");
   rejected.delete(caller);
 }
 
@@ -201,7 +203,7 @@ async function serveNats(options: ReplicaNats): Promise<void> {
           t: "reset",
           reason: connectionLost(`replica ${replicaName}'s`),
         });
-        for (const id of [...caller.active.keys()]) cancel(caller, id, "abort");
+        for (const id of caller.active.ids()) cancel(caller, id, "abort");
       }
     },
   });
@@ -232,9 +234,8 @@ function undeliverableReply(caller: Caller, message: ReplyMessage, error: Error)
 
 /** A call is over (answered, ended, or cancelled): its slot is free. */
 function finish(caller: Caller, id: number, outcome: Outcome): void {
-  const request = caller.active.get(id);
+  const request = caller.active.take(id);
   if (!request) return;
-  caller.active.delete(id);
   if (request.startedAt > 0)
     replicaStats.call(outcome, (performance.now() - request.startedAt) / 1000);
   ongoing--;

@@ -4,6 +4,7 @@
  * rejected whole when the peer exits.
  */
 import type { Response, SerializedError } from "../wire/protocol.js";
+import { CallTable } from "./call-table.js";
 
 /** Items of a streamed response, consumed with `for await`. */
 export class StreamReader implements AsyncIterableIterator<unknown> {
@@ -96,21 +97,26 @@ export interface PendingCall {
 }
 
 export class Responses {
-  readonly #pending = new Map<number, PendingCall>();
+  /** Not a `Map`: see {@link CallTable} (a `Map` here made every young collection slow). */
+  readonly #pending = new CallTable<PendingCall>();
 
   get size(): number {
     return this.#pending.size;
   }
 
-  add(id: number, call: PendingCall): void {
+  /** Holds `call` until its response; returns the id its messages carry. */
+  add(call: PendingCall): number {
+    return this.#pending.add(call);
+  }
+
+  /** Holds `call` under an id of the caller's own (control messages: negative ids). */
+  addWithId(id: number, call: PendingCall): void {
     this.#pending.set(id, call);
   }
 
   /** Forgets a call (after a cancel); a late response to it is ignored. */
   forget(id: number): PendingCall | undefined {
-    const call = this.#pending.get(id);
-    this.#pending.delete(id);
-    return call;
+    return this.#pending.take(id);
   }
 
   onResponse(message: Response): void {
@@ -118,12 +124,12 @@ export class Responses {
     if (!call) return;
     switch (message.t) {
       case "ok":
-        this.#pending.delete(message.id);
+        this.#pending.take(message.id);
         call.settled?.();
         call.resolve(message.v);
         return;
       case "err": {
-        this.#pending.delete(message.id);
+        this.#pending.take(message.id);
         call.settled?.();
         const error = call.toError(message.e, message.user);
         if (call.stream) call.stream.end(error);
@@ -144,7 +150,7 @@ export class Responses {
         call.stream?.push(message.v);
         return;
       case "end":
-        this.#pending.delete(message.id);
+        this.#pending.take(message.id);
         call.settled?.();
         call.stream?.end();
         return;
@@ -153,12 +159,12 @@ export class Responses {
 
   /** The ids of the calls pending now. */
   ids(): number[] {
-    return [...this.#pending.keys()];
+    return this.#pending.ids();
   }
 
   /** Rejects every pending call (the peer is gone). */
   rejectAll(error: () => Error): void {
-    const calls = [...this.#pending.values()];
+    const calls = this.#pending.values();
     this.#pending.clear();
     for (const call of calls) {
       call.settled?.();

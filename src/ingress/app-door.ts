@@ -24,7 +24,7 @@ import { isAsyncIterable } from "../values.js";
 import { headerReader, readInput } from "./body.js";
 import {
   configureFastify,
-  replies,
+  replyOf,
   sharedFastifyOptions,
   type DoorState,
 } from "./fastify-setup.js";
@@ -146,7 +146,7 @@ export async function mountApplication(
           multiplexedModelId: request && modelIdOf(request.headers[MODEL_ID_HEADER]),
           traceparent: requestTraceparent(request),
           ...(request && {
-            cancel: cancelOnClose(request, replies.get(request)),
+            cancel: cancelOnClose(request, replyOf(request)),
             header: headerReader(request),
           }),
           ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),

@@ -55,8 +55,18 @@ export interface DoorState {
   readonly closedLabel: () => string;
 }
 
-/** The reply of each request, for code that has only the request (routes' `app.call`). */
-export const replies = new WeakMap<FastifyRequest, FastifyReply>();
+const REPLY = Symbol("tributary.reply");
+
+/**
+ * The reply of `request`, for code that has only the request (routes' `app.call`). It is
+ * kept on the request, not in a `WeakMap`: a `WeakMap` entry whose value (the reply)
+ * references its key (the request) survives every young-generation collection, so each
+ * request and reply was promoted to the old generation. Measured with bare Fastify and such
+ * a map filled in a hook: scavenges of 8 ms instead of 0.3 ms, and 0.65× the requests/s.
+ */
+export function replyOf(request: FastifyRequest): FastifyReply | undefined {
+  return (request as { [REPLY]?: FastifyReply })[REPLY];
+}
 
 /** The Fastify options every instance of the front door shares. */
 export const sharedFastifyOptions = {
@@ -172,7 +182,7 @@ export async function configureFastify(fastify: FastifyInstance, state: DoorStat
       request.raw.socket.destroy();
       return;
     }
-    replies.set(request, reply);
+    (request as { [REPLY]?: FastifyReply })[REPLY] = reply;
     void reply.header("x-request-id", request.id);
     if (state.closing()) {
       void reply.header("connection", "close");

@@ -65,6 +65,25 @@ describe("CallTable", () => {
     assert.deepEqual(holder.ids(), []);
   });
 
+  test("CallTable - an id never given (0, the id of a call not sent) finds nothing and frees nothing", () => {
+    const table = new CallTable<string>();
+    table.take(table.add("over")); // index 0 is free now
+    assert.equal(table.take(0), undefined);
+    assert.equal(table.take(0), undefined);
+    assert.equal(table.has(0), false);
+    assert.equal(table.size, 0);
+    const a = table.add("a");
+    const b = table.add("b");
+    assert.notEqual(a % INDEX_SPAN, b % INDEX_SPAN, "one index was given twice");
+    const holder = new CallTable<string>();
+    holder.set(0, "zero");
+    assert.equal(holder.size, 1);
+    assert.equal(holder.get(0), "zero");
+    assert.equal(holder.take(0), "zero");
+    assert.equal(holder.take(0), undefined);
+    assert.equal(holder.size, 0);
+  });
+
   test("CallTable - values and clear", () => {
     const table = new CallTable<string>();
     const ids = ["a", "b", "c"].map((v) => table.add(v));

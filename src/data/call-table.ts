@@ -20,12 +20,15 @@
  * another table gave ({@link CallTable.set}: the calls a replica runs for a caller), not both.
  */
 
+/** The id of a free index: NaN equals nothing, so no id (0, a stale one) finds a free index. */
+const FREE = NaN;
+
 /** Indexes per generation: at most this many calls in flight on one table. */
 export const INDEX_SPAN = 2 ** 21;
 
 export class CallTable<T> {
   #values: (T | undefined)[] = [];
-  /** The id held at each index now (0: free). */
+  /** The id held at each index now ({@link FREE}: none; no id equals it, 0 included). */
   #ids: number[] = [];
   /** The generation each index will give its next id. */
   #generations: number[] = [];
@@ -47,7 +50,7 @@ export class CallTable<T> {
       if (index >= INDEX_SPAN)
         throw new RangeError(`more than ${INDEX_SPAN} calls in flight on one channel`);
       this.#values.push(undefined);
-      this.#ids.push(0);
+      this.#ids.push(FREE);
       this.#generations.push(1);
     }
     const generation = this.#generations[index]!;
@@ -74,16 +77,17 @@ export class CallTable<T> {
       return;
     }
     this.#size++;
+    const held = this.#ids[index];
     // (An index far past the end would make the arrays sparse: such ids go beside.)
     if (
       Number.isInteger(index) &&
       index >= 0 &&
       index < this.#values.length + 1024 &&
-      !this.#ids[index]
+      (held === undefined || Number.isNaN(held))
     ) {
       while (this.#values.length <= index) {
         this.#values.push(undefined);
-        this.#ids.push(0);
+        this.#ids.push(FREE);
       }
       this.#values[index] = value;
       this.#ids[index] = id;
@@ -108,7 +112,7 @@ export class CallTable<T> {
     if (this.#ids[index] === id) {
       const value = this.#values[index];
       this.#values[index] = undefined;
-      this.#ids[index] = 0;
+      this.#ids[index] = FREE;
       // Only the indexes this table gives ids for go back to be given again.
       if (this.#generations[index] !== undefined) this.#free.push(index);
       this.#size--;
@@ -129,7 +133,7 @@ export class CallTable<T> {
 
   /** The ids held now. */
   ids(): number[] {
-    const ids = this.#ids.filter((id) => id !== 0);
+    const ids = this.#ids.filter((id) => !Number.isNaN(id));
     if (this.#overflow) ids.push(...this.#overflow.keys());
     return ids;
   }

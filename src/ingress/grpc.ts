@@ -240,14 +240,27 @@ export interface GrpcOptions {
   readonly metrics?: FrontDoorMetrics | undefined;
 }
 
+/** A running gRPC front door. */
+export interface GrpcFrontDoor {
+  readonly port: number;
+  /** The largest message from now on, on the same listener (calls that started keep theirs). */
+  setMaxMessageBytes(bytes: number): void;
+  close(force?: Promise<void>): Promise<void>;
+}
+
 export async function startGrpc(
   targets: IngressTargets,
   options: GrpcOptions,
-): Promise<{ port: number; close: (force?: Promise<void>) => Promise<void> }> {
-  const server = new grpc.Server({
+): Promise<GrpcFrontDoor> {
+  // grpc-js reads the message limits from this object, which it keeps, as each call starts
+  // (Server#options, passed to every call it makes): changing them here applies to the
+  // calls that follow. Making a new server for a new limit would need a second bind of the
+  // port, which in a front-door worker process is a new cluster key: EADDRINUSE.
+  const limits = {
     "grpc.max_receive_message_length": options.maxMessageBytes,
     "grpc.max_send_message_length": options.maxMessageBytes,
-  });
+  };
+  const server = new grpc.Server(limits);
   // Each application is a model, by its name.
   const modelNamed = (name: string): IngressTarget => {
     const target = targetNamed(targets, name);
@@ -415,6 +428,10 @@ export async function startGrpc(
   );
   return {
     port,
+    setMaxMessageBytes(bytes) {
+      limits["grpc.max_receive_message_length"] = bytes;
+      limits["grpc.max_send_message_length"] = bytes;
+    },
     // Calls in flight may finish until `force` resolves (by default 5 s); then they are cut.
     close: (force = new Promise<void>((resolve) => setTimeout(resolve, 5_000).unref())) =>
       new Promise<void>((resolve) => {

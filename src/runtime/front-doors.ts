@@ -5,6 +5,7 @@
  */
 import { toMilliseconds } from "../options.js";
 import type { HttpFrontDoor, HttpSettings } from "../ingress/http.js";
+import type { GrpcFrontDoor } from "../ingress/grpc.js";
 import { singleTarget, type IngressTarget, type IngressTargets } from "../ingress/target.js";
 import type { RunOptions } from "./server.js";
 import { requirePackages } from "../optional-package.js";
@@ -82,10 +83,8 @@ export async function startFrontDoors(
   const address = http.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
   const key = listenerKey(options);
-  type Grpc = { port: number; close: (force?: Promise<void>) => Promise<void> };
-  let grpc: Grpc | undefined;
-  let grpcLimit = initial.bodyLimit;
-  const openGrpc = async (grpcPort: number, limit: number): Promise<Grpc> => {
+  let grpc: GrpcFrontDoor | undefined;
+  const openGrpc = async (grpcPort: number, limit: number): Promise<GrpcFrontDoor> => {
     requirePackages("gRPC (the grpc option)", GRPC_PACKAGES);
     const { startGrpc } = await import("../ingress/grpc.js");
     return startGrpc(targets, {
@@ -97,7 +96,7 @@ export async function startFrontDoors(
     });
   };
   try {
-    if (options.grpc) grpc = await openGrpc(options.grpc.port ?? 9000, grpcLimit);
+    if (options.grpc) grpc = await openGrpc(options.grpc.port ?? 9000, initial.bodyLimit);
   } catch (error) {
     await http.close();
     throw error;
@@ -113,14 +112,8 @@ export async function startFrontDoors(
         .filter((name) => settings[name] !== http.settings[name])
         .map((name) => SETTING_NAMES[name]);
       http.apply(settings);
-      if (grpc && settings.bodyLimit !== grpcLimit) {
-        // grpc-js fixes its message limit when the server is made: the gRPC server alone is
-        // replaced on the same port, after its calls in flight end (HTTP is untouched).
-        const old = grpc;
-        await old.close();
-        grpcLimit = settings.bodyLimit;
-        grpc = await openGrpc(old.port, grpcLimit);
-      }
+      // The gRPC listener stays: its calls from now on take the new message limit.
+      grpc?.setMaxMessageBytes(settings.bodyLimit);
       return changed;
     },
     close: async (force) => {

@@ -4,7 +4,9 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { Instance } from "tributary/internal";
+import * as grpc from "@grpc/grpc-js";
+import { Instance, loadInferenceService } from "tributary/internal";
+import { type Client, rpc } from "../ingress/grpc-client.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -71,6 +73,52 @@ test(
         socket.destroy();
       }
     } finally {
+      await instance.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+test(
+  "instance - a new bodyLimit reaches the gRPC listener in place: same port, same connection, the new message limit",
+  { timeout: 90_000 },
+  async () => {
+    const dir = await mkdtemp(join(ROOT, ".tmp-grpc-settings-"));
+    const instance = new Instance({
+      adminHost: "127.0.0.1",
+      adminPort: 0,
+      adminToken: undefined,
+      stateDir: join(dir, "state"),
+      imports: { projectDir: ROOT },
+    });
+    const file = join(dir, "serve.yaml");
+    const withLimit = (limit: string): string =>
+      `http: { port: 0${limit} }\ngrpc: { port: 0 }\napplications:\n  - name: sleepy\n    importPath: ./app.ts:app\n`;
+    await writeFile(join(dir, "app.ts"), 'export { app } from "../test/fixtures/sleepy-app.js";\n');
+    let client: Client | undefined;
+    try {
+      await instance.deploy(withLimit(""), file);
+      const { grpcPort } = (await instance.status()) as { grpcPort: number };
+      const Service = loadInferenceService();
+      client = new Service(
+        `127.0.0.1:${grpcPort}`,
+        grpc.credentials.createInsecure(),
+      ) as unknown as Client;
+      const long = { name: "x".repeat(100) };
+      await assert.rejects(
+        rpc(client, "ModelMetadata", long),
+        (error: grpc.ServiceError) => error.code === grpc.status.NOT_FOUND,
+      );
+      const result = await instance.deploy(withLimit(", bodyLimit: 64"), file);
+      assert.deepEqual(result.http, ["bodyLimit"]);
+      assert.equal(((await instance.status()) as { grpcPort: number }).grpcPort, grpcPort);
+      await assert.rejects(
+        rpc(client, "ModelMetadata", long),
+        (error: grpc.ServiceError) => error.code === grpc.status.RESOURCE_EXHAUSTED,
+      );
+      assert.deepEqual(await rpc(client, "ModelReady", { name: "sleepy" }), { ready: true });
+    } finally {
+      client?.close();
       await instance.close();
       await rm(dir, { recursive: true, force: true });
     }

@@ -309,7 +309,7 @@ describe(
 
     test("multi-app workers - the same deploys (code roll under load, removal with a drain) through two worker processes; a worker that dies is replaced with every application", async () => {
       await rollAndRemove(instance, dir, 2);
-      const status = (await instance.status()) as { url: string };
+      const status = (await instance.status()) as { url: string; grpcPort: number };
       const pids = instance.frontDoorPids();
       assert.equal(pids.length, 2);
       process.kill(pids[0]!, "SIGKILL");
@@ -352,6 +352,30 @@ describe(
         ),
       );
       assert.deepEqual([...new Set(big)], [413], "every worker applies the new limit");
+      // gRPC too, on the same listener (it is not made anew: in a worker process that would
+      // be a second bind of its port, EADDRINUSE). Each client has a connection of its own.
+      const { grpcPort } = (await instance.status()) as { grpcPort: number };
+      assert.equal(grpcPort, status.grpcPort, "the gRPC port stays");
+      const Service = loadInferenceService();
+      const clients = Array.from(
+        { length: 6 },
+        () =>
+          new Service(`127.0.0.1:${grpcPort}`, grpc.credentials.createInsecure(), {
+            "grpc.use_local_subchannel_pool": 1,
+          }) as unknown as Client,
+      );
+      try {
+        for (const client of clients) {
+          await assert.rejects(
+            rpc(client, "ModelMetadata", { name: "x".repeat(100) }),
+            (error: grpc.ServiceError) => error.code === grpc.status.RESOURCE_EXHAUSTED,
+          );
+          assert.deepEqual(await rpc(client, "ModelReady", { name: "beta" }), { ready: true });
+        }
+      } finally {
+        for (const client of clients) client.close();
+      }
+      assert.deepEqual(instance.frontDoorPids().sort(), pidsBefore, "no worker died");
       const single = await instance.deploy(configWith(1, beta), file);
       assert.deepEqual(single.http, ["workers"]);
       assert.deepEqual(instance.frontDoorPids(), []);

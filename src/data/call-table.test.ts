@@ -84,6 +84,31 @@ describe("CallTable", () => {
     assert.equal(holder.size, 0);
   });
 
+  test("CallTable - after its last generation an index's ids start again at 1, and still find their calls", () => {
+    const table = new CallTable<number>(3);
+    const ids: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const id = table.add(i);
+      ids.push(id);
+      assert.equal(table.get(id), i);
+      assert.equal(table.take(id), i);
+    }
+    assert.deepEqual(
+      ids.map((id) => Math.floor(id / INDEX_SPAN)),
+      [1, 2, 3, 1, 2, 3, 1],
+    );
+    assert.equal(table.size, 0);
+  });
+
+  test("CallTable - a table gives ids or holds others', not both", () => {
+    const giver = new CallTable<string>();
+    giver.add("a");
+    assert.throws(() => giver.set(-1, "b"), /gives ids/);
+    const holder = new CallTable<string>();
+    holder.set(5, "a");
+    assert.throws(() => holder.add("b"), /holds ids from elsewhere/);
+  });
+
   test("CallTable - values and clear", () => {
     const table = new CallTable<string>();
     const ids = ["a", "b", "c"].map((v) => table.add(v));

@@ -26,6 +26,12 @@ const FREE = NaN;
 /** Indexes per generation: at most this many calls in flight on one table. */
 export const INDEX_SPAN = 2 ** 21;
 
+/**
+ * The last generation before an index's ids start again at 1: ids stay below 2^53, exact
+ * as numbers, and an id comes back only after 2^32 calls took its index since.
+ */
+export const MAX_GENERATION = 2 ** 32;
+
 export class CallTable<T> {
   #values: (T | undefined)[] = [];
   /** The id held at each index now ({@link FREE}: none; no id equals it, 0 included). */
@@ -37,6 +43,12 @@ export class CallTable<T> {
   /** Entries whose index was taken (by {@link set} with an id from elsewhere). */
   #overflow: Map<number, T> | undefined;
   #size = 0;
+  readonly #maxGeneration: number;
+
+  /** `maxGeneration`: see {@link MAX_GENERATION} (smaller only in tests). */
+  constructor(maxGeneration = MAX_GENERATION) {
+    this.#maxGeneration = maxGeneration;
+  }
 
   get size(): number {
     return this.#size;
@@ -44,6 +56,8 @@ export class CallTable<T> {
 
   /** Holds `value` under a new id, which this table gives (never 0). */
   add(value: T): number {
+    if (this.#overflow || (this.#generations.length === 0 && this.#values.length > 0))
+      throw new Error("CallTable: a table that holds ids from elsewhere (set) gives none");
     let index = this.#free.pop();
     if (index === undefined) {
       index = this.#values.length;
@@ -54,7 +68,7 @@ export class CallTable<T> {
       this.#generations.push(1);
     }
     const generation = this.#generations[index]!;
-    this.#generations[index] = generation + 1;
+    this.#generations[index] = generation >= this.#maxGeneration ? 1 : generation + 1;
     const id = generation * INDEX_SPAN + index;
     this.#values[index] = value;
     this.#ids[index] = id;
@@ -67,6 +81,8 @@ export class CallTable<T> {
    * that is free, else (a call the caller gave up on still runs there) beside.
    */
   set(id: number, value: T): void {
+    if (this.#generations.length > 0)
+      throw new Error("CallTable: a table that gives ids (add) holds no others");
     const index = id % INDEX_SPAN;
     if (this.#ids[index] === id) {
       this.#values[index] = value;

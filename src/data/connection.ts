@@ -95,6 +95,7 @@ export class ReplicaConnection {
 
   /** Gives up on a call: its caller has been answered; the replica is told to stop it. */
   cancel(id: number, reason: "timeout" | "abort"): void {
+    if (id === NOT_SENT) return; // the replica never had it
     const pending = this.#responses.forget(id);
     // The replica hears of it before the call that may take the freed slot.
     if (!this.closed) this.#send({ t: "cancel", id, reason });

@@ -80,7 +80,7 @@ test(
 );
 
 test(
-  "instance - a new bodyLimit reaches the gRPC listener in place: same port, same connection, the new message limit",
+  "instance - a new bodyLimit reaches the gRPC listener in place: same port, the new message limit",
   { timeout: 90_000 },
   async () => {
     const dir = await mkdtemp(join(ROOT, ".tmp-grpc-settings-"));

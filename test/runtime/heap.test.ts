@@ -95,6 +95,6 @@ describe("main thread heap", { timeout: 120_000 }, () => {
     assert.equal(answered, 20_000);
     console.log(`old generation grown under 20,000 requests: ${(grown / 1e6).toFixed(1)} MB`);
     // Measured here: about 16 MB; with a reply kept in a WeakMap 86 MB, with calls in a Map 53 MB.
-    assert.ok(grown < 32e6, `the old generation grew by ${(grown / 1e6).toFixed(1)} MB`);
+    assert.ok(grown < 40e6, `the old generation grew by ${(grown / 1e6).toFixed(1)} MB`);
   });
 });

@@ -43,6 +43,8 @@ export class CallTable<T> {
   /** Entries whose index was taken (by {@link set} with an id from elsewhere). */
   #overflow: Map<number, T> | undefined;
   #size = 0;
+  /** Set by the first `add` or `set`: whether this table gives ids or holds others'. */
+  #role: "gives" | "holds" | undefined;
   readonly #maxGeneration: number;
 
   /** `maxGeneration`: see {@link MAX_GENERATION} (smaller only in tests). */
@@ -56,8 +58,9 @@ export class CallTable<T> {
 
   /** Holds `value` under a new id, which this table gives (never 0). */
   add(value: T): number {
-    if (this.#overflow || (this.#generations.length === 0 && this.#values.length > 0))
+    if (this.#role === "holds")
       throw new Error("CallTable: a table that holds ids from elsewhere (set) gives none");
+    this.#role = "gives";
     let index = this.#free.pop();
     if (index === undefined) {
       index = this.#values.length;
@@ -81,8 +84,9 @@ export class CallTable<T> {
    * that is free, else (a call the caller gave up on still runs there) beside.
    */
   set(id: number, value: T): void {
-    if (this.#generations.length > 0)
+    if (this.#role === "gives")
       throw new Error("CallTable: a table that gives ids (add) holds no others");
+    this.#role = "holds";
     const index = id % INDEX_SPAN;
     if (this.#ids[index] === id) {
       this.#values[index] = value;
@@ -129,8 +133,8 @@ export class CallTable<T> {
       const value = this.#values[index];
       this.#values[index] = undefined;
       this.#ids[index] = FREE;
-      // Only the indexes this table gives ids for go back to be given again.
-      if (this.#generations[index] !== undefined) this.#free.push(index);
+      // Only a table that gives ids gives its indexes again.
+      if (this.#role === "gives") this.#free.push(index);
       this.#size--;
       return value;
     }

@@ -56,6 +56,7 @@ export interface DoorState {
 }
 
 const REPLY = Symbol("tributary.reply");
+type WithReply = { [REPLY]?: FastifyReply };
 
 /**
  * The reply of `request`, for code that has only the request (routes' `app.call`). It is
@@ -65,7 +66,7 @@ const REPLY = Symbol("tributary.reply");
  * a map filled in a hook: scavenges of 8 ms instead of 0.3 ms, and 0.65× the requests/s.
  */
 export function replyOf(request: FastifyRequest): FastifyReply | undefined {
-  return (request as { [REPLY]?: FastifyReply })[REPLY];
+  return (request as WithReply)[REPLY];
 }
 
 /** The Fastify options every instance of the front door shares. */
@@ -182,7 +183,7 @@ export async function configureFastify(fastify: FastifyInstance, state: DoorStat
       request.raw.socket.destroy();
       return;
     }
-    (request as { [REPLY]?: FastifyReply })[REPLY] = reply;
+    (request as WithReply)[REPLY] = reply;
     void reply.header("x-request-id", request.id);
     if (state.closing()) {
       void reply.header("connection", "close");

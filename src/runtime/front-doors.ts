@@ -84,19 +84,18 @@ export async function startFrontDoors(
   const port = typeof address === "object" && address ? address.port : options.port;
   const key = listenerKey(options);
   let grpc: GrpcFrontDoor | undefined;
-  const openGrpc = async (grpcPort: number, limit: number): Promise<GrpcFrontDoor> => {
-    requirePackages("gRPC (the grpc option)", GRPC_PACKAGES);
-    const { startGrpc } = await import("../ingress/grpc.js");
-    return startGrpc(targets, {
-      host,
-      port: grpcPort,
-      maxMessageBytes: limit,
-      requestTimeoutMs: () => http.settings.requestTimeoutMs,
-      metrics,
-    });
-  };
   try {
-    if (options.grpc) grpc = await openGrpc(options.grpc.port ?? 9000, initial.bodyLimit);
+    if (options.grpc) {
+      requirePackages("gRPC (the grpc option)", GRPC_PACKAGES);
+      const { startGrpc } = await import("../ingress/grpc.js");
+      grpc = await startGrpc(targets, {
+        host,
+        port: options.grpc.port ?? 9000,
+        maxMessageBytes: initial.bodyLimit,
+        requestTimeoutMs: () => http.settings.requestTimeoutMs,
+        metrics,
+      });
+    }
   } catch (error) {
     await http.close();
     throw error;

@@ -21,20 +21,27 @@ const nap = (ms: number): string => {
   return `POST /nap HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
 };
 
+/** An instance with a state folder, and an `app.ts` there serving the sleepy fixture. */
+async function sleepyInstance(
+  prefix: string,
+): Promise<{ dir: string; instance: Instance; file: string }> {
+  const dir = await mkdtemp(join(ROOT, prefix));
+  const instance = new Instance({
+    adminHost: "127.0.0.1",
+    adminPort: 0,
+    adminToken: undefined,
+    stateDir: join(dir, "state"),
+    imports: { projectDir: ROOT },
+  });
+  await writeFile(join(dir, "app.ts"), 'export { app } from "../test/fixtures/sleepy-app.js";\n');
+  return { dir, instance, file: join(dir, "serve.yaml") };
+}
+
 test(
   "instance - a change of http settings alone applies in place, drops no connection and is reported",
   { timeout: 90_000 },
   async () => {
-    const dir = await mkdtemp(join(ROOT, ".tmp-http-settings-"));
-    const instance = new Instance({
-      adminHost: "127.0.0.1",
-      adminPort: 0,
-      adminToken: undefined,
-      stateDir: join(dir, "state"),
-      imports: { projectDir: ROOT },
-    });
-    const file = join(dir, "serve.yaml");
-    await writeFile(join(dir, "app.ts"), 'export { app } from "../test/fixtures/sleepy-app.js";\n');
+    const { dir, instance, file } = await sleepyInstance(".tmp-http-settings-");
     try {
       assert.equal((await instance.deploy(config("30s"), file)).applications[0]?.action, "started");
       const url = new URL((await instance.status()).url as string);
@@ -83,18 +90,9 @@ test(
   "instance - a new bodyLimit reaches the gRPC listener in place: same port, the new message limit",
   { timeout: 90_000 },
   async () => {
-    const dir = await mkdtemp(join(ROOT, ".tmp-grpc-settings-"));
-    const instance = new Instance({
-      adminHost: "127.0.0.1",
-      adminPort: 0,
-      adminToken: undefined,
-      stateDir: join(dir, "state"),
-      imports: { projectDir: ROOT },
-    });
-    const file = join(dir, "serve.yaml");
+    const { dir, instance, file } = await sleepyInstance(".tmp-grpc-settings-");
     const withLimit = (limit: string): string =>
       `http: { port: 0${limit} }\ngrpc: { port: 0 }\napplications:\n  - name: sleepy\n    importPath: ./app.ts:app\n`;
-    await writeFile(join(dir, "app.ts"), 'export { app } from "../test/fixtures/sleepy-app.js";\n');
     let client: Client | undefined;
     try {
       await instance.deploy(withLimit(""), file);

@@ -2,7 +2,9 @@
  * `npm run bench http`: wrk against (a) a bare Fastify hello-world and (b) a four-deployment
  * no-op diamond pipeline served by Tributary, in one run, on the same machine.
  * Target (issue 12): with one front door, ≥ 0.7× bare Fastify's requests per second (p99
- * reported). The same pipeline with 2 front-door worker processes is reported beside it,
+ * reported). This machine's speed drifts by up to 2× within minutes, so the three servers
+ * take turns for {@link ROUNDS} rounds, and each ratio is the median of the rounds' own
+ * ratios (each round's runs are seconds apart). The same pipeline with 2 front-door worker processes is reported beside it,
  * and (issue 15) the pipeline with its observability on (the default: Prometheus metrics,
  * and tracing with no exporter) against the same with it off: within 5% of throughput.
  */
@@ -14,9 +16,11 @@ import { promisify } from "node:util";
 import Fastify from "fastify";
 import { run } from "tributary";
 import { app } from "./fixtures/diamond-noop.js";
-import { machine, printTable } from "./stats.js";
+import { machine, median, printTable } from "./stats.js";
 
-const DURATION = process.env.BENCH_DURATION ?? "8s";
+const DURATION = process.env.BENCH_DURATION ?? "4s";
+/** Rounds of bare Fastify, the pipeline and the pooled pipeline, one after another. */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const BODY = '{"x":1}';
 
@@ -95,9 +99,31 @@ export async function main(): Promise<string> {
     await wrk(`${server.url}/diamond`, script);
     await wrk(`${workers.url}/diamond`, script);
     await wrk(`${quiet.url}/diamond`, script);
-    const fastify = await wrk(bareUrl, script);
-    const pipeline = await wrk(`${server.url}/diamond`, script);
-    const pooled = await wrk(`${workers.url}/diamond`, script);
+    const rounds: { fastify: WrkResult; pipeline: WrkResult; pooled: WrkResult }[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      rounds.push({
+        fastify: await wrk(bareUrl, script),
+        pipeline: await wrk(`${server.url}/diamond`, script),
+        pooled: await wrk(`${workers.url}/diamond`, script),
+      });
+    }
+    const med = (pick: (r: (typeof rounds)[number]) => number): number => median(rounds.map(pick));
+    const fastify = {
+      rps: med((r) => r.fastify.rps),
+      p50: med((r) => r.fastify.p50),
+      p99: med((r) => r.fastify.p99),
+    };
+    const pipeline = {
+      rps: med((r) => r.pipeline.rps),
+      p50: med((r) => r.pipeline.p50),
+      p99: med((r) => r.pipeline.p99),
+    };
+    const pooled = { rps: med((r) => r.pooled.rps), p99: med((r) => r.pooled.p99) };
+    const each = (pick: (r: (typeof rounds)[number]) => number): string =>
+      rounds.map((r) => pick(r).toFixed(2)).join(", ");
+    console.log(
+      `pipeline ÷ bare Fastify, each round: ${each((r) => r.pipeline.rps / r.fastify.rps)}`,
+    );
     // On (metrics, and a traceparent carried through every hop; no SDK, so no exporter) and
     // off alternate four times (the machine's noise, ±10% from one run to the next here,
     // falls on both alike), and the means compare.
@@ -120,11 +146,12 @@ export async function main(): Promise<string> {
       "pipeline",
       [
         {
-          metric: "requests/s",
+          metric: `requests/s (median of ${ROUNDS} rounds; ratio: the median round's)`,
           baseline: fastify.rps,
           subject: pipeline.rps,
           unit: "/s",
           target: "≥ 0.7×",
+          ratio: med((r) => r.pipeline.rps / r.fastify.rps),
         },
         {
           metric: "p50 latency",
@@ -148,11 +175,12 @@ export async function main(): Promise<string> {
       "pipeline, 2 workers",
       [
         {
-          metric: "requests/s",
+          metric: `requests/s (median of ${ROUNDS} rounds)`,
           baseline: fastify.rps,
           subject: pooled.rps,
           unit: "/s",
           target: "",
+          ratio: med((r) => r.pooled.rps / r.fastify.rps),
         },
         {
           metric: "p99 latency",

@@ -53,6 +53,8 @@ export interface Row {
   readonly unit: string;
   /** Target for subject ÷ baseline, as text (`≤ 1.5×`). */
   readonly target: string;
+  /** The ratio shown, when it is not subject ÷ baseline (the median of paired rounds' ratios). */
+  readonly ratio?: number;
 }
 
 /** Prints a side-by-side table with the ratio of each row. */
@@ -71,7 +73,7 @@ export function printTable(
     "| --- | ---: | ---: | ---: | --- |",
     ...rows.map(
       (r) =>
-        `| ${r.metric} | ${fmt(r.baseline)} ${r.unit} | ${fmt(r.subject)} ${r.unit} | ${(r.subject / r.baseline).toFixed(2)}× | ${r.target} |`,
+        `| ${r.metric} | ${fmt(r.baseline)} ${r.unit} | ${fmt(r.subject)} ${r.unit} | ${(r.ratio ?? r.subject / r.baseline).toFixed(2)}× | ${r.target} |`,
     ),
     "",
   ];

@@ -89,9 +89,10 @@ export class MessageBatcher<M> {
  * - The HTTP diamond with 32 connections (`npm run bench http`): with 32, every request
  *   moved through the stages together (about 27 calls per message), and the front door's
  *   thread sat idle a quarter of the time while each stage ran; with 8 it is busy about
- *   90% of the time, and serves about 1.3× the requests/s (median of 10 interleaved
- *   rounds: 0.39× → 0.52× of bare Fastify); 16: 0.49×, 4: 0.47×, 2: 0.37× (each message
- *   wakes a thread, which costs the sender several µs on this VM).
+ *   90% of the time: 0.39× → 0.52× of bare Fastify (median of 10 interleaved rounds;
+ *   `npm run bench http`: 0.52× → 0.57×); 16: 0.49×, 4: 0.47×, 2: 0.37× (each message
+ *   wakes a thread, which costs the sender several µs on this VM). bench/RESULTS.md has
+ *   the runs.
  */
 export const MAX_BATCH = 8;
 

@@ -9,6 +9,7 @@
  * and tracing with no exporter) against the same with it off: within 5% of throughput.
  */
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -28,6 +29,26 @@ interface WrkResult {
   rps: number;
   p50: number;
   p99: number;
+  /** CPU time of this process's main thread per request, in µs (NaN without Linux's /proc). */
+  mainUs: number;
+  /** The share of the run this process's main thread was on a CPU, in %. */
+  mainBusy: number;
+}
+
+/**
+ * CPU time of this process's main thread so far, in ms, from Linux's /proc (utime + stime,
+ * in clock ticks of 10 ms); NaN elsewhere. Bare Fastify and the one-front-door pipeline both
+ * serve from this thread, so its CPU per request compares them without the run-to-run drift
+ * of requests/s, and its busy share says whether the pipeline waits on its replicas.
+ */
+function mainThreadCpuMs(): number {
+  try {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return NaN;
+  }
 }
 
 function toMs(value: string, unit: string): number {
@@ -36,6 +57,8 @@ function toMs(value: string, unit: string): number {
 }
 
 async function wrk(url: string, script: string): Promise<WrkResult> {
+  const cpuBefore = mainThreadCpuMs();
+  const wallBefore = performance.now();
   const { stdout } = await promisify(execFile)(
     "wrk",
     ["-t1", `-c${CONNECTIONS}`, `-d${DURATION}`, "--latency", "-s", script, url],
@@ -48,7 +71,15 @@ async function wrk(url: string, script: string): Promise<WrkResult> {
   };
   const errors = /Non-2xx or 3xx responses: (\d+)/.exec(stdout)?.[1];
   if (errors) throw new Error(`wrk saw ${errors} error responses from ${url}:\n${stdout}`);
-  return { rps, p50: latency("50"), p99: latency("99") };
+  const cpuMs = mainThreadCpuMs() - cpuBefore;
+  const requests = Number(/(\d+) requests in/.exec(stdout)?.[1]);
+  return {
+    rps,
+    p50: latency("50"),
+    p99: latency("99"),
+    mainUs: (cpuMs * 1000) / requests,
+    mainBusy: (100 * cpuMs) / (performance.now() - wallBefore),
+  };
 }
 
 export async function main(): Promise<string> {
@@ -133,10 +164,11 @@ export async function main(): Promise<string> {
       ons.push(await wrk(`${server.url}/diamond`, traced));
       offs.push(await wrk(`${quiet.url}/diamond`, script));
     }
-    const mean = (runs: WrkResult[]): WrkResult => ({
+    const mean = (runs: WrkResult[]): Omit<WrkResult, "mainBusy"> => ({
       rps: runs.reduce((sum, r) => sum + r.rps, 0) / runs.length,
       p50: runs.reduce((sum, r) => sum + r.p50, 0) / runs.length,
       p99: runs.reduce((sum, r) => sum + r.p99, 0) / runs.length,
+      mainUs: runs.reduce((sum, r) => sum + r.mainUs, 0) / runs.length,
     });
     const on = mean(ons);
     const off = mean(offs);
@@ -165,6 +197,27 @@ export async function main(): Promise<string> {
           baseline: fastify.p99,
           subject: pipeline.p99,
           unit: "ms",
+          target: "",
+        },
+      ],
+    );
+    const main = printTable(
+      "This process's main thread during those runs (it serves both; Linux /proc, medians)",
+      "bare Fastify",
+      "pipeline",
+      [
+        {
+          metric: "CPU per request",
+          baseline: med((r) => r.fastify.mainUs),
+          subject: med((r) => r.pipeline.mainUs),
+          unit: "µs",
+          target: "",
+        },
+        {
+          metric: "busy share of the run",
+          baseline: med((r) => r.fastify.mainBusy),
+          subject: med((r) => r.pipeline.mainBusy),
+          unit: "%",
           target: "",
         },
       ],
@@ -199,9 +252,16 @@ export async function main(): Promise<string> {
         { metric: "requests/s", baseline: off.rps, subject: on.rps, unit: "/s", target: "≥ 0.95×" },
         { metric: "p50 latency", baseline: off.p50, subject: on.p50, unit: "ms", target: "" },
         { metric: "p99 latency", baseline: off.p99, subject: on.p99, unit: "ms", target: "" },
+        {
+          metric: "main-thread CPU per request",
+          baseline: off.mainUs,
+          subject: on.mainUs,
+          unit: "µs",
+          target: "",
+        },
       ],
     );
-    return `${table}\n${pool}\n${observed}`;
+    return `${table}\n${main}\n${pool}\n${observed}`;
   } finally {
     await workers.close();
     await quiet.close();

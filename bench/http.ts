@@ -4,8 +4,8 @@
  * Target (issue 12): with one front door, ≥ 0.7× bare Fastify's requests per second (p99
  * reported). This machine's speed drifts by up to 2× within minutes, so the three servers
  * take turns for {@link ROUNDS} rounds, and each ratio is the median of the rounds' own
- * ratios (each round's runs are seconds apart). The same pipeline with 2 front-door worker processes is reported beside it,
- * and (issue 15) the pipeline with its observability on (the default: Prometheus metrics,
+ * ratios (each round's runs are seconds apart). The same pipeline with 2 front-door worker
+ * processes is reported beside it, and (issue 15) the pipeline with its observability on (the default: Prometheus metrics,
  * and tracing with no exporter) against the same with it off: within 5% of throughput.
  */
 import { execFile } from "node:child_process";
@@ -130,7 +130,8 @@ export async function main(): Promise<string> {
     await wrk(`${server.url}/diamond`, script);
     await wrk(`${workers.url}/diamond`, script);
     await wrk(`${quiet.url}/diamond`, script);
-    const rounds: { fastify: WrkResult; pipeline: WrkResult; pooled: WrkResult }[] = [];
+    type Round = { fastify: WrkResult; pipeline: WrkResult; pooled: WrkResult };
+    const rounds: Round[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       rounds.push({
         fastify: await wrk(bareUrl, script),
@@ -138,19 +139,19 @@ export async function main(): Promise<string> {
         pooled: await wrk(`${workers.url}/diamond`, script),
       });
     }
-    const med = (pick: (r: (typeof rounds)[number]) => number): number => median(rounds.map(pick));
-    const fastify = {
-      rps: med((r) => r.fastify.rps),
-      p50: med((r) => r.fastify.p50),
-      p99: med((r) => r.fastify.p99),
-    };
-    const pipeline = {
-      rps: med((r) => r.pipeline.rps),
-      p50: med((r) => r.pipeline.p50),
-      p99: med((r) => r.pipeline.p99),
-    };
-    const pooled = { rps: med((r) => r.pooled.rps), p99: med((r) => r.pooled.p99) };
-    const each = (pick: (r: (typeof rounds)[number]) => number): string =>
+    const med = (pick: (r: Round) => number): number => median(rounds.map(pick));
+    /** Each figure's median over the rounds, for one server's runs. */
+    const medianOf = (runs: (r: Round) => WrkResult): WrkResult => ({
+      rps: med((r) => runs(r).rps),
+      p50: med((r) => runs(r).p50),
+      p99: med((r) => runs(r).p99),
+      mainUs: med((r) => runs(r).mainUs),
+      mainBusy: med((r) => runs(r).mainBusy),
+    });
+    const fastify = medianOf((r) => r.fastify);
+    const pipeline = medianOf((r) => r.pipeline);
+    const pooled = medianOf((r) => r.pooled);
+    const each = (pick: (r: Round) => number): string =>
       rounds.map((r) => pick(r).toFixed(2)).join(", ");
     console.log(
       `pipeline ÷ bare Fastify, each round: ${each((r) => r.pipeline.rps / r.fastify.rps)}`,
@@ -164,11 +165,12 @@ export async function main(): Promise<string> {
       ons.push(await wrk(`${server.url}/diamond`, traced));
       offs.push(await wrk(`${quiet.url}/diamond`, script));
     }
-    const mean = (runs: WrkResult[]): Omit<WrkResult, "mainBusy"> => ({
+    const mean = (runs: WrkResult[]): WrkResult => ({
       rps: runs.reduce((sum, r) => sum + r.rps, 0) / runs.length,
       p50: runs.reduce((sum, r) => sum + r.p50, 0) / runs.length,
       p99: runs.reduce((sum, r) => sum + r.p99, 0) / runs.length,
       mainUs: runs.reduce((sum, r) => sum + r.mainUs, 0) / runs.length,
+      mainBusy: runs.reduce((sum, r) => sum + r.mainBusy, 0) / runs.length,
     });
     const on = mean(ons);
     const off = mean(offs);
@@ -208,15 +210,15 @@ export async function main(): Promise<string> {
       [
         {
           metric: "CPU per request",
-          baseline: med((r) => r.fastify.mainUs),
-          subject: med((r) => r.pipeline.mainUs),
+          baseline: fastify.mainUs,
+          subject: pipeline.mainUs,
           unit: "µs",
           target: "",
         },
         {
           metric: "busy share of the run",
-          baseline: med((r) => r.fastify.mainBusy),
-          subject: med((r) => r.pipeline.mainBusy),
+          baseline: fastify.mainBusy,
+          subject: pipeline.mainBusy,
           unit: "%",
           target: "",
         },

@@ -7,6 +7,8 @@
  * ratios (each round's runs are seconds apart). The same pipeline with 2 front-door worker
  * processes is reported beside it, and (issue 15) the pipeline with its observability on (the default: Prometheus metrics,
  * and tracing with no exporter) against the same with it off: within 5% of throughput.
+ * A pipeline of one no-op deployment takes its turn in the same rounds: the front door and
+ * a single hop, which tells the front door's own cost from what each further stage adds.
  */
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -17,6 +19,7 @@ import { promisify } from "node:util";
 import Fastify from "fastify";
 import { run } from "tributary";
 import { app } from "./fixtures/diamond-noop.js";
+import { app as oneApp } from "./fixtures/one-noop.js";
 import { machine, median, printTable } from "./stats.js";
 
 const DURATION = process.env.BENCH_DURATION ?? "4s";
@@ -117,6 +120,7 @@ export async function main(): Promise<string> {
   const OFF = { metrics: false } as const;
   const quiet = await run(app, { port: 0, logLevel: "silent", ...OFF });
   const workers = await run(app, { port: 0, logLevel: "silent", http: { workers: 2 } });
+  const one = await run(oneApp, { port: 0, logLevel: "silent" });
   const check = (await (
     await fetch(`${server.url}/diamond`, {
       method: "POST",
@@ -130,13 +134,15 @@ export async function main(): Promise<string> {
     await wrk(`${server.url}/diamond`, script);
     await wrk(`${workers.url}/diamond`, script);
     await wrk(`${quiet.url}/diamond`, script);
-    type Round = { fastify: WrkResult; pipeline: WrkResult; pooled: WrkResult };
+    await wrk(`${one.url}/diamond`, script);
+    type Round = { fastify: WrkResult; pipeline: WrkResult; pooled: WrkResult; one: WrkResult };
     const rounds: Round[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       rounds.push({
         fastify: await wrk(bareUrl, script),
         pipeline: await wrk(`${server.url}/diamond`, script),
         pooled: await wrk(`${workers.url}/diamond`, script),
+        one: await wrk(`${one.url}/diamond`, script),
       });
     }
     const med = (pick: (r: Round) => number): number => median(rounds.map(pick));
@@ -151,10 +157,14 @@ export async function main(): Promise<string> {
     const fastify = medianOf((r) => r.fastify);
     const pipeline = medianOf((r) => r.pipeline);
     const pooled = medianOf((r) => r.pooled);
+    const single = medianOf((r) => r.one);
     const each = (pick: (r: Round) => number): string =>
       rounds.map((r) => pick(r).toFixed(2)).join(", ");
     console.log(
       `pipeline ÷ bare Fastify, each round: ${each((r) => r.pipeline.rps / r.fastify.rps)}`,
+    );
+    console.log(
+      `one deployment ÷ bare Fastify, each round: ${each((r) => r.one.rps / r.fastify.rps)}`,
     );
     // On (metrics, and a traceparent carried through every hop; no SDK, so no exporter) and
     // off alternate four times (the machine's noise, ±10% from one run to the next here,
@@ -224,6 +234,35 @@ export async function main(): Promise<string> {
         },
       ],
     );
+    const stages = printTable(
+      "One no-op deployment instead of four (the front door and one hop), in the same rounds",
+      "bare Fastify",
+      "one deployment",
+      [
+        {
+          metric: `requests/s (median of ${ROUNDS} rounds)`,
+          baseline: fastify.rps,
+          subject: single.rps,
+          unit: "/s",
+          target: "",
+          ratio: med((r) => r.one.rps / r.fastify.rps),
+        },
+        {
+          metric: "main-thread CPU per request",
+          baseline: fastify.mainUs,
+          subject: single.mainUs,
+          unit: "µs",
+          target: "",
+        },
+        {
+          metric: "p99 latency",
+          baseline: fastify.p99,
+          subject: single.p99,
+          unit: "ms",
+          target: "",
+        },
+      ],
+    );
     const pool = printTable(
       "The same diamond with http: { workers: 2 } (two front-door processes)",
       "bare Fastify",
@@ -263,8 +302,9 @@ export async function main(): Promise<string> {
         },
       ],
     );
-    return `${table}\n${main}\n${pool}\n${observed}`;
+    return `${table}\n${main}\n${stages}\n${pool}\n${observed}`;
   } finally {
+    await one.close();
     await workers.close();
     await quiet.close();
     await server.close();

@@ -43,7 +43,8 @@ const BENCHMARKS: Record<
     load: () => import("./cluster.js"),
   },
   http: {
-    about: "wrk: a four-deployment no-op diamond over HTTP vs a bare Fastify hello-world",
+    about:
+      "wrk: a four-deployment no-op diamond (and one no-op deployment) over HTTP vs a bare Fastify hello-world",
     load: () => import("./http.js"),
   },
 };

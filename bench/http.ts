@@ -20,7 +20,7 @@ import Fastify from "fastify";
 import { run } from "tributary";
 import { app } from "./fixtures/diamond-noop.js";
 import { app as oneApp } from "./fixtures/one-noop.js";
-import { machine, median, printTable } from "./stats.js";
+import { machine, median, printTable, type Row } from "./stats.js";
 
 const DURATION = process.env.BENCH_DURATION ?? "4s";
 /** Rounds of bare Fastify, the pipeline and the pooled pipeline, one after another. */
@@ -156,8 +156,27 @@ export async function main(): Promise<string> {
     });
     const fastify = medianOf((r) => r.fastify);
     const pipeline = medianOf((r) => r.pipeline);
-    const pooled = medianOf((r) => r.pooled);
-    const single = medianOf((r) => r.one);
+    /** Requests/s (the median round's ratio) and p99 of one server's runs against bare Fastify. */
+    const againstBare = (runs: (r: Round) => WrkResult): Row[] => {
+      const subject = medianOf(runs);
+      return [
+        {
+          metric: `requests/s (median of ${ROUNDS} rounds)`,
+          baseline: fastify.rps,
+          subject: subject.rps,
+          unit: "/s",
+          target: "",
+          ratio: med((r) => runs(r).rps / r.fastify.rps),
+        },
+        {
+          metric: "p99 latency",
+          baseline: fastify.p99,
+          subject: subject.p99,
+          unit: "ms",
+          target: "",
+        },
+      ];
+    };
     const each = (pick: (r: Round) => number): string =>
       rounds.map((r) => pick(r).toFixed(2)).join(", ");
     console.log(
@@ -175,13 +194,17 @@ export async function main(): Promise<string> {
       ons.push(await wrk(`${server.url}/diamond`, traced));
       offs.push(await wrk(`${quiet.url}/diamond`, script));
     }
-    const mean = (runs: WrkResult[]): WrkResult => ({
-      rps: runs.reduce((sum, r) => sum + r.rps, 0) / runs.length,
-      p50: runs.reduce((sum, r) => sum + r.p50, 0) / runs.length,
-      p99: runs.reduce((sum, r) => sum + r.p99, 0) / runs.length,
-      mainUs: runs.reduce((sum, r) => sum + r.mainUs, 0) / runs.length,
-      mainBusy: runs.reduce((sum, r) => sum + r.mainBusy, 0) / runs.length,
-    });
+    const mean = (runs: WrkResult[]): WrkResult => {
+      const of = (pick: (r: WrkResult) => number): number =>
+        runs.reduce((sum, r) => sum + pick(r), 0) / runs.length;
+      return {
+        rps: of((r) => r.rps),
+        p50: of((r) => r.p50),
+        p99: of((r) => r.p99),
+        mainUs: of((r) => r.mainUs),
+        mainBusy: of((r) => r.mainBusy),
+      };
+    };
     const on = mean(ons);
     const off = mean(offs);
     const table = printTable(
@@ -239,26 +262,12 @@ export async function main(): Promise<string> {
       "bare Fastify",
       "one deployment",
       [
-        {
-          metric: `requests/s (median of ${ROUNDS} rounds)`,
-          baseline: fastify.rps,
-          subject: single.rps,
-          unit: "/s",
-          target: "",
-          ratio: med((r) => r.one.rps / r.fastify.rps),
-        },
+        ...againstBare((r) => r.one),
         {
           metric: "main-thread CPU per request",
           baseline: fastify.mainUs,
-          subject: single.mainUs,
+          subject: medianOf((r) => r.one).mainUs,
           unit: "µs",
-          target: "",
-        },
-        {
-          metric: "p99 latency",
-          baseline: fastify.p99,
-          subject: single.p99,
-          unit: "ms",
           target: "",
         },
       ],
@@ -267,23 +276,7 @@ export async function main(): Promise<string> {
       "The same diamond with http: { workers: 2 } (two front-door processes)",
       "bare Fastify",
       "pipeline, 2 workers",
-      [
-        {
-          metric: `requests/s (median of ${ROUNDS} rounds)`,
-          baseline: fastify.rps,
-          subject: pooled.rps,
-          unit: "/s",
-          target: "",
-          ratio: med((r) => r.pooled.rps / r.fastify.rps),
-        },
-        {
-          metric: "p99 latency",
-          baseline: fastify.p99,
-          subject: pooled.p99,
-          unit: "ms",
-          target: "",
-        },
-      ],
+      againstBare((r) => r.pooled),
     );
     const observed = printTable(
       "The same diamond with observability on (metrics; a traceparent carried through every hop, no SDK or exporter) vs off",

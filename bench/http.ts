@@ -9,6 +9,10 @@
  * and tracing with no exporter) against the same with it off: within 5% of throughput.
  * A pipeline of one no-op deployment takes its turn in the same rounds: the front door and
  * a single hop, which tells the front door's own cost from what each further stage adds.
+ * So does the same diamond without Tributary (bench/raw-diamond.ts: Fastify and four
+ * worker threads with nothing but `postMessage` between them, walked from the route's
+ * handler, and chained stage to stage): what any design with the stages in worker threads
+ * reaches on the same machine.
  */
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -20,6 +24,7 @@ import Fastify from "fastify";
 import { run } from "tributary";
 import { app } from "./fixtures/diamond-noop.js";
 import { app as oneApp } from "./fixtures/one-noop.js";
+import { rawDiamond } from "./raw-diamond.js";
 import { machine, median, printTable, type Row } from "./stats.js";
 
 const DURATION = process.env.BENCH_DURATION ?? "4s";
@@ -121,6 +126,8 @@ export async function main(): Promise<string> {
   const quiet = await run(app, { port: 0, logLevel: "silent", ...OFF });
   const workers = await run(app, { port: 0, logLevel: "silent", http: { workers: 2 } });
   const one = await run(oneApp, { port: 0, logLevel: "silent" });
+  const rawHub = await rawDiamond("hub");
+  const rawChain = await rawDiamond("chain");
   const check = (await (
     await fetch(`${server.url}/diamond`, {
       method: "POST",
@@ -129,13 +136,31 @@ export async function main(): Promise<string> {
     })
   ).json()) as { sum: number };
   if (check.sum !== 5) throw new Error(`the pipeline answered ${JSON.stringify(check)}`);
+  for (const raw of [rawHub, rawChain]) {
+    const answer = await fetch(`${raw.url}/diamond`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: BODY,
+    });
+    const { sum } = (await answer.json()) as { sum: number };
+    if (sum !== 5) throw new Error(`the raw diamond at ${raw.url} answered ${sum}`);
+  }
   try {
     await wrk(bareUrl, script); // warm-up of both, then the measured runs
     await wrk(`${server.url}/diamond`, script);
     await wrk(`${workers.url}/diamond`, script);
     await wrk(`${quiet.url}/diamond`, script);
     await wrk(`${one.url}/diamond`, script);
-    type Round = { fastify: WrkResult; pipeline: WrkResult; pooled: WrkResult; one: WrkResult };
+    await wrk(`${rawHub.url}/diamond`, script);
+    await wrk(`${rawChain.url}/diamond`, script);
+    type Round = {
+      fastify: WrkResult;
+      pipeline: WrkResult;
+      pooled: WrkResult;
+      one: WrkResult;
+      hub: WrkResult;
+      chain: WrkResult;
+    };
     const rounds: Round[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       rounds.push({
@@ -143,6 +168,8 @@ export async function main(): Promise<string> {
         pipeline: await wrk(`${server.url}/diamond`, script),
         pooled: await wrk(`${workers.url}/diamond`, script),
         one: await wrk(`${one.url}/diamond`, script),
+        hub: await wrk(`${rawHub.url}/diamond`, script),
+        chain: await wrk(`${rawChain.url}/diamond`, script),
       });
     }
     const med = (pick: (r: Round) => number): number => median(rounds.map(pick));
@@ -184,6 +211,12 @@ export async function main(): Promise<string> {
     );
     console.log(
       `one deployment ÷ bare Fastify, each round: ${each((r) => r.one.rps / r.fastify.rps)}`,
+    );
+    console.log(
+      `raw diamond, walked ÷ bare Fastify, each round: ${each((r) => r.hub.rps / r.fastify.rps)}`,
+    );
+    console.log(
+      `raw diamond, chained ÷ bare Fastify, each round: ${each((r) => r.chain.rps / r.fastify.rps)}`,
     );
     // On (metrics, and a traceparent carried through every hop; no SDK, so no exporter) and
     // off alternate four times (the machine's noise, ±10% from one run to the next here,
@@ -272,6 +305,40 @@ export async function main(): Promise<string> {
         },
       ],
     );
+    const raw = printTable(
+      "The same diamond without Tributary, in the same rounds (Fastify and four worker threads, postMessage only)",
+      "bare Fastify",
+      "raw diamond",
+      [
+        ...againstBare((r) => r.hub).map((row) => ({ ...row, metric: `walked: ${row.metric}` })),
+        {
+          metric: "walked: main-thread CPU per request",
+          baseline: fastify.mainUs,
+          subject: medianOf((r) => r.hub).mainUs,
+          unit: "µs",
+          target: "",
+        },
+        ...againstBare((r) => r.chain).map((row) => ({
+          ...row,
+          metric: `chained stage to stage: ${row.metric}`,
+        })),
+      ],
+    );
+    const againstRaw = printTable(
+      "The pipeline against the raw walked diamond, in the same rounds",
+      "raw diamond, walked",
+      "pipeline",
+      [
+        {
+          metric: `requests/s (median of ${ROUNDS} rounds; ratio: the median round's)`,
+          baseline: medianOf((r) => r.hub).rps,
+          subject: pipeline.rps,
+          unit: "/s",
+          target: "report",
+          ratio: med((r) => r.pipeline.rps / r.hub.rps),
+        },
+      ],
+    );
     const pool = printTable(
       "The same diamond with http: { workers: 2 } (two front-door processes)",
       "bare Fastify",
@@ -295,9 +362,11 @@ export async function main(): Promise<string> {
         },
       ],
     );
-    return `${table}\n${main}\n${stages}\n${pool}\n${observed}`;
+    return `${table}\n${main}\n${stages}\n${raw}\n${againstRaw}\n${pool}\n${observed}`;
   } finally {
     await one.close();
+    await rawHub.close();
+    await rawChain.close();
     await workers.close();
     await quiet.close();
     await server.close();

@@ -44,7 +44,7 @@ const BENCHMARKS: Record<
   },
   http: {
     about:
-      "wrk: a four-deployment no-op diamond (and one no-op deployment) over HTTP vs a bare Fastify hello-world",
+      "wrk: a four-deployment no-op diamond (one no-op deployment; the diamond without Tributary) over HTTP vs a bare Fastify hello-world",
     load: () => import("./http.js"),
   },
 };

@@ -6,6 +6,7 @@
  */
 import { ReplicaDiedError, TimeoutError } from "../errors.js";
 import type { ReplicaTransport, Transfer } from "../data/transport/transport.js";
+import { removeSocket } from "../data/transport/socket.js";
 import { ReplicaConnection } from "../data/connection.js";
 import { deserializeError } from "../wire/error-codec.js";
 import type { FromReplica, InitMessage, ReplicaStats, ToReplica } from "../wire/protocol.js";
@@ -137,6 +138,7 @@ export class ReplicaClient {
     if (this.state === "DEAD" || this.state === "STOPPED") return;
     this.#die(reason);
     await this.transport.terminate();
+    removeSocket(this.socket);
   }
 
   /** Ends the replica after a graceful stop (no exit event is reported). */
@@ -147,6 +149,7 @@ export class ReplicaClient {
     this.connection.close("stopped");
     this.#control.rejectAll(() => new ReplicaDiedError(this.deployment, this.id, "stopped"));
     await this.transport.terminate();
+    removeSocket(this.socket);
   }
 
   #die(reason: string): void {
@@ -162,6 +165,7 @@ export class ReplicaClient {
     if (this.state === "DEAD" || this.state === "STOPPED") return;
     const wasStarting = this.state === "STARTING";
     this.#die(`${this.transport.description} ${this.#fatal ?? reason}`);
+    removeSocket(this.socket);
     if (!wasStarting) this.#events.exited(this, this.message);
   }
 

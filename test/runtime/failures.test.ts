@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import {
   DeployFailedError,
@@ -51,6 +54,44 @@ describe("replica failures", { timeout: 120_000 }, () => {
         5_000,
         "healthy again",
       );
+    });
+  }
+
+  for (const isolation of ["thread", "process"] as const) {
+    test(`crash - a ${isolation} replica's Unix socket file goes when it dies and when the server closes`, async () => {
+      // The replicas (this process's worker threads, and child processes) make their sockets
+      // in the temporary folder they start with: a folder of this test's own.
+      const dir = await mkdtemp(join(tmpdir(), "tributary-sockets-"));
+      const before = process.env.TMPDIR;
+      process.env.TMPDIR = dir;
+      const sockets = async (): Promise<string[]> =>
+        (await readdir(dir)).filter((name) => name.endsWith(".sock"));
+      try {
+        {
+          await using server = await serve(
+            faultyApp.withOptions({ fragile: { isolation, numReplicas: 1 } }),
+          );
+          const fragile = server.getHandle<Fragile>("fragile");
+          assert.equal(await fragile.echo(1), 1);
+          const first = await sockets();
+          assert.equal(first.length, 1, `sockets: ${first.join(", ")}`);
+          await assert.rejects(fragile.exit(), ReplicaDiedError);
+          assert.equal(await fragile.echo(2), 2); // the replacement runs
+          await eventually(
+            async () => {
+              const now = await sockets();
+              return now.length === 1 && now[0] !== first[0];
+            },
+            5_000,
+            "only the replacement's socket is left",
+          );
+        }
+        assert.deepEqual(await sockets(), [], "no socket is left once the server has closed");
+      } finally {
+        if (before === undefined) delete process.env.TMPDIR;
+        else process.env.TMPDIR = before;
+        await rm(dir, { recursive: true, force: true });
+      }
     });
   }
 

@@ -8,7 +8,7 @@
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { threadId } from "node:worker_threads";
 import { deserialize, serialize } from "node:v8";
 
@@ -72,6 +72,19 @@ export class SocketChannel<In, Out> {
 export function socketPath(): string {
   return join(tmpdir(), `tributary-${process.pid}-${threadId}.sock`);
 }
+
+/**
+ * Removes the socket file of a replica that has ended: its own exit handler does not run
+ * when its thread is terminated or its process killed, and the file would stay in the
+ * temporary folder. Only a path {@link socketPath} makes is touched (the path comes from
+ * the replica's message).
+ */
+export function removeSocket(path: string | undefined): void {
+  if (path !== undefined && dirname(path) === tmpdir() && SOCKET_NAME.test(basename(path)))
+    rmSync(path, { force: true });
+}
+
+const SOCKET_NAME = /^tributary-\d+-\d+\.sock$/;
 
 /** Listens on this thread's socket; each connection is handed to `accept`. */
 export function listen(

@@ -6,7 +6,7 @@
  */
 import { ReplicaDiedError, TimeoutError } from "../errors.js";
 import type { ReplicaTransport, Transfer } from "../data/transport/transport.js";
-import { removeSocket } from "../data/transport/socket.js";
+import { removeSocket, sweepStaleSockets } from "../data/transport/socket.js";
 import { ReplicaConnection } from "../data/connection.js";
 import { deserializeError } from "../wire/error-codec.js";
 import type { FromReplica, InitMessage, ReplicaStats, ToReplica } from "../wire/protocol.js";
@@ -67,6 +67,7 @@ export class ReplicaClient {
     this.deployment = deployment;
     this.transport = transport;
     this.#events = events;
+    sweepStaleSockets();
     this.connection = new ReplicaConnection(id, deployment, (message, transfer) =>
       transport.send(message, transfer),
     );

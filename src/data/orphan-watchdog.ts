@@ -12,17 +12,24 @@ export const ORPHAN_CHECK_INTERVAL_MS = 100;
 
 const WATCHDOG = `
 const { workerData } = require("node:worker_threads");
+const { rmSync } = require("node:fs");
 const check = () => {
-  if (process.ppid !== workerData.parent) process.kill(process.pid, "SIGKILL");
+  if (process.ppid === workerData.parent) return;
+  try {
+    rmSync(workerData.socket, { force: true });
+  } finally {
+    process.kill(process.pid, "SIGKILL");
+  }
 };
 setInterval(check, workerData.intervalMs);
 check();
 `;
 
-export function watchParent(intervalMs = ORPHAN_CHECK_INTERVAL_MS): void {
+/** `socket`: the replica's socket file, removed before the process ends itself. */
+export function watchParent(socket: string, intervalMs = ORPHAN_CHECK_INTERVAL_MS): void {
   const worker = new Worker(WATCHDOG, {
     eval: true,
-    workerData: { parent: process.ppid, intervalMs },
+    workerData: { parent: process.ppid, intervalMs, socket },
     // The watchdog needs almost nothing; it must not hold the process open either.
     resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 2 },
   });

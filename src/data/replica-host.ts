@@ -8,7 +8,7 @@ import { initValue } from "../dag/compile.js";
 import { findApplication, markReplicaContext } from "../app/registry.js";
 import { TributaryError } from "../errors.js";
 import { MessageBatcher, unbatch } from "./transport/batch.js";
-import { listen, SocketChannel } from "./transport/socket.js";
+import { listen, SocketChannel, socketPath } from "./transport/socket.js";
 import {
   connectionLost,
   connectNats,
@@ -658,5 +658,5 @@ if (parentPort) {
   // The runtime going away (its IPC channel closing) ends this process; the watchdog
   // ends it even when its event loop is too busy to see that.
   process.on("disconnect", () => process.exit(0));
-  watchParent();
+  watchParent(socketPath());
 }

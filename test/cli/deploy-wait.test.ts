@@ -90,8 +90,11 @@ test(
       assert.ok(Date.now() - started < 30_000, "it did not wait forever");
       assert.deepEqual(await replicas(), ["RUNNING"], "the old replica keeps serving");
     } finally {
-      child.kill("SIGKILL");
+      // SIGTERM lets the server stop its replicas (and remove their sockets); SIGKILL if not.
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
       await exited;
+      clearTimeout(timer);
       await rm(dir, { recursive: true, force: true });
     }
   },

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
@@ -22,7 +24,7 @@ function alive(pid: number): boolean {
 }
 
 test(
-  "orphans - a process replica busy in a loop exits within a second of its parent's SIGKILL",
+  "orphans - a process replica busy in a loop exits within a second of its parent's SIGKILL, and removes its socket file",
   { timeout: 60_000 },
   async () => {
     const parent = spawn(process.execPath, ["--import", "tsx", "test/fixtures/orphan-parent.ts"], {
@@ -49,6 +51,9 @@ test(
       const took = Date.now() - killed;
       assert.equal(alive(replica), false, "the orphan still runs after 5 s");
       assert.ok(took < 1_000, `the orphan ran on for ${took} ms`);
+      // Its parent is gone, so the orphan removed its own socket file before it ended.
+      const socket = join(tmpdir(), `tributary-${replica}-0.sock`);
+      assert.equal(existsSync(socket), false, `${socket} was left behind`);
     } finally {
       parent.kill("SIGKILL");
       if (replica && alive(replica)) process.kill(replica, "SIGKILL");

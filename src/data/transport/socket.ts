@@ -6,7 +6,7 @@
  * and a caller connects to it directly: the runtime's thread is not on the path.
  */
 import { createConnection, createServer, type Server, type Socket } from "node:net";
-import { rmSync } from "node:fs";
+import { readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { threadId } from "node:worker_threads";
@@ -85,6 +85,46 @@ export function removeSocket(path: string | undefined): void {
 }
 
 const SOCKET_NAME = /^tributary-\d+-\d+\.sock$/;
+
+/** A replica's socket or a cluster node's bridge socket, named with its process id. */
+const ANY_SOCKET = /^tributary-(\d+)-b?\d+\.sock$/;
+let swept = false;
+
+/**
+ * Once per process: removes the socket files of processes that no longer run. A process
+ * killed with SIGKILL cleans up neither its own thread replicas' sockets nor its bridges;
+ * the next runtime on the machine does. A file whose process runs, or that belongs to
+ * another user (EPERM), is left alone.
+ */
+export function sweepStaleSockets(): void {
+  if (swept) return;
+  swept = true;
+  const dir = tmpdir();
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(ANY_SOCKET.exec(name)?.[1]);
+    if (!pid || pid === process.pid || running(pid)) continue;
+    try {
+      rmSync(join(dir, name), { force: true });
+    } catch {
+      // Another user's, or gone already.
+    }
+  }
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as { code?: string }).code === "EPERM";
+  }
+}
 
 /** Listens on this thread's socket; each connection is handed to `accept`. */
 export function listen(

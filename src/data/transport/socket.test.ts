@@ -1,0 +1,69 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { removeSocket, sweepStaleSockets } from "./socket.js";
+
+/** The id of a process that has ended (and been reaped). */
+async function deadPid(): Promise<number> {
+  const child = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
+  await new Promise((resolve) => child.once("exit", resolve));
+  return child.pid!;
+}
+
+test("sockets - the files of processes that no longer run are swept, the others are left", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "tributary-sweep-"));
+  const before = process.env.TMPDIR;
+  process.env.TMPDIR = dir;
+  try {
+    const dead = await deadPid();
+    const names = {
+      deadReplica: `tributary-${dead}-0.sock`,
+      deadThread: `tributary-${dead}-3.sock`,
+      deadBridge: `tributary-${dead}-b2.sock`,
+      own: `tributary-${process.pid}-4.sock`,
+      parent: `tributary-${process.ppid}-0.sock`,
+      other: `${dead}.sock`,
+    };
+    for (const name of Object.values(names)) await writeFile(join(dir, name), "");
+    sweepStaleSockets();
+    assert.deepEqual(
+      (await readdir(dir)).sort(),
+      [names.other, names.own, names.parent].sort(),
+      "only the sockets of the ended process are gone",
+    );
+    // Once per process: a file that appears later is left to its owner.
+    await writeFile(join(dir, names.deadReplica), "");
+    sweepStaleSockets();
+    assert.ok((await readdir(dir)).includes(names.deadReplica));
+  } finally {
+    if (before === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = before;
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("sockets - removeSocket touches only a replica socket's own name in the temporary folder", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "tributary-remove-"));
+  const before = process.env.TMPDIR;
+  process.env.TMPDIR = dir;
+  try {
+    const replica = join(dir, "tributary-123-0.sock");
+    const elsewhere = join(dir, "sub");
+    const strange = join(dir, "tributary-123-0.sock.bak");
+    await writeFile(replica, "");
+    await writeFile(strange, "");
+    await writeFile(elsewhere, "");
+    removeSocket(replica);
+    removeSocket(strange);
+    removeSocket(elsewhere);
+    removeSocket(undefined);
+    assert.deepEqual((await readdir(dir)).sort(), ["sub", "tributary-123-0.sock.bak"]);
+  } finally {
+    if (before === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = before;
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -1,9 +1,9 @@
 /**
  * `npm run bench` lists the benchmarks; `npm run bench <name>` runs one;
- * `npm run bench -- --report` runs all and rewrites bench/RESULTS.md.
+ * `npm run bench -- --report` runs all and adds their tables to the top of bench/RESULTS.md.
  */
-import { writeFile } from "node:fs/promises";
-import { machine } from "./stats.js";
+import { readFile, writeFile } from "node:fs/promises";
+import { machine, withRunOnTop } from "./stats.js";
 
 const BENCHMARKS: Record<
   string,
@@ -71,14 +71,8 @@ for (const name of chosen) {
   sections.push(await (await bench.load()).main());
 }
 if (report) {
-  const text = [
-    "# Benchmark results",
-    "",
-    `Measured on ${machine()}. Regenerate with \`npm run bench -- --report\`; each table runs its`,
-    "baseline beside the subject in the same process, so the ratio is the figure to compare.",
-    "",
-    ...sections,
-  ].join("\n");
-  await writeFile(new URL("./RESULTS.md", import.meta.url), text);
-  console.log("wrote bench/RESULTS.md");
+  const file = new URL("./RESULTS.md", import.meta.url);
+  const before = await readFile(file, "utf8").catch(() => "# Benchmark results\n");
+  await writeFile(file, withRunOnTop(before, machine(), sections));
+  console.log("added the tables to the top of bench/RESULTS.md");
 }

@@ -86,3 +86,20 @@ export function machine(): string {
   const cpu = cpus()[0]?.model ?? "unknown CPU";
   return `${cpus().length} × ${cpu}, Node.js ${process.version}, ${new Date().toISOString().slice(0, 10)}`;
 }
+
+/**
+ * RESULTS.md with a full run's sections on top, under one heading (theirs a level below).
+ * The file is a log, newest first, with notes written by hand beside the tables: what is
+ * already there stays as it is.
+ */
+export function withRunOnTop(results: string, where: string, sections: string[]): string {
+  const run = [
+    `### All benchmarks (\`npm run bench -- --report\`), ${where}`,
+    "",
+    ...sections.map((section) => section.replace(/^### /gm, "#### ")),
+  ].join("\n");
+  const first = results.search(/^#{2,} /m);
+  return first < 0
+    ? `${results.trimEnd()}\n\n${run.trimEnd()}\n`
+    : `${results.slice(0, first)}${run.trimEnd()}\n\n${results.slice(first)}`;
+}

@@ -115,37 +115,46 @@ export async function main(): Promise<string> {
       `wrk.headers["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"\n`,
   );
 
-  const bare = Fastify({ logger: false });
-  bare.post("/hello", async () => ({ hello: "world" }));
-  await bare.listen({ host: "127.0.0.1", port: 0 });
-  const address = bare.server.address();
-  const bareUrl = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}/hello`;
-  const server = await run(app, { port: 0, logLevel: "silent" });
-  // Observability off: metrics switched off, and requests without a trace context.
-  const OFF = { metrics: false } as const;
-  const quiet = await run(app, { port: 0, logLevel: "silent", ...OFF });
-  const workers = await run(app, { port: 0, logLevel: "silent", http: { workers: 2 } });
-  const one = await run(oneApp, { port: 0, logLevel: "silent" });
-  const rawHub = await rawDiamond("hub");
-  const rawChain = await rawDiamond("chain");
-  const check = (await (
-    await fetch(`${server.url}/diamond`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: BODY,
-    })
-  ).json()) as { sum: number };
-  if (check.sum !== 5) throw new Error(`the pipeline answered ${JSON.stringify(check)}`);
-  for (const raw of [rawHub, rawChain]) {
-    const answer = await fetch(`${raw.url}/diamond`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: BODY,
-    });
-    const { sum } = (await answer.json()) as { sum: number };
-    if (sum !== 5) throw new Error(`the raw diamond at ${raw.url} answered ${sum}`);
-  }
+  // Everything started is closed, whatever fails, in the reverse order.
+  const closers: (() => Promise<unknown>)[] = [() => rm(dir, { recursive: true, force: true })];
   try {
+    const bare = Fastify({ logger: false });
+    closers.push(() => bare.close());
+    bare.post("/hello", async () => ({ hello: "world" }));
+    await bare.listen({ host: "127.0.0.1", port: 0 });
+    const address = bare.server.address();
+    const bareUrl = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}/hello`;
+    const server = await run(app, { port: 0, logLevel: "silent" });
+    closers.push(() => server.close());
+    // Observability off: metrics switched off, and requests without a trace context.
+    const OFF = { metrics: false } as const;
+    const quiet = await run(app, { port: 0, logLevel: "silent", ...OFF });
+    closers.push(() => quiet.close());
+    const workers = await run(app, { port: 0, logLevel: "silent", http: { workers: 2 } });
+    closers.push(() => workers.close());
+    const one = await run(oneApp, { port: 0, logLevel: "silent" });
+    closers.push(() => one.close());
+    const rawHub = await rawDiamond("hub");
+    closers.push(() => rawHub.close());
+    const rawChain = await rawDiamond("chain");
+    closers.push(() => rawChain.close());
+    const check = (await (
+      await fetch(`${server.url}/diamond`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: BODY,
+      })
+    ).json()) as { sum: number };
+    if (check.sum !== 5) throw new Error(`the pipeline answered ${JSON.stringify(check)}`);
+    for (const raw of [rawHub, rawChain]) {
+      const answer = await fetch(`${raw.url}/diamond`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: BODY,
+      });
+      const { sum } = (await answer.json()) as { sum: number };
+      if (sum !== 5) throw new Error(`the raw diamond at ${raw.url} answered ${sum}`);
+    }
     await wrk(bareUrl, script); // warm-up of both, then the measured runs
     await wrk(`${server.url}/diamond`, script);
     await wrk(`${workers.url}/diamond`, script);
@@ -364,13 +373,6 @@ export async function main(): Promise<string> {
     );
     return `${table}\n${main}\n${stages}\n${raw}\n${againstRaw}\n${pool}\n${observed}`;
   } finally {
-    await one.close();
-    await rawHub.close();
-    await rawChain.close();
-    await workers.close();
-    await quiet.close();
-    await server.close();
-    await bare.close();
-    await rm(dir, { recursive: true, force: true });
+    for (const close of closers.reverse()) await close().catch(() => undefined);
   }
 }

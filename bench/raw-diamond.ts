@@ -70,11 +70,16 @@ export async function rawDiamond(
   }
   const pending = new Map<number, (value: unknown) => void>();
   let next = 0;
-  for (const worker of Object.values(workers))
+  for (const worker of Object.values(workers)) {
     worker.on("message", (m: { id: number; v: unknown }) => {
       pending.get(m.id)?.(m.v);
       pending.delete(m.id);
     });
+    // A stage that fails ends the benchmark with its error, not with requests left waiting.
+    worker.on("error", (error) => {
+      throw error;
+    });
+  }
   const call = <T>(worker: Worker, a: unknown[]): Promise<T> =>
     new Promise((resolve) => {
       const id = next++;
@@ -88,14 +93,19 @@ export async function rawDiamond(
     const [a, b] = await Promise.all([call(workers.left, [x]), call(workers.right, [x])]);
     return call(workers.join, [a, b]);
   });
-  await server.listen({ host: "127.0.0.1", port: 0 });
+  const close = async (): Promise<void> => {
+    await Promise.allSettled([
+      server.close(),
+      ...Object.values(workers).map((worker) => worker.terminate()),
+    ]);
+  };
+  try {
+    await server.listen({ host: "127.0.0.1", port: 0 });
+  } catch (error) {
+    await close();
+    throw error;
+  }
   const address = server.server.address();
   const port = typeof address === "object" && address ? address.port : 0;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: async () => {
-      await server.close();
-      await Promise.all(Object.values(workers).map((w) => w.terminate()));
-    },
-  };
+  return { url: `http://127.0.0.1:${port}`, close };
 }

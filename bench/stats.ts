@@ -96,7 +96,7 @@ export function withRunOnTop(results: string, where: string, sections: string[])
   const run = [
     `### All benchmarks (\`npm run bench -- --report\`), ${where}`,
     "",
-    ...sections.map((section) => section.replace(/^### /gm, "#### ")),
+    ...sections.map((section) => section.replace(/^(#{3,}) /gm, "#$1 ")),
   ].join("\n");
   const first = results.search(/^#{2,} /m);
   return first < 0

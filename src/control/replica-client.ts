@@ -67,7 +67,7 @@ export class ReplicaClient {
     this.deployment = deployment;
     this.transport = transport;
     this.#events = events;
-    sweepStaleSockets();
+    void sweepStaleSockets();
     this.connection = new ReplicaConnection(id, deployment, (message, transfer) =>
       transport.send(message, transfer),
     );
@@ -139,7 +139,7 @@ export class ReplicaClient {
     if (this.state === "DEAD" || this.state === "STOPPED") return;
     this.#die(reason);
     await this.transport.terminate();
-    removeSocket(this.socket);
+    this.#removeSocket();
   }
 
   /** Ends the replica after a graceful stop (no exit event is reported). */
@@ -150,7 +150,7 @@ export class ReplicaClient {
     this.connection.close("stopped");
     this.#control.rejectAll(() => new ReplicaDiedError(this.deployment, this.id, "stopped"));
     await this.transport.terminate();
-    removeSocket(this.socket);
+    this.#removeSocket();
   }
 
   #die(reason: string): void {
@@ -162,11 +162,19 @@ export class ReplicaClient {
     this.#control.rejectAll(() => new ReplicaDiedError(this.deployment, this.id, reason));
   }
 
+  /**
+   * The replica's socket file, once it has ended (its own exit handler may not have run).
+   * A replica on another node has its file there: that node removes it.
+   */
+  #removeSocket(): void {
+    if (!this.transport.remote) removeSocket(this.socket);
+  }
+
   #onExit(reason: string): void {
     if (this.state === "DEAD" || this.state === "STOPPED") return;
     const wasStarting = this.state === "STARTING";
     this.#die(`${this.transport.description} ${this.#fatal ?? reason}`);
-    removeSocket(this.socket);
+    this.#removeSocket();
     if (!wasStarting) this.#events.exited(this, this.message);
   }
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { createServer } from "node:net";
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,7 +14,7 @@ async function deadPid(): Promise<number> {
   return child.pid!;
 }
 
-test("sockets - the files of processes that no longer run are swept, the others are left", async () => {
+test("sockets - the files of processes that no longer run, where nothing listens, are swept; the others are left", async () => {
   const dir = await mkdtemp(join(tmpdir(), "tributary-sweep-"));
   const before = process.env.TMPDIR;
   process.env.TMPDIR = dir;
@@ -28,15 +29,23 @@ test("sockets - the files of processes that no longer run are swept, the others 
       other: `${dead}.sock`,
     };
     for (const name of Object.values(names)) await writeFile(join(dir, name), "");
-    sweepStaleSockets();
-    assert.deepEqual(
-      (await readdir(dir)).sort(),
-      [names.other, names.own, names.parent].sort(),
-      "only the sockets of the ended process are gone",
-    );
+    // A live socket named for a process this one cannot see (another pid namespace's).
+    const live = `tributary-${dead}-7.sock`;
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(join(dir, live), resolve));
+    try {
+      await sweepStaleSockets();
+      assert.deepEqual(
+        (await readdir(dir)).sort(),
+        [live, names.other, names.own, names.parent].sort(),
+        "only the ended process's files that nothing listens on are gone",
+      );
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
     // Once per process: a file that appears later is left to its owner.
     await writeFile(join(dir, names.deadReplica), "");
-    sweepStaleSockets();
+    await sweepStaleSockets();
     assert.ok((await readdir(dir)).includes(names.deadReplica));
   } finally {
     if (before === undefined) delete process.env.TMPDIR;

@@ -77,44 +77,71 @@ export function socketPath(): string {
  * Removes the socket file of a replica that has ended: its own exit handler does not run
  * when its thread is terminated or its process killed, and the file would stay in the
  * temporary folder. Only a path {@link socketPath} makes is touched (the path comes from
- * the replica's message).
+ * the replica's message), and a file that cannot be removed is left.
  */
 export function removeSocket(path: string | undefined): void {
-  if (path !== undefined && dirname(path) === tmpdir() && SOCKET_NAME.test(basename(path)))
+  if (path === undefined || dirname(path) !== tmpdir() || !SOCKET_NAME.test(basename(path))) return;
+  try {
     rmSync(path, { force: true });
+  } catch {
+    // Not ours to remove after all (another user's), or in use: left as it is.
+  }
 }
 
 const SOCKET_NAME = /^tributary-\d+-\d+\.sock$/;
 
 /** A replica's socket or a cluster node's bridge socket, named with its process id. */
 const ANY_SOCKET = /^tributary-(\d+)-b?\d+\.sock$/;
-let swept = false;
+let sweep: Promise<void> | undefined;
 
 /**
  * Once per process: removes the socket files of processes that no longer run. A process
  * killed with SIGKILL cleans up neither its own thread replicas' sockets nor its bridges;
- * the next runtime on the machine does. A file whose process runs, or that belongs to
- * another user (EPERM), is left alone.
+ * the next runtime on the machine does. A file is removed only when the process its name
+ * gives is not running here and nothing answers on it (a connection is refused): a
+ * temporary folder shared with another process id namespace (a container's) may hold a
+ * live socket whose process this one cannot see. Another user's files stay (EPERM).
  */
-export function sweepStaleSockets(): void {
-  if (swept) return;
-  swept = true;
-  const dir = tmpdir();
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return;
-  }
-  for (const name of names) {
-    const pid = Number(ANY_SOCKET.exec(name)?.[1]);
-    if (!pid || pid === process.pid || running(pid)) continue;
+export function sweepStaleSockets(): Promise<void> {
+  sweep ??= (async () => {
+    const dir = tmpdir();
+    let names: string[];
     try {
-      rmSync(join(dir, name), { force: true });
+      names = readdirSync(dir);
     } catch {
-      // Another user's, or gone already.
+      return;
     }
-  }
+    const stale = names.filter((name) => {
+      const pid = Number(ANY_SOCKET.exec(name)?.[1]);
+      return pid > 0 && pid !== process.pid && !running(pid);
+    });
+    await Promise.all(
+      stale.map(async (name) => {
+        const path = join(dir, name);
+        if (!(await refused(path))) return;
+        try {
+          rmSync(path, { force: true });
+        } catch {
+          // Another user's, or gone already.
+        }
+      }),
+    );
+  })();
+  return sweep;
+}
+
+/** Whether a connection to the socket at `path` is refused (nothing listens there). */
+function refused(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection(path);
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once("error", (error: Error & { code?: string }) =>
+      resolve(error.code === "ECONNREFUSED"),
+    );
+  });
 }
 
 function running(pid: number): boolean {

@@ -138,22 +138,14 @@ export async function main(): Promise<string> {
     closers.push(() => rawHub.close());
     const rawChain = await rawDiamond("chain");
     closers.push(() => rawChain.close());
-    const check = (await (
-      await fetch(`${server.url}/diamond`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: BODY,
-      })
-    ).json()) as { sum: number };
-    if (check.sum !== 5) throw new Error(`the pipeline answered ${JSON.stringify(check)}`);
-    for (const raw of [rawHub, rawChain]) {
-      const answer = await fetch(`${raw.url}/diamond`, {
+    for (const { url } of [server, rawHub, rawChain]) {
+      const answer = await fetch(`${url}/diamond`, {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: BODY,
       });
-      const { sum } = (await answer.json()) as { sum: number };
-      if (sum !== 5) throw new Error(`the raw diamond at ${raw.url} answered ${sum}`);
+      const check = (await answer.json()) as { sum: number };
+      if (check.sum !== 5) throw new Error(`${url}/diamond answered ${JSON.stringify(check)}`);
     }
     await wrk(bareUrl, script); // warm-up of both, then the measured runs
     await wrk(`${server.url}/diamond`, script);

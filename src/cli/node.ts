@@ -46,7 +46,7 @@ import {
   noSubscriber,
   watchConnection,
 } from "../data/transport/nats-link.js";
-import { removeSocket, SocketChannel, sweepStaleSockets } from "../data/transport/socket.js";
+import { SocketChannel } from "../data/transport/socket.js";
 import { AWAY_MS } from "../data/connection.js";
 import type { ReplicaTransport } from "../data/transport/transport.js";
 import { OptionsError, ReplicaDiedError } from "../errors.js";
@@ -113,9 +113,7 @@ class Hosted {
     readonly transport: ReplicaTransport,
     /** On the replica's control subject. */
     readonly mailbox: NatsMailbox<ToReplica, unknown>,
-  ) {
-    void sweepStaleSockets(); // once per process: files of processes killed before they could
-  }
+  ) {}
 }
 
 /** A bridge from local channels to a replica on another node. */
@@ -486,7 +484,6 @@ export class ClusterNode {
       hosted.mailbox.send(from, { t: "gone", reason } satisfies GoneMessage);
     hosted.callers.clear();
     await hosted.transport.terminate().catch(() => undefined);
-    removeSocket(hosted.socket); // a terminated thread or killed process leaves its file
     if (hosted.owner)
       this.#mailbox.send(hosted.owner, { t: "node-exit", replica: hosted.id, reason });
     hosted.mailbox.close();

@@ -6,7 +6,6 @@
  */
 import { ReplicaDiedError, TimeoutError } from "../errors.js";
 import type { ReplicaTransport, Transfer } from "../data/transport/transport.js";
-import { removeSocket, sweepStaleSockets } from "../data/transport/socket.js";
 import { ReplicaConnection } from "../data/connection.js";
 import { deserializeError } from "../wire/error-codec.js";
 import type { FromReplica, InitMessage, ReplicaStats, ToReplica } from "../wire/protocol.js";
@@ -67,7 +66,6 @@ export class ReplicaClient {
     this.deployment = deployment;
     this.transport = transport;
     this.#events = events;
-    void sweepStaleSockets();
     this.connection = new ReplicaConnection(id, deployment, (message, transfer) =>
       transport.send(message, transfer),
     );
@@ -139,7 +137,6 @@ export class ReplicaClient {
     if (this.state === "DEAD" || this.state === "STOPPED") return;
     this.#die(reason);
     await this.transport.terminate();
-    this.#removeSocket();
   }
 
   /** Ends the replica after a graceful stop (no exit event is reported). */
@@ -150,7 +147,6 @@ export class ReplicaClient {
     this.connection.close("stopped");
     this.#control.rejectAll(() => new ReplicaDiedError(this.deployment, this.id, "stopped"));
     await this.transport.terminate();
-    this.#removeSocket();
   }
 
   #die(reason: string): void {
@@ -162,19 +158,10 @@ export class ReplicaClient {
     this.#control.rejectAll(() => new ReplicaDiedError(this.deployment, this.id, reason));
   }
 
-  /**
-   * The replica's socket file, once it has ended (its own exit handler may not have run).
-   * A replica on another node has its file there: that node removes it.
-   */
-  #removeSocket(): void {
-    if (!this.transport.remote) removeSocket(this.socket);
-  }
-
   #onExit(reason: string): void {
     if (this.state === "DEAD" || this.state === "STOPPED") return;
     const wasStarting = this.state === "STARTING";
     this.#die(`${this.transport.description} ${this.#fatal ?? reason}`);
-    this.#removeSocket();
     if (!wasStarting) this.#events.exited(this, this.message);
   }
 

@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import type { FromReplica, ToReplica } from "../../wire/protocol.js";
 import { MessageBatcher, unbatch } from "./batch.js";
 import { heapMegabytes } from "../memory-limit.js";
+import { removeSocket, socketPath, sweepStaleSockets } from "./socket.js";
 import { REPLICA_ENTRY, type ReplicaLimits, type ReplicaTransport } from "./transport.js";
 
 /** Child processes still running: killed when this process exits, however it exits. */
@@ -44,7 +45,15 @@ export class ProcessTransport implements ReplicaTransport {
     this.description = `pid ${this.#child.pid ?? "?"}`;
     // A send to a process that just died fails asynchronously; the exit handler reports it.
     this.#child.on("error", () => undefined);
-    this.#exited = new Promise((resolve) => this.#child.once("exit", () => resolve()));
+    // The replica's socket file goes with it: a killed process runs no exit handler.
+    const pid = this.#child.pid;
+    void sweepStaleSockets();
+    this.#exited = new Promise((resolve) =>
+      this.#child.once("exit", () => {
+        if (pid !== undefined) removeSocket(socketPath(pid, 0));
+        resolve();
+      }),
+    );
   }
 
   readonly #batcher = new MessageBatcher<ToReplica>(

@@ -7,6 +7,20 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { removeSocket, sweepStaleSockets } from "./socket.js";
 
+/** Runs `body` with the temporary folder (TMPDIR) set to a new, empty one, `dir`. */
+async function inTemporaryFolder(body: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "tributary-sockets-"));
+  const before = process.env.TMPDIR;
+  process.env.TMPDIR = dir;
+  try {
+    await body(dir);
+  } finally {
+    if (before === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = before;
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** The id of a process that has ended (and been reaped). */
 async function deadPid(): Promise<number> {
   const child = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
@@ -14,11 +28,8 @@ async function deadPid(): Promise<number> {
   return child.pid!;
 }
 
-test("sockets - the files of processes that no longer run, where nothing listens, are swept; the others are left", async () => {
-  const dir = await mkdtemp(join(tmpdir(), "tributary-sweep-"));
-  const before = process.env.TMPDIR;
-  process.env.TMPDIR = dir;
-  try {
+test("sockets - the files of processes that no longer run, where nothing listens, are swept; the others are left", () =>
+  inTemporaryFolder(async (dir) => {
     const dead = await deadPid();
     const names = {
       deadReplica: `tributary-${dead}-0.sock`,
@@ -47,18 +58,10 @@ test("sockets - the files of processes that no longer run, where nothing listens
     await writeFile(join(dir, names.deadReplica), "");
     await sweepStaleSockets();
     assert.ok((await readdir(dir)).includes(names.deadReplica));
-  } finally {
-    if (before === undefined) delete process.env.TMPDIR;
-    else process.env.TMPDIR = before;
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+  }));
 
-test("sockets - removeSocket touches only a replica socket's own name in the temporary folder", async () => {
-  const dir = await mkdtemp(join(tmpdir(), "tributary-remove-"));
-  const before = process.env.TMPDIR;
-  process.env.TMPDIR = dir;
-  try {
+test("sockets - removeSocket touches only a replica socket's own name in the temporary folder", () =>
+  inTemporaryFolder(async (dir) => {
     const replica = join(dir, "tributary-123-0.sock");
     const elsewhere = join(dir, "sub");
     const strange = join(dir, "tributary-123-0.sock.bak");
@@ -70,9 +73,4 @@ test("sockets - removeSocket touches only a replica socket's own name in the tem
     removeSocket(elsewhere);
     removeSocket(undefined);
     assert.deepEqual((await readdir(dir)).sort(), ["sub", "tributary-123-0.sock.bak"]);
-  } finally {
-    if (before === undefined) delete process.env.TMPDIR;
-    else process.env.TMPDIR = before;
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+  }));

@@ -68,16 +68,19 @@ export class SocketChannel<In, Out> {
   }
 }
 
-/** A socket path of this thread's own, short enough for the 107-byte limit. */
-export function socketPath(): string {
-  return join(tmpdir(), `tributary-${process.pid}-${threadId}.sock`);
+/**
+ * The socket path of a replica host (this thread's, by default), short enough for the
+ * 107-byte limit.
+ */
+export function socketPath(pid = process.pid, thread = threadId): string {
+  return join(tmpdir(), `tributary-${pid}-${thread}.sock`);
 }
 
 /**
- * Removes the socket file of a replica that has ended: its own exit handler does not run
- * when its thread is terminated or its process killed, and the file would stay in the
- * temporary folder. Only a path {@link socketPath} makes is touched (the path comes from
- * the replica's message), and a file that cannot be removed is left.
+ * Removes the socket file of a replica that has ended (its transport does, on the exit):
+ * its own exit handler does not run when its thread is terminated or its process killed,
+ * and the file would stay in the temporary folder. Only a path {@link socketPath} makes is
+ * touched, and a file that cannot be removed is left.
  */
 export function removeSocket(path: string | undefined): void {
   if (path === undefined || dirname(path) !== tmpdir() || !SOCKET_NAME.test(basename(path))) return;

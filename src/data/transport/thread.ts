@@ -6,6 +6,7 @@ import { Worker, type MessagePort } from "node:worker_threads";
 import type { FromReplica, ToReplica } from "../../wire/protocol.js";
 import { MessageBatcher, unbatch } from "./batch.js";
 import { heapMegabytes } from "../memory-limit.js";
+import { removeSocket, socketPath, sweepStaleSockets } from "./socket.js";
 import {
   REPLICA_ENTRY,
   type ReplicaLimits,
@@ -31,7 +32,15 @@ export class ThreadTransport implements ReplicaTransport {
     this.#worker.on("error", (error) => {
       this.#error = error;
     });
-    this.#exited = new Promise((resolve) => this.#worker.once("exit", () => resolve()));
+    // The replica's socket file goes with it: a terminated thread runs no exit handler.
+    const socket = socketPath(process.pid, this.#worker.threadId);
+    void sweepStaleSockets();
+    this.#exited = new Promise((resolve) =>
+      this.#worker.once("exit", () => {
+        removeSocket(socket);
+        resolve();
+      }),
+    );
   }
 
   readonly #batcher = new MessageBatcher<ToReplica>(

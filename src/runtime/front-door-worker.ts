@@ -159,7 +159,11 @@ async function load(description: ServedApplication): Promise<Served> {
     ? description.moduleUrl
     : `${description.moduleUrl}?generation=${description.generation}`;
   await import(fresh);
-  const found = findApplication(description.moduleUrl, description.name);
+  // build() registers its application under the address its module was imported from: in
+  // JavaScript that keeps the query; under the TypeScript loader, the source map drops it.
+  const found =
+    findApplication(fresh, description.name) ??
+    findApplication(description.moduleUrl, description.name);
   if (!found) {
     throw new Error(`importing ${description.moduleUrl} did not build "${description.name}"`);
   }

@@ -8,6 +8,8 @@ import * as grpc from "@grpc/grpc-js";
 import { loadInferenceService } from "tributary/internal";
 import { app } from "../fixtures/direct-app.js";
 import { app as scaler } from "../fixtures/oip-app.js";
+// @ts-expect-error: a JavaScript fixture, without types
+import { app as plain } from "../fixtures/plain-double.mjs";
 import { rpc, type Client } from "../ingress/grpc-client.js";
 
 /** A client in another process: POSTs for `ms` and prints when each answer came. */
@@ -110,6 +112,25 @@ describe("front doors as several worker processes (http.workers)", { timeout: 90
       );
       for (let i = 0; i < 4; i++) assert.deepEqual(await infer(), [6, 12]);
     }
+  });
+
+  test("workers - a JavaScript application (no TypeScript loader in the workers) is served by every worker", async () => {
+    await using server = await serve(plain as Parameters<typeof serve>[0], {
+      http: { workers: 2 },
+    });
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        fetch(`${server.url}/plain-double`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: String(i),
+        }).then(async (r) => [r.status, await r.json()] as const),
+      ),
+    );
+    assert.deepEqual(
+      answers,
+      Array.from({ length: 20 }, (_, i) => [200, i * 2]),
+    );
   });
 
   test("workers - a bad count is refused with INVALID_OPTIONS", async () => {

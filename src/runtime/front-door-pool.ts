@@ -13,6 +13,7 @@
  */
 import cluster, { type Worker } from "node:cluster";
 import { fileURLToPath } from "node:url";
+import { pino } from "pino";
 import { INGRESS, type Application } from "../app/application.js";
 import type { Controller, Subscriber } from "../control/controller.js";
 import { TributaryError } from "../errors.js";
@@ -29,6 +30,15 @@ const START_TIMEOUT_MS = 60_000;
 const METRICS_TIMEOUT_MS = 2_000;
 /** How long a closing worker may take beyond the drain before it is killed. */
 const EXIT_GRACE_MS = 2_000;
+/** The wait before a dead worker's replacement starts, doubled after each that failed to start. */
+export const REPLACE_MS = 100;
+/** The longest wait between replacements that fail to start (a module that no longer loads). */
+export const MAX_REPLACE_MS = 30_000;
+
+/** The wait before the next replacement, after `failures` replacements in a row failed to start. */
+export function replacementDelay(failures: number): number {
+  return Math.min(REPLACE_MS * 2 ** Math.min(failures, 30), MAX_REPLACE_MS);
+}
 
 /**
  * What the pool needs of a controller: its deployments' names, and their membership. A
@@ -138,6 +148,15 @@ export async function startFrontDoorPool(
   const waiting = new Map<number, (answer: Extract<FromFrontDoor, { t: "done" }>) => void>();
   let sequence = 0;
   let closing = false;
+  /** Replacements that failed to start since one last did: the next waits longer. */
+  let failedStarts = 0;
+  /** Replacements waiting to start (cleared by close). */
+  const replacing = new Set<NodeJS.Timeout>();
+  // A replacement that fails is written to the log, where the main thread's lines go.
+  const log = pino(
+    { level: options.logLevel ?? "info" },
+    options.logStream ?? process.stdout,
+  );
   let url = "";
   let grpcPort: number | undefined;
   // Scrapes ask every worker for its series (JSON) and sum them into this process's.
@@ -267,8 +286,29 @@ export async function startFrontDoorPool(
         started.delete(worker);
         unsubscribe(worker);
         subscriptions.delete(worker);
-        // One that dies while serving is replaced (one that failed to start is reported).
-        if (!closing && url) setTimeout(() => void start().catch(() => undefined), 100);
+        // One that dies while serving is replaced (one that fails to start at first is
+        // reported by run()). A replacement that fails to start is logged and tried again,
+        // each time after twice the wait, up to MAX_REPLACE_MS.
+        if (closing || !url) return;
+        const wait = replacementDelay(failedStarts);
+        const replacement = setTimeout(() => {
+          replacing.delete(replacement);
+          if (closing) return;
+          start().then(
+            () => {
+              failedStarts = 0;
+            },
+            (error: unknown) => {
+              failedStarts++;
+              log.error(
+                { err: error, retryInMs: replacementDelay(failedStarts) },
+                `A front-door worker that replaces one that exited failed to start; ` +
+                  `${serving.size} of ${count} serve until one does`,
+              );
+            },
+          );
+        }, wait);
+        replacing.add(replacement);
       });
     });
 
@@ -313,6 +353,8 @@ export async function startFrontDoorPool(
     },
     async close(force) {
       closing = true;
+      for (const timer of replacing) clearTimeout(timer);
+      replacing.clear();
       unlistRemote();
       const exited = [...workers].map(
         (worker) => new Promise<void>((resolve) => worker.once("exit", () => resolve())),

@@ -276,11 +276,7 @@ process.on("message", (message: ToFrontDoor) => {
       byId.get(message.e)?.outgoing.onMembers(message);
       return;
     case "close":
-      void doors
-        ?.close(new Promise<void>((resolve) => (force = resolve)))
-        .then(() => traceExport?.close())
-        .finally(() => process.exit(0));
-      if (!doors) process.exit(0);
+      drain();
       return;
     case "force":
       force?.();
@@ -297,9 +293,36 @@ process.on("message", (message: ToFrontDoor) => {
       return;
   }
 });
+/**
+ * Stops taking requests, answers those in flight, and exits once the last is answered, or
+ * once forced (the main process's `force`, or after `timeoutMs`). A second call changes
+ * nothing: the first one's drain goes on, and `force` still ends it.
+ */
+let draining = false;
+function drain(timeoutMs?: number): void {
+  if (draining) return;
+  draining = true;
+  if (!doors) process.exit(0);
+  const forced = new Promise<void>((resolve) => {
+    force = resolve;
+    if (timeoutMs !== undefined) setTimeout(resolve, timeoutMs).unref();
+  });
+  void doors
+    .close(forced)
+    .then(() => traceExport?.close())
+    .finally(() => process.exit(0));
+}
+
+/** How long a worker told to stop by SIGTERM answers its requests in flight before it exits. */
+const WORKER_DRAIN_MS = 30_000;
+
 // The main process decides when this one stops (after draining it), not a terminal's Ctrl-C;
 // the main process going away ends it.
 process.on("SIGINT", () => undefined);
+// SIGTERM (an operator, a service manager stopping the process group) drains this worker as
+// the main process's close does: the requests in flight are answered, new connections go
+// to the other workers, and the main process starts a replacement once this one exits.
+process.on("SIGTERM", () => drain(WORKER_DRAIN_MS));
 process.on("disconnect", () => process.exit(0));
 // Messages sent before this listener existed would be lost: the main process waits for this.
 send({ t: "hello" });

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import cluster from "node:cluster";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import { serve } from "../serve.js";
@@ -8,6 +12,8 @@ import * as grpc from "@grpc/grpc-js";
 import { loadInferenceService } from "tributary/internal";
 import { app } from "../fixtures/direct-app.js";
 import { app as scaler } from "../fixtures/oip-app.js";
+import { app as refusing } from "../fixtures/refusing-app.js";
+import { replacementDelay, MAX_REPLACE_MS } from "../../src/runtime/front-door-pool.js";
 // @ts-expect-error: a JavaScript fixture, without types
 import { app as plain } from "../fixtures/plain-double.mjs";
 import { rpc, type Client } from "../ingress/grpc-client.js";
@@ -131,6 +137,80 @@ describe("front doors as several worker processes (http.workers)", { timeout: 90
       answers,
       Array.from({ length: 20 }, (_, i) => [200, i * 2]),
     );
+  });
+
+  test("workers - a worker told to stop with SIGTERM answers its requests in flight, then is replaced", async () => {
+    await using server = await serve(refusing, { http: { workers: 2 } });
+    const pool = server.frontDoorPool!;
+    const [victim] = pool.pids();
+    // Forty connections, so both workers hold some of the calls (each 1.5 s).
+    const answers = Array.from({ length: 40 }, () =>
+      fetch(`${server.url}/refusing`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "1500",
+      }).then(
+        async (r) => `${r.status} ${await r.text()}`,
+        (error: Error) => `failed: ${String((error.cause as Error | undefined)?.message ?? error)}`,
+      ),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    process.kill(victim!, "SIGTERM");
+    assert.deepEqual(await Promise.all(answers), Array<string>(40).fill("200 1500"));
+    await eventually(
+      async () => pool.pids().length === 2 && !pool.pids().includes(victim!),
+      20_000,
+      "the drained worker is replaced",
+    );
+  });
+
+  test("workers - a replacement that cannot start is logged and tried again, each time after a longer wait, until one starts", async () => {
+    assert.deepEqual(
+      [0, 1, 2, 3, 20, 1000].map(replacementDelay),
+      [100, 200, 400, 800, MAX_REPLACE_MS, MAX_REPLACE_MS],
+    );
+    const folder = await mkdtemp(join(tmpdir(), "tributary-refuse-"));
+    const marker = join(folder, "refuse");
+    const lines: { msg?: string; retryInMs?: number; err?: { message?: string } }[] = [];
+    process.env.TRIBUTARY_REFUSE_IMPORT = marker; // forked workers inherit it
+    let forks = 0;
+    const onFork = (): void => void forks++;
+    cluster.on("fork", onFork);
+    try {
+      await using server = await serve(refusing, {
+        http: { workers: 2 },
+        logLevel: "error",
+        logStream: { write: (line) => void lines.push(JSON.parse(line) as (typeof lines)[0]) },
+      });
+      const pool = server.frontDoorPool!;
+      const [victim, survivor] = pool.pids();
+      await writeFile(marker, "");
+      process.kill(victim!, "SIGKILL");
+      await eventually(async () => lines.length >= 3, 20_000, "three failed starts are logged");
+      const failed = lines.slice(0, 3);
+      assert.match(failed[0]!.msg!, /failed to start; 1 of 2 serve until one does/);
+      assert.match(failed[0]!.err!.message!, /refuses to load/);
+      assert.deepEqual(
+        failed.map((line) => line.retryInMs),
+        [200, 400, 800],
+      );
+      // The other worker serves meanwhile.
+      assert.deepEqual(pool.pids(), [survivor]);
+      const answer = await fetch(`${server.url}/refusing`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "1",
+      });
+      assert.equal(answer.status, 200);
+      await rm(marker);
+      await eventually(async () => pool.pids().length === 2, 20_000, "a replacement starts");
+      // 2 at the start, 1 per failed start, and the one that started: no fork in a loop.
+      assert.ok(forks <= 2 + lines.length + 1, `${forks} forks for ${lines.length} failed starts`);
+    } finally {
+      cluster.off("fork", onFork);
+      delete process.env.TRIBUTARY_REFUSE_IMPORT;
+      await rm(folder, { recursive: true, force: true });
+    }
   });
 
   test("workers - a bad count is refused with INVALID_OPTIONS", async () => {

@@ -153,10 +153,7 @@ export async function startFrontDoorPool(
   /** Replacements waiting to start (cleared by close). */
   const replacing = new Set<NodeJS.Timeout>();
   // A replacement that fails is written to the log, where the main thread's lines go.
-  const log = pino(
-    { level: options.logLevel ?? "info" },
-    options.logStream ?? process.stdout,
-  );
+  const log = pino({ level: options.logLevel ?? "info" }, options.logStream ?? process.stdout);
   let url = "";
   let grpcPort: number | undefined;
   // Scrapes ask every worker for its series (JSON) and sum them into this process's.

@@ -165,10 +165,14 @@ describe("front doors as several worker processes (http.workers)", { timeout: 90
   });
 
   test("workers - a replacement that cannot start is logged and tried again, each time after a longer wait, until one starts", async () => {
-    assert.deepEqual(
-      [0, 1, 2, 3, 20, 1000].map(replacementDelay),
-      [100, 200, 400, 800, MAX_REPLACE_MS, MAX_REPLACE_MS],
-    );
+    assert.deepEqual([0, 1, 2, 3, 20, 1000].map(replacementDelay), [
+      100,
+      200,
+      400,
+      800,
+      MAX_REPLACE_MS,
+      MAX_REPLACE_MS,
+    ]);
     const folder = await mkdtemp(join(tmpdir(), "tributary-refuse-"));
     const marker = join(folder, "refuse");
     const lines: { msg?: string; retryInMs?: number; err?: { message?: string } }[] = [];

@@ -47,7 +47,27 @@ function whyNot(value: unknown): string | undefined {
   if (isPromiseLike(value)) {
     return "it is a Promise (or another thenable); await it and pass its value";
   }
+  if (isDetached(value)) {
+    return (
+      "its buffer was moved to a thread replica by an earlier call (typed arrays move, " +
+      "they are not copied); pass x.slice() to keep a copy"
+    );
+  }
   return undefined;
+}
+
+/** Whether `value` is a typed array or `ArrayBuffer` whose buffer has moved to another thread. */
+function isDetached(value: unknown): boolean {
+  const buffer =
+    value instanceof ArrayBuffer ? value : ArrayBuffer.isView(value) ? value.buffer : undefined;
+  if (!(buffer instanceof ArrayBuffer) || buffer.byteLength > 0) return false;
+  // (Node 20 has no `ArrayBuffer.prototype.detached`; an empty buffer clones, a detached one not.)
+  try {
+    structuredClone(buffer);
+    return false;
+  } catch {
+    return true;
+  }
 }
 
 /**

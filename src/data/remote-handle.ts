@@ -226,6 +226,7 @@ function connect(
     send,
     (message, error) => connection.undeliverable(message, error),
     "microtask",
+    endpoint.port !== undefined,
   );
   const connection = new ReplicaConnection(replica, deployment, (message, transfer) =>
     batcher.push(message, transfer),

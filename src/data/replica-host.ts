@@ -54,6 +54,7 @@ const batcher = new MessageBatcher<FromReplica>(
     if (message.t === "ok" || message.t === "item") undeliverableReply(runtime, message, error);
   },
   "microtask",
+  parentPort !== null,
 );
 const post = (message: FromReplica, transfer?: readonly (ArrayBuffer | MessagePort)[]): void =>
   batcher.push(message, transfer);
@@ -110,6 +111,7 @@ function channelCaller(
     (message, transfer) => send(message, transfer as readonly ArrayBuffer[]),
     (message, error) => undeliverableReply(caller, message, error),
     "microtask",
+    movesBuffers,
   );
   const caller = new Caller((message, transfer) => batcher.push(message, transfer), movesBuffers);
   return {

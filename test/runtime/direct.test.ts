@@ -43,6 +43,30 @@ describe("data plane: replicas call each other directly", { timeout: 60_000 }, (
     assert.deepEqual(new Set(results.map((r) => r.replica)), new Set(["leaf#1", "leaf#2"]));
   });
 
+  test("direct - one typed array in several calls at once: the first moves it, the others get copies, none is lost; a moved one sent again is refused at once", async () => {
+    await using server = await serve(app);
+    const caller = server.getHandle<Caller>("caller");
+    const leaf = server.getHandle<Leaf>("leaf");
+    const expected = (seed: number) => ({ length: 1024, sum: seed * 1024 + 523_776 });
+    // From this thread: two replicas, so pairs go to one replica (one batch) or to both.
+    for (let seed = 0; seed < 8; seed++) {
+      const data = payload(seed);
+      const answers = await Promise.all([leaf.weigh(data, 0), leaf.weigh(data, 0)]);
+      assert.deepEqual(answers, [expected(seed), expected(seed)]);
+      assert.equal(data.byteLength, 0, "the first call moved the buffer");
+      const started = Date.now();
+      await assert.rejects(leaf.weigh(data, 0), (error: Error & { code?: string }) => {
+        assert.equal(error.code, "VALIDATION_FAILED");
+        assert.match(error.message, /moved to a thread replica by an earlier call.*x\.slice\(\)/);
+        return true;
+      });
+      assert.ok(Date.now() - started < 1_000, "refused at once");
+    }
+    // From a replica, to the replicas of another deployment.
+    for (let seed = 0; seed < 4; seed++)
+      assert.deepEqual(await caller.weighSame(seed), [expected(seed), expected(seed)]);
+  });
+
   test("direct - a call that moved its buffers and was answered busy is sent again with them intact", async () => {
     // Three routers (two replicas' and this thread's) fill leaves capped at 2 each with calls
     // whose Float32Array moves to the replica: the calls a full leaf hands back carry their

@@ -83,4 +83,41 @@ describe("MessageBatcher", () => {
       [1, 3],
     );
   });
+
+  test("a buffer moves once: a later message listing it goes as a copy, and once it has moved, is handed back", async () => {
+    const sent: { data: unknown; transfer: Transfer }[] = [];
+    const undeliverable: unknown[] = [];
+    const make = (moves = true) =>
+      new MessageBatcher<{ a: Float32Array }>(
+        (data, transfer) => void sent.push({ data, transfer }),
+        (message) => void undeliverable.push(message),
+        "microtask",
+        moves,
+      );
+    const [first, second] = [make(), make()];
+    const data = new Float32Array([1, 2, 3]);
+    first.push({ a: data }, [data.buffer]);
+    second.push({ a: data }, [data.buffer]);
+    first.flush();
+    second.flush();
+    assert.deepEqual(sent[0]!.transfer, [data.buffer], "the first message moves the original");
+    assert.deepEqual(sent[1]!.transfer, [], "the second moves nothing");
+    const copy = (sent[1]!.data as { a: Float32Array }).a;
+    assert.notEqual(copy.buffer, data.buffer, "the second carries a copy");
+    assert.deepEqual([...copy], [1, 2, 3]);
+    // Moved (as a port's postMessage would): a message that lists it again cannot be sent.
+    structuredClone(data.buffer, { transfer: [data.buffer] });
+    first.push({ a: data }, [data.buffer]);
+    assert.equal(undeliverable.length, 1);
+    assert.equal(sent.length, 2);
+    // A channel that copies everything (a socket) neither moves nor claims buffers.
+    const copying = make(false);
+    const other = new Float32Array([4]);
+    copying.push({ a: other }, [other.buffer]);
+    copying.flush();
+    assert.deepEqual(sent[2]!.transfer, []);
+    first.push({ a: other }, [other.buffer]);
+    first.flush();
+    assert.deepEqual(sent[3]!.transfer, [other.buffer], "a copying channel did not claim it");
+  });
 });

@@ -13,6 +13,16 @@
 import type { MessagePort } from "node:worker_threads";
 import type { Transfer } from "./transport.js";
 
+/**
+ * The buffers this thread's messages listed for moving, in any batcher. A buffer can move
+ * once: a later message that lists it again is copied when it is pushed (the earlier one
+ * moves the original when its batch goes), and once the buffer has moved (it is detached)
+ * that copy fails, and the message is undeliverable. Without this the second message was
+ * lost: Node 20's `postMessage` given a detached buffer to transfer neither throws nor
+ * delivers, and a buffer listed twice in one batch fails the whole batch.
+ */
+const moving = new WeakSet<ArrayBuffer>();
+
 export class MessageBatcher<M> {
   readonly #send: (message: M | M[], transfer: Transfer) => void;
   readonly #undeliverable: (message: M, error: Error) => void;
@@ -21,18 +31,41 @@ export class MessageBatcher<M> {
   #transferOf: Map<M, Transfer> | undefined;
   #turnOpen = false;
   readonly #schedule: (flush: () => void) => void;
+  readonly #moves: boolean;
 
+  /**
+   * `moves`: whether `send` moves the buffers it is given (a `MessagePort`); a channel that
+   * copies everything (a socket, NATS, a child process's IPC) ignores transfer lists.
+   */
   constructor(
     send: (message: M | M[], transfer: Transfer) => void,
     undeliverable: (message: M, error: Error) => void,
     gather: "turn" | "microtask" = "turn",
+    moves = true,
   ) {
     this.#send = send;
     this.#undeliverable = undeliverable;
     this.#schedule = gather === "turn" ? setImmediate : queueMicrotask;
+    this.#moves = moves;
   }
 
   push(message: M, transfer?: Transfer): void {
+    if (transfer && transfer.length > 0) {
+      if (!this.#moves) {
+        transfer = undefined;
+      } else if (claimed(transfer)) {
+        // Another message moves (or has moved) one of these buffers: this one goes as a copy.
+        try {
+          message = structuredClone(message);
+        } catch (error) {
+          this.#undeliverable(message, error instanceof Error ? error : new Error(String(error)));
+          return;
+        }
+        transfer = undefined;
+      } else {
+        for (const item of transfer) if (item instanceof ArrayBuffer) moving.add(item);
+      }
+    }
     if (!this.#turnOpen) {
       this.#turnOpen = true;
       this.#schedule(this.#scheduled);
@@ -97,6 +130,12 @@ export class MessageBatcher<M> {
 export const MAX_BATCH = 8;
 
 const EMPTY: Transfer = [];
+
+/** Whether a buffer of `transfer` was listed for moving by an earlier message. */
+function claimed(transfer: Transfer): boolean {
+  for (const item of transfer) if (item instanceof ArrayBuffer && moving.has(item)) return true;
+  return false;
+}
 
 /** Calls `handle` for a message or for each message of a batch. */
 export function unbatch<M>(data: M | M[], handle: (message: M) => void): void {

@@ -61,6 +61,8 @@ export class ProcessTransport implements ReplicaTransport {
       if (this.#child.connected) this.#child.send(message);
     },
     (message, error) => this.#undeliverable?.(message, error),
+    "turn",
+    false,
   );
   #undeliverable: ((message: ToReplica, error: Error) => void) | undefined;
 

@@ -205,8 +205,12 @@ export class ServerClosedError extends TributaryError {
 
 /** A request ran past its timeout; its slot is freed and the replica is told to stop. */
 export class TimeoutError extends TributaryError {
-  constructor(what: string, timeoutMs: number) {
-    super("TIMEOUT", `${what} timed out after ${timeoutMs} ms.`);
+  /** `timeoutMs`: the limit, where the one who reports it knows it. */
+  constructor(what: string, timeoutMs?: number) {
+    super(
+      "TIMEOUT",
+      timeoutMs === undefined ? `${what} timed out.` : `${what} timed out after ${timeoutMs} ms.`,
+    );
   }
 }
 

@@ -34,6 +34,8 @@ export class ActiveRequest implements RequestContext {
   readonly multiplexedModelId: string | undefined;
   /** When the call arrived (`performance.now()`), for its processing time; 0: not timed. */
   startedAt = 0;
+  /** The method called (`undefined`: a function deployment), for the reason of a cancel. */
+  method: string | undefined;
   #controller: AbortController | undefined;
   #reason: Error | undefined;
   #onCancel: (() => void)[] | undefined;

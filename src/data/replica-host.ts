@@ -6,7 +6,7 @@
 import { parentPort, type MessagePort } from "node:worker_threads";
 import { initValue } from "../dag/compile.js";
 import { findApplication, markReplicaContext } from "../app/registry.js";
-import { TributaryError } from "../errors.js";
+import { CancelledError, TimeoutError, TributaryError } from "../errors.js";
 import { MessageBatcher, unbatch } from "./transport/batch.js";
 import { listen, SocketChannel, socketPath } from "./transport/socket.js";
 import {
@@ -240,6 +240,11 @@ function finish(caller: Caller, id: number, outcome: Outcome): void {
   if (!request) return;
   if (request.startedAt > 0)
     replicaStats.call(outcome, (performance.now() - request.startedAt) / 1000);
+  release();
+}
+
+/** A slot is free: callers that were told busy are told so. */
+function release(): void {
   ongoing--;
   if (rejected.size > 0) {
     for (const waiting of rejected) waiting.post({ t: "free" });
@@ -277,17 +282,28 @@ function reportLoad(): void {
 const LOAD_REPORT_MS = 20;
 
 function cancel(caller: Caller, id: number, reason: "timeout" | "abort"): void {
-  const request = caller.active.get(id);
-  if (request) {
-    const error = new TributaryError(
-      reason === "timeout" ? "TIMEOUT" : "CANCELLED",
-      `request ${reason === "timeout" ? "timed out" : "was cancelled"}`,
-    );
-    request.cancel(error);
-    request.endSpan(reason === "timeout" ? "timeout" : "cancelled", error);
-  }
-  // The caller has its answer and counts the slot free: so does the replica.
-  finish(caller, id, "cancelled");
+  const request = caller.active.take(id);
+  if (!request) return;
+  // The reason the call's signal and its own handle calls get: which call, and why.
+  const what = `${deploymentName}.${request.method ?? "call"}()`;
+  const error = reason === "timeout" ? new TimeoutError(what) : new CancelledError(what);
+  request.cancel(error);
+  request.endSpan(reason === "timeout" ? "timeout" : "cancelled", error);
+  if (request.startedAt > 0)
+    replicaStats.call("cancelled", (performance.now() - request.startedAt) / 1000);
+  // The caller has its answer and nothing more is sent for the call, but its code may still
+  // run (a method that ignores its signal): its slot stays taken until that code ends, so
+  // this replica never runs more than maxOngoingRequests calls. A router that sends more
+  // meanwhile is answered busy, then told free.
+  stillRunning.add(request);
+}
+
+/** Cancelled calls whose code has not ended yet: each holds its slot until it does. */
+const stillRunning = new Set<ActiveRequest>();
+
+/** The code of a call ended: a cancelled one frees its slot now. */
+function codeEnded(request: ActiveRequest): void {
+  if (stillRunning.delete(request)) release();
 }
 
 function onCall(caller: Caller, message: CallMessage): void {
@@ -305,7 +321,10 @@ function startStream(
 ): void {
   void requestStorage
     .run(request, () => runInSpan(span, () => stream(caller, id, iterable, request)))
-    .then((outcome) => finish(caller, id, outcome));
+    .then((outcome) => {
+      finish(caller, id, outcome);
+      codeEnded(request);
+    });
 }
 
 async function init(message: InitMessage): Promise<void> {
@@ -481,6 +500,7 @@ function call(
   }
   const span = startCallSpan(appName, deploymentName, replicaName, method, requestId, traceparent);
   const request = new ActiveRequest(requestId, deploymentName, replicaName, model, span);
+  request.method = method;
   caller.active.set(id, request);
   if (replicaStats.enabled) request.startedAt = performance.now();
   ongoing++;
@@ -509,7 +529,10 @@ function call(
   Promise.resolve(result).then(
     (value) => answer(caller, id, value, request, span),
     (error: unknown) => {
-      if (!caller.active.has(id)) return;
+      if (!caller.active.has(id)) {
+        codeEnded(request); // cancelled: the caller has its answer
+        return;
+      }
       finish(caller, id, "error");
       respondError(caller, id, error, true);
       request.endSpan("error", error);
@@ -529,7 +552,10 @@ function answer(
     startStream(caller, id, value, request, span);
     return;
   }
-  if (!caller.active.has(id)) return; // cancelled: the caller has its answer
+  if (!caller.active.has(id)) {
+    codeEnded(request); // cancelled: the caller has its answer
+    return;
+  }
   finish(caller, id, "ok");
   caller.post({ t: "ok", id, v: value }, transferablesOfValue(value));
   request.endSpan("ok");

@@ -77,6 +77,29 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
     assert.equal((await server.status()).applications.faulty!.deployments.fragile!.queued, 0);
   });
 
+  for (const isolation of ["thread", "process"] as const) {
+    test(`router - a timed-out call whose code goes on keeps its replica slot until that code ends: never more than maxOngoingRequests run (${isolation})`, async () => {
+      await using server = await serve(
+        app.withOptions({ fragile: { maxOngoingRequests: 1, maxQueuedRequests: 10, isolation } }),
+      );
+      const fragile = server.getHandle<Fragile>("fragile");
+      const impatient = server.getHandle<Fragile>("fragile", { timeout: "100ms" });
+      await fragile.echo(1); // started
+      const started = Date.now();
+      await assert.rejects(impatient.stubborn(800), TimeoutError);
+      // The caller's router freed its slot; the replica still runs the first call's code.
+      const next = await fragile.stubborn(0);
+      assert.equal(next.most, 1, "the replica ran one call at a time");
+      assert.ok(Date.now() - started >= 700, "the next call waited for the first one's code");
+      // What the cancelled call's code was told: which call, and why.
+      assert.deepEqual(await fragile.lastReason(), {
+        name: "TimeoutError",
+        code: "TIMEOUT",
+        message: "fragile.stubborn() timed out.",
+      });
+    });
+  }
+
   test("router - cancelling a request cancels the handle calls it made, down the graph", async () => {
     await using server = await serve(relayApp);
     await assert.rejects(server.handle.call(30_000, { timeout: "150ms" }), TimeoutError);

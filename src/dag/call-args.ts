@@ -47,6 +47,9 @@ function whyNot(value: unknown): string | undefined {
   if (isPromiseLike(value)) {
     return "it is a Promise (or another thenable); await it and pass its value";
   }
+  if (value instanceof WeakMap || value instanceof WeakSet || value instanceof WeakRef) {
+    return `it is a ${value.constructor.name}, which cannot be copied; only data crosses`;
+  }
   if (isDetached(value)) {
     return (
       "its buffer was moved to a thread replica by an earlier call (typed arrays move, " +
@@ -124,18 +127,45 @@ export function unsendableArguments(
   args: unknown[],
   error: Error,
 ): ValidationError {
+  const budget = { items: Infinity };
   for (let i = 0; i < args.length; i++) {
-    const found = findUnsendable(args[i], `arguments[${i}]`, new Set());
+    const found = findUnsendable(args[i], `arguments[${i}]`, new Set(), budget);
     if (found) return invalid(deployment, method, found.path, found.why);
   }
   return invalid(deployment, method, "arguments", error.message);
+}
+
+/** How many values {@link unsendableNested} looks at: a bound on the work a queued call adds. */
+const NESTED_CHECK_ITEMS = 1024;
+
+/**
+ * The `ValidationError` for a part of `args` (within their first {@link NESTED_CHECK_ITEMS}
+ * values) that cannot cross to a replica, if there is one: a call about to wait in a
+ * router's queue is checked now, so that it fails at once rather than when it leaves the
+ * queue (a call sent at once finds out from structured clone).
+ */
+export function unsendableNested(
+  deployment: string,
+  method: string,
+  args: readonly unknown[],
+): ValidationError | undefined {
+  const budget = { items: NESTED_CHECK_ITEMS };
+  const seen = new Set<object>();
+  for (let i = 0; i < args.length; i++) {
+    if (typeof args[i] !== "object" || args[i] === null) continue;
+    const found = findUnsendable(args[i], `arguments[${i}]`, seen, budget);
+    if (found) return invalid(deployment, method, found.path, found.why);
+  }
+  return undefined;
 }
 
 function findUnsendable(
   value: unknown,
   path: string,
   seen: Set<object>,
+  budget: { items: number },
 ): { path: string; why: string } | undefined {
+  if (--budget.items < 0) return undefined;
   const response = passedOf(value);
   if (response) {
     return {
@@ -148,6 +178,8 @@ function findUnsendable(
   const why = whyNot(value);
   if (why) return { path, why };
   if (typeof value !== "object" || value === null || seen.has(value)) return undefined;
+  // Typed arrays and buffers clone (a moved one is caught above); their items are numbers.
+  if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) return undefined;
   seen.add(value);
   const entries: [string, unknown][] =
     value instanceof Map
@@ -159,7 +191,7 @@ function findUnsendable(
             v,
           ]);
   for (const [at, item] of entries) {
-    const found = findUnsendable(item, at, seen);
+    const found = findUnsendable(item, at, seen, budget);
     if (found) return found;
   }
   return undefined;

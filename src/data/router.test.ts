@@ -1,10 +1,16 @@
 import assert from "node:assert/strict";
 import { describe, mock, test } from "node:test";
-import { BackPressureError, QueueTimeoutError, ReplicaDiedError } from "../errors.js";
+import {
+  BackPressureError,
+  QueueTimeoutError,
+  ReplicaDiedError,
+  TimeoutError,
+  ValidationError,
+} from "../errors.js";
 import type { CallMessage } from "../wire/protocol.js";
 import { CancelScope } from "./cancel.js";
 import { ReplicaConnection } from "./connection.js";
-import { Router, type ReplicaChooser } from "./router.js";
+import { powerOfTwoChoices, Router, type ReplicaChooser, type RoutedReplica } from "./router.js";
 
 /** A connection whose sent messages are recorded; the test answers for the replica. */
 function replica(id: string): { connection: ReplicaConnection; sent: CallMessage[] } {
@@ -283,5 +289,142 @@ describe("Router", () => {
     assert.equal(calls(a.sent).length, 1);
     assert.equal(calls(b.sent).length, 1, "no wait for the replica the first call went to");
     assert.equal(router.queued, 0);
+  });
+
+  test("power of two choices - the less busy of two different replicas, within the cap; any free one when both are full", (t) => {
+    const replicas = (...ongoing: number[]): RoutedReplica[] =>
+      ongoing.map((n, i) => ({ ongoing: n, connection: { replica: `r${i}` } }) as never);
+    const name = (r: RoutedReplica | undefined): string | undefined =>
+      r && (r.connection as { replica: string }).replica;
+    // Two replicas: both are always sampled, so the less busy one is always taken.
+    const two = replicas(2, 0);
+    for (let i = 0; i < 50; i++) assert.equal(name(powerOfTwoChoices(two, 4)), "r1");
+    // Draws of 0 sample r0 and r1 (never the same one twice): the less busy, r1.
+    const random = t.mock.method(Math, "random", () => 0);
+    assert.equal(name(powerOfTwoChoices(replicas(3, 1, 0), 4)), "r1");
+    // Both sampled are at the cap: the free one that was not sampled still beats queueing.
+    assert.equal(name(powerOfTwoChoices(replicas(4, 4, 1), 4)), "r2");
+    assert.equal(powerOfTwoChoices(replicas(4, 4, 4), 4), undefined, "none free: none");
+    assert.equal(powerOfTwoChoices(replicas(1), 1), undefined, "one replica at its cap: none");
+    assert.equal(name(powerOfTwoChoices(replicas(0), 1)), "r0");
+    random.mock.restore();
+    // Idle replicas share the calls (it samples at random, not the first ones).
+    const counts = new Map<string, number>();
+    const idle = replicas(0, 0, 0);
+    for (let i = 0; i < 3000; i++) {
+      const picked = name(powerOfTwoChoices(idle, 4))!;
+      counts.set(picked, (counts.get(picked) ?? 0) + 1);
+    }
+    for (const r of ["r0", "r1", "r2"])
+      assert.ok((counts.get(r) ?? 0) > 700, `${r} took ${counts.get(r) ?? 0} of 3000`);
+  });
+
+  test("router - a call a replica hands back goes ahead of calls that were already waiting", () => {
+    const a = replica("a");
+    const router = new Router("d", "d", { maxOngoingRequests: 1, maxQueuedRequests: 10 });
+    router.setReplicas([a.connection]);
+    void router.call("m", ["early"]);
+    void router.call("m", ["waiting"]);
+    assert.equal(router.queued, 1);
+    a.connection.onMessage({ t: "busy", id: calls(a.sent)[0]! });
+    assert.equal(router.queued, 2);
+    a.connection.onMessage({ t: "free" });
+    const sent = a.sent.filter((m) => m.t === "call");
+    assert.deepEqual(
+      sent.map((m) => m.t === "call" && m.a[0]),
+      ["early", "early"],
+      "the bounced call goes first when the replica frees a slot",
+    );
+  });
+
+  test("router - a deployment marked unavailable fails its queued and new calls at once, until a replica runs", async () => {
+    const router = new Router("d", "d", { maxOngoingRequests: 1, maxQueuedRequests: 10 });
+    const queued = router.call("m", []);
+    assert.equal(router.queued, 1, "no replica yet: the call waits");
+    const failed = new Error("the deployment failed to deploy");
+    router.setUnavailable(failed);
+    await assert.rejects(queued, failed);
+    await assert.rejects(router.call("m", []), failed);
+    const a = replica("a");
+    router.setReplicas([a.connection]);
+    const ran = router.call("m", []);
+    ok(a, calls(a.sent)[0]!, "ran");
+    assert.equal(await ran, "ran");
+  });
+
+  test("router - a call with timeoutMs fails with TimeoutError, tells the replica, and frees its slot", async (t) => {
+    mock.timers.enable({ apis: ["setTimeout"] });
+    t.after(() => mock.timers.reset());
+    const a = replica("a");
+    const router = new Router("d", "d", { maxOngoingRequests: 1, maxQueuedRequests: 10 });
+    router.setReplicas([a.connection]);
+    const slow = router.call("slow", [], { timeoutMs: 100 });
+    const next = router.call("m", ["next"]);
+    mock.timers.tick(99);
+    assert.equal(router.queued, 1);
+    mock.timers.tick(1);
+    await assert.rejects(slow, (error: unknown) => {
+      assert.ok(error instanceof TimeoutError);
+      assert.match(error.message, /slow\(\) timed out after 100 ms/);
+      return true;
+    });
+    assert.deepEqual(
+      a.sent.map((m) => m.t),
+      ["call", "cancel", "call"],
+    );
+    ok(a, calls(a.sent)[1]!, "next");
+    assert.equal(await next, "next");
+  });
+
+  test("router - a replica the control plane adds takes the calls that wait", () => {
+    const a = replica("a");
+    const b = replica("b");
+    const router = new Router("d", "d", { maxOngoingRequests: 1, maxQueuedRequests: 10 });
+    router.setReplicas([a.connection]);
+    void router.call("m", ["one"]);
+    void router.call("m", ["two"]);
+    assert.equal(router.queued, 1);
+    router.setReplicas([a.connection, b.connection]);
+    assert.equal(router.queued, 0);
+    assert.deepEqual(
+      b.sent.map((m) => m.t === "call" && m.a[0]),
+      ["two"],
+    );
+  });
+
+  test("router - new limits apply at once: a higher cap starts waiting calls", () => {
+    const a = replica("a");
+    const router = new Router("d", "d", { maxOngoingRequests: 1, maxQueuedRequests: 10 });
+    router.setReplicas([a.connection]);
+    for (let i = 0; i < 3; i++) void router.call("m", [i]);
+    assert.equal(router.queued, 2);
+    router.configure({ maxOngoingRequests: 3, maxQueuedRequests: 10 });
+    assert.equal(router.queued, 0);
+    assert.equal(calls(a.sent).length, 3);
+  });
+
+  test("router - arguments that cannot be sent fail the call at once and free its slot; one that would wait is checked before it waits", async () => {
+    let refuse = true;
+    const sent: CallMessage[] = [];
+    const a = new ReplicaConnection("a", "d", (message) => {
+      if (refuse && message.t === "call") throw new Error("could not be cloned");
+      sent.push(message);
+    });
+    const router = new Router("d", "d", { maxOngoingRequests: 1, maxQueuedRequests: 10 });
+    router.setReplicas([a]);
+    await assert.rejects(router.call("m", [{ f: () => 1 }]), (error: unknown) => {
+      assert.ok(error instanceof ValidationError);
+      assert.match(error.message, /arguments\[0\]\.f: it is a function/);
+      return true;
+    });
+    assert.equal(router.ongoing, 0, "the slot is free again");
+    refuse = false;
+    const running = router.call("m", ["running"]);
+    // The replica is full: a call with a nested function fails now, not when it would leave the queue.
+    const started = router.call("m", [{ nested: { weak: new WeakMap() } }]);
+    await assert.rejects(started, /arguments\[0\]\.nested\.weak: it is a WeakMap/);
+    assert.equal(router.queued, 0);
+    a.onMessage({ t: "ok", id: (sent[0] as { id: number }).id, v: "ran" });
+    assert.equal(await running, "ran");
   });
 });

@@ -24,7 +24,7 @@ import {
   QueueTimeoutError,
   TimeoutError,
 } from "../errors.js";
-import { unsendableArguments } from "../dag/call-args.js";
+import { unsendableArguments, unsendableNested } from "../dag/call-args.js";
 import { deserializeError } from "../wire/error-codec.js";
 import type { SerializedError } from "../wire/protocol.js";
 import type { CancelScope } from "./cancel.js";
@@ -416,6 +416,14 @@ export class Router {
       if (!slot && this.#queue.length >= this.#maxQueued) {
         reject(new BackPressureError(this.deployment, this.ongoing, this.#queue.length));
         return;
+      }
+      if (!slot) {
+        // It would wait: a part that cannot be sent fails it now, not when it leaves the queue.
+        const unsendable = unsendableNested(this.deployment, method ?? "call", args);
+        if (unsendable) {
+          reject(unsendable);
+          return;
+        }
       }
       const request = new Request(this, method, args, options, resolve, reject);
       if (slot) this.#dispatch(request, slot);

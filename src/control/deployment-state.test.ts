@@ -50,6 +50,68 @@ describe("deployment state machine", () => {
     assert.equal(state.status, "HEALTHY");
   });
 
+  test("state - HEALTHY only when every live replica runs; PENDING only while fewer than the target are live", () => {
+    // A rolling restart's new replica is starting beside the target count.
+    assert.equal(nextStatus("HEALTHY", { ...facts, running: 2, live: 3 }), "UPDATING");
+    assert.equal(nextStatus("UPDATING", { ...facts, running: 2, live: 2 }), "HEALTHY");
+    // Unplaced replicas of an earlier target, while the target's replicas are live.
+    assert.equal(nextStatus("UPDATING", { ...facts, live: 2, unplaced: 1 }), "UPDATING");
+    assert.equal(nextStatus("UPDATING", { ...facts, live: 1, unplaced: 1 }), "PENDING");
+    assert.equal(nextStatus("HEALTHY", { ...facts, crashes: 1, rolling: true }), "UNHEALTHY");
+  });
+
+  test("state - every status nextStatus derives is a transition the table allows, from every status", () => {
+    const statuses = ["UPDATING", "HEALTHY", "UNHEALTHY", "DEPLOY_FAILED", "PENDING"] as const;
+    let checked = 0;
+    for (const from of statuses)
+      for (const running of [0, 1, 2, 3])
+        for (const live of [running, running + 1])
+          for (const crashes of [0, 1])
+            for (const givenUp of [false, true])
+              for (const rolling of [false, true])
+                for (const unplaced of [0, 1]) {
+                  const state = new DeploymentState("m");
+                  if (from !== "UPDATING") state.set(from);
+                  const f = { running, live, target: 2, crashes, givenUp, rolling, unplaced };
+                  const to = nextStatus(from, f);
+                  assert.doesNotThrow(() => state.derive(f), `${from} → ${to}`);
+                  checked++;
+                }
+    assert.equal(checked, 5 * 4 * 2 * 2 * 2 * 2 * 2);
+  });
+
+  test("update plan - each option maps to its step; the same values in another key order are no change", () => {
+    const old = resolveOptions({
+      resources: { cpus: 1, memory: 1e9 },
+      userConfig: { a: 1, b: { c: 2, d: 3 } },
+    });
+    const cases: [Parameters<typeof resolveOptions>[0], string[]][] = [
+      [{ maxOngoingRequests: 9 }, ["router"]],
+      [{ maxQueuedRequests: 9 }, ["router"]],
+      [{ maxQueueWait: "1s" }, ["router"]],
+      [{ healthCheckPeriod: "1s" }, ["controller"]],
+      [{ healthCheckTimeout: "1s" }, ["controller"]],
+      [{ gracefulShutdownTimeout: "1s" }, ["controller"]],
+      [{ userConfig: { a: 2 } }, ["reconfigure"]],
+      [{ isolation: "process" }, ["restart"]],
+      [{ resources: { cpus: 2 } }, ["restart"]],
+      [{ numReplicas: 3 }, ["scale"]],
+      [{ autoscaling: { minReplicas: 1, maxReplicas: 4 } }, ["scale"]],
+    ];
+    const base = { resources: { cpus: 1, memory: 1e9 }, userConfig: { a: 1, b: { c: 2, d: 3 } } };
+    for (const [change, steps] of cases)
+      assert.deepEqual(
+        planUpdate(old, resolveOptions({ ...base, ...change })),
+        steps,
+        JSON.stringify(change),
+      );
+    const reordered = resolveOptions({
+      resources: { memory: 1e9, cpus: 1 },
+      userConfig: { b: { d: 3, c: 2 }, a: 1 },
+    });
+    assert.deepEqual(planUpdate(old, reordered), []);
+  });
+
   test("update plan - a pure function from old and new options to the steps, in order", () => {
     const old = resolveOptions({});
     assert.deepEqual(planUpdate(old, old), []);

@@ -3,6 +3,7 @@
  * of the old and the new options: the controller carries the steps out in this order, and
  * undoes the ones that ran when a later one fails.
  */
+import { isDeepStrictEqual } from "node:util";
 import type { ResolvedDeploymentOptions } from "../options.js";
 
 /**
@@ -28,7 +29,12 @@ export function planUpdate(
   old: ResolvedDeploymentOptions,
   next: ResolvedDeploymentOptions,
 ): UpdateKind[] {
+  // Values as JSON has them (an absent field and `undefined` alike), in any key order: the
+  // same resources or userConfig written in another order is no change.
   const changed = (key: keyof ResolvedDeploymentOptions): boolean =>
-    JSON.stringify(old[key]) !== JSON.stringify(next[key]);
+    !isDeepStrictEqual(asJson(old[key]), asJson(next[key]));
   return STEPS.filter(([, keys]) => keys.some(changed)).map(([kind]) => kind);
 }
+
+const asJson = (value: unknown): unknown =>
+  value === undefined ? undefined : (JSON.parse(JSON.stringify(value)) as unknown);

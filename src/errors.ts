@@ -129,7 +129,7 @@ export class BackPressureError extends TributaryError {
   constructor(deployment: string, ongoing: number, queued: number) {
     super(
       "BACK_PRESSURE",
-      `Deployment "${deployment}" is overloaded: ${ongoing} requests running and ${queued} queued ` +
+      `Deployment "${deployment}" is overloaded: ${ongoing} ${ongoing === 1 ? "request" : "requests"} running and ${queued} queued ` +
         `(maxOngoingRequests × replicas and maxQueuedRequests reached). Retry later, or raise ` +
         `numReplicas or maxQueuedRequests.`,
     );

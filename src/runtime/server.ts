@@ -401,6 +401,15 @@ export async function run<In, Out>(
   if (options.frontDoors === false) return server;
   const workers = options.http?.workers ?? 1;
   try {
+    // In JavaScript nothing else stops a setting put here, as serve.yaml nests it, from
+    // being ignored.
+    const unknown = Object.keys(options.http ?? {}).filter((key) => key !== "workers");
+    if (unknown.length > 0)
+      throw new OptionsError(
+        `run()'s http option takes only workers (it was given ${unknown.join(", ")}). ` +
+          `host, port, bodyLimit, readTimeout, requestTimeout and maxConnections are options ` +
+          `of run() itself; serve.yaml nests them under http.`,
+      );
     if (!Number.isInteger(workers) || workers < 1 || workers > 64)
       throw new OptionsError(
         `http.workers must be an integer from 1 to 64 (it is ${String(workers)}).`,

@@ -6,7 +6,7 @@
  * names the deployment, the method and the argument.
  */
 import { ValidationError } from "../errors.js";
-import { isAsyncIterable, isPromiseLike } from "../values.js";
+import { isAsyncIterable, isPlainObject, isPromiseLike } from "../values.js";
 
 /** What a handle call's response is, seen from an argument: its label and its result. */
 interface Passed {
@@ -127,9 +127,8 @@ export function unsendableArguments(
   args: unknown[],
   error: Error,
 ): ValidationError {
-  const budget = { items: Infinity };
   for (let i = 0; i < args.length; i++) {
-    const found = findUnsendable(args[i], `arguments[${i}]`, new Set(), budget);
+    const found = findUnsendable(args[i], `arguments[${i}]`, new Set());
     if (found) return invalid(deployment, method, found.path, found.why);
   }
   return invalid(deployment, method, "arguments", error.message);
@@ -140,9 +139,10 @@ const NESTED_CHECK_ITEMS = 1024;
 
 /**
  * The `ValidationError` for a part of `args` (within their first {@link NESTED_CHECK_ITEMS}
- * values) that cannot cross to a replica, if there is one: a call about to wait in a
- * router's queue is checked now, so that it fails at once rather than when it leaves the
- * queue (a call sent at once finds out from structured clone).
+ * values, in arrays and plain objects) that surely cannot cross to a replica, if there is
+ * one: a call about to wait in a router's queue is checked now, so that it fails at once
+ * rather than when it leaves the queue. What this does not look into (class instances,
+ * Maps, Sets, values past the budget) is left to structured clone when the call is sent.
  */
 export function unsendableNested(
   deployment: string,
@@ -150,11 +150,49 @@ export function unsendableNested(
   args: readonly unknown[],
 ): ValidationError | undefined {
   const budget = { items: NESTED_CHECK_ITEMS };
-  const seen = new Set<object>();
   for (let i = 0; i < args.length; i++) {
     if (typeof args[i] !== "object" || args[i] === null) continue;
-    const found = findUnsendable(args[i], `arguments[${i}]`, seen, budget);
+    const found = findNested(args[i], `arguments[${i}]`, budget, 0);
     if (found) return invalid(deployment, method, found.path, found.why);
+  }
+  return undefined;
+}
+
+function findNested(
+  value: unknown,
+  path: string,
+  budget: { items: number },
+  depth: number,
+): { path: string; why: string } | undefined {
+  if (--budget.items < 0 || depth > 64) return undefined;
+  if (typeof value === "function" || typeof value === "symbol")
+    return { path, why: whyNot(value)! };
+  if (typeof value !== "object" || value === null) return undefined;
+  const response = passedOf(value);
+  if (response) {
+    return {
+      path,
+      why:
+        `it is the un-awaited result of ${response.label}, nested in a value; await it first, ` +
+        `or pass it as an argument of its own (the handle then awaits it)`,
+    };
+  }
+  if (value instanceof Promise)
+    return { path, why: "it is a Promise; await it and pass its value" };
+  if (value instanceof WeakMap || value instanceof WeakSet || value instanceof WeakRef)
+    return { path, why: whyNot(value)! };
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length && budget.items > 0; i++) {
+      const found = findNested(value[i], `${path}[${i}]`, budget, depth + 1);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  if (!isPlainObject(value)) return undefined;
+  for (const key in value) {
+    if (budget.items <= 0) break;
+    const found = findNested(value[key], `${path}.${key}`, budget, depth + 1);
+    if (found) return found;
   }
   return undefined;
 }
@@ -163,9 +201,7 @@ function findUnsendable(
   value: unknown,
   path: string,
   seen: Set<object>,
-  budget: { items: number },
 ): { path: string; why: string } | undefined {
-  if (--budget.items < 0) return undefined;
   const response = passedOf(value);
   if (response) {
     return {
@@ -191,7 +227,7 @@ function findUnsendable(
             v,
           ]);
   for (const [at, item] of entries) {
-    const found = findUnsendable(item, at, seen, budget);
+    const found = findUnsendable(item, at, seen);
     if (found) return found;
   }
   return undefined;

@@ -432,8 +432,10 @@ async function stream(
   request: ActiveRequest,
 ): Promise<Outcome> {
   caller.post({ t: "stream", id });
-  const iterator = iterable[Symbol.asyncIterator]();
+  let iterator: AsyncIterator<unknown>;
   try {
+    // (Inside the try: an iterable whose iterator throws fails this call, not the replica.)
+    iterator = iterable[Symbol.asyncIterator]();
     for (let sent = 1; !request.cancelled; sent++) {
       const next = await iterator.next();
       if (next.done) break;

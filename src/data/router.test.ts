@@ -424,6 +424,15 @@ describe("Router", () => {
     const started = router.call("m", [{ nested: { weak: new WeakMap() } }]);
     await assert.rejects(started, /arguments\[0\]\.nested\.weak: it is a WeakMap/);
     assert.equal(router.queued, 0);
+    // What structured clone takes is not refused here: a class instance with a then(), a
+    // Map keyed by an object without a prototype, a wide array (past the check's budget).
+    class Query {
+      then(): void {}
+    }
+    const key = Object.create(null) as object;
+    void router.call("m", [{ query: new Query(), map: new Map([[key, 1]]) }]);
+    void router.call("m", [{ wide: new Array<number>(100_000).fill(1), f: () => 1 }]);
+    assert.equal(router.queued, 2, "both wait (the second's function is found when it is sent)");
     a.onMessage({ t: "ok", id: (sent[0] as { id: number }).id, v: "ran" });
     assert.equal(await running, "ran");
   });

@@ -70,6 +70,8 @@ export interface RoutedReplica {
 }
 
 const NO_MODELS: ReadonlySet<string> = new Set();
+/** Buffers a call of this thread listed for moving when it was made (see `#moveOnce`). */
+const claimedByCalls = new WeakSet<ArrayBuffer>();
 const NO_TRANSFER: Transfer = [];
 
 /** How the router picks among replicas: a function, so the policy can be swapped. */
@@ -426,9 +428,42 @@ export class Router {
         }
       }
       const request = new Request(this, method, args, options, resolve, reject);
+      if (request.transfer.length > 0 && !this.#moveOnce(request)) return;
       if (slot) this.#dispatch(request, slot);
       else this.#enqueue(request, false);
     });
+  }
+
+  /**
+   * A buffer moves with one call only: the first that lists it claims it when it is made.
+   * A later call that lists a claimed buffer (while the first waits in a queue or a batch,
+   * or after it moved) gets a copy of its arguments now, before the first one moves them.
+   * Returns false when the arguments cannot be copied (the call was answered with why).
+   */
+  #moveOnce(request: Request): boolean {
+    let taken = false;
+    for (const buffer of request.transfer)
+      if (buffer instanceof ArrayBuffer && claimedByCalls.has(buffer)) taken = true;
+    if (!taken) {
+      for (const buffer of request.transfer)
+        if (buffer instanceof ArrayBuffer) claimedByCalls.add(buffer);
+      return true;
+    }
+    try {
+      request.args = structuredClone(request.args);
+    } catch (error) {
+      request.reject(
+        unsendableArguments(
+          this.deployment,
+          request.method ?? "call",
+          request.args,
+          error instanceof Error ? error : new Error(String(error)),
+        ),
+      );
+      return false;
+    }
+    request.transfer = transferablesOf(request.args);
+    return true;
   }
 
   #enqueue(request: Request, first: boolean): void {

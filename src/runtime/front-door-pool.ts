@@ -32,6 +32,8 @@ const METRICS_TIMEOUT_MS = 2_000;
 const EXIT_GRACE_MS = 2_000;
 /** The wait before a dead worker's replacement starts, doubled after each that failed to start. */
 export const REPLACE_MS = 100;
+/** A worker that exits sooner than this after it listened counts as one that failed to start. */
+const STABLE_MS = 1_000;
 /** The longest wait between replacements that fail to start (a module that no longer loads). */
 export const MAX_REPLACE_MS = 30_000;
 
@@ -214,7 +216,11 @@ export async function startFrontDoorPool(
         () => fail(new Error(`did not listen within ${START_TIMEOUT_MS} ms`)),
         START_TIMEOUT_MS,
       );
+      /** When it listened (0: not yet), and why its start failed. */
+      let listenedAt = 0;
+      let startError: Error | undefined;
       const fail = (error: Error): void => {
+        startError ??= error;
         clearTimeout(timer);
         worker.kill("SIGKILL");
         reject(
@@ -253,6 +259,7 @@ export async function startFrontDoorPool(
             return;
           case "listening":
             clearTimeout(timer);
+            listenedAt = Date.now();
             serving.add(worker);
             url ||= message.url;
             grpcPort ??= message.grpcPort;
@@ -276,34 +283,36 @@ export async function startFrontDoorPool(
             return;
         }
       });
-      worker.once("exit", () => {
+      worker.once("exit", (code: number | null, signal: string | null) => {
         clearTimeout(timer);
         workers.delete(worker);
         serving.delete(worker);
         started.delete(worker);
         unsubscribe(worker);
         subscriptions.delete(worker);
+        const how = signal ? `signal ${signal}` : `code ${String(code)}`;
+        // One that exits before it listens (its module calls process.exit, a crash) fails
+        // its start, as one that reports an error does.
+        if (listenedAt === 0) fail(new Error(`it exited before it listened (${how})`));
         // One that dies while serving is replaced (one that fails to start at first is
-        // reported by run()). A replacement that fails to start is logged and tried again,
-        // each time after twice the wait, up to MAX_REPLACE_MS.
+        // reported by run()). A replacement that fails to start, or dies soon after, is
+        // logged and tried again, each time after twice the wait, up to MAX_REPLACE_MS.
         if (closing || !url) return;
+        const early = listenedAt === 0 || Date.now() - listenedAt < STABLE_MS;
+        failedStarts = early ? failedStarts + 1 : 0;
         const wait = replacementDelay(failedStarts);
+        if (listenedAt === 0) {
+          log.error(
+            { err: startError, retryInMs: wait },
+            `A front-door worker that replaces one that exited failed to start; ` +
+              `${serving.size} of ${count} serve until one does`,
+          );
+        } else {
+          log.warn({ exit: how, retryInMs: wait }, "A front-door worker exited; it is replaced");
+        }
         const replacement = setTimeout(() => {
           replacing.delete(replacement);
-          if (closing) return;
-          start().then(
-            () => {
-              failedStarts = 0;
-            },
-            (error: unknown) => {
-              failedStarts++;
-              log.error(
-                { err: error, retryInMs: replacementDelay(failedStarts) },
-                `A front-door worker that replaces one that exited failed to start; ` +
-                  `${serving.size} of ${count} serve until one does`,
-              );
-            },
-          );
+          if (!closing) start().catch(() => undefined); // logged on its exit, above
         }, wait);
         replacing.add(replacement);
       });
@@ -356,7 +365,11 @@ export async function startFrontDoorPool(
       const exited = [...workers].map(
         (worker) => new Promise<void>((resolve) => worker.once("exit", () => resolve())),
       );
-      for (const worker of workers) tell(worker, { t: "close" });
+      for (const worker of workers) {
+        // One still loading before it listens for messages would not hear "close".
+        if (started.has(worker)) tell(worker, { t: "close" });
+        else worker.kill("SIGKILL");
+      }
       await force;
       for (const worker of workers) {
         tell(worker, { t: "force" });

@@ -65,6 +65,22 @@ describe("data plane: replicas call each other directly", { timeout: 60_000 }, (
     // From a replica, to the replicas of another deployment.
     for (let seed = 0; seed < 4; seed++)
       assert.deepEqual(await caller.weighSame(seed), [expected(seed), expected(seed)]);
+    // More calls than the leaves' slots (2 × 2): those that wait in the queue have copies.
+    const shared = payload(9);
+    assert.deepEqual(
+      await Promise.all(Array.from({ length: 7 }, () => leaf.weigh(shared, 30))),
+      Array<unknown>(7).fill(expected(9)),
+    );
+    // A process replica (which copies) and a thread replica (which moves), in either order.
+    await using processes = await serve(app.withOptions({ leaf: { isolation: "process" } }));
+    const copying = processes.getHandle<Leaf>("leaf");
+    for (const threadFirst of [true, false]) {
+      const data = payload(3);
+      const calls = threadFirst
+        ? [leaf.weigh(data, 30), copying.weigh(data, 30)]
+        : [copying.weigh(data, 30), leaf.weigh(data, 30)];
+      assert.deepEqual(await Promise.all(calls), [expected(3), expected(3)]);
+    }
   });
 
   test("direct - a call that moved its buffers and was answered busy is sent again with them intact", async () => {

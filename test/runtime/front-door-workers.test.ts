@@ -164,58 +164,67 @@ describe("front doors as several worker processes (http.workers)", { timeout: 90
     );
   });
 
-  test("workers - a replacement that cannot start is logged and tried again, each time after a longer wait, until one starts", async () => {
-    assert.deepEqual([0, 1, 2, 3, 20, 1000].map(replacementDelay), [
-      100,
-      200,
-      400,
-      800,
-      MAX_REPLACE_MS,
-      MAX_REPLACE_MS,
-    ]);
-    const folder = await mkdtemp(join(tmpdir(), "tributary-refuse-"));
-    const marker = join(folder, "refuse");
-    const lines: { msg?: string; retryInMs?: number; err?: { message?: string } }[] = [];
-    process.env.TRIBUTARY_REFUSE_IMPORT = marker; // forked workers inherit it
-    let forks = 0;
-    const onFork = (): void => void forks++;
-    cluster.on("fork", onFork);
-    try {
-      await using server = await serve(refusing, {
-        http: { workers: 2 },
-        logLevel: "error",
-        logStream: { write: (line) => void lines.push(JSON.parse(line) as (typeof lines)[0]) },
-      });
-      const pool = server.frontDoorPool!;
-      const [victim, survivor] = pool.pids();
-      await writeFile(marker, "");
-      process.kill(victim!, "SIGKILL");
-      await eventually(async () => lines.length >= 3, 20_000, "three failed starts are logged");
-      const failed = lines.slice(0, 3);
-      assert.match(failed[0]!.msg!, /failed to start; 1 of 2 serve until one does/);
-      assert.match(failed[0]!.err!.message!, /refuses to load/);
-      assert.deepEqual(
-        failed.map((line) => line.retryInMs),
-        [200, 400, 800],
-      );
-      // The other worker serves meanwhile.
-      assert.deepEqual(pool.pids(), [survivor]);
-      const answer = await fetch(`${server.url}/refusing`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: "1",
-      });
-      assert.equal(answer.status, 200);
-      await rm(marker);
-      await eventually(async () => pool.pids().length === 2, 20_000, "a replacement starts");
-      // 2 at the start, 1 per failed start, and the one that started: no fork in a loop.
-      assert.ok(forks <= 2 + lines.length + 1, `${forks} forks for ${lines.length} failed starts`);
-    } finally {
-      cluster.off("fork", onFork);
-      delete process.env.TRIBUTARY_REFUSE_IMPORT;
-      await rm(folder, { recursive: true, force: true });
-    }
-  });
+  for (const how of ["throws", "exits"] as const)
+    test(`workers - a replacement that cannot start (its module ${how}) is logged and tried again, each time after a longer wait, until one starts`, async () => {
+      assert.deepEqual([0, 1, 2, 3, 20, 1000].map(replacementDelay), [
+        100,
+        200,
+        400,
+        800,
+        MAX_REPLACE_MS,
+        MAX_REPLACE_MS,
+      ]);
+      const folder = await mkdtemp(join(tmpdir(), "tributary-refuse-"));
+      const marker = join(folder, "refuse");
+      const lines: { msg?: string; retryInMs?: number; err?: { message?: string } }[] = [];
+      process.env.TRIBUTARY_REFUSE_IMPORT = marker; // forked workers inherit it
+      let forks = 0;
+      const onFork = (): void => void forks++;
+      cluster.on("fork", onFork);
+      try {
+        await using server = await serve(refusing, {
+          http: { workers: 2 },
+          logLevel: "error",
+          logStream: { write: (line) => void lines.push(JSON.parse(line) as (typeof lines)[0]) },
+        });
+        const pool = server.frontDoorPool!;
+        const [victim, survivor] = pool.pids();
+        await writeFile(marker, how === "exits" ? "exit" : "");
+        // (One that dies within a second of listening would count as a failed start too.)
+        await new Promise((resolve) => setTimeout(resolve, 1_100));
+        process.kill(victim!, "SIGKILL");
+        await eventually(async () => lines.length >= 3, 20_000, "three failed starts are logged");
+        const failed = lines.slice(0, 3);
+        assert.match(failed[0]!.msg!, /failed to start; 1 of 2 serve until one does/);
+        assert.match(
+          failed[0]!.err!.message!,
+          how === "exits" ? /exited before it listened \(code 1\)/ : /refuses to load/,
+        );
+        assert.deepEqual(
+          failed.map((line) => line.retryInMs),
+          [200, 400, 800],
+        );
+        // The other worker serves meanwhile.
+        assert.deepEqual(pool.pids(), [survivor]);
+        const answer = await fetch(`${server.url}/refusing`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: "1",
+        });
+        assert.equal(answer.status, 200);
+        await rm(marker);
+        await eventually(async () => pool.pids().length === 2, 20_000, "a replacement starts");
+        // 2 at the start, 1 per failed start, and the one that started: no fork in a loop.
+        assert.ok(
+          forks <= 2 + lines.length + 1,
+          `${forks} forks for ${lines.length} failed starts`,
+        );
+      } finally {
+        cluster.off("fork", onFork);
+        delete process.env.TRIBUTARY_REFUSE_IMPORT;
+        await rm(folder, { recursive: true, force: true });
+      }
+    });
 
   test("workers - a bad count is refused with INVALID_OPTIONS", async () => {
     await assert.rejects(serve(app, { http: { workers: 0 } }), /http\.workers must be an integer/);

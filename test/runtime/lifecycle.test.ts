@@ -100,6 +100,16 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
     });
   }
 
+  test("stream - a result whose iterator cannot be made fails its call, not the replica", async () => {
+    await using server = await serve(app);
+    const fragile = server.getHandle<Fragile>("fragile");
+    const before = (await fragile.info()).replica;
+    await assert.rejects(async () => {
+      for await (const item of fragile.badStream()) assert.fail(`got ${item}`);
+    }, /no iterator/);
+    assert.equal((await fragile.info()).replica, before, "the same replica still serves");
+  });
+
   test("router - cancelling a request cancels the handle calls it made, down the graph", async () => {
     await using server = await serve(relayApp);
     await assert.rejects(server.handle.call(30_000, { timeout: "150ms" }), TimeoutError);

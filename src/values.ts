@@ -22,3 +22,19 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
   const proto = Object.getPrototypeOf(value) as object | null;
   return proto === Object.prototype || proto === null;
 }
+
+/**
+ * JSON text of `value` with every object's keys in sorted order: the same data written in
+ * another key order gives the same text (for comparing options and building keys).
+ */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, item: unknown) =>
+    isPlainObject(item)
+      ? Object.fromEntries(
+          Object.keys(item)
+            .sort()
+            .map((k) => [k, item[k]]),
+        )
+      : item,
+  );
+}

@@ -22,6 +22,7 @@ import {
 import { Autoscaler } from "./autoscaler.js";
 import { ReplicaClient, type ReplicaEvents } from "./replica-client.js";
 import { Router } from "../data/router.js";
+import { canonicalJson } from "../values.js";
 import {
   aggregateStatus,
   type ApplicationStatus,
@@ -411,7 +412,7 @@ export class Controller {
 
   /** What an adopted replica must have been started with to count as one of `d`'s. */
   #replicaKey(d: DeploymentRuntime): string {
-    return JSON.stringify([
+    return canonicalJson([
       this.#app.moduleUrl,
       d.spec.init,
       d.options.isolation,
@@ -554,7 +555,7 @@ export class Controller {
   readonly #startedWith = new WeakMap<ReplicaClient, string>();
 
   #startKey = (options: ResolvedDeploymentOptions): string =>
-    JSON.stringify([options.isolation, options.resources]);
+    canonicalJson([options.isolation, options.resources]);
 
   async #applyDeployment(
     d: DeploymentRuntime,

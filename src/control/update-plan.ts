@@ -3,8 +3,8 @@
  * of the old and the new options: the controller carries the steps out in this order, and
  * undoes the ones that ran when a later one fails.
  */
-import { isDeepStrictEqual } from "node:util";
 import type { ResolvedDeploymentOptions } from "../options.js";
+import { canonicalJson } from "../values.js";
 
 /**
  * - `router`: new `maxOngoingRequests` / `maxQueuedRequests` / `maxQueueWait`, in place
@@ -32,9 +32,6 @@ export function planUpdate(
   // Values as JSON has them (an absent field and `undefined` alike), in any key order: the
   // same resources or userConfig written in another order is no change.
   const changed = (key: keyof ResolvedDeploymentOptions): boolean =>
-    !isDeepStrictEqual(asJson(old[key]), asJson(next[key]));
+    canonicalJson(old[key]) !== canonicalJson(next[key]);
   return STEPS.filter(([, keys]) => keys.some(changed)).map(([kind]) => kind);
 }
-
-const asJson = (value: unknown): unknown =>
-  value === undefined ? undefined : (JSON.parse(JSON.stringify(value)) as unknown);

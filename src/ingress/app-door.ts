@@ -35,7 +35,13 @@ import type { DeclaredRoute, MountedRoutes } from "./openapi.js";
 import type { IngressTarget } from "./target.js";
 import { isTypedArray, jsonReplacer } from "./tensors.js";
 
-/** Sends a graph result: bytes as octet-stream, streams as Server-Sent Events, the rest as JSON. */
+/**
+ * Sends a graph result: bytes as octet-stream, streams as Server-Sent Events, the rest as
+ * JSON. A stream's headers go with its first item, so a stream that fails before it (a
+ * timeout, an error, a replica that died) is answered with that error's status; one that
+ * fails later ends with an `event: error` carrying the error body. Returns `reply` (for a
+ * stream, before it is sent: an async handler returning it waits for the answer).
+ */
 export function sendResult(reply: FastifyReply, result: unknown): FastifyReply {
   if (result instanceof Uint8Array || result instanceof ArrayBuffer) {
     const bytes =
@@ -45,24 +51,40 @@ export function sendResult(reply: FastifyReply, result: unknown): FastifyReply {
     return reply.type("application/octet-stream").send(bytes);
   }
   if (isAsyncIterable(result) && !isTypedArray(result)) {
-    async function* events(): AsyncGenerator<string> {
-      try {
-        for await (const item of result as AsyncIterable<unknown>)
-          yield `data: ${JSON.stringify(item, jsonReplacer)}\n\n`;
-        yield "event: end\ndata: null\n\n";
-      } catch (error) {
-        const { body } = httpError(error, reply.request.id, false);
-        yield `event: error\ndata: ${JSON.stringify(body)}\n\n`;
-      }
-    }
-    return reply
-      .type("text/event-stream")
-      .header("cache-control", "no-cache")
-      .send(Readable.from(events()));
+    void sendStream(reply, result);
+    return reply;
   }
   return reply
     .type("application/json; charset=utf-8")
     .send(JSON.stringify(result ?? null, jsonReplacer));
+}
+
+async function sendStream(reply: FastifyReply, stream: AsyncIterable<unknown>): Promise<void> {
+  const iterator = stream[Symbol.asyncIterator]();
+  let first: IteratorResult<unknown>;
+  try {
+    first = await iterator.next();
+  } catch (error) {
+    reply.send(error instanceof Error ? error : new Error(String(error)));
+    return;
+  }
+  async function* events(): AsyncGenerator<string> {
+    let done = first.done === true;
+    try {
+      for (let next = first; !next.done; next = await iterator.next())
+        yield `data: ${JSON.stringify(next.value, jsonReplacer)}\n\n`;
+      done = true;
+      yield "event: end\ndata: null\n\n";
+    } catch (error) {
+      done = true;
+      const { body } = httpError(error, reply.request.id, false);
+      yield `event: error\ndata: ${JSON.stringify(body)}\n\n`;
+    } finally {
+      // The client went away mid-stream: the deployment's stream stops (and its call ends).
+      if (!done) await iterator.return?.();
+    }
+  }
+  reply.type("text/event-stream").header("cache-control", "no-cache").send(Readable.from(events()));
 }
 
 const CONTENT_TYPES: Readonly<Record<string, string>> = {

@@ -161,17 +161,19 @@ export async function startHttp(
         socket.once("close", () => connections--);
         if (connections <= settings.maxConnections) return;
         state.refused.add(socket);
+        const requestId = randomUUID();
         const body = JSON.stringify({
           error: {
             code: "TOO_MANY_CONNECTIONS",
             message: `The server has ${settings.maxConnections} connections open (its maxConnections); retry later.`,
-            requestId: randomUUID(),
+            requestId,
           },
         });
         socket.on("error", () => undefined);
         socket.end(
           `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; charset=utf-8\r\n` +
-            `retry-after: 1\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+            `x-request-id: ${requestId}\r\nretry-after: 1\r\nconnection: close\r\n` +
+            `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
         );
         setTimeout(() => socket.destroy(), 1_000).unref();
       });

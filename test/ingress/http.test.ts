@@ -70,6 +70,27 @@ describe("HTTP ingress", { timeout: 60_000 }, () => {
     );
   });
 
+  test("http - a stream that fails before its first item is answered with the error's status; after it, with an error event", async () => {
+    const before = await post(url, { mode: "stream-fail", text: "", n: 0 });
+    assert.equal(before.status, 500);
+    const body = (await before.json()) as ErrorBody;
+    assert.equal(body.error.code, "EXECUTION_FAILED");
+    assert.match(body.error.message, /stream exploded after 0/);
+    assert.equal(body.error.requestId, before.headers.get("x-request-id"));
+    // Nothing for longer than requestTimeout (1 s here): 504, not a 200 with an error event.
+    const late = await post(url, { mode: "stream-fail", text: "wait", n: 1 });
+    assert.equal(late.status, 504);
+    assert.equal(((await late.json()) as ErrorBody).error.code, "TIMEOUT");
+    const after = await post(url, { mode: "stream-fail", text: "", n: 2 });
+    assert.equal(after.status, 200);
+    assert.equal(after.headers.get("content-type"), "text/event-stream");
+    const text = await after.text();
+    assert.match(
+      text,
+      /^data: \{"i":0\}\n\ndata: \{"i":1\}\n\nevent: error\ndata: \{"error":\{"code":"EXECUTION_FAILED"/,
+    );
+  });
+
   test("http - multipart form data: file fields become bytes, other fields strings", async () => {
     const form = new FormData();
     form.append("mode", "json");

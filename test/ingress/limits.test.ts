@@ -152,6 +152,10 @@ test(
       assert.match(answer, /^HTTP\/1\.1 503/);
       assert.match(answer, /"code":"TOO_MANY_CONNECTIONS"/);
       assert.match(answer, /maxConnections/);
+      // The id in the header is the body's, as on every other answer.
+      const header = /\r\nx-request-id: ([^\r]+)\r\n/.exec(answer)?.[1];
+      assert.ok(header, "an x-request-id header");
+      assert.match(answer, new RegExp(`"requestId":"${header}"`));
       // One idle connection goes away: a new client is served.
       idle.pop()!.destroy();
       await new Promise((resolve) => setTimeout(resolve, 200));

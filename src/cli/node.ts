@@ -834,7 +834,7 @@ export class ClusterNode {
       }
       for (const m of list) {
         if (m.t === "call") pending.set(m.id, true);
-        else pending.delete(m.id);
+        else if (m.t === "cancel") pending.delete(m.id);
       }
     };
     return { fromLocal, bridge };

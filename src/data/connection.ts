@@ -93,6 +93,12 @@ export class ReplicaConnection {
     return id;
   }
 
+  /** Lets the replica send `n` more items of streamed call `id`. */
+  credit(id: number, n: number): void {
+    if (id === NOT_SENT || this.closed || this.#away) return;
+    this.#send({ t: "credit", id, n });
+  }
+
   /** Gives up on a call: its caller has been answered; the replica is told to stop it. */
   cancel(id: number, reason: "timeout" | "abort"): void {
     if (id === NOT_SENT) return; // the replica never had it

@@ -70,9 +70,36 @@ let natsConnection: Awaited<ReturnType<typeof connectNats>> | undefined;
  * One channel calls arrive on: the runtime's (this replica's transport) or a port another
  * replica was handed by the control plane. Replies go back on the channel the call came on.
  */
+/**
+ * A stream's flow control: how many items its caller has taken credit for. Until the first
+ * credit arrives (a caller that gives none) items go as fast as they are made.
+ */
+class StreamFlow {
+  granted: number | undefined;
+  #wake: (() => void) | undefined;
+
+  grant(n: number): void {
+    this.granted = (this.granted ?? 0) + n;
+    this.wake();
+  }
+
+  /** Resolves on the next credit (or `wake()`: the stream was cancelled). */
+  wait(): Promise<void> {
+    return new Promise((resolve) => (this.#wake = resolve));
+  }
+
+  wake(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+}
+
 class Caller {
   /** The caller's calls running here, by the caller's ids (not a `Map`: see CallTable). */
   readonly active = new CallTable<ActiveRequest>();
+  /** Flow control of this caller's streams running here, by call id. */
+  readonly flows = new Map<number, StreamFlow>();
   /**
    * `movesBuffers`: the channel is a thread's (buffers can move on it), so a call this
    * replica does not run gives its arguments back: the caller's moved buffers are detached.
@@ -309,6 +336,7 @@ function codeEnded(request: ActiveRequest): void {
 function onCall(caller: Caller, message: CallMessage): void {
   if (message.t === "call")
     call(caller, message.id, message.m, message.a, message.r, message.mm, message.tp);
+  else if (message.t === "credit") caller.flows.get(message.id)?.grant(message.n);
   else cancel(caller, message.id, message.reason);
 }
 
@@ -432,6 +460,9 @@ async function stream(
   request: ActiveRequest,
 ): Promise<Outcome> {
   caller.post({ t: "stream", id });
+  const flow = new StreamFlow();
+  caller.flows.set(id, flow);
+  request.onCancel(() => flow.wake());
   let iterator: AsyncIterator<unknown>;
   try {
     // (Inside the try: an iterable whose iterator throws fails this call, not the replica.)
@@ -440,6 +471,9 @@ async function stream(
       const next = await iterator.next();
       if (next.done) break;
       caller.post({ t: "item", id, v: next.value }, transferablesOfValue(next.value));
+      // As many items as the caller took credit for: the next waits until it takes more.
+      while (flow.granted !== undefined && sent >= flow.granted && !request.cancelled)
+        await flow.wait();
       // A generator that never waits would starve the message loop: let a cancel arrive.
       if (sent % 16 === 0) await new Promise((resolve) => setImmediate(resolve));
     }
@@ -456,6 +490,8 @@ async function stream(
     respondError(caller, id, error, true);
     request.endSpan("error", error);
     return "error";
+  } finally {
+    caller.flows.delete(id);
   }
 }
 
@@ -633,6 +669,7 @@ function onMessage(message: ToReplica): void {
   switch (message.t) {
     case "call":
     case "cancel":
+    case "credit":
       onCall(runtime, message);
       return;
     case "health":

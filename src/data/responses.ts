@@ -3,7 +3,7 @@
  * {@link Response}, including streams that deliver items until they end. The map can be
  * rejected whole when the peer exits.
  */
-import type { Response, SerializedError } from "../wire/protocol.js";
+import { STREAM_WINDOW, type Response, type SerializedError } from "../wire/protocol.js";
 import { CallTable } from "./call-table.js";
 
 /** Items of a streamed response, consumed with `for await`. */
@@ -14,21 +14,36 @@ export class StreamReader implements AsyncIterableIterator<unknown> {
   #done = false;
   #error: Error | undefined;
   readonly #onReturn: () => void;
+  readonly #onTaken: ((n: number) => void) | undefined;
+  /** Items the consumer took since credit was last given for them. */
+  #taken = 0;
   #onEnd: (() => void)[] | undefined;
 
-  /** `onReturn` runs when the consumer stops early (to cancel the producer). */
-  constructor(onReturn: () => void) {
+  /**
+   * `onReturn` runs when the consumer stops early (to cancel the producer); `onTaken`, each
+   * time the consumer has taken half of {@link STREAM_WINDOW} items (to give the producer
+   * that much credit again).
+   */
+  constructor(onReturn: () => void, onTaken?: (n: number) => void) {
     this.#onReturn = onReturn;
+    this.#onTaken = onTaken;
   }
 
   push(item: unknown): void {
     if (this.#waiting) {
       const waiting = this.#waiting;
       this.#waiting = undefined;
+      this.#took();
       waiting.resolve({ value: item, done: false });
     } else {
       this.#items.push(item);
     }
+  }
+
+  #took(): void {
+    if (!this.#onTaken || ++this.#taken < STREAM_WINDOW / 2) return;
+    this.#taken = 0;
+    if (!this.#done) this.#onTaken(STREAM_WINDOW / 2);
   }
 
   /** Runs `listener` once the stream is over (ended, failed, or stopped by its consumer). */
@@ -57,7 +72,10 @@ export class StreamReader implements AsyncIterableIterator<unknown> {
   }
 
   next(): Promise<IteratorResult<unknown>> {
-    if (this.#items.length > 0) return Promise.resolve({ value: this.#items.shift(), done: false });
+    if (this.#items.length > 0) {
+      this.#took();
+      return Promise.resolve({ value: this.#items.shift(), done: false });
+    }
     if (this.#done) {
       if (this.#error !== undefined) {
         const error = this.#error;
@@ -93,6 +111,8 @@ export interface PendingCall {
   toError(error: SerializedError, user: boolean): Error;
   /** Cancels the producer when a stream's consumer stops early. */
   cancelStream?(): void;
+  /** Gives the producer of a stream credit for `n` more items (see STREAM_WINDOW). */
+  credit?(n: number): void;
   stream?: StreamReader;
 }
 
@@ -137,13 +157,17 @@ export class Responses {
         return;
       }
       case "stream":
-        call.stream = new StreamReader(() => {
-          if (this.#pending.delete(message.id)) {
-            // Cancel first: settling frees the slot, and with it the connection to cancel on.
-            call.cancelStream?.();
-            call.settled?.();
-          }
-        });
+        call.stream = new StreamReader(
+          () => {
+            if (this.#pending.delete(message.id)) {
+              // Cancel first: settling frees the slot, and with it the connection to cancel on.
+              call.cancelStream?.();
+              call.settled?.();
+            }
+          },
+          call.credit && ((n) => call.credit!(n)),
+        );
+        call.credit?.(STREAM_WINDOW);
         call.resolve(call.stream);
         return;
       case "item":

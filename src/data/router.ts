@@ -264,6 +264,10 @@ class Request implements RoutedCall {
     this.slot?.connection.cancel(this.callId, "abort");
   }
 
+  credit(n: number): void {
+    this.slot?.connection.credit(this.callId, n);
+  }
+
   /** Answers the caller now with `error`; frees the slot or leaves the queue. */
   abandon(reason: "timeout" | "abort", error: Error): void {
     if (this.done) return;

@@ -120,7 +120,20 @@ export type CallMessage =
       /** The W3C `traceparent` of the caller's span, only when it has one. */
       readonly tp?: string;
     }
-  | { readonly t: "cancel"; readonly id: number; readonly reason: "timeout" | "abort" };
+  | { readonly t: "cancel"; readonly id: number; readonly reason: "timeout" | "abort" }
+  /**
+   * The caller of streamed call `id` takes `n` more items. Once a replica has been given
+   * credit for a stream it sends no more items than it was given, so a consumer that
+   * stops reading holds up the producer instead of filling memory (see STREAM_WINDOW).
+   */
+  | { readonly t: "credit"; readonly id: number; readonly n: number };
+
+/**
+ * How many items of a stream may be on their way to its consumer: the caller gives this
+ * much credit when the stream starts, and half of it again each time its consumer has
+ * taken that many.
+ */
+export const STREAM_WINDOW = 64;
 
 /** A replica → a caller, on the channel the call came on. */
 export type ReplyMessage =

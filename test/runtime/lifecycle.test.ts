@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BackPressureError, CancelledError, ReplicaDiedError, TimeoutError } from "tributary";
+import { STREAM_WINDOW } from "../../src/wire/protocol.js";
 import { serve } from "../serve.js";
 import { app, type Fragile } from "../fixtures/faulty-app.js";
 import { app as relayApp } from "../fixtures/relay-app.js";
@@ -97,6 +98,23 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
         code: "TIMEOUT",
         message: "fragile.stubborn() timed out.",
       });
+    });
+  }
+
+  for (const isolation of ["thread", "process"] as const) {
+    test(`stream - a consumer that stops reading holds up the producer (credit for ${STREAM_WINDOW} items), and then gets every item (${isolation})`, async () => {
+      await using server = await serve(app.withOptions({ fragile: { isolation } }));
+      const fragile = server.getHandle<Fragile>("fragile");
+      const total = 100_000;
+      const items = fragile.flood(total)[Symbol.asyncIterator]();
+      assert.deepEqual(await items.next(), { value: 0, done: false });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const made = await fragile.produced();
+      assert.ok(made <= 4 * STREAM_WINDOW, `${made} items made while the consumer read one`);
+      let expected = 1;
+      for (let next = await items.next(); !next.done; next = await items.next())
+        assert.equal(next.value, expected++);
+      assert.equal(expected, total, "every item, in order");
     });
   }
 

@@ -24,13 +24,14 @@ import { exportTraces, type TraceExport } from "../tracing-export.js";
 import { serializeError } from "../wire/error-codec.js";
 import { createRemoteHandle, OutgoingCalls } from "./remote-handle.js";
 import { reportModelsTo } from "./multiplex.js";
-import type {
-  CallMessage,
-  FromReplica,
-  InitMessage,
-  ReplicaNats,
-  ReplyMessage,
-  ToReplica,
+import {
+  STREAM_WINDOW,
+  type CallMessage,
+  type FromReplica,
+  type InitMessage,
+  type ReplicaNats,
+  type ReplyMessage,
+  type ToReplica,
 } from "../wire/protocol.js";
 import { HANDLE_REF } from "./handle-ref.js";
 import type { ResetMessage } from "../wire/cluster.js";
@@ -71,15 +72,15 @@ let natsConnection: Awaited<ReturnType<typeof connectNats>> | undefined;
  * replica was handed by the control plane. Replies go back on the channel the call came on.
  */
 /**
- * A stream's flow control: how many items its caller has taken credit for. Until the first
- * credit arrives (a caller that gives none) items go as fast as they are made.
+ * A stream's flow control: how many items its caller lets it send. It starts at
+ * {@link STREAM_WINDOW}; the caller gives more as its consumer takes items.
  */
 class StreamFlow {
-  granted: number | undefined;
+  granted = STREAM_WINDOW;
   #wake: (() => void) | undefined;
 
   grant(n: number): void {
-    this.granted = (this.granted ?? 0) + n;
+    this.granted += n;
     this.wake();
   }
 
@@ -472,8 +473,7 @@ async function stream(
       if (next.done) break;
       caller.post({ t: "item", id, v: next.value }, transferablesOfValue(next.value));
       // As many items as the caller took credit for: the next waits until it takes more.
-      while (flow.granted !== undefined && sent >= flow.granted && !request.cancelled)
-        await flow.wait();
+      while (sent >= flow.granted && !request.cancelled) await flow.wait();
       // A generator that never waits would starve the message loop: let a cancel arrive.
       if (sent % 16 === 0) await new Promise((resolve) => setImmediate(resolve));
     }

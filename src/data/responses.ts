@@ -167,7 +167,6 @@ export class Responses {
           },
           call.credit && ((n) => call.credit!(n)),
         );
-        call.credit?.(STREAM_WINDOW);
         call.resolve(call.stream);
         return;
       case "item":

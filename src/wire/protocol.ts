@@ -122,16 +122,16 @@ export type CallMessage =
     }
   | { readonly t: "cancel"; readonly id: number; readonly reason: "timeout" | "abort" }
   /**
-   * The caller of streamed call `id` takes `n` more items. Once a replica has been given
-   * credit for a stream it sends no more items than it was given, so a consumer that
-   * stops reading holds up the producer instead of filling memory (see STREAM_WINDOW).
+   * The caller of streamed call `id` takes `n` more items. A replica sends no more items of
+   * a stream than {@link STREAM_WINDOW} plus the credit it was given, so a consumer that
+   * stops reading holds up the producer instead of filling memory.
    */
   | { readonly t: "credit"; readonly id: number; readonly n: number };
 
 /**
- * How many items of a stream may be on their way to its consumer: the caller gives this
- * much credit when the stream starts, and half of it again each time its consumer has
- * taken that many.
+ * How many items of a stream may be on their way to its consumer: a replica may send this
+ * many at first, and the caller gives credit for half of it again each time its consumer
+ * has taken that many.
  */
 export const STREAM_WINDOW = 64;
 

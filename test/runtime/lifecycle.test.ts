@@ -105,12 +105,12 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
     test(`stream - a consumer that stops reading holds up the producer (credit for ${STREAM_WINDOW} items), and then gets every item (${isolation})`, async () => {
       await using server = await serve(app.withOptions({ fragile: { isolation } }));
       const fragile = server.getHandle<Fragile>("fragile");
-      const total = 100_000;
+      const total = 5_000;
       const items = fragile.flood(total)[Symbol.asyncIterator]();
       assert.deepEqual(await items.next(), { value: 0, done: false });
       await new Promise((resolve) => setTimeout(resolve, 300));
       const made = await fragile.produced();
-      assert.ok(made <= 4 * STREAM_WINDOW, `${made} items made while the consumer read one`);
+      assert.ok(made <= STREAM_WINDOW + 1, `${made} items made while the consumer read one`);
       let expected = 1;
       for (let next = await items.next(); !next.done; next = await items.next())
         assert.equal(next.value, expected++);

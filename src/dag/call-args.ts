@@ -158,6 +158,11 @@ export function unsendableNested(
   return undefined;
 }
 
+/** Why a response nested in a value cannot be sent (only one passed on its own is awaited). */
+const nestedResponse = (response: Passed): string =>
+  `it is the un-awaited result of ${response.label}, nested in a value; await it first, ` +
+  `or pass it as an argument of its own (the handle then awaits it)`;
+
 function findNested(
   value: unknown,
   path: string,
@@ -169,14 +174,7 @@ function findNested(
     return { path, why: whyNot(value)! };
   if (typeof value !== "object" || value === null) return undefined;
   const response = passedOf(value);
-  if (response) {
-    return {
-      path,
-      why:
-        `it is the un-awaited result of ${response.label}, nested in a value; await it first, ` +
-        `or pass it as an argument of its own (the handle then awaits it)`,
-    };
-  }
+  if (response) return { path, why: nestedResponse(response) };
   if (value instanceof Promise)
     return { path, why: "it is a Promise; await it and pass its value" };
   if (value instanceof WeakMap || value instanceof WeakSet || value instanceof WeakRef)
@@ -203,14 +201,7 @@ function findUnsendable(
   seen: Set<object>,
 ): { path: string; why: string } | undefined {
   const response = passedOf(value);
-  if (response) {
-    return {
-      path,
-      why:
-        `it is the un-awaited result of ${response.label}, nested in a value; await it first, ` +
-        `or pass it as an argument of its own (the handle then awaits it)`,
-    };
-  }
+  if (response) return { path, why: nestedResponse(response) };
   const why = whyNot(value);
   if (why) return { path, why };
   if (typeof value !== "object" || value === null || seen.has(value)) return undefined;

@@ -68,10 +68,6 @@ const postNow = (message: FromReplica): void => {
 let natsConnection: Awaited<ReturnType<typeof connectNats>> | undefined;
 
 /**
- * One channel calls arrive on: the runtime's (this replica's transport) or a port another
- * replica was handed by the control plane. Replies go back on the channel the call came on.
- */
-/**
  * A stream's flow control: how many items its caller lets it send. It starts at
  * {@link STREAM_WINDOW}; the caller gives more as its consumer takes items.
  */
@@ -96,6 +92,10 @@ class StreamFlow {
   }
 }
 
+/**
+ * One channel calls arrive on: the runtime's (this replica's transport) or a port another
+ * replica was handed by the control plane. Replies go back on the channel the call came on.
+ */
 class Caller {
   /** The caller's calls running here, by the caller's ids (not a `Map`: see CallTable). */
   readonly active = new CallTable<ActiveRequest>();

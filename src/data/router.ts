@@ -30,7 +30,7 @@ import type { SerializedError } from "../wire/protocol.js";
 import type { CancelScope } from "./cancel.js";
 import type { ReplicaConnection, RoutedCall } from "./connection.js";
 import type { StreamReader } from "./responses.js";
-import { transferablesOf } from "./transport/transfer.js";
+import { MoveOnce, transferablesOf } from "./transport/transfer.js";
 import type { Transfer } from "./transport/transport.js";
 
 export interface CallOptions {
@@ -71,7 +71,7 @@ export interface RoutedReplica {
 
 const NO_MODELS: ReadonlySet<string> = new Set();
 /** Buffers a call of this thread listed for moving when it was made (see `#moveOnce`). */
-const claimedByCalls = new WeakSet<ArrayBuffer>();
+const callMoves = new MoveOnce();
 const NO_TRANSFER: Transfer = [];
 
 /** How the router picks among replicas: a function, so the policy can be swapped. */
@@ -445,29 +445,27 @@ export class Router {
    * Returns false when the arguments cannot be copied (the call was answered with why).
    */
   #moveOnce(request: Request): boolean {
-    let taken = false;
-    for (const buffer of request.transfer)
-      if (buffer instanceof ArrayBuffer && claimedByCalls.has(buffer)) taken = true;
-    if (!taken) {
-      for (const buffer of request.transfer)
-        if (buffer instanceof ArrayBuffer) claimedByCalls.add(buffer);
-      return true;
-    }
+    if (callMoves.claim(request.transfer)) return true;
     try {
       request.args = structuredClone(request.args);
     } catch (error) {
-      request.reject(
-        unsendableArguments(
-          this.deployment,
-          request.method ?? "call",
-          request.args,
-          error instanceof Error ? error : new Error(String(error)),
-        ),
-      );
+      this.#unsendable(request, error);
       return false;
     }
     request.transfer = transferablesOf(request.args);
     return true;
+  }
+
+  /** Answers `request` with why its arguments (which structured clone refused) cannot be sent. */
+  #unsendable(request: Request, error: unknown): void {
+    request.reject(
+      unsendableArguments(
+        this.deployment,
+        request.method ?? "call",
+        request.args,
+        error instanceof Error ? error : new Error(String(error)),
+      ),
+    );
   }
 
   #enqueue(request: Request, first: boolean): void {
@@ -532,14 +530,7 @@ export class Router {
       // The arguments could not be sent (a value structured clone rejects): nothing was dispatched.
       request.slot = undefined;
       slot.ongoing--;
-      request.reject(
-        unsendableArguments(
-          this.deployment,
-          request.method ?? "call",
-          request.args,
-          error instanceof Error ? error : new Error(String(error)),
-        ),
-      );
+      this.#unsendable(request, error);
       this.onSlotFree(slot);
     }
   }

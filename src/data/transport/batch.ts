@@ -11,17 +11,16 @@
  * taking turns over one large batch).
  */
 import type { MessagePort } from "node:worker_threads";
+import { MoveOnce } from "./transfer.js";
 import type { Transfer } from "./transport.js";
 
 /**
- * The buffers this thread's messages listed for moving, in any batcher. A buffer can move
- * once: a later message that lists it again is copied when it is pushed (the earlier one
- * moves the original when its batch goes), and once the buffer has moved (it is detached)
- * that copy fails, and the message is undeliverable. Without this the second message was
- * lost: Node 20's `postMessage` given a detached buffer to transfer neither throws nor
- * delivers, and a buffer listed twice in one batch fails the whole batch.
+ * The buffers this thread's messages listed for moving, in any batcher (replies and stream
+ * items; calls claim theirs when they are made, in their router). Without it a second
+ * message listing a buffer was lost: Node 20's `postMessage` given a detached buffer to
+ * transfer neither throws nor delivers, and a buffer listed twice fails a whole batch.
  */
-const moving = new WeakSet<ArrayBuffer>();
+const moving = new MoveOnce();
 
 export class MessageBatcher<M> {
   readonly #send: (message: M | M[], transfer: Transfer) => void;
@@ -53,7 +52,7 @@ export class MessageBatcher<M> {
     if (transfer && transfer.length > 0) {
       if (!this.#moves) {
         transfer = undefined;
-      } else if (claimed(transfer)) {
+      } else if (!moving.claim(transfer)) {
         // Another message moves (or has moved) one of these buffers: this one goes as a copy.
         try {
           message = structuredClone(message);
@@ -62,8 +61,6 @@ export class MessageBatcher<M> {
           return;
         }
         transfer = undefined;
-      } else {
-        for (const item of transfer) if (item instanceof ArrayBuffer) moving.add(item);
       }
     }
     if (!this.#turnOpen) {
@@ -130,12 +127,6 @@ export class MessageBatcher<M> {
 export const MAX_BATCH = 8;
 
 const EMPTY: Transfer = [];
-
-/** Whether a buffer of `transfer` was listed for moving by an earlier message. */
-function claimed(transfer: Transfer): boolean {
-  for (const item of transfer) if (item instanceof ArrayBuffer && moving.has(item)) return true;
-  return false;
-}
 
 /** Calls `handle` for a message or for each message of a batch. */
 export function unbatch<M>(data: M | M[], handle: (message: M) => void): void {

@@ -5,6 +5,7 @@
  * sender still uses elsewhere.
  */
 import { isPlainObject } from "../../values.js";
+import type { Transfer } from "./transport.js";
 
 const MAX_DEPTH = 3;
 const MAX_ITEMS = 1024;
@@ -68,3 +69,20 @@ export function transferablesOfValue(value: unknown): ArrayBuffer[] {
 }
 
 const EMPTY: ArrayBuffer[] = [];
+
+/**
+ * Buffers that may move only once: the first transfer list to claim a buffer moves it; a
+ * later one that lists it again must send a copy (made before the first one moves it), and
+ * once it has moved (it is detached) that copy fails, with why.
+ */
+export class MoveOnce {
+  readonly #claimed = new WeakSet<ArrayBuffer>();
+
+  /** Claims the buffers of `transfer`; false (claiming none) when one was claimed before. */
+  claim(transfer: Transfer): boolean {
+    for (const item of transfer)
+      if (item instanceof ArrayBuffer && this.#claimed.has(item)) return false;
+    for (const item of transfer) if (item instanceof ArrayBuffer) this.#claimed.add(item);
+    return true;
+  }
+}

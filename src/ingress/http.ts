@@ -94,6 +94,9 @@ function oipApplication(targets: IngressTargets, path: string): string {
 /** How long a replaced application's routes stay, for the requests they still serve. */
 const RETIRE_MS = 30_000;
 
+/** The code a request whose client closed its connection before the answer counts under. */
+const CLIENT_CLOSED = 499;
+
 export async function startHttp(
   targets: IngressTargets,
   options: HttpOptions,
@@ -139,15 +142,21 @@ export async function startHttp(
           const path = (req.url ?? "/").split("?")[0]!;
           const door = dispatch(path);
           if (metrics) {
-            // The application is known before routing; the answer's code once it is sent.
+            // The application is known before routing; the answer's code once it is sent. A
+            // client that went away before its answer was sent counts as 499 (the code of
+            // CANCELLED, nginx's "client closed request").
             const application = door
               ? door.app.name
               : path.startsWith("/v2/")
                 ? oipApplication(targets, path)
                 : "";
             const start = performance.now();
-            res.once("finish", () =>
-              metrics.http(application, res.statusCode, (performance.now() - start) / 1000),
+            res.once("close", () =>
+              metrics.http(
+                application,
+                res.writableFinished ? res.statusCode : CLIENT_CLOSED,
+                (performance.now() - start) / 1000,
+              ),
             );
           }
           if (door) door.fastify.routing(req, res);

@@ -5,6 +5,7 @@ import { serve } from "../serve.js";
 import { eventually } from "../runtime/eventually.js";
 import { app } from "../fixtures/metrics-app.js";
 import { app as faultyApp, type Fragile } from "../fixtures/faulty-app.js";
+import { app as tickerApp } from "../fixtures/stream-app.js";
 import { has, scrape, total } from "./scrape.js";
 
 const post = (url: string, x: number): Promise<Response> =>
@@ -91,6 +92,33 @@ describe("Prometheus metrics at GET /metrics", { timeout: 120_000 }, () => {
         .map((s) => s.labels.replica),
     );
     assert.deepEqual([...replicas].sort(), ["double#1", "model#1"]);
+  });
+
+  test("metrics - a request whose client goes away before its answer counts as 499", async () => {
+    await using server = await serve(tickerApp);
+    const aborted = new AbortController();
+    const request = fetch(`${server.url}/ticker`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ n: 3, ms: 1_000 }),
+      signal: aborted.signal,
+    });
+    setTimeout(() => aborted.abort(), 200);
+    await assert.rejects(request, { name: "AbortError" });
+    await eventually(
+      async () =>
+        total((await scrape(server.url)).samples, "tributary_http_requests_total", {
+          application: "ticker",
+          code: "499",
+        }) === 1,
+      5_000,
+      "the abandoned request is counted, under 499",
+    );
+    const { samples } = await scrape(server.url);
+    assert.equal(
+      total(samples, "tributary_http_request_duration_seconds_count", { application: "ticker" }),
+      1,
+    );
   });
 
   test(

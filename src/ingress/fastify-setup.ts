@@ -102,6 +102,13 @@ function zodValidator(part: string, schema: z.ZodType) {
   };
 }
 
+/** A 415 that says what was sent and what this server's content type parsers read. */
+const unsupportedType = (request: FastifyRequest): TributaryError =>
+  new TributaryError(
+    "UNSUPPORTED_MEDIA_TYPE",
+    `Unsupported content type ${JSON.stringify(request.headers["content-type"] ?? "")}: this server reads application/json (UTF-8), application/octet-stream, image/* and multipart/form-data.`,
+  );
+
 export async function configureFastify(fastify: FastifyInstance, state: DoorState): Promise<void> {
   const { settings } = state;
   await fastify.register(multipart, {
@@ -196,7 +203,7 @@ export async function configureFastify(fastify: FastifyInstance, state: DoorStat
   traceRequests(fastify);
   fastify.setErrorHandler((error, request, reply) => {
     const { status, body, retryAfter } = httpError(
-      error,
+      error.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE" ? unsupportedType(request) : error,
       request.id,
       state.debug,
       request.url.startsWith("/v2"),

@@ -127,7 +127,11 @@ describe("front door limits", { timeout: 60_000 }, () => {
   test("limits - a text/plain body is 415, not a schema violation", async () => {
     const response = await post('{"mode":"json","text":"x"}', { "content-type": "text/plain" });
     assert.equal(response.status, 415);
-    assert.equal(((await response.json()) as ErrorBody).error.code, "UNSUPPORTED_MEDIA_TYPE");
+    const { error } = (await response.json()) as ErrorBody;
+    assert.equal(error.code, "UNSUPPORTED_MEDIA_TYPE");
+    // It says what was sent and what would be read.
+    assert.match(error.message, /text\/plain/);
+    assert.match(error.message, /reads application\/json .*multipart\/form-data/);
   });
 });
 

@@ -26,7 +26,7 @@ import { Router, type CallOptions } from "./router.js";
 import { MessageBatcher, unbatch } from "./transport/batch.js";
 import { connectTo, SocketChannel } from "./transport/socket.js";
 import { NatsMailbox, noSubscriber } from "./transport/nats-link.js";
-import { transferablesOf } from "./transport/transfer.js";
+import { movablesOf } from "./transport/transfer.js";
 import type { Transfer } from "./transport/transport.js";
 
 /** What this replica knows of one deployment it calls. */
@@ -111,7 +111,7 @@ export class OutgoingCalls {
       options = {
         requestId: outer?.requestId,
         cancel: outer?.scope,
-        transfer: transferablesOf(args),
+        ...movablesOf(args),
         multiplexedModelId: model ?? outer?.multiplexedModelId,
         traceparent: outer ? outer.traceparent : activeTraceparent(),
       };

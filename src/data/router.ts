@@ -42,6 +42,8 @@ export interface CallOptions {
   readonly requestId?: string | undefined;
   /** Buffers of the arguments that move to the replica instead of being copied. */
   readonly transfer?: Transfer | undefined;
+  /** Buffers the arguments view only in part (copied when sent; see `MoveOnce`). */
+  readonly viewed?: readonly ArrayBuffer[] | undefined;
   /** The model the call is for: carried to `requestContext().multiplexedModelId`. */
   readonly multiplexedModelId?: string | undefined;
   /** The caller's W3C trace context: the replica's span of the call is its child. */
@@ -73,6 +75,7 @@ const NO_MODELS: ReadonlySet<string> = new Set();
 /** Buffers a call of this thread listed for moving when it was made (see `#moveOnce`). */
 const callMoves = new MoveOnce();
 const NO_TRANSFER: Transfer = [];
+const NO_VIEWED: readonly ArrayBuffer[] = [];
 
 /** How the router picks among replicas: a function, so the policy can be swapped. */
 export type ReplicaChooser = (
@@ -160,6 +163,8 @@ class Request implements RoutedCall {
 
   /** Buffers of the arguments that move to the replica (see {@link CallOptions.transfer}). */
   transfer: Transfer;
+  /** Buffers the arguments view in part (see {@link CallOptions.viewed}). */
+  viewed: readonly ArrayBuffer[];
 
   constructor(
     router: Router,
@@ -171,6 +176,7 @@ class Request implements RoutedCall {
   ) {
     this.#router = router;
     this.transfer = options.transfer ?? NO_TRANSFER;
+    this.viewed = options.viewed ?? NO_VIEWED;
     this.model = options.multiplexedModelId;
     const { cancel, timeoutMs } = options;
     if (timeoutMs !== undefined) {
@@ -243,6 +249,7 @@ class Request implements RoutedCall {
     if (args) {
       this.args = args;
       this.transfer = transferablesOf(args);
+      this.viewed = NO_VIEWED;
     }
     const slot = this.slot;
     if (slot) {
@@ -432,7 +439,8 @@ export class Router {
         }
       }
       const request = new Request(this, method, args, options, resolve, reject);
-      if (request.transfer.length > 0 && !this.#moveOnce(request)) return;
+      if ((request.transfer.length > 0 || request.viewed.length > 0) && !this.#moveOnce(request))
+        return;
       if (slot) this.#dispatch(request, slot);
       else this.#enqueue(request, false);
     });
@@ -441,11 +449,13 @@ export class Router {
   /**
    * A buffer moves with one call only: the first that lists it claims it when it is made.
    * A later call that lists a claimed buffer (while the first waits in a queue or a batch,
-   * or after it moved) gets a copy of its arguments now, before the first one moves them.
-   * Returns false when the arguments cannot be copied (the call was answered with why).
+   * or after it moved) gets a copy of its arguments now, before the first one moves them;
+   * so does a call with a view into part of a claimed buffer, and a call that would move a
+   * buffer an earlier call views in part. Returns false when the arguments cannot be
+   * copied (the call was answered with why).
    */
   #moveOnce(request: Request): boolean {
-    if (callMoves.claim(request.transfer)) return true;
+    if (callMoves.claim(request.transfer, request.viewed)) return true;
     try {
       request.args = structuredClone(request.args);
     } catch (error) {
@@ -453,6 +463,7 @@ export class Router {
       return false;
     }
     request.transfer = transferablesOf(request.args);
+    request.viewed = NO_VIEWED;
     return true;
   }
 

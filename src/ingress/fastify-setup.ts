@@ -203,7 +203,9 @@ export async function configureFastify(fastify: FastifyInstance, state: DoorStat
   traceRequests(fastify);
   fastify.setErrorHandler((error, request, reply) => {
     const { status, body, retryAfter } = httpError(
-      error.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE" ? unsupportedType(request) : error,
+      (error as { code?: unknown }).code === "FST_ERR_CTP_INVALID_MEDIA_TYPE"
+        ? unsupportedType(request)
+        : error,
       request.id,
       state.debug,
       request.url.startsWith("/v2"),

@@ -10,7 +10,7 @@ import { formatCallSite } from "../dag/call-site.js";
 import type { DeploymentHandle } from "../dag/types.js";
 import { DeployFailedError, GraphBuildError, OptionsError, ServerClosedError } from "../errors.js";
 import { defaultTransportFactory } from "../data/transport/index.js";
-import { transferablesOf } from "../data/transport/transfer.js";
+import { movablesOf } from "../data/transport/transfer.js";
 import type { TransportFactory } from "../data/transport/transport.js";
 import { requestScope } from "../data/cancel.js";
 import { StreamReader } from "../data/responses.js";
@@ -199,7 +199,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
       const call = router.call(method, args, {
         cancel: scope,
         requestId: options.requestId,
-        transfer: transferablesOf(args),
+        ...movablesOf(args),
         multiplexedModelId: handleOptions.multiplexedModelId ?? options.multiplexedModelId,
         traceparent: activeTraceparent(),
       });

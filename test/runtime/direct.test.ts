@@ -83,6 +83,32 @@ describe("data plane: replicas call each other directly", { timeout: 60_000 }, (
     }
   });
 
+  test("direct - a view into part of a typed array, in a call beside one that moves the whole array, is answered either way round", async () => {
+    await using server = await serve(app);
+    const caller = server.getHandle<Caller>("caller");
+    const leaf = server.getHandle<Leaf>("leaf");
+    const whole = (seed: number) => ({ length: 1024, sum: seed * 1024 + 523_776 });
+    const half = (seed: number) => ({ length: 512, sum: seed * 512 + 130_816 });
+    // Two replicas: over 8 pairs, the two calls of a pair go to different ones.
+    for (let seed = 0; seed < 8; seed++) {
+      const data = payload(seed);
+      const answers = await Promise.all([
+        leaf.weigh(data, 0),
+        leaf.weigh(data.subarray(0, 512), 0),
+      ]);
+      assert.deepEqual(answers, [whole(seed), half(seed)]);
+      const again = payload(seed);
+      const reversed = await Promise.all([
+        leaf.weigh(again.subarray(0, 512), 0),
+        leaf.weigh(again, 0),
+      ]);
+      assert.deepEqual(reversed, [half(seed), whole(seed)]);
+    }
+    // From a replica, to the replicas of another deployment.
+    for (let seed = 0; seed < 4; seed++)
+      assert.deepEqual(await caller.weighWithView(seed), [whole(seed), half(seed), whole(seed)]);
+  });
+
   test("direct - a call that moved its buffers and was answered busy is sent again with them intact", async () => {
     // Three routers (two replicas' and this thread's) fill leaves capped at 2 each with calls
     // whose Float32Array moves to the replica: the calls a full leaf hands back carry their

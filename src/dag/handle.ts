@@ -4,7 +4,8 @@
  * `for await` when the method streams. A response passed as an argument of another handle
  * call is awaited by that call, which sends its value (see call-args.ts).
  */
-import { TributaryError } from "../errors.js";
+import { OptionsError, TributaryError } from "../errors.js";
+import { toMilliseconds, type Duration } from "../options.js";
 import { isAsyncIterable } from "../values.js";
 import { PASSED, prepareArguments, type PassedResponse } from "./call-args.js";
 import type { DeploymentHandle } from "./types.js";
@@ -70,7 +71,29 @@ export interface HandleOptions {
    * `multiplexed()`; the router prefers replicas that have it loaded.
    */
   readonly multiplexedModelId?: string | undefined;
+  /**
+   * Fails each call with `TimeoutError` after this long (`"2s"`, or milliseconds), and
+   * cancels it in the callee. Inside a replica the request's own deadline and cancellation
+   * still apply: whichever comes first.
+   */
+  readonly timeout?: Duration | undefined;
+  /** Aborting it cancels the calls made through the handle (the callee's signal fires). */
+  readonly signal?: AbortSignal | undefined;
 }
+
+/** A handle's `timeout` in milliseconds (undefined: none); a bad one is an `OptionsError`. */
+export function handleTimeoutMs(options: HandleOptions): number | undefined {
+  if (options.timeout === undefined) return undefined;
+  const ms = toMilliseconds(options.timeout);
+  if (!(ms >= 0 && ms <= MAX_TIMEOUT_MS))
+    throw new OptionsError(
+      `withHandleOptions(): timeout ${JSON.stringify(options.timeout)} is not a duration from 0 to 24 days.`,
+    );
+  return ms;
+}
+
+/** What `setTimeout` can wait (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
 /** The key under which a served handle makes a copy of itself with options. */
 const WITH_OPTIONS = Symbol("tributary.withOptions");
@@ -78,12 +101,16 @@ const WITH_OPTIONS = Symbol("tributary.withOptions");
 /**
  * A handle like `handle` whose calls carry `options`: Ray Serve's
  * `handle.options(multiplexed_model_id=…)`, as a function so that no method name of the
- * class is taken. A handle under `node.execute()` calls the instance directly: there the
- * options have no request context to reach, and `multiplexed()` needs the id passed.
+ * class is taken; a `timeout` or `signal` bounds each call (inside a replica, within the
+ * request's own deadline). A handle under `node.execute()` calls the instance directly:
+ * there the options have no request context to reach, and `multiplexed()` needs the id
+ * passed. A `timeout` that is not a duration, or a `signal` that is not an `AbortSignal`,
+ * is an `OptionsError` here.
  *
  * @example
  * const model = withHandleOptions(this.classifier, { multiplexedModelId: "en-v2" });
  * await model.forward(x);
+ * const quick = withHandleOptions(this.ranker, { timeout: "200ms" });
  */
 export function withHandleOptions<C>(
   handle: DeploymentHandle<C>,
@@ -96,6 +123,9 @@ export function withHandleOptions<C>(
       "withHandleOptions(): the first argument is not a handle.",
     );
   }
+  handleTimeoutMs(options);
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal))
+    throw new OptionsError("withHandleOptions(): signal is not an AbortSignal.");
   return make(options) as DeploymentHandle<C>;
 }
 

@@ -38,6 +38,31 @@ function noop(): void {}
 const NO_SCOPE = Object.freeze({ scope: undefined, dispose: noop });
 
 /**
+ * A scope inside `parent` (cancelled with it) that `signal` and `timeoutMs` also cancel: a
+ * replica's handle call given a timeout or signal of its own, within the request's. With
+ * neither, `parent` itself.
+ */
+export function innerScope(
+  what: string,
+  parent: CancelScope | undefined,
+  signal: AbortSignal | undefined,
+  timeoutMs: number | undefined,
+): { scope: CancelScope | undefined; dispose: () => void } {
+  if (!signal && timeoutMs === undefined)
+    return parent ? { scope: parent, dispose: noop } : NO_SCOPE;
+  const own = new CancelScope();
+  const unsubscribe = parent?.subscribe((reason) => own.cancel(reason)) ?? noop;
+  const inner = requestScope(what, signal, timeoutMs, own);
+  return {
+    scope: own,
+    dispose: () => {
+      unsubscribe();
+      inner.dispose();
+    },
+  };
+}
+
+/**
  * The scope of one request from a caller's `signal` and `timeoutMs` (`undefined` when it
  * has neither). `dispose()` releases the timer and the signal listener.
  */

@@ -10,7 +10,7 @@
 import type { MessagePort } from "node:worker_threads";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { GoneMessage, ResetMessage } from "../wire/cluster.js";
-import { handleProxy } from "../dag/handle.js";
+import { handleProxy, handleTimeoutMs, type HandleOptions } from "../dag/handle.js";
 import { deserializeError } from "../wire/error-codec.js";
 import type {
   FromReplica,
@@ -20,7 +20,9 @@ import type {
   CallMessage,
 } from "../wire/protocol.js";
 import { ReplicaConnection } from "./connection.js";
+import { innerScope } from "./cancel.js";
 import { requestStorage } from "./context.js";
+import { StreamReader } from "./responses.js";
 import { activeTraceparent } from "../tracing.js";
 import { Router, type CallOptions } from "./router.js";
 import { MessageBatcher, unbatch } from "./transport/batch.js";
@@ -89,33 +91,53 @@ export class OutgoingCalls {
   /**
    * Calls `method` of `deployment` (the function, when undefined). Inside a replica the
    * request being handled gives the request id, cancellation and model id, unless `given`
-   * does; `model` (a handle's `multiplexedModelId`) overrides the request's.
+   * does; a handle's options (`handle`) name another model, and add a timeout or signal
+   * within the request's.
    */
   call(
     deployment: string,
     method: string | undefined,
     args: unknown[],
     given?: CallOptions,
-    model?: string,
+    handle?: HandleOptions,
   ): Promise<unknown> {
     const target = this.#target(deployment);
     if (target.waiting) {
       const waiting = target.waiting;
       return new Promise<void>((resolve) => waiting.push(resolve)).then(() =>
-        this.call(deployment, method, args, given, model),
+        this.call(deployment, method, args, given, handle),
       );
     }
-    let options = given;
-    if (!options) {
-      const outer = requestStorage.getStore();
-      options = {
-        requestId: outer?.requestId,
-        cancel: outer?.scope,
-        ...movablesOf(args),
-        multiplexedModelId: model ?? outer?.multiplexedModelId,
-        traceparent: outer ? outer.traceparent : activeTraceparent(),
-      };
-    }
+    if (given) return this.#send(target, method, args, given);
+    const outer = requestStorage.getStore();
+    const { scope, dispose } = innerScope(
+      method === undefined ? `${deployment}()` : `${deployment}.${method}()`,
+      outer?.scope,
+      handle?.signal,
+      handle && handleTimeoutMs(handle),
+    );
+    const result = this.#send(target, method, args, {
+      requestId: outer?.requestId,
+      cancel: scope,
+      ...movablesOf(args),
+      multiplexedModelId: handle?.multiplexedModelId ?? outer?.multiplexedModelId,
+      traceparent: outer ? outer.traceparent : activeTraceparent(),
+    });
+    // A scope of the call's own (a handle's timeout or signal) lasts until a stream ends.
+    if (scope !== outer?.scope)
+      result.then(
+        (value) => (value instanceof StreamReader ? value.onEnd(dispose) : dispose()),
+        dispose,
+      );
+    return result;
+  }
+
+  #send(
+    target: Target,
+    method: string | undefined,
+    args: unknown[],
+    options: CallOptions,
+  ): Promise<unknown> {
     const result = target.router!.call(method, args, options);
     if (target.router!.queued > 0) this.#changed();
     return result;
@@ -301,6 +323,6 @@ function natsLink(
 
 export function createRemoteHandle(deployment: string, calls: OutgoingCalls): unknown {
   return handleProxy(deployment, (method, args, options) =>
-    calls.call(deployment, method, args, undefined, options.multiplexedModelId),
+    calls.call(deployment, method, args, undefined, options),
   );
 }

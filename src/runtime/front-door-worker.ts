@@ -197,7 +197,7 @@ async function load(description: ServedApplication): Promise<Served> {
     // For the application's own routes (build({ routes })), which this worker serves too.
     getHandle: (deployment) =>
       handleProxy(deployment, (method, args, options) =>
-        outgoing.call(deployment, method, args, undefined, options.multiplexedModelId),
+        outgoing.call(deployment, method, args, undefined, options),
       ) as DeploymentHandle<unknown>,
     ready: () => outgoing.ready(),
   };

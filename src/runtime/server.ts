@@ -18,7 +18,7 @@ import { GraphIngress } from "./graph-ingress.js";
 import { activeTraceparent } from "../tracing.js";
 import { Controller, writeLine, type UpdateKind } from "../control/controller.js";
 import { exportTraces, resolveTracing, type TracingOptions } from "../tracing-export.js";
-import { handleProxy } from "../dag/handle.js";
+import { handleProxy, handleTimeoutMs } from "../dag/handle.js";
 import type { ApplicationStatusInfo } from "../status.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
@@ -194,8 +194,16 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     const router = this.#controller.router(name);
     return handleProxy(name, (method, args, handleOptions) => {
       if (this.#closed) return Promise.reject(new ServerClosedError(`Deployment "${name}"`));
-      const timeout = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
-      const { scope, dispose } = requestScope(`${name}.${method}()`, options.signal, timeout);
+      // A handle's own options (withHandleOptions) before those it was got with.
+      const timeout =
+        handleOptions.timeout !== undefined
+          ? handleTimeoutMs(handleOptions)
+          : options.timeout === undefined
+            ? undefined
+            : toMilliseconds(options.timeout);
+      const signals = [options.signal, handleOptions.signal].filter((s) => s !== undefined);
+      const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
+      const { scope, dispose } = requestScope(`${name}.${method}()`, signal, timeout);
       const call = router.call(method, args, {
         cancel: scope,
         requestId: options.requestId,

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { OptionsError } from "./errors.js";
-import { resolveOptions, toMilliseconds, validateOptions } from "./options.js";
+import { MAX_DURATION_MS, resolveOptions, toMilliseconds, validateOptions } from "./options.js";
 
 test("options - durations accept milliseconds or a number with a unit", () => {
   assert.equal(toMilliseconds(250), 250);
@@ -10,6 +10,31 @@ test("options - durations accept milliseconds or a number with a unit", () => {
   assert.equal(toMilliseconds("5m"), 300_000);
   assert.equal(toMilliseconds("1h"), 3_600_000);
   assert.throws(() => toMilliseconds("5 minutes"), OptionsError);
+  // Past 2^31 - 1 ms Node fires a timer after 1 ms: refused, not a timeout of 1 ms.
+  assert.equal(toMilliseconds(MAX_DURATION_MS), 2_147_483_647);
+  assert.throws(() => toMilliseconds("1000h"), /from 0 to 24 days/);
+  assert.throws(() => toMilliseconds(-1), OptionsError);
+  assert.throws(() => toMilliseconds(NaN), OptionsError);
+});
+
+test("options - a period or timeout of 0, and a duration past 24 days, are refused by name", () => {
+  for (const [options, reason] of [
+    [{ healthCheckPeriod: 0 }, /healthCheckPeriod: expected a duration longer than 0/],
+    [{ healthCheckTimeout: "0s" }, /healthCheckTimeout: expected a duration longer than 0/],
+    [{ healthCheckPeriod: "1000h" }, /healthCheckPeriod: expected at most 24 days/],
+    [{ gracefulShutdownTimeout: 2 ** 31 }, /gracefulShutdownTimeout: expected at most 24 days/],
+    [{ maxQueueWait: "1000h" }, /maxQueueWait: expected at most 24 days.*or "off"/],
+    [
+      { maxQueueWait: "soon" },
+      /maxQueueWait: expected a duration such as "250ms" or "2s", or "off"/,
+    ],
+    [
+      { autoscaling: { lookBackPeriod: 0 } },
+      /autoscaling\.lookBackPeriod: expected a duration longer than 0/,
+    ],
+  ] as const)
+    assert.throws(() => validateOptions(options, "d"), reason);
+  assert.doesNotThrow(() => validateOptions({ gracefulShutdownTimeout: 0, maxQueueWait: 0 }, "d"));
 });
 
 test("options - resolving fills the documented defaults and converts durations once", () => {

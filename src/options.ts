@@ -14,26 +14,62 @@ const DURATION_PATTERN = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/;
 /** Milliseconds, or a string with a unit: `"250ms"`, `"30s"`, `"5m"`, `"1h"`. */
 export type Duration = number | `${number}${"ms" | "s" | "m" | "h"}`;
 
-/** Converts a {@link Duration} to milliseconds. */
+/**
+ * The longest duration: what a timer can wait (2³¹ − 1 ms, about 24.8 days). Node fires a
+ * longer `setTimeout` after 1 ms, so a longer timeout would fail every request at once.
+ */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
+/** A {@link Duration} in milliseconds; `undefined` when it is not one (or out of range). */
+function durationMs(duration: unknown): number | undefined {
+  let ms: number;
+  if (typeof duration === "number") ms = duration;
+  else if (typeof duration === "string") {
+    const match = DURATION_PATTERN.exec(duration.trim());
+    if (!match) return undefined;
+    ms = Number(match[1]) * DURATION_UNITS_MS[match[2] as keyof typeof DURATION_UNITS_MS];
+  } else return undefined;
+  return ms >= 0 && ms <= MAX_DURATION_MS ? ms : undefined;
+}
+
+/** Converts a {@link Duration} to milliseconds (from 0 to {@link MAX_DURATION_MS}). */
 export function toMilliseconds(duration: number | string): number {
-  if (typeof duration === "number") return duration;
-  const match = DURATION_PATTERN.exec(duration.trim());
-  if (!match) {
+  const ms = durationMs(duration);
+  if (ms === undefined) {
     throw new OptionsError(
-      `"${duration}" is not a duration: use milliseconds or a number with ms, s, m or h`,
+      `${JSON.stringify(duration)} is not a duration: use milliseconds or a number with ms, s, m or h, ` +
+        `from 0 to 24 days`,
     );
   }
-  return Number(match[1]) * DURATION_UNITS_MS[match[2] as keyof typeof DURATION_UNITS_MS];
+  return ms;
 }
 
 /** Names operators use in YAML: letters, digits, `_`, `-` and `.`, not starting with `-` or `.`. */
 export const DEPLOYMENT_NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/;
 
 function buildSchemas(z: typeof Zod) {
-  const durationSchema = z.union([
-    z.number().nonnegative().finite(),
-    z.string().regex(DURATION_PATTERN, 'expected a duration such as 250, "250ms", "30s" or "5m"'),
-  ]);
+  const durationSchema = z
+    .union(
+      [
+        z.number().nonnegative().finite(),
+        z
+          .string()
+          .regex(DURATION_PATTERN, 'expected a duration such as 250, "250ms", "30s" or "5m"'),
+      ],
+      { error: 'expected a duration such as 250, "250ms", "30s" or "5m"' },
+    )
+    .refine(
+      // (A string that is no duration at all was reported above.)
+      (value) =>
+        durationMs(value) !== undefined ||
+        (typeof value === "string" && !DURATION_PATTERN.test(value.trim())),
+      `expected at most 24 days (${MAX_DURATION_MS} ms, the longest a timer waits)`,
+    );
+  /** A duration that must not be 0 (a period, a timeout). */
+  const positiveDuration = durationSchema.refine(
+    (value) => durationMs(value) !== 0,
+    "expected a duration longer than 0",
+  );
 
   const positiveInt = z.number().int().positive();
   const nonNegativeInt = z.number().int().nonnegative();
@@ -46,7 +82,7 @@ function buildSchemas(z: typeof Zod) {
       targetOngoingRequests: z.number().positive(),
       upscaleDelay: durationSchema,
       downscaleDelay: durationSchema,
-      lookBackPeriod: durationSchema,
+      lookBackPeriod: positiveDuration,
       smoothingFactor: z.number().positive(),
     })
     .partial()
@@ -81,25 +117,30 @@ function buildSchemas(z: typeof Zod) {
       numReplicas: positiveInt,
       maxOngoingRequests: positiveInt,
       maxQueuedRequests: nonNegativeInt,
-      maxQueueWait: z.union([
-        z.number().nonnegative().finite(),
-        z
-          .string()
-          .refine(
-            (value) => value === "off" || DURATION_PATTERN.test(value),
-            'expected a duration such as "250ms" or "2s", or "off"',
-          ),
-      ]),
+      maxQueueWait: z.union([z.number(), z.string()]).superRefine((value, context) => {
+        if (value === "off" || durationMs(value) !== undefined) return;
+        const shaped =
+          typeof value === "number"
+            ? Number.isFinite(value) && value >= 0
+            : DURATION_PATTERN.test(value.trim());
+        context.addIssue({
+          code: "custom",
+          input: value,
+          message: shaped
+            ? `expected at most 24 days (${MAX_DURATION_MS} ms, the longest a timer waits), or "off"`
+            : 'expected a duration such as "250ms" or "2s", or "off"',
+        });
+      }),
       autoscaling: autoscalingSchema,
       userConfig: z.json(),
       isolation: z.enum(["thread", "process"]),
       resources: resourcesSchema,
-      healthCheckPeriod: durationSchema,
-      healthCheckTimeout: durationSchema,
+      healthCheckPeriod: positiveDuration,
+      healthCheckTimeout: positiveDuration,
       gracefulShutdownTimeout: durationSchema,
     })
     .partial();
-  return { durationSchema, deploymentOptionsSchema };
+  return { durationSchema, positiveDuration, deploymentOptionsSchema };
 }
 
 let schemas: ReturnType<typeof buildSchemas> | undefined;

@@ -7,7 +7,7 @@ import { dirname, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import type { Application } from "../app/application.js";
 import { BuilderArgsError, importApplication } from "../config/resolve.js";
-import { TributaryError } from "../errors.js";
+import { OptionsError, TributaryError } from "../errors.js";
 import { run, type RunOptions } from "../runtime/server.js";
 
 const isConfigFile = (target: string): boolean => /\.ya?ml$/i.test(target);
@@ -96,12 +96,22 @@ export function argsProblem(error: unknown): never {
   throw error;
 }
 
+/** A port given on the command line, from `min` to 65535; else an error naming the flag. */
+function portFlag(flag: string, text: string, min: number): number {
+  const port = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
+  if (!(port >= min && port <= 65_535))
+    throw new OptionsError(`${flag} expects a port from ${min} to 65535 (it is "${text}").`);
+  return port;
+}
+
 export async function runCommand(given: string | undefined, flags: RunFlags): Promise<void> {
   const target = given ?? defaultTarget();
   const fromFlags: RunOptions = {
     ...(flags.host && { host: flags.host }),
-    ...(flags.port !== undefined && { port: Number(flags.port) }),
-    ...(flags.grpcPort !== undefined && { grpc: { port: Number(flags.grpcPort) } }),
+    ...(flags.port !== undefined && { port: portFlag("--port", flags.port, 0) }),
+    ...(flags.grpcPort !== undefined && {
+      grpc: { port: portFlag("--grpc-port", flags.grpcPort, 0) },
+    }),
   };
   if (!isConfigFile(target)) {
     const args = flags.arg && flags.arg.length > 0 ? parseBuilderArgs(flags.arg) : undefined;

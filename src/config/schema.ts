@@ -5,8 +5,7 @@
 import { z } from "zod";
 import { optionsSchemas } from "../options.js";
 
-const { deploymentOptionsSchema } = optionsSchemas();
-const duration = deploymentOptionsSchema.shape.healthCheckPeriod.unwrap();
+const { deploymentOptionsSchema, positiveDuration } = optionsSchemas();
 const port = z.number().int().min(0).max(65_535);
 
 export const deploymentConfigSchema = deploymentOptionsSchema.required({ name: true });
@@ -37,8 +36,8 @@ export const serveConfigSchema = z.strictObject({
     .strictObject({
       host: z.string().min(1),
       port,
-      requestTimeout: duration,
-      readTimeout: duration,
+      requestTimeout: positiveDuration,
+      readTimeout: positiveDuration,
       bodyLimit: z.number().int().positive(),
       maxConnections: z.number().int().positive(),
       /** Front-door worker processes sharing the port (1: the front door runs in the main thread). */

@@ -8,7 +8,7 @@ import { toMilliseconds, type Duration, type JsonValue } from "../options.js";
 import { inReplicaContext } from "../app/registry.js";
 import { formatCallSite } from "../dag/call-site.js";
 import type { DeploymentHandle } from "../dag/types.js";
-import { DeployFailedError, GraphBuildError, OptionsError, ServerClosedError } from "../errors.js";
+import { DeployFailedError, GraphBuildError, ServerClosedError } from "../errors.js";
 import { defaultTransportFactory } from "../data/transport/index.js";
 import { movablesOf } from "../data/transport/transfer.js";
 import type { TransportFactory } from "../data/transport/transport.js";
@@ -19,6 +19,7 @@ import { activeTraceparent } from "../tracing.js";
 import { Controller, writeLine, type UpdateKind } from "../control/controller.js";
 import { exportTraces, resolveTracing, type TracingOptions } from "../tracing-export.js";
 import { handleProxy, handleTimeoutMs } from "../dag/handle.js";
+import { checkRunOptions } from "./run-options.js";
 import type { ApplicationStatusInfo } from "../status.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
@@ -373,6 +374,7 @@ export async function run<In, Out>(
         `the function as an application builder (its arguments then reach every replica).`,
     );
   }
+  checkRunOptions(options);
   const metrics = options.metricsRegistry ?? new Metrics({ enabled: options.metrics !== false });
   const tracing = resolveTracing(options.tracing);
   const logStream = options.logStream;
@@ -409,19 +411,6 @@ export async function run<In, Out>(
   if (options.frontDoors === false) return server;
   const workers = options.http?.workers ?? 1;
   try {
-    // In JavaScript nothing else stops a setting put here, as serve.yaml nests it, from
-    // being ignored.
-    const unknown = Object.keys(options.http ?? {}).filter((key) => key !== "workers");
-    if (unknown.length > 0)
-      throw new OptionsError(
-        `run()'s http option takes only workers (it was given ${unknown.join(", ")}). ` +
-          `host, port, bodyLimit, readTimeout, requestTimeout and maxConnections are options ` +
-          `of run() itself; serve.yaml nests them under http.`,
-      );
-    if (!Number.isInteger(workers) || workers < 1 || workers > 64)
-      throw new OptionsError(
-        `http.workers must be an integer from 1 to 64 (it is ${String(workers)}).`,
-      );
     if (workers > 1) {
       const { startFrontDoorPool } = await import("./front-door-pool.js");
       const pool = await startFrontDoorPool([{ app, controller }], options, workers, metrics);

@@ -8,6 +8,11 @@ import { promisify } from "node:util";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const BIN = join(ROOT, "bin/tributary.mjs");
+const cli = (args: string[]) =>
+  promisify(execFile)(process.execPath, [BIN, ...args], { cwd: ROOT }).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
 
 /** Starts `tributary run …`, waits for its URL, and returns it with a way to stop it. */
 async function start(
@@ -103,6 +108,21 @@ describe("the tributary command", { timeout: 120_000 }, () => {
       replica: "thresholder#1",
     });
     assert.equal(await server.stop(), 0);
+  });
+
+  test("cli - a port flag that is not a port is refused naming the flag, before anything starts", async () => {
+    for (const [flag, value] of [
+      ["--port", "abc"],
+      ["--grpc-port", "xyz"],
+      ["--port", "70000"],
+    ]) {
+      const result = await cli(["run", "./test/fixtures/config-app.ts:app", flag!, value!]);
+      assert.equal(result.code, 1);
+      assert.match(
+        result.stderr,
+        new RegExp(`${flag} expects a port from 0 to 65535 \\(it is "${value}"\\)`),
+      );
+    }
   });
 
   test("cli - a bad config is refused with file:line:column and exit code 1", async () => {

@@ -182,6 +182,28 @@ describe("serve.yaml", () => {
     );
   });
 
+  test("config - durations are longer than 0 where 0 would refuse or spin, and at most 24 days (what a timer waits)", () => {
+    const http = (line: string) => `http:\n  ${line}\n${valid("      - name: thresholder\n")}`;
+    assert.match(
+      problems(http("requestTimeout: 1000h"))[0]!,
+      /http\.requestTimeout: .*at most 24 days/,
+    );
+    assert.match(problems(http("requestTimeout: 0"))[0]!, /http\.requestTimeout: .*longer than 0/);
+    assert.match(problems(http("readTimeout: 0"))[0]!, /http\.readTimeout: .*longer than 0/);
+    assert.match(
+      problems(valid("      - name: thresholder\n        healthCheckPeriod: 0\n"))[0]!,
+      /healthCheckPeriod: .*longer than 0/,
+    );
+    assert.match(
+      problems(valid("      - name: thresholder\n        maxQueueWait: 1000h\n"))[0]!,
+      /maxQueueWait: .*at most 24 days/,
+    );
+    assert.deepEqual(
+      parseConfig(http("requestTimeout: 24h"), FILE).config.http?.requestTimeout,
+      "24h",
+    );
+  });
+
   test("build - writes every deployment with the defaults as comments, deterministically, and reads back", async () => {
     const yaml = applicationToYaml(app, "../fixtures/config-app.ts:app", {
       host: "127.0.0.1",

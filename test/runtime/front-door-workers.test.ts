@@ -227,7 +227,7 @@ describe("front doors as several worker processes (http.workers)", { timeout: 90
     });
 
   test("workers - a bad count is refused with INVALID_OPTIONS", async () => {
-    await assert.rejects(serve(app, { http: { workers: 0 } }), /http\.workers must be an integer/);
+    await assert.rejects(serve(app, { http: { workers: 0 } }), /http\.workers: .*>=1 \(it is 0\)/);
     // What serve.yaml nests under http is an option of run() itself: not silently ignored.
     await assert.rejects(
       serve(app, { http: { requestTimeout: "1s" } as never }),

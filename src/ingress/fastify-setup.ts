@@ -5,6 +5,8 @@
  * `x-request-id`, 503 while closing, zod schemas for routes, and the one error envelope.
  */
 import { randomUUID } from "node:crypto";
+import { STATUS_CODES } from "node:http";
+import type { Duplex } from "node:stream";
 import { Transform } from "node:stream";
 import multipart from "@fastify/multipart";
 import {
@@ -69,6 +71,9 @@ export function replyOf(request: FastifyRequest): FastifyReply | undefined {
   return (request as WithReply)[REPLY];
 }
 
+/** The longest path parameter Fastify routes (its default is 100). */
+const MAX_PARAM_LENGTH = 1_024;
+
 /** The Fastify options every instance of the front door shares. */
 export const sharedFastifyOptions = {
   bodyLimit: NO_FASTIFY_LIMIT,
@@ -82,6 +87,46 @@ export const sharedFastifyOptions = {
   // idle connections stay until the drain ends so that none is reset mid-request.
   return503OnClosing: false,
   forceCloseConnections: false,
+  // A path parameter (an OIP model name or version, a route's :id) up to this long is
+  // routed, so that its own check answers it (a version over 128 characters is a 422).
+  routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+  // Errors Fastify's router meets before any route: a path that is not valid URL encoding,
+  // a parameter past maxParamLength. Answered with the error envelope and request id.
+  frameworkErrors: (error: Error, request: FastifyRequest, reply: FastifyReply): void => {
+    const message =
+      (error as { code?: string }).code === "FST_ERR_MAX_PARAM_LENGTH"
+        ? `A part of the path is longer than ${MAX_PARAM_LENGTH} characters.`
+        : `The path ${JSON.stringify(request.url.split("?")[0])} is not valid URL encoding.`;
+    const { status, body } = httpError(
+      new TributaryError("BAD_REQUEST", message),
+      request.id,
+      false,
+      request.url.startsWith("/v2"),
+    );
+    void reply.header("x-request-id", request.id).code(status).send(body);
+  },
+  // Requests Node's HTTP parser refuses (headers past 16 KiB, a malformed request, one not
+  // received within readTimeout): its status, the error envelope, a request id; then the
+  // connection closes, as Node's own answer does.
+  clientErrorHandler: (error: Error & { code?: string }, socket: Duplex): void => {
+    if (error.code === "ECONNRESET" || socket.destroyed) return;
+    if (socket.writable) {
+      const [status, message] =
+        error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? [408, "The request was not received within the server's readTimeout."]
+          : error.code === "HPE_HEADER_OVERFLOW"
+            ? [431, "The request's headers are larger than 16 KiB."]
+            : [400, `The request is not valid HTTP/1.1 (${error.code ?? error.message}).`];
+      const requestId = randomUUID();
+      const body = JSON.stringify({ error: { code: "BAD_REQUEST", message, requestId } });
+      socket.write(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+          `x-request-id: ${requestId}\r\nconnection: close\r\n` +
+          `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+    }
+    socket.destroy(error);
+  },
 } as const;
 
 /** zod issues of one part of a request as validation issues: `params.id`, `query.q`. */

@@ -124,6 +124,58 @@ describe("front door limits", { timeout: 60_000 }, () => {
     assert.equal(text.status, 422, "a long text is a schema violation (max 1000), not a 400");
   });
 
+  test("limits - what Fastify's router or Node's parser refuses gets the error envelope and a request id", async () => {
+    const checked = async (response: Response, status: number, message: RegExp, oip = false) => {
+      assert.equal(response.status, status);
+      const id = response.headers.get("x-request-id");
+      assert.ok(id, "x-request-id is set");
+      const body = (await response.json()) as Record<string, unknown>;
+      const error = oip ? body : (body.error as Record<string, unknown>);
+      assert.equal(error.code, "BAD_REQUEST");
+      assert.match(String(oip ? body.error : error.message), message);
+      assert.equal(error.requestId, id);
+    };
+    await checked(await fetch(`${server.url}/echo%ZZ`), 400, /not valid URL encoding/);
+    await checked(await fetch(`${server.url}/v2/models/%E0%A4%A`), 400, /not valid URL/, true);
+    await checked(
+      await fetch(`${server.url}/v2/models/echo/versions/${"v".repeat(2_000)}/infer`, {
+        method: "POST",
+      }),
+      400,
+      /longer than 1024 characters/,
+      true,
+    );
+    // A model version past 128 characters (and within the router's 1,024) reaches its own check.
+    const long = await fetch(`${server.url}/v2/models/echo/versions/${"v".repeat(129)}/infer`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ inputs: [] }),
+    });
+    assert.equal(long.status, 422);
+    // Node's parser: headers past 16 KiB, a malformed Content-Length; answered, then closed.
+    const raw = (text: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(port, "127.0.0.1");
+        let out = "";
+        socket.on("data", (chunk) => (out += String(chunk)));
+        socket.on("close", () => resolve(out));
+        socket.on("error", reject);
+        socket.write(text);
+      });
+    for (const [text, status] of [
+      [`GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`, 431],
+      ["POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400],
+    ] as const) {
+      const answer = await raw(text);
+      assert.match(answer, new RegExp(`^HTTP/1\\.1 ${status} `));
+      const id = /x-request-id: (\S+)/.exec(answer)?.[1];
+      assert.ok(id, answer);
+      const body = JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)) as ErrorBody;
+      assert.equal(body.error.code, "BAD_REQUEST");
+      assert.equal(body.error.requestId, id);
+    }
+  });
+
   test("limits - a text/plain body is 415, not a schema violation", async () => {
     const response = await post('{"mode":"json","text":"x"}', { "content-type": "text/plain" });
     assert.equal(response.status, 415);

@@ -135,6 +135,18 @@ describe("cluster - the request plane across nodes", { timeout: 120_000 }, () =>
     const stream = server.getHandle<Leaf>("leaf").count(5, 20) as unknown as AsyncIterable<number>;
     for await (const value of stream) items.push(value);
     assert.deepEqual(items, [0, 1, 2, 3, 4]);
+    // Past the first window of 64 items the head's credit must reach the stream (it went to
+    // the replica's control channel, and the stream stalled at 64 for good).
+    const long = server.getHandle<Leaf>("leaf").count(200) as unknown as AsyncIterable<number>;
+    let read = 0;
+    const stalled = new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error(`the stream stalled after ${read} items`)), 20_000).unref(),
+    );
+    const all = (async () => {
+      for await (const value of long) assert.equal(value, read++);
+    })();
+    await Promise.race([all, stalled]);
+    assert.equal(read, 200);
     // Caller (n1) reads 200 items from the leaf (n2) over NATS.
     assert.deepEqual(await server.getHandle<Caller>("caller").sum(200), {
       sum: (199 * 200) / 2,

@@ -109,7 +109,10 @@ export class RemoteReplicaTransport implements ReplicaTransport {
       return;
     }
     try {
-      if (message.t === "call" || message.t === "cancel")
+      // What belongs to a call goes where its calls go: the replica answers a stream's
+      // credit on the caller that holds the stream (on the control subject it would reach
+      // the replica's runtime channel, which holds no such stream: the stream stalled).
+      if (message.t === "call" || message.t === "cancel" || message.t === "credit")
         this.#calls.send(this.target.subject, message);
       else this.#mailbox.send(this.#control, message);
     } catch (error) {

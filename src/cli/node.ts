@@ -164,6 +164,19 @@ export function parseResources(text: string | undefined): NodeResources {
   };
 }
 
+/** How soon a heartbeat that failed is tried again. */
+const RETRY_HEARTBEAT_MS = 200;
+
+/** `promise`, or a rejection with `reason` after `ms` (the promise is left to settle). */
+function withinMs<T>(promise: Promise<T>, ms: number, reason: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(reason)), ms);
+  });
+  promise.catch(() => undefined);
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 export class ClusterNode {
   readonly options: NodeOptions;
   readonly nc: NatsConnection;
@@ -305,21 +318,27 @@ export class ClusterNode {
     this.#lastHeartbeat = Date.now();
   }
 
-  #scheduleHeartbeat(): void {
+  #scheduleHeartbeat(delayMs?: number): void {
     const every = Math.max(50, Math.floor(this.#nodeTimeoutMs / 5));
     this.#heartbeatTimer = setTimeout(() => {
       void (async () => {
+        let failed = false;
         try {
-          await this.#heartbeat();
+          // A put sent while NATS was away may never be answered: JetStream's own timeout
+          // (5 s) would outlast half of nodeTimeout (10 s by default), and one lost heartbeat
+          // after a blip of 0.2 s ended every replica of the cluster. It is given up after
+          // one period, and tried again soon after.
+          await withinMs(this.#heartbeat(), every, "the heartbeat was not acknowledged");
           await this.#readSettings();
           await this.#checkPlacements();
         } catch {
+          failed = true;
           // NATS is out of reach: past half the timeout, this node's replicas are ended.
           if (Date.now() - this.#lastHeartbeat > this.#nodeTimeoutMs / 2) this.#fence();
         }
-        if (!this.#closed) this.#scheduleHeartbeat();
+        if (!this.#closed) this.#scheduleHeartbeat(failed ? RETRY_HEARTBEAT_MS : undefined);
       })();
-    }, every);
+    }, delayMs ?? every);
     this.#heartbeatTimer.unref();
   }
 

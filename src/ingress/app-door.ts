@@ -117,7 +117,10 @@ async function registerAssets(fastify: FastifyInstance, app: Application): Promi
 const pluginPrefix = (routePrefix: string): string => routePrefix.replace(/\/+$/, "");
 
 /** A scope cancelled when the client goes away before its answer was sent. */
-function cancelOnClose(request: FastifyRequest, reply: FastifyReply | undefined): CancelScope {
+export function cancelOnClose(
+  request: FastifyRequest,
+  reply: FastifyReply | undefined,
+): CancelScope {
   const cancel = new CancelScope();
   reply?.raw.on("close", () => {
     if (!reply.raw.writableFinished) cancel.cancel(new CancelledError(`Request ${request.id}`));

@@ -4,6 +4,7 @@
  */
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { NotFoundError, ValidationError } from "../errors.js";
+import { cancelOnClose } from "./app-door.js";
 import { headerReader } from "./body.js";
 import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
 import { resultToTensors } from "./oip.js";
@@ -18,6 +19,9 @@ import {
 import { tensorFromJson, tensorToJson } from "./tensors.js";
 import { requestTraceparent } from "./server-spans.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
+
+/** An OIP request `id`: at most 128 printable ASCII characters (gRPC's limit too). */
+const OIP_ID = /^[\x20-\x7e]{0,128}$/;
 
 interface InferBody {
   id?: unknown;
@@ -84,12 +88,23 @@ export function registerOipRoutes(
     });
     fastify.post<{ Params: { name: string; version?: string }; Body: InferBody }>(
       `${prefix}/infer`,
-      async (request) => {
+      async (request, reply) => {
         const target = modelNamed(targets, request.params.name);
         const body = request.body ?? {};
+        const id = typeof body.id === "string" ? body.id : undefined;
+        // Echoed in the answer: bounded as gRPC's is (the request's own id is x-request-id).
+        if (id !== undefined && !OIP_ID.test(id))
+          throw new ValidationError([
+            {
+              path: "id",
+              message: `expected at most 128 printable ASCII characters (found ${id.length} characters)`,
+            },
+          ]);
         const input = target.model.toGraphInput(parseInputs(body));
         const result = await target.call(input, {
           requestId: request.id,
+          // A client that goes away cancels the request, as on the application's own route.
+          cancel: cancelOnClose(request, reply),
           header: headerReader(request),
           // The model version names the multiplexed model, as the header does.
           multiplexedModelId: modelIdOf(request.params.version, request.headers[MODEL_ID_HEADER]),
@@ -107,7 +122,7 @@ export function registerOipRoutes(
           }));
         return {
           model_name: target.app.name,
-          id: typeof body.id === "string" ? body.id : request.id,
+          id: id ?? request.id,
           outputs,
         };
       },

@@ -4,6 +4,8 @@ import * as grpc from "@grpc/grpc-js";
 import type { Server } from "tributary";
 import { loadInferenceService } from "tributary/internal";
 import { app } from "../fixtures/oip-app.js";
+import { app as boundedApp, type Leaf } from "../fixtures/bounded-app.js";
+import { eventually } from "../runtime/eventually.js";
 import { serve } from "../serve.js";
 import { type Client, rpc } from "./grpc-client.js";
 
@@ -124,6 +126,33 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
     const missing = await infer([{ name: "x", datatype: "FP32", shape: [1, 2], data: [1, 2] }]);
     assert.equal(missing.status, 422);
     assert.match(((await missing.json()) as { error: string }).error, /scale/);
+  });
+
+  test("oip rest - a client that goes away cancels the request; an id past 128 characters is 422", async () => {
+    await using bounded = await serve(boundedApp);
+    const infer = (body: object, signal?: AbortSignal) =>
+      fetch(`${bounded.url}/v2/models/bounded/infer`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+        ...(signal && { signal }),
+      });
+    const input = (ms: number) => [{ name: "input", datatype: "INT32", shape: [], data: [ms] }];
+    const ok = await infer({ id: "mine", inputs: input(5) });
+    assert.equal(ok.status, 200);
+    assert.equal(((await ok.json()) as InferResponse).id, "mine");
+    const aborted = new AbortController();
+    setTimeout(() => aborted.abort(), 300);
+    await assert.rejects(infer({ inputs: input(20_000) }, aborted.signal), { name: "AbortError" });
+    const leaf = bounded.getHandle<Leaf>("leaf");
+    await eventually(
+      async () => (await leaf.seen()).aborted === 1,
+      5_000,
+      "the leaf's signal fired",
+    );
+    const long = await infer({ id: "x".repeat(129), inputs: input(5) });
+    assert.equal(long.status, 422);
+    assert.match(((await long.json()) as { error: string }).error, /id: expected at most 128/);
   });
 
   test("oip grpc - liveness, readiness and metadata", async () => {

@@ -142,6 +142,9 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
 }
 
 /** Parses and validates configuration text. Throws ConfigError listing every problem. */
+/** Aliases a serve.yaml may use (each expands a node: a billion laughs is refused). */
+const MAX_ALIASES = 1_000;
+
 export function parseConfig(
   text: string,
   file: string,
@@ -165,7 +168,8 @@ export function parseConfig(
   }
   let raw: unknown;
   try {
-    raw = doc.toJS({ maxAliasCount: 1_000 });
+    // The yaml library refuses a count that reaches its maximum: 1,000 aliases pass.
+    raw = doc.toJS({ maxAliasCount: MAX_ALIASES + 1 });
   } catch (error) {
     throw new ConfigError([
       {
@@ -173,7 +177,9 @@ export function parseConfig(
         line: 1,
         column: 1,
         path: "",
-        message: `YAML could not be read: ${(error as Error).message}`,
+        message: /alias count/i.test((error as Error).message)
+          ? `YAML could not be read: it uses more than ${MAX_ALIASES.toLocaleString("en")} aliases (the limit of serve.yaml)`
+          : `YAML could not be read: ${(error as Error).message}`,
       },
     ]);
   }

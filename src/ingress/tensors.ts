@@ -90,13 +90,18 @@ const MAX_ELEMENTS = 2 ** 31 - 1;
 
 /** Checks a shape and returns its element count. */
 export function elementCount(shape: readonly unknown[], where: string): number {
-  let count = 1;
-  for (const [i, dim] of shape.entries()) {
+  const dims = shape.map((dim, i) => {
     if (typeof dim !== "number" && typeof dim !== "bigint")
       invalid(where, `shape[${i}] is not a number`);
     const n = Number(dim);
     if (!Number.isSafeInteger(n) || n < 0)
       invalid(where, `shape[${i}] = ${String(dim)} is not a non-negative integer`);
+    return n;
+  });
+  // A 0 anywhere makes the tensor empty, whatever the other dimensions are.
+  if (dims.includes(0)) return 0;
+  let count = 1;
+  for (const n of dims) {
     count *= n;
     if (count > MAX_ELEMENTS)
       invalid(where, `shape [${shape.join(", ")}] has more than ${MAX_ELEMENTS} elements`);

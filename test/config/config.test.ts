@@ -145,7 +145,15 @@ describe("serve.yaml", () => {
           .fill(`*${String.fromCharCode(96 + i)}`)
           .join(", ")}]`,
       );
-    assert.match(problems(bomb.join("\n") + "\n")[0]!, /YAML could not be read: .*alias/i);
+    assert.match(
+      problems(bomb.join("\n") + "\n")[0]!,
+      /YAML could not be read: it uses more than 1,000 aliases/,
+    );
+    // Exactly 1,000 aliases (the documented limit) are read; 1,001 are not.
+    const aliases = (n: number) =>
+      `${valid("      - name: thresholder\n")}x-anchor: &v 1\nx-list: [${Array(n).fill("*v").join(", ")}]\n`;
+    assert.match(problems(aliases(1_000))[0]!, /x-anchor: /, "only the unknown keys are refused");
+    assert.match(problems(aliases(1_001))[0]!, /more than 1,000 aliases/);
     assert.match(
       (await resolveProblems(valid("      - name: constructor\n        numReplicas: 2\n")))[0]!,
       /found "constructor", but application "gate" has no such deployment/,

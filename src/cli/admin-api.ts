@@ -3,11 +3,11 @@
  * on loopback by default, refusing what a web page could send (admin-guard.ts), and
  * behind a bearer token when one is set.
  */
-import { randomUUID, timingSafeEqual } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
 import { isIP } from "node:net";
 import Fastify from "fastify";
 import { ConfigError } from "../config/load.js";
-import { TributaryError } from "../errors.js";
+import { ERROR_CODES, TributaryError } from "../errors.js";
 import { isWildcard, refusal } from "./admin-guard.js";
 import type { Instance } from "./instance.js";
 import { DASHBOARD_PAGE } from "../metrics/dashboard-page.js";
@@ -15,6 +15,30 @@ import { DASHBOARD_INTERVAL_MS } from "../metrics/dashboard.js";
 
 /** The largest configuration the admin API accepts. */
 const ADMIN_BODY_LIMIT = 4 * 1024 * 1024;
+
+/**
+ * The status and code of an admin API error: a config that does not read is 400; a request
+ * that is malformed, too large or of another type gets its 4xx; a deploy that failed or
+ * conflicts is 409; anything else is 500.
+ */
+function adminError(error: unknown): { status: number; code: string } {
+  if (error instanceof ConfigError) return { status: 400, code: error.code };
+  if (error instanceof TributaryError) {
+    const status = ERROR_CODES[error.code].httpStatus;
+    return { status: status >= 400 && status < 500 ? status : 409, code: error.code };
+  }
+  const statusCode = (error as { statusCode?: unknown }).statusCode;
+  if (typeof statusCode === "number" && statusCode >= 400 && statusCode < 500) {
+    const code =
+      statusCode === 413
+        ? "PAYLOAD_TOO_LARGE"
+        : statusCode === 415
+          ? "UNSUPPORTED_MEDIA_TYPE"
+          : "BAD_REQUEST";
+    return { status: statusCode, code };
+  }
+  return { status: 500, code: "INTERNAL" };
+}
 
 /** Compares secrets in constant time. */
 function sameSecret(given: string, expected: string): boolean {
@@ -50,6 +74,7 @@ export async function startAdminApi(
   // A wildcard address has no one name to check against; a token is required there.
   const allowedHosts = isWildcard(bound) ? undefined : new Set([bound, "localhost"]);
   admin.addHook("onRequest", async (request, reply) => {
+    void reply.header("x-request-id", request.id);
     const refused = refusal(request.headers, request.method, allowedHosts);
     if (refused) {
       return reply.code(refused.status).send({
@@ -61,24 +86,28 @@ export async function startAdminApi(
         error: {
           code: "UNAUTHORIZED",
           message: "This admin API needs the instance's token.",
-          requestId: randomUUID(),
+          requestId: request.id,
         },
       });
     }
     return undefined;
   });
   admin.setErrorHandler((error, request, reply) => {
-    const e = error as Error & { code?: string; problems?: unknown };
-    const status = error instanceof ConfigError ? 400 : error instanceof TributaryError ? 409 : 500;
+    const { status, code } = adminError(error);
+    const e = error as Error & { problems?: unknown };
     void reply.code(status).send({
-      error: {
-        code: e.code ?? "INTERNAL",
-        message: e.message,
-        requestId: request.id,
-        problems: e.problems,
-      },
+      error: { code, message: e.message, requestId: request.id, problems: e.problems },
     });
   });
+  admin.setNotFoundHandler((request, reply) =>
+    reply.code(404).send({
+      error: {
+        code: "NOT_FOUND",
+        message: `No route ${request.method} ${request.url.split("?")[0]}; the admin API answers GET /, GET /api/status, GET /api/config, PUT /api/deploy, GET /api/logs, GET /api/dashboard, GET /metrics and POST /api/shutdown.`,
+        requestId: request.id,
+      },
+    }),
+  );
   admin.put<{ Body: { file?: string; text?: string } }>("/api/deploy", async (request) => {
     const { file, text } = request.body ?? {};
     if (typeof text !== "string")
@@ -90,7 +119,9 @@ export async function startAdminApi(
     "/api/config",
     async (_request, reply) =>
       instance.config() ??
-      reply.code(404).send({ error: { code: "NOT_FOUND", message: "Nothing is deployed yet." } }),
+      reply.code(404).send({
+        error: { code: "NOT_FOUND", message: "Nothing is deployed yet.", requestId: _request.id },
+      }),
   );
   admin.get("/metrics", async (_request, reply) => {
     const { contentType, text } = await instance.metrics.exposition();

@@ -14,7 +14,11 @@ function adminRequest(
   path: string,
   headers: Record<string, string>,
   body?: string,
-): Promise<{ status: number; body: { error?: { code: string; message: string } } }> {
+): Promise<{
+  status: number;
+  requestId: string | undefined;
+  body: { error?: { code: string; message: string; requestId?: string } };
+}> {
   const url = new URL(address);
   return new Promise((resolve, reject) => {
     const req = request(
@@ -23,7 +27,11 @@ function adminRequest(
         let text = "";
         res.on("data", (chunk: Buffer) => (text += chunk.toString()));
         res.on("end", () =>
-          resolve({ status: res.statusCode ?? 0, body: JSON.parse(text || "{}") as never }),
+          resolve({
+            status: res.statusCode ?? 0,
+            requestId: res.headers["x-request-id"] as string | undefined,
+            body: JSON.parse(text || "{}") as never,
+          }),
         );
       },
     );
@@ -160,5 +168,32 @@ describe("admin API - safe by default", { timeout: 60_000 }, () => {
       origin: `http://${host()}`,
     });
     assert.equal(sameOrigin.status, 200);
+  });
+
+  test("admin - a malformed, incomplete, too large or misrouted request gets its 4xx and the error envelope", async () => {
+    const json = { host: host(), "content-type": "application/json" };
+    const checks = [
+      [await adminRequest(address, "PUT", "/api/deploy", json, "{not json"), 400, "BAD_REQUEST"],
+      [await adminRequest(address, "PUT", "/api/deploy", json, "{}"), 400, "BAD_REQUEST"],
+      [
+        await adminRequest(
+          address,
+          "PUT",
+          "/api/deploy",
+          json,
+          JSON.stringify({ text: "x".repeat(5 * 2 ** 20) }),
+        ),
+        413,
+        "PAYLOAD_TOO_LARGE",
+      ],
+      [await adminRequest(address, "GET", "/api/nope", { host: host() }), 404, "NOT_FOUND"],
+      [await deploy("serve.yaml", "applications: [}"), 400, "INVALID_CONFIG"],
+    ] as const;
+    for (const [answer, status, code] of checks) {
+      assert.equal(answer.status, status, JSON.stringify(answer.body));
+      assert.equal(answer.body.error?.code, code);
+      assert.ok(answer.requestId, "x-request-id is set");
+      assert.equal(answer.body.error?.requestId, answer.requestId);
+    }
   });
 });

@@ -85,6 +85,9 @@ export interface ControllerSettings {
 /** The default log sink: standard output. */
 export const writeLine = (line: string): void => void process.stdout.write(`${line}\n`);
 
+/** What a deployment's message says while replicas wait for a node to fit them. */
+const WAIT_FOR_NODE = " wait for a node: ";
+
 export class Controller {
   #app: Application;
   readonly #transports: TransportFactory;
@@ -365,6 +368,9 @@ export class Controller {
       if (!transport) break;
       void this.#startReplica(deployment, transport);
     }
+    // Every replica found a node: what said some wait for one is no longer true.
+    if (deployment.unplaced === 0 && deployment.message.includes(WAIT_FOR_NODE))
+      deployment.message = "";
     const extra = deployment.rolling ? 0 : deployment.live.length - deployment.target;
     if (extra > 0) {
       // Starting replicas go first, then the least busy.
@@ -405,7 +411,7 @@ export class Controller {
     } catch (error) {
       if (!(error instanceof NoPlacementError)) throw error;
       deployment.unplaced = deployment.target - deployment.live.length;
-      deployment.message = `${deployment.unplaced} replica(s) wait for a node: ${error.message}`;
+      deployment.message = `${deployment.unplaced} replica(s)${WAIT_FOR_NODE}${error.message}`;
       return undefined;
     }
   }

@@ -299,6 +299,7 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
       placed.replicas.map((r) => r.node),
       ["big"],
     );
+    assert.doesNotMatch(placed.message, /wait for a node/, "the placed deployment says so no more");
     const s2 = await status();
     const front = s2.applications.waiting!.deployments.Front!.replicas[0]!;
     for (let i = 0; i < 3; i++) {

@@ -255,6 +255,13 @@ async function connectCluster(flags: ClusterFlags, role: string) {
     throw new Error(
       `--cluster-name must be letters, digits, "-" or "_" (it is "${flags.clusterName}")`,
     );
+  const wrong = flags
+    .cluster!.split(",")
+    .find((server) => /^[a-z][a-z0-9+.-]*:\/\//i.test(server) && !/^(nats|tls):\/\//i.test(server));
+  if (wrong !== undefined)
+    throw new Error(
+      `--cluster expects a NATS server's URL, nats://HOST:PORT or tls://HOST:PORT (it is "${wrong}").`,
+    );
   const { connectNats } = await import("../data/transport/nats-link.js");
   try {
     return await connectNats(flags.cluster!, {
@@ -655,7 +662,19 @@ export function program(): Command {
   return cli;
 }
 
+let pipesGuarded = false;
+
 export async function main(argv: readonly string[]): Promise<number> {
+  // Output piped into a reader that stops early (`tributary status | head`) ends quietly,
+  // as other commands do, instead of with an EPIPE stack trace.
+  if (!pipesGuarded) {
+    pipesGuarded = true;
+    for (const stream of [process.stdout, process.stderr])
+      stream.on("error", (error: NodeJS.ErrnoException) => {
+        if (error.code === "EPIPE") process.exit(0);
+        throw error;
+      });
+  }
   try {
     await program().parseAsync(argv);
     return 0;

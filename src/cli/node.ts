@@ -897,11 +897,14 @@ export class ClusterNode {
         this.#bridges.delete(listener);
         for (const link of [...links]) link.close(reason);
         server.close();
-        rmSync(path, { force: true });
+        removeFile();
+        // One listener per bridge: a node whose replicas come and go keeps none of theirs.
+        process.off("exit", removeFile);
       },
     };
     this.#bridges.add(listener);
-    process.once("exit", () => rmSync(path, { force: true }));
+    const removeFile = (): void => rmSync(path, { force: true });
+    process.once("exit", removeFile);
     return path;
   }
 }

@@ -125,6 +125,17 @@ describe("the tributary command", { timeout: 120_000 }, () => {
     }
   });
 
+  test("cli - a --cluster URL that is not NATS's is refused at once, naming it", async () => {
+    const started = Date.now();
+    const result = await cli(["node", "--cluster", "http://127.0.0.1:1", "--name", "n"]);
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stderr,
+      /--cluster expects a NATS server's URL.*\(it is "http:\/\/127\.0\.0\.1:1"\)/,
+    );
+    assert.ok(Date.now() - started < 20_000, "refused without trying to connect");
+  });
+
   test("cli - a bad config is refused with file:line:column and exit code 1", async () => {
     const file = join(dir, "bad.yaml");
     await writeFile(

@@ -306,7 +306,18 @@ async function startCommand(
     const nodeTimeoutMs = await durationFlag("--node-timeout", flags.nodeTimeout);
     const nc = await connectCluster(flags, "head");
     const { ClusterHead } = await import("../control/cluster.js");
-    cluster = await ClusterHead.open(nc, { name: flags.clusterName, nodeTimeoutMs });
+    cluster = await ClusterHead.open(nc, { name: flags.clusterName, nodeTimeoutMs }).catch(
+      async (error: unknown) => {
+        // Refused (another head runs): the open connection would keep this process alive.
+        await nc.drain().catch(() => undefined);
+        throw error;
+      },
+    );
+    // Another head took over while this one was cut off: two heads must not run one cluster.
+    cluster.onLost((reason) => {
+      console.error(`tributary: ${reason}; this head stops.`);
+      process.exit(1);
+    });
     console.log(
       `Head of cluster "${flags.clusterName}" on ${flags.cluster}: ${cluster.nodes().filter((n) => n.state === "ALIVE").length} node(s) alive.`,
     );

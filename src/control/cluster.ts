@@ -7,6 +7,8 @@
  * with ReplicaDiedError) and the controllers start replacements elsewhere.
  */
 import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { RemoteReplicaTransport } from "../data/transport/remote.js";
@@ -19,6 +21,7 @@ import {
   type TransportFactory,
 } from "../data/transport/transport.js";
 import { requirePackages } from "../optional-package.js";
+import { TributaryError } from "../errors.js";
 import {
   subjects,
   type NodeRecord,
@@ -104,6 +107,63 @@ export async function openBuckets(
   return { nodes, state };
 }
 
+/** The key of the head's lease in the state bucket: one head per cluster. */
+const HEAD_KEY = "head";
+
+/** Who holds a cluster's head lease (renewed every nodeTimeout / 5 while it runs). */
+interface HeadLease {
+  readonly id: string;
+  readonly pid: number;
+  readonly host: string;
+  readonly startedAt: number;
+}
+
+const renewEvery = (nodeTimeoutMs: number): number => Math.max(50, nodeTimeoutMs / 5);
+
+/**
+ * Takes the cluster's head lease: at once when no head holds it, after `nodeTimeoutMs`
+ * without a renewal when the head that held it is gone (killed: it left its lease), and
+ * never while another head renews it (a second head would take over the first one's
+ * replicas). Judged by the lease's revision changing, not by clocks. Resolves with the
+ * revision this head's renewals must follow.
+ */
+async function acquireLease(
+  kv: KV,
+  cluster: string,
+  lease: HeadLease,
+  nodeTimeoutMs: number,
+): Promise<number> {
+  const value = JSON.stringify(lease);
+  let seen: { revision: number; since: number } | undefined;
+  for (;;) {
+    const entry = await kv.get(HEAD_KEY);
+    if (!entry) {
+      const created = await kv.create(HEAD_KEY, value).catch(() => undefined);
+      if (created !== undefined) return created;
+      continue; // another head created it first: look again
+    }
+    const free = entry.operation !== "PUT" || (seen && Date.now() - seen.since > nodeTimeoutMs);
+    if (seen && entry.revision !== seen.revision && entry.operation === "PUT") {
+      const other = entry.json<HeadLease>();
+      throw new TributaryError(
+        "INVALID_CONFIG",
+        `A head already runs cluster "${cluster}" (pid ${other.pid} on ${other.host}, started ` +
+          `${new Date(other.startedAt).toISOString()}): a cluster has one head. Stop that one ` +
+          `first, or start this one with another --cluster-name.`,
+      );
+    }
+    if (free) {
+      // Deleted by a head that stopped, or not renewed for nodeTimeout: its head is gone.
+      const taken = await kv.update(HEAD_KEY, value, entry.revision).catch(() => undefined);
+      if (taken !== undefined) return taken;
+      seen = undefined;
+      continue;
+    }
+    seen ??= { revision: entry.revision, since: Date.now() };
+    await sleep(Math.min(200, renewEvery(nodeTimeoutMs) / 2));
+  }
+}
+
 export class ClusterHead {
   readonly settings: ClusterSettings;
   readonly nc: NatsConnection;
@@ -115,6 +175,9 @@ export class ClusterHead {
   #orphans: PlacementRecord[] = [];
   readonly #capacity = new Set<() => void>();
   #timer: NodeJS.Timeout | undefined;
+  #leaseTimer: NodeJS.Timeout | undefined;
+  #lease: { readonly id: string; readonly value: string; revision: number } | undefined;
+  readonly #onLost = new Set<(reason: string) => void>();
   #stopWatch: (() => void) | undefined;
   #closed = false;
   /** Each application's controller, for front doors on nodes. */
@@ -207,7 +270,26 @@ export class ClusterHead {
    */
   static async open(nc: NatsConnection, settings: ClusterSettings): Promise<ClusterHead> {
     const buckets = await openBuckets(nc, settings.name, settings.nodeTimeoutMs);
+    // Before anything a head does: a second head would adopt the first one's replicas.
+    const lease: HeadLease = {
+      id: randomUUID(),
+      pid: process.pid,
+      host: hostname(),
+      startedAt: Date.now(),
+    };
+    const revision = await acquireLease(
+      buckets.state,
+      settings.name,
+      lease,
+      settings.nodeTimeoutMs,
+    );
     const head = new ClusterHead(nc, buckets, settings);
+    head.#lease = { id: lease.id, value: JSON.stringify(lease), revision };
+    head.#leaseTimer = setInterval(
+      () => void head.#renewLease(),
+      renewEvery(settings.nodeTimeoutMs),
+    );
+    head.#leaseTimer.unref();
     await buckets.state.put("settings", JSON.stringify({ nodeTimeoutMs: settings.nodeTimeoutMs }));
     await head.#watchNodes();
     await head.#readPlacements();
@@ -310,9 +392,46 @@ export class ClusterHead {
     }
   }
 
+  /**
+   * Runs `listener` if another head took the lease (this one was cut off or frozen past
+   * nodeTimeout, and a new head took over its replicas): this head must stop.
+   */
+  onLost(listener: (reason: string) => void): void {
+    this.#onLost.add(listener);
+  }
+
+  async #renewLease(): Promise<void> {
+    const lease = this.#lease;
+    if (!lease || this.#closed) return;
+    try {
+      lease.revision = await this.#stateKv.update(HEAD_KEY, lease.value, lease.revision);
+    } catch {
+      // NATS away (tried again next time), or another head took the lease.
+      const entry = await this.#stateKv.get(HEAD_KEY).catch(() => undefined);
+      if (!entry || this.#closed) return;
+      const holder = entry.operation === "PUT" ? entry.json<HeadLease>() : undefined;
+      if (holder?.id === lease.id) {
+        lease.revision = entry.revision;
+        return;
+      }
+      this.#lease = undefined;
+      clearInterval(this.#leaseTimer);
+      const reason = holder
+        ? `another head (pid ${holder.pid} on ${holder.host}) took over cluster "${this.settings.name}": this head was cut off past nodeTimeout`
+        : `this head's lease on cluster "${this.settings.name}" was removed`;
+      for (const listener of this.#onLost) listener(reason);
+    }
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#timer);
+    clearInterval(this.#leaseTimer);
+    // A head that stops gives its lease back: the next one starts at once.
+    const lease = this.#lease;
+    this.#lease = undefined;
+    if (lease)
+      await this.#stateKv.delete(HEAD_KEY, { previousSeq: lease.revision }).catch(() => undefined);
     this.#stopWatch?.();
     this.#headMailbox.close();
   }

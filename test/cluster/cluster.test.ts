@@ -430,6 +430,31 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
     }
   });
 
+  test("cluster - a second head is refused while one runs, and takes none of its replicas", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const replicaIds = (s: Status) =>
+      Object.values(s.applications)
+        .flatMap((a) => Object.values(a.deployments).flatMap((d) => d.replicas.map((r) => r.id)))
+        .sort();
+    const before = await status();
+    const args = headArgs.map((arg) => (arg === join(dir, "state") ? join(dir, "state-2") : arg));
+    const started = Date.now();
+    const second = await cli(args);
+    assert.equal(second.code, 1, second.stdout);
+    assert.ok(Date.now() - started < 30_000, "it exits once refused");
+    assert.match(second.stderr, /A head already runs cluster "[^"]+" \(pid \d+ on /);
+    assert.doesNotMatch(second.stdout, /Head of cluster/);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const after = await status();
+    assert.deepEqual(replicaIds(after), replicaIds(before));
+    assert.doesNotMatch(
+      [...nodes.values()].map((n) => n.output()).join("\n"),
+      /a head adopted a replica/,
+    );
+    const answer = await post(`${after.url}/cluster`, { op: "where" });
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+  });
+
   test("cluster - with the head killed a node's front door keeps answering; a restarted head adopts every replica", async (t) => {
     if (!natsServerOrSkip(t)) return;
     const s = await status();

@@ -22,6 +22,7 @@ import { createServer, type Server } from "node:net";
 import { hostname, cpus, totalmem, tmpdir } from "node:os";
 import { join } from "node:path";
 import { rmSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { MessageChannel, type MessagePort } from "node:worker_threads";
 import { dirname, resolve } from "node:path";
 import type { KV } from "@nats-io/kv";
@@ -49,7 +50,7 @@ import {
 import { SocketChannel } from "../data/transport/socket.js";
 import { AWAY_MS } from "../data/connection.js";
 import type { ReplicaTransport } from "../data/transport/transport.js";
-import { OptionsError, ReplicaDiedError } from "../errors.js";
+import { OptionsError, ReplicaDiedError, TributaryError } from "../errors.js";
 import { unsendableArguments } from "../dag/call-args.js";
 import { serializeError } from "../wire/error-codec.js";
 import { CallTable } from "../data/call-table.js";
@@ -231,6 +232,12 @@ export class ClusterNode {
     // A replica's code can tell where it runs.
     process.env.TRIBUTARY_NODE = options.name;
     await node.#readSettings();
+    await node.#claimName().catch((error: unknown) => {
+      // (Not close(): it deletes the name's key, which is the other node's.)
+      node.#closed = true;
+      node.#mailbox.close();
+      throw error;
+    });
     if (options.http) await node.#startFrontDoor(options.http);
     await node.#heartbeat();
     node.#scheduleHeartbeat();
@@ -297,6 +304,31 @@ export class ClusterNode {
     if (entry?.operation === "PUT") {
       const settings = entry.json<{ nodeTimeoutMs?: number }>();
       if (typeof settings.nodeTimeoutMs === "number") this.#nodeTimeoutMs = settings.nodeTimeoutMs;
+    }
+  }
+
+  /**
+   * A name is one node's: while another node's heartbeats under it go on (its key's
+   * revision changes), this one is refused; a key left by a node that died (unchanged for
+   * nodeTimeout) is taken. Judged by revisions, not by clocks.
+   */
+  async #claimName(): Promise<void> {
+    const name = this.options.name;
+    let seen: { revision: number; since: number } | undefined;
+    for (;;) {
+      const entry = await this.#nodesKv.get(name);
+      if (!entry || entry.operation !== "PUT") return;
+      if (seen && entry.revision !== seen.revision) {
+        const other = entry.json<NodeRecord>();
+        throw new TributaryError(
+          "INVALID_CONFIG",
+          `A node named "${name}" is already in the cluster (pid ${other.pid}, started ` +
+            `${new Date(other.startedAt).toISOString()}): each node needs a name of its own (--name).`,
+        );
+      }
+      seen ??= { revision: entry.revision, since: Date.now() };
+      if (Date.now() - seen.since > this.#nodeTimeoutMs) return;
+      await sleep(Math.min(200, this.#nodeTimeoutMs / 10));
     }
   }
 

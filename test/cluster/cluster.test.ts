@@ -455,6 +455,34 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
   });
 
+  test("cluster - a node started under a live node's name is refused, and the live one keeps its replicas", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    // A node that is alive (an earlier test killed one, whose name is free again).
+    const before = (await status()).nodes.find((n) => n.state === "ALIVE" && n.name !== "n1")!;
+    const name = before.name;
+    const started = Date.now();
+    const twin = await cli([
+      "node",
+      "--cluster",
+      nats!.url,
+      "--name",
+      name,
+      "--resources",
+      JSON.stringify({ cpus: 2, custom: { back: 1 } }),
+    ]);
+    assert.equal(twin.code, 1, twin.stdout);
+    assert.match(
+      twin.stderr,
+      new RegExp(`A node named "${name}" is already in the cluster \\(pid \\d+`),
+    );
+    assert.ok(Date.now() - started < 30_000, "it exits once refused");
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const after = (await status()).nodes.find((n) => n.name === name)!;
+    assert.equal(after.state, "ALIVE");
+    assert.deepEqual(after.replicas, before.replicas);
+    assert.doesNotMatch(nodes.get(name)!.output(), /the head placed it elsewhere/);
+  });
+
   test("cluster - with the head killed a node's front door keeps answering; a restarted head adopts every replica", async (t) => {
     if (!natsServerOrSkip(t)) return;
     const s = await status();

@@ -13,6 +13,7 @@ export { resolveOptions } from "./options.js";
 export { ConfigError, parseConfig } from "./config/load.js";
 export {
   BuilderArgsError,
+  codeMismatch,
   importApplication,
   moduleVersion,
   resolveApplication,

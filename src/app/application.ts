@@ -88,6 +88,12 @@ export type SplitWeights = Readonly<Record<string, Readonly<Record<string, numbe
 
 declare const ioKey: unique symbol;
 
+/** @internal A module's file and the version of its code (see `Application.code`). */
+export interface CodeFingerprint {
+  readonly file: string;
+  readonly version: string;
+}
+
 /** A built graph: immutable; `withOptions` returns a new one. */
 export class Application<In = unknown, Out = unknown> {
   /** @internal phantom: the graph's input and output types. */
@@ -115,6 +121,11 @@ export class Application<In = unknown, Out = unknown> {
    * {@link Application.withSplits} (`serve.yaml`'s `splits:`).
    */
   readonly splits: SplitWeights;
+  /**
+   * @internal The code a config applied (its module's file and the version of it and what
+   * it imports, see `moduleVersion`): a cluster node runs a replica only with the same.
+   */
+  readonly code: CodeFingerprint | undefined;
 
   /** @internal Use {@link build}. */
   constructor(
@@ -122,7 +133,7 @@ export class Application<In = unknown, Out = unknown> {
       Application,
       "name" | "routePrefix" | "moduleUrl" | "graph" | "site" | "written" | "assets"
     > &
-      Partial<Pick<Application, "routes" | "origin" | "splits">>,
+      Partial<Pick<Application, "routes" | "origin" | "splits" | "code">>,
   ) {
     this.name = fields.name;
     this.routePrefix = fields.routePrefix;
@@ -133,6 +144,7 @@ export class Application<In = unknown, Out = unknown> {
     this.assets = Object.freeze({ ...fields.assets });
     this.routes = fields.routes;
     this.origin = fields.origin;
+    this.code = fields.code;
     this.splits = Object.freeze(
       Object.fromEntries(
         [...this.graph.splits].map(([name, step]) => {

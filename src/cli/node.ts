@@ -28,7 +28,7 @@ import { dirname, resolve } from "node:path";
 import type { KV } from "@nats-io/kv";
 import type { Application } from "../app/application.js";
 import { parseConfig } from "../config/load.js";
-import { configureApplication, moduleVersion } from "../config/resolve.js";
+import { codeMismatch, configureApplication, moduleVersion } from "../config/resolve.js";
 import { Metrics } from "../metrics/metrics.js";
 import type { Subscriber } from "../control/membership.js";
 import {
@@ -592,12 +592,21 @@ export class ClusterNode {
   #onControl(hosted: Hosted, message: ToReplica, from: string): void {
     if (hosted.exited || from !== hosted.owner) return;
     if (message.t === "members") this.#members(hosted, message);
-    else if (message.t === "init")
+    else if (message.t === "init") {
+      const other = codeMismatch(message.code, `node ${this.options.name}`);
+      if (other) {
+        // Its start fails with why (the head tries another node, or reports it).
+        this.#fromReplica(hosted, {
+          t: "init-failed",
+          e: serializeError(new TributaryError("DEPLOY_FAILED", other)),
+        });
+        return;
+      }
       hosted.transport.send({
         ...message,
         nats: { ...this.options.nats, subject: hosted.subject },
       });
-    else hosted.transport.send(message);
+    } else hosted.transport.send(message);
   }
 
   /**

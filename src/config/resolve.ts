@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { dirname, extname, relative, resolve, isAbsolute } from "node:path";
 import { pathToFileURL } from "node:url";
-import { Application } from "../app/application.js";
+import { Application, type CodeFingerprint } from "../app/application.js";
 import { callBuilder, isBuilder, type BuilderArgs } from "../app/builder.js";
 import { checkWeights } from "../dag/weights.js";
 import type { DeploymentOptions } from "../options.js";
@@ -289,12 +289,17 @@ export async function configureApplication(
   }
   if (problems.length > 0) throw new ConfigError(problems);
   const configured = app.withOptions(overrides).withSplits(weights);
+  const prefixed =
+    entry.routePrefix === undefined || entry.routePrefix === app.routePrefix
+      ? configured
+      : configured.withRoutePrefix(entry.routePrefix);
+  const file = resolve(dirname(resolve(configFile)), splitImportPath(entry.importPath).module);
   return {
     base,
     app:
-      entry.routePrefix === undefined || entry.routePrefix === app.routePrefix
-        ? configured
-        : configured.withRoutePrefix(entry.routePrefix),
+      from.version === undefined
+        ? prefixed
+        : new Application({ ...prefixed, code: { file, version: from.version } }),
   };
 }
 
@@ -336,7 +341,27 @@ async function importEntry(
  * instance writes (its state) is never code.
  */
 export function moduleVersion(importPath: string, baseDir: string): string {
-  const file = resolve(baseDir, splitImportPath(importPath).module);
+  return codeVersion(resolve(baseDir, splitImportPath(importPath).module));
+}
+
+/**
+ * Why `where` (a cluster node) must not run a replica of an application whose code the head
+ * applied as `code` (its module's file and version, see {@link moduleVersion}): the copy
+ * here differs, or is missing. Undefined when they match, or when the head named none (an
+ * application `run()` in code).
+ */
+export function codeMismatch(code: CodeFingerprint | undefined, where: string): string | undefined {
+  if (!code) return undefined;
+  const { file, version: wanted } = code;
+  const here = codeVersion(file);
+  if (here === wanted) return undefined;
+  return here === "missing"
+    ? `${where} has no ${file}: every node needs the application's code, at the same path as the head's`
+    : `${where} has other code than the head for ${file} or a module it imports (version ${here} here, ${wanted} on the head): deploy the same code to every node.`;
+}
+
+/** {@link moduleVersion} of a module's file. */
+export function codeVersion(file: string): string {
   if (!existsSync(file)) return "missing";
   const hash = createHash("sha256");
   const seen = new Set<string>();

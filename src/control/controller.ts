@@ -356,7 +356,14 @@ export class Controller {
    * place them again.
    */
   replan(): void {
-    for (const d of this.#deployments.values()) if (d.live.length < d.target) this.#reconcile(d);
+    for (const d of this.#deployments.values()) {
+      if (d.live.length >= d.target) continue;
+      // One whose starts keep failing tries again at its backoff's pace, not at every change
+      // of capacity: its own failed replica leaving a node is one, and an instant failure
+      // (a node with other code) looped about a hundred times a second.
+      if (d.startFailures === 0) this.#reconcile(d);
+      else if (!d.retryTimer) this.#retryLater(d, 500 * 2 ** (d.startFailures - 1));
+    }
   }
 
   /** Starts or stops replicas until the live count is the target. */
@@ -476,6 +483,7 @@ export class Controller {
           maxOngoing: deployment.options.maxOngoingRequests,
           metrics: this.#metrics,
           tracing: this.#settings.tracing,
+          code: this.#app.code,
         },
         START_TIMEOUT_MS,
       )

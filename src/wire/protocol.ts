@@ -56,6 +56,8 @@ export interface InitMessage {
    * (its node adds this to the head's `init`), so a call crosses no other thread.
    */
   readonly nats?: ReplicaNats | undefined;
+  /** The code the head applied: a cluster node starts the replica only if its copy is the same. */
+  readonly code?: { readonly file: string; readonly version: string } | undefined;
 }
 
 /** How a replica on a cluster node reaches NATS (see {@link InitMessage.nats}). */

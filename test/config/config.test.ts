@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import {
   ConfigError,
+  codeMismatch,
   parseConfig,
   moduleVersion,
   resolveApplication,
@@ -252,6 +253,20 @@ test("config - the code version changes when a module the app imports changes, a
       moduleVersion("./app.ts:app", dir),
       after,
       "files it does not import do not count",
+    );
+    // A cluster node checks its copy against the version the head applied.
+    const file = join(dir, "app.ts");
+    assert.equal(codeMismatch({ file, version: after }, "node n1"), undefined);
+    assert.equal(codeMismatch(undefined, "node n1"), undefined, "run() in code names none");
+    assert.match(
+      codeMismatch({ file, version: before }, "node n1")!,
+      new RegExp(
+        `^node n1 has other code than the head for .*app\\.ts .*version ${after} here, ${before} on the head`,
+      ),
+    );
+    assert.match(
+      codeMismatch({ file: join(dir, "gone.ts"), version: after }, "node n1")!,
+      /^node n1 has no .*gone\.ts: every node needs the application's code/,
     );
   } finally {
     await rm(dir, { recursive: true, force: true });

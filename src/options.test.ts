@@ -35,6 +35,11 @@ test("options - a period or timeout of 0, and a duration past 24 days, are refus
   ] as const)
     assert.throws(() => validateOptions(options, "d"), reason);
   assert.doesNotThrow(() => validateOptions({ gracefulShutdownTimeout: 0, maxQueueWait: 0 }, "d"));
+  // A negative one is told so, once (not also "at most 24 days").
+  assert.throws(
+    () => validateOptions({ healthCheckPeriod: -1 }, "d"),
+    (error: Error) => /healthCheckPeriod: /.test(error.message) && !/24 days/.test(error.message),
+  );
 });
 
 test("options - resolving fills the documented defaults and converts durations once", () => {

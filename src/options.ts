@@ -59,10 +59,12 @@ function buildSchemas(z: typeof Zod) {
       { error: 'expected a duration such as 250, "250ms", "30s" or "5m"' },
     )
     .refine(
-      // (A string that is no duration at all was reported above.)
+      // (A value that is no duration at all was reported above.)
       (value) =>
         durationMs(value) !== undefined ||
-        (typeof value === "string" && !DURATION_PATTERN.test(value.trim())),
+        (typeof value === "string" && !DURATION_PATTERN.test(value.trim())) ||
+        (typeof value === "number" && !(Number.isFinite(value) && value >= 0)) ||
+        (typeof value !== "string" && typeof value !== "number"),
       `expected at most 24 days (${MAX_DURATION_MS} ms, the longest a timer waits)`,
     );
   /** A duration that must not be 0 (a period, a timeout). */

@@ -190,6 +190,8 @@ export class ClusterNode {
   readonly #startedAt = Date.now();
   #nodeTimeoutMs: number;
   #lastHeartbeat = Date.now();
+  /** Whether the name is this node's (see #claimName): until then it acts on no message. */
+  #named = false;
   #heartbeatTimer: NodeJS.Timeout | undefined;
   /** When this node last saw each other node's heartbeat (its clock). */
   readonly #peers = new Map<string, number>();
@@ -215,11 +217,12 @@ export class ClusterNode {
     this.#stateKv = buckets.state;
     this.#nodeTimeoutMs = options.nodeTimeoutMs ?? 10_000;
     this.#mailbox = NatsMailbox.open(nc, subjects.node(options.cluster, options.name));
-    this.#mailbox.onMessage((message, from) =>
-      message.t === "fd-members"
-        ? this.#frontDoorMembers(message)
-        : this.#onNodeMessage(message, from),
-    );
+    this.#mailbox.onMessage((message, from) => {
+      // Until its name is its own, what comes to the name is another node's (see #claimName).
+      if (!this.#named) return;
+      if (message.t === "fd-members") this.#frontDoorMembers(message);
+      else this.#onNodeMessage(message, from);
+    });
   }
 
   static async start(nc: NatsConnection, options: NodeOptions): Promise<ClusterNode> {
@@ -317,7 +320,7 @@ export class ClusterNode {
     let seen: { revision: number; since: number } | undefined;
     for (;;) {
       const entry = await this.#nodesKv.get(name);
-      if (!entry || entry.operation !== "PUT") return;
+      if (!entry || entry.operation !== "PUT") break;
       if (seen && entry.revision !== seen.revision) {
         const other = entry.json<NodeRecord>();
         throw new TributaryError(
@@ -327,9 +330,10 @@ export class ClusterNode {
         );
       }
       seen ??= { revision: entry.revision, since: Date.now() };
-      if (Date.now() - seen.since > this.#nodeTimeoutMs) return;
+      if (Date.now() - seen.since > this.#nodeTimeoutMs) break;
       await sleep(Math.min(200, this.#nodeTimeoutMs / 10));
     }
+    this.#named = true;
   }
 
   #record(): NodeRecord {
@@ -361,8 +365,10 @@ export class ClusterNode {
           // after a blip of 0.2 s ended every replica of the cluster. It is given up after
           // one period, and tried again soon after.
           await withinMs(this.#heartbeat(), every, "the heartbeat was not acknowledged");
-          await this.#readSettings();
-          await this.#checkPlacements();
+          // Each bounded too: a read lost in a blip must not hold the next heartbeat back
+          // for JetStream's 5 s.
+          await withinMs(this.#readSettings(), every, "the settings could not be read");
+          await withinMs(this.#checkPlacements(), every, "the placements could not be read");
         } catch {
           failed = true;
           // NATS is out of reach: past half the timeout, this node's replicas are ended.

@@ -110,22 +110,29 @@ export async function openBuckets(
 /** The key of the head's lease in the state bucket: one head per cluster. */
 const HEAD_KEY = "head";
 
-/** Who holds a cluster's head lease (renewed every nodeTimeout / 5 while it runs). */
+/** Who holds a cluster's head lease (renewed every `renewMs` while it runs). */
 interface HeadLease {
   readonly id: string;
   readonly pid: number;
   readonly host: string;
   readonly startedAt: number;
+  /** How often its head renews it (each head's own nodeTimeout / 5). */
+  readonly renewMs: number;
 }
 
 const renewEvery = (nodeTimeoutMs: number): number => Math.max(50, nodeTimeoutMs / 5);
 
+/** A KV write refused because the key moved on (another writer won): not a NATS failure. */
+const lostRace = (error: unknown): boolean =>
+  /wrong last sequence|key exists/i.test((error as Error).message ?? "");
+
 /**
- * Takes the cluster's head lease: at once when no head holds it, after `nodeTimeoutMs`
- * without a renewal when the head that held it is gone (killed: it left its lease), and
- * never while another head renews it (a second head would take over the first one's
- * replicas). Judged by the lease's revision changing, not by clocks. Resolves with the
- * revision this head's renewals must follow.
+ * Takes the cluster's head lease: at once when no head holds it, after the lease has gone
+ * unrenewed for `nodeTimeoutMs` (or five of its holder's renewal periods, if longer) when
+ * the head that held it is gone (killed: it left its lease), and never while another head
+ * renews it (a second head would take over the first one's replicas). Judged by the
+ * lease's revision changing, not by clocks. NATS failures are retried within the wait.
+ * Resolves with the revision this head's renewals must follow.
  */
 async function acquireLease(
   kv: KV,
@@ -134,33 +141,49 @@ async function acquireLease(
   nodeTimeoutMs: number,
 ): Promise<number> {
   const value = JSON.stringify(lease);
+  const pause = (): Promise<void> => sleep(Math.min(200, renewEvery(nodeTimeoutMs) / 2));
   let seen: { revision: number; since: number } | undefined;
+  let failures = 0;
+  const failed = async (error: unknown): Promise<void> => {
+    // NATS away: tried again, for about as long as a lease takes to go stale.
+    if (++failures * 200 > Math.max(nodeTimeoutMs, 5_000)) throw error;
+    await pause();
+  };
   for (;;) {
-    const entry = await kv.get(HEAD_KEY);
-    if (!entry) {
-      const created = await kv.create(HEAD_KEY, value).catch(() => undefined);
-      if (created !== undefined) return created;
-      continue; // another head created it first: look again
+    let entry: Awaited<ReturnType<KV["get"]>>;
+    try {
+      entry = await kv.get(HEAD_KEY);
+    } catch (error) {
+      await failed(error);
+      continue;
     }
-    const free = entry.operation !== "PUT" || (seen && Date.now() - seen.since > nodeTimeoutMs);
-    if (seen && entry.revision !== seen.revision && entry.operation === "PUT") {
-      const other = entry.json<HeadLease>();
+    const holder = entry?.operation === "PUT" ? entry.json<HeadLease>() : undefined;
+    // A write of ours that timed out but was applied.
+    if (entry && holder?.id === lease.id) return entry.revision;
+    if (holder && seen && entry!.revision !== seen.revision) {
       throw new TributaryError(
         "INVALID_CONFIG",
-        `A head already runs cluster "${cluster}" (pid ${other.pid} on ${other.host}, started ` +
-          `${new Date(other.startedAt).toISOString()}): a cluster has one head. Stop that one ` +
+        `A head already runs cluster "${cluster}" (pid ${holder.pid} on ${holder.host}, started ` +
+          `${new Date(holder.startedAt).toISOString()}): a cluster has one head. Stop that one ` +
           `first, or start this one with another --cluster-name.`,
       );
     }
+    const staleAfter = Math.max(nodeTimeoutMs, 5 * (holder?.renewMs ?? 0));
+    const free = !holder || (seen !== undefined && Date.now() - seen.since > staleAfter);
     if (free) {
-      // Deleted by a head that stopped, or not renewed for nodeTimeout: its head is gone.
-      const taken = await kv.update(HEAD_KEY, value, entry.revision).catch(() => undefined);
-      if (taken !== undefined) return taken;
-      seen = undefined;
-      continue;
+      // None, deleted by a head that stopped, or not renewed in time: its head is gone.
+      try {
+        return entry
+          ? await kv.update(HEAD_KEY, value, entry.revision)
+          : await kv.create(HEAD_KEY, value);
+      } catch (error) {
+        if (!lostRace(error)) await failed(error);
+        seen = undefined; // another head wrote first: watch that one
+        continue;
+      }
     }
-    seen ??= { revision: entry.revision, since: Date.now() };
-    await sleep(Math.min(200, renewEvery(nodeTimeoutMs) / 2));
+    seen ??= { revision: entry!.revision, since: Date.now() };
+    await pause();
   }
 }
 
@@ -176,6 +199,11 @@ export class ClusterHead {
   readonly #capacity = new Set<() => void>();
   #timer: NodeJS.Timeout | undefined;
   #leaseTimer: NodeJS.Timeout | undefined;
+  #renewing: Promise<void> | undefined;
+  /** When this head last renewed its lease (its own clock). */
+  #renewedAt = 0;
+  /** This head went unrenewed past half of nodeTimeout (see `#checkHeartbeats`). */
+  #blind = false;
   #lease: { readonly id: string; readonly value: string; revision: number } | undefined;
   readonly #onLost = new Set<(reason: string) => void>();
   #stopWatch: (() => void) | undefined;
@@ -276,6 +304,7 @@ export class ClusterHead {
       pid: process.pid,
       host: hostname(),
       startedAt: Date.now(),
+      renewMs: renewEvery(settings.nodeTimeoutMs),
     };
     const revision = await acquireLease(
       buckets.state,
@@ -285,14 +314,21 @@ export class ClusterHead {
     );
     const head = new ClusterHead(nc, buckets, settings);
     head.#lease = { id: lease.id, value: JSON.stringify(lease), revision };
-    head.#leaseTimer = setInterval(
-      () => void head.#renewLease(),
-      renewEvery(settings.nodeTimeoutMs),
-    );
+    head.#renewedAt = Date.now();
+    head.#leaseTimer = setInterval(() => void head.#renewLease(), lease.renewMs);
     head.#leaseTimer.unref();
-    await buckets.state.put("settings", JSON.stringify({ nodeTimeoutMs: settings.nodeTimeoutMs }));
-    await head.#watchNodes();
-    await head.#readPlacements();
+    try {
+      await buckets.state.put(
+        "settings",
+        JSON.stringify({ nodeTimeoutMs: settings.nodeTimeoutMs }),
+      );
+      await head.#watchNodes();
+      await head.#readPlacements();
+    } catch (error) {
+      // Not left holding the lease (and renewing it) with no head to close.
+      await head.close();
+      throw error;
+    }
     head.#timer = setInterval(
       () => head.#checkHeartbeats(),
       Math.min(250, settings.nodeTimeoutMs / 4),
@@ -400,11 +436,17 @@ export class ClusterHead {
     this.#onLost.add(listener);
   }
 
-  async #renewLease(): Promise<void> {
+  #renewLease(): Promise<void> {
+    this.#renewing ??= this.#renew().finally(() => (this.#renewing = undefined));
+    return this.#renewing;
+  }
+
+  async #renew(): Promise<void> {
     const lease = this.#lease;
     if (!lease || this.#closed) return;
     try {
       lease.revision = await this.#stateKv.update(HEAD_KEY, lease.value, lease.revision);
+      this.#renewedAt = Date.now();
     } catch {
       // NATS away (tried again next time), or another head took the lease.
       const entry = await this.#stateKv.get(HEAD_KEY).catch(() => undefined);
@@ -412,6 +454,7 @@ export class ClusterHead {
       const holder = entry.operation === "PUT" ? entry.json<HeadLease>() : undefined;
       if (holder?.id === lease.id) {
         lease.revision = entry.revision;
+        this.#renewedAt = Date.now();
         return;
       }
       this.#lease = undefined;
@@ -427,7 +470,9 @@ export class ClusterHead {
     this.#closed = true;
     clearInterval(this.#timer);
     clearInterval(this.#leaseTimer);
-    // A head that stops gives its lease back: the next one starts at once.
+    // A head that stops gives its lease back (after a renewal in flight, whose revision the
+    // delete must name): the next one starts at once.
+    await this.#renewing;
     const lease = this.#lease;
     this.#lease = undefined;
     if (lease)
@@ -548,6 +593,19 @@ export class ClusterHead {
 
   #checkHeartbeats(): void {
     const now = Date.now();
+    if (now - this.#renewedAt > this.settings.nodeTimeoutMs / 2) {
+      // This head was frozen or cut off: another may hold its lease now, and what it heard
+      // of the nodes is stale. It judges no node until its lease is renewed (or it learns
+      // it lost it, and stops), and then gives every node a fresh nodeTimeout.
+      this.#blind = true;
+      void this.#renewLease();
+      return;
+    }
+    if (this.#blind) {
+      this.#blind = false;
+      for (const node of this.#nodes.values()) node.lastSeen = Math.max(node.lastSeen, now);
+      return;
+    }
     for (const node of this.#nodes.values())
       if (node.state === "ALIVE" && now - node.lastSeen > this.settings.nodeTimeoutMs)
         this.#lost(

@@ -63,34 +63,41 @@ export function innerScope(
 }
 
 /**
- * The scope of one request from a caller's `signal` and `timeoutMs` (`undefined` when it
- * has neither). `dispose()` releases the timer and the signal listener.
+ * The scope of one request from a caller's `signal` (or several: any of them cancels it)
+ * and `timeoutMs` (`undefined` when it has neither). `dispose()` releases the timer and the
+ * signal listeners.
  */
 export function requestScope(
   what: string,
-  signal: AbortSignal | undefined,
+  signal: AbortSignal | readonly AbortSignal[] | undefined,
   timeoutMs: number | undefined,
   scope?: CancelScope,
 ): { scope: CancelScope | undefined; dispose: () => void } {
-  if (!signal && timeoutMs === undefined) return scope ? { scope, dispose: noop } : NO_SCOPE;
+  const signals: readonly AbortSignal[] =
+    signal === undefined ? [] : signal instanceof AbortSignal ? [signal] : signal;
+  if (signals.length === 0 && timeoutMs === undefined)
+    return scope ? { scope, dispose: noop } : NO_SCOPE;
   const own = scope ?? new CancelScope();
   const timer =
     timeoutMs === undefined
       ? undefined
       : setTimeout(() => own.cancel(new TimeoutError(what, timeoutMs)), timeoutMs);
-  const onAbort = (): void => {
-    const reason: unknown = signal?.reason;
-    own.cancel(
-      reason instanceof TributaryError ? reason : new CancelledError(what, { cause: reason }),
-    );
-  };
-  if (signal?.aborted) onAbort();
-  else signal?.addEventListener("abort", onAbort, { once: true });
+  const listeners = signals.map((one) => {
+    const onAbort = (): void => {
+      const reason: unknown = one.reason;
+      own.cancel(
+        reason instanceof TributaryError ? reason : new CancelledError(what, { cause: reason }),
+      );
+    };
+    if (one.aborted) onAbort();
+    else one.addEventListener("abort", onAbort, { once: true });
+    return [one, onAbort] as const;
+  });
   return {
     scope: own,
     dispose: () => {
       if (timer) clearTimeout(timer);
-      signal?.removeEventListener("abort", onAbort);
+      for (const [one, onAbort] of listeners) one.removeEventListener("abort", onAbort);
     },
   };
 }

@@ -110,7 +110,9 @@ export const sharedFastifyOptions = {
   // connection closes, as Node's own answer does.
   clientErrorHandler: (error: Error & { code?: string }, socket: Duplex): void => {
     if (error.code === "ECONNRESET" || socket.destroyed) return;
-    if (socket.writable) {
+    // Not into a response already under way (a keep-alive connection's), as Node's own.
+    const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (socket.writable && !current?.headersSent) {
       const [status, message] =
         error.code === "ERR_HTTP_REQUEST_TIMEOUT"
           ? [408, "The request was not received within the server's readTimeout."]

@@ -97,7 +97,10 @@ export function registerOipRoutes(
           throw new ValidationError([
             {
               path: "id",
-              message: `expected at most 128 printable ASCII characters (found ${id.length} characters)`,
+              message:
+                id.length > 128
+                  ? `expected at most 128 printable ASCII characters (found ${id.length})`
+                  : "expected printable ASCII characters only (as gRPC's request id)",
             },
           ]);
         const input = target.model.toGraphInput(parseInputs(body));

@@ -202,8 +202,10 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
           : options.timeout === undefined
             ? undefined
             : toMilliseconds(options.timeout);
-      const signals = [options.signal, handleOptions.signal].filter((s) => s !== undefined);
-      const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
+      const signal =
+        options.signal && handleOptions.signal
+          ? [options.signal, handleOptions.signal]
+          : (handleOptions.signal ?? options.signal);
       const { scope, dispose } = requestScope(`${name}.${method}()`, signal, timeout);
       const call = router.call(method, args, {
         cancel: scope,

@@ -32,7 +32,7 @@ function durationMs(duration: unknown): number | undefined {
   return ms >= 0 && ms <= MAX_DURATION_MS ? ms : undefined;
 }
 
-/** Converts a {@link Duration} to milliseconds (from 0 to {@link MAX_DURATION_MS}). */
+/** Converts a {@link Duration} to milliseconds (from 0 to 2³¹ − 1, about 24.8 days). */
 export function toMilliseconds(duration: number | string): number {
   const ms = durationMs(duration);
   if (ms === undefined) {

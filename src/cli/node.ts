@@ -48,7 +48,7 @@ import {
   watchConnection,
 } from "../data/transport/nats-link.js";
 import { SocketChannel } from "../data/transport/socket.js";
-import { AWAY_MS } from "../data/connection.js";
+import { AWAY_MS, PROBE_ID, PROBE_WAIT_MS } from "../data/connection.js";
 import type { ReplicaTransport } from "../data/transport/transport.js";
 import { OptionsError, ReplicaDiedError, TributaryError } from "../errors.js";
 import { unsendableArguments } from "../dag/call-args.js";
@@ -846,11 +846,23 @@ export class ClusterNode {
       away = undefined;
       if (!closed) toLocal({ t: "free" });
     };
+    // After AWAY_MS a probe, not a user's call, asks NATS again (see ReplicaConnection):
+    // another "no subscriber" within PROBE_WAIT_MS keeps the target away.
+    const probe = (): void => {
+      if (closed) return;
+      try {
+        mailbox.send(subject, { t: "credit", id: PROBE_ID, n: 0 });
+      } catch {
+        // the connection is away: the next "no subscriber" or reset decides
+      }
+      away = setTimeout(back, PROBE_WAIT_MS);
+      away.unref();
+    };
     mailbox.onNoResponders(() => {
       if (closed) return;
       failPending(noSubscriber(target.node), true);
       clearTimeout(away);
-      away = setTimeout(back, AWAY_MS);
+      away = setTimeout(probe, AWAY_MS);
       away.unref();
     });
     mailbox.onMessage((data) => {

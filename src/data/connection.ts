@@ -23,8 +23,20 @@ export interface RoutedCall extends PendingCall {
 /** The id of a call not sent (its replica is away): no answer and nothing to cancel has it. */
 const NOT_SENT = 0;
 
-/** How long a replica NATS found no subscriber for is left alone before a call tries it again. */
+/** How long a replica NATS found no subscriber for is left alone before it is probed again. */
 export const AWAY_MS = 1_000;
+
+/**
+ * How long a probe of a replica that was away waits for NATS to say again that no one
+ * subscribes (its answer comes in a round trip) before calls go to it again.
+ */
+export const PROBE_WAIT_MS = 250;
+
+/**
+ * The id of a probe: credit for a stream no caller has (the replica ignores it). It is
+ * sent like a call, so NATS answers "no subscriber" for it as it would for a call.
+ */
+export const PROBE_ID = -1;
 
 export class ReplicaConnection {
   readonly replica: string;
@@ -173,10 +185,30 @@ export class ReplicaConnection {
     if (this.closed) return;
     this.failPending(reason, false);
     clearTimeout(this.#away);
+    this.#away = setTimeout(() => this.#probe(), AWAY_MS);
+    this.#away.unref();
+  }
+
+  /**
+   * Asks NATS whether the replica is back with a message that carries no one's request: a
+   * user's call sent to a replica still away would fail (a node that was killed stays away
+   * until the head declares it DEAD, nodeTimeout later). Another "no subscriber" within
+   * {@link PROBE_WAIT_MS} keeps it away; none, and calls go to it again.
+   */
+  #probe(): void {
+    if (this.closed) return;
+    try {
+      this.#send({ t: "credit", id: PROBE_ID, n: 0 });
+    } catch {
+      // Not sent: tried again after another wait.
+      this.#away = setTimeout(() => this.#probe(), AWAY_MS);
+      this.#away.unref();
+      return;
+    }
     this.#away = setTimeout(() => {
       this.#away = undefined;
       this.onFree?.();
-    }, AWAY_MS);
+    }, PROBE_WAIT_MS);
     this.#away.unref();
   }
 

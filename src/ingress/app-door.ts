@@ -18,7 +18,7 @@ import Fastify, {
 import { assetRoutes, type Application } from "../app/application.js";
 import type { RouteContext, ZodTypeProvider } from "../app/routes.js";
 import type { DeploymentHandle } from "../dag/types.js";
-import { CancelledError, NotFoundError } from "../errors.js";
+import { CancelledError, NotFoundError, TributaryError } from "../errors.js";
 import { CancelScope } from "../data/cancel.js";
 import { isAsyncIterable } from "../values.js";
 import { headerReader, readInput } from "./body.js";
@@ -30,6 +30,7 @@ import {
 } from "./fastify-setup.js";
 import { httpError } from "./http-errors.js";
 import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
+import { objectShape } from "./oip.js";
 import { requestTraceparent } from "./server-spans.js";
 import type { DeclaredRoute, MountedRoutes } from "./openapi.js";
 import type { IngressTarget } from "./target.js";
@@ -207,6 +208,17 @@ export async function mountApplication(
     const bytesField = target.bytesField;
     fastify.post(app.routePrefix, async (request, reply) => {
       const input = await readInput(request, bytesField, settings.bodyLimit);
+      if (input instanceof Uint8Array && bytesField === undefined) {
+        // Raw bytes, for an input that is an object with no bytes field to put them in.
+        const shape = objectShape(target.app.graph.input?.schema);
+        if (shape)
+          throw new TributaryError(
+            "UNSUPPORTED_MEDIA_TYPE",
+            `Application "${target.app.name}" takes a JSON object (${Object.keys(shape).join(", ")}) ` +
+              `with no bytes field to hold the body (${request.headers["content-type"] ?? "raw bytes"}): send ` +
+              `application/json, or give the input one bytes field (z.instanceof(Uint8Array)).`,
+          );
+      }
       const result = await target.call(input, {
         requestId: request.id,
         multiplexedModelId: modelIdOf(request.headers[MODEL_ID_HEADER]),

@@ -22,7 +22,7 @@ interface InputField extends TensorMetadata {
 }
 
 /** The schema's shape, when the input is an object. */
-function objectShape(schema: z.ZodType | undefined): Record<string, z.ZodType> | undefined {
+export function objectShape(schema: z.ZodType | undefined): Record<string, z.ZodType> | undefined {
   const def = schema?._zod.def as { type?: string; shape?: Record<string, z.ZodType> } | undefined;
   return def?.type === "object" ? def.shape : undefined;
 }

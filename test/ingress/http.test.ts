@@ -5,6 +5,7 @@ import sharp from "sharp";
 import type { Server } from "tributary";
 import { app } from "../fixtures/http-app.js";
 import { imageApp } from "../fixtures/oip-app.js";
+import { plainApp } from "../fixtures/stream-app.js";
 import { serve } from "../serve.js";
 
 async function post(
@@ -125,6 +126,22 @@ describe("HTTP ingress", { timeout: 60_000 }, () => {
     assert.ok(css.headers.get("x-request-id"));
     assert.equal((await fetch(`${server.url}/echo/other.css`)).status, 404);
     assert.equal((await fetch(`${server.url}/echo/style.css`, { method: "POST" })).status, 404);
+  });
+
+  test("http - raw bytes for an input that is an object with no bytes field are a 415 that says what to send", async () => {
+    await using plain = await serve(plainApp);
+    const response = await fetch(`${plain.url}/double`, {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body: new Uint8Array([1, 2, 3]),
+    });
+    assert.equal(response.status, 415);
+    const { error } = (await response.json()) as ErrorBody;
+    assert.equal(error.code, "UNSUPPORTED_MEDIA_TYPE");
+    assert.match(
+      error.message,
+      /takes a JSON object \(x\) with no bytes field .*send application\/json/,
+    );
   });
 
   test("http - malformed, unsupported, too large and unknown routes get 400, 415, 413, 404", async () => {

@@ -84,16 +84,12 @@ export interface HandleOptions {
 /** A handle's `timeout` in milliseconds (undefined: none); a bad one is an `OptionsError`. */
 export function handleTimeoutMs(options: HandleOptions): number | undefined {
   if (options.timeout === undefined) return undefined;
-  const ms = toMilliseconds(options.timeout);
-  if (!(ms >= 0 && ms <= MAX_TIMEOUT_MS))
-    throw new OptionsError(
-      `withHandleOptions(): timeout ${JSON.stringify(options.timeout)} is not a duration from 0 to 24 days.`,
-    );
-  return ms;
+  try {
+    return toMilliseconds(options.timeout);
+  } catch (error) {
+    throw new OptionsError(`withHandleOptions(): timeout ${(error as Error).message}.`);
+  }
 }
-
-/** What `setTimeout` can wait (2^31 - 1 ms, about 24.8 days). */
-const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
 /** The key under which a served handle makes a copy of itself with options. */
 const WITH_OPTIONS = Symbol("tributary.withOptions");

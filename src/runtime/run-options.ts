@@ -56,28 +56,19 @@ function schema() {
 
 let compiled: ReturnType<typeof schema> | undefined;
 
-/** The options a user may give, at the top and in each nested object. */
-const KNOWN: Readonly<Record<string, readonly string[]>> = {
-  "": [
-    "host",
-    "port",
-    "grpc",
-    "requestTimeout",
-    "readTimeout",
-    "bodyLimit",
-    "maxConnections",
-    "http",
-    "metrics",
-    "debug",
-    "logLevel",
-    "logStream",
-    "tracing",
-  ],
-  grpc: ["port"],
-  http: ["workers"],
-  tracing: ["otlpEndpoint", "serviceName"],
-};
+/** Options of run() that are not the user's to give (the CLI's instance, a cluster's head, tests). */
+const INTERNAL = new Set(["metricsRegistry", "transports", "cluster", "frontDoors"]);
 
+/** The options a user may give at `path` ("" for the top, else a nested object's key). */
+function knownAt(options: ReturnType<typeof schema>, path: string): string[] {
+  let at: unknown = options;
+  for (const key of path === "" ? [] : path.split(".")) {
+    const field = (at as { shape: Record<string, { unwrap?: () => unknown }> }).shape[key];
+    at = field?.unwrap ? field.unwrap() : field;
+  }
+  const shape = (at as { shape?: Record<string, unknown> } | undefined)?.shape ?? {};
+  return Object.keys(shape).filter((key) => !INTERNAL.has(key));
+}
 /** Throws `OptionsError` naming each option of `run()` that is unknown or out of range. */
 export function checkRunOptions(options: RunOptions): void {
   if (typeof options !== "object" || options === null)
@@ -88,16 +79,16 @@ export function checkRunOptions(options: RunOptions): void {
       `run()'s http option takes only workers (it was given ${misplaced.join(", ")}). ` +
         `${HTTP_SETTINGS.join(", ")} are options of run() itself; serve.yaml nests them under http.`,
     );
-  compiled ??= schema();
+  const checked = (compiled ??= schema());
   // undefined is as good as absent (options spread from a config with gaps).
   const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
-  const result = compiled.safeParse(given);
+  const result = checked.safeParse(given);
   if (result.success) return;
   const lines = result.error.issues.map((issue) => {
     const path = issue.path.map(String).join(".");
     if (issue.code === "unrecognized_keys") {
       const keys = issue.keys.map((key) => (path ? `${path}.${key}` : key)).join(", ");
-      return `  - ${keys}: not an option of ${path ? `run()'s ${path}` : "run()"} (it takes ${(KNOWN[path] ?? []).join(", ")})`;
+      return `  - ${keys}: not an option of ${path ? `run()'s ${path}` : "run()"} (it takes ${knownAt(checked, path).join(", ")})`;
     }
     const value = issue.path.reduce<unknown>(
       (at, key) => (at as Record<PropertyKey, unknown> | undefined)?.[key],

@@ -193,15 +193,12 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
    */
   getHandle<T>(name: string, options: RequestOptions = {}): DeploymentHandle<T> {
     const router = this.#controller.router(name);
+    const ownTimeout = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
     return handleProxy(name, (method, args, handleOptions) => {
       if (this.#closed) return Promise.reject(new ServerClosedError(`Deployment "${name}"`));
       // A handle's own options (withHandleOptions) before those it was got with.
       const timeout =
-        handleOptions.timeout !== undefined
-          ? handleTimeoutMs(handleOptions)
-          : options.timeout === undefined
-            ? undefined
-            : toMilliseconds(options.timeout);
+        handleOptions.timeout !== undefined ? handleTimeoutMs(handleOptions) : ownTimeout;
       const signal =
         options.signal && handleOptions.signal
           ? [options.signal, handleOptions.signal]

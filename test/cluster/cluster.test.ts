@@ -141,17 +141,17 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
       () => /Admin API at (\S+)\./.exec(head!.output())?.[1],
     );
   };
+  const nodeArgs = (name: string, resources: object): string[] => [
+    "node",
+    "--cluster",
+    nats!.url,
+    "--name",
+    name,
+    "--resources",
+    JSON.stringify(resources),
+  ];
   const startNode = async (name: string, resources: object, http = false): Promise<Proc> => {
-    const node = spawnCli([
-      "node",
-      "--cluster",
-      nats!.url,
-      "--name",
-      name,
-      "--resources",
-      JSON.stringify(resources),
-      ...(http ? ["--http-port", "0"] : []),
-    ]);
+    const node = spawnCli([...nodeArgs(name, resources), ...(http ? ["--http-port", "0"] : [])]);
     nodes.set(name, node);
     await until(`node ${name} joins`, 30_000, () =>
       node.output().includes(`Node "${name}" joined`),
@@ -461,15 +461,7 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
     const before = (await status()).nodes.find((n) => n.state === "ALIVE" && n.name !== "n1")!;
     const name = before.name;
     const started = Date.now();
-    const twin = await cli([
-      "node",
-      "--cluster",
-      nats!.url,
-      "--name",
-      name,
-      "--resources",
-      JSON.stringify({ cpus: 2, custom: { back: 1 } }),
-    ]);
+    const twin = await cli(nodeArgs(name, { cpus: 2, custom: { back: 1 } }));
     assert.equal(twin.code, 1, twin.stdout);
     assert.match(
       twin.stderr,

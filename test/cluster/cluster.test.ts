@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BIN, ROOT, cli } from "../cli/run-cli.js";
@@ -667,6 +667,88 @@ describe("cluster - NATS credentials and TLS reach every client", { timeout: 120
     } finally {
       await Promise.all(procs.map((p) => p.stop()));
       await nats?.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("cluster - a node's copy of the code must be the head's", { timeout: 120_000 }, () => {
+  test("cluster - a node whose copy of the application's module differs from the head's refuses its replicas and says why; the same code then starts them", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const nats = await startNatsServer();
+    const dir = await mkdtemp(join(ROOT, ".tmp-cluster-code-"));
+    const procs: Proc[] = [];
+    try {
+      const fixture = await readFile(join(ROOT, "test/fixtures/cluster-app.ts"), "utf8");
+      const module = join(dir, "app.ts");
+      // Head and node share this machine's files: the module changes between the head's
+      // apply (no node yet: the replicas wait) and the node's start of them.
+      await writeFile(module, `${fixture}\n// the head's copy\n`);
+      await writeFile(
+        join(dir, "serve.yaml"),
+        `http:\n  port: 0\napplications:\n  - name: cluster\n    routePrefix: /cluster\n    importPath: ${module}:app\n`,
+      );
+      const head = spawnCli([
+        "start",
+        join(dir, "serve.yaml"),
+        "--cluster",
+        nats.url,
+        "--admin-port",
+        "0",
+        "--state-dir",
+        join(dir, "state"),
+        "--allow-imports",
+        dir,
+      ]);
+      procs.push(head);
+      const admin = await until(
+        "the head's admin API listens",
+        30_000,
+        () => /Admin API at (\S+)\./.exec(head.output())?.[1],
+      );
+      await until("the head has applied serve.yaml", 60_000, () =>
+        head.output().includes("Applied"),
+      );
+      const deployments = async () => {
+        const shown = await cli(["status", "--json", "--address", admin]);
+        assert.equal(shown.code, 0, shown.stderr);
+        return (JSON.parse(shown.stdout) as Status).applications.cluster!.deployments;
+      };
+      await writeFile(module, `${fixture}\n// the node's copy, edited after the head read it\n`);
+      const node = spawnCli([
+        "node",
+        "--cluster",
+        nats.url,
+        "--name",
+        "stale",
+        "--resources",
+        JSON.stringify({ cpus: 2, custom: { front: 1, back: 2 } }),
+      ]);
+      procs.push(node);
+      const refused = await until("the node refuses the replicas", 60_000, async () =>
+        Object.values(await deployments()).find((d) => /other code than the head/.test(d.message)),
+      );
+      assert.match(refused.message, /deploy the same code to every node/);
+      assert.equal(refused.replicas.filter((r) => r.state === "RUNNING").length, 0);
+      // The same code on the node: the head's next try starts them.
+      await writeFile(module, `${fixture}\n// the head's copy\n`);
+      const shown = await until("the application runs", 90_000, async () => {
+        const shown = await cli(["status", "--json", "--address", admin]);
+        const s = JSON.parse(shown.stdout) as Status;
+        return s.applications.cluster?.status === "RUNNING" && s;
+      });
+      const response = await fetch(`${shown.url}/cluster`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ op: "where" }),
+        signal: AbortSignal.timeout(30_000),
+      });
+      const answer = (await response.json()) as Answer;
+      assert.equal(response.status, 200, JSON.stringify(answer));
+      assert.equal(answer.back.node, "stale");
+    } finally {
+      await Promise.all(procs.map((p) => p.stop()));
+      await nats.stop();
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -453,7 +453,7 @@ export class Controller {
     }
     const memoryLimit = deployment.options.resources.memory || undefined;
     const replica = new ReplicaClient(id, deployment.name, transport, this.#events);
-    this.#startedWith.set(replica, this.#startKey(deployment.options));
+    this.#startedWith.set(replica, this.#startKey(deployment.options, deployment.userConfig));
     deployment.replicas.push(replica);
     this.#byReplica.set(replica, deployment);
     const initConfig = deployment.userConfig;
@@ -493,11 +493,15 @@ export class Controller {
           replica.state = "RUNNING";
           this.#counts.get(deployment.name)!.starts++;
           deployment.startFailures = 0;
-          // A userConfig applied while this replica was starting reaches it now.
-          if (JSON.stringify(deployment.userConfig) !== JSON.stringify(initConfig)) {
+          // A userConfig applied while this replica was starting reaches it now (one removed
+          // meanwhile: the update's rolling restart replaces it).
+          if (
+            deployment.userConfig !== undefined &&
+            JSON.stringify(deployment.userConfig) !== JSON.stringify(initConfig)
+          ) {
             replica
               .control(
-                { t: "reconfigure", config: deployment.userConfig ?? null },
+                { t: "reconfigure", config: deployment.userConfig },
                 reconfigureTimeout(deployment.options),
               )
               .catch(
@@ -568,8 +572,9 @@ export class Controller {
   /** What a replica was started with, to tell which ones a rollback must replace. */
   readonly #startedWith = new WeakMap<ReplicaClient, string>();
 
-  #startKey = (options: ResolvedDeploymentOptions): string =>
-    canonicalJson([options.isolation, options.resources]);
+  /** What a replica was started with that only a restart changes (with or without a userConfig). */
+  #startKey = (options: ResolvedDeploymentOptions, userConfig: JsonValue | undefined): string =>
+    canonicalJson([options.isolation, options.resources, userConfig === undefined]);
 
   async #applyDeployment(
     d: DeploymentRuntime,
@@ -603,6 +608,8 @@ export class Controller {
             throw new DeployFailedError(d.name, d.message, { cause: error });
           }
         } else if (step === "restart") {
+          // The userConfig removed: the new replicas start without one.
+          if (next.userConfig === undefined) d.userConfig = undefined;
           if (!(await this.#rollingRestart(d))) {
             d.message = `Update rolled back: the new replica failed to start (${d.message}); the old replicas keep serving.`;
             throw new DeployFailedError(d.name, d.message);
@@ -646,21 +653,26 @@ export class Controller {
       clearInterval(d.healthTimer);
       this.#startHealthChecks(d);
     }
+    // A userConfig added where there was none: the replicas that took it (or half took it)
+    // are replaced by ones started without it, as they were.
+    let restartAll = false;
     if (kinds.includes("reconfigure")) {
-      d.userConfig = old.userConfig;
-      await Promise.allSettled(
-        d.running.map((r) =>
-          r.control({ t: "reconfigure", config: old.userConfig ?? null }, reconfigureTimeout(old)),
-        ),
-      );
+      const config = old.userConfig;
+      d.userConfig = config;
+      if (config === undefined) restartAll = true;
+      else
+        await Promise.allSettled(
+          d.running.map((r) => r.control({ t: "reconfigure", config }, reconfigureTimeout(old))),
+        );
     }
-    if (kinds.includes("restart")) {
+    if (kinds.includes("restart") || restartAll) {
       clearTimeout(d.retryTimer);
       d.retryTimer = undefined;
       d.startFailures = 0;
+      if (kinds.includes("restart")) d.userConfig ??= old.userConfig; // a removal undone
       // Replicas the rolling restart had already replaced go back to the old settings.
-      const key = this.#startKey(old);
-      await this.#rollingRestart(d, (r) => this.#startedWith.get(r) !== key);
+      const key = this.#startKey(old, d.userConfig);
+      await this.#rollingRestart(d, (r) => restartAll || this.#startedWith.get(r) !== key);
     }
     d.state.set("UPDATING");
     d.message = message;

@@ -110,6 +110,10 @@ describe("deployment state machine", () => {
       userConfig: { b: { d: 3, c: 2 }, a: 1 },
     });
     assert.deepEqual(planUpdate(old, reordered), []);
+    // Removed: the replicas start again without one (reconfigure() is never handed null).
+    const { userConfig: _, ...withoutConfig } = base;
+    assert.deepEqual(planUpdate(old, resolveOptions(withoutConfig)), ["restart"]);
+    assert.deepEqual(planUpdate(resolveOptions(withoutConfig), old), ["reconfigure"]);
   });
 
   test("update plan - a pure function from old and new options to the steps, in order", () => {

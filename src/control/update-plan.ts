@@ -11,7 +11,10 @@ import { canonicalJson } from "../values.js";
  *   (routers and replicas).
  * - `controller`: new health check or shutdown timing, in place.
  * - `reconfigure`: the new `userConfig` through `reconfigure()` on live replicas.
- * - `restart`: isolation or resources changed: a rolling restart.
+ * - `restart`: isolation or resources changed, or the `userConfig` was removed: a rolling
+ *   restart. (A replica started without a `userConfig` never has `reconfigure()` called, as
+ *   in Ray Serve; one whose config is taken away is replaced by such a replica, instead of
+ *   being handed `null`, which a `reconfigure(config)` written for its config cannot read.)
  * - `scale`: a new replica count or autoscaling policy.
  */
 export type UpdateKind = "router" | "controller" | "reconfigure" | "restart" | "scale";
@@ -33,5 +36,12 @@ export function planUpdate(
   // same resources or userConfig written in another order is no change.
   const changed = (key: keyof ResolvedDeploymentOptions): boolean =>
     canonicalJson(old[key]) !== canonicalJson(next[key]);
-  return STEPS.filter(([, keys]) => keys.some(changed)).map(([kind]) => kind);
+  const removed = old.userConfig !== undefined && next.userConfig === undefined;
+  return STEPS.filter(([kind, keys]) =>
+    kind === "reconfigure"
+      ? !removed && keys.some(changed)
+      : kind === "restart"
+        ? removed || keys.some(changed)
+        : keys.some(changed),
+  ).map(([kind]) => kind);
 }

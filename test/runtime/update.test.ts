@@ -110,6 +110,38 @@ test(
   },
 );
 
+test(
+  "update - a userConfig removed restarts the replicas without one (reconfigure() is not handed null); added back it is a reconfigure; a failed one added where there was none is undone by a restart",
+  { timeout: 60_000 },
+  async () => {
+    await using server = await serve(app, { port: 0 });
+    const first = await server.handle.call(0.7);
+    assert.equal(first.threshold, 0.5);
+    const removed = app.withOptions({ thresholder: { userConfig: undefined } });
+    assert.deepEqual(await server.update(removed), { thresholder: ["restart"] });
+    const fresh = await server.handle.call(0.7);
+    assert.equal(fresh.threshold, 0, "as a replica started without a userConfig");
+    assert.notEqual(fresh.replica, first.replica);
+    assert.deepEqual(await server.update(app), { thresholder: ["reconfigure"] });
+    assert.deepEqual(await server.handle.call(0.7), { ...fresh, threshold: 0.5, pass: true });
+    // A config added where there was none fails: the replicas go back to having none.
+    await server.update(removed);
+    const none = await server.handle.call(0.7);
+    await assert.rejects(
+      server.update(app.withOptions({ thresholder: { userConfig: { threshold: 5 } } })),
+      DeployFailedError,
+    );
+    const after = await server.handle.call(0.7);
+    assert.equal(after.threshold, 0);
+    assert.notEqual(after.replica, none.replica, "replaced, not handed null");
+    const status = (await server.status()).applications.gate!.deployments.thresholder!;
+    assert.deepEqual(
+      status.replicas.map((r) => r.state),
+      ["RUNNING"],
+    );
+  },
+);
+
 test("update - overlapping updates apply one after the other", { timeout: 60_000 }, async () => {
   await using server = await serve(app.withOptions({ thresholder: { numReplicas: 2 } }), {
     port: 0,

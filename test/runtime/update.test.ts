@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { DeployFailedError } from "tributary";
+import { DeployFailedError, type DeploymentOptions } from "tributary";
 import { app } from "../fixtures/config-app.js";
 import { serve } from "../serve.js";
 import { eventually } from "./eventually.js";
@@ -117,7 +117,11 @@ test(
     await using server = await serve(app, { port: 0 });
     const first = await server.handle.call(0.7);
     assert.equal(first.threshold, 0.5);
-    const removed = app.withOptions({ thresholder: { userConfig: undefined } });
+    // As serve.yaml without the userConfig its code never had (TypeScript's options type
+    // has no way to write "none" over a value).
+    const removed = app.withOptions({
+      thresholder: { userConfig: undefined } as unknown as DeploymentOptions,
+    });
     assert.deepEqual(await server.update(removed), { thresholder: ["restart"] });
     const fresh = await server.handle.call(0.7);
     assert.equal(fresh.threshold, 0, "as a replica started without a userConfig");

@@ -4,7 +4,7 @@
  * `for await` when the method streams. A response passed as an argument of another handle
  * call is awaited by that call, which sends its value (see call-args.ts).
  */
-import { OptionsError, TributaryError } from "../errors.js";
+import { CancelledError, OptionsError, TimeoutError, TributaryError } from "../errors.js";
 import { toMilliseconds, type Duration } from "../options.js";
 import { isAsyncIterable } from "../values.js";
 import { PASSED, prepareArguments, type PassedResponse } from "./call-args.js";
@@ -44,25 +44,43 @@ export class HandleResponse
 
   [Symbol.asyncIterator](): AsyncIterator<unknown> {
     let inner: AsyncIterator<unknown> | undefined;
-    const open = async (): Promise<AsyncIterator<unknown>> => {
-      const value = await this.#result;
-      if (!isAsyncIterable(value)) {
-        throw new TributaryError(
-          "EXECUTION_FAILED",
-          `${this.#label} did not return a stream; await it instead of iterating.`,
-        );
-      }
-      return value[Symbol.asyncIterator]();
-    };
+    let opening: Promise<AsyncIterator<unknown>> | undefined;
+    /** The consumer called return(): the stream is closed once it is open, and no item is taken. */
+    let stopped = false;
+    const open = (): Promise<AsyncIterator<unknown>> =>
+      (opening ??= this.#result.then((value) => {
+        if (!isAsyncIterable(value)) {
+          throw new TributaryError(
+            "EXECUTION_FAILED",
+            `${this.#label} did not return a stream; await it instead of iterating.`,
+          );
+        }
+        return (inner = value[Symbol.asyncIterator]());
+      }));
     return {
-      next: async () => (inner ??= await open()).next(),
+      next: async () => {
+        if (stopped) return DONE;
+        const items = inner ?? (await open());
+        // Stopped while the stream was opening: return() closes it.
+        return stopped ? DONE : items.next();
+      },
       return: async () => {
-        if (inner?.return) return inner.return();
-        return { value: undefined, done: true };
+        if (stopped) return DONE;
+        stopped = true;
+        if (inner) return (await inner.return?.()) ?? DONE;
+        // Not open yet (the call is under way): closed as soon as it opens, which cancels
+        // the producer and frees its replica's slot; a next() waiting for it ends.
+        open().then(
+          (items) => items.return?.(),
+          () => undefined,
+        );
+        return DONE;
       },
     };
   }
 }
+
+const DONE: IteratorResult<unknown> = Object.freeze({ value: undefined, done: true });
 
 /** Options a handle's calls carry (Ray Serve's `handle.options(...)`). */
 export interface HandleOptions {
@@ -89,6 +107,55 @@ export function handleTimeoutMs(options: HandleOptions): number | undefined {
   } catch (error) {
     throw new OptionsError(`withHandleOptions(): timeout ${(error as Error).message}.`);
   }
+}
+
+/**
+ * Waits for `ready` within `options`' timeout and signal: a `TimeoutError` or
+ * `CancelledError` naming `what` when they come first. `left`: the milliseconds of the
+ * timeout left for the call itself.
+ */
+function boundedWait<T>(
+  ready: Promise<T>,
+  options: HandleOptions,
+  what: string,
+): Promise<{ value: T; left: number | undefined }> {
+  const timeoutMs = handleTimeoutMs(options);
+  const signal = options.signal;
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = (): void => {
+      const reason: unknown = signal!.reason;
+      finish();
+      reject(
+        reason instanceof TributaryError ? reason : new CancelledError(what, { cause: reason }),
+      );
+    };
+    const finish = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    if (timeoutMs !== undefined)
+      timer = setTimeout(() => {
+        finish();
+        reject(new TimeoutError(what, timeoutMs));
+      }, timeoutMs);
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    ready.then(
+      (value) => {
+        finish();
+        if (timeoutMs === undefined) return resolve({ value, left: undefined });
+        const left = timeoutMs - (performance.now() - started);
+        if (left < 1) reject(new TimeoutError(what, timeoutMs));
+        else resolve({ value, left });
+      },
+      (error: unknown) => {
+        finish();
+        reject(error);
+      },
+    );
+  });
 }
 
 /** The key under which a served handle makes a copy of itself with options. */
@@ -142,9 +209,13 @@ export function handleProxy(
     } catch (error) {
       return Promise.reject(error);
     }
-    return Array.isArray(ready)
-      ? invoke(method, ready, options)
-      : ready.then((a) => invoke(method, a, options));
+    if (Array.isArray(ready)) return invoke(method, ready, options);
+    if (options.timeout === undefined && options.signal === undefined)
+      return ready.then((a) => invoke(method, a, options));
+    // The handle's timeout and signal bound the wait for the responses passed on too.
+    return boundedWait(ready, options, `${deployment}.${method}()`).then(({ value, left }) =>
+      invoke(method, value, left === undefined ? options : { ...options, timeout: left }),
+    );
   };
   const withOptions = (more: HandleOptions): unknown =>
     handleProxy(deployment, invoke, { ...options, ...more });

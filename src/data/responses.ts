@@ -91,6 +91,10 @@ export class StreamReader implements AsyncIterableIterator<unknown> {
     if (!this.#done) {
       this.#done = true;
       this.#items.length = 0;
+      // A next() still waiting for an item ends too.
+      const waiting = this.#waiting;
+      this.#waiting = undefined;
+      waiting?.resolve({ value: undefined, done: true });
       this.#onReturn();
       this.#ended();
     }

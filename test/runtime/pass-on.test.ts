@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { GraphExecutionError, ValidationError } from "tributary";
+import { GraphExecutionError, ValidationError, withHandleOptions } from "tributary";
 import { serve } from "../serve.js";
 import {
   app,
@@ -62,11 +62,87 @@ describe(
       });
     }
 
+    for (const isolation of ["thread", "process"] as const) {
+      test(`handles - inside a ${isolation} replica, a handle's timeout and signal bound the wait for a response passed on`, async () => {
+        await using server = await serve(
+          app.withOptions({ caller: { isolation }, adder: { isolation } }),
+        );
+        const caller = server.getHandle<Caller>("caller", { timeout: "10s" });
+        const [timedOut, cancelled] = await Promise.all([
+          caller.boundedPassOn("timeout"),
+          caller.boundedPassOn("signal"),
+        ]);
+        assert.equal(
+          timedOut.settled === "rejected" && timedOut.code,
+          "TIMEOUT",
+          JSON.stringify(timedOut),
+        );
+        assert.match(
+          timedOut.settled === "rejected" ? timedOut.message : "",
+          /adder\.add\(\) timed out after 200 ms/,
+        );
+        assert.equal(
+          cancelled.settled === "rejected" && cancelled.code,
+          "CANCELLED",
+          JSON.stringify(cancelled),
+        );
+        // Before, both waited for the 1.5 s response.
+        assert.ok(
+          timedOut.ms < 1_000 && cancelled.ms < 1_000,
+          JSON.stringify([timedOut, cancelled]),
+        );
+      });
+
+      test(`handles - inside a ${isolation} replica, a stream stopped with return() before its first item ends the pending next() and frees its replica's slot`, async () => {
+        await using server = await serve(
+          app.withOptions({
+            caller: { isolation },
+            adder: { isolation, maxOngoingRequests: 1 },
+          }),
+        );
+        const caller = server.getHandle<Caller>("caller", { timeout: "10s" });
+        // Before, the stream ran on, holding the only slot: the next call timed out.
+        assert.deepEqual(await caller.abandonEarly(), {
+          first: { value: undefined, done: true },
+          next: 4,
+        });
+      });
+    }
+
+    test("handles - from the main thread, a stream stopped with return() before its first item, or while a next() waits, ends that next() and stops the producer", async () => {
+      await using server = await serve(app.withOptions({ adder: { maxOngoingRequests: 1 } }));
+      const adder = server.getHandle<Adder>("adder", { timeout: "5s" });
+      const early = adder.endless(20)[Symbol.asyncIterator]();
+      const first = early.next();
+      await early.return!();
+      assert.deepEqual(await first, { value: undefined, done: true });
+      assert.equal(await adder.double(2), 4, "the slot is free");
+      const open = adder.endless(20)[Symbol.asyncIterator]();
+      assert.deepEqual(await open.next(), { value: 0, done: false });
+      const waiting = open.next();
+      await open.return!();
+      assert.deepEqual(await waiting, { value: undefined, done: true });
+      assert.equal(await adder.double(3), 6);
+      const deadline = Date.now() + 5_000;
+      while ((await adder.streamsEnded()) < 2 && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(await adder.streamsEnded(), 2, "both producers stopped");
+    });
+
     test("handles - from the main thread, an un-awaited result is awaited and passed on, and arguments that cannot be sent reject at once naming the argument", async () => {
       await using server = await serve(app);
       const adder = server.getHandle<Adder>("adder", { timeout: "5s" });
       const pass = (value: unknown) => value as number;
       assert.equal(await adder.add(pass(adder.double(2)), 1), 5);
+      const started = Date.now();
+      await assert.rejects(
+        withHandleOptions(adder, { timeout: 200 }).add(pass(adder.slowDouble(1, 1_500)), 1),
+        { code: "TIMEOUT" },
+      );
+      assert.ok(
+        Date.now() - started < 1_000,
+        "the timeout bounds the wait for the passed response",
+      );
       await assert.rejects(adder.add(pass(adder.fail()), 1), (error: unknown) => {
         assert.ok(error instanceof GraphExecutionError, String(error));
         assert.match(error.message, /Deployment "adder" failed in fail\(\): upstream failed/);

@@ -66,8 +66,8 @@ export class ReplicaClient {
     this.deployment = deployment;
     this.transport = transport;
     this.#events = events;
-    this.connection = new ReplicaConnection(id, deployment, (message, transfer) =>
-      transport.send(message, transfer),
+    this.connection = new ReplicaConnection(id, deployment, (message, transfer, now) =>
+      transport.send(message, transfer, now),
     );
     transport.onMessage((message) => this.#onMessage(message));
     transport.onUndeliverable((message, error) => {

@@ -52,7 +52,7 @@ export class ReplicaConnection {
   models: ReadonlySet<string> = new Set();
   /** The replica multiplexes models (it has reported its models at least once). */
   multiplexed = false;
-  readonly #send: (message: CallMessage, transfer?: Transfer) => void;
+  readonly #send: (message: CallMessage, transfer?: Transfer, now?: boolean) => void;
   readonly #responses = new Responses();
   /** Set while the replica is unreachable (NATS had no subscriber for it): calls are answered busy. */
   #away: NodeJS.Timeout | undefined;
@@ -60,14 +60,18 @@ export class ReplicaConnection {
   constructor(
     replica: string,
     deployment: string,
-    send: (message: CallMessage, transfer?: Transfer) => void,
+    send: (message: CallMessage, transfer?: Transfer, now?: boolean) => void,
   ) {
     this.replica = replica;
     this.deployment = deployment;
     this.#send = send;
   }
 
-  /** Sends a call; `pending` is answered by the replica. Returns the call's id. */
+  /**
+   * Sends a call; `pending` is answered by the replica. Returns the call's id. `now`: the
+   * caller may change the arguments once this returns, so they go at once (see
+   * `MessageBatcher.push`).
+   */
   call(
     method: string | undefined,
     args: unknown[],
@@ -76,6 +80,7 @@ export class ReplicaConnection {
     pending: RoutedCall,
     model?: string,
     traceparent?: string,
+    now = false,
   ): number {
     if (this.#away) {
       // Not sent: the router takes it elsewhere, or holds it until this replica is back.
@@ -97,7 +102,7 @@ export class ReplicaConnection {
             ...(traceparent !== undefined && { tp: traceparent }),
           };
     try {
-      this.#send(message, transfer);
+      this.#send(message, transfer, now);
     } catch (error) {
       this.#responses.forget(id);
       throw error;

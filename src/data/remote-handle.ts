@@ -250,8 +250,8 @@ function connect(
     "microtask",
     endpoint.port !== undefined,
   );
-  const connection = new ReplicaConnection(replica, deployment, (message, transfer) =>
-    batcher.push(message, transfer),
+  const connection = new ReplicaConnection(replica, deployment, (message, transfer, now) =>
+    batcher.push(message, transfer, now),
   );
   onClose((reason) => {
     connection.close(

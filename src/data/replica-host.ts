@@ -7,7 +7,7 @@ import { parentPort, type MessagePort } from "node:worker_threads";
 import { initValue } from "../dag/compile.js";
 import { findApplication, markReplicaContext } from "../app/registry.js";
 import { CancelledError, TimeoutError, TributaryError } from "../errors.js";
-import { MessageBatcher, unbatch } from "./transport/batch.js";
+import { changeable, MessageBatcher, unbatch } from "./transport/batch.js";
 import { listen, SocketChannel, socketPath } from "./transport/socket.js";
 import {
   connectionLost,
@@ -57,8 +57,11 @@ const batcher = new MessageBatcher<FromReplica>(
   "microtask",
   parentPort !== null,
 );
-const post = (message: FromReplica, transfer?: readonly (ArrayBuffer | MessagePort)[]): void =>
-  batcher.push(message, transfer);
+const post = (
+  message: FromReplica,
+  transfer?: readonly (ArrayBuffer | MessagePort)[],
+  now?: boolean,
+): void => batcher.push(message, transfer, now);
 /** Sends at once, past the batcher. */
 const postNow = (message: FromReplica): void => {
   if (parentPort) parentPort.postMessage(message);
@@ -105,8 +108,16 @@ class Caller {
    * `movesBuffers`: the channel is a thread's (buffers can move on it), so a call this
    * replica does not run gives its arguments back: the caller's moved buffers are detached.
    */
+  /**
+   * `post`'s `now`: the message holds a value the user's code may still change (a result, a
+   * stream item): it goes at once, not with the batch (see `MessageBatcher.push`).
+   */
   constructor(
-    readonly post: (message: ReplyMessage, transfer?: readonly ArrayBuffer[]) => void,
+    readonly post: (
+      message: ReplyMessage,
+      transfer?: readonly ArrayBuffer[],
+      now?: boolean,
+    ) => void,
     readonly movesBuffers = false,
   ) {}
 }
@@ -141,7 +152,10 @@ function channelCaller(
     "microtask",
     movesBuffers,
   );
-  const caller = new Caller((message, transfer) => batcher.push(message, transfer), movesBuffers);
+  const caller = new Caller(
+    (message, transfer, now) => batcher.push(message, transfer, now),
+    movesBuffers,
+  );
   return {
     caller,
     receive: (data) => {
@@ -256,7 +270,14 @@ function undeliverableReply(caller: Caller, message: ReplyMessage, error: Error)
     t: "err",
     id: message.id,
     e: serializeError(
-      new TypeError(`the result could not be sent back to the caller: ${error.message}`),
+      new TypeError(
+        `the ${message.t === "item" ? "stream item" : "result"} could not be sent back to the caller: ${error.message}` +
+          (/detached/i.test(error.message)
+            ? ". Typed arrays in results move to the caller, they are not copied, so a buffer " +
+              "the replica keeps (a field of the instance, one yielded again) is gone after it " +
+              "was first sent: return or yield a copy (x.slice())"
+            : ""),
+      ),
     ),
     user: true,
   });
@@ -471,7 +492,7 @@ async function stream(
     for (let sent = 1; !request.cancelled; sent++) {
       const next = await iterator.next();
       if (next.done) break;
-      caller.post({ t: "item", id, v: next.value }, transferablesOfValue(next.value));
+      postValue(caller, "item", id, next.value);
       // As many items as the caller took credit for: the next waits until it takes more.
       while (sent >= flow.granted && !request.cancelled) await flow.wait();
       // A generator that never waits would starve the message loop: let a cancel arrive.
@@ -595,8 +616,35 @@ function answer(
     return;
   }
   finish(caller, id, "ok");
-  caller.post({ t: "ok", id, v: value }, transferablesOfValue(value));
+  postValue(caller, "ok", id, value);
   request.endSpan("ok");
+}
+
+/**
+ * Posts a result or stream item as it is now. The instance or the generator may change an
+ * object after this (a field it keeps, the item it yields again), so one is taken at once:
+ * to a thread, copied here (its whole buffers move into the copy, as they would to the
+ * caller) and the copy waits for the batch; on a channel that serializes (a process's IPC,
+ * a socket, NATS), sent at once. A value that cannot be copied is answered with why.
+ */
+function postValue(caller: Caller, t: "ok" | "item", id: number, value: unknown): void {
+  if (!changeable(value)) {
+    caller.post({ t, id, v: value });
+    return;
+  }
+  if (!caller.movesBuffers) {
+    caller.post({ t, id, v: value }, undefined, true);
+    return;
+  }
+  const transfer = transferablesOfValue(value);
+  let taken: { v: unknown; transfer: ArrayBuffer[] };
+  try {
+    taken = structuredClone({ v: value, transfer }, { transfer });
+  } catch (error) {
+    undeliverableReply(caller, { t, id, v: undefined }, error as Error);
+    return;
+  }
+  caller.post({ t, id, v: taken.v }, taken.transfer);
 }
 
 /**

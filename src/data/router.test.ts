@@ -424,16 +424,57 @@ describe("Router", () => {
     const started = router.call("m", [{ nested: { weak: new WeakMap() } }]);
     await assert.rejects(started, /arguments\[0\]\.nested\.weak: it is a WeakMap/);
     assert.equal(router.queued, 0);
-    // What structured clone takes is not refused here: a class instance with a then(), a
-    // Map keyed by an object without a prototype, a wide array (past the check's budget).
+    // What structured clone takes is not refused: a class instance with a then(), a Map
+    // keyed by an object without a prototype.
     class Query {
       then(): void {}
     }
     const key = Object.create(null) as object;
     void router.call("m", [{ query: new Query(), map: new Map([[key, 1]]) }]);
-    void router.call("m", [{ wide: new Array<number>(100_000).fill(1), f: () => 1 }]);
-    assert.equal(router.queued, 2, "both wait (the second's function is found when it is sent)");
+    // Past the check's budget, the copy a waiting call's arguments are taken in finds it.
+    await assert.rejects(
+      router.call("m", [{ wide: new Array<number>(100_000).fill(1), f: () => 1 }]),
+      /arguments\[0\]\.f: it is a function/,
+    );
+    assert.equal(router.queued, 1, "the first waits");
     a.onMessage({ t: "ok", id: (sent[0] as { id: number }).id, v: "ran" });
     assert.equal(await running, "ran");
+  });
+
+  test("router - a user's call with objects in its arguments goes at once, a walk's own batches; one that waits is sent as it was made", async () => {
+    const sent: [CallMessage, boolean][] = [];
+    const a = new ReplicaConnection("a", "d", (message, _transfer, now) =>
+      sent.push([message, now === true]),
+    );
+    const router = new Router("d", "d", { maxOngoingRequests: 1, maxQueuedRequests: 10 });
+    router.setReplicas([a]);
+    const value = { x: 1 };
+    const first = router.call("m", [value]);
+    void router.call("m", [value]); // waits: the only slot is taken
+    value.x = 2;
+    void router.call("m", [7]);
+    // (A transport serializes a message sent with `now` before it returns.)
+    assert.deepEqual(
+      sent.map(([, now]) => now),
+      [true],
+      "the first goes at once, before its caller changes it",
+    );
+    a.onMessage({ t: "ok", id: (sent[0]![0] as { id: number }).id, v: "done" });
+    await first;
+    const waited = sent[1]![0] as CallMessage & { a: unknown[] };
+    assert.notEqual(waited.a[0], value, "it waited with a copy");
+    assert.deepEqual(waited.a, [{ x: 1 }], "taken when the call was made");
+    const walk = new Router("w", "w", { maxOngoingRequests: 5, maxQueuedRequests: 10 });
+    const b = new ReplicaConnection("b", "w", (message, _transfer, now) =>
+      sent.push([message, now === true]),
+    );
+    walk.setReplicas([b]);
+    void walk.call("m", [{ x: 3 }], { owned: true });
+    void walk.call("m", [4]);
+    assert.deepEqual(
+      sent.slice(-2).map(([, now]) => now),
+      [false, false],
+      "left to the batch",
+    );
   });
 });

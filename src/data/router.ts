@@ -30,6 +30,7 @@ import type { SerializedError } from "../wire/protocol.js";
 import type { CancelScope } from "./cancel.js";
 import type { ReplicaConnection, RoutedCall } from "./connection.js";
 import type { StreamReader } from "./responses.js";
+import { changeable } from "./transport/batch.js";
 import { MoveOnce, transferablesOf } from "./transport/transfer.js";
 import type { Transfer } from "./transport/transport.js";
 
@@ -48,6 +49,13 @@ export interface CallOptions {
   readonly multiplexedModelId?: string | undefined;
   /** The caller's W3C trace context: the replica's span of the call is its child. */
   readonly traceparent?: string | undefined;
+  /**
+   * The caller never touches the arguments again (a graph walk's own values): they may wait
+   * in a batch or the queue as they are. Otherwise (a user's handle call) arguments that
+   * hold objects are taken when the call is made, as `postMessage` takes them: sent at once,
+   * or copied when the call must wait in the queue. A caller may change them right after.
+   */
+  readonly owned?: boolean | undefined;
 }
 
 /** A router's limits (a deployment's resolved options fit). */
@@ -165,6 +173,8 @@ class Request implements RoutedCall {
   transfer: Transfer;
   /** Buffers the arguments view in part (see {@link CallOptions.viewed}). */
   viewed: readonly ArrayBuffer[];
+  /** No one else changes the arguments (see {@link CallOptions.owned}). */
+  owned: boolean;
 
   constructor(
     router: Router,
@@ -177,6 +187,14 @@ class Request implements RoutedCall {
     this.#router = router;
     this.transfer = options.transfer ?? NO_TRANSFER;
     this.viewed = options.viewed ?? NO_VIEWED;
+    // A call that moves buffers keeps its batch and its place in the queue as it is: the
+    // buffers are the caller's no more, and another call given the same array at once gets
+    // a copy of it while this one has not left (see `#moveOnce`).
+    this.owned =
+      options.owned === true ||
+      this.transfer.length > 0 ||
+      this.viewed.length > 0 ||
+      !args.some(changeable);
     this.model = options.multiplexedModelId;
     const { cancel, timeoutMs } = options;
     if (timeoutMs !== undefined) {
@@ -250,6 +268,7 @@ class Request implements RoutedCall {
       this.args = args;
       this.transfer = transferablesOf(args);
       this.viewed = NO_VIEWED;
+      this.owned = true;
     }
     const slot = this.slot;
     if (slot) {
@@ -442,8 +461,24 @@ export class Router {
       if ((request.transfer.length > 0 || request.viewed.length > 0) && !this.#moveOnce(request))
         return;
       if (slot) this.#dispatch(request, slot);
-      else this.#enqueue(request, false);
+      else if (request.owned || this.#takeArguments(request)) this.#enqueue(request, false);
     });
+  }
+
+  /**
+   * A user's call that must wait in the queue (one that moves no buffer): its arguments are
+   * copied now, so that what its caller changes next does not reach the replica. Returns
+   * false when they cannot be copied (the call was answered with why).
+   */
+  #takeArguments(request: Request): boolean {
+    try {
+      request.args = structuredClone(request.args);
+    } catch (error) {
+      this.#unsendable(request, error);
+      return false;
+    }
+    request.owned = true;
+    return true;
   }
 
   /**
@@ -464,6 +499,7 @@ export class Router {
     }
     request.transfer = transferablesOf(request.args);
     request.viewed = NO_VIEWED;
+    request.owned = true;
     return true;
   }
 
@@ -536,6 +572,7 @@ export class Router {
         request,
         request.model,
         request.options.traceparent,
+        !request.owned,
       );
     } catch (error) {
       // The arguments could not be sent (a value structured clone rejects): nothing was dispatched.

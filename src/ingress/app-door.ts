@@ -221,6 +221,7 @@ export async function mountApplication(
       }
       const result = await target.call(input, {
         requestId: request.id,
+        owned: true,
         multiplexedModelId: modelIdOf(request.headers[MODEL_ID_HEADER]),
         traceparent: requestTraceparent(request),
         cancel: cancelOnClose(request, reply),

@@ -394,6 +394,7 @@ export async function startGrpc(
       const requestId = request.id || randomUUID();
       const result = await target.call(target.model.toGraphInput(tensors), {
         requestId,
+        owned: true,
         cancel,
         header,
         multiplexedModelId,

@@ -106,6 +106,7 @@ export function registerOipRoutes(
         const input = target.model.toGraphInput(parseInputs(body));
         const result = await target.call(input, {
           requestId: request.id,
+          owned: true,
           // A client that goes away cancels the request, as on the application's own route.
           cancel: cancelOnClose(request, reply),
           header: headerReader(request),

@@ -18,6 +18,12 @@ export interface IngressCallOptions {
   readonly multiplexedModelId?: string | undefined;
   /** The front door's span (W3C trace context): the graph's calls are its children. */
   readonly traceparent?: string | undefined;
+  /**
+   * The input is the front door's own (parsed from the request): no user code changes it
+   * after the call, so the graph's calls need not take their arguments at once (see
+   * `CallOptions.owned`). Not set for an application's own routes (user code).
+   */
+  readonly owned?: boolean;
 }
 
 export interface IngressTarget {

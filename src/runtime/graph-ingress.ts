@@ -29,6 +29,8 @@ interface Context {
   readonly multiplexedModelId: string | undefined;
   /** A request header's value (a sticky split's key). */
   readonly header: ((name: string) => string | undefined) | undefined;
+  /** No user code holds the input (see `IngressCallOptions.owned`). */
+  readonly owned: boolean;
 }
 
 /** Each split's weights in the order of its arms. */
@@ -76,6 +78,7 @@ export class GraphIngress {
           cancel: context.cancel,
           multiplexedModelId: context.multiplexedModelId,
           traceparent: context.traceparent,
+          owned: context.owned,
           transfer: moves[step.index]
             ? transferablesOf(args.filter((_, i) => transfers[step.index]![i]))
             : undefined,
@@ -148,6 +151,7 @@ export class GraphIngress {
         header: headerOf(options),
         multiplexedModelId: options.multiplexedModelId,
         traceparent,
+        owned: "owned" in options && options.owned === true,
       });
       if (result instanceof StreamReader) {
         // A streamed result keeps its timeout, signal and ingress slot until it ends.

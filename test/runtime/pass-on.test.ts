@@ -109,6 +109,62 @@ describe(
       });
     }
 
+    for (const isolation of ["thread", "process"] as const) {
+      test(`handles - values are taken when a call is made, a result returned, an item yielded (${isolation} replicas): what the caller, the instance or the generator changes next does not reach the other side`, async () => {
+        await using server = await serve(
+          app.withOptions({
+            caller: { isolation },
+            adder: { isolation, maxOngoingRequests: 1 },
+          }),
+        );
+        const adder = server.getHandle<Adder>("adder", { timeout: "10s" });
+        // One object, changed after each call (they go out in one turn of the event loop).
+        const value = { x: 0 };
+        const calls: PromiseLike<object>[] = [];
+        for (; value.x < 5; value.x++) calls.push(adder.echo(value));
+        assert.deepEqual(
+          await Promise.all(calls),
+          [0, 1, 2, 3, 4].map((x) => ({ x })),
+        );
+        // A call that waits in the queue (the only slot is taken) is sent as it was made.
+        const busy = adder.slowDouble(1, 300);
+        const waiting = { v: "at call time" };
+        const queued = adder.echo(waiting);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        waiting.v = "changed while queued";
+        assert.deepEqual(await queued, { v: "at call time" });
+        await busy;
+        // The same, from inside a replica.
+        const caller = server.getHandle<Caller>("caller", { timeout: "10s" });
+        assert.deepEqual(
+          await caller.reuse(),
+          [0, 1, 2, 3, 4].map((x) => ({ x })),
+        );
+        // Two results that are one object of the instance's, changed by the second call.
+        assert.deepEqual(await Promise.all([adder.bump(), adder.bump()]), [{ v: 1 }, { v: 2 }]);
+        // A generator that changes the object it yielded.
+        const items: unknown[] = [];
+        for await (const item of adder.reused(5)) items.push(item);
+        assert.deepEqual(
+          items,
+          [0, 1, 2, 3, 4].map((i) => ({ i })),
+        );
+      });
+    }
+
+    test("handles - a thread replica that returns a typed array it keeps: the first answer moves it, the second says why it cannot be sent and what to do", async () => {
+      await using server = await serve(app);
+      const adder = server.getHandle<Adder>("adder", { timeout: "5s" });
+      assert.deepEqual(Array.from(await adder.kept()), [1, 1, 1, 1]);
+      await assert.rejects(adder.kept(), (error: Error & { cause?: Error }) => {
+        assert.match(
+          error.cause?.message ?? "",
+          /result could not be sent back.*detached.*Typed arrays in results move to the caller.*x\.slice\(\)/s,
+        );
+        return true;
+      });
+    });
+
     test("handles - from the main thread, a stream stopped with return() before its first item, or while a next() waits, ends that next() and stops the producer", async () => {
       await using server = await serve(app.withOptions({ adder: { maxOngoingRequests: 1 } }));
       const adder = server.getHandle<Adder>("adder", { timeout: "5s" });

@@ -48,7 +48,12 @@ export class MessageBatcher<M> {
     this.#moves = moves;
   }
 
-  push(message: M, transfer?: Transfer): void {
+  /**
+   * Queues `message`. `now`: it carries values its sender may change once this returns (a
+   * user's arguments, a result or stream item the user's code holds): the queue goes at
+   * once, so the message holds the values it was made with, as `postMessage` would.
+   */
+  push(message: M, transfer?: Transfer, now = false): void {
     if (transfer && transfer.length > 0) {
       if (!this.#moves) {
         transfer = undefined;
@@ -73,7 +78,7 @@ export class MessageBatcher<M> {
       (this.#transferOf ??= new Map()).set(message, transfer);
     }
     // The flush already scheduled sends what comes after.
-    if (this.#queue.length >= MAX_BATCH) this.flush();
+    if (now || this.#queue.length >= MAX_BATCH) this.flush();
   }
 
   readonly #scheduled = (): void => {
@@ -127,6 +132,14 @@ export class MessageBatcher<M> {
 export const MAX_BATCH = 8;
 
 const EMPTY: Transfer = [];
+
+/**
+ * Whether `value` is an object its sender could change after handing it over (a primitive
+ * cannot be changed, so a message of primitives can wait for its batch).
+ */
+export function changeable(value: unknown): boolean {
+  return typeof value === "object" && value !== null;
+}
 
 /** Calls `handle` for a message or for each message of a batch. */
 export function unbatch<M>(data: M | M[], handle: (message: M) => void): void {

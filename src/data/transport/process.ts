@@ -8,7 +8,12 @@ import type { FromReplica, ToReplica } from "../../wire/protocol.js";
 import { MessageBatcher, unbatch } from "./batch.js";
 import { heapMegabytes } from "../memory-limit.js";
 import { removeSocket, socketPath, sweepStaleSockets } from "./socket.js";
-import { REPLICA_ENTRY, type ReplicaLimits, type ReplicaTransport } from "./transport.js";
+import {
+  REPLICA_ENTRY,
+  type ReplicaLimits,
+  type ReplicaTransport,
+  type Transfer,
+} from "./transport.js";
 
 /** Child processes still running: killed when this process exits, however it exits. */
 const children = new Set<ChildProcess>();
@@ -70,8 +75,8 @@ export class ProcessTransport implements ReplicaTransport {
     this.#undeliverable = listener;
   }
 
-  send(message: ToReplica): void {
-    this.#batcher.push(message);
+  send(message: ToReplica, _transfer?: Transfer, now?: boolean): void {
+    this.#batcher.push(message, undefined, now);
   }
 
   onMessage(listener: (message: FromReplica) => void): void {

@@ -54,8 +54,8 @@ export class ThreadTransport implements ReplicaTransport {
     this.#undeliverable = listener;
   }
 
-  send(message: ToReplica, transfer?: Transfer): void {
-    this.#batcher.push(message, transfer);
+  send(message: ToReplica, transfer?: Transfer, now?: boolean): void {
+    this.#batcher.push(message, transfer, now);
   }
 
   onMessage(listener: (message: FromReplica) => void): void {

@@ -18,9 +18,10 @@ export interface ReplicaTransport {
   readonly description: string;
   /**
    * Sends a message. `transfer` lists buffers the receiver takes ownership of; transports
-   * that cannot move memory (processes) copy them instead.
+   * that cannot move memory (processes) copy them instead. `now`: the message holds values
+   * the caller may change next (see `MessageBatcher.push`); it is not left in a batch.
    */
-  send(message: ToReplica, transfer?: Transfer): void;
+  send(message: ToReplica, transfer?: Transfer, now?: boolean): void;
   /** Receives every message from the replica. */
   onMessage(listener: (message: FromReplica) => void): void;
   /** Receives each message that could not be sent (its contents cannot be cloned). */

@@ -401,9 +401,14 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
     const app = join(project, "my-app");
     const manifest = JSON.parse(await readFile(join(app, "package.json"), "utf8")) as {
       type: string;
+      dependencies: Record<string, string>;
     };
     assert.equal(manifest.type, "module");
-    await npm(app, "install", tarball);
+    // Not "^0.1.0" (the registry's tributary is another package): the tarball this project
+    // installed, so the printed `npm install` works as it is.
+    assert.equal(manifest.dependencies.tributary, `file:${tarball}`);
+    assert.match(stdout, /npm install +# Tributary from /);
+    await npm(app, "install");
     await sh(app, "npm", ["run", "typecheck"]);
     const { stdout: tests } = await sh(app, "npm", ["test"]);
     // TAP ("# pass 2") on Node 20 without a terminal, the spec reporter ("ℹ pass 2") on Node 24.

@@ -6,7 +6,8 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readdir, writeFile } from "node:fs/promises";
-import { basename, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 
 /** The versions a new project starts with; `tributary` is the one running this command. */
 function ownVersion(): string {
@@ -14,7 +15,36 @@ function ownVersion(): string {
   return (JSON.parse(readFileSync(manifest, "utf8")) as { version: string }).version;
 }
 
-function files(name: string): Record<string, string> {
+/**
+ * Where the new project installs Tributary from. The registry's `tributary` is another
+ * package, so `^version` would fail (or fetch the wrong one): until it is published, the
+ * tarball `npm pack` wrote (in the checkout this command runs from), or the one the project
+ * this command runs in installed (a `file:` dependency in a package.json above the working
+ * directory). Undefined when neither is found: the user is told to install it by hand.
+ */
+export function tributarySource(cwd = process.cwd()): string | undefined {
+  const root = dirname(fileURLToPath(new URL("../../package.json", import.meta.url)));
+  const packed = join(root, `tributary-${ownVersion()}.tgz`);
+  if (existsSync(packed)) return `file:${packed}`;
+  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
+    try {
+      const manifest = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as {
+        dependencies?: Record<string, string>;
+        devDependencies?: Record<string, string>;
+      };
+      const spec = manifest.dependencies?.tributary ?? manifest.devDependencies?.tributary;
+      if (spec?.startsWith("file:")) {
+        const path = resolve(dir, spec.slice("file:".length));
+        if (existsSync(path)) return `file:${path}`;
+      }
+    } catch {
+      // no package.json here
+    }
+    if (dirname(dir) === dir) return undefined;
+  }
+}
+
+function files(name: string, source: string | undefined): Record<string, string> {
   const packageJson = {
     name,
     version: "0.1.0",
@@ -25,7 +55,7 @@ function files(name: string): Record<string, string> {
       test: "node --import tsx --test app.test.ts",
       typecheck: "tsc --noEmit",
     },
-    dependencies: { tributary: `^${ownVersion()}`, zod: "^4.1.0" },
+    dependencies: { ...(source && { tributary: source }), zod: "^4.1.0" },
     devDependencies: {
       // The types of the Node.js that runs `init`.
       "@types/node": `^${process.versions.node.split(".")[0]}.0.0`,
@@ -118,7 +148,7 @@ applications:
 A Tributary application: \`tokenize\` → \`Sentiment.score\`, two deployments.
 
 \`\`\`sh
-npm install
+${source ? "npm install" : "npm install /path/to/tributary-<version>.tgz   # npm pack in Tributary's checkout writes it"}
 npm test        # runs the graph in-process (app.test.ts)
 npm start       # serves serve.yaml at http://127.0.0.1:8000/sentiment
 curl -X POST localhost:8000/sentiment -H 'content-type: application/json' -d '{"text":"I love it"}'
@@ -128,14 +158,17 @@ curl -X POST localhost:8000/sentiment -H 'content-type: application/json' -d '{"
 }
 
 /** Writes the project into `dir` (created if needed); refuses to overwrite any file. */
-export async function initProject(dir: string): Promise<{ dir: string; files: string[] }> {
+export async function initProject(
+  dir: string,
+): Promise<{ dir: string; files: string[]; source: string | undefined }> {
   const target = resolve(dir);
   const name =
     basename(target)
       .toLowerCase()
       .replace(/[^a-z0-9-._~]/g, "-")
       .replace(/^[-._]+/, "") || "tributary-app";
-  const contents = files(name);
+  const source = tributarySource();
+  const contents = files(name, source);
   const clashes = Object.keys(contents).filter((file) => existsSync(join(target, file)));
   if (clashes.length > 0) {
     throw new Error(
@@ -144,5 +177,5 @@ export async function initProject(dir: string): Promise<{ dir: string; files: st
   }
   await mkdir(target, { recursive: true });
   for (const [file, text] of Object.entries(contents)) await writeFile(join(target, file), text);
-  return { dir: target, files: (await readdir(target)).sort() };
+  return { dir: target, files: (await readdir(target)).sort(), source };
 }

@@ -28,14 +28,18 @@ function packageVersion(): string {
 
 async function initCommand(dir: string): Promise<void> {
   const { initProject } = await import("./init.js");
-  const { dir: target, files } = await initProject(dir);
+  const { dir: target, files, source } = await initProject(dir);
   const relativeDir = relative(process.cwd(), target) || ".";
   const shown = /^[\w./-]+$/.test(relativeDir)
     ? relativeDir
     : `'${relativeDir.replaceAll("'", "'\\''")}'`;
+  // Until Tributary is on the registry, it is installed from the tarball npm pack wrote.
+  const install = source
+    ? `npm install   # Tributary from ${source.slice("file:".length)}`
+    : `npm install /path/to/tributary-${packageVersion()}.tgz   # npm pack in Tributary's checkout writes it`;
   console.log(`Wrote ${files.join(", ")} in ${shown}. Next:
   cd ${shown}
-  npm install
+  ${install}
   npm test      # the graph, run in-process
   npm start     # serves serve.yaml at http://127.0.0.1:8000/sentiment`);
 }
@@ -532,7 +536,7 @@ export function program(): Command {
     .argument("<dir>", "the project's directory (created; existing files are never overwritten)")
     .addHelpText(
       "after",
-      "\nExample:\n  npx tributary init my-app && cd my-app && npm install && npm test",
+      "\nExample (in Tributary's checkout, after npm pack):\n  npx tributary init ../my-app && cd ../my-app && npm install && npm test",
     )
     .action(initCommand);
   cli

@@ -348,6 +348,16 @@ export class Controller {
       rolling: deployment.rolling,
       unplaced: deployment.unplaced,
     });
+    // What was under way is done.
+    if (
+      deployment.progress !== undefined &&
+      deployment.status === "HEALTHY" &&
+      deployment.running.length === deployment.target &&
+      deployment.replicas.length === deployment.target // none starting or stopping
+    ) {
+      if (deployment.message === deployment.progress) deployment.message = "";
+      deployment.progress = undefined;
+    }
     this.#notify();
   }
 
@@ -522,7 +532,8 @@ export class Controller {
           this.#counts.get(deployment.name)!.failures.start_failed++;
           deployment.startFailures++;
           deployment.state.set("DEPLOY_FAILED");
-          deployment.message = `Replica ${id} failed to start (failure ${deployment.startFailures}; tried up to ${MAX_START_ATTEMPTS} times while serving): ${error.message}`;
+          deployment.message =
+            deployment.progress = `Replica ${id} failed to start (failure ${deployment.startFailures}; tried up to ${MAX_START_ATTEMPTS} times while serving): ${error.message}`;
           if (deployment.running.length === 0) {
             deployment.unavailable = new DeployFailedError(deployment.name, error.message, {
               cause: error,
@@ -627,7 +638,7 @@ export class Controller {
       d.target = next.autoscaling
         ? Math.min(next.autoscaling.maxReplicas, Math.max(next.autoscaling.minReplicas, d.target))
         : next.numReplicas;
-      d.message = `Scaling to ${d.target} replicas.`;
+      d.message = d.progress = `Scaling to ${d.target} replicas.`;
       d.startFailures = 0; // a new target gets its own attempts
       if (d.status === "DEPLOY_FAILED") d.state.set("UPDATING");
       this.#reconcile(d);
@@ -725,7 +736,8 @@ export class Controller {
       const load = deployment.ongoing + this.#queued(deployment);
       const next = autoscaler.observe(Date.now(), load, deployment.target);
       if (next === undefined || next === deployment.target) return;
-      deployment.message = `Autoscaling from ${deployment.target} to ${next} replicas (load ${load}).`;
+      deployment.message =
+        deployment.progress = `Autoscaling from ${deployment.target} to ${next} replicas (load ${load}).`;
       deployment.target = next;
       this.#reconcile(deployment);
     }, AUTOSCALE_TICK_MS);
@@ -760,7 +772,7 @@ export class Controller {
     this.#counts.get(deployment.name)!.failures[reason]++;
     // A replica that ran for a while before dying does not count towards the backoff.
     deployment.crashes = Date.now() - replica.startedAt > 30_000 ? 1 : deployment.crashes + 1;
-    deployment.message = `Replica ${replica.id} ${what}; replacing it.`;
+    deployment.message = deployment.progress = `Replica ${replica.id} ${what}; replacing it.`;
     this.#retryLater(deployment, 100 * 2 ** (deployment.crashes - 1));
     this.#setStatus(deployment);
   }

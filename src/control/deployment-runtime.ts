@@ -19,6 +19,11 @@ export class DeploymentRuntime {
   /** Why calls fail at once while no replica runs (a failed deploy, the server closing). */
   unavailable: Error | undefined;
   message = "";
+  /**
+   * The message when it says what is under way (scaling, a replica being replaced): it is
+   * cleared once the deployment is HEALTHY at its target, unless another replaced it.
+   */
+  progress: string | undefined;
   startFailures = 0;
   crashes = 0;
   replicaNumber = 0;

@@ -91,12 +91,19 @@ describe("autoscaling", { timeout: 90_000 }, () => {
         return result;
       }),
     );
+    let scalingMessage = "";
     const upAfter = await when(
-      async () => (await replicasOf(server)).target === 3,
+      async () => {
+        const d = (await server.status()).applications.faulty!.deployments.fragile!;
+        scalingMessage = d.message;
+        return d.targetReplicas === 3;
+      },
       loadStart,
       10_000,
       "target 3",
     );
+    // While the new replicas start.
+    assert.match(scalingMessage, /Autoscaling from [12] to 3 replicas \(load [\d.]+\)/);
     assert.ok(upAfter >= 300, `scaled up after ${upAfter} ms, before the 300 ms upscale delay`);
     await when(
       async () => (await replicasOf(server)).running === 3,
@@ -122,8 +129,16 @@ describe("autoscaling", { timeout: 90_000 }, () => {
       15_000,
       "back to 1 replica",
     );
-    const status = (await server.status()).applications.faulty!.deployments.fragile!;
-    assert.match(status.message, /Autoscaling from [23] to 1 replicas \(load 0\)/);
+    // Done: what was under way is said no more (as Ray Serve clears it once HEALTHY).
+    await when(
+      async () => {
+        const d = (await server.status()).applications.faulty!.deployments.fragile!;
+        return d.status === "HEALTHY" && d.message === "";
+      },
+      firstDone,
+      15_000,
+      "the scaling message cleared",
+    );
   });
 
   test("autoscaling - minReplicas 0 scales to zero, and the first request waits for a replica", async () => {

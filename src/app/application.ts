@@ -30,6 +30,28 @@ export const INGRESS = "ingress";
  */
 export const INGRESS_DEFAULTS = { maxOngoingRequests: 1000, maxQueuedRequests: 1000 } as const;
 
+/** The options the ingress takes: it has no replicas, code or config of its own. */
+export const INGRESS_OPTIONS: readonly string[] = [
+  "maxOngoingRequests",
+  "maxQueuedRequests",
+  "maxQueueWait",
+];
+
+/**
+ * Why `options` do not fit the ingress (a field it has no use for, which would be ignored),
+ * or undefined.
+ */
+export function ingressOptionsProblem(options: object): string | undefined {
+  const other = Object.keys(options).filter(
+    (key) => key !== "name" && !INGRESS_OPTIONS.includes(key),
+  );
+  if (other.length === 0) return undefined;
+  return (
+    `the ingress takes only ${INGRESS_OPTIONS.join(", ")}, not ${other.join(", ")}: it walks ` +
+    `the graph in the front door (no replicas, code or config of its own); set those on the deployments`
+  );
+}
+
 export interface BuildOptions<In = unknown, Out = unknown> {
   /** The application's name (default `"default"`). */
   readonly name?: string;
@@ -208,6 +230,8 @@ export class Application<In = unknown, Out = unknown> {
         );
       }
       validateOptions(options, `deployment "${name}"`);
+      const ingressProblem = name === INGRESS ? ingressOptionsProblem(options) : undefined;
+      if (ingressProblem) throw new OptionsError(`Application "${this.name}": ${ingressProblem}.`);
       if (options.name !== undefined && options.name !== name) {
         throw new OptionsError(
           `Deployment "${name}" cannot be renamed by options; rename it in code.`,

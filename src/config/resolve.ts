@@ -7,7 +7,12 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { dirname, extname, relative, resolve, isAbsolute } from "node:path";
 import { pathToFileURL } from "node:url";
-import { Application, type CodeFingerprint } from "../app/application.js";
+import {
+  Application,
+  INGRESS,
+  ingressOptionsProblem,
+  type CodeFingerprint,
+} from "../app/application.js";
 import { callBuilder, isBuilder, type BuilderArgs } from "../app/builder.js";
 import { checkWeights } from "../dag/weights.js";
 import type { DeploymentOptions } from "../options.js";
@@ -261,6 +266,11 @@ export async function configureApplication(
           `found "${name}", but application "${app.name}" has no such deployment.${didYouMean(name, known)} Its deployments: ${known.join(", ")}.`,
         ),
       );
+      continue;
+    }
+    const ingressProblem = name === INGRESS ? ingressOptionsProblem(options) : undefined;
+    if (ingressProblem) {
+      problems.push(document.problem([...at, "deployments", j], `${ingressProblem}.`));
       continue;
     }
     overrides[name] = options as DeploymentOptions;

@@ -4,7 +4,7 @@
  * so what can be changed is visible. The output is deterministic.
  */
 import { isMap, isSeq, Document } from "yaml";
-import type { Application } from "../app/application.js";
+import { INGRESS, INGRESS_OPTIONS, type Application } from "../app/application.js";
 import { DEFAULT_OPTIONS } from "../options.js";
 
 const COMMENTED_DEFAULTS: Record<string, unknown> = {
@@ -73,7 +73,10 @@ export function applicationsToYaml(
       const set = new Set(
         item.items.map((pair) => String((pair.key as { value?: unknown }).value)),
       );
-      const defaults = Object.entries(COMMENTED_DEFAULTS).filter(([key]) => !set.has(key));
+      const ingress = set.has("name") && item.get("name") === INGRESS;
+      const defaults = Object.entries(COMMENTED_DEFAULTS).filter(
+        ([key]) => !set.has(key) && (!ingress || INGRESS_OPTIONS.includes(key)),
+      );
       if (defaults.length > 0)
         item.comment = defaults.map(([key, value]) => ` ${key}: ${inline(value)}`).join("\n");
     }

@@ -122,6 +122,19 @@ describe("serve.yaml", () => {
         'test/config/serve.yaml:5:15: applications[0].deployments[0].name: found "threshold", but application "gate" has no such deployment. Did you mean "thresholder"? Its deployments: thresholder, ingress.',
       ],
     );
+    // The ingress takes its queue limits only: anything else would be ignored.
+    const ingress = await resolveProblems(
+      valid("      - name: ingress\n        maxOngoingRequests: 50\n        numReplicas: 3\n"),
+    );
+    assert.equal(ingress.length, 1, ingress.join("\n"));
+    assert.match(
+      ingress[0]!,
+      /:5:9: applications\[0\]\.deployments\[0\]: the ingress takes only maxOngoingRequests, maxQueuedRequests, maxQueueWait, not numReplicas/,
+    );
+    assert.throws(() => app.withOptions({ ingress: { isolation: "process" } }), {
+      code: "INVALID_OPTIONS",
+      message: /the ingress takes only .*not isolation/,
+    });
     const missing = await resolveProblems(
       "applications:\n  - name: gate\n    importPath: ../fixtures/nowhere.ts:app\n",
     );

@@ -67,17 +67,18 @@ async function buildCommand(targets: string[], flags: BuildFlags): Promise<void>
   if (grpcPort !== undefined && !(Number.isInteger(grpcPort) && grpcPort > 0 && grpcPort < 65_536))
     throw new Error(`--grpc-port expects a port from 1 to 65535 (it is "${flags.grpcPort}").`);
   const args = flags.arg && flags.arg.length > 0 ? parseBuilderArgs(flags.arg) : undefined;
-  if (args && targets.length > 1)
-    throw new Error("--arg goes with one builder; for several, write args: in the YAML.");
   const output = flags.output ? resolve(flags.output) : undefined;
   // Import paths are relative to the config file; on Kubernetes it sits at the project's
   // root in the image, so they are relative to the working directory.
   const base = kubernetes || !output ? process.cwd() : dirname(output);
   const entries = [];
+  const builders: string[] = [];
   for (const target of targets) {
-    const { app, exportName } = await importApplication(target, process.cwd(), { args }).catch(
-      argsProblem,
-    );
+    const { app, exportName, built } = await importApplication(target, process.cwd(), {
+      args,
+      argsForBuilder: targets.length > 1,
+    }).catch(argsProblem);
+    if (built) builders.push(target);
     const module = target.replace(/:[A-Za-z_$][\w$]*$/, "");
     const fromBase = relative(base, resolve(module));
     if (kubernetes && fromBase.startsWith(".."))
@@ -87,6 +88,12 @@ async function buildCommand(targets: string[], flags: BuildFlags): Promise<void>
     const importPath = `${fromBase.startsWith(".") ? fromBase : `./${fromBase}`}:${exportName}`;
     entries.push({ app, importPath });
   }
+  if (args && targets.length > 1 && builders.length !== 1)
+    throw new Error(
+      builders.length === 0
+        ? "--arg goes with a builder, and none of these targets is one."
+        : `--arg goes with one builder, and ${builders.join(", ")} are builders: for several, write args: in the YAML.`,
+    );
   const grpc = grpcPort === undefined ? undefined : { port: grpcPort };
   if (kubernetes && output) {
     // The front door listens on every interface of the head's pod, for its Service.

@@ -64,6 +64,8 @@ export interface ImportOptions {
   readonly args?: BuilderArgs | undefined;
   /** The name to serve the application under (a config's `name`). */
   readonly name?: string | undefined;
+  /** `args` go to a builder only: an application given them is not refused (several targets). */
+  readonly argsForBuilder?: boolean | undefined;
 }
 
 /** A builder's arguments failed its schema; `issues` name each argument. */
@@ -87,7 +89,7 @@ export async function importApplication(
   importPath: string,
   baseDir: string,
   options: ImportOptions = {},
-): Promise<{ app: Application; moduleUrl: string; exportName: string }> {
+): Promise<{ app: Application; moduleUrl: string; exportName: string; built: boolean }> {
   const { module, exportName } = splitImportPath(importPath);
   const file = resolve(baseDir, module);
   if (!MODULE_EXTENSIONS.has(extname(file).toLowerCase()))
@@ -142,7 +144,12 @@ export async function importApplication(
         : `${module} does not say which application to serve; ${found}. Write ${module}:exportName.`,
     );
   }
-  if (!built && options.args !== undefined && Object.keys(options.args).length > 0) {
+  if (
+    !built &&
+    !options.argsForBuilder &&
+    options.args !== undefined &&
+    Object.keys(options.args).length > 0
+  ) {
     throw new Error(
       `${module}:${chosen[0]} is an application, not a builder: it takes no arguments. Export a function that returns build(...) to take them.`,
     );
@@ -156,7 +163,7 @@ export async function importApplication(
       options.name ?? app.name,
     );
   }
-  return { app, moduleUrl, exportName: chosenName };
+  return { app, moduleUrl, exportName: chosenName, built };
 }
 
 /**

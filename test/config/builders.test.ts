@@ -182,3 +182,34 @@ test(
     }
   },
 );
+
+test(
+  "builders - tributary build with an application and a builder gives --arg to the builder (as its help shows); with two builders it says to write args: in the YAML",
+  { timeout: 60_000 },
+  async () => {
+    const both = await cli([
+      "build",
+      "./test/fixtures/config-app.ts:app",
+      "./test/fixtures/builder-app.ts:builder",
+      "--arg",
+      "factor=3",
+    ]);
+    assert.equal(both.code, 0, both.stderr);
+    assert.match(
+      both.stdout,
+      /importPath: \.\/test\/fixtures\/builder-app\.ts:builder\n\s+args:\n\s+factor: 3/,
+    );
+    const two = await cli([
+      "build",
+      "./test/fixtures/builder-app.ts:builder",
+      "./test/fixtures/builder-app.ts:greeter",
+      "--arg",
+      "factor=3",
+    ]);
+    assert.equal(two.code, 1);
+    assert.match(
+      two.stderr,
+      /--arg goes with one builder, and .* are builders: for several, write args: in the YAML/,
+    );
+  },
+);

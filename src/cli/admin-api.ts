@@ -12,6 +12,7 @@ import { isWildcard, refusal } from "./admin-guard.js";
 import type { Instance } from "./instance.js";
 import { DASHBOARD_PAGE } from "../metrics/dashboard-page.js";
 import { DASHBOARD_INTERVAL_MS } from "../metrics/dashboard.js";
+import { listenFailed } from "../ingress/listen.js";
 
 /** The largest configuration the admin API accepts. */
 const ADMIN_BODY_LIMIT = 4 * 1024 * 1024;
@@ -190,7 +191,11 @@ export async function startAdminApi(
     setImmediate(() => void instance.close());
     return { shuttingDown: true };
   });
-  await admin.listen({ host: options.host, port: options.port });
+  await admin
+    .listen({ host: options.host, port: options.port })
+    .catch((error: unknown) =>
+      listenFailed(error, "admin API", options.host, options.port, "--admin-port"),
+    );
   const address = admin.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
   const host = isIP(options.host) === 6 ? `[${options.host}]` : options.host;

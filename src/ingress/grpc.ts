@@ -36,6 +36,7 @@ import { metadataReader, streamInfer } from "./grpc-stream.js";
 import { startGrpcSpan } from "./server-spans.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 import type { FrontDoorMetrics } from "../metrics/metrics.js";
+import { listenFailed } from "./listen.js";
 
 const PROTO = fileURLToPath(new URL("./proto/grpc_predict_v2.proto", import.meta.url));
 
@@ -424,7 +425,24 @@ export async function startGrpc(
     server.bindAsync(
       `${options.host}:${options.port}`,
       grpc.ServerCredentials.createInsecure(),
-      (error, bound) => (error ? reject(error) : resolve(bound)),
+      (error, bound) => {
+        if (!error) return resolve(bound);
+        // grpc-js says "No address added out of total 1 resolved" with the cause in its text.
+        const code = /EADDRINUSE|address already in use/i.test(error.message)
+          ? "EADDRINUSE"
+          : undefined;
+        try {
+          listenFailed(
+            Object.assign(error, { code }),
+            "gRPC",
+            options.host,
+            options.port,
+            "grpc.port in the YAML, --grpc-port, or run()'s grpc.port",
+          );
+        } catch (failed) {
+          reject(failed);
+        }
+      },
     ),
   );
   return {

@@ -21,6 +21,7 @@ import { registerOipRoutes } from "./oip-http.js";
 import { openApiDocument } from "./openapi.js";
 import type { IngressTarget, IngressTargets } from "./target.js";
 import type { FrontDoorMetrics } from "../metrics/metrics.js";
+import { listenFailed } from "./listen.js";
 
 export { MAX_JSON_DEPTH, type HttpSettings } from "./fastify-setup.js";
 
@@ -230,7 +231,17 @@ export async function startHttp(
   };
   for (const target of targets.list()) await mount(target);
 
-  await fastify.listen({ host: options.host, port: options.port });
+  await fastify
+    .listen({ host: options.host, port: options.port })
+    .catch((error: unknown) =>
+      listenFailed(
+        error,
+        "HTTP",
+        options.host,
+        options.port,
+        "http.port in the YAML, --port, or run()'s port",
+      ),
+    );
   const server = fastify.server;
   let closed: Promise<void> | undefined;
   return {

@@ -425,6 +425,13 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
     );
   });
 
+  test("a cluster command without the cluster's packages names every one to install at once", async () => {
+    await assert.rejects(
+      sh(project, "npx", ["--no-install", "tributary", "node", "--cluster", "nats://127.0.0.1:9"]),
+      /The cluster needs @nats-io\/transport-node and @nats-io\/kv and @nats-io\/jetstream, which are not installed: run npm install @nats-io\/transport-node @nats-io\/kv @nats-io\/jetstream/,
+    );
+  });
+
   test("CommonJS can require() the package (Node's require of ES modules)", async () => {
     const { stdout } = await sh(project, process.execPath, [
       "-e",

@@ -33,7 +33,7 @@ import type {
   Subscription,
 } from "@nats-io/transport-node";
 import { TributaryError } from "../../errors.js";
-import { missingPackage } from "../../optional-package.js";
+import { missingPackage, requirePackages } from "../../optional-package.js";
 
 const CHUNK = 0x01;
 const V8_VERSION_TAG = 0xff;
@@ -414,6 +414,12 @@ export async function connectNats(
     nats = await import("@nats-io/transport-node");
   } catch (error) {
     if ((error as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw error;
+    // Every package the cluster needs that is missing, in one message (not one per try).
+    requirePackages("The cluster", [
+      "@nats-io/transport-node",
+      "@nats-io/kv",
+      "@nats-io/jetstream",
+    ]);
     throw missingPackage("The cluster", ["@nats-io/transport-node"]);
   }
   const servers = url.split(",").map((s) => s.trim());

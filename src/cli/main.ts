@@ -360,7 +360,7 @@ async function serveInstance(
   });
   const address = await instance.listen();
   console.log(
-    `Admin API at ${address}. Deploy with: tributary deploy serve.yaml --address ${address}`,
+    `Admin API at ${address}. Deploy with: tributary deploy ${config ?? "serve.yaml"} --address ${address}`,
   );
   try {
     const restored = await instance.restore();

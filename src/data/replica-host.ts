@@ -5,7 +5,7 @@
  */
 import { parentPort, type MessagePort } from "node:worker_threads";
 import { initValue } from "../dag/compile.js";
-import { findApplication, markReplicaContext } from "../app/registry.js";
+import { findApplication, markReplicaContext, otherCopyWith } from "../app/registry.js";
 import { CancelledError, TimeoutError, TributaryError } from "../errors.js";
 import { changeable, MessageBatcher, unbatch } from "./transport/batch.js";
 import { listen, SocketChannel, socketPath } from "./transport/socket.js";
@@ -404,6 +404,16 @@ async function init(message: InitMessage): Promise<void> {
   if (message.tracing)
     traceExport = await exportTraces(message.tracing.otlpEndpoint, message.tracing.serviceName);
   const app = findApplication(message.moduleUrl, message.app);
+  const other = app ? undefined : otherCopyWith(message.moduleUrl, message.app);
+  if (other) {
+    throw new TributaryError(
+      "DEPLOY_FAILED",
+      `${message.moduleUrl} built application "${message.app}" with another copy of Tributary ` +
+        `(${other}) than the one this replica runs (${import.meta.url}): its import of ` +
+        `"tributary" resolved elsewhere (two installs, an npm link, or a replica started with ` +
+        `other export conditions than the main process). Install one copy (npm ls tributary).`,
+    );
+  }
   if (!app) {
     throw new TributaryError(
       "DEPLOY_FAILED",

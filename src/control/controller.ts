@@ -532,8 +532,7 @@ export class Controller {
           this.#counts.get(deployment.name)!.failures.start_failed++;
           deployment.startFailures++;
           deployment.state.set("DEPLOY_FAILED");
-          deployment.message =
-            deployment.progress = `Replica ${id} failed to start (failure ${deployment.startFailures}; tried up to ${MAX_START_ATTEMPTS} times while serving): ${error.message}`;
+          deployment.message = `Replica ${id} failed to start (failure ${deployment.startFailures}; tried up to ${MAX_START_ATTEMPTS} times while serving): ${error.message}`;
           if (deployment.running.length === 0) {
             deployment.unavailable = new DeployFailedError(deployment.name, error.message, {
               cause: error,
@@ -772,7 +771,7 @@ export class Controller {
     this.#counts.get(deployment.name)!.failures[reason]++;
     // A replica that ran for a while before dying does not count towards the backoff.
     deployment.crashes = Date.now() - replica.startedAt > 30_000 ? 1 : deployment.crashes + 1;
-    deployment.message = deployment.progress = `Replica ${replica.id} ${what}; replacing it.`;
+    deployment.message = `Replica ${replica.id} ${what}; replacing it.`;
     this.#retryLater(deployment, 100 * 2 ** (deployment.crashes - 1));
     this.#setStatus(deployment);
   }

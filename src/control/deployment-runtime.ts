@@ -20,8 +20,9 @@ export class DeploymentRuntime {
   unavailable: Error | undefined;
   message = "";
   /**
-   * The message when it says what is under way (scaling, a replica being replaced): it is
-   * cleared once the deployment is HEALTHY at its target, unless another replaced it.
+   * The message when it says what is under way (scaling): it is cleared once the deployment
+   * is HEALTHY at its target, unless another replaced it. Why a replica died or failed to
+   * start stays: it is what an operator looks for.
    */
   progress: string | undefined;
   startFailures = 0;

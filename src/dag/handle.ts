@@ -140,8 +140,6 @@ function boundedWait<T>(
         finish();
         reject(new TimeoutError(what, timeoutMs));
       }, timeoutMs);
-    if (signal?.aborted) return onAbort();
-    signal?.addEventListener("abort", onAbort, { once: true });
     ready.then(
       (value) => {
         finish();
@@ -155,6 +153,12 @@ function boundedWait<T>(
         reject(error);
       },
     );
+    // After the handlers above: a response that fails later is handled, not left unhandled.
+    if (signal?.aborted) {
+      onAbort();
+      return;
+    }
+    signal?.addEventListener("abort", onAbort, { once: true });
   });
 }
 

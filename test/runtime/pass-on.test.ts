@@ -199,6 +199,13 @@ describe(
         Date.now() - started < 1_000,
         "the timeout bounds the wait for the passed response",
       );
+      // A signal aborted already, and a passed response that then fails: one CANCELLED, and
+      // the response's failure handled (an unhandled rejection would end this process).
+      await assert.rejects(
+        withHandleOptions(adder, { signal: AbortSignal.abort() }).add(pass(adder.fail()), 1),
+        { code: "CANCELLED" },
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
       await assert.rejects(adder.add(pass(adder.fail()), 1), (error: unknown) => {
         assert.ok(error instanceof GraphExecutionError, String(error));
         assert.match(error.message, /Deployment "adder" failed in fail\(\): upstream failed/);

@@ -290,7 +290,9 @@ export function resolveOptions(options: DeploymentOptions): ResolvedDeploymentOp
     ...(options.maxQueueWait !== undefined &&
       options.maxQueueWait !== "off" && { maxQueueWaitMs: toMilliseconds(options.maxQueueWait) }),
     ...(autoscaling && { autoscaling }),
-    ...(options.userConfig !== undefined && { userConfig: options.userConfig }),
+    // null (a YAML key left empty) is no config, as in Ray Serve: reconfigure() never sees it.
+    ...(options.userConfig !== undefined &&
+      options.userConfig !== null && { userConfig: options.userConfig }),
     isolation: options.isolation ?? d.isolation,
     resources: options.resources ?? d.resources,
     healthCheckPeriodMs: toMilliseconds(options.healthCheckPeriod ?? d.healthCheckPeriod),

@@ -219,7 +219,7 @@ export class Controller {
     deployment.userConfig = userConfig;
     await Promise.all(
       deployment.running.map((r) =>
-        r.control({ t: "reconfigure", config: userConfig }, reconfigureTimeout(deployment.options)),
+        this.#reconfigureReplica(r, userConfig, reconfigureTimeout(deployment.options)),
       ),
     );
   }
@@ -463,7 +463,8 @@ export class Controller {
     }
     const memoryLimit = deployment.options.resources.memory || undefined;
     const replica = new ReplicaClient(id, deployment.name, transport, this.#events);
-    this.#startedWith.set(replica, this.#startKey(deployment.options, deployment.userConfig));
+    this.#startedWith.set(replica, this.#startKey(deployment.options));
+    if (deployment.userConfig === undefined) this.#configless.add(replica);
     deployment.replicas.push(replica);
     this.#byReplica.set(replica, deployment);
     const initConfig = deployment.userConfig;
@@ -509,15 +510,14 @@ export class Controller {
             deployment.userConfig !== undefined &&
             JSON.stringify(deployment.userConfig) !== JSON.stringify(initConfig)
           ) {
-            replica
-              .control(
-                { t: "reconfigure", config: deployment.userConfig },
-                reconfigureTimeout(deployment.options),
-              )
-              .catch(
-                (error: Error) =>
-                  (deployment.message = `Replica ${id}: reconfigure() failed: ${error.message}`),
-              );
+            this.#reconfigureReplica(
+              replica,
+              deployment.userConfig,
+              reconfigureTimeout(deployment.options),
+            ).catch(
+              (error: Error) =>
+                (deployment.message = `Replica ${id}: reconfigure() failed: ${error.message}`),
+            );
           }
           if (deployment.status === "DEPLOY_FAILED") deployment.state.set("UPDATING");
           deployment.unavailable = undefined;
@@ -582,9 +582,21 @@ export class Controller {
   /** What a replica was started with, to tell which ones a rollback must replace. */
   readonly #startedWith = new WeakMap<ReplicaClient, string>();
 
-  /** What a replica was started with that only a restart changes (with or without a userConfig). */
-  #startKey = (options: ResolvedDeploymentOptions, userConfig: JsonValue | undefined): string =>
-    canonicalJson([options.isolation, options.resources, userConfig === undefined]);
+  #startKey = (options: ResolvedDeploymentOptions): string =>
+    canonicalJson([options.isolation, options.resources]);
+
+  /** Replicas that run with no userConfig (started without one, never reconfigured since). */
+  readonly #configless = new WeakSet<ReplicaClient>();
+
+  /** Hands `replica` a userConfig through its reconfigure(). */
+  async #reconfigureReplica(
+    replica: ReplicaClient,
+    config: JsonValue,
+    timeoutMs: number,
+  ): Promise<void> {
+    await replica.control({ t: "reconfigure", config }, timeoutMs);
+    this.#configless.delete(replica);
+  }
 
   async #applyDeployment(
     d: DeploymentRuntime,
@@ -607,10 +619,7 @@ export class Controller {
           try {
             await Promise.all(
               d.running.map((r) =>
-                r.control(
-                  { t: "reconfigure", config: next.userConfig ?? null },
-                  reconfigureTimeout(next),
-                ),
+                this.#reconfigureReplica(r, next.userConfig ?? null, reconfigureTimeout(next)),
               ),
             );
           } catch (error) {
@@ -672,17 +681,24 @@ export class Controller {
       if (config === undefined) restartAll = true;
       else
         await Promise.allSettled(
-          d.running.map((r) => r.control({ t: "reconfigure", config }, reconfigureTimeout(old))),
+          d.running.map((r) => this.#reconfigureReplica(r, config, reconfigureTimeout(old))),
         );
     }
     if (kinds.includes("restart") || restartAll) {
       clearTimeout(d.retryTimer);
       d.retryTimer = undefined;
       d.startFailures = 0;
-      if (kinds.includes("restart")) d.userConfig ??= old.userConfig; // a removal undone
+      // A removal undone: the replicas started without the config get it back.
+      const removed =
+        kinds.includes("restart") && d.userConfig === undefined && old.userConfig !== undefined;
+      if (removed) d.userConfig = old.userConfig;
       // Replicas the rolling restart had already replaced go back to the old settings.
-      const key = this.#startKey(old, d.userConfig);
-      await this.#rollingRestart(d, (r) => restartAll || this.#startedWith.get(r) !== key);
+      const key = this.#startKey(old);
+      await this.#rollingRestart(
+        d,
+        (r) =>
+          restartAll || this.#startedWith.get(r) !== key || (removed && this.#configless.has(r)),
+      );
     }
     d.state.set("UPDATING");
     d.message = message;

@@ -114,6 +114,9 @@ describe("deployment state machine", () => {
     const { userConfig: _, ...withoutConfig } = base;
     assert.deepEqual(planUpdate(old, resolveOptions(withoutConfig)), ["restart"]);
     assert.deepEqual(planUpdate(resolveOptions(withoutConfig), old), ["reconfigure"]);
+    // null (a YAML key left empty) is none.
+    assert.deepEqual(planUpdate(old, resolveOptions({ ...base, userConfig: null })), ["restart"]);
+    assert.equal(resolveOptions({ userConfig: null }).userConfig, undefined);
   });
 
   test("update plan - a pure function from old and new options to the steps, in order", () => {

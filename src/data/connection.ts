@@ -67,6 +67,11 @@ export class ReplicaConnection {
     this.#send = send;
   }
 
+  /** The replica is unreachable for now: a call is answered busy without being sent. */
+  get away(): boolean {
+    return this.#away !== undefined;
+  }
+
   /**
    * Sends a call; `pending` is answered by the replica. Returns the call's id. `now`: the
    * caller may change the arguments once this returns, so they go at once (see

@@ -25,7 +25,7 @@ import { requestStorage } from "./context.js";
 import { StreamReader } from "./responses.js";
 import { activeTraceparent } from "../tracing.js";
 import { Router, type CallOptions } from "./router.js";
-import { MessageBatcher, unbatch } from "./transport/batch.js";
+import { changeable, MessageBatcher, unbatch } from "./transport/batch.js";
 import { connectTo, SocketChannel } from "./transport/socket.js";
 import { NatsMailbox, noSubscriber } from "./transport/nats-link.js";
 import { movablesOf } from "./transport/transfer.js";
@@ -104,8 +104,18 @@ export class OutgoingCalls {
     const target = this.#target(deployment);
     if (target.waiting) {
       const waiting = target.waiting;
+      // It waits for the replicas' addresses: with its arguments as they are now (a copy;
+      // one that cannot be copied is refused with why when it is sent).
+      let taken = args;
+      if (!given?.owned && args.some(changeable)) {
+        try {
+          taken = structuredClone(args);
+        } catch {
+          // sent as it is: the router names the argument that cannot be sent
+        }
+      }
       return new Promise<void>((resolve) => waiting.push(resolve)).then(() =>
-        this.call(deployment, method, args, given, handle),
+        this.call(deployment, method, taken, given, handle),
       );
     }
     if (given) return this.#send(target, method, args, given);

@@ -642,8 +642,9 @@ function postValue(caller: Caller, t: "ok" | "item", id: number, value: unknown)
     caller.post({ t, id, v: value });
     return;
   }
-  if (!caller.movesBuffers) {
-    caller.post({ t, id, v: value }, undefined, true);
+  // Copying a large value costs more than a message of its own: it goes at once instead.
+  if (!caller.movesBuffers || !fewParts(value)) {
+    caller.post({ t, id, v: value }, transferablesOfValue(value), true);
     return;
   }
   const transfer = transferablesOfValue(value);
@@ -658,17 +659,44 @@ function postValue(caller: Caller, t: "ok" | "item", id: number, value: unknown)
 }
 
 /**
+ * Whether `value` has at most {@link COPY_PARTS} parts (objects, array items, fields; a typed
+ * array over its whole buffer is one: it moves into a copy without being copied), all
+ * plain: a copy of it costs about a microsecond.
+ */
+function fewParts(value: unknown): boolean {
+  let left = COPY_PARTS;
+  const walk = (v: unknown): boolean => {
+    if (--left < 0) return false;
+    if (typeof v !== "object" || v === null) return true;
+    // A whole buffer moves into the copy; a view into part of one would be copied twice.
+    if (ArrayBuffer.isView(v)) return v.byteLength === v.buffer.byteLength;
+    if (v instanceof ArrayBuffer) return true;
+    if (Array.isArray(v)) return v.length <= left && v.every(walk);
+    const proto: unknown = Object.getPrototypeOf(v);
+    if (proto !== Object.prototype && proto !== null) return false;
+    for (const key in v) if (!walk((v as Record<string, unknown>)[key])) return false;
+    return true;
+  };
+  return walk(value);
+}
+
+/** See {@link fewParts}. */
+const COPY_PARTS = 64;
+
+/**
  * Answers `busy`: the call is not run here. Buffers it moved here go back with its
  * arguments, so that the caller's router can send it again (its own are detached).
  */
 function refuse(caller: Caller, id: number, args: unknown[], closing: boolean): void {
   const moved = caller.movesBuffers ? transferablesOf(args) : NO_BUFFERS;
+  // Objects go back too: they are as the call was made, which its caller's may be no more.
+  const giveBack = moved.length > 0 || args.some(changeable);
   caller.post(
     {
       t: "busy",
       id,
       ...(closing && { closing: true }),
-      ...(moved.length > 0 && { a: args }),
+      ...(giveBack && { a: args }),
     },
     moved,
   );

@@ -559,6 +559,8 @@ export class Router {
   }
 
   #dispatch(request: Request, slot: Slot): void {
+    // Not sent now (its replica is away): it goes elsewhere later, as it was made.
+    if (!request.owned && slot.connection.away && !this.#takeArguments(request)) return;
     slot.ongoing++;
     request.slot = slot;
     request.dispatched();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -83,6 +83,35 @@ test(
       const shy = server.getHandle<Shy>("shy");
       const answers = await Promise.all(Array.from({ length: 6 }, () => shy.where()));
       assert.deepEqual(answers, Array(6).fill("thread"));
+    } finally {
+      delete process.env.TRIBUTARY_TEST_SHY_MARKER;
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+test(
+  "update - a failed restart's rollback keeps the old replicas, also those given a userConfig since they started",
+  { timeout: 90_000 },
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), "tributary-shy-"));
+    // The marker is there already: no process replica may start at all.
+    process.env.TRIBUTARY_TEST_SHY_MARKER = join(dir, "one-started");
+    await writeFile(process.env.TRIBUTARY_TEST_SHY_MARKER, "");
+    try {
+      await using server = await serve(shyApp);
+      const ids = async () =>
+        (await server.status()).applications.shy!.deployments.shy!.replicas.map((r) => r.id);
+      const before = await ids();
+      const configured = shyApp.withOptions({ shy: { userConfig: { a: 1 } } });
+      assert.deepEqual(await server.update(configured), { shy: ["reconfigure"] });
+      await assert.rejects(
+        server.update(configured.withOptions({ shy: { isolation: "process" } })),
+        DeployFailedError,
+      );
+      // Before, the rollback took the reconfigured replicas for ones started otherwise and
+      // replaced every one of them.
+      assert.deepEqual(await ids(), before);
     } finally {
       delete process.env.TRIBUTARY_TEST_SHY_MARKER;
       await rm(dir, { recursive: true, force: true });

@@ -136,6 +136,16 @@ describe(
         await busy;
         // The same, from inside a replica.
         const caller = server.getHandle<Caller>("caller", { timeout: "10s" });
+        // A call the replica answers busy (another router, the caller replica's, holds its
+        // only slot) goes again as it was made, not as its caller changed it since.
+        const held = caller.holdAdder(400);
+        await new Promise((resolve) => setTimeout(resolve, 150));
+        const refused = { v: "at call time" };
+        const retried = adder.echo(refused);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        refused.v = "changed after the call";
+        assert.deepEqual(await retried, { v: "at call time" });
+        await held;
         assert.deepEqual(
           await caller.reuse(),
           [0, 1, 2, 3, 4].map((x) => ({ x })),

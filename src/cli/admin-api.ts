@@ -172,6 +172,27 @@ export async function startAdminApi(
         throw new TributaryError("BAD_REQUEST", `lines must be a whole number (it is "${lines}").`);
       const filter = { deployment, application };
       const recent = instance.logs.recent(filter, count);
+      if (recent.length === 0 && (deployment !== undefined || application !== undefined)) {
+        // Nothing logged: a name served now (quiet so far), or one that is not (a typo).
+        const served = (await instance.status()).applications as Record<
+          string,
+          { deployments?: Record<string, unknown> }
+        >;
+        const apps = Object.keys(served);
+        const deployments = [
+          ...new Set(Object.values(served).flatMap((a) => Object.keys(a.deployments ?? {}))),
+        ];
+        if (application !== undefined && !apps.includes(application))
+          throw new TributaryError(
+            "NOT_FOUND",
+            `no application "${application}" runs here (running: ${apps.join(", ") || "none"}).`,
+          );
+        if (deployment !== undefined && !deployments.includes(deployment))
+          throw new TributaryError(
+            "NOT_FOUND",
+            `no deployment "${deployment}" runs here (running: ${deployments.join(", ") || "none"}).`,
+          );
+      }
       if (follow !== "true" && follow !== "1")
         return reply.type("application/x-ndjson").send(recent.map((line) => `${line}\n`).join(""));
       reply.hijack();

@@ -190,6 +190,8 @@ async function logsCommand(
   deployment: string | undefined,
   flags: AdminFlags & { app?: string; follow?: boolean; lines?: string },
 ): Promise<void> {
+  if (flags.lines !== undefined && !/^\d+$/.test(flags.lines))
+    throw new Error(`--lines (-n) must be a whole number (it is "${flags.lines}").`);
   const query = new URLSearchParams({
     ...(deployment !== undefined && { deployment }),
     ...(flags.app !== undefined && { application: flags.app }),
@@ -307,7 +309,10 @@ async function startCommand(
     logLines: string;
     nodeTimeout: string;
   } & ClusterFlags,
+  command?: Command,
 ): Promise<void> {
+  if (flags.cluster === undefined && command?.getOptionValueSource("nodeTimeout") === "cli")
+    throw new Error("--node-timeout goes with --cluster (a head judges its nodes by it).");
   const logLines = Number(flags.logLines);
   if (!Number.isInteger(logLines) || logLines < 1)
     throw new Error(`--log-lines must be a whole number above 0 (it is "${flags.logLines}")`);

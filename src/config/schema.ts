@@ -38,7 +38,10 @@ export const serveConfigSchema = z.strictObject({
       port,
       requestTimeout: positiveDuration,
       readTimeout: positiveDuration,
-      bodyLimit: z.number().int().positive(),
+      bodyLimit: z
+        .number({ error: "expected a number of bytes (1048576 is 1 MiB)" })
+        .int()
+        .positive(),
       maxConnections: z.number().int().positive(),
       /** Front-door worker processes sharing the port (1: the front door runs in the main thread). */
       workers: z.number().int().min(1).max(64),

@@ -134,6 +134,10 @@ describe("the tributary command", { timeout: 120_000 }, () => {
       /--cluster expects a NATS server's URL.*\(it is "http:\/\/127\.0\.0\.1:1"\)/,
     );
     assert.ok(Date.now() - started < 20_000, "refused without trying to connect");
+    // A cluster flag without --cluster is refused, not silently unused.
+    const lone = await cli(["start", "--node-timeout", "5s", "--admin-port", "0"]);
+    assert.equal(lone.code, 1);
+    assert.match(lone.stderr, /--node-timeout goes with --cluster/);
   });
 
   test("cli - a bad config is refused with file:line:column and exit code 1", async () => {

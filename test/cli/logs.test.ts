@@ -168,7 +168,11 @@ describe("tributary logs", { timeout: 120_000 }, () => {
     assert.equal(last.length, 1);
     const unknown = await cli(["logs", "--lines", "many", "--address", address]);
     assert.notEqual(unknown.code, 0);
-    assert.match(unknown.stderr, /lines must be a whole number/);
+    assert.match(unknown.stderr, /--lines \(-n\) must be a whole number \(it is "many"\)/);
+    // A name that does not run is said so (before: nothing printed, exit 0).
+    const typo = await cli(["logs", "Talkr", "--address", address]);
+    assert.notEqual(typo.code, 0);
+    assert.match(typo.stderr, /no deployment "Talkr" runs here \(running: .*Talker/);
   });
 
   test("tracing - serve.yaml's tracing exports the spans of an instance's front door and replicas as one trace", async () => {

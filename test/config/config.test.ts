@@ -224,6 +224,8 @@ describe("serve.yaml", () => {
       parseConfig(http("requestTimeout: 24h"), FILE).config.http?.requestTimeout,
       "24h",
     );
+    // A size with a unit is not what it takes: it says what it does take.
+    assert.match(problems(http("bodyLimit: 1MB"))[0]!, /http\.bodyLimit: .*a number of bytes/);
   });
 
   test("build - writes every deployment with the defaults as comments, deterministically, and reads back", async () => {

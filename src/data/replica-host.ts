@@ -644,7 +644,11 @@ function postValue(caller: Caller, t: "ok" | "item", id: number, value: unknown)
   }
   // Copying a large value costs more than a message of its own: it goes at once instead.
   if (!caller.movesBuffers || !fewParts(value)) {
-    caller.post({ t, id, v: value }, transferablesOfValue(value), true);
+    caller.post(
+      { t, id, v: value },
+      caller.movesBuffers ? transferablesOfValue(value) : undefined,
+      true,
+    );
     return;
   }
   const transfer = transferablesOfValue(value);

@@ -491,15 +491,9 @@ export class Router {
    */
   #moveOnce(request: Request): boolean {
     if (callMoves.claim(request.transfer, request.viewed)) return true;
-    try {
-      request.args = structuredClone(request.args);
-    } catch (error) {
-      this.#unsendable(request, error);
-      return false;
-    }
+    if (!this.#takeArguments(request)) return false;
     request.transfer = transferablesOf(request.args);
     request.viewed = NO_VIEWED;
-    request.owned = true;
     return true;
   }
 

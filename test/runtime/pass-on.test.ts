@@ -126,26 +126,23 @@ describe(
           await Promise.all(calls),
           [0, 1, 2, 3, 4].map((x) => ({ x })),
         );
+        /** While `holding` has the only slot, a call changed 50 ms later gets what it was made with. */
+        const sentAsMade = async (holding: PromiseLike<unknown>, settleMs: number) => {
+          await new Promise((resolve) => setTimeout(resolve, settleMs));
+          const value = { v: "at call time" };
+          const echoed = adder.echo(value);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          value.v = "changed after the call";
+          assert.deepEqual(await echoed, { v: "at call time" });
+          await holding;
+        };
         // A call that waits in the queue (the only slot is taken) is sent as it was made.
-        const busy = adder.slowDouble(1, 300);
-        const waiting = { v: "at call time" };
-        const queued = adder.echo(waiting);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        waiting.v = "changed while queued";
-        assert.deepEqual(await queued, { v: "at call time" });
-        await busy;
-        // The same, from inside a replica.
+        await sentAsMade(adder.slowDouble(1, 300), 0);
         const caller = server.getHandle<Caller>("caller", { timeout: "10s" });
         // A call the replica answers busy (another router, the caller replica's, holds its
         // only slot) goes again as it was made, not as its caller changed it since.
-        const held = caller.holdAdder(400);
-        await new Promise((resolve) => setTimeout(resolve, 150));
-        const refused = { v: "at call time" };
-        const retried = adder.echo(refused);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        refused.v = "changed after the call";
-        assert.deepEqual(await retried, { v: "at call time" });
-        await held;
+        await sentAsMade(caller.holdAdder(400), 150);
+        // From inside a replica.
         assert.deepEqual(
           await caller.reuse(),
           [0, 1, 2, 3, 4].map((x) => ({ x })),

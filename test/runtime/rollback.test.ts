@@ -9,6 +9,19 @@ import { app, type Sleeper } from "../fixtures/sleepy-app.js";
 import { serve } from "../serve.js";
 import { eventually } from "./eventually.js";
 
+/** Runs `body` with TRIBUTARY_TEST_SHY_MARKER naming a marker file in a fresh directory. */
+async function withShyMarker(body: (marker: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "tributary-shy-"));
+  const marker = join(dir, "one-started");
+  process.env.TRIBUTARY_TEST_SHY_MARKER = marker;
+  try {
+    await body(marker);
+  } finally {
+    delete process.env.TRIBUTARY_TEST_SHY_MARKER;
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 test(
   "update - a failed update is rolled back whole: what runs and what the controller believes are the old version",
   { timeout: 90_000 },
@@ -50,9 +63,7 @@ test(
   "update - a rolling restart that fails halfway puts the replicas it had replaced back",
   { timeout: 90_000 },
   async () => {
-    const dir = await mkdtemp(join(tmpdir(), "tributary-shy-"));
-    process.env.TRIBUTARY_TEST_SHY_MARKER = join(dir, "one-started");
-    try {
+    await withShyMarker(async () => {
       await using server = await serve(shyApp);
       const status = async () => (await server.status()).applications.shy!.deployments.shy!;
       await assert.rejects(
@@ -83,10 +94,7 @@ test(
       const shy = server.getHandle<Shy>("shy");
       const answers = await Promise.all(Array.from({ length: 6 }, () => shy.where()));
       assert.deepEqual(answers, Array(6).fill("thread"));
-    } finally {
-      delete process.env.TRIBUTARY_TEST_SHY_MARKER;
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   },
 );
 
@@ -94,11 +102,9 @@ test(
   "update - a failed restart's rollback keeps the old replicas, also those given a userConfig since they started",
   { timeout: 90_000 },
   async () => {
-    const dir = await mkdtemp(join(tmpdir(), "tributary-shy-"));
-    // The marker is there already: no process replica may start at all.
-    process.env.TRIBUTARY_TEST_SHY_MARKER = join(dir, "one-started");
-    await writeFile(process.env.TRIBUTARY_TEST_SHY_MARKER, "");
-    try {
+    await withShyMarker(async (marker) => {
+      // The marker is there already: no process replica may start at all.
+      await writeFile(marker, "");
       await using server = await serve(shyApp);
       const ids = async () =>
         (await server.status()).applications.shy!.deployments.shy!.replicas.map((r) => r.id);
@@ -112,9 +118,6 @@ test(
       // Before, the rollback took the reconfigured replicas for ones started otherwise and
       // replaced every one of them.
       assert.deepEqual(await ids(), before);
-    } finally {
-      delete process.env.TRIBUTARY_TEST_SHY_MARKER;
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   },
 );

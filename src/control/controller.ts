@@ -775,7 +775,10 @@ export class Controller {
     this.#byReplica.delete(replica);
     deployment.checking.delete(replica);
     this.#membership.unsubscribe(replica);
-    this.#membership.publish(deployment);
+    // Routers in other threads see its channel close; this says why (see `MembersMessage.gone`).
+    this.#membership.publish(deployment, {
+      [replica.id]: replica.state === "DEAD" ? replica.message : "stopped",
+    });
   }
 
   /** `what` completes "Replica X …": `died (exited with code 3)`, `failed its health check: …`. */

@@ -61,13 +61,14 @@ export class Membership {
 
   /**
    * Publishes the running replicas of `d` (Ray Serve's long poll): to this thread's router,
-   * and to every replica that calls `d`, each new one with a port of its own.
+   * and to every replica that calls `d`, each new one with a port of its own. `gone`: why
+   * replicas ended, by id (see {@link MembersMessage.gone}).
    */
-  publish(d: DeploymentRuntime): void {
+  publish(d: DeploymentRuntime, gone?: Readonly<Record<string, string>>): void {
     const running = this.#routable(d);
     d.router.setReplicas(running.map((r) => r.connection));
     d.router.setUnavailable(running.length === 0 ? d.unavailable : undefined);
-    for (const subscriber of d.subscribers) this.#sendMembers(subscriber, d);
+    for (const subscriber of d.subscribers) this.#sendMembers(subscriber, d, gone);
   }
 
   /** The replicas routers may send to: the running ones, none once the server closes. */
@@ -106,7 +107,11 @@ export class Membership {
     this.#sendMembers(replica, d);
   }
 
-  #sendMembers(subscriber: Subscriber, d: DeploymentRuntime): void {
+  #sendMembers(
+    subscriber: Subscriber,
+    d: DeploymentRuntime,
+    gone?: Readonly<Record<string, string>>,
+  ): void {
     let byDeployment = this.#peers.get(subscriber);
     if (!byDeployment) this.#peers.set(subscriber, (byDeployment = new Map<string, Set<string>>()));
     let known = byDeployment.get(d.name);
@@ -156,6 +161,7 @@ export class Membership {
         unavailable:
           running.length === 0 && d.unavailable ? serializeError(d.unavailable) : undefined,
         models,
+        gone,
       },
       ports,
     );

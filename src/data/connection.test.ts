@@ -64,3 +64,39 @@ test("connection - a replica that speaks while away is back at once", async () =
   call();
   assert.equal(sent.at(-1)!.t, "call");
 });
+
+test("connection - a channel that closes unexplained fails its calls with why the control plane says the replica ended", async () => {
+  // Told after the close: the calls wait for it.
+  const late = setup();
+  const a = late.call();
+  let done = 0;
+  late.connection.closeUntold("its channel closed", () => done++, 5_000);
+  assert.equal(late.connection.closed, true, "nothing more is sent");
+  await sleep(10);
+  assert.deepEqual(a, [], "waits to be told why");
+  late.connection.told("thread 7 exited with code 3");
+  assert.match(a[0]!, /died while handling the request \(thread 7 exited with code 3\)/);
+  assert.equal(done, 1);
+
+  // Told before the close (the membership came first): the calls fail at the close.
+  const early = setup();
+  const b = early.call();
+  early.connection.told("pid 9 killed by SIGSEGV");
+  assert.deepEqual(b, [], "the channel is open yet: an answer may still come");
+  early.connection.closeUntold("its channel closed", () => undefined);
+  assert.match(b[0]!, /\(pid 9 killed by SIGSEGV\)/);
+
+  // Never told: the fallback, after the wait.
+  const never = setup();
+  const c = never.call();
+  never.connection.closeUntold("its channel closed", () => undefined, 30);
+  await sleep(60);
+  assert.match(c[0]!, /\(its channel closed\)/);
+
+  // Stopped: said as a stop.
+  const stopped = setup();
+  const d = stopped.call();
+  stopped.connection.closeUntold("its channel closed", () => undefined, 5_000);
+  stopped.connection.told("stopped");
+  assert.match(d[0]!, /was stopped before the request finished/);
+});

@@ -38,6 +38,13 @@ export const PROBE_WAIT_MS = 250;
  */
 export const PROBE_ID = -1;
 
+/**
+ * How long the calls pending on a replica whose channel closed wait for the control plane
+ * to say why it ended (see {@link ReplicaConnection.closeUntold}); then they fail saying
+ * only that the channel closed. The control plane sees a replica end within milliseconds.
+ */
+export const UNTOLD_WAIT_MS = 1_000;
+
 export class ReplicaConnection {
   readonly replica: string;
   readonly deployment: string;
@@ -56,6 +63,11 @@ export class ReplicaConnection {
   readonly #responses = new Responses();
   /** Set while the replica is unreachable (NATS had no subscriber for it): calls are answered busy. */
   #away: NodeJS.Timeout | undefined;
+  /** Why the replica ended, once the control plane said (see {@link told}). */
+  #why: string | undefined;
+  /** Set while the channel has closed and what is pending waits to be told why. */
+  #untold: NodeJS.Timeout | undefined;
+  #untoldDone: (() => void) | undefined;
 
   constructor(
     replica: string,
@@ -226,8 +238,43 @@ export class ReplicaConnection {
   close(reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    this.#fail(reason);
+  }
+
+  /**
+   * The channel closed without saying why (a port or a socket closes as its replica ends):
+   * nothing more is sent, and what is pending fails once the control plane says why the
+   * replica ended ({@link told}), or with `fallback` after {@link UNTOLD_WAIT_MS}. `done`
+   * runs once they have failed (at once, when there was nothing to wait for).
+   */
+  closeUntold(fallback: string, done: () => void, waitMs = UNTOLD_WAIT_MS): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.#untoldDone = done;
+    if (this.#why !== undefined || this.#responses.size === 0) {
+      this.#fail(this.#why ?? fallback);
+      return;
+    }
     clearTimeout(this.#away);
     this.#away = undefined;
+    this.#untold = setTimeout(() => this.#fail(fallback), waitMs);
+    this.#untold.unref();
+  }
+
+  /** The control plane says why the replica ended (`stopped`, or how it died). */
+  told(why: string): void {
+    this.#why = why;
+    if (this.#untold) this.#fail(why);
+  }
+
+  #fail(reason: string): void {
+    clearTimeout(this.#away);
+    this.#away = undefined;
+    clearTimeout(this.#untold);
+    this.#untold = undefined;
+    const done = this.#untoldDone;
+    this.#untoldDone = undefined;
     this.#responses.rejectAll(() => new ReplicaDiedError(this.deployment, this.replica, reason));
+    done?.();
   }
 }

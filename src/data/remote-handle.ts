@@ -35,6 +35,8 @@ import type { Transfer } from "./transport/transport.js";
 class Target {
   router: Router | undefined;
   readonly connections = new Map<string, ReplicaConnection>();
+  /** Replicas no longer routed to whose channels are still open (their calls finish). */
+  readonly leaving = new Map<string, ReplicaConnection>();
   /** Calls made before the first membership arrived. */
   waiting: (() => void)[] | undefined = [];
 }
@@ -163,7 +165,13 @@ export class OutgoingCalls {
     };
     if (target.router) target.router.configure(limits);
     else target.router = new Router(message.d, message.label, limits);
-    for (const id of message.remove) target.connections.delete(id);
+    for (const [id, why] of Object.entries(message.gone ?? {}))
+      (target.connections.get(id) ?? target.leaving.get(id))?.told(why);
+    for (const id of message.remove) {
+      const connection = target.connections.get(id);
+      target.connections.delete(id);
+      if (connection && !connection.closed) target.leaving.set(id, connection);
+    }
     for (const endpoint of message.add) {
       target.connections.set(
         endpoint.replica,
@@ -264,9 +272,21 @@ function connect(
     batcher.push(message, transfer, now),
   );
   onClose((reason) => {
-    connection.close(
-      reason ?? `its channel to replica ${replica} closed (the replica stopped or died)`,
-    );
+    // A port or socket says nothing of why: the control plane's membership does (`gone`).
+    const forget = (): void => {
+      if (target.leaving.get(replica) === connection) target.leaving.delete(replica);
+    };
+    if (reason !== undefined) {
+      connection.close(reason);
+      forget();
+    } else {
+      // What is pending waits (briefly) to be told why: the connection stays findable.
+      target.leaving.set(replica, connection);
+      connection.closeUntold(
+        `its channel to replica ${replica} closed (the replica stopped or died)`,
+        forget,
+      );
+    }
     if (target.connections.get(replica) === connection) {
       target.connections.delete(replica);
       target.router?.setReplicas([...target.connections.values()]);

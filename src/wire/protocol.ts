@@ -193,6 +193,12 @@ export interface MembersMessage {
    * absent here does not multiplex); absent when none does.
    */
   readonly models?: Readonly<Record<string, readonly string[]>> | undefined;
+  /**
+   * Why replicas ended, by replica id (`stopped`, or what the control plane saw: `thread 12
+   * exited with code 3`). A port or socket to a replica only closes as it ends: a caller's
+   * calls still pending on it fail naming this.
+   */
+  readonly gone?: Readonly<Record<string, string>> | undefined;
 }
 
 /** Runtime → replica. */

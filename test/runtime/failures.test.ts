@@ -13,6 +13,7 @@ import { serve } from "../serve.js";
 import { app as brokenApp } from "../fixtures/broken-app.js";
 import { app as faultyApp, type Fragile } from "../fixtures/faulty-app.js";
 import { makeApp } from "../fixtures/nested-app.js";
+import { app as relayApp, type Relay } from "../fixtures/relay-app.js";
 import { eventually } from "./eventually.js";
 
 const crashes = [
@@ -54,6 +55,29 @@ describe("replica failures", { timeout: 120_000 }, () => {
         5_000,
         "healthy again",
       );
+    });
+  }
+
+  // A replica calls the one that dies: its router learns of it from its own channel
+  // closing, and the control plane's membership says why.
+  const relayed = [
+    ["thread", "thread", "exit", /\(thread \d+ exited with code 3\)/],
+    ["thread", "process", "segfault", /\(pid \d+ killed by SIGSEGV\)/],
+    ["process", "thread", "throwLater", /\(thread \d+ uncaught Error: uncaught in a timer\)/],
+  ] as const;
+  for (const [caller, callee, how, reason] of relayed) {
+    test(`crash - a ${caller} replica calling a ${callee} replica that dies in ${how}() gets ReplicaDiedError naming why`, async () => {
+      await using server = await serve(
+        relayApp.withOptions({ Relay: { isolation: caller }, fragile: { isolation: callee } }),
+      );
+      const start = Date.now();
+      const error = await server.getHandle<Relay>("Relay").outlive(how);
+      assert.equal(error.name, "ReplicaDiedError", error.message);
+      assert.equal(error.code, "REPLICA_DIED");
+      assert.match(error.message, /Replica fragile#1 of deployment "fragile" died/);
+      assert.match(error.message, reason);
+      // Told, not given up on after the wait for why.
+      assert.ok(Date.now() - start < 900, `${Date.now() - start} ms`);
     });
   }
 

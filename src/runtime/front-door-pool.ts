@@ -180,20 +180,24 @@ export async function startFrontDoorPool(
 
   const ask = (worker: Worker, message: ToFrontDoor & { seq: number }) =>
     new Promise<Extract<FromFrontDoor, { t: "done" }>>((resolve, reject) => {
+      // A worker that dies owes nothing: its replacement starts with the current list.
+      const exited = (): void => {
+        clearTimeout(timer);
+        waiting.delete(message.seq);
+        resolve({ t: "done", seq: message.seq });
+      };
       const timer = setTimeout(() => {
         waiting.delete(message.seq);
+        worker.off("exit", exited);
         reject(new Error(`a front-door worker did not answer within ${START_TIMEOUT_MS} ms`));
       }, START_TIMEOUT_MS);
       waiting.set(message.seq, (answer) => {
         clearTimeout(timer);
+        // Each deploy asks every worker: the listener goes with the answer (it piled up).
+        worker.off("exit", exited);
         resolve(answer);
       });
-      worker.once("exit", () => {
-        // A worker that dies owes nothing: its replacement starts with the current list.
-        clearTimeout(timer);
-        waiting.delete(message.seq);
-        resolve({ t: "done", seq: message.seq });
-      });
+      worker.once("exit", exited);
       tell(worker, message);
     });
 

@@ -13,6 +13,7 @@ import { loadInferenceService } from "tributary/internal";
 import { app } from "../fixtures/direct-app.js";
 import { app as scaler } from "../fixtures/oip-app.js";
 import { app as refusing } from "../fixtures/refusing-app.js";
+import { dyingApp } from "../fixtures/faulty-app.js";
 import { replacementDelay, MAX_REPLACE_MS } from "../../src/runtime/front-door-pool.js";
 // @ts-expect-error: a JavaScript fixture, without types
 import { app as plain } from "../fixtures/plain-double.mjs";
@@ -137,6 +138,32 @@ describe("front doors as several worker processes (http.workers)", { timeout: 90
       answers,
       Array.from({ length: 20 }, (_, i) => [200, i * 2]),
     );
+  });
+
+  test("workers - a replica that dies under a worker's request answers 503 REPLICA_DIED saying why", async () => {
+    await using server = await serve(dyingApp, { http: { workers: 2 } });
+    const response = await fetch(`${server.url}/dying`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "1",
+    });
+    const body = (await response.json()) as { error: { code: string; message: string } };
+    assert.equal(response.status, 503, JSON.stringify(body));
+    assert.equal(body.error.code, "REPLICA_DIED");
+    assert.match(body.error.message, /Replica fragile#1 of deployment "fragile" died/);
+    assert.match(body.error.message, /\(thread \d+ exited with code 3\)/);
+  });
+
+  test("workers - each update asks every worker, and leaves no listener behind on it", async () => {
+    await using server = await serve(app, { http: { workers: 2 } });
+    const workers = () => Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
+    const before = Math.max(...workers().map((w) => w.listenerCount("exit")));
+    for (let i = 1; i <= 12; i++)
+      await server.update(server.app.withOptions({ leaf: { maxQueuedRequests: 100 + i } }));
+    assert.equal(workers().length, 2);
+    // Before, every update added one to each worker (Node warned past 10).
+    assert.equal(Math.max(...workers().map((w) => w.listenerCount("exit"))), before);
+    assert.equal((await post(server.url)).status, 200);
   });
 
   test("workers - a worker told to stop with SIGTERM answers its requests in flight, then is replaced", async () => {

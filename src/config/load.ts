@@ -56,7 +56,21 @@ function distance(a: string, b: string): number {
   return row[b.length]!;
 }
 
+/**
+ * Fields of Ray Serve's config file whose names here are not a near spelling of theirs (a
+ * Ray user's `serve.yaml` mostly differs by case: `num_replicas` is `numReplicas`).
+ */
+const RAY_SERVE_NAMES: Readonly<Record<string, string>> = {
+  http_options: "http",
+  grpc_options: "grpc",
+  autoscaling_config: "autoscaling",
+  ray_actor_options: "resources",
+};
+
 export function didYouMean(key: string, allowed: readonly string[]): string {
+  const ours = RAY_SERVE_NAMES[key];
+  if (ours !== undefined && allowed.includes(ours))
+    return ` Did you mean "${ours}" (Ray Serve's ${key})?`;
   const best = allowed
     .map((candidate) => ({ candidate, d: distance(key.toLowerCase(), candidate.toLowerCase()) }))
     .sort((a, b) => a.d - b.d)[0];

@@ -98,6 +98,22 @@ describe("serve.yaml", () => {
       typo.join("\n"),
     );
     assert.ok(typo.some((p) => /applications: found nothing; expected array/.test(p)));
+    // Ray Serve's names: a near spelling, or the field that does the same here.
+    const ray = problems(
+      `http_options: { port: 8000 }\n${valid(
+        "      - name: thresholder\n        num_replicas: 2\n        autoscaling_config: {}\n        ray_actor_options: {}\n",
+      )}`,
+    );
+    for (const expected of [
+      /:1:1: http_options: unknown field "http_options"\. Did you mean "http" \(Ray Serve's http_options\)\?/,
+      /num_replicas: unknown field "num_replicas"\. Did you mean "numReplicas"\?/,
+      /autoscaling_config: .*Did you mean "autoscaling" \(Ray Serve's autoscaling_config\)\?/,
+      /ray_actor_options: .*Did you mean "resources" \(Ray Serve's ray_actor_options\)\?/,
+    ])
+      assert.ok(
+        ray.some((p) => expected.test(p)),
+        `${String(expected)} in:\n${ray.join("\n")}`,
+      );
   });
 
   test("config - negative replicas and minReplicas > maxReplicas are rejected", () => {

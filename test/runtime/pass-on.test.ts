@@ -4,6 +4,8 @@ import { GraphExecutionError, ValidationError, withHandleOptions } from "tributa
 import { serve } from "../serve.js";
 import {
   app,
+  earlyApp,
+  type EarlyCaller,
   type Adder,
   type Attempt,
   type Caller,
@@ -156,6 +158,16 @@ describe(
           items,
           [0, 1, 2, 3, 4].map((i) => ({ i })),
         );
+      });
+    }
+
+    for (const isolation of ["thread", "process"] as const) {
+      test(`handles - a call a ${isolation} replica's constructor makes before it knows the target's replicas is sent as it was made`, async () => {
+        await using server = await serve(
+          earlyApp.withOptions({ earlyCaller: { isolation }, adder: { isolation } }),
+        );
+        const caller = server.getHandle<EarlyCaller>("earlyCaller", { timeout: "10s" });
+        assert.deepEqual(await caller.early(), { v: "at call time" });
       });
     }
 

@@ -169,7 +169,13 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "tributary-package-"));
     project = join(work, "project");
+    const manifest = await readFile(join(ROOT, "package.json"), "utf8");
     const { stdout } = await sh(ROOT, "npm", ["pack", "--json", "--pack-destination", work]);
+    assert.equal(
+      await readFile(join(ROOT, "package.json"), "utf8"),
+      manifest,
+      "the checkout's package.json is as it was after the pack",
+    );
     const [packed] = JSON.parse(stdout.slice(stdout.indexOf("["))) as [
       { filename: string; files: { path: string }[] },
     ];
@@ -195,6 +201,15 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
 
   test("installs without model runtimes, gRPC, sharp or a TypeScript loader, in under 30 MB", async () => {
     const modules = join(project, "node_modules");
+    // The repository's scripts stay in it: npm 11 warned of the `prepare` of an installed
+    // tarball as an install script to approve.
+    const shipped = JSON.parse(
+      await readFile(join(modules, "tributary", "package.json"), "utf8"),
+    ) as Record<string, unknown>;
+    assert.equal(shipped.scripts, undefined);
+    assert.equal(shipped.workspaces, undefined);
+    assert.equal(shipped.name, "tributary");
+    assert.ok(shipped.exports && shipped.bin, "exports and bin are kept");
     const installed = await readdir(modules);
     for (const absent of ["onnxruntime-node", "sharp", "tsx", "@napi-rs", "@gutenye", "@grpc"])
       assert.ok(!installed.includes(absent), `${absent} is not installed`);

@@ -67,10 +67,15 @@ const RAY_SERVE_NAMES: Readonly<Record<string, string>> = {
   ray_actor_options: "resources",
 };
 
+/** A field's did-you-mean: the field that does what Ray Serve's does, or a near spelling. */
+function didYouMeanField(key: string, allowed: readonly string[]): string {
+  const ours = Object.hasOwn(RAY_SERVE_NAMES, key) ? RAY_SERVE_NAMES[key] : undefined;
+  return ours !== undefined && allowed.includes(ours)
+    ? ` Did you mean "${ours}" (Ray Serve's ${key})?`
+    : didYouMean(key, allowed);
+}
+
 export function didYouMean(key: string, allowed: readonly string[]): string {
-  const ours = RAY_SERVE_NAMES[key];
-  if (ours !== undefined && allowed.includes(ours))
-    return ` Did you mean "${ours}" (Ray Serve's ${key})?`;
   const best = allowed
     .map((candidate) => ({ candidate, d: distance(key.toLowerCase(), candidate.toLowerCase()) }))
     .sort((a, b) => a.d - b.d)[0];
@@ -205,7 +210,7 @@ export function parseConfig(
       return issue.keys.map((key) =>
         document.problem(
           issue.path,
-          `unknown field "${key}".${didYouMean(key, allowed)} Allowed: ${allowed.join(", ")}.`,
+          `unknown field "${key}".${didYouMeanField(key, allowed)} Allowed: ${allowed.join(", ")}.`,
           key,
         ),
       );

@@ -314,6 +314,8 @@ export class Controller {
               .catch(() => undefined);
           }
           await replica.terminate();
+          // Front-door workers still answer what ran on it: they hear why it ended.
+          this.#publishGone(d, replica);
         }),
       ),
     );
@@ -775,8 +777,15 @@ export class Controller {
     this.#byReplica.delete(replica);
     deployment.checking.delete(replica);
     this.#membership.unsubscribe(replica);
-    // Routers in other threads see its channel close; this says why (see `MembersMessage.gone`).
-    this.#membership.publish(deployment, {
+    this.#publishGone(deployment, replica);
+  }
+
+  /**
+   * Publishes `d`'s membership with why `replica` ended: routers in other threads and
+   * processes see only its channel close (see `MembersMessage.gone`).
+   */
+  #publishGone(d: DeploymentRuntime, replica: ReplicaClient): void {
+    this.#membership.publish(d, {
       [replica.id]: replica.state === "DEAD" ? replica.message : "stopped",
     });
   }

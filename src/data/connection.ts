@@ -53,6 +53,11 @@ export class ReplicaConnection {
   /** Runs when the replica says a slot is free again after answering `busy`. */
   onFree: (() => void) | undefined;
   /**
+   * Lets go of a channel that would otherwise stay open after its replica left the
+   * membership with nothing pending on it (a NATS link; a port or socket closes by itself).
+   */
+  retire: (() => void) | undefined;
+  /**
    * The models the replica last reported loaded (multiplexing); replaced whole on each
    * report, so a router can tell a new report from the one it has seen.
    */
@@ -68,6 +73,7 @@ export class ReplicaConnection {
   /** Set while the channel has closed and what is pending waits to be told why. */
   #untold: NodeJS.Timeout | undefined;
   #untoldDone: (() => void) | undefined;
+  #fallback = "";
 
   constructor(
     replica: string,
@@ -77,6 +83,11 @@ export class ReplicaConnection {
     this.replica = replica;
     this.deployment = deployment;
     this.#send = send;
+  }
+
+  /** Calls sent on this channel that have no answer yet. */
+  get pending(): number {
+    return this.#responses.size;
   }
 
   /** The replica is unreachable for now: a call is answered busy without being sent. */
@@ -238,7 +249,8 @@ export class ReplicaConnection {
   close(reason: string): void {
     if (this.closed) return;
     this.closed = true;
-    this.#fail(reason);
+    // What the control plane said wins (a node's "terminated" is the head's "stopped").
+    this.#fail(this.#why ?? reason);
   }
 
   /**
@@ -251,14 +263,20 @@ export class ReplicaConnection {
     if (this.closed) return;
     this.closed = true;
     this.#untoldDone = done;
-    if (this.#why !== undefined || this.#responses.size === 0) {
+    if (this.#why !== undefined || this.#responses.size === 0 || waitMs <= 0) {
       this.#fail(this.#why ?? fallback);
       return;
     }
     clearTimeout(this.#away);
     this.#away = undefined;
+    this.#fallback = fallback;
     this.#untold = setTimeout(() => this.#fail(fallback), waitMs);
     this.#untold.unref();
+  }
+
+  /** Nothing will say why any more (its caller stopped following the membership): fail now. */
+  stopWaiting(): void {
+    if (this.#untold) this.#fail(this.#fallback);
   }
 
   /** The control plane says why the replica ended (`stopped`, or how it died). */

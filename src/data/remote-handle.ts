@@ -19,7 +19,7 @@ import type {
   ReplyMessage,
   CallMessage,
 } from "../wire/protocol.js";
-import { ReplicaConnection } from "./connection.js";
+import { ReplicaConnection, UNTOLD_WAIT_MS } from "./connection.js";
 import { innerScope } from "./cancel.js";
 import { requestStorage } from "./context.js";
 import { StreamReader } from "./responses.js";
@@ -48,6 +48,8 @@ export class OutgoingCalls {
   /** On a cluster node: this replica's NATS connection, and its links to other nodes. */
   #nats: NatsConnection | undefined;
   readonly #links = new Set<NatsLink>();
+  /** False once no membership comes any more (see {@link unsubscribed}). */
+  #followed = true;
 
   /** `post` reaches the runtime; `changed` runs when a router's queue may have changed. */
   constructor(post: (message: FromReplica, transfer?: Transfer) => void, changed: () => void) {
@@ -73,6 +75,16 @@ export class OutgoingCalls {
   /** Node `node` is lost: the calls in flight on its replicas fail now, naming it. */
   peerLost(node: string, reason: string): void {
     for (const link of [...this.#links]) if (link.node === node) link.close(reason);
+  }
+
+  /**
+   * No membership comes any more (a front door stopped serving the application): a channel
+   * that closes fails its calls at once, without waiting to be told why.
+   */
+  unsubscribed(): void {
+    this.#followed = false;
+    for (const target of this.#targets.values())
+      for (const connection of [...target.leaving.values()]) connection.stopWaiting();
   }
 
   /** Asks for the membership of `deployment` now, before the first call needs it. */
@@ -165,17 +177,21 @@ export class OutgoingCalls {
     };
     if (target.router) target.router.configure(limits);
     else target.router = new Router(message.d, message.label, limits);
-    for (const [id, why] of Object.entries(message.gone ?? {}))
-      (target.connections.get(id) ?? target.leaving.get(id))?.told(why);
     for (const id of message.remove) {
       const connection = target.connections.get(id);
       target.connections.delete(id);
-      if (connection && !connection.closed) target.leaving.set(id, connection);
+      if (!connection || connection.closed) continue;
+      // Its calls in flight finish (or fail saying why); with none, it is let go of.
+      if (connection.pending > 0) target.leaving.set(id, connection);
+      else connection.retire?.();
     }
+    for (const [id, why] of Object.entries(message.gone ?? {})) target.leaving.get(id)?.told(why);
     for (const endpoint of message.add) {
       target.connections.set(
         endpoint.replica,
-        connect(endpoint, message.d, target, this.#changed, this.#nats, this.#links),
+        connect(endpoint, message.d, target, this.#changed, this.#nats, this.#links, () =>
+          this.#followed ? UNTOLD_WAIT_MS : 0,
+        ),
       );
     }
     for (const [id, connection] of target.connections) {
@@ -233,6 +249,7 @@ function connect(
   changed: () => void,
   nats: NatsConnection | undefined,
   links: Set<NatsLink>,
+  untoldWaitMs: () => number,
 ): ReplicaConnection {
   const { replica } = endpoint;
   const onReply = (data: ReplyMessage | ReplyMessage[]): void => {
@@ -241,6 +258,7 @@ function connect(
   };
   let send: (message: CallMessage | CallMessage[], transfer: Transfer) => void;
   let onClose: (listener: (reason?: string) => void) => void;
+  let retire: (() => void) | undefined;
   if (endpoint.port) {
     const port: MessagePort = endpoint.port;
     send = (message, transfer) => port.postMessage(message, transfer as ArrayBuffer[]);
@@ -258,6 +276,10 @@ function connect(
     send = (message) => link.send(message);
     onClose = (listener) => (link.onClose = listener);
     link.onReset = (reason) => connection.failPending(reason);
+    retire = () => {
+      link.bye();
+      link.close(`replica ${replica} left the membership`);
+    };
     link.onUnreachable = (reason) => connection.unreachable(reason);
   } else {
     throw new Error(`replica ${replica} of "${deployment}" came with no channel to reach it`);
@@ -271,6 +293,7 @@ function connect(
   const connection = new ReplicaConnection(replica, deployment, (message, transfer, now) =>
     batcher.push(message, transfer, now),
   );
+  connection.retire = retire;
   onClose((reason) => {
     // A port or socket says nothing of why: the control plane's membership does (`gone`).
     const forget = (): void => {
@@ -285,6 +308,7 @@ function connect(
       connection.closeUntold(
         `its channel to replica ${replica} closed (the replica stopped or died)`,
         forget,
+        untoldWaitMs(),
       );
     }
     if (target.connections.get(replica) === connection) {

@@ -231,6 +231,7 @@ async function serve(descriptions: readonly ServedApplication[]): Promise<void> 
     // No longer served: its calls in flight finish on the connections they have.
     byId.delete(entry.id);
     send({ t: "unsubscribe", e: entry.id });
+    entry.outgoing.unsubscribed();
   }
   served.clear();
   for (const [name, entry] of next) served.set(name, entry);

@@ -3,7 +3,8 @@
  * and inference with named JSON tensors. Each application is a model, by its name.
  */
 import type { FastifyInstance, FastifyReply } from "fastify";
-import { NotFoundError, ValidationError } from "../errors.js";
+import { NotFoundError, TributaryError, ValidationError } from "../errors.js";
+import { isAsyncIterable } from "../values.js";
 import { cancelOnClose } from "./app-door.js";
 import { headerReader } from "./body.js";
 import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
@@ -16,7 +17,7 @@ import {
   type IngressTarget,
   type IngressTargets,
 } from "./target.js";
-import { tensorFromJson, tensorToJson } from "./tensors.js";
+import { isTypedArray, tensorFromJson, tensorToJson } from "./tensors.js";
 import { requestTraceparent } from "./server-spans.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 
@@ -115,6 +116,15 @@ export function registerOipRoutes(
           traceparent: requestTraceparent(request),
           ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
         });
+        if (isAsyncIterable(result) && !isTypedArray(result)) {
+          // One response cannot carry a stream: stop it (it frees its replica's slot), and
+          // say where it can be read.
+          void Promise.resolve(result[Symbol.asyncIterator]().return?.()).catch(() => undefined);
+          throw new TributaryError(
+            "BAD_REQUEST",
+            `Model "${target.app.name}" streams its result; read it from the application's own route (Server-Sent Events) or with gRPC ModelStreamInfer (one response per item).`,
+          );
+        }
         const wanted = requestedOutputs(body);
         const outputs = resultToTensors(result)
           .filter((t) => !wanted || wanted.has(t.name))

@@ -158,4 +158,37 @@ describe("gRPC ModelStreamInfer", { timeout: 90_000 }, () => {
       "the replica's stream to stop",
     );
   });
+
+  test("oip rest - /infer on a streaming graph is 400 pointing at the route and ModelStreamInfer, stops each stream, and leaves the slots free", async () => {
+    const ticker = server.getHandle<Ticker>("ticker");
+    const before = await ticker.stops();
+    // More than the deployment's maxOngoingRequests (5): before, each endless stream kept
+    // its slot and every later request to the deployment hung.
+    const endless = {
+      inputs: [
+        { name: "n", datatype: "FP64", shape: [1], data: [-1] },
+        { name: "ms", datatype: "FP64", shape: [1], data: [5] },
+      ],
+    };
+    for (let i = 0; i < 7; i++) {
+      const response = await fetch(`${server.url}/v2/models/ticker/infer`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(endless),
+        signal: AbortSignal.timeout(10_000),
+      });
+      const body = (await response.json()) as { error: string; code: string };
+      assert.equal(response.status, 400, JSON.stringify(body));
+      assert.equal(body.code, "BAD_REQUEST");
+      assert.match(body.error, /streams its result.*own route.*ModelStreamInfer/);
+    }
+    await eventually(
+      async () => (await ticker.stops()).stopped === before.stopped + 7,
+      20_000,
+      "every replica stream to stop",
+    );
+    const items = [];
+    for await (const item of ticker.ticks(2, 1)) items.push(item);
+    assert.deepEqual(items, [{ i: 0 }, { i: 1 }]);
+  });
 });

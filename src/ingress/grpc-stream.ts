@@ -96,7 +96,16 @@ export function streamInfer(
           await write({ error_message: "", infer_response: final(empty, true) });
         }
       } catch (error) {
-        await write({ error_message: errorMessage(error), infer_response: null });
+        // Requests on a stream run at once: the error names the request it answers (its
+        // id as the client sent it, when that is one gRPC's checks accept).
+        const id = /^[\x20-\x7e]{0,128}$/.test(request.id ?? "") ? request.id : "";
+        await write({
+          error_message: errorMessage(error),
+          infer_response: final(
+            { model_name: request.model_name, id, outputs: [], raw_output_contents: [] },
+            true,
+          ),
+        });
       } finally {
         unsubscribe();
       }

@@ -68,7 +68,7 @@ describe("gRPC ModelStreamInfer", { timeout: 90_000 }, () => {
     await Promise.all([server.close(), plain.close()]);
   });
 
-  test("grpc stream - each request runs the graph; a failing one answers error_message and the stream goes on", async () => {
+  test("grpc stream - each request runs the graph; a failing one answers error_message with its id, and the stream goes on", async () => {
     const call = plainClient.ModelStreamInfer();
     const done = collect(call);
     for (const [id, x] of [
@@ -81,11 +81,14 @@ describe("gRPC ModelStreamInfer", { timeout: 90_000 }, () => {
     const { responses, error } = await done;
     assert.equal(error, undefined);
     assert.equal(responses.length, 3);
-    const byId = new Map(responses.map((r) => [r.infer_response?.id ?? "error", r]));
+    const byId = new Map(responses.map((r) => [r.infer_response?.id, r]));
     assert.equal(valueOf(byId.get("a")!, "y"), 2);
     assert.equal(valueOf(byId.get("c")!, "y"), 8);
     assert.equal(byId.get("a")!.infer_response!.parameters.triton_final_response?.bool_param, true);
-    assert.match(byId.get("error")!.error_message, /EXECUTION_FAILED: .*thirteen is unlucky/);
+    // Requests run at once: the failure says which one it answers.
+    assert.match(byId.get("b")!.error_message, /EXECUTION_FAILED: .*thirteen is unlucky/);
+    assert.equal(byId.get("b")!.infer_response!.model_name, "double");
+    assert.equal(byId.get("a")!.error_message, "");
   });
 
   test("grpc stream - a streamed result answers one response per item, then an empty final one when asked", async () => {

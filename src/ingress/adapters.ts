@@ -52,7 +52,8 @@ function tensorJson(): z.ZodType<{ datatype: Datatype; shape: number[]; data: un
 
 /**
  * A tensor input, sent as JSON `{ datatype, shape, data }` (data flat or nested) or, from
- * code, as a `Tensor` whose data is a typed array. Data length must match the shape.
+ * code, as a `Tensor` whose data is a typed array. Data length must match the shape; a
+ * `shape` given here is enforced (its rank, and each size that is not -1).
  */
 export function tensor(options: { datatype?: Datatype; shape?: readonly number[] } = {}) {
   const meta: TensorMeta = { datatype: options.datatype ?? "FP32", shape: options.shape ?? [-1] };
@@ -68,6 +69,14 @@ export function tensor(options: { datatype?: Datatype; shape?: readonly number[]
         if (options.datatype && t.datatype !== options.datatype) {
           throw new ValidationError([
             { path: "", message: `expected datatype ${options.datatype}, got ${t.datatype}` },
+          ]);
+        }
+        if (options.shape && !fitsShape(t.shape, options.shape)) {
+          throw new ValidationError([
+            {
+              path: "",
+              message: `expected shape [${options.shape.join(", ")}] (-1: any size), got [${t.shape.join(", ")}]`,
+            },
           ]);
         }
         if (isTypedArray(t.data) && t.data.length !== t.shape.reduce((a, b) => a * b, 1)) {
@@ -89,6 +98,11 @@ export function tensor(options: { datatype?: Datatype; shape?: readonly number[]
       }
     })
     .meta({ tensor: meta });
+}
+
+/** Whether `shape` has the rank of `declared` and its size wherever that is not -1. */
+function fitsShape(shape: readonly number[], declared: readonly number[]): boolean {
+  return shape.length === declared.length && declared.every((d, i) => d < 0 || shape[i] === d);
 }
 
 /** Images larger than this many pixels are refused (decompression bombs). */

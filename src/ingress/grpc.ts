@@ -406,6 +406,8 @@ export async function startGrpc(
         request.outputs.length > 0 ? new Set(request.outputs.map((o) => o.name)) : undefined;
       const respond = (value: unknown): InferResponse => {
         const outputs = resultToTensors(value).filter((t) => !wanted || wanted.has(t.name));
+        // No `*_contents` field carries FP16: with one, every output goes raw (as in Triton).
+        const rawOut = raw || outputs.some((t) => t.datatype === "FP16");
         return {
           model_name: target.app.name,
           id: requestId,
@@ -413,9 +415,9 @@ export async function startGrpc(
             name: t.name,
             datatype: t.datatype,
             shape: t.shape,
-            ...(raw ? {} : { contents: outputContents(t) }),
+            ...(rawOut ? {} : { contents: outputContents(t) }),
           })),
-          raw_output_contents: raw ? outputs.map((t) => Buffer.from(tensorToRaw(t))) : [],
+          raw_output_contents: rawOut ? outputs.map((t) => Buffer.from(tensorToRaw(t))) : [],
         };
       };
       return { model_name: target.app.name, id: requestId, result, respond };

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { elementCount } from "./tensors.js";
+import { elementCount, halfBits, halfValue, tensorFromJson, tensorToJson } from "./tensors.js";
 
 test("tensors - elementCount: a 0 anywhere is an empty tensor; past 2^31 - 1 elements is refused", () => {
   assert.equal(elementCount([2, 3], "x"), 6);
@@ -10,4 +10,76 @@ test("tensors - elementCount: a 0 anywhere is an empty tensor; past 2^31 - 1 ele
   assert.throws(() => elementCount([2 ** 20, 2 ** 20], "x"), /has more than 2147483647 elements/);
   assert.throws(() => elementCount([-1], "x"), /shape\[0\] = -1 is not a non-negative integer/);
   assert.throws(() => elementCount([2 ** 40, "a", 0], "x"), /shape\[1\] is not a number/);
+});
+
+test("tensors - numbers outside a datatype's range are refused, not wrapped or rounded to infinity", () => {
+  const refused = (datatype: string, v: number) =>
+    assert.throws(
+      () => tensorFromJson(datatype, [1], [v], "x"),
+      new RegExp(
+        `data\\[0\\] = ${String(v).replace(/[+.]/g, "\\$&")} is out of ${datatype}'s range`,
+      ),
+      `${datatype} ${v}`,
+    );
+  for (const [datatype, low, high] of [
+    ["UINT8", 0, 255],
+    ["UINT16", 0, 65535],
+    ["UINT32", 0, 4294967295],
+    ["INT8", -128, 127],
+    ["INT16", -32768, 32767],
+    ["INT32", -2147483648, 2147483647],
+  ] as const) {
+    const t = tensorFromJson(datatype, [2], [low, high], "x");
+    assert.deepEqual(Array.from(t.data as ArrayLike<number>), [low, high], datatype);
+    refused(datatype, low - 1);
+    refused(datatype, high + 1);
+  }
+  refused("UINT64", -1);
+  refused("UINT64", 2 ** 64);
+  refused("INT64", 2 ** 63);
+  assert.deepEqual(
+    tensorFromJson("INT64", [1], [-(2 ** 63)], "x").data,
+    BigInt64Array.of(-(2n ** 63n)),
+  );
+  refused("FP32", 1e39);
+  refused("FP32", -1e39);
+  assert.equal(
+    (tensorFromJson("FP32", [1], [3.4028235e38], "x").data as Float32Array)[0],
+    3.4028234663852886e38,
+  );
+  refused("FP16", 65520);
+  assert.equal(tensorToJson(tensorFromJson("FP16", [1], [65519], "x"))[0], 65504);
+});
+
+test("tensors - FP16 in JSON is numbers, held as half-precision words (rounded to nearest, ties to even)", () => {
+  const cases: [number, number][] = [
+    [0, 0x0000],
+    [-0, 0x8000],
+    [1, 0x3c00],
+    [-2, 0xc000],
+    [0.5, 0x3800],
+    [65504, 0x7bff],
+    [2 ** -14, 0x0400], // the least normal
+    [2 ** -24, 0x0001], // the least subnormal
+    [2 ** -25, 0x0000], // a tie: to even (0)
+    [3 * 2 ** -25, 0x0002], // a tie: to even (2)
+    [1 + 2 ** -11, 0x3c00], // a tie between 1 and its successor: to even
+    [1 + 3 * 2 ** -11, 0x3c02],
+    [0.1, 0x2e66],
+    [2047.9, 0x6800], // rounds up into the next exponent (2048)
+  ];
+  for (const [v, bits] of cases) {
+    assert.equal(halfBits(v), bits, `${v}`);
+    const t = tensorFromJson("FP16", [1], [v], "x");
+    assert.equal((t.data as Uint16Array)[0], bits);
+  }
+  assert.deepEqual(
+    tensorToJson({
+      datatype: "FP16",
+      shape: [4],
+      data: Uint16Array.of(0x3c00, 0xc000, 0x0001, 0x2e66),
+    }),
+    [1, -2, 2 ** -24, 0.0999755859375],
+  );
+  for (let h = 0; h < 0x7c00; h++) assert.equal(halfBits(halfValue(h)), h, `round trip of ${h}`);
 });

@@ -48,7 +48,10 @@ type ArrayType = {
   BYTES_PER_ELEMENT: number;
 };
 
-/** The typed array of each numeric datatype (FP16 travels as raw 16-bit words). */
+/**
+ * The typed array of each numeric datatype. FP16 is held as its raw 16-bit words (Node 20
+ * has no Float16Array); in JSON it is numbers (see {@link halfBits}).
+ */
 const ARRAYS: Partial<Record<Datatype, ArrayType>> = {
   BOOL: Uint8Array,
   UINT8: Uint8Array,
@@ -162,18 +165,72 @@ export function tensorFromJson(
   const TypedArrayType = ARRAYS[datatype]!;
   const out = new TypedArrayType(count);
   const big = datatype === "INT64" || datatype === "UINT64";
+  const float = datatype === "FP16" || datatype === "FP32" || datatype === "FP64";
+  const range = RANGES[datatype];
   for (let i = 0; i < count; i++) {
     const v = items[i];
-    if (
-      typeof v !== "number" ||
-      !Number.isFinite(v) ||
-      (datatype !== "FP32" && datatype !== "FP64" && !Number.isInteger(v))
-    ) {
+    if (typeof v !== "number" || !Number.isFinite(v) || (!float && !Number.isInteger(v)))
       invalid(where, `data[${i}] = ${JSON.stringify(v)} is not a valid ${datatype} value`);
-    }
-    (out as unknown as unknown[])[i] = big ? BigInt(v) : v;
+    // A typed array would wrap or round it silently (300 as UINT8 is 44).
+    if (range && !range.holds(v))
+      invalid(where, `data[${i}] = ${v} is out of ${datatype}'s range (${range.text})`);
+    (out as unknown as unknown[])[i] = big ? BigInt(v) : datatype === "FP16" ? halfBits(v) : v;
   }
   return { datatype, shape: dims, data: out };
+}
+
+/** What each datatype holds, for numbers from JSON or gRPC's wider `*_contents` fields. */
+const RANGES: Partial<Record<Datatype, { holds: (v: number) => boolean; text: string }>> = {
+  UINT8: inclusive(0, 255),
+  UINT16: inclusive(0, 65_535),
+  UINT32: inclusive(0, 4_294_967_295),
+  // 2^64 - 1 and 2^63 - 1 are not doubles: the bounds are exclusive powers of two.
+  UINT64: { holds: (v) => v >= 0 && v < 2 ** 64, text: "0 to 2^64 - 1" },
+  INT8: inclusive(-128, 127),
+  INT16: inclusive(-32_768, 32_767),
+  INT32: inclusive(-2_147_483_648, 2_147_483_647),
+  INT64: { holds: (v) => v >= -(2 ** 63) && v < 2 ** 63, text: "-2^63 to 2^63 - 1" },
+  FP16: { holds: (v) => (halfBits(v) & 0x7c00) !== 0x7c00, text: "±65504" },
+  FP32: { holds: (v) => Number.isFinite(Math.fround(v)), text: "±3.4028235e38" },
+};
+
+function inclusive(min: number, max: number): { holds: (v: number) => boolean; text: string } {
+  return { holds: (v) => v >= min && v <= max, text: `${min} to ${max}` };
+}
+
+/**
+ * The IEEE 754 half-precision bits of `v`, rounded to the nearest (ties to even), as the
+ * Open Inference Protocol carries FP16 (JSON numbers here; raw 16-bit words in raw
+ * contents and in the typed array a graph receives).
+ */
+export function halfBits(v: number): number {
+  if (Number.isNaN(v)) return 0x7e00;
+  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
+  const a = Math.abs(v);
+  if (a >= 65_520) return sign | 0x7c00; // rounds to infinity
+  if (a < 2 ** -14) return sign | roundEven(a * 2 ** 24); // subnormal (1024 is the least normal)
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  else if (2 ** (e + 1) <= a) e++;
+  const m = roundEven((a / 2 ** e - 1) * 1024);
+  // A mantissa that rounds up to 1024 carries into the exponent: the bits add up the same.
+  return sign | (((e + 15) << 10) + m);
+}
+
+/** The number that half-precision bits `h` stand for. */
+export function halfValue(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 31) return m === 0 ? sign * Infinity : NaN;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** `x` (≥ 0) rounded to the nearest integer, ties to even. */
+function roundEven(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 === 1 ? r - 1 : r;
 }
 
 /** Builds a tensor from raw little-endian bytes (`raw_input_contents`). */
@@ -249,6 +306,8 @@ export function tensorToJson(tensor: Tensor): unknown[] {
       typeof v === "string" ? v : new TextDecoder().decode(v),
     );
   }
+  if (tensor.datatype === "FP16" && tensor.data instanceof Uint16Array)
+    return Array.from(tensor.data, halfValue);
   if (isTypedArray(tensor.data))
     return Array.from(tensor.data as ArrayLike<number | bigint>, (v) =>
       typeof v === "bigint" ? Number(v) : v,

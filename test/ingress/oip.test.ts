@@ -126,6 +126,27 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
     const missing = await infer([{ name: "x", datatype: "FP32", shape: [1, 2], data: [1, 2] }]);
     assert.equal(missing.status, 422);
     assert.match(((await missing.json()) as { error: string }).error, /scale/);
+    // x is tensor({ shape: [-1, 2] }): before, any shape was taken.
+    const inputs = (x: object) => [
+      { name: "x", datatype: "FP32", ...x },
+      { name: "scale", datatype: "FP64", shape: [1], data: [1] },
+      { name: "name", datatype: "BYTES", shape: [1], data: ["n"] },
+    ];
+    for (const shape of [[4], [1, 4], [2, 2, 1]]) {
+      const wrongShape = await infer(inputs({ shape, data: [1, 2, 3, 4] }));
+      assert.equal(wrongShape.status, 422, JSON.stringify(shape));
+      assert.match(
+        ((await wrongShape.json()) as { error: string }).error,
+        /expected shape \[-1, 2\] \(-1: any size\), got/,
+      );
+    }
+    assert.equal((await infer(inputs({ shape: [2, 2], data: [1, 2, 3, 4] }))).status, 200);
+    const overflow = await infer(inputs({ shape: [1, 2], data: [1, 1e39] }));
+    assert.equal(overflow.status, 422);
+    assert.match(
+      ((await overflow.json()) as { error: string }).error,
+      /data\[1\] = 1e\+39 is out of FP32's range/,
+    );
   });
 
   test("oip rest - a client that goes away cancels the request; an id past 128 characters is 422", async () => {
@@ -236,6 +257,17 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
       unknown,
       (error: grpc.ServiceError) =>
         error.code === grpc.status.INVALID_ARGUMENT && /COMPLEX/.test(error.details),
+    );
+    // uint_contents is 32-bit: 300 does not fit a UINT8 (before, it arrived as 44).
+    const wrapped = rpc(client, "ModelInfer", {
+      model_name: "scaler",
+      inputs: [{ name: "x", datatype: "UINT8", shape: [1], contents: { uint_contents: [300] } }],
+    });
+    await assert.rejects(
+      wrapped,
+      (error: grpc.ServiceError) =>
+        error.code === grpc.status.INVALID_ARGUMENT &&
+        /data\[0\] = 300 is out of UINT8's range \(0 to 255\)/.test(error.details),
     );
   });
 

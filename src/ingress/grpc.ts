@@ -16,7 +16,7 @@ import {
 import { CancelScope } from "../data/cancel.js";
 import { isAsyncIterable } from "../values.js";
 import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
-import { resultToTensors } from "./oip.js";
+import { requestedTensors } from "./oip.js";
 import {
   allReady,
   servedNames,
@@ -405,7 +405,7 @@ export async function startGrpc(
       const wanted =
         request.outputs.length > 0 ? new Set(request.outputs.map((o) => o.name)) : undefined;
       const respond = (value: unknown): InferResponse => {
-        const outputs = resultToTensors(value).filter((t) => !wanted || wanted.has(t.name));
+        const outputs = requestedTensors(value, wanted, target.app.name);
         // No `*_contents` field carries FP16: with one, every output goes raw (as in Triton).
         const rawOut = raw || outputs.some((t) => t.datatype === "FP16");
         return {

@@ -8,7 +8,7 @@ import { isAsyncIterable } from "../values.js";
 import { cancelOnClose } from "./app-door.js";
 import { headerReader } from "./body.js";
 import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
-import { resultToTensors } from "./oip.js";
+import { requestedTensors } from "./oip.js";
 import type { HttpSettings } from "./http.js";
 import {
   allReady,
@@ -91,6 +91,13 @@ export function registerOipRoutes(
       `${prefix}/infer`,
       async (request, reply) => {
         const target = modelNamed(targets, request.params.name);
+        if (request.headers["inference-header-content-length"] !== undefined) {
+          // Triton's clients send binary tensors this way by default (binary_data=True).
+          throw new TributaryError(
+            "BAD_REQUEST",
+            "Triton's binary data extension (Inference-Header-Content-Length) is not supported: send the tensors as JSON data (binary_data=False in tritonclient), or use gRPC, where raw_input_contents carries them as bytes.",
+          );
+        }
         const body = request.body ?? {};
         const id = typeof body.id === "string" ? body.id : undefined;
         // Echoed in the answer: bounded as gRPC's is (the request's own id is x-request-id).
@@ -125,15 +132,14 @@ export function registerOipRoutes(
             `Model "${target.app.name}" streams its result; read it from the application's own route (Server-Sent Events) or with gRPC ModelStreamInfer (one response per item).`,
           );
         }
-        const wanted = requestedOutputs(body);
-        const outputs = resultToTensors(result)
-          .filter((t) => !wanted || wanted.has(t.name))
-          .map((t) => ({
+        const outputs = requestedTensors(result, requestedOutputs(body), target.app.name).map(
+          (t) => ({
             name: t.name,
             datatype: t.datatype,
             shape: t.shape,
             data: tensorToJson(t),
-          }));
+          }),
+        );
         return {
           model_name: target.app.name,
           id: id ?? request.id,

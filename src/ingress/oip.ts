@@ -130,6 +130,8 @@ export class OipModel {
   }
 }
 
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
 function single(field: InputField, t: Tensor): unknown {
   const data = t.data as ArrayLike<unknown>;
   if (data.length !== 1) {
@@ -153,7 +155,15 @@ function valueFor(field: InputField, t: Tensor): unknown {
       return single(field, t);
     case "string": {
       const v = single(field, t);
-      return v instanceof Uint8Array ? new TextDecoder().decode(v) : v;
+      if (!(v instanceof Uint8Array)) return v;
+      try {
+        return UTF8.decode(v);
+      } catch {
+        // As the HTTP body's check does: U+FFFD in place of the bytes would change the text.
+        throw new ValidationError([
+          { path: field.name, message: "expected text: the BYTES element is not valid UTF-8" },
+        ]);
+      }
     }
     case "array":
       return isTypedArray(t.data)
@@ -184,6 +194,29 @@ export function resultToTensors(result: unknown): (Tensor & { name: string })[] 
     return Object.entries(result).map(([name, value]) => ({ name, ...toTensor(value) }));
   }
   return [{ name: "output", ...toTensor(result) }];
+}
+
+/**
+ * The output tensors a request asked for (all, when `wanted` is absent). An output the
+ * result does not have is refused, as Triton does, instead of being left out unsaid.
+ */
+export function requestedTensors(
+  result: unknown,
+  wanted: ReadonlySet<string> | undefined,
+  model: string,
+): (Tensor & { name: string })[] {
+  const tensors = resultToTensors(result);
+  if (!wanted) return tensors;
+  const names = new Set(tensors.map((t) => t.name));
+  const unknown = [...wanted].filter((name) => !names.has(name));
+  if (unknown.length > 0)
+    throw new ValidationError([
+      {
+        path: "outputs",
+        message: `model "${model}" has no output ${unknown.map((n) => JSON.stringify(n)).join(", ")}; its outputs are ${[...names].join(", ") || "none"}`,
+      },
+    ]);
+  return tensors.filter((t) => wanted.has(t.name));
 }
 
 /** The one field of an object input that takes raw bytes, where a raw body goes; else none. */

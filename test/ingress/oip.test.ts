@@ -101,6 +101,23 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
         { name: "sum", datatype: "FP64", shape: [1], data: [10] },
       ],
     });
+    const unknownOutput = await fetch(`${server.url}/v2/models/scaler/infer`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        inputs: [
+          { name: "x", datatype: "FP32", shape: [1, 2], data: [1, 2] },
+          { name: "scale", datatype: "FP64", shape: [1], data: [1] },
+          { name: "name", datatype: "BYTES", shape: [1], data: ["n"] },
+        ],
+        outputs: [{ name: "nope" }],
+      }),
+    });
+    assert.equal(unknownOutput.status, 422);
+    assert.match(
+      ((await unknownOutput.json()) as { error: string }).error,
+      /model "scaler" has no output "nope"; its outputs are y, sum/,
+    );
   });
 
   test("oip rest - bad tensors are 400s or 422s with the OIP error body", async () => {
@@ -122,6 +139,19 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
     assert.match(
       ((await noSuchInput.json()) as { error: string }).error,
       /has no input "z"; its inputs are x, scale, name/,
+    );
+    const binary = await fetch(`${server.url}/v2/models/scaler/infer`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": "2",
+      },
+      body: "{}\x00\x00\x80\x3f",
+    });
+    assert.equal(binary.status, 400);
+    assert.match(
+      ((await binary.json()) as { error: string }).error,
+      /binary data extension \(Inference-Header-Content-Length\) is not supported/,
     );
     const missing = await infer([{ name: "x", datatype: "FP32", shape: [1, 2], data: [1, 2] }]);
     assert.equal(missing.status, 422);
@@ -232,6 +262,21 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
       [...new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength))],
       [2, 4, 6, 8],
     );
+    // An output the result does not have is refused (before: left out, unsaid).
+    await assert.rejects(
+      rpc(client, "ModelInfer", {
+        model_name: "scaler",
+        inputs: [
+          { name: "x", datatype: "FP32", shape: [2, 2] },
+          { name: "scale", datatype: "FP64", shape: [1] },
+        ],
+        outputs: [{ name: "y" }, { name: "nope" }],
+        raw_input_contents: [x, scale],
+      }),
+      (error: grpc.ServiceError) =>
+        error.code === grpc.status.INVALID_ARGUMENT &&
+        /model "scaler" has no output "nope"; its outputs are y, sum/.test(error.details),
+    );
   });
 
   test("oip grpc - bad tensors are INVALID_ARGUMENT with the reason", async () => {
@@ -292,6 +337,23 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
       (error: grpc.ServiceError) =>
         error.code === grpc.status.INVALID_ARGUMENT &&
         /shape\[0\] = -1 is not a non-negative integer/.test(error.details),
+    );
+    // Bytes that are not UTF-8, for a string field: before, they arrived as U+FFFD.
+    await assert.rejects(
+      rpc(client, "ModelInfer", {
+        model_name: "scaler",
+        inputs: [
+          ...base,
+          {
+            name: "name",
+            datatype: "BYTES",
+            shape: [1],
+            contents: { bytes_contents: [Buffer.from([0xff, 0xfe, 0x41])] },
+          },
+        ],
+      }),
+      (error: grpc.ServiceError) =>
+        error.code === grpc.status.INVALID_ARGUMENT && /not valid UTF-8/.test(error.details),
     );
     await assert.rejects(
       rpc(client, "ModelInfer", {

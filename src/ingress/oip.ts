@@ -28,7 +28,7 @@ export function objectShape(schema: z.ZodType | undefined): Record<string, z.Zod
 }
 
 /** The innermost schema type, through optional, default, nullable and pipes (input side). */
-function baseType(schema: z.ZodType): { type: string; element?: string } {
+function baseType(schema: z.ZodType): { type: string; element?: string; cls?: unknown } {
   let s = schema;
   for (;;) {
     const def = s._zod.def as {
@@ -39,15 +39,37 @@ function baseType(schema: z.ZodType): { type: string; element?: string } {
     };
     const next = def.innerType ?? (def.type === "pipe" ? def.in : undefined);
     if (!next)
-      return { type: def.type, ...(def.element && { element: baseType(def.element).type }) };
+      return {
+        type: def.type,
+        ...(def.element && { element: baseType(def.element).type }),
+        // z.instanceof(C) keeps C here.
+        ...(classOf(s) !== undefined && { cls: classOf(s) }),
+      };
     s = next;
   }
 }
 
+function classOf(schema: z.ZodType): unknown {
+  return (schema._zod as unknown as { bag?: { Class?: unknown } }).bag?.Class;
+}
+
+/** The datatype of a typed array class a field takes (`z.instanceof(Float32Array)`). */
+const CLASS_DATATYPES = new Map<unknown, Datatype>([
+  [Float32Array, "FP32"],
+  [Float64Array, "FP64"],
+  [Int8Array, "INT8"],
+  [Int16Array, "INT16"],
+  [Int32Array, "INT32"],
+  [BigInt64Array, "INT64"],
+  [Uint16Array, "UINT16"],
+  [Uint32Array, "UINT32"],
+  [BigUint64Array, "UINT64"],
+]);
+
 function fieldOf(name: string, schema: z.ZodType): InputField {
   const meta = tensorMetaOf(schema);
   if (meta) return { name, kind: "tensor", ...meta };
-  const { type, element } = baseType(schema);
+  const { type, element, cls } = baseType(schema);
   switch (type) {
     case "number":
     case "int":
@@ -66,7 +88,7 @@ function fieldOf(name: string, schema: z.ZodType): InputField {
         shape: [-1],
       };
     case "custom":
-      return { name, kind: "bytes", datatype: "UINT8", shape: [-1] };
+      return { name, kind: "bytes", datatype: CLASS_DATATYPES.get(cls) ?? "UINT8", shape: [-1] };
     default:
       return { name, kind: "value", datatype: "BYTES", shape: [-1] };
   }

@@ -4,7 +4,7 @@
  * nesting depth before it is parsed.
  */
 import type { FastifyRequest } from "fastify";
-import { TributaryError } from "../errors.js";
+import { TributaryError, ValidationError } from "../errors.js";
 
 export const tooLarge = (limit: number): TributaryError =>
   new TributaryError(
@@ -55,6 +55,17 @@ export async function readInput(
       });
       for await (const part of parts) {
         count(part.fieldname.length);
+        // As a JSON body's: such a key is refused, not dropped.
+        if (part.fieldname === "__proto__" || part.fieldname === "constructor")
+          throw new TributaryError(
+            "BAD_REQUEST",
+            `a part is named "${part.fieldname}", which no input field can be`,
+          );
+        // One part per field: a second would replace the first unsaid.
+        if (Object.hasOwn(fields, part.fieldname))
+          throw new ValidationError([
+            { path: part.fieldname, message: "given in two parts; a field takes one" },
+          ]);
         if (part.type === "file") {
           const chunks: Buffer[] = [];
           for await (const chunk of part.file as AsyncIterable<Buffer>) {
@@ -62,12 +73,10 @@ export async function readInput(
             chunks.push(chunk);
           }
           if (part.file.truncated) throw tooLarge(bodyLimit);
-          if (part.fieldname === "__proto__" || part.fieldname === "constructor") continue;
           fields[part.fieldname] = new Uint8Array(Buffer.concat(chunks));
         } else {
           const value = part.value;
           count(typeof value === "string" ? Buffer.byteLength(value) : 0);
-          if (part.fieldname === "__proto__" || part.fieldname === "constructor") continue;
           fields[part.fieldname] = value;
         }
       }

@@ -171,6 +171,13 @@ export async function configureFastify(fastify: FastifyInstance, state: DoorStat
   fastify.removeContentTypeParser("text/plain");
   // Bodies are bounded by the bodyLimit in force when they arrive, as they stream in.
   fastify.addHook("preParsing", async (request, _reply, payload) => {
+    // A compressed body would be read as what it is not ("not valid UTF-8", bytes as given).
+    const encoding = request.headers["content-encoding"];
+    if (encoding !== undefined && encoding.trim().toLowerCase() !== "identity")
+      throw new TributaryError(
+        "UNSUPPORTED_MEDIA_TYPE",
+        `Content-Encoding ${JSON.stringify(encoding)} is not supported: send the body uncompressed.`,
+      );
     // (isMultipart() is not known yet: the content type parser runs after this hook.)
     if (/^multipart\//i.test(request.headers["content-type"] ?? "")) return payload; // counted part by part in readInput
     const limit = settings.bodyLimit;

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { elementCount, halfBits, halfValue, tensorFromJson, tensorToJson } from "./tensors.js";
+import {
+  elementCount,
+  halfBits,
+  halfValue,
+  tensorFromJson,
+  tensorToJson,
+  toTensor,
+} from "./tensors.js";
 
 test("tensors - elementCount: a 0 anywhere is an empty tensor; past 2^31 - 1 elements is refused", () => {
   assert.equal(elementCount([2, 3], "x"), 6);
@@ -82,4 +89,14 @@ test("tensors - FP16 in JSON is numbers, held as half-precision words (rounded t
     [1, -2, 2 ** -24, 0.0999755859375],
   );
   for (let h = 0; h < 0x7c00; h++) assert.equal(halfBits(halfValue(h)), h, `round trip of ${h}`);
+});
+
+test("tensors - a bigint result past 64 bits is its digits, not a wrapped INT64", () => {
+  assert.deepEqual(toTensor(5n), { datatype: "INT64", shape: [1], data: BigInt64Array.of(5n) });
+  assert.equal(toTensor(2n ** 63n).datatype, "UINT64");
+  assert.deepEqual(toTensor(2n ** 70n), {
+    datatype: "BYTES",
+    shape: [1],
+    data: ["1180591620717411303424"],
+  });
 });

@@ -322,8 +322,14 @@ export function toTensor(value: unknown): Tensor {
     return { datatype: datatypeOf(value), shape: [value.length], data: value };
   if (typeof value === "number")
     return { datatype: "FP64", shape: [1], data: Float64Array.of(value) };
-  if (typeof value === "bigint")
-    return { datatype: "INT64", shape: [1], data: BigInt64Array.of(value) };
+  if (typeof value === "bigint") {
+    // A typed array would wrap one past 64 bits (2^70 was 0): it goes as its digits.
+    if (value >= -(2n ** 63n) && value < 2n ** 63n)
+      return { datatype: "INT64", shape: [1], data: BigInt64Array.of(value) };
+    if (value >= 0n && value < 2n ** 64n)
+      return { datatype: "UINT64", shape: [1], data: BigUint64Array.of(value) };
+    return { datatype: "BYTES", shape: [1], data: [value.toString()] };
+  }
   if (typeof value === "boolean") return { datatype: "BOOL", shape: [1], data: [value] };
   if (typeof value === "string") return { datatype: "BYTES", shape: [1], data: [value] };
   if (Array.isArray(value)) {

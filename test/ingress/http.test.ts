@@ -25,7 +25,7 @@ interface ErrorBody {
     code: string;
     message: string;
     requestId: string;
-    issues?: { path: string }[];
+    issues?: { path: string; message: string }[];
     stack?: string;
   };
 }
@@ -100,6 +100,29 @@ describe("HTTP ingress", { timeout: 60_000 }, () => {
     const response = await fetch(url, { method: "POST", body: form });
     assert.equal(response.status, 200);
     assert.deepEqual(await response.json(), { echo: "form", n: 1, fileBytes: 5 });
+    // A field given twice is refused (before, the last part won unsaid).
+    form.append("text", "again");
+    const twice = await fetch(url, { method: "POST", body: form });
+    assert.equal(twice.status, 422);
+    const body = (await twice.json()) as ErrorBody;
+    assert.deepEqual(
+      body.error.issues?.map((i) => [i.path, i.message]),
+      [["text", "given in two parts; a field takes one"]],
+    );
+  });
+
+  test("http - a compressed body is 415 saying to send it uncompressed", async () => {
+    const { gzipSync } = await import("node:zlib");
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-encoding": "gzip" },
+      body: gzipSync(JSON.stringify({ mode: "json", text: "x" })),
+    });
+    assert.equal(response.status, 415);
+    const body = (await response.json()) as ErrorBody;
+    assert.equal(body.error.code, "UNSUPPORTED_MEDIA_TYPE");
+    // Before: 400 "The JSON body is not valid UTF-8."
+    assert.match(body.error.message, /Content-Encoding "gzip" is not supported/);
   });
 
   test("http - a schema violation is a 422 listing every failing path", async () => {

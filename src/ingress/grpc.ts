@@ -181,10 +181,19 @@ function outputContents(t: Tensor): Contents {
   return { [field]: values };
 }
 
-function grpcError(error: unknown): Partial<grpc.StatusObject> {
-  if (error instanceof TributaryError)
-    return { code: ERROR_CODES[error.code].grpcStatus, details: error.message };
-  return { code: grpc.status.INTERNAL, details: "Internal server error." };
+/**
+ * The gRPC status of an error; with `requestId` (a valid one), its trailing metadata
+ * carries it as `x-request-id`, as HTTP's error body does.
+ */
+function grpcError(error: unknown, requestId?: string): Partial<grpc.StatusObject> {
+  const status =
+    error instanceof TributaryError
+      ? { code: ERROR_CODES[error.code].grpcStatus, details: error.message }
+      : { code: grpc.status.INTERNAL, details: "Internal server error." };
+  if (requestId === undefined || !/^[\x20-\x7e]{1,128}$/.test(requestId)) return status;
+  const metadata = new grpc.Metadata();
+  metadata.set("x-request-id", requestId);
+  return { ...status, metadata };
 }
 
 const SERVICE = "inference.GRPCInferenceService";
@@ -318,10 +327,13 @@ export async function startGrpc(
         const name: string = grpc.status[code] ?? String(code);
         options.metrics?.grpc(application, name, (performance.now() - start) / 1000);
       };
+      // The request's id from the start, so that an error can name it too (x-request-id).
+      const requestId = call.request.id || randomUUID();
+      const request = call.request.id ? call.request : { ...call.request, id: requestId };
       Promise.resolve()
         .then(() =>
           infer(
-            call.request,
+            request,
             cancel,
             timeout,
             metadataReader(call.metadata),
@@ -345,7 +357,7 @@ export async function startGrpc(
               }
               response = respond(result);
             } catch (error) {
-              const status = grpcError(error);
+              const status = grpcError(error, requestId);
               done(status.code ?? grpc.status.INTERNAL, error);
               callback(status, null);
               return;
@@ -354,7 +366,7 @@ export async function startGrpc(
             callback(null, response);
           },
           (error: unknown) => {
-            const status = grpcError(error);
+            const status = grpcError(error, requestId);
             done(status.code ?? grpc.status.INTERNAL, error);
             callback(status, null);
           },

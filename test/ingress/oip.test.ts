@@ -304,15 +304,22 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
         error.code === grpc.status.INVALID_ARGUMENT && /COMPLEX/.test(error.details),
     );
     // uint_contents is 32-bit: 300 does not fit a UINT8 (before, it arrived as 44).
-    const wrapped = rpc(client, "ModelInfer", {
-      model_name: "scaler",
-      inputs: [{ name: "x", datatype: "UINT8", shape: [1], contents: { uint_contents: [300] } }],
-    });
+    const wrapped = (id?: string) =>
+      rpc(client, "ModelInfer", {
+        model_name: "scaler",
+        ...(id !== undefined && { id }),
+        inputs: [{ name: "x", datatype: "UINT8", shape: [1], contents: { uint_contents: [300] } }],
+      });
     await assert.rejects(
-      wrapped,
+      wrapped("req-9"),
       (error: grpc.ServiceError) =>
         error.code === grpc.status.INVALID_ARGUMENT &&
-        /data\[0\] = 300 is out of UINT8's range \(0 to 255\)/.test(error.details),
+        /data\[0\] = 300 is out of UINT8's range \(0 to 255\)/.test(error.details) &&
+        // The error names its request, as HTTP's body does.
+        error.metadata.get("x-request-id")[0] === "req-9",
+    );
+    await assert.rejects(wrapped(), (error: grpc.ServiceError) =>
+      /^[0-9a-f-]{36}$/.test(String(error.metadata.get("x-request-id")[0])),
     );
   });
 

@@ -55,9 +55,19 @@ export function sendResult(reply: FastifyReply, result: unknown): FastifyReply {
     void sendStream(reply, result);
     return reply;
   }
-  return reply
-    .type("application/json; charset=utf-8")
-    .send(JSON.stringify(result ?? null, jsonReplacer));
+  return reply.type("application/json; charset=utf-8").send(asJson(result ?? null));
+}
+
+/** A result as JSON; one that cannot be (a cycle) fails saying why, not as an unnamed 500. */
+function asJson(value: unknown): string {
+  try {
+    return JSON.stringify(value, jsonReplacer);
+  } catch (error) {
+    throw new TributaryError(
+      "EXECUTION_FAILED",
+      `The result could not be written as JSON: ${(error as Error).message.split("\n")[0]}`,
+    );
+  }
 }
 
 async function sendStream(reply: FastifyReply, stream: AsyncIterable<unknown>): Promise<void> {
@@ -73,7 +83,7 @@ async function sendStream(reply: FastifyReply, stream: AsyncIterable<unknown>): 
     let done = first.done === true;
     try {
       for (let next = first; !next.done; next = await iterator.next())
-        yield `data: ${JSON.stringify(next.value, jsonReplacer)}\n\n`;
+        yield `data: ${asJson(next.value)}\n\n`;
       done = true;
       yield "event: end\ndata: null\n\n";
     } catch (error) {

@@ -3,7 +3,7 @@
  * row-major data. Converts between wire forms (JSON arrays, typed `*_contents`, raw
  * little-endian bytes) and typed arrays, checking that shape and data agree.
  */
-import { ValidationError } from "../errors.js";
+import { TributaryError, ValidationError } from "../errors.js";
 
 export const DATATYPES = [
   "BOOL",
@@ -342,7 +342,16 @@ export function toTensor(value: unknown): Tensor {
     if (flat.every((v) => typeof v === "boolean")) return { datatype: "BOOL", shape, data: flat };
     if (flat.every((v) => typeof v === "string")) return { datatype: "BYTES", shape, data: flat };
   }
-  return { datatype: "BYTES", shape: [1], data: [JSON.stringify(value, jsonReplacer) ?? "null"] };
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value, jsonReplacer);
+  } catch (error) {
+    throw new TributaryError(
+      "EXECUTION_FAILED",
+      `The result could not be written as JSON: ${(error as Error).message.split("\n")[0]}`,
+    );
+  }
+  return { datatype: "BYTES", shape: [1], data: [text ?? "null"] };
 }
 
 export function isTensor(value: unknown): value is Tensor {

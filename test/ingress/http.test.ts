@@ -111,6 +111,15 @@ describe("HTTP ingress", { timeout: 60_000 }, () => {
     );
   });
 
+  test("http - a result that cannot be written as JSON (a cycle) is 500 EXECUTION_FAILED saying why", async () => {
+    const response = await post(url, { mode: "cycle", text: "x" });
+    assert.equal(response.status, 500);
+    const body = (await response.json()) as ErrorBody;
+    assert.equal(body.error.code, "EXECUTION_FAILED");
+    // Before: "Internal server error."
+    assert.match(body.error.message, /could not be written as JSON: .*circular/i);
+  });
+
   test("http - a compressed body is 415 saying to send it uncompressed", async () => {
     const { gzipSync } = await import("node:zlib");
     const response = await fetch(url, {

@@ -6,6 +6,7 @@ import {
   halfValue,
   tensorFromJson,
   tensorToJson,
+  tensorToRaw,
   toTensor,
 } from "./tensors.js";
 
@@ -99,4 +100,22 @@ test("tensors - a bigint result past 64 bits is its digits, not a wrapped INT64"
     shape: [1],
     data: ["1180591620717411303424"],
   });
+});
+
+test("tensors - a Float16Array result (Node 22 and later) is FP16, its JSON numbers and raw bytes its half words", (t) => {
+  const Float16 = (globalThis as { Float16Array?: new (values: number[]) => ArrayLike<number> })
+    .Float16Array;
+  if (!Float16) {
+    t.skip(`this Node.js (${process.version}) has no Float16Array`);
+    return;
+  }
+  const data = new Float16([1, -2, 0.5]) as unknown as Uint16Array;
+  const tensor = toTensor(data);
+  assert.equal(tensor.datatype, "FP16");
+  assert.deepEqual(tensor.shape, [3]);
+  assert.deepEqual(tensorToJson(tensor), [1, -2, 0.5]);
+  assert.deepEqual(
+    Array.from(new Uint16Array(tensorToRaw(tensor).slice().buffer)),
+    [0x3c00, 0xc000, 0x3800],
+  );
 });

@@ -75,9 +75,14 @@ export function isTypedArray(value: unknown): value is TypedArray {
   return ArrayBuffer.isView(value) && !(value instanceof DataView);
 }
 
+/** Node 22+'s `Float16Array` (absent on Node 20). */
+const Float16 = (globalThis as { Float16Array?: abstract new (...args: never[]) => unknown })
+  .Float16Array;
+
 /** The datatype a typed array carries. */
 export function datatypeOf(data: TypedArray): Datatype {
   if (data instanceof Float32Array) return "FP32";
+  if (Float16 && data instanceof Float16) return "FP16";
   if (data instanceof Float64Array) return "FP64";
   if (data instanceof Int32Array) return "INT32";
   if (data instanceof BigInt64Array) return "INT64";
@@ -306,6 +311,7 @@ export function tensorToJson(tensor: Tensor): unknown[] {
       typeof v === "string" ? v : new TextDecoder().decode(v),
     );
   }
+  // FP16 words (a Float16Array, on Node 22+, reads as numbers below).
   if (tensor.datatype === "FP16" && tensor.data instanceof Uint16Array)
     return Array.from(tensor.data, halfValue);
   if (isTypedArray(tensor.data))

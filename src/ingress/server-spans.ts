@@ -46,7 +46,7 @@ const header = (value: string | string[] | undefined): string | undefined =>
  */
 export function traceRequests(fastify: FastifyInstance): void {
   if (!tracingActive()) return;
-  fastify.addHook("onRequest", (request, _reply, done) => {
+  fastify.addHook("onRequest", (request, reply, done) => {
     if (!tracingActive()) {
       // No SDK: nothing records, so no span is made; a trace that came in is passed on.
       const incoming = validTraceparent(header(request.headers.traceparent));
@@ -70,6 +70,13 @@ export function traceRequests(fastify: FastifyInstance): void {
       contextOf(header(request.headers.traceparent)) ?? ROOT_CONTEXT,
     );
     spans.set(request, span);
+    // A client that goes away after its body was read fires neither onRequestAbort nor
+    // onResponse: the span ends when the connection closes with no answer finished.
+    reply.raw.once("close", () => {
+      if (reply.raw.writableFinished || spanOf(request) !== span) return;
+      spans.delete(request);
+      failSpan(span, new Error("the client closed the connection"));
+    });
     done();
   });
   fastify.addHook("onError", (request, _reply, error, done) => {

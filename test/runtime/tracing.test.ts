@@ -5,6 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { loadInferenceService } from "tributary/internal";
 import { app } from "../fixtures/traced-app.js";
 import { app as oipApp } from "../fixtures/oip-app.js";
+import { app as sleepyApp } from "../fixtures/sleepy-app.js";
 import { type Client, rpc } from "../ingress/grpc-client.js";
 import { otlpReceiver, type ReceivedSpan } from "./otlp-receiver.js";
 
@@ -128,6 +129,35 @@ describe(
       const http = spans.find((s) => s.name === "POST /traced")!;
       assert.equal(http.attributes["http.response.status_code"], 500);
       assert.equal(http.status, ERROR);
+    });
+
+    test("tracing - a client that hangs up mid-request still gets its server span, an error, with the deployment's under it", async () => {
+      const server = await serve(sleepyApp, { tracing: { otlpEndpoint: receiver.url } });
+      const traceId = "1af7651916cd43dd8448eb211c80319d";
+      try {
+        await assert.rejects(
+          fetch(`${server.url}/nap`, {
+            method: "POST",
+            headers: {
+              "content-type": "application/json",
+              traceparent: `00-${traceId}-b7ad6b7169203331-01`,
+            },
+            body: JSON.stringify({ ms: 3_000 }),
+            signal: AbortSignal.timeout(300),
+          }),
+        );
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      } finally {
+        await server.close();
+      }
+      // Before, only the deployment's span came: its parent was never ended.
+      const spans = await traceOf(traceId, 2);
+      const http = spans.find((s) => s.name === "POST /nap");
+      assert.ok(http, `spans: ${spans.map((s) => s.name).join(", ")}`);
+      assert.equal(http.status, ERROR);
+      assert.equal(http.parentSpanId, "b7ad6b7169203331");
+      const nap = spans.find((s) => s.name !== "POST /nap")!;
+      assert.equal(nap.parentSpanId, http.spanId);
     });
 
     test("tracing - without a traceparent a request starts a trace of its own", async () => {

@@ -14,6 +14,7 @@
 import cluster, { type Worker } from "node:cluster";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
+import { AggregatorRegistry } from "prom-client";
 import { INGRESS, type Application } from "../app/application.js";
 import type { Controller, Subscriber } from "../control/controller.js";
 import { TributaryError } from "../errors.js";
@@ -161,22 +162,45 @@ export async function startFrontDoorPool(
   // Scrapes ask every worker for its series (JSON) and sum them into this process's.
   const pendingJson = new Map<number, (json: MetricsJson) => void>();
   let nextAsk = 0;
+  /**
+   * Each worker's series as it last answered: a scrape it does not answer in time reads
+   * these (a counter that dropped out would read as a reset).
+   */
+  const lastJson = new Map<Worker, MetricsJson>();
+  /**
+   * The counters and histograms of workers that exited, as they last answered, summed: a
+   * worker's requests stay counted after it is gone (its gauges go with it).
+   */
+  let retired: MetricsJson = [];
+  let retiring: Promise<void> = Promise.resolve();
+  const retire = (worker: Worker): void => {
+    const last = lastJson.get(worker);
+    lastJson.delete(worker);
+    const kept = last?.filter((m) => ["counter", "histogram"].includes(String(m.type)));
+    if (!kept || kept.length === 0) return;
+    retiring = retiring.then(async () => {
+      retired = await AggregatorRegistry.aggregate([retired, kept]).getMetricsAsJSON();
+    });
+  };
   const askJson = (worker: Worker): Promise<MetricsJson> =>
     new Promise((resolve) => {
       const id = nextAsk++;
       const timer = setTimeout(() => {
         pendingJson.delete(id);
-        resolve([]);
+        resolve(lastJson.get(worker) ?? []);
       }, METRICS_TIMEOUT_MS);
       pendingJson.set(id, (json) => {
         clearTimeout(timer);
+        if (workers.has(worker)) lastJson.set(worker, json);
         resolve(json);
       });
       tell(worker, { t: "metrics-json", id });
     });
-  const unlistRemote = metrics.addRemote(() =>
-    Promise.all([...serving].filter((w) => w.isConnected()).map(askJson)),
-  );
+  const unlistRemote = metrics.addRemote(async () => {
+    const answers = await Promise.all([...serving].filter((w) => w.isConnected()).map(askJson));
+    await retiring;
+    return [...answers, retired];
+  });
 
   const ask = (worker: Worker, message: ToFrontDoor & { seq: number }) =>
     new Promise<Extract<FromFrontDoor, { t: "done" }>>((resolve, reject) => {
@@ -289,6 +313,7 @@ export async function startFrontDoorPool(
       });
       worker.once("exit", (code: number | null, signal: string | null) => {
         clearTimeout(timer);
+        retire(worker);
         workers.delete(worker);
         serving.delete(worker);
         started.delete(worker);

@@ -166,6 +166,25 @@ describe("Prometheus metrics at GET /metrics", { timeout: 120_000 }, () => {
       10_000,
       "every worker's 20 requests and the replicas' calls are in one answer",
     );
+    // A worker that dies takes none of its counts with it: counters never go down (before,
+    // its share dropped out of the sum, which Prometheus reads as a reset).
+    const [victim] = server.frontDoorPool!.pids();
+    process.kill(victim!, "SIGKILL");
+    await eventually(
+      async () =>
+        server.frontDoorPool!.pids().length === 2 &&
+        !server.frontDoorPool!.pids().includes(victim!),
+      20_000,
+      "the dead worker is replaced",
+    );
+    for (let i = 0; i < 10; i++) assert.equal((await post(server.url, i)).status, 200);
+    const http200 = async () =>
+      total((await scrape(server.url)).samples, "tributary_http_requests_total", {
+        application: "metered",
+        code: "200",
+      });
+    await eventually(async () => (await http200()) === 30, 10_000, "30 requests counted");
+    assert.equal(await http200(), 30);
   });
 
   test("metrics - metrics: false records nothing, and two servers in one process keep their series apart", async () => {

@@ -12,6 +12,7 @@ import type { Application } from "../app/application.js";
 import type { JsonValue, ResolvedDeploymentOptions } from "../options.js";
 import { DeployFailedError, NotFoundError, ServerClosedError } from "../errors.js";
 import { DeploymentRuntime, runningOnceStarted } from "./deployment-runtime.js";
+import { hostname } from "node:os";
 import { Membership, type Subscriber } from "./membership.js";
 import { planUpdate, type UpdateKind } from "./update-plan.js";
 import {
@@ -80,7 +81,23 @@ export interface ControllerSettings {
   readonly tracing?: { readonly otlpEndpoint: string; readonly serviceName: string } | undefined;
   /** False: replicas keep no request statistics (`run(app, { metrics: false })`). */
   readonly metrics?: boolean | undefined;
+  /**
+   * The least level of the control plane's own lines in `log` (a replica that died, one
+   * that failed to start), as pino names them; "info" by default.
+   */
+  readonly logLevel?: string | undefined;
 }
+
+/** pino's numbers for its level names. */
+const LOG_LEVELS: Readonly<Record<string, number>> = {
+  trace: 10,
+  debug: 20,
+  info: 30,
+  warn: 40,
+  error: 50,
+  fatal: 60,
+  silent: Infinity,
+};
 
 /** The default log sink: standard output. */
 export const writeLine = (line: string): void => void process.stdout.write(`${line}\n`);
@@ -535,6 +552,7 @@ export class Controller {
           deployment.startFailures++;
           deployment.state.set("DEPLOY_FAILED");
           deployment.message = `Replica ${id} failed to start (failure ${deployment.startFailures}; tried up to ${MAX_START_ATTEMPTS} times while serving): ${error.message}`;
+          this.#logLine("error", deployment, id, deployment.message);
           if (deployment.running.length === 0) {
             deployment.unavailable = new DeployFailedError(deployment.name, error.message, {
               cause: error,
@@ -790,6 +808,27 @@ export class Controller {
     });
   }
 
+  /**
+   * A line of the control plane's own in the replicas' log, in their format (pino's JSON,
+   * tagged with the application, deployment and replica), when `level` is logged.
+   */
+  #logLine(level: "warn" | "error", d: DeploymentRuntime, replica: string, msg: string): void {
+    const least = LOG_LEVELS[this.#settings.logLevel ?? "info"] ?? LOG_LEVELS.info!;
+    if (LOG_LEVELS[level]! < least) return;
+    this.#settings.log(
+      JSON.stringify({
+        level: LOG_LEVELS[level],
+        time: Date.now(),
+        pid: process.pid,
+        hostname: hostname(),
+        application: this.#app.name,
+        deployment: d.name,
+        replica,
+        msg,
+      }),
+    );
+  }
+
   /** `what` completes "Replica X …": `died (exited with code 3)`, `failed its health check: …`. */
   #onReplicaExit(replica: ReplicaClient, what: string, reason: FailureReason): void {
     const deployment = this.#byReplica.get(replica);
@@ -800,6 +839,7 @@ export class Controller {
     // A replica that ran for a while before dying does not count towards the backoff.
     deployment.crashes = Date.now() - replica.startedAt > 30_000 ? 1 : deployment.crashes + 1;
     deployment.message = `Replica ${replica.id} ${what}; replacing it.`;
+    this.#logLine("error", deployment, replica.id, deployment.message);
     this.#retryLater(deployment, 100 * 2 ** (deployment.crashes - 1));
     this.#setStatus(deployment);
   }

@@ -382,6 +382,7 @@ export async function run<In, Out>(
     options.cluster?.transports ?? options.transports ?? defaultTransportFactory,
     {
       log: logStream ? (line) => logStream.write(`${line}\n`) : writeLine,
+      logLevel: options.logLevel,
       tracing,
       metrics: metrics.enabled,
     },

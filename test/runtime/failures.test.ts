@@ -26,8 +26,14 @@ const crashes = [
 describe("replica failures", { timeout: 120_000 }, () => {
   for (const [isolation, method, reason] of crashes) {
     test(`crash - a ${isolation} replica that dies in ${method}() fails its in-flight requests with ReplicaDiedError and is replaced`, async () => {
+      type Line = { level: number; deployment?: string; replica?: string; msg: string };
+      const lines: Line[] = [];
       await using server = await serve(
         faultyApp.withOptions({ fragile: { isolation, numReplicas: 1 } }),
+        {
+          logLevel: "error",
+          logStream: { write: (line: string) => void lines.push(JSON.parse(line) as Line) },
+        },
       );
       const fragile = server.getHandle<Fragile>("fragile");
       const before = await fragile.info();
@@ -49,6 +55,12 @@ describe("replica failures", { timeout: 120_000 }, () => {
       const status = (await server.status()).applications.faulty!.deployments.fragile!;
       assert.match(status.message, /Replica fragile#1 died/);
       assert.match(status.message, reason);
+      // The log says so too (before, only the status did).
+      const died = lines.find((l) => l.replica === "fragile#1" && /died/.test(l.msg));
+      assert.ok(died, JSON.stringify(lines));
+      assert.equal(died.level, 50);
+      assert.equal(died.deployment, "fragile");
+      assert.match(died.msg, reason);
       await eventually(
         async () =>
           (await server.status()).applications.faulty!.deployments.fragile!.status === "HEALTHY",

@@ -10,6 +10,7 @@ import {
   CancelledError,
   ERROR_CODES,
   NotFoundError,
+  TimeoutError,
   TributaryError,
   ValidationError,
 } from "../errors.js";
@@ -234,6 +235,9 @@ const MAX_REQUEST_ID_LENGTH = 128;
  * Milliseconds left until the call's deadline (undefined: none), so the pipeline stops when
  * the client has stopped waiting: the slot is freed and the replica's signal fires.
  */
+/** How near its deadline a call the client drops counts as one that ran out of time. */
+const DEADLINE_SLACK_MS = 250;
+
 function msUntilDeadline(call: grpc.ServerUnaryCall<unknown, unknown>): number | undefined {
   const deadline = call.getDeadline();
   const at = deadline instanceof Date ? deadline.getTime() : deadline;
@@ -313,7 +317,16 @@ export async function startGrpc(
     ) => {
       // The client's deadline and cancellation reach the pipeline as HTTP's do.
       const cancel = new CancelScope();
-      call.on("cancelled", () => cancel.cancel(new CancelledError("The gRPC call")));
+      // grpc-js says "cancelled" when the client's deadline passes too: that one is a timeout
+      // (DEADLINE_EXCEEDED in the metrics and the span, as the client sees it). This side's
+      // deadline is later than the client's by the time the call took to arrive.
+      call.on("cancelled", () =>
+        cancel.cancel(
+          (msUntilDeadline(call) ?? Infinity) <= DEADLINE_SLACK_MS
+            ? new TimeoutError("The gRPC call (its deadline)")
+            : new CancelledError("The gRPC call"),
+        ),
+      );
       const limits = [options.requestTimeoutMs(), msUntilDeadline(call)].filter(
         (ms): ms is number => ms !== undefined,
       );

@@ -6,6 +6,7 @@ import { loadInferenceService } from "tributary/internal";
 import { app, type Sleeper } from "../fixtures/sleepy-app.js";
 import { eventually } from "../runtime/eventually.js";
 import { serve } from "../serve.js";
+import { scrape, total } from "../observability/scrape.js";
 
 type Call = (
   request: unknown,
@@ -68,6 +69,11 @@ describe("gRPC deadlines and cancellation", { timeout: 60_000 }, () => {
       Array(10).fill(grpc.status.DEADLINE_EXCEEDED),
     );
     await eventually(async () => (await ongoing()) === 0, 5_000, "every slot is free");
+    // The server records them as the client saw them (before: CANCELLED, grpc-js's event).
+    const { samples } = await scrape(server.url);
+    const codes = (code: string) => total(samples, "tributary_grpc_requests_total", { code });
+    assert.equal(codes("CANCELLED"), 0);
+    assert.equal(codes("DEADLINE_EXCEEDED"), 11, "these 10 and the requestTimeout one");
     // The requests that were running (two at a time, more if a queued one got a slot in
     // the instant before its own deadline) saw their signal fire.
     await eventually(

@@ -22,6 +22,7 @@ import { openApiDocument } from "./openapi.js";
 import type { IngressTarget, IngressTargets } from "./target.js";
 import type { FrontDoorMetrics } from "../metrics/metrics.js";
 import { listenFailed } from "./listen.js";
+import { httpStatusOf } from "../errors.js";
 
 export { MAX_JSON_DEPTH, type HttpSettings } from "./fastify-setup.js";
 
@@ -97,6 +98,7 @@ const RETIRE_MS = 30_000;
 
 /** The code a request whose client closed its connection before the answer counts under. */
 const CLIENT_CLOSED = 499;
+const TOO_MANY_CONNECTIONS = httpStatusOf("TOO_MANY_CONNECTIONS");
 
 export async function startHttp(
   targets: IngressTargets,
@@ -145,7 +147,8 @@ export async function startHttp(
           if (metrics) {
             // The application is known before routing; the answer's code once it is sent. A
             // client that went away before its answer was sent counts as 499 (the code of
-            // CANCELLED, nginx's "client closed request").
+            // CANCELLED, nginx's "client closed request"); one past maxConnections, as the
+            // 503 it was written.
             const application = door
               ? door.app.name
               : path.startsWith("/v2/")
@@ -155,7 +158,11 @@ export async function startHttp(
             res.once("close", () =>
               metrics.http(
                 application,
-                res.writableFinished ? res.statusCode : CLIENT_CLOSED,
+                res.writableFinished
+                  ? res.statusCode
+                  : state.refused.has(req.socket)
+                    ? TOO_MANY_CONNECTIONS
+                    : CLIENT_CLOSED,
                 (performance.now() - start) / 1000,
               ),
             );

@@ -4,6 +4,7 @@ import { after, before, describe, test } from "node:test";
 import type { Server } from "tributary";
 import { app } from "../fixtures/http-app.js";
 import { serve } from "../serve.js";
+import { scrape, total } from "../observability/scrape.js";
 
 const LIMIT = 1024 * 1024;
 
@@ -197,6 +198,11 @@ test(
     try {
       await new Promise((resolve) => setTimeout(resolve, 200));
       const extra = await open(port);
+      // A request on it is counted as the 503 it was answered (before: 499, as if the
+      // client had gone away).
+      extra.write(
+        `POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`,
+      );
       const answer = await new Promise<string>((resolve) => {
         let text = "";
         extra.on("data", (d: Buffer) => (text += d.toString()));
@@ -221,6 +227,9 @@ test(
         body: JSON.stringify({ mode: "json", text: "x" }),
       });
       assert.equal(ok.status, 200);
+      const { samples } = await scrape(server.url);
+      assert.equal(total(samples, "tributary_http_requests_total", { code: "503" }), 1);
+      assert.equal(total(samples, "tributary_http_requests_total", { code: "499" }), 0);
     } finally {
       for (const socket of idle) socket.destroy();
     }

@@ -4,7 +4,17 @@ import prettier from "eslint-config-prettier";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "**/node_modules/", "dist/", "docs/api/", "coverage/", ".tmp/"] },
+  {
+    ignores: [
+      "node_modules/",
+      "**/node_modules/",
+      "dist/",
+      "docs/api/",
+      "coverage/",
+      ".tmp/",
+      ".tmp-*/",
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -149,6 +149,26 @@ function zodValidator(part: string, schema: z.ZodType) {
   };
 }
 
+/**
+ * An error as the request log writes it. pino's serializer adds each cause's message to
+ * the error's, which a `GraphExecutionError` already quotes ("failed in run(): boom: boom"):
+ * the cause is written beside it instead, as `causedBy`.
+ */
+function loggedError(error: unknown): unknown {
+  if (!(error instanceof Error) || !(error.cause instanceof Error)) return error;
+  const { cause } = error;
+  return {
+    type: error.name,
+    message: error.message,
+    ...((error as { code?: unknown }).code !== undefined && {
+      code: (error as { code?: unknown }).code,
+    }),
+    stack: error.stack,
+    // Not `cause`: pino's serializer would append its message to this one again.
+    causedBy: { type: cause.name, message: cause.message, stack: cause.stack },
+  };
+}
+
 /** A 415 that says what was sent and what this server's content type parsers read. */
 const unsupportedType = (request: FastifyRequest): TributaryError =>
   new TributaryError(
@@ -264,7 +284,7 @@ export async function configureFastify(fastify: FastifyInstance, state: DoorStat
       state.debug,
       request.url.startsWith("/v2"),
     );
-    if (status === 500) request.log.error({ err: error }, "request failed");
+    if (status === 500) request.log.error({ err: loggedError(error) }, "request failed");
     else if (status >= 500)
       request.log.warn(
         { code: (body.error as { code?: string })?.code ?? body.code },

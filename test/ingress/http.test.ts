@@ -279,7 +279,16 @@ describe("HTTP ingress: back-pressure and debug", { timeout: 60_000 }, () => {
       assert.equal(entry.requestId, "trace-7", JSON.stringify(entry));
       assert.equal(entry.application, "echo", JSON.stringify(entry));
     }
-    assert.ok(entries.some((e) => e.msg === "request failed"));
+    const failed = entries.find((e) => e.msg === "request failed") as
+      { err: { message: string; code: string; causedBy: { message: string } } } | undefined;
+    assert.ok(failed);
+    // The cause's message once (pino's serializer wrote "…: model exploded on x: model exploded on x").
+    assert.equal(
+      failed.err.message,
+      'Deployment "respond" failed in respond(): model exploded on x',
+    );
+    assert.equal(failed.err.code, "EXECUTION_FAILED");
+    assert.equal(failed.err.causedBy.message, "model exploded on x");
   });
 
   test("http - raw image bytes and multipart files are decoded to RGB tensors", async () => {

@@ -802,6 +802,10 @@ function onMessage(message: ToReplica): void {
   }
 }
 
+// What the replica's code logged just before it ends itself (process.exit) goes first: a
+// batch waiting for its microtask would be lost with the thread.
+process.on("exit", () => batcher.flush());
+
 if (parentPort) {
   parentPort.on("message", (data: ToReplica | ToReplica[]) => {
     unbatch(data, onMessage);

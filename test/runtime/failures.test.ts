@@ -61,6 +61,12 @@ describe("replica failures", { timeout: 120_000 }, () => {
       assert.equal(died.level, 50);
       assert.equal(died.deployment, "fragile");
       assert.match(died.msg, reason);
+      // What the code logged just before process.exit is not lost with it.
+      if (method === "exit")
+        assert.ok(
+          lines.some((l) => l.replica === "fragile#1" && l.msg === "fragile is exiting"),
+          JSON.stringify(lines),
+        );
       await eventually(
         async () =>
           (await server.status()).applications.faulty!.deployments.fragile!.status === "HEALTHY",

@@ -13,6 +13,7 @@ import type { JsonValue, ResolvedDeploymentOptions } from "../options.js";
 import { DeployFailedError, NotFoundError, ServerClosedError } from "../errors.js";
 import { DeploymentRuntime, runningOnceStarted } from "./deployment-runtime.js";
 import { hostname } from "node:os";
+import { pino, type Logger } from "pino";
 import { Membership, type Subscriber } from "./membership.js";
 import { planUpdate, type UpdateKind } from "./update-plan.js";
 import {
@@ -88,17 +89,6 @@ export interface ControllerSettings {
   readonly logLevel?: string | undefined;
 }
 
-/** pino's numbers for its level names. */
-const LOG_LEVELS: Readonly<Record<string, number>> = {
-  trace: 10,
-  debug: 20,
-  info: 30,
-  warn: 40,
-  error: 50,
-  fatal: 60,
-  silent: Infinity,
-};
-
 /** The default log sink: standard output. */
 export const writeLine = (line: string): void => void process.stdout.write(`${line}\n`);
 
@@ -135,6 +125,8 @@ export class Controller {
   };
 
   readonly #settings: ControllerSettings;
+  /** The control plane's own lines (see {@link ControllerSettings.logLevel}). */
+  readonly #logger: Logger;
 
   constructor(
     app: Application,
@@ -144,6 +136,10 @@ export class Controller {
     this.#app = app;
     this.#transports = transports;
     this.#settings = settings;
+    this.#logger = pino(
+      { level: settings.logLevel ?? "info", base: { pid: process.pid, hostname: hostname() } },
+      { write: (line: string) => settings.log(line.endsWith("\n") ? line.slice(0, -1) : line) },
+    );
     this.#metrics = settings.metrics !== false;
     for (const spec of app.graph.deployments) {
       this.#counts.set(spec.name, {
@@ -810,23 +806,10 @@ export class Controller {
 
   /**
    * A line of the control plane's own in the replicas' log, in their format (pino's JSON,
-   * tagged with the application, deployment and replica), when `level` is logged.
+   * tagged with the application, deployment and replica).
    */
   #logLine(level: "warn" | "error", d: DeploymentRuntime, replica: string, msg: string): void {
-    const least = LOG_LEVELS[this.#settings.logLevel ?? "info"] ?? LOG_LEVELS.info!;
-    if (LOG_LEVELS[level]! < least) return;
-    this.#settings.log(
-      JSON.stringify({
-        level: LOG_LEVELS[level],
-        time: Date.now(),
-        pid: process.pid,
-        hostname: hostname(),
-        application: this.#app.name,
-        deployment: d.name,
-        replica,
-        msg,
-      }),
-    );
+    this.#logger[level]({ application: this.#app.name, deployment: d.name, replica }, msg);
   }
 
   /** `what` completes "Replica X …": `died (exited with code 3)`, `failed its health check: …`. */

@@ -34,7 +34,7 @@ import { objectShape } from "./oip.js";
 import { requestTraceparent } from "./server-spans.js";
 import type { DeclaredRoute, MountedRoutes } from "./openapi.js";
 import type { IngressTarget } from "./target.js";
-import { isTypedArray, jsonReplacer } from "./tensors.js";
+import { isTypedArray, jsonText } from "./tensors.js";
 
 /**
  * Sends a graph result: bytes as octet-stream, streams as Server-Sent Events, the rest as
@@ -55,19 +55,7 @@ export function sendResult(reply: FastifyReply, result: unknown): FastifyReply {
     void sendStream(reply, result);
     return reply;
   }
-  return reply.type("application/json; charset=utf-8").send(asJson(result ?? null));
-}
-
-/** A result as JSON; one that cannot be (a cycle) fails saying why, not as an unnamed 500. */
-function asJson(value: unknown): string {
-  try {
-    return JSON.stringify(value, jsonReplacer);
-  } catch (error) {
-    throw new TributaryError(
-      "EXECUTION_FAILED",
-      `The result could not be written as JSON: ${(error as Error).message.split("\n")[0]}`,
-    );
-  }
+  return reply.type("application/json; charset=utf-8").send(jsonText(result ?? null));
 }
 
 async function sendStream(reply: FastifyReply, stream: AsyncIterable<unknown>): Promise<void> {
@@ -83,7 +71,7 @@ async function sendStream(reply: FastifyReply, stream: AsyncIterable<unknown>): 
     let done = first.done === true;
     try {
       for (let next = first; !next.done; next = await iterator.next())
-        yield `data: ${asJson(next.value)}\n\n`;
+        yield `data: ${jsonText(next.value)}\n\n`;
       done = true;
       yield "event: end\ndata: null\n\n";
     } catch (error) {

@@ -17,6 +17,7 @@ import { CancelledError, TributaryError } from "../errors.js";
 import { CancelScope } from "../data/cancel.js";
 import { isAsyncIterable } from "../values.js";
 import type { InferRequest, InferResponse, Inferred } from "./grpc.js";
+import { OIP_ID } from "./oip.js";
 import { isTypedArray } from "./tensors.js";
 
 /** A call's metadata value by its (lower-case) key, as a sticky split reads a header. */
@@ -98,7 +99,7 @@ export function streamInfer(
       } catch (error) {
         // Requests on a stream run at once: the error names the request it answers (its
         // id as the client sent it, when that is one gRPC's checks accept).
-        const id = /^[\x20-\x7e]{0,128}$/.test(request.id ?? "") ? request.id : "";
+        const id = OIP_ID.test(request.id ?? "") ? request.id : "";
         await write({
           error_message: errorMessage(error),
           infer_response: final(

@@ -15,9 +15,8 @@ import {
   ValidationError,
 } from "../errors.js";
 import { CancelScope } from "../data/cancel.js";
-import { isAsyncIterable } from "../values.js";
 import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
-import { requestedTensors } from "./oip.js";
+import { OIP_ID, refuseStream, requestedTensors } from "./oip.js";
 import {
   allReady,
   servedNames,
@@ -191,7 +190,7 @@ function grpcError(error: unknown, requestId?: string): Partial<grpc.StatusObjec
     error instanceof TributaryError
       ? { code: ERROR_CODES[error.code].grpcStatus, details: error.message }
       : { code: grpc.status.INTERNAL, details: "Internal server error." };
-  if (requestId === undefined || !/^[\x20-\x7e]{1,128}$/.test(requestId)) return status;
+  if (!requestId || !OIP_ID.test(requestId)) return status;
   const metadata = new grpc.Metadata();
   metadata.set("x-request-id", requestId);
   return { ...status, metadata };
@@ -231,13 +230,13 @@ function unary<Req, Res>(
 /** The longest request id accepted, as for HTTP's `x-request-id`. */
 const MAX_REQUEST_ID_LENGTH = 128;
 
+/** How near its deadline a call the client drops counts as one that ran out of time. */
+const DEADLINE_SLACK_MS = 250;
+
 /**
  * Milliseconds left until the call's deadline (undefined: none), so the pipeline stops when
  * the client has stopped waiting: the slot is freed and the replica's signal fires.
  */
-/** How near its deadline a call the client drops counts as one that ran out of time. */
-const DEADLINE_SLACK_MS = 250;
-
 function msUntilDeadline(call: grpc.ServerUnaryCall<unknown, unknown>): number | undefined {
   const deadline = call.getDeadline();
   const at = deadline instanceof Date ? deadline.getTime() : deadline;
@@ -358,16 +357,11 @@ export async function startGrpc(
           ({ result, respond }) => {
             let response: unknown;
             try {
-              if (isAsyncIterable(result) && !isTypedArray(result)) {
-                // One response cannot carry a stream: stop it, and say where it can be read.
-                void Promise.resolve(result[Symbol.asyncIterator]().return?.()).catch(
-                  () => undefined,
-                );
-                throw new TributaryError(
-                  "BAD_REQUEST",
-                  `Model "${call.request.model_name}" streams its result; read it with ModelStreamInfer (one response per item).`,
-                );
-              }
+              refuseStream(
+                result,
+                call.request.model_name,
+                "with ModelStreamInfer (one response per item)",
+              );
               response = respond(result);
             } catch (error) {
               const status = grpcError(error, requestId);
@@ -397,7 +391,7 @@ export async function startGrpc(
   ): Promise<Inferred> {
     {
       const target = modelNamed(request.model_name);
-      if (request.id.length > MAX_REQUEST_ID_LENGTH || !/^[\x20-\x7e]*$/.test(request.id)) {
+      if (!OIP_ID.test(request.id)) {
         throw new ValidationError([
           {
             path: "id",

@@ -4,11 +4,10 @@
  */
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { NotFoundError, TributaryError, ValidationError } from "../errors.js";
-import { isAsyncIterable } from "../values.js";
 import { cancelOnClose } from "./app-door.js";
 import { headerReader } from "./body.js";
 import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
-import { requestedTensors } from "./oip.js";
+import { OIP_ID, refuseStream, requestedTensors } from "./oip.js";
 import type { HttpSettings } from "./http.js";
 import {
   allReady,
@@ -17,12 +16,9 @@ import {
   type IngressTarget,
   type IngressTargets,
 } from "./target.js";
-import { isTypedArray, tensorFromJson, tensorToJson } from "./tensors.js";
+import { tensorFromJson, tensorToJson } from "./tensors.js";
 import { requestTraceparent } from "./server-spans.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
-
-/** An OIP request `id`: at most 128 printable ASCII characters (gRPC's limit too). */
-const OIP_ID = /^[\x20-\x7e]{0,128}$/;
 
 interface InferBody {
   id?: unknown;
@@ -123,15 +119,11 @@ export function registerOipRoutes(
           traceparent: requestTraceparent(request),
           ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
         });
-        if (isAsyncIterable(result) && !isTypedArray(result)) {
-          // One response cannot carry a stream: stop it (it frees its replica's slot), and
-          // say where it can be read.
-          void Promise.resolve(result[Symbol.asyncIterator]().return?.()).catch(() => undefined);
-          throw new TributaryError(
-            "BAD_REQUEST",
-            `Model "${target.app.name}" streams its result; read it from the application's own route (Server-Sent Events) or with gRPC ModelStreamInfer (one response per item).`,
-          );
-        }
+        refuseStream(
+          result,
+          target.app.name,
+          "from the application's own route (Server-Sent Events) or with gRPC ModelStreamInfer (one response per item)",
+        );
         const outputs = requestedTensors(result, requestedOutputs(body), target.app.name).map(
           (t) => ({
             name: t.name,

@@ -4,7 +4,8 @@
  * and results back onto output tensors.
  */
 import type { z } from "zod";
-import { ValidationError } from "../errors.js";
+import { TributaryError, ValidationError } from "../errors.js";
+import { isAsyncIterable } from "../values.js";
 import { tensorMetaOf } from "./adapters.js";
 import { isTypedArray, toTensor, type Datatype, type Tensor } from "./tensors.js";
 
@@ -42,13 +43,13 @@ function baseType(schema: z.ZodType): { type: string; element?: string; cls?: un
       return {
         type: def.type,
         ...(def.element && { element: baseType(def.element).type }),
-        // z.instanceof(C) keeps C here.
-        ...(classOf(s) !== undefined && { cls: classOf(s) }),
+        cls: classOf(s),
       };
     s = next;
   }
 }
 
+/** The class `z.instanceof(C)` keeps (`C`), else undefined. */
 function classOf(schema: z.ZodType): unknown {
   return (schema._zod as unknown as { bag?: { Class?: unknown } }).bag?.Class;
 }
@@ -239,6 +240,22 @@ export function requestedTensors(
       },
     ]);
   return tensors.filter((t) => wanted.has(t.name));
+}
+
+/** An OIP request `id`: at most 128 printable ASCII characters (HTTP's `x-request-id` too). */
+export const OIP_ID = /^[\x20-\x7e]{0,128}$/;
+
+/**
+ * Refuses a streamed result where one response must carry it: the stream is stopped (its
+ * replica's slot frees) and the error says where it can be read (`readIt`).
+ */
+export function refuseStream(result: unknown, model: string, readIt: string): void {
+  if (!isAsyncIterable(result) || isTypedArray(result)) return;
+  void Promise.resolve(result[Symbol.asyncIterator]().return?.()).catch(() => undefined);
+  throw new TributaryError(
+    "BAD_REQUEST",
+    `Model "${model}" streams its result; read it ${readIt}.`,
+  );
 }
 
 /** The one field of an object input that takes raw bytes, where a raw body goes; else none. */

@@ -177,15 +177,18 @@ export function tensorFromJson(
     if (typeof v !== "number" || !Number.isFinite(v) || (!float && !Number.isInteger(v)))
       invalid(where, `data[${i}] = ${JSON.stringify(v)} is not a valid ${datatype} value`);
     // A typed array would wrap or round it silently (300 as UINT8 is 44).
-    if (range && !range.holds(v))
+    const stored = big ? BigInt(v) : datatype === "FP16" ? halfBits(v) : v;
+    if (range && !range.holds(v, stored))
       invalid(where, `data[${i}] = ${v} is out of ${datatype}'s range (${range.text})`);
-    (out as unknown as unknown[])[i] = big ? BigInt(v) : datatype === "FP16" ? halfBits(v) : v;
+    (out as unknown as unknown[])[i] = stored;
   }
   return { datatype, shape: dims, data: out };
 }
 
 /** What each datatype holds, for numbers from JSON or gRPC's wider `*_contents` fields. */
-const RANGES: Partial<Record<Datatype, { holds: (v: number) => boolean; text: string }>> = {
+const RANGES: Partial<
+  Record<Datatype, { holds: (v: number, stored: unknown) => boolean; text: string }>
+> = {
   UINT8: inclusive(0, 255),
   UINT16: inclusive(0, 65_535),
   UINT32: inclusive(0, 4_294_967_295),
@@ -195,7 +198,8 @@ const RANGES: Partial<Record<Datatype, { holds: (v: number) => boolean; text: st
   INT16: inclusive(-32_768, 32_767),
   INT32: inclusive(-2_147_483_648, 2_147_483_647),
   INT64: { holds: (v) => v >= -(2 ** 63) && v < 2 ** 63, text: "-2^63 to 2^63 - 1" },
-  FP16: { holds: (v) => (halfBits(v) & 0x7c00) !== 0x7c00, text: "±65504" },
+  // `stored`: its half-precision bits, an infinity when it rounds past 65504.
+  FP16: { holds: (_v, stored) => ((stored as number) & 0x7c00) !== 0x7c00, text: "±65504" },
   FP32: { holds: (v) => Number.isFinite(Math.fround(v)), text: "±3.4028235e38" },
 };
 
@@ -348,16 +352,7 @@ export function toTensor(value: unknown): Tensor {
     if (flat.every((v) => typeof v === "boolean")) return { datatype: "BOOL", shape, data: flat };
     if (flat.every((v) => typeof v === "string")) return { datatype: "BYTES", shape, data: flat };
   }
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(value, jsonReplacer);
-  } catch (error) {
-    throw new TributaryError(
-      "EXECUTION_FAILED",
-      `The result could not be written as JSON: ${(error as Error).message.split("\n")[0]}`,
-    );
-  }
-  return { datatype: "BYTES", shape: [1], data: [text ?? "null"] };
+  return { datatype: "BYTES", shape: [1], data: [jsonText(value) ?? "null"] };
 }
 
 export function isTensor(value: unknown): value is Tensor {
@@ -368,6 +363,21 @@ export function isTensor(value: unknown): value is Tensor {
     Array.isArray(t.shape) &&
     (isTypedArray(t.data) || Array.isArray(t.data))
   );
+}
+
+/**
+ * A result as JSON text (see {@link jsonReplacer}); one that cannot be (a cycle, which
+ * structured clone carries) fails saying why, not as an unnamed 500.
+ */
+export function jsonText(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value, jsonReplacer);
+  } catch (error) {
+    throw new TributaryError(
+      "EXECUTION_FAILED",
+      `The result could not be written as JSON: ${(error as Error).message.split("\n")[0]}`,
+    );
+  }
 }
 
 /** JSON for results: typed arrays as arrays, bigints as numbers or strings. */

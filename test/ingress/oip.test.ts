@@ -328,37 +328,24 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
       { name: "x", datatype: "FP32", shape: [1, 2], contents: { fp32_contents: [2, 4] } },
       { name: "scale", datatype: "FP64", shape: [1], contents: { fp64_contents: [3] } },
     ];
-    await assert.rejects(
+    /** A call whose BYTES input `name` has `shape` and holds `bytes`. */
+    const withName = (shape: number[], bytes: Buffer) =>
       rpc(client, "ModelInfer", {
         model_name: "scaler",
         inputs: [
           ...base,
-          {
-            name: "name",
-            datatype: "BYTES",
-            shape: [-1, -1],
-            contents: { bytes_contents: [Buffer.from("a")] },
-          },
+          { name: "name", datatype: "BYTES", shape, contents: { bytes_contents: [bytes] } },
         ],
-      }),
+      });
+    await assert.rejects(
+      withName([-1, -1], Buffer.from("a")),
       (error: grpc.ServiceError) =>
         error.code === grpc.status.INVALID_ARGUMENT &&
         /shape\[0\] = -1 is not a non-negative integer/.test(error.details),
     );
     // Bytes that are not UTF-8, for a string field: before, they arrived as U+FFFD.
     await assert.rejects(
-      rpc(client, "ModelInfer", {
-        model_name: "scaler",
-        inputs: [
-          ...base,
-          {
-            name: "name",
-            datatype: "BYTES",
-            shape: [1],
-            contents: { bytes_contents: [Buffer.from([0xff, 0xfe, 0x41])] },
-          },
-        ],
-      }),
+      withName([1], Buffer.from([0xff, 0xfe, 0x41])),
       (error: grpc.ServiceError) =>
         error.code === grpc.status.INVALID_ARGUMENT && /not valid UTF-8/.test(error.details),
     );

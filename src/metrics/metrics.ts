@@ -77,22 +77,27 @@ class ReadAtScrape {
   }> {
     // While an application's new code starts beside the old, both report under its name:
     // series with the same labels are summed, so that none appears twice.
-    const merged = new Map<string, Value>();
-    for (const value of this.values()) {
-      const key = `${value.metricName ?? ""}${JSON.stringify(Object.entries(value.labels).sort())}`;
-      const seen = merged.get(key);
-      if (seen) seen.value += value.value;
-      else merged.set(key, { ...value });
-    }
     return Promise.resolve({
       name: this.name,
       help: this.help,
       type: this.type,
       aggregator: this.aggregator,
-      values: [...merged.values()],
+      values: merged(this.values()),
     });
   }
   reset(): void {}
+}
+
+/** `values` with those of the same name and labels summed into one. */
+function merged(values: readonly Value[]): Value[] {
+  const byKey = new Map<string, Value>();
+  for (const value of values) {
+    const key = `${value.metricName ?? ""}${JSON.stringify(Object.entries(value.labels).sort())}`;
+    const seen = byKey.get(key);
+    if (seen) seen.value += value.value;
+    else byKey.set(key, { ...value });
+  }
+  return [...byKey.values()];
 }
 
 /** A histogram snapshot as Prometheus' cumulative `_bucket`, `_sum` and `_count` values. */
@@ -151,6 +156,10 @@ export class Metrics implements FrontDoorMetrics {
   readonly registry = new Registry();
   readonly enabled: boolean;
   readonly #sources = new Set<MetricsSource>();
+  /** How each deployment counter and histogram reads a list of sources, by series name. */
+  readonly #cumulative = new Map<string, (sources: Iterable<MetricsSource>) => Value[]>();
+  /** What those series last read from sources since removed (see {@link addSource}). */
+  readonly #retired = new Map<string, Value[]>();
   readonly #remotes = new Set<() => Promise<MetricsJson[]>>();
   /**
    * The front doors' counts, kept as plain numbers (a request does a map lookup and a few
@@ -224,10 +233,22 @@ export class Metrics implements FrontDoorMetrics {
     );
   }
 
-  /** Reads an application's deployments at every scrape, until the returned function runs. */
+  /**
+   * Reads an application's deployments at every scrape, until the returned function runs.
+   * Then its counters and histograms keep the values last read, and count on in the series
+   * of the same labels: an application's new code (which starts beside the old and reuses
+   * its deployment and replica names) carries its totals on instead of starting them at
+   * zero, which Prometheus would read as a reset.
+   */
   addSource(source: MetricsSource): () => void {
     this.#sources.add(source);
-    return () => this.#sources.delete(source);
+    return () => {
+      if (!this.#sources.delete(source)) return;
+      for (const [name, read] of this.#cumulative) {
+        const kept = this.#retired.get(name) ?? [];
+        this.#retired.set(name, merged([...kept, ...read([source])]));
+      }
+    };
   }
 
   /** Metrics of other processes (front-door workers), summed into every answer. */
@@ -257,20 +278,19 @@ export class Metrics implements FrontDoorMetrics {
 
   /** The series read from the control plane and the replicas' reports at scrape time. */
   #deploymentSeries(): void {
-    const each = (
-      fn: (app: string, d: DeploymentMetrics, push: (v: Value) => void) => void,
-    ): (() => Value[]) => {
-      return () => {
+    type Read = (sources: Iterable<MetricsSource>) => Value[];
+    const each =
+      (fn: (app: string, d: DeploymentMetrics, push: (v: Value) => void) => void): Read =>
+      (sources) => {
         const values: Value[] = [];
-        for (const source of this.#sources)
+        for (const source of sources)
           for (const d of source.deployments())
             fn(source.application, d, (value) => values.push(value));
         return values;
       };
-    };
     const perReplica = (
       fn: (stats: ReplicaStats, labels: Labels, push: (v: Value) => void) => void,
-    ): (() => Value[]) =>
+    ): Read =>
       each((application, d, push) => {
         for (const r of d.replicas)
           if (r.stats) fn(r.stats, { application, deployment: d.name, replica: r.id }, push);
@@ -279,8 +299,15 @@ export class Metrics implements FrontDoorMetrics {
       name: string,
       help: string,
       type: "counter" | "gauge" | "histogram",
-      values: () => Value[],
-    ): void => this.registry.registerMetric(new ReadAtScrape(name, help, type, values) as never);
+      read: Read,
+    ): void => {
+      if (type !== "gauge") this.#cumulative.set(name, read);
+      const values =
+        type === "gauge"
+          ? () => read(this.#sources)
+          : () => [...read(this.#sources), ...(this.#retired.get(name) ?? [])];
+      this.registry.registerMetric(new ReadAtScrape(name, help, type, values) as never);
+    };
 
     add(
       "tributary_deployment_requests_total",

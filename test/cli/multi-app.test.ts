@@ -6,6 +6,7 @@ import * as grpc from "@grpc/grpc-js";
 import { ConfigError, Instance, loadInferenceService } from "tributary/internal";
 import { ROOT } from "./run-cli.js";
 import { type Client, rpc } from "../ingress/grpc-client.js";
+import { scrape, total } from "../observability/scrape.js";
 
 /** An application whose answers say which version of its code served them. */
 const moduleSource = (
@@ -136,6 +137,10 @@ async function rollAndRemove(instance: Instance, dir: string, workers: number): 
     assert.deepEqual(await beta.after(0), ["beta:v1:1"]);
 
     // New code for alpha: alpha rolls, beta is not touched and answers throughout.
+    const alphaSeries = { application: "alpha", deployment: "answer" };
+    const before = (await scrape(url)).samples;
+    const startsBefore = total(before, "tributary_replica_starts_total", alphaSeries);
+    assert.equal(startsBefore, 1);
     await writeFile(join(dir, "alpha", "app.ts"), moduleSource("alpha", "v2"));
     const second = await instance.deploy(both, file);
     assert.deepEqual(
@@ -149,6 +154,23 @@ async function rollAndRemove(instance: Instance, dir: string, workers: number): 
     assert.deepEqual(await alpha.after(changed), ["alpha:v2:1"]);
     assert.deepEqual(await beta.after(changed), ["beta:v1:1"]);
     assert.deepEqual(alpha.failures, [], "alpha lost no request while it rolled");
+    // The old code's counts carry on in the same series: Prometheus sees no reset.
+    const rolled = (await scrape(url)).samples;
+    assert.equal(total(rolled, "tributary_replica_starts_total", alphaSeries), startsBefore + 1);
+    for (const name of [
+      "tributary_deployment_requests_total",
+      "tributary_deployment_processing_seconds_count",
+    ]) {
+      for (const sample of before.filter(
+        (b) => b.name === name && b.labels.application === "alpha",
+      )) {
+        const now = total(rolled, name, sample.labels);
+        assert.ok(
+          now >= sample.value,
+          `${name} ${JSON.stringify(sample.labels)}: ${sample.value} → ${now}`,
+        );
+      }
+    }
 
     // alpha leaves the file: it is drained and removed; beta goes on.
     await alpha.stop();

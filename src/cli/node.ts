@@ -93,6 +93,8 @@ export interface NodeOptions {
 
 /** How long a node that leaves lets its replicas finish what they run. */
 const LEAVE_DRAIN_MS = 10_000;
+/** pino's level numbers, which the node's own log lines carry. */
+const LEVELS = { info: 30, warn: 40, error: 50 } as const;
 /** The id of a leaving node's own `stop` (control ids are negative; the head's count down from -1). */
 const DRAIN_ID = -2_000_000_000;
 
@@ -282,7 +284,9 @@ export class ClusterNode {
     // Each replica drains what it runs first (it answers new calls `busy`, and routers send
     // them elsewhere), as a graceful stop does on one machine.
     await Promise.all([...this.#hosted.values()].map((h) => this.#drain(h)));
-    await Promise.all([...this.#hosted.values()].map((h) => this.#end(h, "the node is leaving")));
+    await Promise.all(
+      [...this.#hosted.values()].map((h) => this.#end(h, "the node is leaving", "info")),
+    );
     this.#hello?.close();
     await this.#pool?.close(new Promise((resolve) => setTimeout(resolve, 1_000)));
     for (const bridge of this.#bridges) bridge.close();
@@ -290,10 +294,11 @@ export class ClusterNode {
     await this.#nodesKv.delete(this.options.name).catch(() => undefined);
   }
 
-  #log(message: string, fields: Record<string, unknown> = {}): void {
+  /** A line in pino's JSON format (its level numbers), like the head's and the replicas'. */
+  #log(level: keyof typeof LEVELS, message: string, fields: Record<string, unknown> = {}): void {
     (this.options.log ?? ((line) => process.stdout.write(`${line}\n`)))(
       JSON.stringify({
-        level: 30,
+        level: LEVELS[level],
         time: Date.now(),
         node: this.options.name,
         msg: message,
@@ -383,11 +388,15 @@ export class ClusterNode {
   /** Cut off from the cluster: the head will give up on this node, so its replicas end now. */
   #fence(): void {
     if (this.#hosted.size === 0) return;
-    this.#log("cut off from the cluster for half of nodeTimeout: ending this node's replicas", {
-      replicas: [...this.#hosted.keys()],
-    });
+    this.#log(
+      "warn",
+      "cut off from the cluster for half of nodeTimeout: ending this node's replicas",
+      {
+        replicas: [...this.#hosted.keys()],
+      },
+    );
     for (const hosted of [...this.#hosted.values()])
-      void this.#end(hosted, "its node was cut off from the cluster");
+      void this.#end(hosted, "its node was cut off from the cluster", "warn");
   }
 
   /**
@@ -401,7 +410,7 @@ export class ClusterNode {
       const entry = await this.#stateKv.get(key);
       const record = entry?.operation === "PUT" ? entry.json<PlacementRecord>() : undefined;
       if (!record || record.node !== this.options.name)
-        await this.#end(hosted, "the head placed it elsewhere");
+        await this.#end(hosted, "the head placed it elsewhere", "warn");
     }
   }
 
@@ -466,7 +475,7 @@ export class ClusterNode {
         }
       }
     } catch (error) {
-      this.#log("a message from the head failed", { error: (error as Error).message });
+      this.#log("error", "a message from the head failed", { error: (error as Error).message });
     }
   }
 
@@ -494,7 +503,7 @@ export class ClusterNode {
     transport.onMessage((m) => this.#fromReplica(hosted, m));
     // Control messages are plain data; one that cannot be passed on is a bug worth a line.
     transport.onUndeliverable((m, error) =>
-      this.#log("a message to a replica could not be passed on", {
+      this.#log("error", "a message to a replica could not be passed on", {
         replica: hosted.id,
         message: m.t,
         error: error.message,
@@ -527,14 +536,18 @@ export class ClusterNode {
     // The new head learns what the replica calls, and sends it membership again.
     for (const d of hosted.subscriptions)
       hosted.mailbox.send(owner, { t: "subscribe", d } satisfies FromReplica);
-    this.#log("a head adopted a replica", { replica });
+    this.#log("info", "a head adopted a replica", { replica });
   }
 
-  /** Ends a replica's host, tells its owner and its callers. */
-  async #end(hosted: Hosted, reason: string): Promise<void> {
+  /**
+   * Ends a replica's host, tells its owner and its callers. `level`: of its log line; by
+   * default an error (the replica exited or crashed on its own).
+   */
+  async #end(hosted: Hosted, reason: string, level: keyof typeof LEVELS = "error"): Promise<void> {
     if (hosted.exited) return;
     hosted.exited = true;
-    if (reason !== "terminated") this.#log("a replica ended", { replica: hosted.id, reason });
+    if (reason !== "terminated")
+      this.#log(level, "a replica ended", { replica: hosted.id, reason });
     this.#hosted.delete(hosted.id);
     this.#bySubject.delete(hosted.subject);
     for (const from of hosted.callers)
@@ -712,7 +725,7 @@ export class ClusterNode {
             const { apps: nextApps } = await this.#applications(next);
             await this.#pool?.serve(nextApps);
           } catch (error) {
-            this.#log("the front door could not serve the new config", {
+            this.#log("error", "the front door could not serve the new config", {
               error: (error as Error).message,
             });
           }

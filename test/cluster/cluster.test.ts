@@ -325,6 +325,37 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
     assert.ok(seen.has("remote"), "one of the calls went to a backend on another node");
   });
 
+  test("cluster - a replica that exits on a node fails its call with ReplicaDiedError and the cause, the node logs it as an error, and it is replaced", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const before = await status();
+    const replicas = before.applications.cluster!.deployments.backend!.replicas;
+    const answer = await post(`${before.url}/cluster`, { op: "exit" });
+    // Front's call to the backend failed with ReplicaDiedError, which Front did not catch.
+    assert.equal(answer.body.error?.code, "EXECUTION_FAILED", JSON.stringify(answer.body));
+    assert.match(
+      answer.body.error!.message,
+      /Replica backend#\d+ of deployment "backend" died while handling the request \(thread \d+ on node n\d exited with code 3\)/,
+      JSON.stringify(answer.body),
+    );
+    const whole = await until("backend is whole again", 20_000, async () => {
+      const d = (await status()).applications.cluster!.deployments.backend!;
+      return (
+        d.status === "HEALTHY" &&
+        d.replicas.length === 2 &&
+        d.replicas.every((r) => r.state === "RUNNING") &&
+        d
+      );
+    });
+    const gone = replicas.filter((r) => !whole.replicas.some((w) => w.id === r.id));
+    assert.equal(gone.length, 1, JSON.stringify(whole.replicas));
+    const node = nodes.get(gone[0]!.node!)!;
+    await until("the node logs the replica's end", 10_000, () =>
+      new RegExp(
+        `"level":50,[^\\n]*"msg":"a replica ended","replica":"${gone[0]!.id}","reason":"[^"]*exited with code 3"`,
+      ).test(node.output()),
+    );
+  });
+
   test("cluster - a node killed under load: only its calls in flight fail, and the deployment is whole again", async (t) => {
     if (!natsServerOrSkip(t)) return;
     const before = await status();
@@ -420,7 +451,7 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
     assert.match(
       node.output(),
       new RegExp(
-        `"a replica ended","replica":"${paused.id}","reason":"(the head placed it elsewhere|its node was cut off from the cluster)"`,
+        `"level":40,[^\n]*"msg":"a replica ended","replica":"${paused.id}","reason":"(the head placed it elsewhere|its node was cut off from the cluster)"`,
       ),
     );
     for (let i = 0; i < 6; i++) {

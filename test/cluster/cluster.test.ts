@@ -333,7 +333,7 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
     // Front's call to the backend failed with ReplicaDiedError, which Front did not catch.
     assert.equal(answer.body.error?.code, "EXECUTION_FAILED", JSON.stringify(answer.body));
     assert.match(
-      answer.body.error!.message,
+      answer.body.error.message,
       /Replica backend#\d+ of deployment "backend" died while handling the request \(thread \d+ on node n\d exited with code 3\)/,
       JSON.stringify(answer.body),
     );

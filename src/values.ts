@@ -16,6 +16,19 @@ export function isAsyncIterable(value: unknown): value is AsyncIterable<unknown>
   return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
 }
 
+/**
+ * Stops a stream (a step's or a call's streamed result) that no one will read: its
+ * producer is cancelled and its replica slot freed. Anything else is left alone.
+ */
+export function stopStream(value: unknown): void {
+  if (!isAsyncIterable(value) || isPromiseLike(value)) return;
+  try {
+    void Promise.resolve(value[Symbol.asyncIterator]().return?.()).catch(() => undefined);
+  } catch {
+    // Its return() threw: nothing more can be done for it.
+  }
+}
+
 /** A plain object (`{…}` or `Object.create(null)`): not an array, class instance or builtin. */
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (typeof value !== "object" || value === null) return false;

@@ -6,7 +6,7 @@
  * names the deployment, the method and the argument.
  */
 import { ValidationError } from "../errors.js";
-import { isAsyncIterable, isPlainObject, isPromiseLike } from "../values.js";
+import { isAsyncIterable, isPlainObject, isPromiseLike, stopStream } from "../values.js";
 
 /** What a handle call's response is, seen from an argument: its label and its result. */
 interface Passed {
@@ -98,11 +98,13 @@ export function prepareArguments(
   }
   if (!passed) return args;
   const waiting = passed;
-  return Promise.all(waiting.map(([, response]) => response.result)).then((values) => {
-    const resolved = args.slice();
-    waiting.forEach(([index, response], k) => {
-      const value = values[k];
-      if (isAsyncIterable(value)) {
+  return Promise.all(waiting.map(([, response]) => response.result)).then(
+    (values) => {
+      const stream = values.findIndex((value) => isAsyncIterable(value));
+      if (stream >= 0) {
+        // No one will read the streams: each is stopped, which frees its replica's slot.
+        for (const value of values) stopStream(value);
+        const [index, response] = waiting[stream]!;
         throw invalid(
           deployment,
           method,
@@ -110,10 +112,16 @@ export function prepareArguments(
           `it is the stream that ${response.label} returned; iterate it and pass its items instead`,
         );
       }
-      resolved[index] = value;
-    });
-    return resolved;
-  });
+      const resolved = args.slice();
+      waiting.forEach(([index], k) => (resolved[index] = values[k]));
+      return resolved;
+    },
+    (error: unknown) => {
+      // The call fails; a stream another passed response opens later is read by no one.
+      for (const [, response] of waiting) response.result.then(stopStream, () => undefined);
+      throw error;
+    },
+  );
 }
 
 /**

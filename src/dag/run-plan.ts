@@ -8,7 +8,7 @@
 import { GraphExecutionError, ValidationError } from "../errors.js";
 import type { CompiledGraph, SplitStep, Step, StepArg } from "./compile.js";
 import { pickArm } from "./weights.js";
-import { isPromiseLike } from "../values.js";
+import { isAsyncIterable, isPromiseLike, stopStream } from "../values.js";
 
 export type CallStep = Extract<Step, { op: "call" }>;
 type BranchStep = Extract<Step, { op: "branch" }>;
@@ -56,6 +56,25 @@ function branchArm(step: BranchStep, steps: readonly Step[], value: unknown): nu
 /** How many dependencies each step waits for, copied per request. */
 const depCounts = new WeakMap<CompiledGraph, Int32Array>();
 
+/** Whether `value` is a step's streamed result (what only the graph's output may be). */
+function isStream(value: unknown): value is AsyncIterable<unknown> {
+  return isAsyncIterable(value) && !isPromiseLike(value);
+}
+
+/**
+ * The error for a streamed result used as another step's input: a stream is consumed where
+ * it is read (a deployment iterates it and passes its items on), so it can only be the
+ * graph's output, or reach it through branches and splits.
+ */
+function streamPassedOn(step: Step, from: Step): GraphExecutionError | ValidationError {
+  const why =
+    `${from.label} returned a stream, which ${step.label} takes as an input; a stream can ` +
+    `only be the graph's output: iterate it in a deployment and pass its items on instead`;
+  if (from.op === "call")
+    return new GraphExecutionError(from.deployment, from.label, new Error(why));
+  return new ValidationError([{ path: from.label, message: why }]);
+}
+
 function resolveArgs(args: readonly StepArg[], values: unknown[]): unknown[] {
   const out = new Array<unknown>(args.length);
   for (let i = 0; i < args.length; i++) {
@@ -101,15 +120,23 @@ export function runPlan<C = undefined>(
     const chosen = need ? new Int32Array(steps.length).fill(-1) : undefined;
     let failed = false;
 
+    let resolved = false;
     const fail = (error: unknown): void => {
       if (failed) return;
       failed = true;
+      if (resolved) return;
+      // Streams that steps returned for others to read are read by no one now.
+      for (const value of values) stopStream(value);
       reject(error);
     };
     const complete = (index: number, value: unknown): void => {
-      if (failed) return;
+      if (failed) {
+        stopStream(value);
+        return;
+      }
       values[index] = value;
       if (index === root) {
+        resolved = true;
         resolve(value);
         return;
       }
@@ -147,6 +174,10 @@ export function runPlan<C = undefined>(
       if (need) need[index] = STARTED;
       let result: unknown;
       try {
+        if (step.op === "call" || step.op === "multi" || step.op === "attribute") {
+          for (const dep of step.deps)
+            if (isStream(values[dep])) throw streamPassedOn(step, steps[dep]!);
+        }
         switch (step.op) {
           case "input":
             result = input;

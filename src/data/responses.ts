@@ -9,8 +9,12 @@ import { CallTable } from "./call-table.js";
 /** Items of a streamed response, consumed with `for await`. */
 export class StreamReader implements AsyncIterableIterator<unknown> {
   readonly #items: unknown[] = [];
-  #waiting:
-    { resolve: (r: IteratorResult<unknown>) => void; reject: (e: unknown) => void } | undefined;
+  /**
+   * `next()` calls waiting for an item, oldest first: each gets the next item in order, as
+   * from an async generator (a consumer may call `next()` again before the last settled).
+   */
+  #waiting: { resolve: (r: IteratorResult<unknown>) => void; reject: (e: unknown) => void }[] =
+    [];
   #done = false;
   #error: Error | undefined;
   readonly #onReturn: () => void;
@@ -30,9 +34,8 @@ export class StreamReader implements AsyncIterableIterator<unknown> {
   }
 
   push(item: unknown): void {
-    if (this.#waiting) {
-      const waiting = this.#waiting;
-      this.#waiting = undefined;
+    const waiting = this.#waiting.shift();
+    if (waiting) {
       this.#took();
       waiting.resolve({ value: item, done: false });
     } else {
@@ -64,11 +67,13 @@ export class StreamReader implements AsyncIterableIterator<unknown> {
     this.#error = error;
     this.#ended();
     const waiting = this.#waiting;
-    this.#waiting = undefined;
-    if (waiting) {
-      if (error === undefined) waiting.resolve({ value: undefined, done: true });
-      else waiting.reject(error);
+    this.#waiting = [];
+    // The first waiting next() gets the error, as from a generator that threw; the rest end.
+    if (error !== undefined && waiting.length > 0) {
+      this.#error = undefined;
+      waiting.shift()!.reject(error);
     }
+    for (const w of waiting) w.resolve({ value: undefined, done: true });
   }
 
   next(): Promise<IteratorResult<unknown>> {
@@ -84,17 +89,17 @@ export class StreamReader implements AsyncIterableIterator<unknown> {
       }
       return Promise.resolve({ value: undefined, done: true });
     }
-    return new Promise((resolve, reject) => (this.#waiting = { resolve, reject }));
+    return new Promise((resolve, reject) => this.#waiting.push({ resolve, reject }));
   }
 
   return(): Promise<IteratorResult<unknown>> {
     if (!this.#done) {
       this.#done = true;
       this.#items.length = 0;
-      // A next() still waiting for an item ends too.
+      // The next() calls still waiting for an item end too.
       const waiting = this.#waiting;
-      this.#waiting = undefined;
-      waiting?.resolve({ value: undefined, done: true });
+      this.#waiting = [];
+      for (const w of waiting) w.resolve({ value: undefined, done: true });
       this.#onReturn();
       this.#ended();
     }

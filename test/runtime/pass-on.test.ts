@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { GraphExecutionError, ValidationError, withHandleOptions } from "tributary";
 import { serve } from "../serve.js";
+import { eventually } from "./eventually.js";
 import {
   app,
   earlyApp,
+  streamArgApp,
   type EarlyCaller,
   type Adder,
   type Attempt,
@@ -22,7 +24,7 @@ const unsendable: readonly [Attempt, RegExp][] = [
   ["function", /arguments\[1\]: it is a function/],
   ["symbol", /arguments\[0\]: it is a symbol \(Symbol\(s\)\)/],
   ["nested-response", /arguments\[0\]\.x: it is the un-awaited result of adder\.double\(\)/],
-  ["stream-upstream", /arguments\[0\]: it is the stream that adder\.count\(\) returned/],
+  ["stream-upstream", /arguments\[0\]: it is the stream that adder\.endless\(\) returned/],
 ];
 
 describe(
@@ -46,6 +48,16 @@ describe(
           assert.match(outcome.message, message, kind);
           assert.ok(outcome.ms < 2_000, `${kind} settled in ${outcome.ms} ms`);
         });
+        // The stream passed on was stopped: its producer ended and its slot is free.
+        const adder = server.getHandle<Adder>("adder", { timeout: "5s" });
+        await eventually(async () => (await adder.streamsEnded()) === 1, 5_000, "the stream ended");
+        await eventually(
+          async () =>
+            Object.values((await server.status()).applications)[0]!.deployments.adder!.ongoing ===
+            0,
+          5_000,
+          "the adder's slot is free",
+        );
       });
 
       test(`handles - inside a ${isolation} replica, an un-awaited handle result passed as an argument is awaited and its value sent; its failure fails the call`, async () => {
@@ -202,6 +214,44 @@ describe(
       while ((await adder.streamsEnded()) < 2 && Date.now() < deadline)
         await new Promise((resolve) => setTimeout(resolve, 20));
       assert.equal(await adder.streamsEnded(), 2, "both producers stopped");
+    });
+
+    test("handles - next() called again before the last one settled gets the next item, in order, as from an async generator", async () => {
+      await using server = await serve(app);
+      const adder = server.getHandle<Adder>("adder", { timeout: "5s" });
+      const items = adder.endless(20)[Symbol.asyncIterator]();
+      const three = await Promise.all([items.next(), items.next(), items.next()]);
+      assert.deepEqual(
+        three.map((r) => r.value),
+        [0, 1, 2],
+      );
+      assert.deepEqual(await items.next(), { value: 3, done: false });
+      const waiting = [items.next(), items.next()];
+      await items.return!();
+      assert.deepEqual(await Promise.all(waiting), [
+        { value: undefined, done: true },
+        { value: undefined, done: true },
+      ]);
+    });
+
+    test("graph - a step's stream passed to another step fails the request saying so, and the stream is stopped", async () => {
+      await using server = await serve(streamArgApp);
+      await assert.rejects(server.handle.call(5 as never), (error: unknown) => {
+        assert.ok(error instanceof GraphExecutionError, String(error));
+        assert.match(
+          error.message,
+          /adder\.endless\(\) returned a stream, which adder\.double\(\) takes as an input; a stream can only be the graph's output/,
+        );
+        return true;
+      });
+      const adder = server.getHandle<Adder>("adder", { timeout: "5s" });
+      await eventually(async () => (await adder.streamsEnded()) === 1, 5_000, "the stream ended");
+      await eventually(
+        async () =>
+          Object.values((await server.status()).applications)[0]!.deployments.adder!.ongoing === 0,
+        5_000,
+        "the adder's slot is free",
+      );
     });
 
     test("handles - from the main thread, an un-awaited result is awaited and passed on, and arguments that cannot be sent reject at once naming the argument", async () => {

@@ -221,10 +221,11 @@ describe(
       const adder = server.getHandle<Adder>("adder", { timeout: "5s" });
       const items = adder.endless(20)[Symbol.asyncIterator]();
       const three = await Promise.all([items.next(), items.next(), items.next()]);
-      assert.deepEqual(
-        three.map((r) => r.value),
-        [0, 1, 2],
-      );
+      assert.deepEqual(three, [
+        { value: 0, done: false },
+        { value: 1, done: false },
+        { value: 2, done: false },
+      ]);
       assert.deepEqual(await items.next(), { value: 3, done: false });
       const waiting = [items.next(), items.next()];
       await items.return!();

@@ -196,7 +196,6 @@ export async function startHttp(
       });
       return server;
     },
-    connectionTimeout: options.readTimeoutMs,
   });
   await configureFastify(fastify, state);
   const notFound = (request: FastifyRequest, reply: FastifyReply): void => {
@@ -257,9 +256,10 @@ export async function startHttp(
     mount,
     apply(next) {
       Object.assign(settings, next);
+      // Receiving a request only: no idle timeout on the socket, which would also cut off a
+      // call that runs longer than readTimeout (requestTimeout bounds those).
       server.requestTimeout = next.readTimeoutMs;
       server.headersTimeout = next.readTimeoutMs;
-      server.setTimeout(next.readTimeoutMs);
     },
     close(force = Promise.resolve()) {
       closed ??= (async () => {

@@ -10,7 +10,7 @@ import { type Client, rpc } from "../ingress/grpc-client.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
-const config = (requestTimeout: string) => `http: { port: 0, requestTimeout: ${requestTimeout} }
+const config = (requestTimeout: string) => `http: { port: 0, requestTimeout: ${requestTimeout}, readTimeout: 1s }
 applications:
   - name: sleepy
     importPath: ./app.ts:app
@@ -75,6 +75,13 @@ test(
         const timedOut = await answer(2);
         assert.match(timedOut, /^HTTP\/1\.1 504/);
         assert.match(timedOut, /"code":"TIMEOUT"/);
+        assert.equal(closed, false, "the connection was not dropped");
+
+        // readTimeout bounds receiving a request, not waiting for its answer: a call longer
+        // than it is answered after a change too (it was cut off with no answer).
+        await instance.deploy(config("10s"), file);
+        socket.write(nap(1_500));
+        assert.match(await answer(3), /^HTTP\/1\.1 200/);
         assert.equal(closed, false, "the connection was not dropped");
       } finally {
         socket.destroy();

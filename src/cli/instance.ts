@@ -118,6 +118,27 @@ interface Plan {
 /** How long requests in flight may finish on an old address when the front door moves. */
 const RESTART_DRAIN_MS = 5_000;
 
+/** The front-door worker processes of `http.workers` above 1. */
+type PoolRef = { readonly workers: number; readonly pool: FrontDoorPool } | undefined;
+
+/** The ports `doors` listen on. */
+function portsOf(doors: FrontDoors): { http: number; grpc: number | undefined } {
+  return { http: Number(new URL(doors.url).port), grpc: doors.grpcPort };
+}
+
+/**
+ * Whether listeners for `next` may need a port that `current` holds (the same HTTP or gRPC
+ * port number, other than 0): then they cannot start beside them.
+ */
+function sharesPort(current: FrontDoors, next: RunOptions): boolean {
+  const held = portsOf(current);
+  const http = next.port ?? 8000;
+  const grpc = next.grpc?.port;
+  return (
+    (http !== 0 && http === held.http) || (grpc !== undefined && grpc !== 0 && grpc === held.grpc)
+  );
+}
+
 export class Instance {
   readonly #options: InstanceOptions;
   /** The recent log lines (`tributary logs`); every line also goes to standard output. */
@@ -133,7 +154,9 @@ export class Instance {
   #served: readonly IngressTarget[] = [];
   #frontDoors: FrontDoors | undefined;
   /** With `http.workers` above 1: the worker processes behind `#frontDoors`. */
-  #pool: { readonly workers: number; readonly pool: FrontDoorPool } | undefined;
+  #pool: PoolRef;
+  /** The options `#frontDoors` were started or last updated with. */
+  #frontDoorOptions: RunOptions | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #admin: (() => Promise<void>) | undefined;
   #closed: Promise<void> | undefined;
@@ -330,39 +353,83 @@ export class Instance {
    */
   async #ensureFrontDoors(options: RunOptions): Promise<string[]> {
     const workers = options.http?.workers ?? 1;
-    const first = this.#frontDoors === undefined;
+    const old = this.#frontDoors;
     const before = this.#pool?.workers ?? 1;
-    if (this.#frontDoors) {
-      const changed = before === workers ? await this.#frontDoors.update(options) : undefined;
-      if (changed) return changed;
-      const old = this.#frontDoors;
-      this.#frontDoors = undefined;
-      // Requests in flight on the old address get a moment to finish.
-      await old.close(new Promise((resolve) => setTimeout(resolve, RESTART_DRAIN_MS)));
+    if (!old) {
+      // The first start changes nothing that was served.
+      [this.#frontDoors, this.#pool] = await this.#startFrontDoors(options, workers);
+      this.#frontDoorOptions = options;
+      return [];
     }
-    this.#pool = undefined;
-    if (workers > 1) {
-      const { startFrontDoorPool } = await import("../runtime/front-door-pool.js");
-      const pool = await startFrontDoorPool(
-        [...this.#running.values()].map((r) => r.server.poolApplication()),
-        options,
-        workers,
-        this.metrics,
-      );
-      this.#pool = { workers, pool };
-      this.#frontDoors = {
+    const changed = before === workers ? await old.update(options) : undefined;
+    if (changed) {
+      this.#frontDoorOptions = options;
+      return changed;
+    }
+    // New listeners: started beside the old ones where they can be, so that a change that
+    // cannot be served (a port in use, a host not on this machine) leaves the old serving.
+    let started: [FrontDoors, PoolRef] | undefined;
+    try {
+      started = await this.#startFrontDoors(options, workers);
+    } catch (error) {
+      if (!sharesPort(old, options)) throw error;
+    }
+    // Requests in flight on the old address get a moment to finish.
+    const drain = (): Promise<void> =>
+      old.close(new Promise((resolve) => setTimeout(resolve, RESTART_DRAIN_MS)));
+    if (!started) {
+      // The new listeners need a port the old ones hold: those go first, and come back if
+      // the new ones cannot start either.
+      this.#frontDoors = undefined;
+      this.#pool = undefined;
+      await drain();
+      try {
+        started = await this.#startFrontDoors(options, workers);
+      } catch (error) {
+        // Back as they were, on the ports they had (an ephemeral one included).
+        const previous = this.#frontDoorOptions!;
+        const held = portsOf(old);
+        [this.#frontDoors, this.#pool] = await this.#startFrontDoors(
+          {
+            ...previous,
+            port: held.http,
+            ...(held.grpc !== undefined && { grpc: { port: held.grpc } }),
+          },
+          before,
+        );
+        throw error;
+      }
+      [this.#frontDoors, this.#pool] = started;
+    } else {
+      [this.#frontDoors, this.#pool] = started;
+      await drain();
+    }
+    this.#frontDoorOptions = options;
+    return workers === before ? ["address"] : ["workers"];
+  }
+
+  /** Front doors for `options`: this process's, or `workers` processes behind one port. */
+  async #startFrontDoors(options: RunOptions, workers: number): Promise<[FrontDoors, PoolRef]> {
+    if (workers <= 1)
+      return [await startFrontDoors(this.#targets, options, this.metrics), undefined];
+    const { startFrontDoorPool } = await import("../runtime/front-door-pool.js");
+    const pool = await startFrontDoorPool(
+      [...this.#running.values()].map((r) => r.server.poolApplication()),
+      options,
+      workers,
+      this.metrics,
+    );
+    return [
+      {
         url: pool.url,
         grpcPort: pool.grpcPort,
         update: (next) => pool.update(next),
         // A worker builds an application's routes when it is told to serve it (#publish).
         mount: async () => undefined,
         close: (force) => pool.close(force ?? Promise.resolve()),
-      };
-    } else {
-      this.#frontDoors = await startFrontDoors(this.#targets, options, this.metrics);
-    }
-    // The first start changes nothing that was served.
-    return first ? [] : workers === before ? ["address"] : ["workers"];
+      },
+      { workers, pool },
+    ];
   }
 
   async #persist(file: string, text: string): Promise<void> {

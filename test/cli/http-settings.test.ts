@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { connect } from "node:net";
+import { type AddressInfo, connect, createServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -10,7 +10,9 @@ import { type Client, rpc } from "../ingress/grpc-client.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
-const config = (requestTimeout: string) => `http: { port: 0, requestTimeout: ${requestTimeout}, readTimeout: 1s }
+const config = (
+  requestTimeout: string,
+) => `http: { port: 0, requestTimeout: ${requestTimeout}, readTimeout: 1s }
 applications:
   - name: sleepy
     importPath: ./app.ts:app
@@ -124,6 +126,52 @@ test(
       assert.deepEqual(await rpc(client, "ModelReady", { name: "sleepy" }), { ready: true });
     } finally {
       client?.close();
+      await instance.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+test(
+  "instance - a new http port that is in use fails the deploy, and the front door goes on serving at its old address",
+  { timeout: 90_000 },
+  async () => {
+    const { dir, instance, file } = await sleepyInstance(".tmp-http-busy-");
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+    const busyPort = (busy.address() as AddressInfo).port;
+    const napOver = async (url: string): Promise<number> =>
+      (
+        await fetch(`${url}/nap`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ ms: 10 }),
+        })
+      ).status;
+    try {
+      await instance.deploy(config("30s"), file);
+      const url = (await instance.status()).url as string;
+      assert.equal(await napOver(url), 200);
+      await assert.rejects(
+        instance.deploy(config("30s").replace("port: 0", `port: ${busyPort}`), file),
+        new RegExp(`HTTP port ${busyPort} .*in use`),
+      );
+      assert.equal((await instance.status()).url, url, "the same address");
+      assert.equal(await napOver(url), 200, "still served");
+
+      // The same HTTP port and a gRPC port in use: the old listeners must close for the new
+      // ones to start, and come back when they cannot.
+      const port = Number(new URL(url).port);
+      const fixed = config("30s").replace("port: 0", `port: ${port}`);
+      await instance.deploy(fixed, file);
+      await assert.rejects(
+        instance.deploy(`${fixed}grpc: { port: ${busyPort} }\n`, file),
+        new RegExp(`gRPC port ${busyPort} .*in use`),
+      );
+      assert.equal((await instance.status()).url, url, "the same address");
+      assert.equal(await napOver(url), 200, "served again");
+    } finally {
+      busy.close();
       await instance.close();
       await rm(dir, { recursive: true, force: true });
     }

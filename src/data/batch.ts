@@ -8,7 +8,7 @@
  */
 import { toMilliseconds, type Duration } from "../options.js";
 import { OptionsError, TributaryError } from "../errors.js";
-import { requestStorage, type ActiveRequest } from "./context.js";
+import { ActiveRequest, requestStorage } from "./context.js";
 import { replicaStats } from "./replica-stats.js";
 
 export interface BatchOptions {
@@ -118,21 +118,28 @@ export function batch<Item, Result>(
     const taken: Waiting<Item, Result>[] = [];
     const rest: Waiting<Item, Result>[] = [];
     for (const w of queue) {
-      if (taken.length < limits.size && w.request?.multiplexedModelId === model) taken.push(w);
+      // An item whose caller gave up while it waited (a timeout, a hang-up) is not run.
+      if (w.request?.cancelled) w.reject(w.request.signal.reason);
+      else if (taken.length < limits.size && w.request?.multiplexedModelId === model) taken.push(w);
       else rest.push(w);
     }
     queue = rest;
     if (queue.length > 0) firstArrival = performance.now();
+    if (taken.length === 0) {
+      schedule();
+      return;
+    }
     running = true;
     batches++;
     items += taken.length;
     sizes[taken.length] = (sizes[taken.length] ?? 0) + 1;
-    // The list function sees the first item's request: its model is the batch's.
-    const first = taken[0]!.request;
+    // The list function sees the first item's request (its model is the batch's), cancelled
+    // only when every item's is.
+    const request = ActiveRequest.ofBatch(taken.map((w) => w.request));
     const run = () => fn(taken.map((w) => w.item));
     replicaStats.batch(taken.length);
     Promise.resolve()
-      .then(() => (first ? requestStorage.run(first, run) : run()))
+      .then(() => (request ? requestStorage.run(request, run) : run()))
       .then(
         (results) => {
           if (!Array.isArray(results) || results.length !== taken.length) {

@@ -109,6 +109,32 @@ export class ActiveRequest implements RequestContext {
     if (this.#reason) listener();
     else (this.#onCancel ??= []).push(listener);
   }
+
+  /**
+   * The request a `batch()` list function runs in: the first item's (its id, model, trace
+   * and deployment), but cancelled only once every item's request is, so that one caller's
+   * timeout or hang-up does not cancel, through the signal or the handle calls the batch
+   * makes, the calls of the others. An item with no request (outside a replica) never is.
+   */
+  static ofBatch(requests: readonly (ActiveRequest | undefined)[]): ActiveRequest | undefined {
+    const first = requests[0];
+    if (!first || requests.length === 1) return first;
+    const batch = new ActiveRequest(
+      first.requestId,
+      first.deployment,
+      first.replica,
+      first.multiplexedModelId,
+      first.#span,
+    );
+    batch.method = first.method;
+    batch.startedAt = first.startedAt;
+    let left = requests.length;
+    for (const request of requests)
+      request?.onCancel(() => {
+        if (--left === 0) batch.cancel(request.#reason!);
+      });
+    return batch;
+  }
 }
 
 /** @internal */

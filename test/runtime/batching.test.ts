@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { GraphExecutionError } from "tributary";
+import { setTimeout as sleep } from "node:timers/promises";
+import { GraphExecutionError, withHandleOptions } from "tributary";
 import { app, type Embedder } from "../fixtures/batch-app.js";
 import { serve } from "../serve.js";
 
@@ -29,5 +30,27 @@ test(
     await server.reconfigure("embedder", { maxBatchSize: 8 });
     await Promise.all(Array.from({ length: 8 }, () => embedder.forward("y")));
     assert.equal((await embedder.batchStats()).sizes[8], 1);
+  },
+);
+
+test(
+  "batching - one caller's timeout cancels its own item only: the batch runs on for the others, and an item whose caller gave up while it waited is not run",
+  { timeout: 60_000 },
+  async () => {
+    await using server = await serve(app, { port: 0 });
+    const embedder = server.getHandle<Embedder>("embedder");
+    const hasty = withHandleOptions(embedder, { timeout: 100 });
+    const first = hasty.patient("a");
+    await sleep(2);
+    const others = ["bb", "ccc", "dddd"].map((t) => embedder.patient(t));
+    // The batch of four runs for 300 ms: this one waits in the replica's batch queue.
+    await sleep(60);
+    const late = withHandleOptions(embedder, { timeout: 50 }).patient("late");
+    await assert.rejects(first, { code: "TIMEOUT" });
+    assert.deepEqual(await Promise.all(others), [2, 3, 4]);
+    await assert.rejects(late, { code: "TIMEOUT" });
+    await sleep(400);
+    const stats = await embedder.patientStats();
+    assert.deepEqual(stats.sizes, { 4: 1 }, "one batch of four; the late item never ran");
   },
 );

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { OptionsError } from "./errors.js";
-import { MAX_DURATION_MS, resolveOptions, toMilliseconds, validateOptions } from "./options.js";
+import {
+  MAX_DURATION_MS,
+  MAX_REPLICAS,
+  resolveOptions,
+  toMilliseconds,
+  validateOptions,
+} from "./options.js";
 
 test("options - durations accept milliseconds or a number with a unit", () => {
   assert.equal(toMilliseconds(250), 250);
@@ -71,4 +77,25 @@ test("options - resolving fills the documented defaults and converts durations o
 test("options - userConfig must be JSON", () => {
   assert.doesNotThrow(() => validateOptions({ userConfig: { a: [1, "x", null, true] } }, "d"));
   assert.throws(() => validateOptions({ userConfig: { a: () => 1 } }, "d"), /userConfig/);
+});
+
+test("options - replica counts are bounded, and initialReplicas lies between minReplicas and maxReplicas", () => {
+  for (const [options, reason] of [
+    [{ numReplicas: 100_000 }, /numReplicas: expected at most 1024 replicas per deployment/],
+    [{ autoscaling: { maxReplicas: 5000 } }, /autoscaling\.maxReplicas: expected at most 1024/],
+    [
+      { autoscaling: { minReplicas: 1, maxReplicas: 2, initialReplicas: 5 } },
+      /autoscaling\.initialReplicas: initialReplicas must be between minReplicas \(1\) and maxReplicas \(2\)/,
+    ],
+    [
+      { autoscaling: { minReplicas: 2, maxReplicas: 4, initialReplicas: 1 } },
+      /initialReplicas must be between minReplicas \(2\) and maxReplicas \(4\)/,
+    ],
+    [{ numReplicas: 0 }, /numReplicas: /],
+  ] as const) {
+    assert.throws(() => validateOptions(options, "d"), reason);
+  }
+  validateOptions({ numReplicas: MAX_REPLICAS }, "d");
+  validateOptions({ autoscaling: { minReplicas: 0, maxReplicas: 3, initialReplicas: 0 } }, "d");
+  validateOptions({ autoscaling: { maxReplicas: 3, initialReplicas: 3 } }, "d");
 });

@@ -75,12 +75,21 @@ function buildSchemas(z: typeof Zod) {
 
   const positiveInt = z.number().int().positive();
   const nonNegativeInt = z.number().int().nonnegative();
+  const replicaCount = (least: 0 | 1) =>
+    z
+      .number()
+      .int()
+      .min(least)
+      .max(
+        MAX_REPLICAS,
+        `expected at most ${MAX_REPLICAS} replicas per deployment (each is a thread or a process of this machine)`,
+      );
 
   const autoscalingSchema = z
     .strictObject({
-      minReplicas: nonNegativeInt,
-      maxReplicas: positiveInt,
-      initialReplicas: nonNegativeInt,
+      minReplicas: replicaCount(0),
+      maxReplicas: replicaCount(1),
+      initialReplicas: replicaCount(0),
       targetOngoingRequests: z.number().positive(),
       upscaleDelay: durationSchema,
       downscaleDelay: durationSchema,
@@ -97,7 +106,19 @@ function buildSchemas(z: typeof Zod) {
         message: "minReplicas must not be greater than maxReplicas",
         path: ["minReplicas"],
       },
-    );
+    )
+    .superRefine((a, context) => {
+      if (a.initialReplicas === undefined) return;
+      const min = a.minReplicas ?? DEFAULT_AUTOSCALING.minReplicas;
+      const max = a.maxReplicas ?? Math.max(min, DEFAULT_AUTOSCALING.maxReplicas);
+      if (a.initialReplicas >= min && a.initialReplicas <= max) return;
+      context.addIssue({
+        code: "custom",
+        input: a.initialReplicas,
+        path: ["initialReplicas"],
+        message: `initialReplicas must be between minReplicas (${min}) and maxReplicas (${max})`,
+      });
+    });
 
   const resourcesSchema = z
     .strictObject({
@@ -116,7 +137,7 @@ function buildSchemas(z: typeof Zod) {
           DEPLOYMENT_NAME_PATTERN,
           "expected at most 100 letters, digits, '_', '-' or '.', not starting with '-' or '.'",
         ),
-      numReplicas: positiveInt,
+      numReplicas: replicaCount(1),
       maxOngoingRequests: positiveInt,
       maxQueuedRequests: nonNegativeInt,
       maxQueueWait: z.union([z.number(), z.string()]).superRefine((value, context) => {
@@ -237,6 +258,9 @@ export const DEFAULT_OPTIONS = {
   healthCheckTimeout: "10s",
   gracefulShutdownTimeout: "20s",
 } as const satisfies DeploymentOptions;
+
+/** The most replicas one deployment may ask for (numReplicas, autoscaling's bounds). */
+export const MAX_REPLICAS = 1024;
 
 const DEFAULT_AUTOSCALING = {
   minReplicas: 1,

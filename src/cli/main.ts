@@ -8,6 +8,8 @@
  * tributary init my-app
  */
 import { readFileSync } from "node:fs";
+import { type IncomingMessage, request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve } from "node:path";
 import { Command, Option } from "commander";
@@ -162,27 +164,69 @@ async function admin(
   path: string,
   body?: unknown,
 ): Promise<unknown> {
-  const token = flags.token ?? process.env.TRIBUTARY_ADMIN_TOKEN;
   // The admin API takes JSON bodies only, even where there is nothing to say.
   const payload = method === "GET" ? undefined : JSON.stringify(body ?? {});
-  let response: Response;
+  const response = await adminRequest(flags, method, path, payload);
+  let text = "";
+  for await (const chunk of response) text += String(chunk);
+  let answer: { error?: { message: string } };
   try {
-    response = await fetch(`${flags.address}${path}`, {
-      method,
-      headers: {
-        ...(payload !== undefined && { "content-type": "application/json" }),
-        ...(token && { authorization: `Bearer ${token}` }),
-      },
-      ...(payload !== undefined && { body: payload }),
-    });
-  } catch (error) {
+    answer = JSON.parse(text) as typeof answer;
+  } catch {
     throw new Error(
-      `no instance answers at ${flags.address} (${(error as Error).message}); start one with tributary start`,
+      `The instance at ${flags.address} answered HTTP ${response.statusCode} with no JSON.`,
     );
   }
-  const answer = (await response.json()) as { error?: { message: string } };
-  if (!response.ok) throw new Error(answer.error?.message ?? `HTTP ${response.status}`);
+  if ((response.statusCode ?? 500) >= 400)
+    throw new Error(answer.error?.message ?? `HTTP ${response.statusCode}`);
   return answer;
+}
+
+/**
+ * One request to an instance's admin API, with no time limit: a deploy waits for replicas
+ * to start and old ones to drain (minutes, by their timeouts), and `logs --follow` for
+ * lines (fetch gave up on both after 300 s, and said no instance answered).
+ */
+function adminRequest(
+  flags: AdminFlags,
+  method: string,
+  path: string,
+  payload?: string,
+): Promise<IncomingMessage> {
+  const token = flags.token ?? process.env.TRIBUTARY_ADMIN_TOKEN;
+  let url: URL;
+  try {
+    url = new URL(`${flags.address}${path}`);
+  } catch {
+    return Promise.reject(
+      new Error(`--address ${flags.address} is not the URL of an admin API (http://host:port).`),
+    );
+  }
+  const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+  return new Promise((resolve, reject) => {
+    const request = send(
+      url,
+      {
+        method,
+        headers: {
+          ...(payload !== undefined && { "content-type": "application/json" }),
+          ...(token && { authorization: `Bearer ${token}` }),
+        },
+      },
+      resolve,
+    );
+    request.once("error", (error: NodeJS.ErrnoException) => {
+      const refused = ["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "EAI_AGAIN"];
+      reject(
+        new Error(
+          refused.includes(error.code ?? "")
+            ? `no instance answers at ${flags.address} (${error.message}); start one with tributary start`
+            : `the instance at ${flags.address} did not answer (${error.message}); tributary status shows what it runs`,
+        ),
+      );
+    });
+    request.end(payload);
+  });
 }
 
 /** `tributary logs`: recent lines of a running instance (and, with --follow, new ones as they come). */
@@ -198,25 +242,21 @@ async function logsCommand(
     ...(flags.lines !== undefined && { lines: flags.lines }),
     ...(flags.follow && { follow: "true" }),
   });
-  const token = flags.token ?? process.env.TRIBUTARY_ADMIN_TOKEN;
-  let response: Response;
-  try {
-    response = await fetch(`${flags.address}/api/logs?${query.toString()}`, {
-      headers: { ...(token && { authorization: `Bearer ${token}` }) },
-    });
-  } catch (error) {
-    throw new Error(
-      `no instance answers at ${flags.address} (${(error as Error).message}); start one with tributary start`,
-    );
+  const response = await adminRequest(flags, "GET", `/api/logs?${query.toString()}`);
+  if ((response.statusCode ?? 500) >= 400) {
+    let text = "";
+    for await (const chunk of response) text += String(chunk);
+    const answer = (() => {
+      try {
+        return JSON.parse(text) as { error?: { message: string } };
+      } catch {
+        return {};
+      }
+    })();
+    throw new Error(answer.error?.message ?? `HTTP ${response.statusCode}`);
   }
-  if (!response.ok) {
-    const answer = (await response.json().catch(() => ({}))) as { error?: { message: string } };
-    throw new Error(answer.error?.message ?? `HTTP ${response.status}`);
-  }
-  if (!response.body) return;
   // Each chunk as it arrives: with --follow this runs until the instance stops or Ctrl-C.
-  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>)
-    process.stdout.write(chunk);
+  for await (const chunk of response) process.stdout.write(chunk as Buffer);
 }
 
 /** How `start --cluster` and `node` reach NATS. */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn, execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -123,6 +124,31 @@ describe("the tributary command", { timeout: 120_000 }, () => {
         new RegExp(`${flag} expects a port from 0 to 65535 \\(it is "${value}"\\)`),
       );
     }
+  });
+
+  test("cli - an admin command says no instance answers only when none listens; one that hangs up is named as such", async () => {
+    // A port no one listens on: refused.
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+    const free = (probe.address() as AddressInfo).port;
+    await new Promise((resolve) => probe.close(resolve));
+    const none = await cli(["status", "--address", `http://127.0.0.1:${free}`]);
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /no instance answers at http:\/\/127\.0\.0\.1:\d+ .*start one/);
+    // A listener that closes the connection: it is there, and did not answer.
+    const rude = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => rude.listen(0, "127.0.0.1", resolve));
+    try {
+      const address = `http://127.0.0.1:${(rude.address() as AddressInfo).port}`;
+      const hung = await cli(["status", "--address", address]);
+      assert.equal(hung.code, 1);
+      assert.match(hung.stderr, /the instance at http:\/\/127\.0\.0\.1:\d+ did not answer/);
+      assert.doesNotMatch(hung.stderr, /no instance answers/);
+    } finally {
+      rude.close();
+    }
+    const bad = await cli(["status", "--address", "not a url"]);
+    assert.match(bad.stderr, /--address not a url is not the URL of an admin API/);
   });
 
   test("cli - a --cluster URL that is not NATS's is refused at once, naming it", async () => {

@@ -169,6 +169,11 @@ export class Instance {
     string,
     { at: string; action: string; changes: Record<string, string[]> }
   >();
+  /**
+   * The last deploy of each application that failed, since one that succeeded: when, and why
+   * (what ran before goes on running, so its status alone does not show it).
+   */
+  readonly #failedDeploys = new Map<string, { at: string; error: string }>();
   /** Resolves when the instance has shut down. */
   readonly stopped: Promise<void>;
   #stop!: () => void;
@@ -263,6 +268,7 @@ export class Instance {
       try {
         const result = await this.#apply(plan, options);
         results.push(result);
+        this.#failedDeploys.delete(result.application);
         if (result.action !== "unchanged")
           this.#lastDeploys.set(result.application, {
             at: new Date().toISOString(),
@@ -271,6 +277,10 @@ export class Instance {
           });
       } catch (error) {
         failures.push(`${plan.entry.name}: ${(error as Error).message}`);
+        this.#failedDeploys.set(plan.entry.name, {
+          at: new Date().toISOString(),
+          error: (error as Error).message,
+        });
       }
     }
     // Applications the file no longer has: off the front doors at once, then drained.
@@ -278,6 +288,7 @@ export class Instance {
       if (kept.has(name)) continue;
       this.#running.delete(name);
       this.#lastDeploys.delete(name);
+      this.#failedDeploys.delete(name);
       await this.#publish();
       await running.server.close();
       results.push({ application: name, action: "removed", changes: {} });
@@ -471,7 +482,11 @@ export class Instance {
     const applications: Record<string, unknown> = {};
     for (const [name, running] of this.#running) {
       const status = (await running.server.status()).applications[name];
-      applications[name] = { ...status, lastDeploy: this.#lastDeploys.get(name) };
+      applications[name] = {
+        ...status,
+        lastDeploy: this.#lastDeploys.get(name),
+        ...(this.#failedDeploys.has(name) && { lastDeployFailed: this.#failedDeploys.get(name) }),
+      };
     }
     return {
       applications,

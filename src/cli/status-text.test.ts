@@ -108,3 +108,24 @@ test("status - a cluster's head lists its nodes (free of total resources) and wh
   assert.match(text, /^cpu-1\s+DEAD\s+cpus 2\/2\s+0\s+2 min ago$/m);
   assert.match(text, /ocr\s+HEALTHY\s+1 RUNNING \(target 1\) on gpu-1/);
 });
+
+test("status - a failed deploy of a running application is shown under it, with why", () => {
+  const text = formatStatus(
+    {
+      url: "http://127.0.0.1:8000",
+      applications: {
+        ocr: {
+          status: "RUNNING",
+          message: "",
+          lastDeployFailed: { at: "2026-12-01T14:33:05.000Z", error: "ocr#2: no model file" },
+          deployments: {},
+        },
+      },
+    },
+    Date.parse("2026-12-01T14:34:05.000Z"),
+  );
+  assert.match(
+    text,
+    /\n {2}A deploy failed 2026-12-01 14:33:05 UTC \(1 min ago\); what ran before runs on: ocr#2: no model file\n/,
+  );
+});

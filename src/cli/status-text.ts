@@ -42,6 +42,8 @@ interface ApplicationAnswer {
     readonly action: string;
     readonly changes: Readonly<Record<string, readonly string[]>>;
   };
+  /** The last deploy of it that failed (since one that succeeded): what ran before runs on. */
+  readonly lastDeployFailed?: { readonly at: string; readonly error: string };
 }
 
 export interface StatusAnswer {
@@ -152,6 +154,11 @@ export function formatStatus(answer: StatusAnswer, now = Date.now()): string {
     if (at)
       lines.push(
         `  Last deployed ${when(at)} (${ago(at, now)})${app.lastDeploy ? `: ${deployed(app.lastDeploy)}` : ""}`,
+      );
+    const failed = app.lastDeployFailed;
+    if (failed)
+      lines.push(
+        `  A deploy failed ${when(failed.at)} (${ago(failed.at, now)}); what ran before runs on: ${failed.error}`,
       );
     const rows: string[][] = [["DEPLOYMENT", "STATUS", "REPLICAS", "ONGOING", "QUEUED", "MESSAGE"]];
     for (const d of Object.values(app.deployments)) {

@@ -401,6 +401,9 @@ export async function run<In, Out>(
     offCapacity?.();
     unregister?.();
     await controller.close();
+    // Its replicas' starts and failures count (a failed code roll of an instance's
+    // application shows in tributary_replica_failures_total): read once, and kept.
+    metrics.addSource({ application: app.name, deployments: () => controller.metrics() })();
     await traceExport?.close();
     throw error;
   }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
@@ -311,6 +311,35 @@ export const app = build(deployment(Broken).bind().answer.bind(new InputNode<num
     });
     assert.equal(await answer.json(), "beta:v1:1");
     assert.equal(instance.config()?.text, kept, "the last file applied whole stays the config");
+
+    // New code for a running application that fails to start: the old code serves on, and
+    // status and the metrics say what failed.
+    await writeFile(
+      join(dir, "beta", "app.ts"),
+      (await readFile(join(dir, "broken", "app.ts"), "utf8")).replace(
+        'name: "broken"',
+        'name: "beta"',
+      ),
+    );
+    await assert.rejects(instance.deploy(kept, file), /beta: .*no model file/);
+    const after = (await instance.status()) as {
+      applications: Record<string, { status: string; lastDeployFailed?: { error: string } }>;
+    };
+    assert.equal(after.applications.beta?.status, "RUNNING");
+    assert.match(after.applications.beta?.lastDeployFailed?.error ?? "", /no model file/);
+    const again = await fetch(`${status.url}/b`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "1",
+    });
+    assert.equal(await again.json(), "beta:v1:1");
+    const { samples } = await scrape(status.url);
+    assert.ok(
+      total(samples, "tributary_replica_failures_total", {
+        application: "beta",
+        reason: "start_failed",
+      }) >= 1,
+    );
   });
 });
 

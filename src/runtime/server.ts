@@ -3,7 +3,7 @@
  * The ingress runs in this process: it validates the input, then walks the compiled plan,
  * sending each call through the router of its deployment.
  */
-import type { Application } from "../app/application.js";
+import { INGRESS, type Application } from "../app/application.js";
 import { toMilliseconds, type Duration, type JsonValue } from "../options.js";
 import { inReplicaContext } from "../app/registry.js";
 import { formatCallSite } from "../dag/call-site.js";
@@ -265,6 +265,15 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
       );
     }
     const plan = await this.#controller.apply(next);
+    // The generated ingress is no deployment of the control plane: its limits apply here.
+    const before = this.#app.deployments[INGRESS]!;
+    const after = next.deployments[INGRESS]!;
+    if (
+      before.maxOngoingRequests !== after.maxOngoingRequests ||
+      before.maxQueuedRequests !== after.maxQueuedRequests ||
+      before.maxQueueWaitMs !== after.maxQueueWaitMs
+    )
+      plan[INGRESS] = ["router"];
     this.#ingress.configure(next);
     await this.frontDoorPool?.serve([{ app: next, controller: this.#controller }]);
     this.#app = next;

@@ -167,3 +167,23 @@ test("update - overlapping updates apply one after the other", { timeout: 60_000
     [["RUNNING", "process"]],
   );
 });
+
+test(
+  "update - new ingress limits apply and are reported as a change",
+  { timeout: 60_000 },
+  async () => {
+    await using server = await serve(app, { port: 0 });
+    const plan = await server.update(
+      server.app.withOptions({ ingress: { maxOngoingRequests: 1, maxQueuedRequests: 0 } }),
+    );
+    assert.deepEqual(plan.ingress, ["router"]);
+    // One graph walk at a time and none waiting: a second one at once is refused.
+    const calls = await Promise.allSettled([server.handle.call(0.7), server.handle.call(0.7)]);
+    assert.deepEqual(
+      calls.map((c) => c.status),
+      ["fulfilled", "rejected"],
+    );
+    assert.match(String((calls[1] as PromiseRejectedResult).reason), /ingress/);
+    assert.deepEqual(await server.update(server.app), { thresholder: [] }, "the same limits again");
+  },
+);

@@ -7,6 +7,7 @@
  */
 import { ValidationError } from "../errors.js";
 import { isAsyncIterable, isPlainObject, isPromiseLike, stopStream } from "../values.js";
+import { HANDLE_REF } from "../wire/protocol.js";
 
 /** What a handle call's response is, seen from an argument: its label and its result. */
 interface Passed {
@@ -27,6 +28,26 @@ export interface PassedResponse {
   readonly [PASSED]: Passed;
 }
 
+/**
+ * The key under which a deployment handle answers what it is a handle to (see
+ * `handleProxy`): a handle passed as an argument of its own travels as a reference the
+ * replica turns back into a handle, as a graph's bound class node does.
+ */
+export const HANDLE_OF: unique symbol = Symbol("tributary.handleOf");
+
+/** What a handle answers under {@link HANDLE_OF}. */
+export interface HandleOf {
+  readonly deployment: string;
+  /** It was given options (withHandleOptions): a timeout or signal cannot travel with it. */
+  readonly configured: boolean;
+}
+
+function handleOf(value: unknown): HandleOf | undefined {
+  return typeof value === "object" && value !== null
+    ? (value as { [HANDLE_OF]?: HandleOf })[HANDLE_OF]
+    : undefined;
+}
+
 function passedOf(value: unknown): Passed | undefined {
   return typeof value === "object" && value !== null
     ? (value as Partial<PassedResponse>)[PASSED]
@@ -42,6 +63,13 @@ function invalid(deployment: string, method: string, path: string, why: string):
 
 /** Why a top-level argument cannot be sent, or `undefined` when it may. */
 function whyNot(value: unknown): string | undefined {
+  const handle = handleOf(value);
+  if (handle) {
+    return (
+      `it is a handle to deployment "${handle.deployment}", nested in a value; ` +
+      `pass it as an argument of its own`
+    );
+  }
   if (typeof value === "function") return "it is a function; only data crosses to a replica";
   if (typeof value === "symbol") return `it is a symbol (${String(value)}); only data crosses`;
   if (isPromiseLike(value)) {
@@ -86,16 +114,32 @@ export function prepareArguments(
   args: unknown[],
 ): unknown[] | Promise<unknown[]> {
   let passed: [number, Passed][] | undefined;
+  let withRefs: unknown[] | undefined;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (typeof arg !== "object" && typeof arg !== "function" && typeof arg !== "symbol") continue;
     const response = passedOf(arg);
-    if (response) (passed ??= []).push([i, response]);
-    else {
-      const why = whyNot(arg);
-      if (why) throw invalid(deployment, method, `arguments[${i}]`, why);
+    if (response) {
+      (passed ??= []).push([i, response]);
+      continue;
     }
+    const handle = handleOf(arg);
+    if (handle) {
+      if (handle.configured)
+        throw invalid(
+          deployment,
+          method,
+          `arguments[${i}]`,
+          `it is a handle to deployment "${handle.deployment}" given options (withHandleOptions); ` +
+            `pass the handle itself, and set its options where it is used`,
+        );
+      (withRefs ??= args.slice())[i] = { [HANDLE_REF]: handle.deployment };
+      continue;
+    }
+    const why = whyNot(arg);
+    if (why) throw invalid(deployment, method, `arguments[${i}]`, why);
   }
+  if (withRefs) args = withRefs;
   if (!passed) return args;
   const waiting = passed;
   return Promise.all(waiting.map(([, response]) => response.result)).then(

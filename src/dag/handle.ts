@@ -7,7 +7,13 @@
 import { CancelledError, OptionsError, TimeoutError, TributaryError } from "../errors.js";
 import { toMilliseconds, type Duration } from "../options.js";
 import { isAsyncIterable } from "../values.js";
-import { PASSED, prepareArguments, type PassedResponse } from "./call-args.js";
+import {
+  HANDLE_OF,
+  PASSED,
+  prepareArguments,
+  type HandleOf,
+  type PassedResponse,
+} from "./call-args.js";
 import type { DeploymentHandle } from "./types.js";
 
 /** The result of a handle call: a promise of the result and, for a stream, its items. */
@@ -223,9 +229,14 @@ export function handleProxy(
   };
   const withOptions = (more: HandleOptions): unknown =>
     handleProxy(deployment, invoke, { ...options, ...more });
+  const handle: HandleOf = {
+    deployment,
+    configured: Object.values(options).some((value) => value !== undefined),
+  };
   return new Proxy(Object.freeze({}), {
     get(_target, key) {
       if (key === WITH_OPTIONS) return withOptions;
+      if (key === HANDLE_OF) return handle;
       // Not methods: `await handle` and JSON.stringify(handle) must not call the deployment.
       if (typeof key !== "string" || key === "then" || key === "toJSON") return undefined;
       let method = methods.get(key);

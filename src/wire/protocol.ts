@@ -9,6 +9,13 @@ import type { MessagePort } from "node:worker_threads";
 import type { JsonValue } from "../options.js";
 
 /**
+ * A deployment handle passed as a call argument (a class node bound into the graph, or a
+ * handle passed at run time) travels as `{ [HANDLE_REF]: name }`: a handle itself cannot be
+ * cloned. The replica turns it back into a live handle.
+ */
+export const HANDLE_REF = "__tributaryHandle";
+
+/**
  * A constructor argument: a value, a handle to another deployment of the graph, or a value
  * (array or plain object) with handles at some paths (`null` there in `value`).
  */

@@ -77,6 +77,12 @@ describe(
     }
 
     for (const isolation of ["thread", "process"] as const) {
+      test(`handles - a handle passed as an argument from a ${isolation} replica arrives as a live handle`, async () => {
+        await using server = await serve(app.withOptions({ caller: { isolation } }));
+        const caller = server.getHandle<Caller>("caller", { timeout: "5s" });
+        assert.equal(await caller.passHandle(21), 42);
+      });
+
       test(`handles - inside a ${isolation} replica, a handle's timeout and signal bound the wait for a response passed on`, async () => {
         await using server = await serve(
           app.withOptions({ caller: { isolation }, adder: { isolation } }),
@@ -252,6 +258,24 @@ describe(
           Object.values((await server.status()).applications)[0]!.deployments.adder!.ongoing === 0,
         5_000,
         "the adder's slot is free",
+      );
+    });
+
+    test("handles - a handle passed as an argument from the main thread arrives as a live handle; nested in a value, or with options, it is refused saying why", async () => {
+      await using server = await serve(app);
+      const adder = server.getHandle<Adder>("adder", { timeout: "5s" });
+      assert.equal(await adder.viaHandle(adder, 5), 10);
+      await assert.rejects(
+        adder.echo({ h: adder }),
+        (error: unknown) =>
+          error instanceof ValidationError &&
+          /arguments\[0\]\.h: it is a handle to deployment "adder", nested in a value; pass it as an argument of its own/.test(
+            error.message,
+          ),
+      );
+      await assert.rejects(
+        adder.viaHandle(withHandleOptions(adder, { timeout: 100 }), 1),
+        /arguments\[0\]: it is a handle to deployment "adder" given options \(withHandleOptions\)/,
       );
     });
 

@@ -29,6 +29,18 @@ export function stopStream(value: unknown): void {
   }
 }
 
+/** The longest model id (multiplexing) accepted, as for a request id. */
+export const MAX_MODEL_ID_LENGTH = 128;
+
+/** Whether `value` is a model id: 1 to 128 printable ASCII characters, not starting or ending with a space. */
+export function isModelId(value: unknown): value is string {
+  return (
+    typeof value === "string" &&
+    value.length <= MAX_MODEL_ID_LENGTH &&
+    /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/.test(value)
+  );
+}
+
 /** A plain object (`{…}` or `Object.create(null)`): not an array, class instance or builtin. */
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (typeof value !== "object" || value === null) return false;

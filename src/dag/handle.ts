@@ -6,7 +6,7 @@
  */
 import { CancelledError, OptionsError, TimeoutError, TributaryError } from "../errors.js";
 import { toMilliseconds, type Duration } from "../options.js";
-import { isAsyncIterable } from "../values.js";
+import { isAsyncIterable, isModelId, MAX_MODEL_ID_LENGTH } from "../values.js";
 import {
   HANDLE_OF,
   PASSED,
@@ -168,6 +168,17 @@ function boundedWait<T>(
   });
 }
 
+/**
+ * Throws an `OptionsError` for a `multiplexedModelId` that is not a model id (1 to 128
+ * printable ASCII characters, as the `x-tributary-model-id` header takes); `undefined` is none.
+ */
+export function checkModelId(id: unknown, where: string): void {
+  if (id === undefined || isModelId(id)) return;
+  throw new OptionsError(
+    `${where}: multiplexedModelId must be 1 to ${MAX_MODEL_ID_LENGTH} printable ASCII characters (it is ${JSON.stringify(id)?.slice(0, 40) ?? String(id)}).`,
+  );
+}
+
 /** The key under which a served handle makes a copy of itself with options. */
 const WITH_OPTIONS = Symbol("tributary.withOptions");
 
@@ -199,6 +210,7 @@ export function withHandleOptions<C>(
   handleTimeoutMs(options);
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal))
     throw new OptionsError("withHandleOptions(): signal is not an AbortSignal.");
+  checkModelId(options.multiplexedModelId, "withHandleOptions()");
   return make(options) as DeploymentHandle<C>;
 }
 

@@ -481,8 +481,14 @@ async function reconfigure(config: unknown): Promise<void> {
   if (typeof instance.reconfigure === "function") await (instance.reconfigure as Callable)(config);
 }
 
+/**
+ * `user`: the deployment's code failed (the caller wraps it as `EXECUTION_FAILED`, naming the
+ * deployment). A `BAD_REQUEST` it threw (as `multiplexed()` does for a request that names no
+ * model) is the request's fault, and reaches the client as it is (400).
+ */
 function respondError(caller: Caller, id: number, error: unknown, user: boolean): void {
-  caller.post({ t: "err", id, e: serializeError(error), user });
+  const clientFault = error instanceof TributaryError && error.code === "BAD_REQUEST";
+  caller.post({ t: "err", id, e: serializeError(error), user: user && !clientFault });
 }
 
 async function stream(

@@ -4,11 +4,9 @@
  * {version}/infer`, gRPC `model_version`). The id reaches `requestContext().multiplexedModelId`.
  */
 import { ValidationError } from "../errors.js";
+import { isModelId, MAX_MODEL_ID_LENGTH } from "../values.js";
 
 export const MODEL_ID_HEADER = "x-tributary-model-id";
-
-/** The longest model id accepted, as for a request id. */
-const MAX_MODEL_ID_LENGTH = 128;
 
 /**
  * The model id of a request: the first of `candidates` that is set (a header may arrive as
@@ -19,11 +17,7 @@ export function modelIdOf(...candidates: unknown[]): string | undefined {
   for (const candidate of candidates) {
     const value = Array.isArray(candidate) ? (candidate[0] as unknown) : candidate;
     if (value === undefined || value === "") continue;
-    if (
-      typeof value !== "string" ||
-      value.length > MAX_MODEL_ID_LENGTH ||
-      !/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/.test(value)
-    ) {
+    if (!isModelId(value)) {
       throw new ValidationError(
         [
           {

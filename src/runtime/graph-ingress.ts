@@ -6,6 +6,7 @@
 import { INGRESS, type Application } from "../app/application.js";
 import { toMilliseconds } from "../options.js";
 import { validateInput } from "../dag/executor.js";
+import { checkModelId } from "../dag/handle.js";
 import { runPlan, type CallStep, type PlanCallbacks } from "../dag/run-plan.js";
 import { transferPlan } from "../dag/transfer-plan.js";
 import { pickArm } from "../dag/weights.js";
@@ -124,6 +125,7 @@ export class GraphIngress {
   }
 
   async call(input: unknown, options: RequestOptions | IngressCallOptions = {}): Promise<unknown> {
+    checkModelId(options.multiplexedModelId, "handle.call()");
     const timeout = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
     const { scope, dispose } = requestScope(
       `Application "${this.#app.name}"`,

@@ -18,7 +18,7 @@ import { GraphIngress } from "./graph-ingress.js";
 import { activeTraceparent } from "../tracing.js";
 import { Controller, writeLine, type UpdateKind } from "../control/controller.js";
 import { exportTraces, resolveTracing, type TracingOptions } from "../tracing-export.js";
-import { handleProxy, handleTimeoutMs } from "../dag/handle.js";
+import { checkModelId, handleProxy, handleTimeoutMs } from "../dag/handle.js";
 import { checkRunOptions } from "./run-options.js";
 import type { ApplicationStatusInfo } from "../status.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
@@ -194,6 +194,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   getHandle<T>(name: string, options: RequestOptions = {}): DeploymentHandle<T> {
     const router = this.#controller.router(name);
     const ownTimeout = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
+    checkModelId(options.multiplexedModelId, "getHandle()");
     return handleProxy(name, (method, args, handleOptions) => {
       if (this.#closed) return Promise.reject(new ServerClosedError(`Deployment "${name}"`));
       // A handle's own options (withHandleOptions) before those it was got with.

@@ -89,7 +89,7 @@ test(
 );
 
 test(
-  "multiplex - a malformed model id is answered 422 before anything runs",
+  "multiplex - a malformed model id is answered 422 before anything runs, none at all 400; handles and calls take the same ids",
   { timeout: 60_000 },
   async () => {
     await using server = await serve(app);
@@ -102,6 +102,32 @@ test(
     const body = (await long.json()) as { error: { code: string; message: string } };
     assert.equal(body.error.code, "VALIDATION_FAILED");
     assert.match(body.error.message, /model id/);
+    // No model named: the request's fault (400), not the deployment's (it was a 500).
+    const none = await fetch(`${server.url}/mux`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ x: 1 }),
+    });
+    assert.equal(none.status, 400);
+    const noneBody = (await none.json()) as { error: { code: string; message: string } };
+    assert.equal(noneBody.error.code, "BAD_REQUEST");
+    assert.match(noneBody.error.message, /names no model/);
+    // The same rule for the ids handles and calls carry.
+    const mux = server.getHandle<Multiplexed>("mux");
+    for (const id of ["m".repeat(200), "tab\there", ""]) {
+      assert.throws(
+        () => withHandleOptions(mux, { multiplexedModelId: id }),
+        /withHandleOptions\(\): multiplexedModelId must be 1 to 128 printable ASCII characters/,
+      );
+    }
+    assert.throws(
+      () => server.getHandle("mux", { multiplexedModelId: "y".repeat(300) }),
+      /getHandle\(\): multiplexedModelId must be/,
+    );
+    await assert.rejects(
+      server.handle.call({ x: 1 }, { multiplexedModelId: "a\nb" }),
+      /handle\.call\(\): multiplexedModelId must be/,
+    );
   },
 );
 

@@ -175,7 +175,7 @@ function boundedWait<T>(
 export function checkModelId(id: unknown, where: string): void {
   if (id === undefined || isModelId(id)) return;
   throw new OptionsError(
-    `${where}: multiplexedModelId must be 1 to ${MAX_MODEL_ID_LENGTH} printable ASCII characters (it is ${JSON.stringify(id)?.slice(0, 40) ?? String(id)}).`,
+    `${where}: multiplexedModelId must be 1 to ${MAX_MODEL_ID_LENGTH} printable ASCII characters (it is ${typeof id === "string" ? JSON.stringify(id.slice(0, 40)) : `a ${typeof id}`}).`,
   );
 }
 

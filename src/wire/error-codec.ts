@@ -34,11 +34,28 @@ const CLASSES = new Map<string, ErrorClass>(
 
 const SKIPPED = new Set(["name", "message", "stack", "cause", "code"]);
 
+/** What a thrown value that is not an Error was: its JSON where it has one (bounded). */
+function describeThrown(value: unknown): string {
+  if (typeof value === "object" && value !== null) {
+    try {
+      const json = JSON.stringify(value);
+      if (json !== undefined) return json.length > 1000 ? `${json.slice(0, 1000)}…` : json;
+    } catch {
+      // a cycle, or a toJSON that throws: its string form below
+    }
+  }
+  try {
+    return String(value);
+  } catch {
+    return `a value of type ${typeof value}`; // (an object with no prototype)
+  }
+}
+
 export function serializeError(error: unknown, depth = 0): SerializedError {
   if (!(error instanceof Error)) {
     return {
       name: "Error",
-      message: typeof error === "string" ? error : `Non-error thrown: ${String(error)}`,
+      message: typeof error === "string" ? error : `Non-error thrown: ${describeThrown(error)}`,
     };
   }
   let props: Record<string, unknown> | undefined;

@@ -198,7 +198,11 @@ export class Controller {
     }
     await new Promise<void>((resolve, reject) => {
       const check = (): void => {
-        const failed = [...this.#deployments.values()].find((d) => d.status === "DEPLOY_FAILED");
+        // A replica that failed to start is tried again (MAX_START_ATTEMPTS in all, with
+        // backoff): the start fails once a deployment has no attempt left.
+        const failed = [...this.#deployments.values()].find(
+          (d) => d.status === "DEPLOY_FAILED" && d.retryTimer === undefined && d.live.length === 0,
+        );
         if (failed) {
           this.#changed.delete(check);
           reject(new DeployFailedError(failed.name, failed.message));
@@ -547,7 +551,7 @@ export class Controller {
           this.#counts.get(deployment.name)!.failures.start_failed++;
           deployment.startFailures++;
           deployment.state.set("DEPLOY_FAILED");
-          deployment.message = `Replica ${id} failed to start (failure ${deployment.startFailures}; tried up to ${MAX_START_ATTEMPTS} times while serving): ${error.message}`;
+          deployment.message = `Replica ${id} failed to start (failure ${deployment.startFailures}; tried up to ${MAX_START_ATTEMPTS} times): ${error.message}`;
           this.#logLine("error", deployment, id, deployment.message);
           if (deployment.running.length === 0) {
             deployment.unavailable = new DeployFailedError(deployment.name, error.message, {

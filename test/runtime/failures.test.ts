@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,7 +11,7 @@ import {
   ReplicaDiedError,
 } from "tributary";
 import { serve } from "../serve.js";
-import { app as brokenApp } from "../fixtures/broken-app.js";
+import { app as brokenApp, FLAKY_MARKER, flakyApp } from "../fixtures/broken-app.js";
 import { app as faultyApp, type Fragile } from "../fixtures/faulty-app.js";
 import { makeApp } from "../fixtures/nested-app.js";
 import { app as relayApp, type Relay } from "../fixtures/relay-app.js";
@@ -199,8 +200,27 @@ describe("replica failures", { timeout: 120_000 }, () => {
     assert.equal(error.status?.status, "DEPLOY_FAILED");
     const deployment = error.status?.deployments.NeedsWeights;
     assert.equal(deployment?.status, "DEPLOY_FAILED");
-    assert.match(deployment?.message ?? "", /NeedsWeights#1 failed to start .*weights not found/);
+    // Tried three times, with backoff, as the README's limits say.
+    assert.match(
+      deployment?.message ?? "",
+      /NeedsWeights#3 failed to start \(failure 3; tried up to 3 times\): .*weights not found/,
+    );
     assert.ok(Date.now() - started < 30_000, "it fails fast instead of hanging");
+  });
+
+  test("deploy - a constructor that fails once is tried again, and the application starts", async () => {
+    rmSync(FLAKY_MARKER, { force: true });
+    try {
+      await using server = await serve(flakyApp);
+      assert.equal(await server.handle.call(1), 2);
+      const replicas = (await server.status()).applications.flaky!.deployments.Flaky!.replicas;
+      assert.deepEqual(
+        replicas.map((r) => [r.id, r.state]),
+        [["Flaky#2", "RUNNING"]],
+      );
+    } finally {
+      rmSync(FLAKY_MARKER, { force: true });
+    }
   });
 
   test("deploy - a graph built inside a function is refused with what to do", async () => {

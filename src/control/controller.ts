@@ -36,6 +36,11 @@ import type { ReplicaStats } from "../wire/protocol.js";
 
 /** Attempts to construct a deployment before it stays DEPLOY_FAILED. */
 const MAX_START_ATTEMPTS = 3;
+/**
+ * How long a rolling restart watches its new replicas before the last old one drains (see
+ * `#rollingRestart`).
+ */
+const SETTLE_MS = 500;
 const START_TIMEOUT_MS = 120_000;
 const MAX_BACKOFF_MS = 5_000;
 /**
@@ -650,7 +655,7 @@ export class Controller {
           // The userConfig removed: the new replicas start without one.
           if (next.userConfig === undefined) d.userConfig = undefined;
           if (!(await this.#rollingRestart(d))) {
-            d.message = `Update rolled back: the new replica failed to start (${d.message}); the old replicas keep serving.`;
+            d.message = `Update rolled back: ${d.message}; the old replicas keep serving.`;
             throw new DeployFailedError(d.name, d.message);
           }
         }
@@ -732,9 +737,24 @@ export class Controller {
   ): Promise<boolean> {
     d.rolling = true;
     d.state.set("UPDATING");
+    const started: ReplicaClient[] = [];
     try {
-      for (const replica of d.live.filter(which)) {
-        if (!(await this.#startReplica(d))) return false;
+      const old = d.live.filter(which);
+      for (const [i, replica] of old.entries()) {
+        const starting = this.#startReplica(d);
+        const fresh = d.replicas.at(-1);
+        if (!(await starting)) return false;
+        if (fresh) started.push(fresh);
+        // The new replicas are healthy before an old one drains: each answers a health
+        // check, and none has ended since it started. Before the last old one goes, they
+        // get a moment more: a replica that ends soon after its constructor returned (its
+        // memory limit reached as the model warms up) would otherwise leave none serving.
+        if (i === old.length - 1) await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+        const why = await this.#unhealthy(d, started);
+        if (why) {
+          d.message = why;
+          return false;
+        }
         await this.#stopReplica(d, replica);
       }
       return true;
@@ -742,6 +762,24 @@ export class Controller {
       d.rolling = false;
       this.#reconcile(d);
     }
+  }
+
+  /** Why one of `replicas` (started by a rolling restart) is not healthy, if one is not. */
+  async #unhealthy(
+    d: DeploymentRuntime,
+    replicas: readonly ReplicaClient[],
+  ): Promise<string | undefined> {
+    const gone = replicas.find((r) => r.state !== "RUNNING");
+    if (gone)
+      return `New replica ${gone.id} ended after it started (${gone.message || gone.state})`;
+    for (const replica of replicas) {
+      try {
+        await replica.control({ t: "health" }, d.options.healthCheckTimeoutMs);
+      } catch (error) {
+        return `New replica ${replica.id} failed its health check: ${(error as Error).message}`;
+      }
+    }
+    return undefined;
   }
 
   /** Takes a replica out of routing, lets its requests finish, then stops it. */

@@ -121,3 +121,35 @@ test(
     });
   },
 );
+
+test(
+  "update - a rolling restart whose new replica ends soon after it started is rolled back before the last old replica goes",
+  { timeout: 90_000 },
+  async () => {
+    process.env.TRIBUTARY_TEST_SHY_EXIT = "1";
+    try {
+      await using server = await serve(shyApp.withOptions({ shy: { numReplicas: 1 } }));
+      await assert.rejects(
+        server.update(server.app.withOptions({ shy: { isolation: "process" } })),
+        (error: unknown) =>
+          error instanceof DeployFailedError &&
+          /Update rolled back: New replica shy#2 ended after it started .*; the old replicas keep serving/.test(
+            error.message,
+          ),
+      );
+      const shy = server.getHandle<Shy>("shy");
+      assert.equal(await shy.where(), "thread", "the old replica serves");
+      assert.equal(server.app.deployments.shy!.isolation, "thread");
+      await eventually(
+        async () => {
+          const replicas = (await server.status()).applications.shy!.deployments.shy!.replicas;
+          return replicas.length === 1 && replicas[0]!.isolation === "thread";
+        },
+        20_000,
+        "one thread replica, and no process replica, runs",
+      );
+    } finally {
+      delete process.env.TRIBUTARY_TEST_SHY_EXIT;
+    }
+  },
+);

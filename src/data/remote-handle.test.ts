@@ -78,3 +78,25 @@ describe("OutgoingCalls", () => {
     replica.close();
   });
 });
+
+describe("OutgoingCalls before the membership", () => {
+  test("remote - a call made before the target's replicas are known waits within its handle's timeout and signal", async () => {
+    const calls = new OutgoingCalls(
+      () => undefined,
+      () => undefined,
+    );
+    // No membership ever comes for "silent".
+    const started = Date.now();
+    assert.match(
+      await outcome(calls.call("silent", "f", [1], undefined, { timeout: 100 })),
+      /silent\.f\(\) timed out after 100 ms/,
+    );
+    assert.ok(Date.now() - started < 2_000);
+    const controller = new AbortController();
+    const aborted = outcome(
+      calls.call("silent", "f", [1], undefined, { signal: controller.signal }),
+    );
+    controller.abort();
+    assert.match(await aborted, /silent\.f\(\) was cancelled/);
+  });
+});

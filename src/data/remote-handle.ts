@@ -128,8 +128,28 @@ export class OutgoingCalls {
           // sent as it is: the router names the argument that cannot be sent
         }
       }
-      return new Promise<void>((resolve) => waiting.push(resolve)).then(() =>
-        this.call(deployment, method, taken, given, handle),
+      // The wait is bounded as the call is: the request's cancellation, the handle's
+      // timeout and signal (the control plane may be slow to answer, or never).
+      const { scope, dispose } = innerScope(
+        method === undefined ? `${deployment}()` : `${deployment}.${method}()`,
+        given ? given.cancel : requestStorage.getStore()?.scope,
+        handle?.signal,
+        handle && handleTimeoutMs(handle),
+      );
+      let off = (): void => undefined;
+      return new Promise<void>((resolve, reject) => {
+        waiting.push(resolve);
+        if (scope) off = scope.subscribe(reject);
+      }).then(
+        () => {
+          off();
+          dispose();
+          return this.call(deployment, method, taken, given, handle);
+        },
+        (error: unknown) => {
+          dispose();
+          throw error;
+        },
       );
     }
     if (given) return this.#send(target, method, args, given);

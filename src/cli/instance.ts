@@ -14,6 +14,7 @@ import { isIP } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import type { Duration } from "../options.js";
 import { parseConfig } from "../config/load.js";
+import { replaceApplications } from "../config/write.js";
 import {
   checkImportPath,
   configureApplication,
@@ -263,6 +264,7 @@ export class Instance {
     const http = await this.#ensureFrontDoors(options);
     const results: ApplicationDeployResult[] = [];
     const failures: string[] = [];
+    const failed = new Set<string>();
     const kept = new Set(plans.map((plan) => plan.entry.name));
     for (const plan of plans) {
       try {
@@ -277,6 +279,7 @@ export class Instance {
           });
       } catch (error) {
         failures.push(`${plan.entry.name}: ${(error as Error).message}`);
+        failed.add(plan.entry.name);
         this.#failedDeploys.set(plan.entry.name, {
           at: new Date().toISOString(),
           error: (error as Error).message,
@@ -303,6 +306,13 @@ export class Instance {
     );
     await this.#publish();
     if (failures.length > 0) {
+      // What runs now is the config: the applications that deployed as the file says, the
+      // ones that failed as they ran before (or not at all). A restart brings that back.
+      const ran = new Map<string, object | null>(
+        [...failed].map((name) => [name, this.#running.get(name)?.entry ?? null]),
+      );
+      this.#applied = { file, text: replaceApplications(text, ran) };
+      await this.#persist(file, this.#applied.text);
       throw new TributaryError(
         "DEPLOY_FAILED",
         `Some applications could not be deployed (the others were; what ran before keeps running): ${failures.join("; ")}`,

@@ -3,7 +3,7 @@
  * options the code sets; the other options are written as comments with their defaults,
  * so what can be changed is visible. The output is deterministic.
  */
-import { isMap, isSeq, Document } from "yaml";
+import { isMap, isSeq, Document, parseDocument } from "yaml";
 import { INGRESS, INGRESS_OPTIONS, type Application } from "../app/application.js";
 import { DEFAULT_OPTIONS } from "../options.js";
 
@@ -82,4 +82,28 @@ export function applicationsToYaml(
     }
   }
   return doc.toString({ lineWidth: 100 });
+}
+
+/**
+ * The config `text` with some applications' entries replaced (by the entry `entries` maps
+ * their name to) or removed (`null`), the rest of the file as it was written (comments,
+ * order, layout): what an instance saves when part of a deploy failed, so that a restart
+ * brings back what ran.
+ */
+export function replaceApplications(
+  text: string,
+  entries: ReadonlyMap<string, object | null>,
+): string {
+  const document = parseDocument(text);
+  const applications = document.get("applications");
+  if (!isSeq(applications)) return text;
+  for (let i = applications.items.length - 1; i >= 0; i--) {
+    const item = applications.items[i];
+    const name = isMap(item) ? item.get("name") : undefined;
+    if (typeof name !== "string" || !entries.has(name)) continue;
+    const entry = entries.get(name);
+    if (entry) applications.set(i, document.createNode(entry));
+    else applications.delete(i);
+  }
+  return document.toString();
 }

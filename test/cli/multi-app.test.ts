@@ -310,7 +310,10 @@ export const app = build(deployment(Broken).bind().answer.bind(new InputNode<num
       body: "1",
     });
     assert.equal(await answer.json(), "beta:v1:1");
-    assert.equal(instance.config()?.text, kept, "the last file applied whole stays the config");
+    // The config saved is what runs: beta, and not the application that failed.
+    const saved = instance.config()?.text ?? "";
+    assert.match(saved, /name: beta/);
+    assert.doesNotMatch(saved, /broken/);
 
     // New code for a running application that fails to start: the old code serves on, and
     // status and the metrics say what failed.
@@ -321,7 +324,9 @@ export const app = build(deployment(Broken).bind().answer.bind(new InputNode<num
         'name: "beta"',
       ),
     );
-    await assert.rejects(instance.deploy(kept, file), /beta: .*no model file/);
+    // alpha comes back in the same deploy, and starts: that part of the file applies.
+    const withAlpha = config(entry("beta", "/b"), entry("alpha", "/a"));
+    await assert.rejects(instance.deploy(withAlpha, file), /beta: .*no model file/);
     const after = (await instance.status()) as {
       applications: Record<string, { status: string; lastDeployFailed?: { error: string } }>;
     };
@@ -340,6 +345,25 @@ export const app = build(deployment(Broken).bind().answer.bind(new InputNode<num
         reason: "start_failed",
       }) >= 1,
     );
+    // What runs is what is saved, and what a restart brings back: alpha too.
+    assert.deepEqual(Object.keys(after.applications).sort(), ["alpha", "beta"]);
+    const saved2 = instance.config()?.text ?? "";
+    assert.match(saved2, /name: alpha/);
+    const restarted = new Instance({
+      adminHost: "127.0.0.1",
+      adminPort: 0,
+      adminToken: undefined,
+      stateDir: join(dir, "state"),
+      imports: { projectDir: ROOT },
+    });
+    try {
+      // beta's code on disk is the broken one: it fails again, and alpha is back.
+      await assert.rejects(restarted.restore(), /beta: .*no model file/);
+      const back = (await restarted.status()) as { applications: Record<string, unknown> };
+      assert.deepEqual(Object.keys(back.applications), ["alpha"]);
+    } finally {
+      await restarted.close();
+    }
   });
 });
 

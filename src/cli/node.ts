@@ -510,7 +510,9 @@ export class ClusterNode {
       }),
     );
     transport.onExit((reason) => {
-      if (!hosted.exited) void this.#end(hosted, reason);
+      // Its callers hear what the head says of it: which thread or process, on which node.
+      const told = `${transport.description} on node ${this.options.name} ${reason}`;
+      if (!hosted.exited) void this.#end(hosted, reason, "error", told);
     });
     this.#mailbox.send(owner, {
       t: "node-started",
@@ -540,10 +542,16 @@ export class ClusterNode {
   }
 
   /**
-   * Ends a replica's host, tells its owner and its callers. `level`: of its log line; by
-   * default an error (the replica exited or crashed on its own).
+   * Ends a replica's host, tells its owner and its callers (`told`: what its callers hear,
+   * by default `reason`). `level`: of its log line; by default an error (the replica exited
+   * or crashed on its own).
    */
-  async #end(hosted: Hosted, reason: string, level: keyof typeof LEVELS = "error"): Promise<void> {
+  async #end(
+    hosted: Hosted,
+    reason: string,
+    level: keyof typeof LEVELS = "error",
+    told = reason,
+  ): Promise<void> {
     if (hosted.exited) return;
     hosted.exited = true;
     if (reason !== "terminated")
@@ -551,7 +559,7 @@ export class ClusterNode {
     this.#hosted.delete(hosted.id);
     this.#bySubject.delete(hosted.subject);
     for (const from of hosted.callers)
-      hosted.mailbox.send(from, { t: "gone", reason } satisfies GoneMessage);
+      hosted.mailbox.send(from, { t: "gone", reason: told } satisfies GoneMessage);
     hosted.callers.clear();
     await hosted.transport.terminate().catch(() => undefined);
     if (hosted.owner)

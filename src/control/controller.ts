@@ -204,9 +204,13 @@ export class Controller {
     await new Promise<void>((resolve, reject) => {
       const check = (): void => {
         // A replica that failed to start is tried again (MAX_START_ATTEMPTS in all, with
-        // backoff): the start fails once a deployment has no attempt left.
+        // backoff): the start fails once a deployment has no attempt left or under way
+        // (though some of its replicas may run: the deployment is short of its target).
         const failed = [...this.#deployments.values()].find(
-          (d) => d.status === "DEPLOY_FAILED" && d.retryTimer === undefined && d.live.length === 0,
+          (d) =>
+            d.status === "DEPLOY_FAILED" &&
+            d.retryTimer === undefined &&
+            !d.replicas.some((r) => r.state === "STARTING"),
         );
         if (failed) {
           this.#changed.delete(check);

@@ -11,7 +11,13 @@ import {
   ReplicaDiedError,
 } from "tributary";
 import { serve } from "../serve.js";
-import { app as brokenApp, FLAKY_MARKER, flakyApp } from "../fixtures/broken-app.js";
+import {
+  app as brokenApp,
+  FLAKY_MARKER,
+  flakyApp,
+  ONE_DEVICE_MARKER,
+  oneDeviceApp,
+} from "../fixtures/broken-app.js";
 import { app as faultyApp, type Fragile } from "../fixtures/faulty-app.js";
 import { makeApp } from "../fixtures/nested-app.js";
 import { app as relayApp, type Relay } from "../fixtures/relay-app.js";
@@ -206,6 +212,19 @@ describe("replica failures", { timeout: 120_000 }, () => {
       /NeedsWeights#3 failed to start \(failure 3; tried up to 3 times\): .*weights not found/,
     );
     assert.ok(Date.now() - started < 30_000, "it fails fast instead of hanging");
+  });
+
+  test("deploy - one replica of two that keeps failing to start fails the start once its attempts are spent", async () => {
+    rmSync(ONE_DEVICE_MARKER, { force: true });
+    try {
+      const started = Date.now();
+      const error = await serve(oneDeviceApp).catch((e: unknown) => e);
+      assert.ok(error instanceof DeployFailedError, String(error));
+      assert.match(error.message, /failure 3; tried up to 3 times\): the device is taken/);
+      assert.ok(Date.now() - started < 30_000);
+    } finally {
+      rmSync(ONE_DEVICE_MARKER, { force: true });
+    }
   });
 
   test("deploy - a constructor that fails once is tried again, and the application starts", async () => {

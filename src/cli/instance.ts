@@ -350,7 +350,15 @@ export class Instance {
         changes,
       };
     }
-    const server = await run(app, { ...options, frontDoors: false, metricsRegistry: this.metrics });
+    const old = this.#running.get(entry.name)?.server;
+    const server = await run(app, {
+      ...options,
+      frontDoors: false,
+      metricsRegistry: this.metrics,
+      // The new version's replicas are numbered on from the old one's: no replica label of
+      // the metrics is used twice (a counter of the same labels would seem to go down).
+      ...(old && { replicaNumbers: old.replicaNumbers() }),
+    });
     if (this.#closed) {
       await server.close();
       throw new TributaryError("SERVER_CLOSED", "The instance is shutting down.");
@@ -361,10 +369,9 @@ export class Instance {
       await server.close();
       throw error;
     }
-    const old = this.#running.get(entry.name);
     this.#running.set(entry.name, { entry, version: plan.version, base: plan.base, server });
     await this.#publish();
-    if (old) await old.server.close(); // drains what it was still serving
+    if (old) await old.close(); // drains what it was still serving
     return { application: entry.name, action: old ? "code" : "started", changes: {} };
   }
 

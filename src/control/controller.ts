@@ -92,6 +92,8 @@ export interface ControllerSettings {
    * that failed to start), as pino names them; "info" by default.
    */
   readonly logLevel?: string | undefined;
+  /** The replica number each deployment's replicas are numbered on from (a code roll's). */
+  readonly replicaNumbers?: ReadonlyMap<string, number> | undefined;
 }
 
 /** The default log sink: standard output. */
@@ -153,11 +155,20 @@ export class Controller {
       });
       const options = app.deployments[spec.name]!;
       const label = spec.deployment.sourceName || spec.name;
-      this.#deployments.set(
+      const runtime = new DeploymentRuntime(
         spec.name,
-        new DeploymentRuntime(spec.name, spec, options, new Router(spec.name, label, options)),
+        spec,
+        options,
+        new Router(spec.name, label, options),
       );
+      runtime.replicaNumber = settings.replicaNumbers?.get(spec.name) ?? 0;
+      this.#deployments.set(spec.name, runtime);
     }
+  }
+
+  /** The last replica number of each deployment (a code roll's new version numbers on). */
+  replicaNumbers(): Map<string, number> {
+    return new Map([...this.#deployments].map(([name, d]) => [name, d.replicaNumber]));
   }
 
   /**

@@ -156,7 +156,7 @@ export class Metrics implements FrontDoorMetrics {
   readonly registry = new Registry();
   readonly enabled: boolean;
   readonly #sources = new Set<MetricsSource>();
-  /** How each deployment counter and histogram reads a list of sources, by series name. */
+  /** How each carried deployment counter reads a list of sources, by series name. */
   readonly #cumulative = new Map<string, (sources: Iterable<MetricsSource>) => Value[]>();
   /** What those series last read from sources since removed (see {@link addSource}). */
   readonly #retired = new Map<string, Value[]>();
@@ -235,10 +235,12 @@ export class Metrics implements FrontDoorMetrics {
 
   /**
    * Reads an application's deployments at every scrape, until the returned function runs.
-   * Then its counters and histograms keep the values last read, and count on in the series
-   * of the same labels: an application's new code (which starts beside the old and reuses
-   * its deployment and replica names) carries its totals on instead of starting them at
-   * zero, which Prometheus would read as a reset.
+   * Then its deployments' counters of replica starts and failures keep the values last
+   * read, and count on in the series of the same labels: an application's new code (which
+   * starts beside the old, with the same deployment names) carries those totals on instead
+   * of starting them at zero, which Prometheus would read as a reset. A replica's own
+   * series go with it (its replacement's have a label of their own). Bounded: one series
+   * per deployment and reason ever served.
    */
   addSource(source: MetricsSource): () => void {
     this.#sources.add(source);
@@ -295,17 +297,18 @@ export class Metrics implements FrontDoorMetrics {
         for (const r of d.replicas)
           if (r.stats) fn(r.stats, { application, deployment: d.name, replica: r.id }, push);
       });
+    /** `carried`: a deployment's counter, which its application's next version counts on. */
     const add = (
       name: string,
       help: string,
       type: "counter" | "gauge" | "histogram",
       read: Read,
+      carried = false,
     ): void => {
-      if (type !== "gauge") this.#cumulative.set(name, read);
-      const values =
-        type === "gauge"
-          ? () => read(this.#sources)
-          : () => [...read(this.#sources), ...(this.#retired.get(name) ?? [])];
+      if (carried) this.#cumulative.set(name, read);
+      const values = carried
+        ? () => [...read(this.#sources), ...(this.#retired.get(name) ?? [])]
+        : () => read(this.#sources);
       this.registry.registerMetric(new ReadAtScrape(name, help, type, values) as never);
     };
 
@@ -400,6 +403,7 @@ export class Metrics implements FrontDoorMetrics {
       each((application, d, push) =>
         push({ labels: { application, deployment: d.name }, value: d.starts }),
       ),
+      true,
     );
     add(
       "tributary_replica_failures_total",
@@ -409,6 +413,7 @@ export class Metrics implements FrontDoorMetrics {
         for (const [reason, value] of Object.entries(d.failures))
           push({ labels: { application, deployment: d.name, reason }, value });
       }),
+      true,
     );
   }
 }

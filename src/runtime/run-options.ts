@@ -50,6 +50,7 @@ function schema() {
       transports: z.unknown(),
       cluster: z.unknown(),
       frontDoors: z.literal(false),
+      replicaNumbers: z.unknown(),
     })
     .partial();
 }
@@ -57,7 +58,13 @@ function schema() {
 let compiled: ReturnType<typeof schema> | undefined;
 
 /** Options of run() that are not the user's to give (the CLI's instance, a cluster's head, tests). */
-const INTERNAL = new Set(["metricsRegistry", "transports", "cluster", "frontDoors"]);
+const INTERNAL = new Set([
+  "metricsRegistry",
+  "transports",
+  "cluster",
+  "frontDoors",
+  "replicaNumbers",
+]);
 
 /** The options a user may give at `path` ("" for the top, else a nested object's key). */
 function knownAt(options: ReturnType<typeof schema>, path: string): string[] {

@@ -85,6 +85,12 @@ export interface RunOptions {
   };
   /** @internal False: serve no HTTP or gRPC (the caller owns the front doors). */
   readonly frontDoors?: false;
+  /**
+   * @internal The last replica number of each deployment of the version this one replaces
+   * (an instance's code roll): its replicas are numbered on from there, so that no replica
+   * label of the metrics is used twice.
+   */
+  readonly replicaNumbers?: ReadonlyMap<string, number>;
 }
 
 /** After the drain, a moment for the answers of requests that were cut off to be sent. */
@@ -346,6 +352,11 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
 
   #target: IngressTarget | undefined;
 
+  /** @internal The last replica number of each deployment (see `RunOptions.replicaNumbers`). */
+  replicaNumbers(): ReadonlyMap<string, number> {
+    return this.#controller.replicaNumbers();
+  }
+
   /** @internal What front-door workers serve of this application: it, and its controller. */
   poolApplication(): PoolApplication {
     return { app: this.app, controller: this.#controller };
@@ -395,6 +406,7 @@ export async function run<In, Out>(
       logLevel: options.logLevel,
       tracing,
       metrics: metrics.enabled,
+      replicaNumbers: options.replicaNumbers,
     },
   );
   const offCapacity = options.cluster?.onCapacity(() => controller.replan());

@@ -124,7 +124,17 @@ type PoolRef = { readonly workers: number; readonly pool: FrontDoorPool } | unde
 
 /** The ports `doors` listen on. */
 function portsOf(doors: FrontDoors): { http: number; grpc: number | undefined } {
-  return { http: Number(new URL(doors.url).port), grpc: doors.grpcPort };
+  const url = new URL(doors.url);
+  // (A URL leaves out its scheme's default port: http://127.0.0.1 listens on 80.)
+  return { http: Number(url.port || (url.protocol === "https:" ? 443 : 80)), grpc: doors.grpcPort };
+}
+
+/** Whether starting listeners failed on a port in use (from this process or another). */
+function portInUse(error: unknown): boolean {
+  const cause = (error as { cause?: { code?: string } } | undefined)?.cause;
+  return (
+    cause?.code === "EADDRINUSE" || / is in use /.test((error as Error | undefined)?.message ?? "")
+  );
 }
 
 /**
@@ -400,7 +410,7 @@ export class Instance {
     try {
       started = await this.#startFrontDoors(options, workers);
     } catch (error) {
-      if (!sharesPort(old, options)) throw error;
+      if (!portInUse(error) || !sharesPort(old, options)) throw error;
     }
     // Requests in flight on the old address get a moment to finish.
     const drain = (): Promise<void> =>

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { DeployFailedError } from "tributary";
+import { app as countedApp, type Counted } from "../fixtures/health-count-app.js";
 import { app as shyApp, type Shy } from "../fixtures/shy-app.js";
 import { app, type Sleeper } from "../fixtures/sleepy-app.js";
 import { serve } from "../serve.js";
@@ -151,5 +152,21 @@ test(
     } finally {
       delete process.env.TRIBUTARY_TEST_SHY_EXIT;
     }
+  },
+);
+
+test(
+  "update - a rolling restart health-checks each new replica once, before its old one drains",
+  { timeout: 90_000 },
+  async () => {
+    await using server = await serve(countedApp);
+    assert.deepEqual(
+      await server.update(server.app.withOptions({ counted: { isolation: "process" } })),
+      { counted: ["restart"] },
+    );
+    const handle = server.getHandle<Counted>("counted");
+    const counts = await Promise.all(Array.from({ length: 30 }, () => handle.count()));
+    // With a period of an hour, the only checks are the rolling restart's: one each.
+    assert.deepEqual([...new Set(counts)], [1]);
   },
 );

@@ -106,12 +106,14 @@ function isDetached(value: unknown): boolean {
  * when no argument is a response (the common case, checked without allocating), else a
  * promise of a copy with each response replaced by its value. Throws a `ValidationError`
  * for an argument that cannot be sent; a response that rejects rejects the call with its
- * error.
+ * error. A handle passed as an argument of its own travels as a reference when
+ * `handlesAsRefs` (to a replica), else as it is (a call in this process).
  */
 export function prepareArguments(
   deployment: string,
   method: string,
   args: unknown[],
+  handlesAsRefs = true,
 ): unknown[] | Promise<unknown[]> {
   let passed: [number, Passed][] | undefined;
   let withRefs: unknown[] | undefined;
@@ -124,6 +126,7 @@ export function prepareArguments(
       continue;
     }
     const handle = handleOf(arg);
+    if (handle && !handlesAsRefs) continue; // in this process: the handle itself
     if (handle) {
       if (handle.configured)
         throw invalid(

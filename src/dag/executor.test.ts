@@ -156,6 +156,26 @@ describe("local execution", () => {
     await promise.dispose();
   });
 
+  test("execute - a handle passed as an argument arrives as a working handle, as when served", async () => {
+    class Model {
+      forward(x: number): number {
+        return x * 3;
+      }
+      through(model: DeploymentHandle<Model>, x: number): PromiseLike<number> {
+        return model.forward(x);
+      }
+    }
+    class Caller {
+      constructor(private readonly model: DeploymentHandle<Model>) {}
+      run(x: number): PromiseLike<number> {
+        return this.model.through(this.model, x);
+      }
+    }
+    const out = deployment(Caller).bind(deployment(Model).bind()).run.bind(new InputNode<number>());
+    assert.equal(await out.execute(2), 6);
+    await out.dispose();
+  });
+
   test("execute - handles inside array and object constructor arguments call their deployments", async () => {
     class Shard {
       constructor(private readonly base: number) {}

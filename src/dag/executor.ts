@@ -107,8 +107,12 @@ function invoke(name: string, label: string, fn: unknown, self: unknown, args: u
 
 /** A local `DeploymentHandle`: each method calls the instance directly. */
 function localHandle(name: string, instance: Instance): unknown {
-  return handleProxy(name, (method, args) =>
-    Promise.resolve(invoke(name, `${method}()`, instance[method], instance, args)),
+  return handleProxy(
+    name,
+    (method, args) =>
+      Promise.resolve(invoke(name, `${method}()`, instance[method], instance, args)),
+    {},
+    true,
   );
 }
 

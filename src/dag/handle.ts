@@ -216,18 +216,20 @@ export function withHandleOptions<C>(
 
 /**
  * A handle whose methods call `invoke(method, args, options)`; a copy made by
- * {@link withHandleOptions} passes its options.
+ * {@link withHandleOptions} passes its options. `local`: its calls stay in this process
+ * (`node.execute()`), so a handle passed as an argument is passed as it is.
  */
 export function handleProxy(
   deployment: string,
   invoke: (method: string, args: unknown[], options: HandleOptions) => Promise<unknown>,
   options: HandleOptions = {},
+  local = false,
 ): unknown {
   const methods = new Map<string, (...args: unknown[]) => HandleResponse>();
   const send = (method: string, args: unknown[]): Promise<unknown> => {
     let ready: unknown[] | Promise<unknown[]>;
     try {
-      ready = prepareArguments(deployment, method, args);
+      ready = prepareArguments(deployment, method, args, !local);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -240,7 +242,7 @@ export function handleProxy(
     );
   };
   const withOptions = (more: HandleOptions): unknown =>
-    handleProxy(deployment, invoke, { ...options, ...more });
+    handleProxy(deployment, invoke, { ...options, ...more }, local);
   const handle: HandleOf = {
     deployment,
     configured: Object.values(options).some((value) => value !== undefined),

@@ -113,8 +113,10 @@ export function batch<Item, Result>(
     timer?.cancel();
     timer = undefined;
     if (running || queue.length === 0) return;
-    // One model per batch (as Ray Serve splits them): the model of the oldest item.
-    const model = queue[0]!.request?.multiplexedModelId;
+    // One model per batch (as Ray Serve splits them): the model of the oldest item whose
+    // caller still waits.
+    const model = (queue.find((w) => !w.request?.cancelled) ?? queue[0]!).request
+      ?.multiplexedModelId;
     const taken: Waiting<Item, Result>[] = [];
     const rest: Waiting<Item, Result>[] = [];
     for (const w of queue) {
@@ -135,7 +137,7 @@ export function batch<Item, Result>(
     sizes[taken.length] = (sizes[taken.length] ?? 0) + 1;
     // The list function sees the first item's request (its model is the batch's), cancelled
     // only when every item's is.
-    const request = ActiveRequest.ofBatch(taken.map((w) => w.request));
+    const { request, done } = ActiveRequest.ofBatch(taken.map((w) => w.request));
     const run = () => fn(taken.map((w) => w.item));
     replicaStats.batch(taken.length);
     Promise.resolve()
@@ -164,6 +166,7 @@ export function batch<Item, Result>(
         },
       )
       .finally(() => {
+        done();
         running = false;
         schedule();
       });

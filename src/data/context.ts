@@ -104,10 +104,20 @@ export class ActiveRequest implements RequestContext {
     for (const listener of this.#onCancel ?? []) listener();
   }
 
-  /** Runs `listener` when this request is cancelled (nested handle calls use it). */
-  onCancel(listener: () => void): void {
-    if (this.#reason) listener();
-    else (this.#onCancel ??= []).push(listener);
+  /**
+   * Runs `listener` when this request is cancelled (nested handle calls use it); returns
+   * a function that forgets it.
+   */
+  onCancel(listener: () => void): () => void {
+    if (this.#reason) {
+      listener();
+      return noop;
+    }
+    (this.#onCancel ??= []).push(listener);
+    return () => {
+      const index = this.#onCancel?.indexOf(listener) ?? -1;
+      if (index >= 0) this.#onCancel!.splice(index, 1);
+    };
   }
 
   /**
@@ -116,9 +126,13 @@ export class ActiveRequest implements RequestContext {
    * timeout or hang-up does not cancel, through the signal or the handle calls the batch
    * makes, the calls of the others. An item with no request (outside a replica) never is.
    */
-  static ofBatch(requests: readonly (ActiveRequest | undefined)[]): ActiveRequest | undefined {
+  static ofBatch(requests: readonly (ActiveRequest | undefined)[]): {
+    request: ActiveRequest | undefined;
+    /** Forgets the listeners it left on the items' requests (once the batch is over). */
+    done: () => void;
+  } {
     const first = requests[0];
-    if (!first || requests.length === 1) return first;
+    if (!first || requests.length === 1) return { request: first, done: noop };
     const batch = new ActiveRequest(
       first.requestId,
       first.deployment,
@@ -129,13 +143,16 @@ export class ActiveRequest implements RequestContext {
     batch.method = first.method;
     batch.startedAt = first.startedAt;
     let left = requests.length;
-    for (const request of requests)
+    const forget = requests.map((request) =>
       request?.onCancel(() => {
         if (--left === 0) batch.cancel(request.#reason!);
-      });
-    return batch;
+      }),
+    );
+    return { request: batch, done: () => forget.forEach((f) => f?.()) };
   }
 }
+
+function noop(): void {}
 
 /** @internal */
 export const requestStorage = new AsyncLocalStorage<ActiveRequest>();

@@ -202,10 +202,7 @@ export function withHandleOptions<C>(
 ): DeploymentHandle<C> {
   const make = (handle as { [WITH_OPTIONS]?: (options: HandleOptions) => unknown })[WITH_OPTIONS];
   if (typeof make !== "function") {
-    throw new TributaryError(
-      "BAD_REQUEST",
-      "withHandleOptions(): the first argument is not a handle.",
-    );
+    throw new OptionsError("withHandleOptions(): the first argument is not a handle.");
   }
   handleTimeoutMs(options);
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal))

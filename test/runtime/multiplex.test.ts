@@ -120,6 +120,9 @@ test(
         /withHandleOptions\(\): multiplexedModelId must be 1 to 128 printable ASCII characters/,
       );
     }
+    // Not a handle: the caller's mistake in code, not a bad request (a replica's code making
+    // it answers 500, not 400).
+    assert.throws(() => withHandleOptions({} as never, {}), { code: "INVALID_OPTIONS" });
     assert.throws(
       () => server.getHandle("mux", { multiplexedModelId: "y".repeat(300) }),
       /getHandle\(\): multiplexedModelId must be/,

@@ -130,24 +130,35 @@ export class OutgoingCalls {
       }
       // The wait is bounded as the call is: the request's cancellation, the handle's
       // timeout and signal (the control plane may be slow to answer, or never).
+      const timeoutMs = handle && handleTimeoutMs(handle);
+      const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
       const { scope, dispose } = innerScope(
         method === undefined ? `${deployment}()` : `${deployment}.${method}()`,
         given ? given.cancel : requestStorage.getStore()?.scope,
         handle?.signal,
-        handle && handleTimeoutMs(handle),
+        timeoutMs,
       );
       let off = (): void => undefined;
+      let ready!: () => void;
       return new Promise<void>((resolve, reject) => {
+        ready = resolve;
         waiting.push(resolve);
         if (scope) off = scope.subscribe(reject);
       }).then(
         () => {
           off();
           dispose();
-          return this.call(deployment, method, taken, given, handle);
+          // The call gets what is left of its timeout, not the whole of it again.
+          const left =
+            deadline === undefined
+              ? handle
+              : { ...handle, timeout: Math.max(1, deadline - performance.now()) };
+          return this.call(deployment, method, taken, given, left);
         },
         (error: unknown) => {
           dispose();
+          const at = waiting.indexOf(ready);
+          if (at >= 0) waiting.splice(at, 1);
           throw error;
         },
       );

@@ -315,6 +315,9 @@ export class Instance {
       ),
     );
     await this.#publish();
+    // A failure is shown under an application that runs; one that never ran has none.
+    for (const name of this.#failedDeploys.keys())
+      if (!this.#running.has(name)) this.#failedDeploys.delete(name);
     if (failures.length > 0) {
       // What runs now is the config: the applications that deployed as the file says, the
       // ones that failed as they ran before (or not at all). A restart brings that back.

@@ -194,10 +194,13 @@ function adminRequest(
   payload?: string,
 ): Promise<IncomingMessage> {
   const token = flags.token ?? process.env.TRIBUTARY_ADMIN_TOKEN;
-  let url: URL;
+  let url: URL | undefined;
   try {
     url = new URL(`${flags.address}${path}`);
   } catch {
+    // not a URL: said below
+  }
+  if (url?.protocol !== "http:" && url?.protocol !== "https:") {
     return Promise.reject(
       new Error(`--address ${flags.address} is not the URL of an admin API (http://host:port).`),
     );
@@ -213,7 +216,11 @@ function adminRequest(
           ...(token && { authorization: `Bearer ${token}` }),
         },
       },
-      resolve,
+      (response) => {
+        // Whole characters: a chunk may end in the middle of one.
+        response.setEncoding("utf8");
+        resolve(response);
+      },
     );
     request.once("error", (error: NodeJS.ErrnoException) => {
       const refused = ["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "EAI_AGAIN"];
@@ -256,7 +263,7 @@ async function logsCommand(
     throw new Error(answer.error?.message ?? `HTTP ${response.statusCode}`);
   }
   // Each chunk as it arrives: with --follow this runs until the instance stops or Ctrl-C.
-  for await (const chunk of response) process.stdout.write(chunk as Buffer);
+  for await (const chunk of response) process.stdout.write(chunk as string);
 }
 
 /** How `start --cluster` and `node` reach NATS. */

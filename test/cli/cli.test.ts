@@ -149,6 +149,8 @@ describe("the tributary command", { timeout: 120_000 }, () => {
     }
     const bad = await cli(["status", "--address", "not a url"]);
     assert.match(bad.stderr, /--address not a url is not the URL of an admin API/);
+    const schemeless = await cli(["status", "--address", "localhost:8265"]);
+    assert.match(schemeless.stderr, /--address localhost:8265 is not the URL of an admin API/);
   });
 
   test("cli - a --cluster URL that is not NATS's is refused at once, naming it", async () => {

@@ -13,8 +13,7 @@ export class StreamReader implements AsyncIterableIterator<unknown> {
    * `next()` calls waiting for an item, oldest first: each gets the next item in order, as
    * from an async generator (a consumer may call `next()` again before the last settled).
    */
-  #waiting: { resolve: (r: IteratorResult<unknown>) => void; reject: (e: unknown) => void }[] =
-    [];
+  #waiting: { resolve: (r: IteratorResult<unknown>) => void; reject: (e: unknown) => void }[] = [];
   #done = false;
   #error: Error | undefined;
   readonly #onReturn: () => void;

@@ -16,12 +16,17 @@ export function isAsyncIterable(value: unknown): value is AsyncIterable<unknown>
   return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
 }
 
+/** Whether `value` is a streamed result: async-iterable, and not a handle's response. */
+export function isStream(value: unknown): value is AsyncIterable<unknown> {
+  return isAsyncIterable(value) && !isPromiseLike(value);
+}
+
 /**
  * Stops a stream (a step's or a call's streamed result) that no one will read: its
  * producer is cancelled and its replica slot freed. Anything else is left alone.
  */
 export function stopStream(value: unknown): void {
-  if (!isAsyncIterable(value) || isPromiseLike(value)) return;
+  if (!isStream(value)) return;
   try {
     void Promise.resolve(value[Symbol.asyncIterator]().return?.()).catch(() => undefined);
   } catch {

@@ -273,8 +273,8 @@ export class Instance {
       this.#traceExport = await exportTraces(tracing.otlpEndpoint, tracing.serviceName);
     const http = await this.#ensureFrontDoors(options);
     const results: ApplicationDeployResult[] = [];
-    const failures: string[] = [];
-    const failed = new Set<string>();
+    /** The applications that failed, and why. */
+    const failures = new Map<string, string>();
     const kept = new Set(plans.map((plan) => plan.entry.name));
     for (const plan of plans) {
       try {
@@ -288,12 +288,9 @@ export class Instance {
             changes: result.changes,
           });
       } catch (error) {
-        failures.push(`${plan.entry.name}: ${(error as Error).message}`);
-        failed.add(plan.entry.name);
-        this.#failedDeploys.set(plan.entry.name, {
-          at: new Date().toISOString(),
-          error: (error as Error).message,
-        });
+        const message = (error as Error).message;
+        failures.set(plan.entry.name, message);
+        this.#failedDeploys.set(plan.entry.name, { at: new Date().toISOString(), error: message });
       }
     }
     // Applications the file no longer has: off the front doors at once, then drained.
@@ -301,7 +298,6 @@ export class Instance {
       if (kept.has(name)) continue;
       this.#running.delete(name);
       this.#lastDeploys.delete(name);
-      this.#failedDeploys.delete(name);
       await this.#publish();
       await running.server.close();
       results.push({ application: name, action: "removed", changes: {} });
@@ -318,17 +314,17 @@ export class Instance {
     // A failure is shown under an application that runs; one that never ran has none.
     for (const name of this.#failedDeploys.keys())
       if (!this.#running.has(name)) this.#failedDeploys.delete(name);
-    if (failures.length > 0) {
+    if (failures.size > 0) {
       // What runs now is the config: the applications that deployed as the file says, the
       // ones that failed as they ran before (or not at all). A restart brings that back.
       const ran = new Map<string, object | null>(
-        [...failed].map((name) => [name, this.#running.get(name)?.entry ?? null]),
+        [...failures.keys()].map((name) => [name, this.#running.get(name)?.entry ?? null]),
       );
       this.#applied = { file, text: replaceApplications(text, ran) };
       await this.#persist(file, this.#applied.text);
       throw new TributaryError(
         "DEPLOY_FAILED",
-        `Some applications could not be deployed (the others were; what ran before keeps running): ${failures.join("; ")}`,
+        `Some applications could not be deployed (the others were; what ran before keeps running): ${[...failures].map(([name, why]) => `${name}: ${why}`).join("; ")}`,
       );
     }
     this.#applied = { file, text };

@@ -167,8 +167,7 @@ async function admin(
   // The admin API takes JSON bodies only, even where there is nothing to say.
   const payload = method === "GET" ? undefined : JSON.stringify(body ?? {});
   const response = await adminRequest(flags, method, path, payload);
-  let text = "";
-  for await (const chunk of response) text += String(chunk);
+  const text = await textOf(response);
   let answer: { error?: { message: string } };
   try {
     answer = JSON.parse(text) as typeof answer;
@@ -180,6 +179,13 @@ async function admin(
   if ((response.statusCode ?? 500) >= 400)
     throw new Error(answer.error?.message ?? `HTTP ${response.statusCode}`);
   return answer;
+}
+
+/** The whole of an admin answer (decoded as UTF-8 by {@link adminRequest}). */
+async function textOf(response: IncomingMessage): Promise<string> {
+  let text = "";
+  for await (const chunk of response) text += chunk as string;
+  return text;
 }
 
 /**
@@ -251,8 +257,7 @@ async function logsCommand(
   });
   const response = await adminRequest(flags, "GET", `/api/logs?${query.toString()}`);
   if ((response.statusCode ?? 500) >= 400) {
-    let text = "";
-    for await (const chunk of response) text += String(chunk);
+    const text = await textOf(response);
     const answer = (() => {
       try {
         return JSON.parse(text) as { error?: { message: string } };

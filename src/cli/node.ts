@@ -21,6 +21,7 @@
 import { createServer, type Server } from "node:net";
 import { hostname, cpus, totalmem, tmpdir } from "node:os";
 import { join } from "node:path";
+import { pino } from "pino";
 import { rmSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { MessageChannel, type MessagePort } from "node:worker_threads";
@@ -91,10 +92,11 @@ export interface NodeOptions {
   readonly log?: (line: string) => void;
 }
 
+/** The levels of the node's own log lines, numbered as pino numbers them. */
+type Level = "info" | "warn" | "error";
+
 /** How long a node that leaves lets its replicas finish what they run. */
 const LEAVE_DRAIN_MS = 10_000;
-/** pino's level numbers, which the node's own log lines carry. */
-const LEVELS = { info: 30, warn: 40, error: 50 } as const;
 /** The id of a leaving node's own `stop` (control ids are negative; the head's count down from -1). */
 const DRAIN_ID = -2_000_000_000;
 
@@ -295,10 +297,10 @@ export class ClusterNode {
   }
 
   /** A line in pino's JSON format (its level numbers), like the head's and the replicas'. */
-  #log(level: keyof typeof LEVELS, message: string, fields: Record<string, unknown> = {}): void {
+  #log(level: Level, message: string, fields: Record<string, unknown> = {}): void {
     (this.options.log ?? ((line) => process.stdout.write(`${line}\n`)))(
       JSON.stringify({
-        level: LEVELS[level],
+        level: pino.levels.values[level],
         time: Date.now(),
         node: this.options.name,
         msg: message,
@@ -546,12 +548,7 @@ export class ClusterNode {
    * by default `reason`). `level`: of its log line; by default an error (the replica exited
    * or crashed on its own).
    */
-  async #end(
-    hosted: Hosted,
-    reason: string,
-    level: keyof typeof LEVELS = "error",
-    told = reason,
-  ): Promise<void> {
+  async #end(hosted: Hosted, reason: string, level: Level = "error", told = reason): Promise<void> {
     if (hosted.exited) return;
     hosted.exited = true;
     if (reason !== "terminated")

@@ -765,13 +765,12 @@ export class Controller {
         // get a moment more: a replica that ends soon after its constructor returned (its
         // memory limit reached as the model warms up) would otherwise leave none serving.
         if (i === old.length - 1) await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-        const why = await this.#unhealthy(d, started, fresh);
-        if (why) {
-          d.message = why;
+        const unhealthy = await this.#unhealthy(d, started, fresh);
+        if (unhealthy) {
+          d.message = unhealthy.why;
           // One that failed its health check goes now (its old one still runs): the count is
           // the target, and no healthy old replica is stopped to make room for it.
-          if (fresh && why.startsWith(`New replica ${fresh.id} failed its health check`))
-            await this.#stopReplica(d, fresh);
+          if (unhealthy.stop) await this.#stopReplica(d, unhealthy.stop);
           return false;
         }
         await this.#stopReplica(d, replica);
@@ -785,22 +784,25 @@ export class Controller {
 
   /**
    * Why one of `replicas` (started by a rolling restart) is not healthy, if one is not: it
-   * ended, or `fresh` (the one just started) fails a health check. The earlier ones had
-   * theirs, and the periodic checks go on.
+   * ended, or `fresh` (the one just started) fails a health check, and then it is the one
+   * to `stop`. The earlier ones had theirs, and the periodic checks go on.
    */
   async #unhealthy(
     d: DeploymentRuntime,
     replicas: readonly ReplicaClient[],
     fresh: ReplicaClient | undefined,
-  ): Promise<string | undefined> {
+  ): Promise<{ why: string; stop?: ReplicaClient } | undefined> {
     const gone = replicas.find((r) => r.state !== "RUNNING");
     if (gone)
-      return `New replica ${gone.id} ended after it started (${gone.message || gone.state})`;
+      return {
+        why: `New replica ${gone.id} ended after it started (${gone.message || gone.state})`,
+      };
     if (!fresh) return undefined;
     try {
       await fresh.control({ t: "health" }, d.options.healthCheckTimeoutMs);
     } catch (error) {
-      return `New replica ${fresh.id} failed its health check: ${(error as Error).message}`;
+      const why = `New replica ${fresh.id} failed its health check: ${(error as Error).message}`;
+      return { why, stop: fresh };
     }
     return undefined;
   }

@@ -8,7 +8,7 @@
 import { GraphExecutionError, ValidationError } from "../errors.js";
 import type { CompiledGraph, SplitStep, Step, StepArg } from "./compile.js";
 import { pickArm } from "./weights.js";
-import { isAsyncIterable, isPromiseLike, stopStream } from "../values.js";
+import { isPromiseLike, isStream, stopStream } from "../values.js";
 
 export type CallStep = Extract<Step, { op: "call" }>;
 type BranchStep = Extract<Step, { op: "branch" }>;
@@ -55,11 +55,6 @@ function branchArm(step: BranchStep, steps: readonly Step[], value: unknown): nu
 
 /** How many dependencies each step waits for, copied per request. */
 const depCounts = new WeakMap<CompiledGraph, Int32Array>();
-
-/** Whether `value` is a step's streamed result (what only the graph's output may be). */
-function isStream(value: unknown): value is AsyncIterable<unknown> {
-  return isAsyncIterable(value) && !isPromiseLike(value);
-}
 
 /**
  * The error for a streamed result used as another step's input: a stream is consumed where

@@ -5,7 +5,7 @@
  */
 import type { z } from "zod";
 import { TributaryError, ValidationError } from "../errors.js";
-import { isAsyncIterable } from "../values.js";
+import { isAsyncIterable, stopStream } from "../values.js";
 import { tensorMetaOf } from "./adapters.js";
 import { isTypedArray, toTensor, type Datatype, type Tensor } from "./tensors.js";
 
@@ -251,7 +251,7 @@ export const OIP_ID = /^[\x20-\x7e]{0,128}$/;
  */
 export function refuseStream(result: unknown, model: string, readIt: string): void {
   if (!isAsyncIterable(result) || isTypedArray(result)) return;
-  void Promise.resolve(result[Symbol.asyncIterator]().return?.()).catch(() => undefined);
+  stopStream(result);
   throw new TributaryError(
     "BAD_REQUEST",
     `Model "${model}" streams its result; read it ${readIt}.`,

@@ -157,7 +157,7 @@ export class Metrics implements FrontDoorMetrics {
   readonly enabled: boolean;
   readonly #sources = new Set<MetricsSource>();
   /** How each carried deployment counter reads a list of sources, by series name. */
-  readonly #cumulative = new Map<string, (sources: Iterable<MetricsSource>) => Value[]>();
+  readonly #carried = new Map<string, (sources: Iterable<MetricsSource>) => Value[]>();
   /** What those series last read from sources since removed (see {@link addSource}). */
   readonly #retired = new Map<string, Value[]>();
   readonly #remotes = new Set<() => Promise<MetricsJson[]>>();
@@ -246,7 +246,7 @@ export class Metrics implements FrontDoorMetrics {
     this.#sources.add(source);
     return () => {
       if (!this.#sources.delete(source)) return;
-      for (const [name, read] of this.#cumulative) {
+      for (const [name, read] of this.#carried) {
         const kept = this.#retired.get(name) ?? [];
         this.#retired.set(name, merged([...kept, ...read([source])]));
       }
@@ -305,7 +305,7 @@ export class Metrics implements FrontDoorMetrics {
       read: Read,
       carried = false,
     ): void => {
-      if (carried) this.#cumulative.set(name, read);
+      if (carried) this.#carried.set(name, read);
       const values = carried
         ? () => [...read(this.#sources), ...(this.#retired.get(name) ?? [])]
         : () => read(this.#sources);

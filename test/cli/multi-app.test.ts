@@ -212,6 +212,11 @@ async function alphaAndBeta(dir: string, stateDir: string | undefined): Promise<
     await mkdir(join(dir, name));
     await writeFile(join(dir, name, "app.ts"), moduleSource(name, "v1"));
   }
+  return instanceWith(stateDir);
+}
+
+/** An instance on loopback with `stateDir`, that may import the files under the repository. */
+function instanceWith(stateDir: string | undefined): Instance {
   return new Instance({
     adminHost: "127.0.0.1",
     adminPort: 0,
@@ -346,13 +351,7 @@ export const app = build(deployment(Broken).bind().answer.bind(new InputNode<num
     assert.deepEqual(Object.keys(after.applications).sort(), ["alpha", "beta"]);
     const saved2 = instance.config()?.text ?? "";
     assert.match(saved2, /name: alpha/);
-    const restarted = new Instance({
-      adminHost: "127.0.0.1",
-      adminPort: 0,
-      adminToken: undefined,
-      stateDir: join(dir, "state"),
-      imports: { projectDir: ROOT },
-    });
+    const restarted = instanceWith(join(dir, "state"));
     try {
       // beta's code on disk is the broken one: it fails again, and alpha is back.
       await assert.rejects(restarted.restore(), /beta: .*no model file/);

@@ -173,6 +173,17 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
       body: (await response.json()) as Answer & { error?: { code: string; message: string } },
     };
   };
+  /** The backend deployment once it is HEALTHY with its 2 replicas running (waited for). */
+  const backendWhole = () =>
+    until("backend is whole again", 20_000, async () => {
+      const d = (await status()).applications.cluster!.deployments.backend!;
+      return (
+        d.status === "HEALTHY" &&
+        d.replicas.length === 2 &&
+        d.replicas.every((r) => r.state === "RUNNING") &&
+        d
+      );
+    });
   const logs = (): string =>
     [
       `head:\n${head?.output() ?? ""}`,
@@ -337,15 +348,7 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
       /Replica backend#\d+ of deployment "backend" died while handling the request \(thread \d+ on node n\d exited with code 3\)/,
       JSON.stringify(answer.body),
     );
-    const whole = await until("backend is whole again", 20_000, async () => {
-      const d = (await status()).applications.cluster!.deployments.backend!;
-      return (
-        d.status === "HEALTHY" &&
-        d.replicas.length === 2 &&
-        d.replicas.every((r) => r.state === "RUNNING") &&
-        d
-      );
-    });
+    const whole = await backendWhole();
     const gone = replicas.filter((r) => !whole.replicas.some((w) => w.id === r.id));
     assert.equal(gone.length, 1, JSON.stringify(whole.replicas));
     const node = nodes.get(gone[0]!.node!)!;
@@ -391,15 +394,7 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
     }
     assert.ok(died > 0, "some calls were in flight on the killed node");
     assert.ok(died < results.length, "calls on the other node succeeded");
-    const whole = await until("backend is whole again", 20_000, async () => {
-      const d = (await status()).applications.cluster!.deployments.backend!;
-      return (
-        d.status === "HEALTHY" &&
-        d.replicas.length === 2 &&
-        d.replicas.every((r) => r.state === "RUNNING") &&
-        d
-      );
-    });
+    const whole = await backendWhole();
     const took = Date.now() - killedAt;
     assert.ok(whole.replicas.every((r) => r.node !== victim));
     const s = await status();

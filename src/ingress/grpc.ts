@@ -40,11 +40,17 @@ import { listenFailed } from "./listen.js";
 
 const PROTO = fileURLToPath(new URL("./proto/grpc_predict_v2.proto", import.meta.url));
 
-/** The loaded service definition (also used by tests as a real client). */
-export function loadInferenceService(): grpc.ServiceClientConstructor {
+/**
+ * The loaded service definition (also used by tests as a real client). The server reads
+ * int64 fields as decimal strings (`longs: String`), so that INT64 and UINT64 contents past
+ * 2^53 arrive exact; a client may read them as numbers.
+ */
+export function loadInferenceService(
+  longs: typeof String | typeof Number = Number,
+): grpc.ServiceClientConstructor {
   const definition = protoLoader.loadSync(PROTO, {
     keepCase: true,
-    longs: Number,
+    longs,
     enums: String,
     defaults: true,
     oneofs: true,
@@ -72,7 +78,8 @@ type Contents = Partial<
 interface InferInput {
   name: string;
   datatype: string;
-  shape: number[];
+  /** int64 dimensions, as decimal strings (see {@link loadInferenceService}). */
+  shape: string[];
   contents?: Contents | null;
 }
 
@@ -125,12 +132,13 @@ function inputTensor(
   raw: Buffer | undefined,
 ): Tensor & { name: string } {
   const where = `inputs[${i}] (${input.name})`;
+  const dims = input.shape.map(BigInt);
   if (raw)
     return {
       name: input.name,
       ...tensorFromRaw(
         input.datatype,
-        input.shape,
+        dims,
         new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength),
         where,
       ),
@@ -143,9 +151,10 @@ function inputTensor(
   let data = input.contents?.[field] ?? [];
   if (input.datatype === "BYTES") {
     const bytes = data as Buffer[];
-    const shape = input.shape.map(Number);
     // Non-negative integers only (-1 belongs in schemas, not in a request), as for JSON tensors.
-    if (bytes.length !== elementCount(shape, where)) {
+    const count = elementCount(dims, where);
+    const shape = dims.map(Number);
+    if (bytes.length !== count) {
       throw new ValidationError([
         {
           path: where,
@@ -160,8 +169,10 @@ function inputTensor(
       data: bytes.map((b) => new Uint8Array(b)),
     };
   }
-  if (input.datatype === "INT64" || input.datatype === "UINT64") data = data.map(Number);
-  return { name: input.name, ...tensorFromJson(input.datatype, input.shape, data, where) };
+  // Decimal strings (see loadInferenceService): exact as bigints.
+  if (input.datatype === "INT64" || input.datatype === "UINT64")
+    data = data.map((v) => BigInt(v as string));
+  return { name: input.name, ...tensorFromJson(input.datatype, dims, data, where) };
 }
 
 function outputContents(t: Tensor): Contents {
@@ -173,9 +184,10 @@ function outputContents(t: Tensor): Contents {
       ),
     };
   }
+  // A bigint as its decimal string, which protobufjs encodes exactly as an int64.
   const values = isTypedArray(t.data)
     ? Array.from(t.data as ArrayLike<number | bigint>, (v) =>
-        typeof v === "bigint" ? Number(v) : v,
+        typeof v === "bigint" ? v.toString() : v,
       )
     : [...t.data];
   return { [field]: values };
@@ -281,7 +293,7 @@ export async function startGrpc(
       throw new NotFoundError(`No model "${name}"; this server serves ${servedNames(targets)}.`);
     return target;
   };
-  server.addService(loadInferenceService().service, {
+  server.addService(loadInferenceService(String).service, {
     ServerLive: unary("ServerLive", () => ({ live: true })),
     ServerReady: unary("ServerReady", () => ({ ready: allReady(targets) })),
     ModelReady: unary("ModelReady", (request: { name: string }) => ({

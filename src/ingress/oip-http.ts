@@ -16,7 +16,7 @@ import {
   type IngressTarget,
   type IngressTargets,
 } from "./target.js";
-import { tensorFromJson, tensorToJson } from "./tensors.js";
+import { oipJson, tensorFromJson, tensorToJson } from "./tensors.js";
 import { requestTraceparent } from "./server-spans.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 
@@ -132,11 +132,14 @@ export function registerOipRoutes(
             data: tensorToJson(t),
           }),
         );
-        return {
-          model_name: target.app.name,
-          id: id ?? request.id,
-          outputs,
-        };
+        const answer = { model_name: target.app.name, id: id ?? request.id, outputs };
+        // INT64 and UINT64 past 2^53 as exact JSON integers, which JSON.stringify cannot write.
+        const exact = outputs.some(
+          (o) =>
+            (o.datatype === "INT64" || o.datatype === "UINT64") &&
+            o.data.some((v) => typeof v === "bigint"),
+        );
+        return exact ? reply.type("application/json; charset=utf-8").send(oipJson(answer)) : answer;
       },
     );
   }

@@ -4,6 +4,7 @@ import {
   elementCount,
   halfBits,
   halfValue,
+  oipJson,
   tensorFromJson,
   tensorToJson,
   tensorToRaw,
@@ -45,10 +46,32 @@ test("tensors - numbers outside a datatype's range are refused, not wrapped or r
   refused("UINT64", -1);
   refused("UINT64", 2 ** 64);
   refused("INT64", 2 ** 63);
+  // Exact bigints (gRPC's int64_contents) to the bounds; JSON numbers to ±(2^53 - 1).
   assert.deepEqual(
-    tensorFromJson("INT64", [1], [-(2 ** 63)], "x").data,
-    BigInt64Array.of(-(2n ** 63n)),
+    tensorFromJson("INT64", [2], [-(2n ** 63n), 2n ** 63n - 1n], "x").data,
+    BigInt64Array.of(-(2n ** 63n), 2n ** 63n - 1n),
   );
+  assert.deepEqual(
+    tensorFromJson("UINT64", [1], [2n ** 64n - 1n], "x").data,
+    BigUint64Array.of(2n ** 64n - 1n),
+  );
+  assert.throws(
+    () => tensorFromJson("INT64", [1], [2n ** 63n], "x"),
+    /data\[0\] = 9223372036854775808 is out of INT64's range/,
+  );
+  assert.throws(
+    () => tensorFromJson("UINT64", [1], [-1n], "x"),
+    /data\[0\] = -1 is out of UINT64's range/,
+  );
+  assert.deepEqual(
+    tensorFromJson("INT64", [2], [-(2 ** 53) + 1, 2 ** 53 - 1], "x").data,
+    BigInt64Array.of(-(2n ** 53n) + 1n, 2n ** 53n - 1n),
+  );
+  for (const v of [2 ** 53, -(2 ** 63)])
+    assert.throws(
+      () => tensorFromJson("INT64", [1], [v], "x"),
+      /is past ±2\^53 \(it reads as .*\), where a JSON number is not exact/,
+    );
   refused("FP32", 1e39);
   refused("FP32", -1e39);
   assert.equal(
@@ -118,4 +141,18 @@ test("tensors - a Float16Array result (Node 22 and later) is FP16, its JSON numb
     Array.from(new Uint16Array(tensorToRaw(tensor).slice().buffer)),
     [0x3c00, 0xc000, 0x3800],
   );
+});
+
+test("tensors - INT64 past 2^53 goes to JSON as exact integers; smaller ones as numbers", () => {
+  const data = tensorToJson({
+    datatype: "INT64",
+    shape: [3],
+    data: BigInt64Array.of(-(2n ** 63n), 2n ** 53n - 1n, 2n ** 53n + 1n),
+  });
+  assert.deepEqual(data, [-(2n ** 63n), 2 ** 53 - 1, 2n ** 53n + 1n]);
+  assert.equal(
+    oipJson({ outputs: [{ name: "~bigint-", data }] }),
+    '{"outputs":[{"name":"~bigint-","data":[-9223372036854775808,9007199254740991,9007199254740993]}]}',
+  );
+  assert.equal(oipJson({ a: [1, "x"] }), '{"a":[1,"x"]}');
 });

@@ -3,6 +3,7 @@
  * row-major data. Converts between wire forms (JSON arrays, typed `*_contents`, raw
  * little-endian bytes) and typed arrays, checking that shape and data agree.
  */
+import { randomUUID } from "node:crypto";
 import { TributaryError, ValidationError } from "../errors.js";
 
 export const DATATYPES = [
@@ -174,8 +175,25 @@ export function tensorFromJson(
   const range = RANGES[datatype];
   for (let i = 0; i < count; i++) {
     const v = items[i];
+    // gRPC's int64_contents and uint64_contents arrive exact, as bigints.
+    if (big && typeof v === "bigint") {
+      if (!BIG_RANGES[datatype].holds(v))
+        invalid(
+          where,
+          `data[${i}] = ${v} is out of ${datatype}'s range (${RANGES[datatype]!.text})`,
+        );
+      (out as unknown as unknown[])[i] = v;
+      continue;
+    }
     if (typeof v !== "number" || !Number.isFinite(v) || (!float && !Number.isInteger(v)))
       invalid(where, `data[${i}] = ${JSON.stringify(v)} is not a valid ${datatype} value`);
+    // A JSON number past 2^53 has been rounded already (9007199254740993 reads as ...992):
+    // refused rather than passed on as a value the client did not send.
+    if (big && !Number.isSafeInteger(v) && RANGES[datatype]!.holds(v, undefined))
+      invalid(
+        where,
+        `data[${i}] is past ±2^53 (it reads as ${v}), where a JSON number is not exact; send ${datatype} values this large over gRPC (int64_contents, uint64_contents or raw_input_contents)`,
+      );
     // A typed array would wrap or round it silently (300 as UINT8 is 44).
     const stored = big ? BigInt(v) : datatype === "FP16" ? halfBits(v) : v;
     if (range && !range.holds(v, stored))
@@ -201,6 +219,12 @@ const RANGES: Partial<
   // `stored`: its half-precision bits, an infinity when it rounds past 65504.
   FP16: { holds: (_v, stored) => ((stored as number) & 0x7c00) !== 0x7c00, text: "±65504" },
   FP32: { holds: (v) => Number.isFinite(Math.fround(v)), text: "±3.4028235e38" },
+};
+
+/** The same bounds for exact 64-bit integers (gRPC's `int64_contents`, `uint64_contents`). */
+const BIG_RANGES: Record<"INT64" | "UINT64", { holds: (v: bigint) => boolean }> = {
+  UINT64: { holds: (v) => v >= 0n && v < 2n ** 64n },
+  INT64: { holds: (v) => v >= -(2n ** 63n) && v < 2n ** 63n },
 };
 
 function inclusive(min: number, max: number): { holds: (v: number) => boolean; text: string } {
@@ -308,7 +332,11 @@ export function tensorToRaw(tensor: Tensor): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
-/** JSON-ready data of a tensor (numbers, booleans or strings; INT64 as numbers). */
+/**
+ * JSON-ready data of a tensor (numbers, booleans or strings). INT64 and UINT64 values are
+ * numbers where a double holds them exactly and bigints past 2^53, which {@link oipJson}
+ * writes as exact JSON integers.
+ */
 export function tensorToJson(tensor: Tensor): unknown[] {
   if (tensor.datatype === "BYTES") {
     return (tensor.data as readonly (string | Uint8Array)[]).map((v) =>
@@ -320,9 +348,29 @@ export function tensorToJson(tensor: Tensor): unknown[] {
     return Array.from(tensor.data, halfValue);
   if (isTypedArray(tensor.data))
     return Array.from(tensor.data as ArrayLike<number | bigint>, (v) =>
-      typeof v === "bigint" ? Number(v) : v,
+      typeof v === "bigint" && v >= -MAX_SAFE && v <= MAX_SAFE ? Number(v) : v,
     );
   return [...tensor.data];
+}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** Stands in for a bigint while JSON.stringify runs; random, so no string in the data matches. */
+const BIGINT_MARK = `~bigint-${randomUUID()}~`;
+const MARKED = new RegExp(`"${BIGINT_MARK}(-?\\d+)"`, "g");
+
+/**
+ * JSON text of a value whose tensors may hold bigints ({@link tensorToJson}): each as an
+ * exact JSON integer, as Triton writes INT64 (JSON.stringify refuses bigints).
+ */
+export function oipJson(value: unknown): string {
+  let marked = false;
+  const text = JSON.stringify(value, (_key, v: unknown) => {
+    if (typeof v !== "bigint") return v;
+    marked = true;
+    return `${BIGINT_MARK}${v}`;
+  });
+  return marked ? text.replace(MARKED, "$1") : text;
 }
 
 /** Describes a result value as a tensor (numbers, arrays, typed arrays, strings, tensors). */

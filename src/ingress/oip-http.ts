@@ -57,8 +57,9 @@ function parseInputs(
   });
 }
 
+/** The outputs a request names; none (absent or empty, as the protocol says) is all. */
 function requestedOutputs(body: InferBody): Set<string> | undefined {
-  if (!Array.isArray(body.outputs)) return undefined;
+  if (!Array.isArray(body.outputs) || body.outputs.length === 0) return undefined;
   return new Set(body.outputs.map((o: unknown) => String((o as { name?: unknown })?.name)));
 }
 
@@ -85,6 +86,14 @@ export function registerOipRoutes(
     });
     fastify.post<{ Params: { name: string; version?: string }; Body: InferBody }>(
       `${prefix}/infer`,
+      {
+        // tritonclient.http sends a JSON-only request with no Content-Type; Triton reads it
+        // as JSON, and so does this route (the others answer such a body 415).
+        onRequest: async (request) => {
+          if (request.headers["content-type"] === undefined)
+            request.headers["content-type"] = "application/json";
+        },
+      },
       async (request, reply) => {
         const target = modelNamed(targets, request.params.name);
         if (request.headers["inference-header-content-length"] !== undefined) {

@@ -172,7 +172,8 @@ function single(field: InputField, t: Tensor): unknown {
 function valueFor(field: InputField, t: Tensor): unknown {
   switch (field.kind) {
     case "tensor":
-      return t;
+      // The tensor alone: the request's name for it is the field it arrives in.
+      return { datatype: t.datatype, shape: t.shape, data: t.data };
     case "number":
     case "boolean":
       return single(field, t);
@@ -214,9 +215,17 @@ export function resultToTensors(result: unknown): (Tensor & { name: string })[] 
     !isTypedArray(result) &&
     !("datatype" in result)
   ) {
-    return Object.entries(result).map(([name, value]) => ({ name, ...toTensor(value) }));
+    return Object.entries(result).map(([name, value]) => named(name, toTensor(value)));
   }
-  return [{ name: "output", ...toTensor(result) }];
+  return [named("output", toTensor(result))];
+}
+
+/**
+ * An output tensor named for its field: a tensor the graph passed on from its input keeps
+ * nothing of it but its datatype, shape and data (not the input's name).
+ */
+function named(name: string, { datatype, shape, data }: Tensor): Tensor & { name: string } {
+  return { name, datatype, shape, data };
 }
 
 /**

@@ -160,7 +160,9 @@ export function tensorFromJson(
   }
   const dims = shape.map(Number);
   if (datatype === "BYTES") {
-    if (!items.every((v) => typeof v === "string")) invalid(where, "BYTES data must be strings");
+    // Strings from JSON; bytes from gRPC's bytes_contents and raw contents.
+    if (!items.every((v) => typeof v === "string" || v instanceof Uint8Array))
+      invalid(where, "BYTES data must be strings (or bytes)");
     return { datatype, shape: dims, data: items };
   }
   if (datatype === "BOOL") {
@@ -391,16 +393,62 @@ export function toTensor(value: unknown): Tensor {
   if (typeof value === "boolean") return { datatype: "BOOL", shape: [1], data: [value] };
   if (typeof value === "string") return { datatype: "BYTES", shape: [1], data: [value] };
   if (Array.isArray(value)) {
-    const shape: number[] = [];
-    for (let level: unknown = value; Array.isArray(level); level = level[0])
-      shape.push(level.length);
-    const flat = flatten(value, "output");
-    if (flat.every((v) => typeof v === "number"))
-      return { datatype: "FP64", shape, data: Float64Array.from(flat) };
-    if (flat.every((v) => typeof v === "boolean")) return { datatype: "BOOL", shape, data: flat };
-    if (flat.every((v) => typeof v === "string")) return { datatype: "BYTES", shape, data: flat };
+    const tensor = arrayTensor(value);
+    if (tensor) return tensor;
   }
   return { datatype: "BYTES", shape: [1], data: [jsonText(value) ?? "null"] };
+}
+
+/**
+ * A nested array as a tensor: numbers (FP64), booleans, strings, bigints (INT64, else
+ * UINT64), or rows that are typed arrays of one kind (`Float32Array[]` is FP32 `[n, m]`).
+ * Undefined for a ragged array (rows of different lengths) or mixed elements: no shape
+ * describes it, and it goes as JSON text instead.
+ */
+function arrayTensor(value: unknown[]): Tensor | undefined {
+  const shape: number[] = [];
+  for (let level: unknown = value; ;) {
+    if (isTypedArray(level)) {
+      shape.push(level.length);
+      break;
+    }
+    if (!Array.isArray(level)) break;
+    shape.push(level.length);
+    level = level[0];
+  }
+  const leaves: unknown[] = [];
+  let rows: TypedArray | undefined;
+  const regular = (v: unknown, depth: number): boolean => {
+    if (depth === shape.length) {
+      leaves.push(v);
+      return !Array.isArray(v) && !isTypedArray(v);
+    }
+    if (isTypedArray(v)) {
+      if (depth !== shape.length - 1 || v.length !== shape[depth]) return false;
+      if (rows !== undefined && rows.constructor !== v.constructor) return false;
+      rows = v;
+      for (let i = 0; i < v.length; i++) leaves.push(v[i]);
+      return true;
+    }
+    if (!Array.isArray(v) || v.length !== shape[depth] || depth > 32) return false;
+    return v.every((item) => regular(item, depth + 1));
+  };
+  if (!regular(value, 0)) return undefined;
+  if (rows) {
+    const Rows = rows.constructor as new (values: unknown[]) => TypedArray;
+    return { datatype: datatypeOf(rows), shape, data: new Rows(leaves) };
+  }
+  if (leaves.every((v) => typeof v === "number"))
+    return { datatype: "FP64", shape, data: Float64Array.from(leaves) };
+  if (leaves.every((v) => typeof v === "boolean")) return { datatype: "BOOL", shape, data: leaves };
+  if (leaves.every((v) => typeof v === "string")) return { datatype: "BYTES", shape, data: leaves };
+  if (leaves.every((v) => typeof v === "bigint")) {
+    if (leaves.every((v) => BIG_RANGES.INT64.holds(v)))
+      return { datatype: "INT64", shape, data: BigInt64Array.from(leaves) };
+    if (leaves.every((v) => BIG_RANGES.UINT64.holds(v)))
+      return { datatype: "UINT64", shape, data: BigUint64Array.from(leaves) };
+  }
+  return undefined;
 }
 
 export function isTensor(value: unknown): value is Tensor {

@@ -453,5 +453,24 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
       'const t = require("tributary"); console.log(typeof t.deployment, typeof t.run)',
     ]);
     assert.equal(stdout.trim(), "function function");
+    // A graph built at a CommonJS module's top level serves (its code runs in a wrapper
+    // function, which is not "built inside a function").
+    await writeFile(
+      join(project, "doubler.cjs"),
+      `const { z } = require("zod");
+const { build, deployment, InputNode } = require("tributary");
+const double = deployment(async function double(x) { return x * 2; });
+exports.app = build(double.bind(new InputNode(z.number())), { name: "dbl" });
+`,
+    );
+    const served = await sh(project, process.execPath, [
+      "-e",
+      `const { run } = require("tributary");
+run(require("./doubler.cjs").app, { port: 0, logLevel: "fatal" }).then(async (server) => {
+  console.log(await server.handle.call(21));
+  await server.close();
+});`,
+    ]);
+    assert.equal(served.stdout.trim(), "42");
   });
 });

@@ -62,7 +62,8 @@ export function userCallSite(): CallSite | undefined {
     const url = location.startsWith("file://") ? location : `file://${path}`;
     const fn = /^at (?:async )?(.+?) \(/.exec(line)?.[1];
     const next = lines[i + 1];
-    const anonymous = fn === undefined || fn === "<anonymous>";
+    // A CommonJS module's code runs in a wrapper function, called as `Object.<anonymous>`.
+    const anonymous = fn === undefined || fn === "<anonymous>" || fn === "Object.<anonymous>";
     const topLevel =
       anonymous &&
       (next === undefined || !FRAME.test(next) || /ModuleJob|Module\._compile/.test(next));

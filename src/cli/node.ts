@@ -379,7 +379,21 @@ export class ClusterNode {
         } catch {
           failed = true;
           // NATS is out of reach: past half the timeout, this node's replicas are ended.
-          if (Date.now() - this.#lastHeartbeat > this.#nodeTimeoutMs / 2) this.#fence();
+          // Unless a heartbeat gets through now: the attempt that failed may have been
+          // sent while NATS was away and lost, with NATS back for seconds since (a blip of
+          // 3 s ended every replica of the cluster). The head gives up on a node only at
+          // the whole timeout; the node's last try ends at three quarters of it.
+          const late = Date.now() - this.#lastHeartbeat;
+          if (late > this.#nodeTimeoutMs / 2) {
+            const left = Math.min(every, (this.#nodeTimeoutMs * 3) / 4 - late);
+            const through =
+              left > 0 &&
+              (await withinMs(this.#heartbeat(), left, "").then(
+                () => true,
+                () => false,
+              ));
+            if (!through) this.#fence();
+          }
         }
         if (!this.#closed) this.#scheduleHeartbeat(failed ? RETRY_HEARTBEAT_MS : undefined);
       })();

@@ -41,6 +41,11 @@ const MAX_START_ATTEMPTS = 3;
  * `#rollingRestart`).
  */
 const SETTLE_MS = 500;
+/**
+ * Health checks a replica may fail in a row before it is replaced (Ray Serve's
+ * REPLICA_HEALTH_CHECK_UNHEALTHY_THRESHOLD, 3).
+ */
+const HEALTH_CHECK_FAILURE_THRESHOLD = 3;
 const START_TIMEOUT_MS = 120_000;
 const MAX_BACKOFF_MS = 5_000;
 /**
@@ -857,6 +862,7 @@ export class Controller {
     if (index >= 0) deployment.replicas.splice(index, 1);
     this.#byReplica.delete(replica);
     deployment.checking.delete(replica);
+    deployment.healthFailures.delete(replica);
     this.#membership.unsubscribe(replica);
     this.#publishGone(deployment, replica);
   }
@@ -903,10 +909,23 @@ export class Controller {
         replica
           .control({ t: "health" }, healthCheckTimeoutMs)
           .then(
-            () => undefined,
+            () => void deployment.healthFailures.delete(replica),
             (error: Error) => {
               if (replica.state !== "RUNNING") return;
-              const reason = `failed its health check: ${error.message}`;
+              // As Ray Serve: replaced after 3 failed checks in a row, so that one check lost
+              // in a network blip (a cluster's NATS) does not end a healthy replica.
+              const failed = (deployment.healthFailures.get(replica) ?? 0) + 1;
+              deployment.healthFailures.set(replica, failed);
+              if (failed < HEALTH_CHECK_FAILURE_THRESHOLD) {
+                this.#logLine(
+                  "warn",
+                  deployment,
+                  replica.id,
+                  `Replica ${replica.id} failed a health check (${failed} of ${HEALTH_CHECK_FAILURE_THRESHOLD} in a row before it is replaced): ${error.message}`,
+                );
+                return;
+              }
+              const reason = `failed its health check ${failed} times in a row: ${error.message}`;
               void replica.kill(reason);
               this.#onReplicaExit(replica, reason, "health_check");
             },

@@ -31,6 +31,8 @@ export class DeploymentRuntime {
   retryTimer: NodeJS.Timeout | undefined;
   healthTimer: NodeJS.Timeout | undefined;
   readonly checking = new Set<ReplicaClient>();
+  /** Health checks each replica has failed in a row (reset by one it passes). */
+  readonly healthFailures = new Map<ReplicaClient, number>();
   userConfig: JsonValue | undefined;
   /** The replica count to converge on: numReplicas, or the autoscaler's decision. */
   target: number;

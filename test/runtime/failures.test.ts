@@ -4,6 +4,7 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   DeployFailedError,
   GraphBuildError,
@@ -169,7 +170,36 @@ describe("replica failures", { timeout: 120_000 }, () => {
     const status = (await server.status()).applications.faulty!.deployments.fragile!;
     assert.match(
       status.message,
-      /fragile#1 failed its health check: health of replica fragile#1 timed out after 200 ms/,
+      /fragile#1 failed its health check 3 times in a row: health of replica fragile#1 timed out after 200 ms/,
+    );
+  });
+
+  test("health - a replica that fails fewer than 3 checks in a row is kept (as Ray Serve's threshold)", async () => {
+    await using server = await serve(
+      faultyApp.withOptions({
+        fragile: { healthCheckPeriod: "30ms", healthCheckTimeout: "1s" },
+      }),
+    );
+    const fragile = server.getHandle<Fragile>("fragile");
+    assert.equal((await fragile.info()).replica, "fragile#1");
+    await fragile.failHealthChecks(2);
+    // Twice: the count starts again after a check that passes.
+    await sleep(400);
+    await fragile.failHealthChecks(2);
+    await sleep(400);
+    assert.equal((await fragile.info()).replica, "fragile#1", "not replaced");
+    const status = (await server.status()).applications.faulty!.deployments.fragile!;
+    assert.equal(status.replicas.length, 1);
+    assert.doesNotMatch(status.message, /failed/);
+    await fragile.failHealthChecks(3);
+    await eventually(
+      async () => (await fragile.info()).replica === "fragile#2",
+      10_000,
+      "replaced after 3 in a row",
+    );
+    assert.match(
+      (await server.status()).applications.faulty!.deployments.fragile!.message,
+      /fragile#1 failed its health check 3 times in a row: .*a passing fault \(0 more\)/,
     );
   });
 

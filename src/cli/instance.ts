@@ -542,8 +542,16 @@ export class Instance {
     return url;
   }
 
-  /** Drains and stops everything. Safe to call twice. */
-  close(): Promise<void> {
+  /**
+   * Drains and stops everything. Safe to call twice.
+   *
+   * `handOver` (a cluster's head stopped by a signal, as a restart or an upgrade stops it):
+   * the head's own front doors stop taking requests and finish those in flight, and the
+   * head gives back its lease, but the replicas on the nodes run on, for the next head to
+   * adopt; nodes' front doors go on serving meanwhile. `tributary shutdown` stops them.
+   */
+  close(options: { handOver?: boolean } = {}): Promise<void> {
+    if (options.handOver && this.#options.cluster) this.#closed ??= this.#handOver();
     this.#closed ??= (async () => {
       // Followers of the log first: their open responses would hold the admin API's close.
       this.logs.close();
@@ -561,5 +569,25 @@ export class Instance {
       this.#stop();
     })();
     return this.#closed;
+  }
+
+  async #handOver(): Promise<void> {
+    this.logs.close();
+    await this.#admin?.();
+    // The replicas run on, so this head's calls in flight finish: bounded as a drain is.
+    const drain = Math.max(
+      0,
+      ...[...this.#running.values()].flatMap(({ server: { app } }) =>
+        app.graph.deployments.map((d) => app.deployments[d.name]!.gracefulShutdownTimeoutMs),
+      ),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const force = new Promise<void>((resolve) => (timer = setTimeout(resolve, drain)));
+    await this.#frontDoors?.close(force);
+    clearTimeout(timer);
+    await this.#traceExport?.close();
+    // The lease given back, the placements kept: the next head starts at once and adopts.
+    await this.#options.cluster?.close();
+    this.#stop();
   }
 }

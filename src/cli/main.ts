@@ -443,6 +443,14 @@ async function serveInstance(
     }
   }
   void firstSignal().then(() => {
+    if (cluster) {
+      // A head is stopped by a signal to restart or upgrade it: the cluster's replicas run on
+      // for the next head, which adopts them (`tributary shutdown` stops the applications).
+      console.log(
+        "Handing over: this head's requests in flight finish, its lease is given back, and the replicas on the nodes run on for the next head (tributary shutdown stops them)…",
+      );
+      return instance.close({ handOver: true });
+    }
     console.log("Draining (Ctrl-C again stops at once, cutting off what still runs)…");
     return instance.close();
   });

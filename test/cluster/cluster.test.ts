@@ -532,6 +532,38 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
     assert.equal(viaHead.status, 200, JSON.stringify(viaHead.body));
     const viaNode = await post(`${nodeDoor}/cluster`, { op: "where" });
     assert.equal(viaNode.status, 200, JSON.stringify(viaNode.body));
+
+    // Stopped by a signal (a restart, an upgrade), the head hands over: its call in flight
+    // finishes, the replicas run on (before, every replica of the cluster was stopped and the
+    // nodes' front doors answered 503), and the next head starts at once and adopts them.
+    const inFlight = post(`${adopted.url}/cluster`, { op: "sleep", ms: 1_500 });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const stopping = head!.stop("SIGTERM");
+    const slept = await inFlight;
+    assert.equal(slept.status, 200, JSON.stringify(slept.body));
+    await stopping;
+    assert.match(head!.output(), /Handing over: /);
+    assert.equal(head!.child.exitCode, 0, head!.output());
+    for (let i = 0; i < 5; i++) {
+      const answer = await post(`${nodeDoor}/cluster`, { op: "where" });
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    }
+    await startHead();
+    const again = await until("the next head runs every application", 60_000, async () => {
+      const next = await status();
+      return (
+        Object.values(next.applications).length === 2 &&
+        Object.values(next.applications).every((a) => a.status === "RUNNING") &&
+        next
+      );
+    });
+    assert.deepEqual(
+      Object.values(again.applications)
+        .flatMap((a) => Object.values(a.deployments).flatMap((d) => d.replicas.map((r) => r.id)))
+        .sort(),
+      ids,
+      "the same replicas again, adopted",
+    );
   });
 });
 

@@ -205,21 +205,40 @@ export class Instance {
     this.stopped = new Promise((resolve) => (this.#stop = resolve));
   }
 
+  /**
+   * Whether the first configuration (the restored one, or the first deploy) has been
+   * applied: until then the instance is not ready, though its first applications serve
+   * (a load balancer would send it requests for the ones still starting).
+   */
+  #settled = false;
   /** What the front doors serve: always the running applications. */
-  readonly #targets: IngressTargets = { list: () => this.#served };
+  readonly #targets: IngressTargets = {
+    list: () => this.#served,
+    starting: () => !this.#settled,
+  };
 
   /** The front doors serve the running applications from now on (the workers once they have loaded them). */
   async #publish(): Promise<void> {
     const running = [...this.#running.values()];
     this.#served = running.map((r) => r.server.ingressTarget());
-    await this.#pool?.pool.serve(running.map((r) => r.server.poolApplication()));
+    await this.#pool?.pool.serve(
+      running.map((r) => r.server.poolApplication()),
+      !this.#settled,
+    );
   }
 
   /** Validates and applies a configuration; one at a time, in order. */
   deploy(text: string, file: string): Promise<DeployResult> {
-    const next = this.#queue.then(() => this.#deploy(text, file));
+    const next = this.#queue.then(() => this.#deploy(text, file).finally(() => this.#settle()));
     this.#queue = next.catch(() => undefined);
     return next;
+  }
+
+  /** The first configuration has been applied (or refused): ready once what runs is. */
+  async #settle(): Promise<void> {
+    if (this.#settled) return;
+    this.#settled = true;
+    await this.#publish().catch(() => undefined); // the front-door workers hear it too
   }
 
   async #deploy(text: string, file: string): Promise<DeployResult> {

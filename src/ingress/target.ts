@@ -42,6 +42,11 @@ export interface IngressTarget {
 export interface IngressTargets {
   /** The applications served now, by name. */
   list(): readonly IngressTarget[];
+  /**
+   * True while the applications the server starts with are still starting (an instance's
+   * first configuration): it is not ready though the ones listed so far may be.
+   */
+  starting?(): boolean;
 }
 
 /** The targets of a single application. */
@@ -55,8 +60,9 @@ export function targetNamed(targets: IngressTargets, name: string): IngressTarge
   return targets.list().find((t) => t.app.name === name);
 }
 
-/** Whether every application is ready (and there is one at least). */
+/** Whether every application is ready (and there is one at least, and none is to come). */
 export function allReady(targets: IngressTargets): boolean {
+  if (targets.starting?.()) return false;
   const list = targets.list();
   return list.length > 0 && list.every((t) => t.ready());
 }

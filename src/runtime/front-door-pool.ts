@@ -78,7 +78,7 @@ export interface FrontDoorPool {
    * The applications to serve from now on (new ones, new limits or route prefixes, fewer).
    * Resolves once every worker serves them.
    */
-  serve(apps: readonly PoolApplication[]): Promise<void>;
+  serve(apps: readonly PoolApplication[], starting?: boolean): Promise<void>;
   /**
    * Applies new front-door settings in every worker; resolves with the names of those that
    * changed, or `undefined` when the listeners themselves must change (then none was).
@@ -135,6 +135,8 @@ export async function startFrontDoorPool(
   cluster.setupPrimary({ exec: fileURLToPath(ENTRY), serialization: "advanced" });
   let apps = initial;
   let served = describe(apps);
+  /** Whether the instance's first configuration is still starting (see IngressTargets). */
+  let starting = false;
   // The same settings in every worker (port 0 included): the cluster shares one socket per
   // address and port as asked, so port 0 picks a port once, for all of them and for a
   // replacement. (Asking for the port the first one got would be a new key, and a second
@@ -261,7 +263,7 @@ export async function startFrontDoorPool(
         switch (message.t) {
           case "hello":
             started.add(worker);
-            tell(worker, { t: "init", apps: served, options: settings });
+            tell(worker, { t: "init", apps: served, starting, options: settings });
             return;
           case "subscribe": {
             // Entry `e` of the worker gets the membership of the controller that runs
@@ -366,11 +368,12 @@ export async function startFrontDoorPool(
     url,
     grpcPort,
     pids: () => [...serving].flatMap((w) => (w.process.pid === undefined ? [] : [w.process.pid])),
-    async serve(next) {
+    async serve(next, nextStarting = false) {
       const failures: string[] = [];
       apps = next;
       served = describe(next);
-      const answers = await everyWorker((seq) => ({ t: "apps", seq, apps: served }));
+      starting = nextStarting;
+      const answers = await everyWorker((seq) => ({ t: "apps", seq, apps: served, starting }));
       for (const answer of answers) if (answer.error) failures.push(answer.error.message);
       if (failures.length > 0) {
         throw new TributaryError(

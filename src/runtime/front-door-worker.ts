@@ -49,11 +49,17 @@ export type ToFrontDoor =
   | {
       readonly t: "init";
       readonly apps: readonly ServedApplication[];
+      readonly starting: boolean;
       /** The front door's settings (no log stream: lines go to standard output). */
       readonly options: WorkerOptions;
     }
   /** The applications to serve from now on; answered with `done`. */
-  | { readonly t: "apps"; readonly seq: number; readonly apps: readonly ServedApplication[] }
+  | {
+      readonly t: "apps";
+      readonly seq: number;
+      readonly apps: readonly ServedApplication[];
+      readonly starting: boolean;
+    }
   /** New front-door settings; answered with `done` and what changed (null: new listeners). */
   | { readonly t: "update"; readonly seq: number; readonly options: WorkerOptions }
   /** A membership change of a deployment, for the served application that subscribed as `e`. */
@@ -115,7 +121,9 @@ const served = new Map<string, Served>();
 const byId = new Map<number, Served>();
 let nextId = 0;
 let list: readonly IngressTarget[] = [];
-const targets: IngressTargets = { list: () => list };
+/** The instance's first configuration is still starting: not ready (see IngressTargets). */
+let starting = false;
+const targets: IngressTargets = { list: () => list, starting: () => starting };
 let doors: FrontDoors | undefined;
 let force: (() => void) | undefined;
 /** This worker's front-door series; `/metrics` asks the main process, which sums every worker's. */
@@ -238,6 +246,7 @@ async function serve(descriptions: readonly ServedApplication[]): Promise<void> 
 }
 
 async function init(message: Extract<ToFrontDoor, { t: "init" }>): Promise<void> {
+  starting = message.starting;
   await serve(message.apps);
   // After the applications' modules: an SDK their code registered wins over this one.
   const tracing = resolveTracing(message.options.tracing);
@@ -259,6 +268,7 @@ process.on("message", (message: ToFrontDoor) => {
       );
       return;
     case "apps":
+      starting = message.starting;
       inOrder(() =>
         serve(message.apps).then(
           () => send({ t: "done", seq: message.seq }),

@@ -226,6 +226,65 @@ function instanceWith(stateDir: string | undefined): Instance {
   });
 }
 
+test("multi-app - an instance is not ready until every application of its first file serves", async () => {
+  const dir = await mkdtemp(join(ROOT, ".tmp-multi-app-"));
+  const instance = instanceWith(undefined);
+  try {
+    await mkdir(join(dir, "alpha"));
+    await writeFile(join(dir, "alpha", "app.ts"), moduleSource("alpha", "v1"));
+    await mkdir(join(dir, "slow"));
+    await writeFile(
+      join(dir, "slow", "app.ts"),
+      `import { build, deployment, InputNode } from "tributary";
+export class Slow {
+  static ready = new Promise((resolve) => setTimeout(resolve, 2_000));
+  async answer(x: number): Promise<number> { await Slow.ready; return x; }
+  async checkHealth(): Promise<void> { await Slow.ready; }
+}
+await new Promise((resolve) => setTimeout(resolve, 2_000)); // a module that loads slowly
+const slow = deployment(Slow).bind();
+export const app = build(slow.answer.bind(new InputNode<number>()), { name: "slow" });
+`,
+    );
+    const file = join(dir, "serve.yaml");
+    const deployed = instance.deploy(config(entry("alpha", "/a"), entry("slow", "/s")), file);
+    let failed: unknown;
+    deployed.catch((error: unknown) => (failed = error));
+    // alpha serves while slow still loads: the instance says it is not ready.
+    let seen = 0;
+    const deadline = Date.now() + 30_000;
+    let settled = false;
+    void deployed.finally(() => (settled = true)).catch(() => undefined);
+    while (!settled && Date.now() < deadline) {
+      const url = ((await instance.status()) as { url: string | null }).url;
+      if (url) {
+        const ready = await fetch(`${url}/v2/health/ready`);
+        const alpha = await fetch(`${url}/a`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: "1",
+        });
+        // Read before the deploy is seen as settled: a "not ready" answered after it is fine.
+        const stillStarting = !settled;
+        if (alpha.ok && stillStarting) {
+          assert.equal(ready.status, 400, "not ready while slow starts");
+          assert.deepEqual(await ready.json(), { ready: false });
+          seen++;
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await deployed;
+    assert.equal(failed, undefined);
+    assert.ok(seen > 0, "alpha served before slow did");
+    const url = ((await instance.status()) as { url: string }).url;
+    assert.deepEqual(await (await fetch(`${url}/v2/health/ready`)).json(), { ready: true });
+  } finally {
+    await instance.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 describe("several applications in one instance", { timeout: 180_000 }, () => {
   let dir: string;
   let instance: Instance;

@@ -121,9 +121,10 @@ async function buildCommand(targets: string[], flags: BuildFlags): Promise<void>
   const yaml = applicationsToYaml(entries, { host: "127.0.0.1", port: 8000 }, grpc);
   if (output) {
     await writeFile(output, yaml);
-    const count = entries.reduce((n, { app }) => n + Object.keys(app.deployments).length, 0);
+    // The graph's deployments: each application's generated ingress is listed beside them.
+    const count = entries.reduce((n, { app }) => n + app.graph.deployments.length, 0);
     console.log(
-      `Wrote ${relative(process.cwd(), output)} (${entries.length === 1 ? "" : `${entries.length} applications, `}${count} deployments).`,
+      `Wrote ${relative(process.cwd(), output)} (${entries.length === 1 ? "" : `${entries.length} applications, `}${count} deployment${count === 1 ? "" : "s"} and ${entries.length === 1 ? "the ingress" : "their ingresses"}).`,
     );
   } else {
     process.stdout.write(yaml);

@@ -91,11 +91,13 @@ describe("the tributary command", { timeout: 120_000 }, () => {
 
   test("cli - build writes YAML, and run serve.yaml serves with the file's overrides", async () => {
     const file = join(dir, "serve.yaml");
-    await promisify(execFile)(
+    const { stdout } = await promisify(execFile)(
       process.execPath,
       [BIN, "build", "./test/fixtures/config-app.ts:app", "-o", file],
       { cwd: ROOT },
     );
+    // The graph's one deployment, not counting the generated ingress as another.
+    assert.match(stdout, /\(1 deployment and the ingress\)/);
     const built = await readFile(file, "utf8");
     assert.match(built, /importPath: \.\.\/test\/fixtures\/config-app\.ts:app/);
     const edited = built

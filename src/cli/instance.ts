@@ -211,6 +211,8 @@ export class Instance {
    * (a load balancer would send it requests for the ones still starting).
    */
   #settled = false;
+  /** The configuration being applied now, and since when (`tributary status` shows it). */
+  #deploying: { readonly file: string; readonly at: string } | undefined;
   /** What the front doors serve: always the running applications. */
   readonly #targets: IngressTargets = {
     list: () => this.#served,
@@ -229,7 +231,13 @@ export class Instance {
 
   /** Validates and applies a configuration; one at a time, in order. */
   deploy(text: string, file: string): Promise<DeployResult> {
-    const next = this.#queue.then(() => this.#deploy(text, file).finally(() => this.#settle()));
+    const next = this.#queue.then(() => {
+      this.#deploying = { file, at: new Date().toISOString() };
+      return this.#deploy(text, file).finally(() => {
+        this.#deploying = undefined;
+        return this.#settle();
+      });
+    });
     this.#queue = next.catch(() => undefined);
     return next;
   }
@@ -538,6 +546,7 @@ export class Instance {
       ...(this.#options.cluster && { nodes: this.#options.cluster.nodes() }),
       url: this.#frontDoors?.url ?? null,
       ...(this.#frontDoors?.grpcPort !== undefined && { grpcPort: this.#frontDoors.grpcPort }),
+      ...(this.#deploying && { deploying: this.#deploying }),
     };
   }
 

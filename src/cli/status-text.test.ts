@@ -60,6 +60,21 @@ test("status - an instance with nothing deployed says how to deploy", () => {
   );
 });
 
+test("status - a configuration being applied says so, not that nothing is deployed", () => {
+  const now = Date.parse("2026-12-07T05:00:10Z");
+  assert.equal(
+    formatStatus(
+      {
+        url: null,
+        applications: {},
+        deploying: { file: "/srv/serve.yaml", at: "2026-12-07T05:00:07Z" },
+      },
+      now,
+    ),
+    "Front door: not serving yet.\nApplying /srv/serve.yaml (started 3 s ago)…\nNo application runs yet.",
+  );
+});
+
 test("status - a cluster's head lists its nodes (free of total resources) and where each deployment runs", () => {
   const text = formatStatus(
     {

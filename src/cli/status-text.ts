@@ -52,6 +52,8 @@ export interface StatusAnswer {
   readonly grpcPort?: number;
   /** A cluster's head lists its nodes. */
   readonly nodes?: readonly NodeAnswer[];
+  /** A configuration being applied now (at start, the restored one or the file given). */
+  readonly deploying?: { readonly file: string; readonly at: string };
 }
 
 /** `cpus 2/4, gpus 0/1, memory 2.0/8.0 GiB, ocr 1/1`: free of total. */
@@ -141,9 +143,15 @@ export function formatStatus(answer: StatusAnswer, now = Date.now()): string {
       lines.push("No nodes yet. Start one with: tributary node --cluster …");
     else lines.push(...columns(rows, ""));
   }
+  if (answer.deploying)
+    lines.push(`Applying ${answer.deploying.file} (started ${ago(answer.deploying.at, now)})…`);
   const apps = Object.entries(answer.applications);
   if (apps.length === 0) {
-    lines.push("No applications. Deploy one with: tributary deploy serve.yaml");
+    lines.push(
+      answer.deploying
+        ? "No application runs yet."
+        : "No applications. Deploy one with: tributary deploy serve.yaml",
+    );
     return lines.join("\n");
   }
   for (const [name, app] of apps) {

@@ -256,19 +256,24 @@ export const app = build(slow.answer.bind(new InputNode<number>()), { name: "slo
     let settled = false;
     void deployed.finally(() => (settled = true)).catch(() => undefined);
     while (!settled && Date.now() < deadline) {
-      const url = ((await instance.status()) as { url: string | null }).url;
-      if (url) {
-        const ready = await fetch(`${url}/v2/health/ready`);
-        const alpha = await fetch(`${url}/a`, {
+      // The status first: the fetches after it take long enough for the end of the deploy
+      // to be seen here, so "still starting" below held when the status was read.
+      const status = (await instance.status()) as {
+        url: string | null;
+        deploying?: { file: string };
+      };
+      if (status.url) {
+        const ready = await fetch(`${status.url}/v2/health/ready`);
+        const alpha = await fetch(`${status.url}/a`, {
           method: "POST",
           headers: { "content-type": "application/json" },
           body: "1",
         });
-        // Read before the deploy is seen as settled: a "not ready" answered after it is fine.
-        const stillStarting = !settled;
-        if (alpha.ok && stillStarting) {
+        if (alpha.ok && !settled) {
           assert.equal(ready.status, 400, "not ready while slow starts");
           assert.deepEqual(await ready.json(), { ready: false });
+          // tributary status says what is being applied.
+          assert.equal(status.deploying?.file, file);
           seen++;
         }
       }

@@ -150,6 +150,12 @@ function sharesPort(current: FrontDoors, next: RunOptions): boolean {
   );
 }
 
+/**
+ * How long a code roll's new version may wait for room on a cluster (a deployment PENDING)
+ * before the roll is refused (the old version holds the room).
+ */
+const ROOM_WAIT_MS = 10_000;
+
 export class Instance {
   readonly #options: InstanceOptions;
   /** The recent log lines (`tributary logs`); every line also goes to standard output. */
@@ -399,6 +405,20 @@ export class Instance {
       await server.close();
       throw new TributaryError("SERVER_CLOSED", "The instance is shutting down.");
     }
+    // On a cluster, a deployment of the new version may wait for room (PENDING): the old
+    // version holds it. Moving the front door to it, and draining the old one, left no
+    // replica to serve (a full cluster's code roll was an outage). It waits a while for a
+    // node that fits, then the roll is refused and the old version serves on.
+    if (old && !(await this.#readyWithin(server, ROOM_WAIT_MS))) {
+      const pending = Object.entries((await server.status()).applications[entry.name]!.deployments)
+        .filter(([, d]) => d.status === "PENDING")
+        .map(([name, d]) => `${name}: ${d.message}`);
+      await server.close();
+      throw new TributaryError(
+        "DEPLOY_FAILED",
+        `The new version of "${entry.name}" has no room beside the old one, which serves on (a code change starts the whole new version before the old one drains): ${pending.join("; ") || "not every deployment runs a replica"}.`,
+      );
+    }
     try {
       await this.#frontDoors?.mount(server.ingressTarget());
     } catch (error) {
@@ -409,6 +429,16 @@ export class Instance {
     await this.#publish();
     if (old) await old.close(); // drains what it was still serving
     return { application: entry.name, action: old ? "code" : "started", changes: {} };
+  }
+
+  /** Whether every deployment of `server` runs a replica within `ms`. */
+  async #readyWithin(server: Server, ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    while (!server.ingressTarget().ready()) {
+      if (Date.now() > deadline || this.#closed) return false;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return true;
   }
 
   /**

@@ -501,6 +501,63 @@ describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
     assert.doesNotMatch(nodes.get(name)!.output(), /the head placed it elsewhere/);
   });
 
+  test("cluster - a code change with no room for the new version beside the old is refused, and the old one serves on", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    // One slot of "solo" in the cluster: the running version holds it.
+    await startNode("solo", { cpus: 1, custom: { solo: 1 } });
+    const module = join(dir, "solo.ts");
+    const source = (version: string) => `import { build, deployment, InputNode } from "tributary";
+export class Solo {
+  version(_x: number): string { return "${version}"; }
+}
+const solo = deployment(Solo).bind();
+export const app = build(solo.version.bind(new InputNode<number>()), { name: "solo" });
+`;
+    await writeFile(module, source("v1"));
+    const file = join(dir, "serve.yaml");
+    const before = await readFile(file, "utf8");
+    await writeFile(
+      file,
+      `${before}  - name: solo
+    routePrefix: /solo
+    importPath: ${module}:app
+    deployments:
+      - name: Solo
+        resources: { cpus: 0.1, custom: { solo: 1 } }
+`,
+    );
+    const deployed = await cli(["deploy", file, "--address", admin, "--wait"]);
+    assert.equal(deployed.code, 0, `${deployed.stdout}${deployed.stderr}\n${logs()}`);
+    const url = (await status()).url!;
+    const version = async () => {
+      const response = await fetch(`${url}/solo`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "1",
+        signal: AbortSignal.timeout(5_000),
+      });
+      return `${response.status} ${await response.text()}`;
+    };
+    assert.equal(await version(), '200 "v1"');
+    // New code: its replica fits nowhere while v1 runs. Before, the front door moved to it
+    // (no replica), v1 drained, and calls queued until they timed out.
+    await writeFile(module, source("v2"));
+    const rolled = await cli(["deploy", file, "--address", admin]);
+    assert.notEqual(rolled.code, 0, rolled.stdout);
+    assert.match(
+      rolled.stderr,
+      /The new version of "solo" has no room beside the old one, which serves on .*Solo: .*custom resource "solo" 1 \(free: 0\)/,
+    );
+    assert.equal(await version(), '200 "v1"');
+    const solo = (await status()).applications.solo!;
+    assert.equal(solo.status, "RUNNING");
+    assert.match(JSON.stringify(solo), /lastDeployFailed/);
+    // The file as the other tests wrote it: solo leaves.
+    await writeFile(file, before);
+    const removed = await cli(["deploy", file, "--address", admin, "--wait"]);
+    assert.equal(removed.code, 0, `${removed.stdout}${removed.stderr}`);
+  });
+
   test("cluster - with the head killed a node's front door keeps answering; a restarted head adopts every replica", async (t) => {
     if (!natsServerOrSkip(t)) return;
     const s = await status();

@@ -643,6 +643,8 @@ export class Instance {
     const force = new Promise<void>((resolve) => (timer = setTimeout(resolve, drain)));
     await this.#frontDoors?.close(force);
     clearTimeout(timer);
+    // No more health checks, autoscaling or replacements from this head: the next one's.
+    for (const running of this.#running.values()) running.server.detach();
     await this.#traceExport?.close();
     // The lease given back, the placements kept: the next head starts at once and adopts.
     await this.#options.cluster?.close();

@@ -317,6 +317,20 @@ export class Controller {
   }
 
   /**
+   * Stops controlling: no more health checks, autoscaling, retries or replacements; the
+   * replicas run on as they are. A cluster's head that hands over to the next one (which
+   * adopts them) does only this; `close()` does it first, then drains and stops them.
+   */
+  detach(): void {
+    this.#closing = true;
+    for (const d of this.#deployments.values()) {
+      clearTimeout(d.retryTimer);
+      clearInterval(d.healthTimer);
+      clearInterval(d.scaleTimer);
+    }
+  }
+
+  /**
    * Stops every replica: waits (bounded by each deployment's `gracefulShutdownTimeout`) for
    * running and queued requests to finish, then calls `close()` on the instances, then
    * terminates what is left.
@@ -329,12 +343,7 @@ export class Controller {
       ),
   ): Promise<void> {
     if (this.#closing) return;
-    this.#closing = true;
-    for (const d of this.#deployments.values()) {
-      clearTimeout(d.retryTimer);
-      clearInterval(d.healthTimer);
-      clearInterval(d.scaleTimer);
-    }
+    this.detach();
     while (Date.now() < deadline && [...this.#deployments.values()].some((d) => this.#busy(d))) {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
@@ -844,6 +853,7 @@ export class Controller {
       deployment.target = next;
       this.#reconcile(deployment);
     }, AUTOSCALE_TICK_MS);
+    deployment.scaleTimer.unref();
   }
 
   #retryLater(deployment: DeploymentRuntime, delayMs: number): void {

@@ -298,6 +298,14 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   }
 
   /**
+   * @internal Stops this server's control plane and leaves its replicas running: a cluster's
+   * head handing over to the next one, which adopts them (see `Instance.close`).
+   */
+  detach(): void {
+    this.#controller.detach();
+  }
+
+  /**
    * Stops taking requests, drains those in flight, closes the instances. Bounded: what still
    * runs after `gracefulShutdownTimeout` (the largest of the deployments') is answered with
    * `ReplicaDiedError` (and queued requests with `ServerClosedError`), so it ends within that

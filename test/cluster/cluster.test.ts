@@ -593,6 +593,20 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
     // Stopped by a signal (a restart, an upgrade), the head hands over: its call in flight
     // finishes, the replicas run on (before, every replica of the cluster was stopped and the
     // nodes' front doors answered 503), and the next head starts at once and adopts them.
+    // With an autoscaled deployment: the autoscaler's timer kept a head that handed over
+    // from exiting.
+    const file = join(dir, "serve.yaml");
+    const text = await readFile(file, "utf8");
+    await writeFile(
+      file,
+      text.replace(
+        "      - name: backend\n",
+        "      - name: Front\n        autoscaling: { minReplicas: 1, maxReplicas: 1 }\n      - name: backend\n",
+      ),
+    );
+    const scaled = await cli(["deploy", file, "--address", admin, "--wait"]);
+    assert.equal(scaled.code, 0, `${scaled.stdout}${scaled.stderr}`);
+    assert.match(scaled.stdout, /cluster: updated \(Front: scale\)/);
     const inFlight = post(`${adopted.url}/cluster`, { op: "sleep", ms: 1_500 });
     await new Promise((resolve) => setTimeout(resolve, 300));
     const stopping = head!.stop("SIGTERM");

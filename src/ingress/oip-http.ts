@@ -89,9 +89,19 @@ export function registerOipRoutes(
       {
         // tritonclient.http sends a JSON-only request with no Content-Type; Triton reads it
         // as JSON, and so does this route (the others answer such a body 415).
+        // Not a request with no body (the handler says what it lacks); one of Triton's binary
+        // extension (which tritonclient sends untyped too) is read as bytes, for the handler
+        // to refuse saying what to do.
         onRequest: async (request) => {
-          if (request.headers["content-type"] === undefined)
-            request.headers["content-type"] = "application/json";
+          const { headers } = request;
+          if (
+            headers["content-type"] === undefined &&
+            (Number(headers["content-length"]) > 0 || headers["transfer-encoding"] !== undefined)
+          )
+            headers["content-type"] =
+              headers["inference-header-content-length"] === undefined
+                ? "application/json"
+                : "application/octet-stream";
         },
       },
       async (request, reply) => {

@@ -156,3 +156,36 @@ test("tensors - INT64 past 2^53 goes to JSON as exact integers; smaller ones as 
   );
   assert.equal(oipJson({ a: [1, "x"] }), '{"a":[1,"x"]}');
 });
+
+test("tensors - a nested array result is a tensor only where a shape describes it", () => {
+  const json = (text: string) => ({ datatype: "BYTES", shape: [1], data: [text] });
+  // Rows of one typed array kind; bigints; byte strings (BYTES, as a request's arrive).
+  assert.deepEqual(toTensor([Float32Array.of(1, 2), Float32Array.of(3, 4)]), {
+    datatype: "FP32",
+    shape: [2, 2],
+    data: Float32Array.of(1, 2, 3, 4),
+  });
+  assert.deepEqual(toTensor([[1n], [-2n]]), {
+    datatype: "INT64",
+    shape: [2, 1],
+    data: BigInt64Array.of(1n, -2n),
+  });
+  const bytes = toTensor([Uint8Array.of(1, 2), Buffer.from([3, 4])]);
+  assert.equal(bytes.datatype, "BYTES");
+  assert.deepEqual(bytes.shape, [2]);
+  assert.deepEqual(
+    (bytes.data as Uint8Array[]).map((b) => [b.constructor.name, ...b]),
+    [
+      ["Uint8Array", 1, 2],
+      ["Uint8Array", 3, 4],
+    ],
+  );
+  assert.deepEqual(toTensor([]), { datatype: "FP64", shape: [0], data: new Float64Array(0) });
+  // No shape fits these: JSON text, not a shape that does not match the data.
+  assert.deepEqual(toTensor([[1, 2, 3], [4]]), json("[[1,2,3],[4]]"));
+  // eslint-disable-next-line no-sparse-arrays
+  assert.deepEqual(toTensor([1, , 3]), json("[1,null,3]"));
+  assert.deepEqual(toTensor([Float32Array.of(1, 2), ["a", "b"]]), json('[[1,2],["a","b"]]'));
+  assert.deepEqual(toTensor([BigInt64Array.of(1n, 2n), [1, 2]]).datatype, "BYTES");
+  assert.deepEqual(toTensor([Float32Array.of(1), Float64Array.of(2)]), json("[[1],[2]]"));
+});

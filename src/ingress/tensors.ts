@@ -400,15 +400,17 @@ export function toTensor(value: unknown): Tensor {
 }
 
 /**
- * A nested array as a tensor: numbers (FP64), booleans, strings, bigints (INT64, else
- * UINT64), or rows that are typed arrays of one kind (`Float32Array[]` is FP32 `[n, m]`).
- * Undefined for a ragged array (rows of different lengths) or mixed elements: no shape
- * describes it, and it goes as JSON text instead.
+ * A nested array as a tensor: numbers (FP64), booleans, strings or bytes (`Uint8Array`s,
+ * BYTES, as a request's BYTES elements arrive), bigints (INT64, else UINT64), or rows that
+ * are all typed arrays of one other kind (`Float32Array[]` is FP32 `[n, m]`). Undefined
+ * for a ragged array (rows of different lengths), a sparse one, or mixed elements: no
+ * shape describes it, and it goes as JSON text instead.
  */
 function arrayTensor(value: unknown[]): Tensor | undefined {
+  const isRow = (v: unknown): v is TypedArray => isTypedArray(v) && !(v instanceof Uint8Array);
   const shape: number[] = [];
   for (let level: unknown = value; ;) {
-    if (isTypedArray(level)) {
+    if (isRow(level)) {
       shape.push(level.length);
       break;
     }
@@ -418,30 +420,47 @@ function arrayTensor(value: unknown[]): Tensor | undefined {
   }
   const leaves: unknown[] = [];
   let rows: TypedArray | undefined;
+  let rowCount = 0;
   const regular = (v: unknown, depth: number): boolean => {
     if (depth === shape.length) {
       leaves.push(v);
-      return !Array.isArray(v) && !isTypedArray(v);
+      return !Array.isArray(v) && !isRow(v);
     }
-    if (isTypedArray(v)) {
+    if (isRow(v)) {
       if (depth !== shape.length - 1 || v.length !== shape[depth]) return false;
       if (rows !== undefined && rows.constructor !== v.constructor) return false;
       rows = v;
+      rowCount++;
       for (let i = 0; i < v.length; i++) leaves.push(v[i]);
       return true;
     }
     if (!Array.isArray(v) || v.length !== shape[depth] || depth > 32) return false;
-    return v.every((item) => regular(item, depth + 1));
+    // By index: a hole (a sparse array) is an element too (undefined), not skipped.
+    for (let i = 0; i < v.length; i++) if (!regular(v[i], depth + 1)) return false;
+    return true;
   };
   if (!regular(value, 0)) return undefined;
   if (rows) {
+    // Every row a typed array of that kind: a plain array among them would be coerced.
+    const outer = shape.slice(0, -1).reduce((n, d) => n * d, 1);
+    if (rowCount !== outer) return undefined;
     const Rows = rows.constructor as new (values: unknown[]) => TypedArray;
     return { datatype: datatypeOf(rows), shape, data: new Rows(leaves) };
   }
   if (leaves.every((v) => typeof v === "number"))
     return { datatype: "FP64", shape, data: Float64Array.from(leaves) };
   if (leaves.every((v) => typeof v === "boolean")) return { datatype: "BOOL", shape, data: leaves };
-  if (leaves.every((v) => typeof v === "string")) return { datatype: "BYTES", shape, data: leaves };
+  if (leaves.every((v) => typeof v === "string" || v instanceof Uint8Array))
+    return {
+      datatype: "BYTES",
+      shape,
+      // A Buffer goes as the bytes it views.
+      data: leaves.map((v) =>
+        v instanceof Uint8Array && v.constructor !== Uint8Array
+          ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
+          : v,
+      ),
+    };
   if (leaves.every((v) => typeof v === "bigint")) {
     if (leaves.every((v) => BIG_RANGES.INT64.holds(v)))
       return { datatype: "INT64", shape, data: BigInt64Array.from(leaves) };

@@ -82,7 +82,7 @@ describe("Open Inference Protocol: tensors in and out", { timeout: 60_000 }, () 
 
   test("oip tensors - a JSON request with no Content-Type (tritonclient.http's) is read as JSON", async () => {
     /** A POST with a body and no Content-Type, which fetch would add. */
-    const untyped = (path: string, body: string) =>
+    const untyped = (path: string, body: string, headers: Record<string, string> = {}) =>
       new Promise<{ status: number; text: string }>((resolve, reject) => {
         const { port } = new URL(server.url);
         const req = httpRequest(
@@ -91,7 +91,7 @@ describe("Open Inference Protocol: tensors in and out", { timeout: 60_000 }, () 
             port,
             method: "POST",
             path,
-            headers: { "content-length": Buffer.byteLength(body) },
+            headers: { ...headers, "content-length": Buffer.byteLength(body) },
           },
           (res) => {
             let text = "";
@@ -107,6 +107,16 @@ describe("Open Inference Protocol: tensors in and out", { timeout: 60_000 }, () 
     const answer = await untyped("/v2/models/shapes/infer", body);
     assert.equal(answer.status, 200, answer.text);
     assert.deepEqual((JSON.parse(answer.text) as { outputs: Output[] }).outputs[0]!.data, [2, 4]);
+    // Untyped too: Triton's binary extension is refused saying what to do, and an empty
+    // request is told what it lacks.
+    const binary = await untyped("/v2/models/shapes/infer", '{"inputs":[]}\x00\x00\x80\x3f', {
+      "inference-header-content-length": "13",
+    });
+    assert.equal(binary.status, 400, binary.text);
+    assert.match(binary.text, /binary data extension \(Inference-Header-Content-Length\)/);
+    const empty = await untyped("/v2/models/shapes/infer", "");
+    assert.equal(empty.status, 422, empty.text);
+    assert.match(empty.text, /an inference request needs an inputs array/);
     // The application's own route still refuses a body whose type it is not told.
     const own = await untyped("/shapes", JSON.stringify({ x: [1], s: ["a"], kind: "pass" }));
     assert.equal(own.status, 415, own.text);

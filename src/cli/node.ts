@@ -383,15 +383,22 @@ export class ClusterNode {
           // sent while NATS was away and lost, with NATS back for seconds since (a blip of
           // 3 s ended every replica of the cluster). The head gives up on a node only at
           // the whole timeout; the node's last try ends at three quarters of it.
-          const late = Date.now() - this.#lastHeartbeat;
-          if (late > this.#nodeTimeoutMs / 2) {
-            const left = Math.min(every, (this.#nodeTimeoutMs * 3) / 4 - late);
-            const through =
-              left > 0 &&
-              (await withinMs(this.#heartbeat(), left, "").then(
+          if (Date.now() - this.#lastHeartbeat > this.#nodeTimeoutMs / 2) {
+            const until = this.#lastHeartbeat + (this.#nodeTimeoutMs * 3) / 4;
+            let through = false;
+            // Short tries, so that one sent just before NATS is back does not use them up.
+            while (!through && !this.#closed && Date.now() < until) {
+              through = await withinMs(
+                this.#heartbeat(),
+                Math.min(500, until - Date.now()),
+                "the heartbeat was not acknowledged",
+              ).then(
                 () => true,
                 () => false,
-              ));
+              );
+              // A try refused at once (no connection) is not repeated at once.
+              if (!through) await sleep(Math.min(100, Math.max(0, until - Date.now())));
+            }
             if (!through) this.#fence();
           }
         }

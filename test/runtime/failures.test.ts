@@ -4,7 +4,6 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
 import {
   DeployFailedError,
   GraphBuildError,
@@ -182,11 +181,18 @@ describe("replica failures", { timeout: 120_000 }, () => {
     );
     const fragile = server.getHandle<Fragile>("fragile");
     assert.equal((await fragile.info()).replica, "fragile#1");
-    await fragile.failHealthChecks(2);
     // Twice: the count starts again after a check that passes.
-    await sleep(400);
-    await fragile.failHealthChecks(2);
-    await sleep(400);
+    for (let round = 0; round < 2; round++) {
+      await fragile.failHealthChecks(2);
+      await eventually(
+        async () => {
+          const { toFail, passed } = await fragile.healthChecks();
+          return toFail === 0 && passed > 0;
+        },
+        10_000,
+        "two checks failed, then one passed",
+      );
+    }
     assert.equal((await fragile.info()).replica, "fragile#1", "not replaced");
     const status = (await server.status()).applications.faulty!.deployments.fragile!;
     assert.equal(status.replicas.length, 1);

@@ -430,8 +430,11 @@ export async function connectNats(
   const connection: NodeConnectionOptions = {
     servers,
     name: options.name ?? `tributary-${process.pid}`,
-    // A head or a node runs for months: it rides out a NATS restart, however long.
+    // A head or a node runs for months: it rides out a NATS restart, however long, and is
+    // back within about half a second of NATS (nats.js waits 2 s between tries by default,
+    // which a node cut off for half of nodeTimeout could not afford).
     maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
     ...(options.user === undefined ? {} : { user: options.user }),
     ...(options.pass === undefined ? {} : { pass: options.pass }),
     ...(options.token === undefined ? {} : { token: options.token }),

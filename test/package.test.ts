@@ -461,6 +461,7 @@ describe("the packed package in a fresh project", { timeout: 600_000 }, () => {
 const { build, deployment, InputNode } = require("tributary");
 const double = deployment(async function double(x) { return x * 2; });
 exports.app = build(double.bind(new InputNode(z.number())), { name: "dbl" });
+if (!require("node:worker_threads").isMainThread) console.log("a replica loaded this module");
 `,
     );
     const served = await sh(project, process.execPath, [
@@ -471,6 +472,20 @@ run(require("./doubler.cjs").app, { port: 0, logLevel: "fatal" }).then(async (se
   await server.close();
 });`,
     ]);
-    assert.equal(served.stdout.trim(), "42");
+    assert.equal(served.stdout.trim().split("\n").at(-1), "42");
+    assert.match(served.stdout, /a replica loaded this module/);
+    // The gRPC front door without its packages: said before any replica starts.
+    const noGrpc = await sh(project, process.execPath, [
+      "-e",
+      `const { run } = require("tributary");
+run(require("./doubler.cjs").app, { port: 0, logLevel: "fatal", grpc: { port: 0 } }).then(
+  (server) => server.close(),
+  (error) => console.log(error.code + ": " + error.message),
+);`,
+    ]);
+    assert.equal(
+      noGrpc.stdout.trim(),
+      "MISSING_PACKAGE: gRPC (the grpc option) needs @grpc/grpc-js and @grpc/proto-loader, which are not installed: run npm install @grpc/grpc-js @grpc/proto-loader",
+    );
   });
 });

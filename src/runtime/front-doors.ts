@@ -12,7 +12,9 @@ import { requirePackages } from "../optional-package.js";
 import type { FrontDoorMetrics } from "../metrics/metrics.js";
 
 /** The optional peer dependencies of the gRPC front door. */
-const GRPC_PACKAGES = ["@grpc/grpc-js", "@grpc/proto-loader"] as const;
+/** What the gRPC front door needs installed; `run()` checks before any replica starts. */
+export const GRPC_PACKAGES = ["@grpc/grpc-js", "@grpc/proto-loader"] as const;
+export const GRPC_FEATURE = "gRPC (the grpc option)";
 
 /** The defaults of the front doors' limits (README, "Limits"). */
 export const FRONT_DOOR_DEFAULTS = {
@@ -86,7 +88,7 @@ export async function startFrontDoors(
   let grpc: GrpcFrontDoor | undefined;
   try {
     if (options.grpc) {
-      requirePackages("gRPC (the grpc option)", GRPC_PACKAGES);
+      requirePackages(GRPC_FEATURE, GRPC_PACKAGES);
       const { startGrpc } = await import("../ingress/grpc.js");
       grpc = await startGrpc(targets, {
         host,

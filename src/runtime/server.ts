@@ -23,7 +23,8 @@ import { checkRunOptions } from "./run-options.js";
 import type { ApplicationStatusInfo } from "../status.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
-import { startFrontDoors } from "./front-doors.js";
+import { GRPC_FEATURE, GRPC_PACKAGES, startFrontDoors } from "./front-doors.js";
+import { requirePackages } from "../optional-package.js";
 import type { FrontDoorPool, PoolApplication } from "./front-door-pool.js";
 import { Metrics } from "../metrics/metrics.js";
 import { graphPicture, type GraphPicture } from "../metrics/dashboard.js";
@@ -403,6 +404,8 @@ export async function run<In, Out>(
     );
   }
   checkRunOptions(options);
+  // Before any replica starts: a missing package is known now.
+  if (options.grpc && options.frontDoors !== false) requirePackages(GRPC_FEATURE, GRPC_PACKAGES);
   const metrics = options.metricsRegistry ?? new Metrics({ enabled: options.metrics !== false });
   const tracing = resolveTracing(options.tracing);
   const logStream = options.logStream;

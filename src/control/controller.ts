@@ -41,6 +41,8 @@ const MAX_START_ATTEMPTS = 3;
  * `#rollingRestart`).
  */
 const SETTLE_MS = 500;
+/** How a deployment's message ends while a replica that ended is being replaced. */
+const REPLACING = "; replacing it.";
 /**
  * Health checks a replica may fail in a row before it is replaced (Ray Serve's
  * REPLICA_HEALTH_CHECK_UNHEALTHY_THRESHOLD, 3).
@@ -402,15 +404,17 @@ export class Controller {
       unplaced: deployment.unplaced,
     });
     // What was under way is done.
-    if (
-      deployment.progress !== undefined &&
+    const whole =
       deployment.status === "HEALTHY" &&
       deployment.running.length === deployment.target &&
-      deployment.replicas.length === deployment.target // none starting or stopping
-    ) {
+      deployment.replicas.length === deployment.target; // none starting or stopping
+    if (deployment.progress !== undefined && whole) {
       if (deployment.message === deployment.progress) deployment.message = "";
       deployment.progress = undefined;
     }
+    // Why a replica ended stays (what an operator looks for), but not as under way.
+    if (whole && deployment.message.endsWith(REPLACING))
+      deployment.message = `${deployment.message.slice(0, -REPLACING.length)}; replaced.`;
     this.#notify();
   }
 
@@ -904,7 +908,7 @@ export class Controller {
     this.#counts.get(deployment.name)!.failures[reason]++;
     // A replica that ran for a while before dying does not count towards the backoff.
     deployment.crashes = Date.now() - replica.startedAt > 30_000 ? 1 : deployment.crashes + 1;
-    deployment.message = `Replica ${replica.id} ${what}; replacing it.`;
+    deployment.message = `Replica ${replica.id} ${what}${REPLACING}`;
     this.#logLine("error", deployment, replica.id, deployment.message);
     this.#retryLater(deployment, 100 * 2 ** (deployment.crashes - 1));
     this.#setStatus(deployment);

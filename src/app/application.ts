@@ -304,6 +304,14 @@ export class Application<In = unknown, Out = unknown> {
   }
 }
 
+/** How long draining `app` may take: the largest gracefulShutdownTimeout of its deployments. */
+export function drainMs(app: Application): number {
+  return Math.max(
+    0,
+    ...app.graph.deployments.map((d) => app.deployments[d.name]!.gracefulShutdownTimeoutMs),
+  );
+}
+
 /** The GET routes of an application's assets: URL path → file. `/` is also the bare prefix. */
 export function assetRoutes(
   routePrefix: string,

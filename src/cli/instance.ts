@@ -21,7 +21,7 @@ import {
   moduleVersion,
   type ImportPolicy,
 } from "../config/resolve.js";
-import type { Application } from "../app/application.js";
+import { drainMs, type Application } from "../app/application.js";
 import { checkApplications, checkRoutePrefixes } from "../config/applications.js";
 import type { ApplicationConfigEntry, ServeConfig } from "../config/schema.js";
 import { TributaryError } from "../errors.js";
@@ -609,7 +609,7 @@ export class Instance {
    * adopt; nodes' front doors go on serving meanwhile. `tributary shutdown` stops them.
    */
   close(options: { handOver?: boolean } = {}): Promise<void> {
-    if (options.handOver && this.#options.cluster) this.#closed ??= this.#handOver();
+    const handOver = options.handOver === true && this.#options.cluster !== undefined;
     this.#closed ??= (async () => {
       // Followers of the log first: their open responses would hold the admin API's close.
       this.logs.close();
@@ -619,35 +619,26 @@ export class Instance {
       let drained!: () => void;
       const force = new Promise<void>((resolve) => (drained = resolve));
       const doors = this.#frontDoors?.close(force);
-      await Promise.all([...this.#running.values()].map((running) => running.server.close()));
-      setTimeout(drained, 100);
-      await doors;
+      const running = [...this.#running.values()];
+      let timer: NodeJS.Timeout | undefined;
+      if (handOver) {
+        // The replicas run on, so this head's calls in flight finish, bounded as a drain
+        // is; then no more health checks, autoscaling or replacements: the next head's.
+        timer = setTimeout(drained, Math.max(0, ...running.map((r) => drainMs(r.server.app))));
+        await doors;
+        for (const { server } of running) server.detach();
+      } else {
+        await Promise.all(running.map(({ server }) => server.close()));
+        timer = setTimeout(drained, 100);
+        await doors;
+      }
+      clearTimeout(timer);
       await this.#traceExport?.close();
+      // A head gives back its lease (a handing-over one keeps the placements: the next head
+      // starts at once and adopts the replicas).
       await this.#options.cluster?.close();
       this.#stop();
     })();
     return this.#closed;
-  }
-
-  async #handOver(): Promise<void> {
-    this.logs.close();
-    await this.#admin?.();
-    // The replicas run on, so this head's calls in flight finish: bounded as a drain is.
-    const drain = Math.max(
-      0,
-      ...[...this.#running.values()].flatMap(({ server: { app } }) =>
-        app.graph.deployments.map((d) => app.deployments[d.name]!.gracefulShutdownTimeoutMs),
-      ),
-    );
-    let timer: NodeJS.Timeout | undefined;
-    const force = new Promise<void>((resolve) => (timer = setTimeout(resolve, drain)));
-    await this.#frontDoors?.close(force);
-    clearTimeout(timer);
-    // No more health checks, autoscaling or replacements from this head: the next one's.
-    for (const running of this.#running.values()) running.server.detach();
-    await this.#traceExport?.close();
-    // The lease given back, the placements kept: the next head starts at once and adopts.
-    await this.#options.cluster?.close();
-    this.#stop();
   }
 }

@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
-import type { Application } from "../app/application.js";
+import { drainMs, type Application } from "../app/application.js";
 import { BuilderArgsError, importApplication } from "../config/resolve.js";
 import { OptionsError, TributaryError } from "../errors.js";
 import { run, type RunOptions } from "../runtime/server.js";
@@ -41,12 +41,8 @@ export function firstSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-/** The longest drain of an application: its largest gracefulShutdownTimeout. */
-const drainSeconds = (app: Application): number =>
-  Math.max(
-    0,
-    ...app.graph.deployments.map((d) => app.deployments[d.name]!.gracefulShutdownTimeoutMs),
-  ) / 1000;
+/** The longest drain of an application, in seconds. */
+const drainSeconds = (app: Application): number => drainMs(app) / 1000;
 
 async function serveForeground(app: Application, options: RunOptions): Promise<void> {
   const server = await run(app, options);

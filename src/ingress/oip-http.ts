@@ -87,11 +87,10 @@ export function registerOipRoutes(
     fastify.post<{ Params: { name: string; version?: string }; Body: InferBody }>(
       `${prefix}/infer`,
       {
-        // tritonclient.http sends a JSON-only request with no Content-Type; Triton reads it
-        // as JSON, and so does this route (the others answer such a body 415).
-        // Not a request with no body (the handler says what it lacks); one of Triton's binary
-        // extension (which tritonclient sends untyped too) is read as bytes, for the handler
-        // to refuse saying what to do.
+        // tritonclient.http sends its requests with no Content-Type: a JSON one is read as
+        // JSON, as Triton does (other routes answer an untyped body 415), and one of the
+        // binary extension as bytes, for the handler to refuse saying what to do. A request
+        // with no body is left as it is (the handler says what it lacks).
         onRequest: async (request) => {
           const { headers } = request;
           if (

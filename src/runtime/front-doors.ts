@@ -11,10 +11,13 @@ import type { RunOptions } from "./server.js";
 import { requirePackages } from "../optional-package.js";
 import type { FrontDoorMetrics } from "../metrics/metrics.js";
 
-/** The optional peer dependencies of the gRPC front door. */
-/** What the gRPC front door needs installed; `run()` checks before any replica starts. */
-export const GRPC_PACKAGES = ["@grpc/grpc-js", "@grpc/proto-loader"] as const;
-export const GRPC_FEATURE = "gRPC (the grpc option)";
+/**
+ * Throws MISSING_PACKAGE unless the gRPC front door's optional peer dependencies are
+ * installed (`run()` asks before any replica starts).
+ */
+export function requireGrpcPackages(): void {
+  requirePackages("gRPC (the grpc option)", ["@grpc/grpc-js", "@grpc/proto-loader"]);
+}
 
 /** The defaults of the front doors' limits (README, "Limits"). */
 export const FRONT_DOOR_DEFAULTS = {
@@ -88,7 +91,7 @@ export async function startFrontDoors(
   let grpc: GrpcFrontDoor | undefined;
   try {
     if (options.grpc) {
-      requirePackages(GRPC_FEATURE, GRPC_PACKAGES);
+      requireGrpcPackages();
       const { startGrpc } = await import("../ingress/grpc.js");
       grpc = await startGrpc(targets, {
         host,

@@ -3,7 +3,7 @@
  * The ingress runs in this process: it validates the input, then walks the compiled plan,
  * sending each call through the router of its deployment.
  */
-import { INGRESS, type Application } from "../app/application.js";
+import { drainMs, INGRESS, type Application } from "../app/application.js";
 import { toMilliseconds, type Duration, type JsonValue } from "../options.js";
 import { inReplicaContext } from "../app/registry.js";
 import { formatCallSite } from "../dag/call-site.js";
@@ -23,8 +23,7 @@ import { checkRunOptions } from "./run-options.js";
 import type { ApplicationStatusInfo } from "../status.js";
 import { bytesFieldOf, OipModel } from "../ingress/oip.js";
 import type { IngressCallOptions, IngressTarget } from "../ingress/target.js";
-import { GRPC_FEATURE, GRPC_PACKAGES, startFrontDoors } from "./front-doors.js";
-import { requirePackages } from "../optional-package.js";
+import { requireGrpcPackages, startFrontDoors } from "./front-doors.js";
 import type { FrontDoorPool, PoolApplication } from "./front-door-pool.js";
 import { Metrics } from "../metrics/metrics.js";
 import { graphPicture, type GraphPicture } from "../metrics/dashboard.js";
@@ -315,14 +314,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       // The deployments' own timeouts bound the drain (the generated ingress has none of its own).
-      const deadline =
-        Date.now() +
-        Math.max(
-          0,
-          ...this.app.graph.deployments.map(
-            (d) => this.app.deployments[d.name]!.gracefulShutdownTimeoutMs,
-          ),
-        );
+      const deadline = Date.now() + drainMs(this.app);
       let drained!: () => void;
       const force = new Promise<void>((resolve) => (drained = resolve));
       const doors = Promise.all(this.frontDoors.map((close) => close(force)));
@@ -405,7 +397,7 @@ export async function run<In, Out>(
   }
   checkRunOptions(options);
   // Before any replica starts: a missing package is known now.
-  if (options.grpc && options.frontDoors !== false) requirePackages(GRPC_FEATURE, GRPC_PACKAGES);
+  if (options.grpc && options.frontDoors !== false) requireGrpcPackages();
   const metrics = options.metricsRegistry ?? new Metrics({ enabled: options.metrics !== false });
   const tracing = resolveTracing(options.tracing);
   const logStream = options.logStream;

@@ -560,10 +560,22 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
 
   test("cluster - with the head killed a node's front door keeps answering; a restarted head adopts every replica", async (t) => {
     if (!natsServerOrSkip(t)) return;
-    const s = await status();
-    const ids = Object.values(s.applications)
-      .flatMap((a) => Object.values(a.deployments).flatMap((d) => d.replicas.map((r) => r.id)))
-      .sort();
+    /** Every replica's id, of every application. */
+    const replicaIds = (s: Status): string[] =>
+      Object.values(s.applications)
+        .flatMap((a) => Object.values(a.deployments).flatMap((d) => d.replicas.map((r) => r.id)))
+        .sort();
+    /** The status once a (re)started head runs both applications (waited for). */
+    const bothRunning = (what: string) =>
+      until(what, 60_000, async () => {
+        const next = await status();
+        return (
+          Object.values(next.applications).length === 2 &&
+          Object.values(next.applications).every((a) => a.status === "RUNNING") &&
+          next
+        );
+      });
+    const ids = replicaIds(await status());
     const nodeDoor = /front door at (\S+)\./.exec(nodes.get("n1")!.output())![1]!;
     await head!.stop("SIGKILL");
     for (let i = 0; i < 10; i++) {
@@ -572,18 +584,8 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
       assert.equal(answer.body.front.node, "n1");
     }
     await startHead();
-    const adopted = await until("the restarted head runs every application", 60_000, async () => {
-      const next = await status();
-      return (
-        Object.values(next.applications).length === 2 &&
-        Object.values(next.applications).every((a) => a.status === "RUNNING") &&
-        next
-      );
-    });
-    const after = Object.values(adopted.applications)
-      .flatMap((a) => Object.values(a.deployments).flatMap((d) => d.replicas.map((r) => r.id)))
-      .sort();
-    assert.deepEqual(after, ids, "the same replicas, adopted, not restarted");
+    const adopted = await bothRunning("the restarted head runs every application");
+    assert.deepEqual(replicaIds(adopted), ids, "the same replicas, adopted, not restarted");
     assert.match(head!.output(), /Restored "cluster", "waiting" from the cluster's state/);
     const viaHead = await post(`${adopted.url}/cluster`, { op: "where" });
     assert.equal(viaHead.status, 200, JSON.stringify(viaHead.body));
@@ -620,21 +622,8 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
       assert.equal(answer.status, 200, JSON.stringify(answer.body));
     }
     await startHead();
-    const again = await until("the next head runs every application", 60_000, async () => {
-      const next = await status();
-      return (
-        Object.values(next.applications).length === 2 &&
-        Object.values(next.applications).every((a) => a.status === "RUNNING") &&
-        next
-      );
-    });
-    assert.deepEqual(
-      Object.values(again.applications)
-        .flatMap((a) => Object.values(a.deployments).flatMap((d) => d.replicas.map((r) => r.id)))
-        .sort(),
-      ids,
-      "the same replicas again, adopted",
-    );
+    const again = await bothRunning("the next head runs every application");
+    assert.deepEqual(replicaIds(again), ids, "the same replicas again, adopted");
   });
 });
 

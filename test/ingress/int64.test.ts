@@ -2,10 +2,9 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import type { Server } from "tributary";
-import { loadInferenceService } from "tributary/internal";
 import { app } from "../fixtures/int64-app.js";
 import { serve } from "../serve.js";
-import { type Client, rpc } from "./grpc-client.js";
+import { type Client, inferenceClient, rpc } from "./grpc-client.js";
 
 /** Past 2^53, where a double is no longer exact: 2^53 + 1 reads as 2^53. */
 const PAST = "9007199254740993";
@@ -27,11 +26,7 @@ describe("INT64 and UINT64 tensors", { timeout: 60_000 }, () => {
   before(async () => {
     server = await serve(app, { grpc: { port: 0 } });
     // A client that reads int64 fields as strings, as one that needs them exact does.
-    const Service = loadInferenceService(String);
-    client = new Service(
-      `127.0.0.1:${server.grpcPort}`,
-      grpc.credentials.createInsecure(),
-    ) as unknown as Client;
+    client = inferenceClient(server.grpcPort, String);
   });
   after(async () => {
     client.close();

@@ -2,12 +2,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import type { Server } from "tributary";
-import { loadInferenceService } from "tributary/internal";
 import { app } from "../fixtures/oip-app.js";
 import { app as boundedApp, type Leaf } from "../fixtures/bounded-app.js";
 import { eventually } from "../runtime/eventually.js";
 import { serve } from "../serve.js";
-import { type Client, rpc } from "./grpc-client.js";
+import { type Client, inferenceClient, rpc } from "./grpc-client.js";
 
 interface InferResponse {
   model_name: string;
@@ -28,11 +27,7 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
 
   before(async () => {
     server = await serve(app, { grpc: { port: 0 } });
-    const Service = loadInferenceService();
-    client = new Service(
-      `127.0.0.1:${server.grpcPort}`,
-      grpc.credentials.createInsecure(),
-    ) as unknown as Client;
+    client = inferenceClient(server.grpcPort);
   });
   after(async () => {
     client.close();

@@ -207,7 +207,13 @@ export class ClusterNode {
   readonly #frontDoorKeys = new Map<Subscriber, number>();
   readonly #frontDoorSubs = new Map<
     number,
-    { readonly subscriber: Subscriber; readonly app: string; readonly deployments: Set<string> }
+    {
+      readonly subscriber: Subscriber;
+      readonly app: string;
+      readonly deployments: Set<string>;
+      /** What its routers hold queued, as last reported (a new head hears it too). */
+      queued?: Readonly<Record<string, number>>;
+    }
   >();
   #nextFrontDoorKey = 0;
   #hello: NatsMailbox<HeadHello, never> | undefined;
@@ -730,8 +736,10 @@ export class ClusterNode {
     // A head that starts (again) gets this front door's subscriptions.
     this.#hello = NatsMailbox.open(this.nc, subjects.headHello(this.options.cluster));
     this.#hello.onMessage(() => {
-      for (const [key, sub] of this.#frontDoorSubs)
+      for (const [key, sub] of this.#frontDoorSubs) {
         for (const d of sub.deployments) this.#toHead({ t: "fd-subscribe", app: sub.app, key, d });
+        if (sub.queued) this.#toHead({ t: "fd-queued", key, queued: sub.queued });
+      }
     });
     // A new config applied by the head: serve its applications.
     const watch = await this.#stateKv.watch({ key: "config" });
@@ -796,6 +804,13 @@ export class ClusterNode {
         this.#frontDoorKeys.delete(subscriber);
         this.#frontDoorSubs.delete(key);
         this.#toHead({ t: "fd-unsubscribe", key });
+      },
+      reportQueued: (subscriber, queued) => {
+        const key = this.#frontDoorKeys.get(subscriber);
+        const sub = key === undefined ? undefined : this.#frontDoorSubs.get(key);
+        if (key === undefined || !sub) return;
+        sub.queued = queued;
+        this.#toHead({ t: "fd-queued", key, queued });
       },
     };
   }

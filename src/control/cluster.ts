@@ -251,6 +251,11 @@ export class ClusterHead {
   }
 
   #onFrontDoor(message: ToHead, from: string): void {
+    if (message.t === "fd-queued") {
+      const fd = this.#frontDoors.get(`${from} ${message.key}`);
+      if (fd) fd.controller?.reportQueued(fd.subscriber, message.queued);
+      return;
+    }
     if (message.t === "fd-unsubscribe") {
       const id = `${from} ${message.key}`;
       const fd = this.#frontDoors.get(id);

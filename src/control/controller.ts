@@ -118,6 +118,8 @@ export class Controller {
   /** Replica starts and failures per deployment, for the metrics. */
   readonly #counts = new Map<string, { starts: number; failures: Record<FailureReason, number> }>();
   readonly #metrics: boolean;
+  /** What front doors in other processes hold queued, by subscriber (see reportQueued). */
+  readonly #subscriberQueues = new Map<Subscriber, Readonly<Record<string, number>>>();
   #closing = false;
   readonly #membership = new Membership(
     this.#deployments,
@@ -188,6 +190,17 @@ export class Controller {
 
   unsubscribe(subscriber: Subscriber): void {
     this.#membership.unsubscribe(subscriber);
+    this.#subscriberQueues.delete(subscriber);
+  }
+
+  /**
+   * The requests `subscriber`'s routers hold queued, by deployment, as it last reported
+   * (replaced whole each time): autoscaling counts them, as it counts replicas' queues, so a
+   * request waiting in a front-door worker scales a deployment up (from zero too).
+   */
+  reportQueued(subscriber: Subscriber, queued: Readonly<Record<string, number>>): void {
+    if (Object.keys(queued).length === 0) this.#subscriberQueues.delete(subscriber);
+    else this.#subscriberQueues.set(subscriber, queued);
   }
 
   /** The names of the deployments, for a subscriber that calls them all. */
@@ -374,11 +387,15 @@ export class Controller {
     );
   }
 
-  /** Requests waiting for a slot of `d`: in this thread's router and in replicas' routers. */
+  /**
+   * Requests waiting for a slot of `d`: in this thread's router, in replicas' routers and in
+   * the routers of front doors in other processes.
+   */
   #queued(d: DeploymentRuntime): number {
     let total = d.router.queued;
     for (const other of this.#deployments.values())
       for (const r of other.replicas) total += r.load.queued[d.name] ?? 0;
+    for (const queued of this.#subscriberQueues.values()) total += queued[d.name] ?? 0;
     return total;
   }
 

@@ -47,7 +47,10 @@ export function replacementDelay(failures: number): number {
  * What the pool needs of a controller: its deployments' names, and their membership. A
  * cluster node's front door passes one that asks the head over NATS.
  */
-export type PoolController = Pick<Controller, "deploymentNames" | "subscribe" | "unsubscribe">;
+export type PoolController = Pick<
+  Controller,
+  "deploymentNames" | "subscribe" | "unsubscribe" | "reportQueued"
+>;
 
 interface Subscription {
   readonly controller: PoolController;
@@ -286,6 +289,11 @@ export async function startFrontDoorPool(
           }
           case "unsubscribe":
             unsubscribe(worker, message.e);
+            return;
+          case "load":
+            // Each served application's controller hears what waits for its deployments.
+            for (const [e, { controller, subscriber }] of subscriptions.get(worker) ?? [])
+              controller.reportQueued(subscriber, message.queued[e] ?? {});
             return;
           case "listening":
             clearTimeout(timer);

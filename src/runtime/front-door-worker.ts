@@ -87,6 +87,14 @@ export type FromFrontDoor =
   /** Served application `e` is no longer served here. */
   | { readonly t: "unsubscribe"; readonly e: number }
   | { readonly t: "metrics-json"; readonly id: number; readonly json: MetricsJson }
+  /**
+   * The requests this worker's routers hold queued, by served application `e` and
+   * deployment (autoscaling counts them); sent when it changes, at most every 20 ms.
+   */
+  | {
+      readonly t: "load";
+      readonly queued: Readonly<Record<number, Readonly<Record<string, number>>>>;
+    }
   /** A client asked this worker for `/metrics`: the main process answers for every process. */
   | { readonly t: "metrics"; readonly id: number }
   | {
@@ -152,6 +160,35 @@ function serverMetrics(own: Metrics): FrontDoorMetrics {
       }),
   };
 }
+let queueTimer: NodeJS.Timeout | undefined;
+let reportedQueues = "{}";
+
+/**
+ * Tells the main process (soon, not per request) what this worker's routers hold queued,
+ * and again every {@link LOAD_REPORT_MS} until nothing is: a queue that drains says nothing
+ * itself.
+ */
+function reportQueued(): void {
+  if (queueTimer) return;
+  queueTimer = setTimeout(() => {
+    queueTimer = undefined;
+    const queued: Record<number, Record<string, number>> = {};
+    for (const [id, entry] of byId) {
+      const own = entry.outgoing.queued();
+      if (Object.keys(own).length > 0) queued[id] = own;
+    }
+    const text = JSON.stringify(queued);
+    if (text !== "{}") reportQueued();
+    if (text === reportedQueues) return;
+    reportedQueues = text;
+    send({ t: "load", queued });
+  }, LOAD_REPORT_MS);
+  queueTimer.unref();
+}
+
+/** How often, at most, a worker reports its queues (as a replica reports its load). */
+const LOAD_REPORT_MS = 20;
+
 /** Messages are handled one at a time, in order (loading a module takes a while). */
 let queue: Promise<unknown> = Promise.resolve();
 
@@ -181,12 +218,9 @@ async function load(description: ServedApplication): Promise<Served> {
       : found.withRoutePrefix(description.routePrefix);
   const name = description.name;
   const id = ++nextId;
-  const outgoing = new OutgoingCalls(
-    (message) => {
-      if (message.t === "subscribe") send({ t: "subscribe", app: name, e: id, d: message.d });
-    },
-    () => undefined,
-  );
+  const outgoing = new OutgoingCalls((message) => {
+    if (message.t === "subscribe") send({ t: "subscribe", app: name, e: id, d: message.d });
+  }, reportQueued);
   for (const deployment of description.deployments) outgoing.subscribe(deployment);
   const ingress = new GraphIngress(
     app,

@@ -102,7 +102,13 @@ export type FromNode =
  */
 export type ToHead =
   | { readonly t: "fd-subscribe"; readonly app: string; readonly key: number; readonly d: string }
-  | { readonly t: "fd-unsubscribe"; readonly key: number };
+  | { readonly t: "fd-unsubscribe"; readonly key: number }
+  /** What subscriber `key`'s routers hold queued, by deployment (autoscaling counts it). */
+  | {
+      readonly t: "fd-queued";
+      readonly key: number;
+      readonly queued: Readonly<Record<string, number>>;
+    };
 
 /** The head → a node's front door: membership for its subscriber `key`. */
 export interface FrontDoorMembers {

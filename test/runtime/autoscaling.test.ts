@@ -167,4 +167,49 @@ describe("autoscaling", { timeout: 90_000 }, () => {
       "scaled to zero",
     );
   });
+
+  test("autoscaling - a request waiting in a front-door worker (http.workers: 2) scales a deployment up from zero", async () => {
+    await using server = await serve(
+      app.withOptions({
+        fragile: {
+          autoscaling: {
+            minReplicas: 0,
+            maxReplicas: 2,
+            initialReplicas: 0,
+            downscaleDelay: "300ms",
+            lookBackPeriod: "200ms",
+          },
+        },
+      }),
+      { http: { workers: 2 } },
+    );
+    assert.deepEqual(await replicasOf(server), { target: 0, running: 0 });
+    // The request waits in a worker's router, which the main process's autoscaler hears of.
+    const request = fetch(`${server.url}${app.routePrefix}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "7",
+      signal: AbortSignal.timeout(30_000),
+    });
+    const queuedOf = async (): Promise<number> =>
+      (await server.status()).applications.faulty!.deployments.fragile!.queued;
+    await when(async () => (await queuedOf()) === 1, Date.now(), 5_000, "the status counts it");
+    const response = await request;
+    assert.equal(response.status, 200);
+    assert.equal(await response.json(), 7);
+    assert.equal((await replicasOf(server)).running, 1);
+    // The worker says so once its queue drained.
+    await when(
+      async () => (await queuedOf()) === 0,
+      Date.now(),
+      5_000,
+      "nothing counts as queued once it was served",
+    );
+    await when(
+      async () => (await replicasOf(server)).running === 0,
+      Date.now(),
+      10_000,
+      "scaled to zero",
+    );
+  });
 });

@@ -263,24 +263,25 @@ function accept(port: MessagePort): void {
   port.on("close", () => callerGone(caller));
 }
 
+/**
+ * The last result (or stream item) that could not be sent, while {@link postValue} sends
+ * one: the call it answers counts as failed, not as answered.
+ */
+let undelivered: { caller: Caller; id: number; error: Error } | undefined;
+
 /** A result (or stream item) that cannot be cloned: the caller gets an error instead. */
 function undeliverableReply(caller: Caller, message: ReplyMessage, error: Error): void {
   if (message.t !== "ok" && message.t !== "item") return;
-  caller.post({
-    t: "err",
-    id: message.id,
-    e: serializeError(
-      new TypeError(
-        `the ${message.t === "item" ? "stream item" : "result"} could not be sent back to the caller: ${error.message}` +
-          (/detached/i.test(error.message)
-            ? ". Typed arrays in results move to the caller, they are not copied, so a buffer " +
-              "the replica keeps (a field of the instance, one yielded again) is gone after it " +
-              "was first sent: return or yield a copy (x.slice())"
-            : ""),
-      ),
-    ),
-    user: true,
-  });
+  const sent = new TypeError(
+    `the ${message.t === "item" ? "stream item" : "result"} could not be sent back to the caller: ${error.message}` +
+      (/detached/i.test(error.message)
+        ? ". Typed arrays in results move to the caller, they are not copied, so a buffer " +
+          "the replica keeps (a field of the instance, one yielded again) is gone after it " +
+          "was first sent: return or yield a copy (x.slice())"
+        : ""),
+  );
+  undelivered = { caller, id: message.id, error: sent };
+  caller.post({ t: "err", id: message.id, e: serializeError(sent), user: true });
 }
 
 /** A call is over (answered, ended, or cancelled): its slot is free. */
@@ -508,7 +509,13 @@ async function stream(
     for (let sent = 1; !request.cancelled; sent++) {
       const next = await iterator.next();
       if (next.done) break;
-      postValue(caller, "item", id, next.value);
+      const failed = postValue(caller, "item", id, next.value);
+      if (failed) {
+        // The caller was answered with why the item could not be sent: the stream ends there.
+        await iterator.return?.();
+        request.endSpan("error", failed);
+        return "error";
+      }
       // As many items as the caller took credit for: the next waits until it takes more.
       while (sent >= flow.granted && !request.cancelled) await flow.wait();
       // A generator that never waits would starve the message loop: let a cancel arrive.
@@ -631,9 +638,11 @@ function answer(
     codeEnded(request); // cancelled: the caller has its answer
     return;
   }
-  finish(caller, id, "ok");
-  postValue(caller, "ok", id, value);
-  request.endSpan("ok");
+  // A result that cannot be sent back answers the caller with why: the call failed.
+  const failed = postValue(caller, "ok", id, value);
+  finish(caller, id, failed ? "error" : "ok");
+  if (failed) request.endSpan("error", failed);
+  else request.endSpan("ok");
 }
 
 /**
@@ -641,13 +650,32 @@ function answer(
  * object after this (a field it keeps, the item it yields again), so one is taken at once:
  * to a thread, copied here (its whole buffers move into the copy, as they would to the
  * caller) and the copy waits for the batch; on a channel that serializes (a process's IPC,
- * a socket, NATS), sent at once. A value that cannot be copied is answered with why.
+ * a socket, NATS), sent at once. A value that cannot be copied is answered with why, and
+ * returned: the error its caller got.
  */
-function postValue(caller: Caller, t: "ok" | "item", id: number, value: unknown): void {
+function postValue(
+  caller: Caller,
+  t: "ok" | "item",
+  id: number,
+  value: unknown,
+): Error | undefined {
   if (!changeable(value)) {
     caller.post({ t, id, v: value });
-    return;
+    return undefined;
   }
+  undelivered = undefined;
+  sendValue(caller, t, id, value);
+  return takeUndelivered(caller, id);
+}
+
+/** The error call `id` of `caller` got instead of its result, if sending it failed just now. */
+function takeUndelivered(caller: Caller, id: number): Error | undefined {
+  const last = undelivered;
+  undelivered = undefined;
+  return last?.caller === caller && last.id === id ? last.error : undefined;
+}
+
+function sendValue(caller: Caller, t: "ok" | "item", id: number, value: unknown): void {
   // Copying a large value costs more than a message of its own: it goes at once instead.
   if (!caller.movesBuffers || !fewParts(value)) {
     caller.post(

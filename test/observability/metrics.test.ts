@@ -231,4 +231,30 @@ describe("Prometheus metrics at GET /metrics", { timeout: 120_000 }, () => {
       1,
     );
   });
+
+  test("metrics - a call whose result or stream item cannot be sent back counts as an error, in thread and process replicas; the stream stops there", async () => {
+    for (const isolation of ["thread", "process"] as const) {
+      await using server = await serve(faultyApp.withOptions({ fragile: { isolation } }));
+      const fragile = server.getHandle<Fragile>("fragile");
+      await assert.rejects(fragile.unsendable(), /could not be sent back/);
+      const labels = { application: "faulty", deployment: "fragile" };
+      const count = async (outcome: string): Promise<number> =>
+        total((await scrape(server.url)).samples, "tributary_deployment_requests_total", {
+          ...labels,
+          outcome,
+        });
+      await eventually(async () => (await count("error")) === 1, 5_000, `${isolation}: an error`);
+      assert.equal(await count("ok"), 0, `${isolation}: not an answered call`);
+      // A stream item that cannot be sent ends the stream there, as an error.
+      const items = fragile.unsendableItems()[Symbol.asyncIterator]();
+      assert.deepEqual(await items.next(), { value: 1, done: false });
+      await assert.rejects(items.next(), /stream item could not be sent back/);
+      await eventually(
+        async () => (await fragile.unsendableStoppedAfter()) === 1,
+        5_000,
+        `${isolation}: the generator stopped`,
+      );
+      await eventually(async () => (await count("error")) === 2, 5_000, `${isolation}: 2 errors`);
+    }
+  });
 });

@@ -34,6 +34,7 @@ import {
 } from "./tensors.js";
 import { metadataReader, streamInfer } from "./grpc-stream.js";
 import { startGrpcSpan } from "./server-spans.js";
+import { validTraceparent } from "../tracing.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 import type { FrontDoorMetrics } from "../metrics/metrics.js";
 import { listenFailed } from "./listen.js";
@@ -317,8 +318,9 @@ export async function startGrpc(
           options.requestTimeoutMs(),
           header,
           modelIdOf(request.model_version, header(MODEL_ID_HEADER)),
-          // The stream's trace context is carried on (no span of its own).
-          header("traceparent"),
+          // The stream's trace context is carried on (no span of its own); a malformed one
+          // is dropped, as HTTP and ModelInfer drop it.
+          validTraceparent(header("traceparent")),
         ),
       ),
     ),

@@ -5,6 +5,7 @@
  * The context travels as a W3C `traceparent` string: in a `call` message between a caller
  * and a replica, and from the HTTP and gRPC front doors into the graph.
  */
+import { AsyncLocalStorage } from "node:async_hooks";
 import {
   context,
   ProxyTracerProvider,
@@ -93,9 +94,33 @@ export function traceparentOf(span: Span | undefined): string | undefined {
   return `00-${traceId}-${spanId}-${traceFlags & 1 ? "01" : "00"}`;
 }
 
-/** The `traceparent` of the span active in the calling code (a user SDK's context), if any. */
+/** The request a front door's own route handler (`build({ routes })`) runs for. */
+export interface RouteRequest {
+  readonly requestId: string;
+  readonly traceparent: string | undefined;
+}
+
+const routeRequests = new AsyncLocalStorage<RouteRequest>();
+
+/**
+ * Runs `handler` (and what it awaits) for `request`: handle calls made there carry the
+ * request's id and trace context, with an SDK or without one.
+ */
+export function inRouteRequest<T>(request: RouteRequest, handler: () => T): T {
+  return routeRequests.run(request, handler);
+}
+
+/** The request of the route handler running now, if any (see {@link inRouteRequest}). */
+export function routeRequest(): RouteRequest | undefined {
+  return routeRequests.getStore();
+}
+
+/**
+ * The `traceparent` of the span active in the calling code (a user SDK's context), or else
+ * of the request whose route handler runs now, if any.
+ */
 export function activeTraceparent(): string | undefined {
-  return traceparentOf(trace.getSpan(context.active()));
+  return traceparentOf(trace.getSpan(context.active())) ?? routeRequests.getStore()?.traceparent;
 }
 
 /** Ends `span` with `error` recorded on it (status ERROR). */

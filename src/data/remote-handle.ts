@@ -23,7 +23,7 @@ import { ReplicaConnection, UNTOLD_WAIT_MS } from "./connection.js";
 import { innerScope } from "./cancel.js";
 import { requestStorage } from "./context.js";
 import { StreamReader } from "./responses.js";
-import { activeTraceparent } from "../tracing.js";
+import { activeTraceparent, routeRequest } from "../tracing.js";
 import { Router, type CallOptions } from "./router.js";
 import { changeable, MessageBatcher, unbatch } from "./transport/batch.js";
 import { connectTo, SocketChannel } from "./transport/socket.js";
@@ -172,7 +172,8 @@ export class OutgoingCalls {
       handle && handleTimeoutMs(handle),
     );
     const result = this.#send(target, method, args, {
-      requestId: outer?.requestId,
+      // A front-door worker's route handler has the request it handles.
+      requestId: outer ? outer.requestId : routeRequest()?.requestId,
       cancel: scope,
       ...movablesOf(args),
       multiplexedModelId: handle?.multiplexedModelId ?? outer?.multiplexedModelId,

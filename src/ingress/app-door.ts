@@ -31,7 +31,7 @@ import {
 import { httpError } from "./http-errors.js";
 import { MODEL_ID_HEADER, modelIdOf } from "./model-id.js";
 import { objectShape } from "./oip.js";
-import { requestTraceparent } from "./server-spans.js";
+import { requestTraceparent, traceRouteHandlers } from "./server-spans.js";
 import type { DeclaredRoute, MountedRoutes } from "./openapi.js";
 import type { IngressTarget } from "./target.js";
 import { isTypedArray, jsonText } from "./tensors.js";
@@ -197,6 +197,7 @@ export async function mountApplication(
             });
           }
         });
+        traceRouteHandlers(scope);
         await routesOf(scope.withTypeProvider<ZodTypeProvider>(), context);
       },
       { prefix },

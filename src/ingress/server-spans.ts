@@ -6,8 +6,11 @@
  */
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import {
+  context,
   contextOf,
   failSpan,
+  inRouteRequest,
+  trace,
   ROOT_CONTEXT,
   SpanKind,
   SpanStatusCode,
@@ -142,4 +145,18 @@ export function startGrpcSpan(
       else span.end();
     },
   };
+}
+
+/**
+ * Runs the handlers of the routes `scope` declares (an application's own, `build({ routes })`)
+ * for their request: the handle calls they make carry its id and trace context, and with an
+ * SDK the server span is active there (a user's own spans are its children).
+ */
+export function traceRouteHandlers(scope: FastifyInstance): void {
+  scope.addHook("preHandler", (request, _reply, done) => {
+    const span = spanOf(request);
+    inRouteRequest({ requestId: request.id, traceparent: requestTraceparent(request) }, () =>
+      span ? context.with(trace.setSpan(context.active(), span), done) : done(),
+    );
+  });
 }

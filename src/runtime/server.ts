@@ -15,7 +15,7 @@ import type { TransportFactory } from "../data/transport/transport.js";
 import { requestScope } from "../data/cancel.js";
 import { StreamReader } from "../data/responses.js";
 import { GraphIngress } from "./graph-ingress.js";
-import { activeTraceparent } from "../tracing.js";
+import { activeTraceparent, routeRequest } from "../tracing.js";
 import { Controller, writeLine, type UpdateKind } from "../control/controller.js";
 import { exportTraces, resolveTracing, type TracingOptions } from "../tracing-export.js";
 import { checkModelId, handleProxy, handleTimeoutMs } from "../dag/handle.js";
@@ -213,7 +213,8 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
       const { scope, dispose } = requestScope(`${name}.${method}()`, signal, timeout);
       const call = router.call(method, args, {
         cancel: scope,
-        requestId: options.requestId,
+        // In a route of the application's own, the request it handles.
+        requestId: options.requestId ?? routeRequest()?.requestId,
         ...movablesOf(args),
         multiplexedModelId: handleOptions.multiplexedModelId ?? options.multiplexedModelId,
         traceparent: activeTraceparent(),

@@ -55,6 +55,17 @@ describe("trace context without an SDK", { timeout: 60_000 }, () => {
       inner: null,
     });
     assert.deepEqual(await where("not a traceparent"), { outer: null, inner: null });
+    // A route of the application's own: its handle calls carry the request's trace context.
+    for (const [sent, expected] of [
+      [traceparent, traceparent],
+      ["not a traceparent", null],
+    ] as const) {
+      const response = await fetch(`${server.url}/where/handle`, {
+        headers: { traceparent: sent },
+      });
+      assert.equal(response.status, 200);
+      assert.deepEqual(await response.json(), { outer: expected, inner: expected }, sent);
+    }
   });
 
   test("tracing - with no SDK registered, gRPC's ModelInfer and ModelStreamInfer carry a valid traceparent to every deployment and drop a malformed one", async () => {

@@ -13,6 +13,8 @@ const SERVER = 2;
 const ERROR = 2;
 const TRACE_ONE = "4bf92f3577b34da6a3ce929d0e0e4736";
 const TRACE_TWO = "5bf92f3577b34da6a3ce929d0e0e4737";
+const TRACE_ROUTE_ONE = "6bf92f3577b34da6a3ce929d0e0e4738";
+const TRACE_ROUTE_TWO = "7bf92f3577b34da6a3ce929d0e0e4739";
 const CLIENT_SPAN = "00f067aa0ba902b7";
 
 describe(
@@ -101,6 +103,44 @@ describe(
         assert.equal(shout.parentSpanId, user.spanId);
         assert.equal(shout.attributes["tributary.deployment"], "Helper");
         assert.equal(shout.attributes["tributary.method"], "shout");
+      });
+    }
+
+    for (const workers of [1, 2]) {
+      test(`tracing - a route of the application's own runs under its request's server span: a user's span there and the handle calls it makes are in the request's trace, with its request id (front door ${workers === 1 ? "in the main thread" : "in worker processes"})`, async () => {
+        const TRACE_ID = workers === 1 ? TRACE_ROUTE_ONE : TRACE_ROUTE_TWO;
+        const server = await serve(app, {
+          tracing: { otlpEndpoint: receiver.url, serviceName: "traced-test" },
+          http: { workers },
+        });
+        let body: { text: string; sawActiveSpan: boolean };
+        try {
+          const response = await fetch(`${server.url}/traced/shout/hey`, {
+            headers: {
+              traceparent: `00-${TRACE_ID}-${CLIENT_SPAN}-01`,
+              "x-request-id": "route-me",
+            },
+          });
+          assert.equal(response.status, 200);
+          body = (await response.json()) as typeof body;
+        } finally {
+          await server.close();
+        }
+        assert.deepEqual(body, { text: "HEY", sawActiveSpan: true });
+        const spans = await traceOf(TRACE_ID, 3);
+        const byName = new Map(spans.map((s) => [s.name, s]));
+        assert.deepEqual([...byName.keys()].sort(), [
+          "GET /traced/shout/:text",
+          "Helper/shout",
+          "route.user-work",
+        ]);
+        const http = byName.get("GET /traced/shout/:text")!;
+        assert.equal(http.parentSpanId, CLIENT_SPAN);
+        const user = byName.get("route.user-work")!;
+        assert.equal(user.parentSpanId, http.spanId);
+        const shout = byName.get("Helper/shout")!;
+        assert.equal(shout.parentSpanId, user.spanId);
+        assert.equal(shout.attributes["tributary.request_id"], "route-me");
       });
     }
 

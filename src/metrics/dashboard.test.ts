@@ -91,3 +91,55 @@ test("dashboard - rates, error rate and quantiles come from the change of the re
   assert.equal(view.queued, 3);
   assert.equal(view.ongoing, 2);
 });
+
+test("dashboard - a replica that leaves takes only its own calls out of the rates: the others' still count, and its replacement's count from zero", () => {
+  const metrics = new Metrics();
+  /** Replicas by id, each with the calls it has served (all ok, 1–2.5 ms). */
+  let served: Record<string, number> = {};
+  const stats = (n: number) => {
+    const counts = new Array<number>(PROCESSING_BUCKETS.length + 1).fill(0);
+    counts[2] = n;
+    return {
+      ok: n,
+      error: 0,
+      cancelled: 0,
+      processing: { counts, sum: 0 },
+      batches: { counts: [], sum: 0 },
+    };
+  };
+  metrics.addSource({
+    application: "a",
+    deployments: () => [
+      {
+        name: "d",
+        status: "HEALTHY",
+        targetReplicas: 2,
+        autoscalerTarget: undefined,
+        queued: 0,
+        starts: 3,
+        failures: { start_failed: 0, died: 1, health_check: 0 },
+        replicas: Object.entries(served).map(([id, n]) => ({
+          id,
+          state: "RUNNING" as const,
+          ongoing: 0,
+          stats: stats(n),
+        })),
+      },
+    ],
+  });
+  const dashboard = new Dashboard(metrics);
+  const at = (seconds: number) =>
+    dashboard.view(100_000 + seconds * 1000).applications[0]!.deployments[0]!;
+  // Two replicas at 100 calls/s each, with 1000 calls served before.
+  for (let s = 0; s <= 5; s++) {
+    served = { "d#1": 1000 + 100 * s, "d#2": 1000 + 100 * s };
+    at(s);
+  }
+  assert.equal(at(5).requestRate, 200);
+  // d#1 is replaced by d#3: d#2 and d#3 serve 100 calls/s each.
+  served = { "d#2": 1600, "d#3": 100 };
+  const view = at(6);
+  // Over the window (1 s to 6 s): d#2 served 500, d#3 100 since it started.
+  assert.equal(view.requestRate, 120);
+  assert.ok(view.p50! > 0.001 && view.p50! <= 0.0025, `p50 ${view.p50}`);
+});

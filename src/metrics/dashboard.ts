@@ -89,12 +89,18 @@ export interface DashboardView {
   }[];
 }
 
-interface Sample {
-  readonly at: number;
+/** One replica's totals when sampled. */
+interface Totals {
   readonly ok: number;
   readonly error: number;
   readonly cancelled: number;
   readonly buckets: readonly number[];
+}
+
+/** A deployment's replicas' totals at one time, by replica id. */
+interface Sample {
+  readonly at: number;
+  readonly replicas: ReadonlyMap<string, Totals>;
 }
 
 /** How far back rates and quantiles look. */
@@ -137,29 +143,38 @@ export class Dashboard {
       const deployments = source.deployments().map((d): DeploymentView => {
         const key = `${source.application}\0${d.name}`;
         seen.add(key);
-        const buckets = new Array<number>(PROCESSING_BUCKETS.length + 1).fill(0);
-        let ok = 0;
-        let error = 0;
-        let cancelled = 0;
+        const current: Map<string, Totals> = new Map();
         for (const r of d.replicas) {
           if (!r.stats) continue;
-          ok += r.stats.ok;
-          error += r.stats.error;
-          cancelled += r.stats.cancelled;
-          r.stats.processing.counts.forEach((n, i) => (buckets[i] = (buckets[i] ?? 0) + n));
+          current.set(r.id, {
+            ok: r.stats.ok,
+            error: r.stats.error,
+            cancelled: r.stats.cancelled,
+            buckets: [...r.stats.processing.counts],
+          });
         }
         const history = this.#history.get(key) ?? [];
-        history.push({ at: now, ok, error, cancelled, buckets });
+        history.push({ at: now, replicas: current });
         while (history.length > 2 && history[1]!.at <= now - WINDOW_MS) history.shift();
         this.#history.set(key, history);
         const first = history[0]!;
         const seconds = (now - first.at) / 1000;
-        // A replica that left takes its totals with it: a negative change counts as none.
-        const delta = (a: number, b: number): number => Math.max(0, a - b);
-        const okN = delta(ok, first.ok);
-        const errorN = delta(error, first.error);
-        const calls = okN + errorN + delta(cancelled, first.cancelled);
-        const window = buckets.map((n, i) => delta(n, first.buckets[i] ?? 0));
+        // Each replica's change over the window, summed (Prometheus's sum(rate(...))): one
+        // that started within it counts from zero, and one that left counts no more (its
+        // totals went with it: summing first made its departure hide everyone's calls).
+        let okN = 0;
+        let errorN = 0;
+        let cancelledN = 0;
+        const window = new Array<number>(PROCESSING_BUCKETS.length + 1).fill(0);
+        for (const [id, totals] of current) {
+          const before = first.replicas.get(id);
+          const delta = (a: number, b: number | undefined): number => Math.max(0, a - (b ?? 0));
+          okN += delta(totals.ok, before?.ok);
+          errorN += delta(totals.error, before?.error);
+          cancelledN += delta(totals.cancelled, before?.cancelled);
+          totals.buckets.forEach((n, i) => (window[i] = window[i]! + delta(n, before?.buckets[i])));
+        }
+        const calls = okN + errorN + cancelledN;
         const replicaStates: Partial<Record<ReplicaState, number>> = {};
         for (const r of d.replicas) replicaStates[r.state] = (replicaStates[r.state] ?? 0) + 1;
         return {

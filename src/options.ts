@@ -162,7 +162,13 @@ function buildSchemas(z: typeof Zod) {
       healthCheckTimeout: positiveDuration,
       gracefulShutdownTimeout: durationSchema,
     })
-    .partial();
+    .partial()
+    .refine((o) => o.numReplicas === undefined || o.autoscaling === undefined, {
+      message:
+        "numReplicas and autoscaling cannot both be set: autoscaling decides the number of " +
+        "replicas (minReplicas, initialReplicas, maxReplicas). Keep one of them",
+      path: ["numReplicas"],
+    });
   return { durationSchema, positiveDuration, deploymentOptionsSchema };
 }
 
@@ -286,6 +292,18 @@ export function validateOptions(options: unknown, where: string): DeploymentOpti
     return `  - ${path || "(options)"}: ${issue.message}`;
   });
   throw new OptionsError(`Invalid options for ${where}:\n${lines.join("\n")}`);
+}
+
+/**
+ * `over` on top of `base`: each field `over` sets replaces the one in `base` (an object whole),
+ * and the replica count is decided by the later of the two: `numReplicas` in `over` turns off
+ * autoscaling `base` set, and `autoscaling` in `over` replaces a `numReplicas` of `base`.
+ */
+export function mergeOptions(base: DeploymentOptions, over: DeploymentOptions): DeploymentOptions {
+  const merged: DeploymentOptions = { ...base, ...over };
+  if (over.numReplicas !== undefined) delete merged.autoscaling;
+  if (over.autoscaling !== undefined) delete merged.numReplicas;
+  return merged;
 }
 
 /** Fills defaults and converts durations: done once, when an application is built. */

@@ -46,6 +46,42 @@ test("build - withOptions returns a new application and rejects unknown deployme
   assert.throws(() => app.withOptions({ m1: { name: "other" } }), /cannot be renamed/);
 });
 
+test("build - numReplicas and autoscaling: not both in one place; a later one decides the replica count", () => {
+  const scaling = { minReplicas: 0, maxReplicas: 3 };
+  assert.throws(
+    () => deployment(class A {}, { numReplicas: 2, autoscaling: scaling }),
+    (e: unknown) =>
+      e instanceof OptionsError && /numReplicas and autoscaling cannot both be set/.test(e.message),
+  );
+  const auto = deployment(
+    function auto(x: number): number {
+      return x;
+    },
+    { autoscaling: scaling },
+  );
+  const app = build(auto.bind(new InputNode<number>()), { name: "scaled" });
+  const name = "auto";
+  assert.equal(app.deployments[name]?.autoscaling?.maxReplicas, 3);
+  // An override (YAML, withOptions) that sets numReplicas turns the code's autoscaling off.
+  const fixed = app.withOptions({ [name]: { numReplicas: 4 } }).deployments[name]!;
+  assert.equal(fixed.numReplicas, 4);
+  assert.equal(fixed.autoscaling, undefined);
+  // One that sets autoscaling replaces a numReplicas set before it.
+  const again = app
+    .withOptions({ [name]: { numReplicas: 4 } })
+    .withOptions({ [name]: { autoscaling: { maxReplicas: 5 } } }).deployments[name]!;
+  assert.equal(again.autoscaling?.maxReplicas, 5);
+  assert.throws(
+    () => app.withOptions({ [name]: { numReplicas: 4, autoscaling: scaling } }),
+    /numReplicas and autoscaling cannot both be set/,
+  );
+  // .options() on a deployment follows the same rule.
+  const options = build(auto.options({ numReplicas: 2 }).bind(new InputNode<number>()), {
+    name: "fixed",
+  }).deployments[name]!;
+  assert.deepEqual([options.numReplicas, options.autoscaling], [2, undefined]);
+});
+
 test("build - toConfig lists every deployment with its options, for YAML", () => {
   const config = build(out, { name: "sum", routePrefix: "/v1/sum", names: { m1, m2 } }).toConfig();
   assert.deepEqual(config, {

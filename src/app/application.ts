@@ -13,6 +13,7 @@ import { GraphBuildError, OptionsError } from "../errors.js";
 import {
   DEPLOYMENT_NAME_PATTERN,
   resolveOptions,
+  mergeOptions,
   validateOptions,
   type DeploymentOptions,
   type ResolvedDeploymentOptions,
@@ -212,7 +213,8 @@ export class Application<In = unknown, Out = unknown> {
 
   /**
    * A new Application with some deployments' options changed. Each given field replaces the
-   * current one (an object-valued field is replaced whole).
+   * current one (an object-valued field is replaced whole); `numReplicas` turns off the
+   * autoscaling the code set, and `autoscaling` replaces the code's `numReplicas`.
    *
    * @example
    * const scaled = app.withOptions({ m1: { numReplicas: 4 } });
@@ -237,7 +239,7 @@ export class Application<In = unknown, Out = unknown> {
           `Deployment "${name}" cannot be renamed by options; rename it in code.`,
         );
       }
-      written[name] = { ...written[name], ...options };
+      written[name] = mergeOptions(written[name] ?? {}, options);
     }
     return new Application<In, Out>({ ...this, written });
   }

@@ -74,11 +74,20 @@ export function applicationsToYaml(
         item.items.map((pair) => String((pair.key as { value?: unknown }).value)),
       );
       const ingress = set.has("name") && item.get("name") === INGRESS;
+      // numReplicas and autoscaling exclude each other: one set in code is not offered the other
+      // as a line to uncomment beside it, but named as what to replace.
       const defaults = Object.entries(COMMENTED_DEFAULTS).filter(
-        ([key]) => !set.has(key) && (!ingress || INGRESS_OPTIONS.includes(key)),
+        ([key]) =>
+          !set.has(key) &&
+          (!ingress || INGRESS_OPTIONS.includes(key)) &&
+          !(key === "numReplicas" && set.has("autoscaling")),
       );
+      const instead = (key: string): string =>
+        key === "autoscaling" && set.has("numReplicas") ? "  # in place of numReplicas" : "";
       if (defaults.length > 0)
-        item.comment = defaults.map(([key, value]) => ` ${key}: ${inline(value)}`).join("\n");
+        item.comment = defaults
+          .map(([key, value]) => ` ${key}: ${inline(value)}${instead(key)}`)
+          .join("\n");
     }
   }
   return doc.toString({ lineWidth: 100 });

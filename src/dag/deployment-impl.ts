@@ -1,7 +1,7 @@
 /**
  * @internal The object `deployment()` returns. Immutable: `.options()` makes a new one.
  */
-import { validateOptions, type DeploymentOptions } from "../options.js";
+import { mergeOptions, validateOptions, type DeploymentOptions } from "../options.js";
 import { OptionsError } from "../errors.js";
 import { userCallSite, formatCallSite, type CallSite } from "./call-site.js";
 import { createCallNode, createClassNode } from "./node.js";
@@ -64,7 +64,7 @@ export class DeploymentImpl {
 
   options(options: DeploymentOptions): DeploymentImpl {
     validateOptions(options, `deployment "${this.name}"`);
-    return new DeploymentImpl(this.target, { ...this.config, ...options }, this.site);
+    return new DeploymentImpl(this.target, mergeOptions(this.config, options), this.site);
   }
 
   bind(...args: unknown[]): unknown {

@@ -260,6 +260,24 @@ describe("serve.yaml", () => {
     const { config, document } = parseConfig(yaml, FILE);
     const resolved = await resolveApplication(config.applications[0]!, 0, document, FILE);
     assert.deepEqual(resolved.deployments, app.deployments);
+    // An autoscaled deployment is not offered numReplicas (they exclude each other), and one
+    // with numReplicas is offered autoscaling in its place.
+    const scaled = applicationToYaml(
+      app.withOptions({ thresholder: { autoscaling: { maxReplicas: 3 } } }),
+      "../fixtures/config-app.ts:app",
+      { host: "127.0.0.1", port: 8000 },
+    );
+    assert.match(scaled, /- name: thresholder\n(\s+[^#\s].*\n)*\s+# maxOngoingRequests: 5/);
+    assert.doesNotMatch(
+      scaled.split("- name: thresholder")[1]!.split("- name:")[0]!,
+      /numReplicas/,
+    );
+    const fixed = applicationToYaml(
+      app.withOptions({ thresholder: { numReplicas: 2 } }),
+      "../fixtures/config-app.ts:app",
+      { host: "127.0.0.1", port: 8000 },
+    );
+    assert.match(fixed, /# autoscaling: \{ .* \}  # in place of numReplicas\n/);
   });
 });
 

@@ -277,7 +277,7 @@ describe("serve.yaml", () => {
       "../fixtures/config-app.ts:app",
       { host: "127.0.0.1", port: 8000 },
     );
-    assert.match(fixed, /# autoscaling: \{ .* \}  # in place of numReplicas\n/);
+    assert.match(fixed, /# autoscaling: \{ .* \} {2}# in place of numReplicas\n/);
   });
 });
 

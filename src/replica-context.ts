@@ -11,3 +11,15 @@ export function markReplicaContext(): void {
 export function inReplicaContext(): boolean {
   return replicaContext;
 }
+
+/** This replica's maxOngoingRequests (undefined outside a replica). */
+let maxOngoing: number | undefined;
+
+export function setReplicaMaxOngoing(n: number): void {
+  maxOngoing = n;
+}
+
+/** The most calls this replica runs at once, when this is a replica. */
+export function replicaMaxOngoing(): number | undefined {
+  return maxOngoing;
+}

@@ -10,9 +10,14 @@ import { toMilliseconds, type Duration } from "../options.js";
 import { OptionsError, TributaryError } from "../errors.js";
 import { ActiveRequest, requestStorage } from "./context.js";
 import { replicaStats } from "./replica-stats.js";
+import { replicaMaxOngoing } from "../replica-context.js";
 
 export interface BatchOptions {
-  /** Most items in one call of the list function. */
+  /**
+   * Most items in one call of the list function. A replica runs at most its deployment's
+   * `maxOngoingRequests` calls at once (default 5), so a larger batch never fills: keep it
+   * at most that (the replica logs a warning when it is not).
+   */
   readonly maxBatchSize: number;
   /**
    * How long the first item of a batch may wait for others (`"5ms"`, or milliseconds). With
@@ -172,8 +177,27 @@ export function batch<Item, Result>(
       });
   }
 
+  /** The batch size and replica cap last warned about (see {@link warnIfCapped}). */
+  let warned = "";
+  /**
+   * A replica runs at most maxOngoingRequests calls at once: a larger maxBatchSize never
+   * fills, and every batch waits the whole batchWaitTimeout (Ray Serve warns of it too).
+   */
+  const warnIfCapped = (): void => {
+    const cap = replicaMaxOngoing();
+    if (cap === undefined || limits.size <= cap || warned === `${limits.size}/${cap}`) return;
+    warned = `${limits.size}/${cap}`;
+    console.warn(
+      `batch(): maxBatchSize ${limits.size} is larger than this deployment's maxOngoingRequests ` +
+        `(${cap}): a replica runs at most ${cap} calls at once, so no batch gets more than ` +
+        `${cap} items and each waits the whole batchWaitTimeout for more. Set ` +
+        `maxOngoingRequests to at least ${limits.size}.`,
+    );
+  };
+
   const batched = ((item: Item): Promise<Result> =>
     new Promise<Result>((resolve, reject) => {
+      warnIfCapped();
       if (queue.length === 0) firstArrival = performance.now();
       queue.push({ item, request: requestStorage.getStore(), resolve, reject });
       schedule();

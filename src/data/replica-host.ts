@@ -6,6 +6,7 @@
 import { parentPort, type MessagePort } from "node:worker_threads";
 import { initValue } from "../dag/compile.js";
 import { findApplication, markReplicaContext, otherCopyWith } from "../app/registry.js";
+import { setReplicaMaxOngoing } from "../replica-context.js";
 import { CancelledError, TimeoutError, TributaryError } from "../errors.js";
 import { changeable, MessageBatcher, unbatch } from "./transport/batch.js";
 import { listen, SocketChannel, socketPath } from "./transport/socket.js";
@@ -383,6 +384,7 @@ async function init(message: InitMessage): Promise<void> {
   deploymentName = message.deployment;
   replicaName = message.replica;
   maxOngoing = message.maxOngoing;
+  setReplicaMaxOngoing(maxOngoing);
   replicaStats.enabled = message.metrics !== false;
   if (message.nats) await serveNats(message.nats);
   captureConsole(
@@ -812,6 +814,7 @@ function onMessage(message: ToReplica): void {
       return;
     case "limits":
       maxOngoing = message.maxOngoing;
+      setReplicaMaxOngoing(maxOngoing);
       return;
     case "accept":
       accept(message.port);

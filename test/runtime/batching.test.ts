@@ -54,3 +54,30 @@ test(
     assert.deepEqual(stats.sizes, { 4: 1 }, "one batch of four; the late item never ran");
   },
 );
+
+test(
+  "batching - a maxBatchSize past the deployment's maxOngoingRequests is logged once, saying what to set; none when it fits",
+  { timeout: 60_000 },
+  async () => {
+    const warnings = async (maxOngoingRequests: number): Promise<string[]> => {
+      const lines: { level: number; msg: string }[] = [];
+      {
+        await using server = await serve(app.withOptions({ embedder: { maxOngoingRequests } }), {
+          logLevel: "warn",
+          logStream: { write: (line) => void lines.push(JSON.parse(line) as (typeof lines)[0]) },
+        });
+        const embedder = server.getHandle<Embedder>("embedder");
+        for (let round = 0; round < 3; round++)
+          await Promise.all(["a", "b", "c", "d"].map((t) => embedder.forward(t)));
+      }
+      return lines.filter((l) => /maxBatchSize/.test(l.msg)).map((l) => l.msg);
+    };
+    const capped = await warnings(2);
+    assert.equal(capped.length, 1, capped.join("\n"));
+    assert.match(
+      capped[0]!,
+      /maxBatchSize 4 is larger than this deployment's maxOngoingRequests \(2\).*Set maxOngoingRequests to at least 4/,
+    );
+    assert.deepEqual(await warnings(4), []);
+  },
+);

@@ -233,7 +233,13 @@ export function kubernetesManifests(
                 },
               ],
               ports: [{ name: "admin", containerPort: ADMIN_PORT }, ...httpPorts],
-              readinessProbe: { tcpSocket: { port: "admin" }, periodSeconds: 5 },
+              // Ready once the configuration's applications serve (the KServe v2 readiness
+              // endpoint: 400 until then): the http Service sends nothing to a head that is
+              // still starting them. Alive while the admin API answers.
+              readinessProbe: {
+                httpGet: { path: "/v2/health/ready", port: "http" },
+                periodSeconds: 5,
+              },
               livenessProbe: {
                 tcpSocket: { port: "admin" },
                 initialDelaySeconds: 10,

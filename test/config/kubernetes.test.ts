@@ -228,6 +228,11 @@ describe("tributary build --target kubernetes", { timeout: 120_000 }, () => {
       { name: "http", containerPort: 8000 },
       { name: "grpc", containerPort: 9000 },
     ]);
+    // Ready when its applications serve, not when its admin port opens (before they start).
+    assert.deepEqual((container as unknown as { readinessProbe: unknown }).readinessProbe, {
+      httpGet: { path: "/v2/health/ready", port: "http" },
+      periodSeconds: 5,
+    });
     const mount = container!.volumeMounts!.find((m) => m.mountPath === "/app/serve.yaml");
     const volume = workload.spec.template.spec.volumes!.find((v) => v.name === mount?.name);
     assert.equal(volume?.configMap?.name, "tributary-config");

@@ -317,6 +317,35 @@ describe("Router", () => {
     }
     for (const r of ["r0", "r1", "r2"])
       assert.ok((counts.get(r) ?? 0) > 700, `${r} took ${counts.get(r) ?? 0} of 3000`);
+    // An idle replica that answered last is taken first; one that is busy is not preferred.
+    const warm = replicas(0, 0, 0);
+    for (let i = 0; i < 50; i++) assert.equal(name(powerOfTwoChoices(warm, 4, warm[2])), "r2");
+    const busy = replicas(0, 1, 0);
+    for (let i = 0; i < 50; i++) assert.notEqual(name(powerOfTwoChoices(busy, 4, busy[1])), "r1");
+  });
+
+  test("router - serial calls keep to the replica that answered last; calls at once spread over the idle ones", async () => {
+    const [a, b, c] = [replica("a"), replica("b"), replica("c")];
+    const router = new Router("d", "d", { maxOngoingRequests: 4, maxQueuedRequests: 10 });
+    router.setReplicas([a.connection, b.connection, c.connection]);
+    const all = [a, b, c];
+    const sentTo = (): string[] =>
+      all.filter((r) => calls(r.sent).length > 0).map((r) => r.connection.replica);
+    // The first call goes anywhere; each next one, made once the last was answered, follows it.
+    for (let i = 0; i < 20; i++) {
+      const call = router.call("m", [i]);
+      const target = all.find((r) => r.sent.some((m) => m.t === "call" && m.a[0] === i))!;
+      ok(target, calls(target.sent).at(-1)!, i);
+      assert.equal(await call, i);
+    }
+    assert.equal(sentTo().length, 1, `serial calls went to ${sentTo().join(", ")}`);
+    // Three at once: the warm one takes one, the others go elsewhere (it is busy then).
+    const before = sentTo()[0];
+    const three = [20, 21, 22].map((n) => router.call("m", [n]));
+    assert.ok(sentTo().length > 1, "calls made together spread");
+    for (const r of all)
+      for (const id of calls(r.sent).slice(r.connection.replica === before ? 20 : 0)) ok(r, id);
+    await Promise.all(three);
   });
 
   test("router - a call a replica hands back goes ahead of calls that were already waiting", () => {

@@ -489,9 +489,20 @@ async function reconfigure(config: unknown): Promise<void> {
  * deployment). A `BAD_REQUEST` it threw (as `multiplexed()` does for a request that names no
  * model) is the request's fault, and reaches the client as it is (400).
  */
+/**
+ * Errors a method lets through that keep their own code instead of becoming its failure
+ * (`EXECUTION_FAILED`): the client's fault, and an overloaded deployment further on (the
+ * request may be retried: HTTP 503 with Retry-After, as when the first deployment is full).
+ */
+const PASSED_THROUGH: ReadonlySet<string> = new Set([
+  "BAD_REQUEST",
+  "BACK_PRESSURE",
+  "QUEUE_TIMEOUT",
+]);
+
 function respondError(caller: Caller, id: number, error: unknown, user: boolean): void {
-  const clientFault = error instanceof TributaryError && error.code === "BAD_REQUEST";
-  caller.post({ t: "err", id, e: serializeError(error), user: user && !clientFault });
+  const through = error instanceof TributaryError && PASSED_THROUGH.has(error.code);
+  caller.post({ t: "err", id, e: serializeError(error), user: user && !through });
 }
 
 async function stream(

@@ -6,6 +6,7 @@ import type { Server } from "tributary";
 import { app } from "../fixtures/http-app.js";
 import { imageApp } from "../fixtures/oip-app.js";
 import { plainApp } from "../fixtures/stream-app.js";
+import { app as relayApp } from "../fixtures/relay-app.js";
 import { serve } from "../serve.js";
 
 async function post(
@@ -253,6 +254,28 @@ describe("HTTP ingress: back-pressure and debug", { timeout: 60_000 }, () => {
     const shed = responses.find((r) => r.status === 503)!;
     assert.equal(shed.headers.get("retry-after"), "1");
     assert.equal(((await shed.json()) as ErrorBody).error.code, "BACK_PRESSURE");
+  });
+
+  test("http - back-pressure further on (a deployment's handle call to a full one, not caught) is also a 503 with Retry-After, naming that deployment", async () => {
+    await using server = await serve(
+      relayApp.withOptions({ fragile: { maxOngoingRequests: 1, maxQueuedRequests: 1 } }),
+    );
+    const responses = await Promise.all(
+      Array.from({ length: 5 }, (_, i) =>
+        fetch(`${server.url}/relay`, {
+          method: "POST",
+          headers: { "content-type": "application/json", "x-request-id": `r${i}` },
+          body: "300",
+        }),
+      ),
+    );
+    assert.deepEqual(responses.map((r) => r.status).sort(), [200, 200, 503, 503, 503]);
+    const shed = responses.find((r) => r.status === 503)!;
+    assert.equal(shed.headers.get("retry-after"), "1");
+    const body = (await shed.json()) as ErrorBody;
+    assert.equal(body.error.code, "BACK_PRESSURE");
+    assert.match(body.error.message, /Deployment "fragile" is overloaded/);
+    assert.match(body.error.requestId ?? "", /^r\d$/);
   });
 
   test("http - with debug on, a 500 carries the stack", async () => {

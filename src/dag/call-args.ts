@@ -129,7 +129,8 @@ export function prepareArguments(
     if (handle && !handlesAsRefs) continue; // in this process: the handle itself
     if (handle) {
       if (handle.configured)
-        throw invalid(
+        throw refused(
+          args,
           deployment,
           method,
           `arguments[${i}]`,
@@ -140,7 +141,7 @@ export function prepareArguments(
       continue;
     }
     const why = whyNot(arg);
-    if (why) throw invalid(deployment, method, `arguments[${i}]`, why);
+    if (why) throw refused(args, deployment, method, `arguments[${i}]`, why);
   }
   if (withRefs) args = withRefs;
   if (!passed) return args;
@@ -182,11 +183,26 @@ export function unsendableArguments(
   args: unknown[],
   error: Error,
 ): ValidationError {
+  stopResponsesIn(args);
   for (let i = 0; i < args.length; i++) {
     const found = findUnsendable(args[i], `arguments[${i}]`, new Set());
     if (found) return invalid(deployment, method, found.path, found.why);
   }
   return invalid(deployment, method, "arguments", error.message);
+}
+
+/**
+ * Why a result (or stream item) that structured clone rejected cannot be sent back, when it
+ * holds a handle call's response (its stream is stopped: no one will read it): where that
+ * response is, and what to do. `undefined` when it holds none.
+ */
+export function unsendableResult(value: unknown, what: string): string | undefined {
+  let first: string | undefined;
+  forEachResponse([value], (response, path) => {
+    void response.result.then(stopStream, () => undefined);
+    first ??= `${what}${path}: ${nestedResponse(response, true)}`;
+  });
+  return first;
 }
 
 /** How many values {@link unsendableNested} looks at: a bound on the work a queued call adds. */
@@ -208,15 +224,21 @@ export function unsendableNested(
   for (let i = 0; i < args.length; i++) {
     if (typeof args[i] !== "object" || args[i] === null) continue;
     const found = findNested(args[i], `arguments[${i}]`, budget, 0);
-    if (found) return invalid(deployment, method, found.path, found.why);
+    if (found) {
+      stopResponsesIn(args);
+      return invalid(deployment, method, found.path, found.why);
+    }
   }
   return undefined;
 }
 
 /** Why a response nested in a value cannot be sent (only one passed on its own is awaited). */
-const nestedResponse = (response: Passed): string =>
-  `it is the un-awaited result of ${response.label}, nested in a value; await it first, ` +
-  `or pass it as an argument of its own (the handle then awaits it)`;
+const nestedResponse = (response: Passed, inResult = false): string =>
+  inResult
+    ? `it is the un-awaited result of ${response.label}, nested in a value; await it first ` +
+      `(a method may return a response whole: it is awaited)`
+    : `it is the un-awaited result of ${response.label}, nested in a value; await it first, ` +
+      `or pass it as an argument of its own (the handle then awaits it)`;
 
 function findNested(
   value: unknown,
@@ -277,4 +299,50 @@ function findUnsendable(
     if (found) return found;
   }
   return undefined;
+}
+
+/** How many values {@link stopResponsesIn} looks at. */
+const STOP_SEARCH_ITEMS = 10_000;
+
+/** Stops the stream of each handle call's response in `values` (see {@link forEachResponse}). */
+function stopResponsesIn(values: readonly unknown[]): void {
+  forEachResponse(values, (response) => void response.result.then(stopStream, () => undefined));
+}
+
+/**
+ * Calls `visit` with each handle call's response in `values` (as a value, or nested in
+ * arrays, plain objects, Maps and Sets, within {@link STOP_SEARCH_ITEMS} values) and its
+ * path below it. A call or result refused for holding responses leaves no one to read
+ * them, and a stream no one reads holds its replica's slot: each is stopped.
+ */
+function forEachResponse(
+  values: readonly unknown[],
+  visit: (response: Passed, path: string) => void,
+): void {
+  const seen = new Set<object>();
+  let left = STOP_SEARCH_ITEMS;
+  const walk = (value: unknown, path: string): void => {
+    if (--left < 0 || typeof value !== "object" || value === null || seen.has(value)) return;
+    seen.add(value);
+    const response = passedOf(value);
+    if (response) visit(response, path);
+    else if (Array.isArray(value)) value.forEach((item, i) => walk(item, `${path}[${i}]`));
+    else if (value instanceof Set) for (const item of value) walk(item, `${path} (a Set item)`);
+    else if (value instanceof Map)
+      for (const [key, item] of value) walk(item, `${path}.get(${String(key)})`);
+    else if (isPlainObject(value)) for (const key in value) walk(value[key], `${path}.${key}`);
+  };
+  for (const value of values) walk(value, "");
+}
+
+/** `invalid(...)` for a call refused before it is sent: the streams its arguments hold are stopped. */
+function refused(
+  args: readonly unknown[],
+  deployment: string,
+  method: string,
+  path: string,
+  why: string,
+): ValidationError {
+  stopResponsesIn(args);
+  return invalid(deployment, method, path, why);
 }

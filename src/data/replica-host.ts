@@ -5,6 +5,7 @@
  */
 import { parentPort, type MessagePort } from "node:worker_threads";
 import { initValue } from "../dag/compile.js";
+import { unsendableResult } from "../dag/call-args.js";
 import { findApplication, markReplicaContext, otherCopyWith } from "../app/registry.js";
 import { setReplicaMaxOngoing } from "../replica-context.js";
 import { CancelledError, TimeoutError, TributaryError } from "../errors.js";
@@ -273,8 +274,12 @@ let undelivered: { caller: Caller; id: number; error: Error } | undefined;
 /** A result (or stream item) that cannot be cloned: the caller gets an error instead. */
 function undeliverableReply(caller: Caller, message: ReplyMessage, error: Error): void {
   if (message.t !== "ok" && message.t !== "item") return;
+  const what = message.t === "item" ? "stream item" : "result";
+  // What in it cannot cross, when that can be told (a handle call's response nested in it
+  // has its stream stopped: no one will read it).
+  const part = unsendableResult(message.v, message.t === "item" ? "item" : "result");
   const sent = new TypeError(
-    `the ${message.t === "item" ? "stream item" : "result"} could not be sent back to the caller: ${error.message}` +
+    `the ${what} could not be sent back to the caller: ${part ?? error.message}` +
       (/detached/i.test(error.message)
         ? ". Typed arrays in results move to the caller, they are not copied, so a buffer " +
           "the replica keeps (a field of the instance, one yielded again) is gone after it " +
@@ -703,7 +708,7 @@ function sendValue(caller: Caller, t: "ok" | "item", id: number, value: unknown)
   try {
     taken = structuredClone({ v: value, transfer }, { transfer });
   } catch (error) {
-    undeliverableReply(caller, { t, id, v: undefined }, error as Error);
+    undeliverableReply(caller, { t, id, v: value }, error as Error);
     return;
   }
   caller.post({ t, id, v: taken.v }, taken.transfer);

@@ -24,6 +24,7 @@ const unsendable: readonly [Attempt, RegExp][] = [
   ["function", /arguments\[1\]: it is a function/],
   ["symbol", /arguments\[0\]: it is a symbol \(Symbol\(s\)\)/],
   ["nested-response", /arguments\[0\]\.x: it is the un-awaited result of adder\.double\(\)/],
+  ["nested-stream", /arguments\[0\]\.s: it is the un-awaited result of adder\.endless\(\)/],
   ["stream-upstream", /arguments\[0\]: it is the stream that adder\.endless\(\) returned/],
 ];
 
@@ -48,7 +49,33 @@ describe(
           assert.match(outcome.message, message, kind);
           assert.ok(outcome.ms < 2_000, `${kind} settled in ${outcome.ms} ms`);
         });
-        // The stream passed on was stopped: its producer ended and its slot is free.
+        // The streams passed on (one on its own, one nested in a value) were stopped: their
+        // producers ended and their slots are free.
+        const adder = server.getHandle<Adder>("adder", { timeout: "5s" });
+        await eventually(
+          async () => (await adder.streamsEnded()) === 2,
+          5_000,
+          "the streams ended",
+        );
+        await eventually(
+          async () =>
+            Object.values((await server.status()).applications)[0]!.deployments.adder!.ongoing ===
+            0,
+          5_000,
+          "the adder's slot is free",
+        );
+      });
+
+      test(`handles - a ${isolation} replica's result that holds an un-awaited stream fails saying so, and the stream is stopped`, async () => {
+        await using server = await serve(app.withOptions({ caller: { isolation } }));
+        const caller = server.getHandle<Caller>("caller", { timeout: "5s" });
+        await assert.rejects(caller.nestedStreamResult(), (error: Error) => {
+          assert.match(
+            error.message,
+            /result could not be sent back to the caller: result\.s: it is the un-awaited result of adder\.endless\(\), nested in a value; await it first/,
+          );
+          return true;
+        });
         const adder = server.getHandle<Adder>("adder", { timeout: "5s" });
         await eventually(async () => (await adder.streamsEnded()) === 1, 5_000, "the stream ended");
         await eventually(

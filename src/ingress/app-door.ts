@@ -60,27 +60,45 @@ export function sendResult(reply: FastifyReply, result: unknown): FastifyReply {
 
 async function sendStream(reply: FastifyReply, stream: AsyncIterable<unknown>): Promise<void> {
   const iterator = stream[Symbol.asyncIterator]();
+  /** Set once the stream has ended, or was stopped: it is returned at most once. */
+  let over = false;
+  const stop = (): void => {
+    if (over) return;
+    over = true;
+    void Promise.resolve()
+      .then(() => iterator.return?.())
+      .catch(() => undefined);
+  };
+  // The client going away stops the deployment's stream (and its call ends), whenever it
+  // goes: before the first item too, when no body is being sent yet.
+  reply.raw.once("close", () => {
+    if (!reply.raw.writableFinished) stop();
+  });
   let first: IteratorResult<unknown>;
   try {
     first = await iterator.next();
   } catch (error) {
+    over = true;
     reply.send(error instanceof Error ? error : new Error(String(error)));
     return;
   }
+  if (over || reply.raw.destroyed) {
+    stop();
+    return;
+  }
   async function* events(): AsyncGenerator<string> {
-    let done = first.done === true;
     try {
       for (let next = first; !next.done; next = await iterator.next())
         yield `data: ${jsonText(next.value)}\n\n`;
-      done = true;
+      over = true;
       yield "event: end\ndata: null\n\n";
     } catch (error) {
-      done = true;
+      over = true;
       const { body } = httpError(error, reply.request.id, false);
       yield `event: error\ndata: ${JSON.stringify(body)}\n\n`;
     } finally {
       // The client went away mid-stream: the deployment's stream stops (and its call ends).
-      if (!done) await iterator.return?.();
+      stop();
     }
   }
   reply.type("text/event-stream").header("cache-control", "no-cache").send(Readable.from(events()));

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { run, type Server } from "tributary";
 import { app, takeover } from "../fixtures/routes-app.js";
+import { app as tickerApp, type Ticker } from "../fixtures/stream-app.js";
+import { eventually } from "../runtime/eventually.js";
 
 describe("an application's own routes", { timeout: 60_000 }, () => {
   let server: Server;
@@ -186,5 +188,34 @@ test(
     );
     const counted = await fetch(`${server.url}/api/count/3`);
     assert.equal(await counted.text(), "0\n1\n2\n");
+  },
+);
+
+test(
+  "routes - a client that leaves a route's stream of a deployment, before its first item or after, stops it",
+  { timeout: 60_000 },
+  async () => {
+    await using server = await run(tickerApp, { port: 0, logLevel: "fatal" });
+    const ticker = server.getHandle<Ticker>("ticker");
+    // Gone before the first tick (at 500 ms), and gone after two (every 50 ms).
+    for (const [ms, leaveAfter, stopped] of [
+      [500, 150, 1],
+      [50, 130, 2],
+    ] as const) {
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(), leaveAfter);
+      // (Headers come with the first item: a client gone before it never sees a response.)
+      await fetch(`${server.url}/ticker/sse/${ms}`, { signal: controller.signal })
+        .then((response) => response.text())
+        .catch(() => undefined);
+      await eventually(
+        async () => (await ticker.stops()).stopped === stopped,
+        5_000,
+        `stream ${stopped} stopped`,
+      );
+    }
+    const ongoing = async () =>
+      Object.values((await server.status()).applications)[0]!.deployments.ticker!.ongoing;
+    await eventually(async () => (await ongoing()) === 0, 5_000, "no call left running");
   },
 );

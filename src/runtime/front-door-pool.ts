@@ -410,12 +410,15 @@ export async function startFrontDoorPool(
         if (started.has(worker)) tell(worker, { t: "close" });
         else worker.kill("SIGKILL");
       }
-      await force;
+      // Each exits once it has answered what it had in flight; those still at it when forced
+      // close their connections.
+      const allExited = Promise.all(exited);
+      await Promise.race([allExited, force]);
       for (const worker of workers) {
         tell(worker, { t: "force" });
         setTimeout(() => worker.kill("SIGKILL"), EXIT_GRACE_MS).unref();
       }
-      await Promise.all(exited);
+      await allExited;
     },
   };
 }

@@ -202,7 +202,10 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     const ownTimeout = options.timeout === undefined ? undefined : toMilliseconds(options.timeout);
     checkModelId(options.multiplexedModelId, "getHandle()");
     return handleProxy(name, (method, args, handleOptions) => {
-      if (this.#closed) return Promise.reject(new ServerClosedError(`Deployment "${name}"`));
+      // A route's request in flight finishes during a shutdown (its calls go on); a new call
+      // from elsewhere is refused.
+      if (this.#closed && !routeRequest())
+        return Promise.reject(new ServerClosedError(`Deployment "${name}"`));
       // A handle's own options (withHandleOptions) before those it was got with.
       const timeout =
         handleOptions.timeout !== undefined ? handleTimeoutMs(handleOptions) : ownTimeout;
@@ -319,7 +322,14 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
       let drained!: () => void;
       const force = new Promise<void>((resolve) => (drained = resolve));
       const doors = Promise.all(this.frontDoors.map((close) => close(force)));
-      // Graph executions in flight go on through every step before replicas stop.
+      // The front doors answer what they have in flight (a route's own code too, between its
+      // handle calls) while the replicas still run; graph executions go on through every step.
+      let untilDeadline: NodeJS.Timeout | undefined;
+      await Promise.race([
+        doors,
+        new Promise((resolve) => (untilDeadline = setTimeout(resolve, deadline - Date.now()))),
+      ]);
+      clearTimeout(untilDeadline);
       while (this.#ingress.pending > 0 && Date.now() < deadline)
         await new Promise((resolve) => setTimeout(resolve, 10));
       await this.#controller.close(deadline);

@@ -219,3 +219,24 @@ test(
     await eventually(async () => (await ongoing()) === 0, 5_000, "no call left running");
   },
 );
+
+for (const workers of [1, 2]) {
+  test(
+    `routes - a shutdown lets a request in a route's own code finish, handle calls included (front door ${workers === 1 ? "in the main thread" : "in worker processes"})`,
+    { timeout: 60_000 },
+    async () => {
+      const server = await run(app, { port: 0, logLevel: "fatal", http: { workers } });
+      try {
+        const request = fetch(`${server.url}/api/later/600`);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        const closed = server.close();
+        const response = await request;
+        assert.equal(response.status, 200);
+        assert.deepEqual(await response.json(), { name: "one" });
+        await closed;
+      } finally {
+        await server.close();
+      }
+    },
+  );
+}

@@ -283,6 +283,8 @@ export async function configureFastify(fastify: FastifyInstance, state: DoorStat
       request.id,
       state.debug,
       request.url.startsWith("/v2"),
+      // A route's reply.code(409).send(error) keeps its status, as in Fastify.
+      reply.statusCode,
     );
     if (status === 500) request.log.error({ err: loggedError(error) }, "request failed");
     else if (status >= 500)

@@ -104,6 +104,20 @@ describe("an application's own routes", { timeout: 60_000 }, () => {
     );
   });
 
+  test("routes - an error with a status of its own (thrown with statusCode, or sent after reply.code()) keeps it and its message; a 500 says only that it failed", async () => {
+    const answer = async (path: string) => {
+      const response = await fetch(`${server.url}/api${path}`);
+      const body = (await response.json()) as { error: { code: string; message: string } };
+      return [response.status, body.error.code, body.error.message];
+    };
+    assert.deepEqual(await answer("/status/409"), [409, "BAD_REQUEST", "thrown 409"]);
+    assert.deepEqual(await answer("/status/404"), [404, "NOT_FOUND", "thrown 404"]);
+    assert.deepEqual(await answer("/status/503"), [503, "INTERNAL", "thrown 503"]);
+    assert.deepEqual(await answer("/status/500"), [500, "INTERNAL", "Internal server error."]);
+    assert.deepEqual(await answer("/sent/429"), [429, "BAD_REQUEST", "sent 429"]);
+    assert.deepEqual(await answer("/sent/502"), [502, "INTERNAL", "sent 502"]);
+  });
+
   test("routes - the default POST {routePrefix} stays, and unknown routes list the routes", async () => {
     const posted = await fetch(`${server.url}/api`, {
       method: "POST",

@@ -33,6 +33,9 @@ export interface HttpSettings {
   maxConnections: number;
 }
 
+/** What a multipart body may hold beyond `bodyLimit`: its parts' headers and boundaries. */
+export const MULTIPART_FRAMING_BYTES = 256 * 1024;
+
 /** The deepest nesting of arrays and objects a JSON body may have. */
 export const MAX_JSON_DEPTH = 400;
 
@@ -198,10 +201,16 @@ export async function configureFastify(fastify: FastifyInstance, state: DoorStat
         "UNSUPPORTED_MEDIA_TYPE",
         `Content-Encoding ${JSON.stringify(encoding)} is not supported: send the body uncompressed.`,
       );
-    // (isMultipart() is not known yet: the content type parser runs after this hook.)
-    if (/^multipart\//i.test(request.headers["content-type"] ?? "")) return payload; // counted part by part in readInput
     const limit = settings.bodyLimit;
     const declared = request.headers["content-length"];
+    // (isMultipart() is not known yet: the content type parser runs after this hook.) A
+    // multipart body's parts are counted together as the default route reads them (body.ts);
+    // a route of one's own reads them itself, so the whole body's declared length is checked
+    // here too, with room for the parts' headers and boundaries.
+    if (/^multipart\//i.test(request.headers["content-type"] ?? "")) {
+      if (Number(declared) > limit + MULTIPART_FRAMING_BYTES) throw tooLarge(limit);
+      return payload;
+    }
     if (Number(declared) > limit) throw tooLarge(limit);
     // A body with a Content-Length (and no Transfer-Encoding) is exactly that long: Node's
     // parser reads no more. Only a chunked body is counted as it streams in.

@@ -254,3 +254,26 @@ for (const workers of [1, 2]) {
     },
   );
 }
+
+test(
+  "routes - a multipart body a route reads itself is bounded by bodyLimit as a whole, not only part by part",
+  { timeout: 60_000 },
+  async () => {
+    await using server = await run(app, { port: 0, logLevel: "fatal", bodyLimit: 1000 });
+    const upload = (files: number) => {
+      const form = new FormData();
+      for (let i = 0; i < files; i++) form.append(`f${i}`, new Blob([new Uint8Array(900)]), "x");
+      return fetch(`${server.url}/api/upload`, { method: "POST", body: form });
+    };
+    const small = await upload(1);
+    assert.equal(small.status, 200);
+    assert.deepEqual(await small.json(), { parts: 1, bytes: 900 });
+    // 400 parts of 900 bytes: each within the limit, 360 KB together.
+    const large = await upload(400);
+    assert.equal(large.status, 413);
+    assert.equal(
+      ((await large.json()) as { error: { code: string } }).error.code,
+      "PAYLOAD_TOO_LARGE",
+    );
+  },
+);

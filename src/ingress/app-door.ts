@@ -223,7 +223,7 @@ export async function mountApplication(
   }
   if (!takesPost) {
     const bytesField = target.bytesField;
-    fastify.post(app.routePrefix, async (request, reply) => {
+    const answer = async (request: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
       const input = await readInput(request, bytesField, settings.bodyLimit);
       if (input instanceof Uint8Array && bytesField === undefined) {
         // Raw bytes, for an input that is an object with no bytes field to put them in.
@@ -246,7 +246,10 @@ export async function mountApplication(
         ...(settings.requestTimeoutMs !== undefined && { timeout: settings.requestTimeoutMs }),
       });
       return sendResult(reply, result);
-    });
+    };
+    fastify.post(app.routePrefix, answer);
+    // With a trailing slash too, as Ray Serve's proxy matches it.
+    if (app.routePrefix !== "/") fastify.post(`${app.routePrefix}/`, answer);
   }
   await registerAssets(fastify, app);
   await fastify.ready();

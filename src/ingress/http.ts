@@ -209,7 +209,14 @@ export async function startHttp(
       .flat()
       .filter((route, i, all) => !route.startsWith("HEAD ") && all.indexOf(route) === i);
     const message = `No route ${request.method} ${request.url.split("?")[0]}; this server answers ${[...routes, "/v2/…", "GET /openapi.json", ...(metrics ? ["GET /metrics"] : [])].join(", ")}.`;
-    void reply.code(404).send({ error: { code: "NOT_FOUND", message, requestId: request.id } });
+    // Under /v2 in the inference protocol's envelope, as its other errors are.
+    void reply
+      .code(404)
+      .send(
+        request.url.startsWith("/v2")
+          ? { error: message, code: "NOT_FOUND", requestId: request.id }
+          : { error: { code: "NOT_FOUND", message, requestId: request.id } },
+      );
   };
   fastify.setNotFoundHandler(notFound);
   registerOipRoutes(fastify, targets, settings);

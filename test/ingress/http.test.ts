@@ -47,6 +47,10 @@ describe("HTTP ingress", { timeout: 60_000 }, () => {
     assert.match(response.headers.get("content-type") ?? "", /^application\/json/);
     assert.match(response.headers.get("x-request-id") ?? "", /^[0-9a-f-]{36}$/);
     assert.deepEqual(await response.json(), { echo: "hi", n: 2, fileBytes: null });
+    // The route prefix with a trailing slash too, as Ray Serve's proxy matches it.
+    const slashed = await post(`${url}/`, { mode: "json", text: "hi", n: 2 });
+    assert.equal(slashed.status, 200);
+    assert.deepEqual(await slashed.json(), { echo: "hi", n: 2, fileBytes: null });
     // An incoming request id is kept.
     const traced = await post(url, { mode: "json", text: "x" }, { "x-request-id": "trace-42" });
     assert.equal(traced.headers.get("x-request-id"), "trace-42");
@@ -195,6 +199,13 @@ describe("HTTP ingress", { timeout: 60_000 }, () => {
     const body = (await missing.json()) as ErrorBody;
     assert.equal(body.error.code, "NOT_FOUND");
     assert.match(body.error.message, /No route POST \/nowhere; this server answers POST \/echo/);
+    // Under /v2, in the inference protocol's envelope.
+    const oip = await fetch(`${server.url}/v2/nowhere`);
+    assert.equal(oip.status, 404);
+    const oipBody = (await oip.json()) as { error: string; code: string; requestId: string };
+    assert.equal(oipBody.code, "NOT_FOUND");
+    assert.match(oipBody.error, /No route GET \/v2\/nowhere/);
+    assert.ok(oipBody.requestId);
   });
 
   test("http - a failing model is a 500 with its message and no stack trace", async () => {

@@ -24,6 +24,9 @@ import type { FrontDoorMetrics } from "../metrics/metrics.js";
 import { listenFailed } from "./listen.js";
 import { httpStatusOf } from "../errors.js";
 
+/** The methods a 405's Allow header may name. */
+const METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
+
 export { MAX_JSON_DEPTH, type HttpSettings } from "./fastify-setup.js";
 
 export interface HttpOptions extends Readonly<HttpSettings> {
@@ -208,7 +211,24 @@ export async function startHttp(
       })
       .flat()
       .filter((route, i, all) => !route.startsWith("HEAD ") && all.indexOf(route) === i);
-    const message = `No route ${request.method} ${request.url.split("?")[0]}; this server answers ${[...routes, "/v2/…", "GET /openapi.json", ...(metrics ? ["GET /metrics"] : [])].join(", ")}.`;
+    const path = request.url.split("?")[0]!;
+    // A path that another method takes (a fixed one: the application's POST, its own routes
+    // without parameters, /v2's): 405 with Allow, as RFC 9110 and Ray Serve's proxy answer.
+    const owner = dispatch(path)?.fastify ?? fastify;
+    const allow = METHODS.filter((method) => owner.hasRoute({ method, url: path }));
+    if (allow.length > 0) {
+      const text = `${request.method} ${path} is not allowed; it takes ${allow.join(", ")}.`;
+      void reply
+        .code(405)
+        .header("allow", allow.join(", "))
+        .send(
+          path.startsWith("/v2")
+            ? { error: text, code: "BAD_REQUEST", requestId: request.id }
+            : { error: { code: "BAD_REQUEST", message: text, requestId: request.id } },
+        );
+      return;
+    }
+    const message = `No route ${request.method} ${path}; this server answers ${[...routes, "/v2/…", "GET /openapi.json", ...(metrics ? ["GET /metrics"] : [])].join(", ")}.`;
     // Under /v2 in the inference protocol's envelope, as its other errors are.
     void reply
       .code(404)

@@ -162,7 +162,8 @@ describe("HTTP ingress", { timeout: 60_000 }, () => {
     );
     assert.ok(css.headers.get("x-request-id"));
     assert.equal((await fetch(`${server.url}/echo/other.css`)).status, 404);
-    assert.equal((await fetch(`${server.url}/echo/style.css`, { method: "POST" })).status, 404);
+    const posted = await fetch(`${server.url}/echo/style.css`, { method: "POST" });
+    assert.deepEqual([posted.status, posted.headers.get("allow")], [405, "GET, HEAD"]);
   });
 
   test("http - raw bytes for an input that is an object with no bytes field are a 415 that says what to send", async () => {
@@ -199,6 +200,17 @@ describe("HTTP ingress", { timeout: 60_000 }, () => {
     const body = (await missing.json()) as ErrorBody;
     assert.equal(body.error.code, "NOT_FOUND");
     assert.match(body.error.message, /No route POST \/nowhere; this server answers POST \/echo/);
+    // A path another method takes: 405 with Allow.
+    const wrongMethod = await fetch(url);
+    assert.equal(wrongMethod.status, 405);
+    assert.equal(wrongMethod.headers.get("allow"), "POST");
+    assert.match(
+      ((await wrongMethod.json()) as ErrorBody).error.message,
+      /GET \/echo is not allowed; it takes POST/,
+    );
+    const infer = await fetch(`${server.url}/v2/health/ready`, { method: "POST" });
+    assert.equal(infer.status, 405);
+    assert.equal(infer.headers.get("allow"), "GET, HEAD");
     // Under /v2, in the inference protocol's envelope.
     const oip = await fetch(`${server.url}/v2/nowhere`);
     assert.equal(oip.status, 404);

@@ -27,7 +27,7 @@ import type { ApplicationConfigEntry, ServeConfig } from "../config/schema.js";
 import { TributaryError } from "../errors.js";
 import type { IngressTarget, IngressTargets } from "../ingress/target.js";
 import { startFrontDoors, type FrontDoors } from "../runtime/front-doors.js";
-import { run, type RunOptions, type Server } from "../runtime/server.js";
+import { run, withinDeadline, type RunOptions, type Server } from "../runtime/server.js";
 import type { FrontDoorPool } from "../runtime/front-door-pool.js";
 import { startAdminApi } from "./admin-api.js";
 import { Metrics } from "../metrics/metrics.js";
@@ -238,6 +238,9 @@ export class Instance {
   /** Validates and applies a configuration; one at a time, in order. */
   deploy(text: string, file: string): Promise<DeployResult> {
     const next = this.#queue.then(() => {
+      // One that waited behind another while a shutdown began is not started: nothing of it
+      // is imported, started or saved.
+      if (this.#closed) throw new TributaryError("SERVER_CLOSED", "The instance is shutting down.");
       this.#deploying = { file, at: new Date().toISOString() };
       return this.#deploy(text, file).finally(() => {
         this.#deploying = undefined;
@@ -521,12 +524,15 @@ export class Instance {
         // A worker builds an application's routes when it is told to serve it (#publish).
         mount: async () => undefined,
         close: (force) => pool.close(force ?? Promise.resolve()),
+        idle: () => pool.idle(),
       },
       { workers, pool },
     ];
   }
 
   async #persist(file: string, text: string): Promise<void> {
+    // A shutdown began meanwhile: what is saved stays what ran (a restart restores it).
+    if (this.#closed) return;
     await this.#options.cluster?.saveConfig({ file: resolve(file), text });
     const dir = this.#options.stateDir;
     if (dir === undefined) return;
@@ -628,6 +634,13 @@ export class Instance {
         await doors;
         for (const { server } of running) server.detach();
       } else {
+        // What the front doors have in flight (a route's own code too) is answered while
+        // the replicas still run, bounded by the longest drain; then the applications drain.
+        if (this.#frontDoors)
+          await withinDeadline(
+            this.#frontDoors.idle(),
+            Date.now() + Math.max(0, ...running.map((r) => drainMs(r.server.app))),
+          );
         await Promise.all(running.map(({ server }) => server.close()));
         timer = setTimeout(drained, 100);
         await doors;

@@ -60,7 +60,12 @@ export interface HttpFrontDoor {
    * finish until `force` resolves, then every connection is closed.
    */
   close(force?: Promise<void>): Promise<void>;
+  /** Resolves once no request is in flight (after `close`, none comes any more). */
+  idle(): Promise<void>;
 }
+
+/** How often a closing front door closes the connections that have gone idle. */
+const IDLE_SWEEP_MS = 50;
 
 /** Paths the front door itself answers, whatever the applications' prefixes. */
 const isReserved = (path: string): boolean =>
@@ -132,6 +137,9 @@ export async function startHttp(
     return target && doors.get(target);
   };
   const metrics = options.metrics;
+  /** Requests whose answer has not ended, and who waits for there to be none. */
+  let inFlight = 0;
+  const whenIdle: (() => void)[] = [];
   const fastify = Fastify({
     ...sharedFastifyOptions,
     logger: { level: options.logLevel, ...(options.logStream && { stream: options.logStream }) },
@@ -145,6 +153,10 @@ export async function startHttp(
           connectionsCheckingInterval: Math.min(1_000, Math.max(100, options.readTimeoutMs / 2)),
         },
         (req, res) => {
+          inFlight++;
+          res.once("close", () => {
+            if (--inFlight === 0) for (const resolve of whenIdle.splice(0)) resolve();
+          });
           const path = (req.url ?? "/").split("?")[0]!;
           const door = dispatch(path);
           if (metrics) {
@@ -292,12 +304,18 @@ export async function startHttp(
       closed ??= (async () => {
         closing = true;
         const stopped = fastify.close();
+        // Node closes the connections idle when it stops listening; one whose answer ends
+        // later would stay open until its keep-alive timeout: each is closed once idle.
+        const idler = setInterval(() => server.closeIdleConnections(), IDLE_SWEEP_MS);
         await Promise.race([stopped, force]);
+        clearInterval(idler);
         server.closeAllConnections();
         await stopped;
         await Promise.all([...doors.values()].map((door) => door.fastify.close()));
       })();
       return closed;
     },
+    idle: () =>
+      inFlight === 0 ? Promise.resolve() : new Promise<void>((resolve) => whenIdle.push(resolve)),
   };
 }

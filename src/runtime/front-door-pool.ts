@@ -88,6 +88,8 @@ export interface FrontDoorPool {
    */
   update(options: RunOptions): Promise<string[] | undefined>;
   close(force: Promise<void>): Promise<void>;
+  /** Resolves once every worker told to close has no HTTP request in flight (or exited). */
+  idle(): Promise<void>;
 }
 
 /** A number per controller: a worker imports an application's code again for a new one. */
@@ -150,6 +152,9 @@ export async function startFrontDoorPool(
   const serving = new Set<Worker>();
   /** Those that were sent their start (later lists reach the others in it). */
   const started = new Set<Worker>();
+  /** Workers closing that have no HTTP request in flight any more, and who waits for them. */
+  const drained = new Set<Worker>();
+  const drainChecks: (() => void)[] = [];
   /** Each worker's subscriptions, by the worker's id of the served application. */
   const subscriptions = new Map<Worker, Map<number, Subscription>>();
   /** Answers a worker owes, by sequence number. */
@@ -290,6 +295,10 @@ export async function startFrontDoorPool(
           case "unsubscribe":
             unsubscribe(worker, message.e);
             return;
+          case "drained":
+            drained.add(worker);
+            for (const check of drainChecks.splice(0)) check();
+            return;
           case "load":
             // Each served application's controller hears what waits for its deployments.
             for (const [e, { controller, subscriber }] of subscriptions.get(worker) ?? [])
@@ -327,6 +336,8 @@ export async function startFrontDoorPool(
         workers.delete(worker);
         serving.delete(worker);
         started.delete(worker);
+        drained.delete(worker);
+        for (const check of drainChecks.splice(0)) check();
         unsubscribe(worker);
         subscriptions.delete(worker);
         const how = signal ? `signal ${signal}` : `code ${String(code)}`;
@@ -420,5 +431,13 @@ export async function startFrontDoorPool(
       }
       await allExited;
     },
+    idle: () =>
+      new Promise<void>((resolve) => {
+        const check = (): void => {
+          if ([...workers].every((w) => drained.has(w) || !w.isConnected())) resolve();
+          else drainChecks.push(check);
+        };
+        check();
+      }),
   };
 }

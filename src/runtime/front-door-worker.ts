@@ -87,6 +87,8 @@ export type FromFrontDoor =
   /** Served application `e` is no longer served here. */
   | { readonly t: "unsubscribe"; readonly e: number }
   | { readonly t: "metrics-json"; readonly id: number; readonly json: MetricsJson }
+  /** Closing, this worker has no HTTP request in flight any more. */
+  | { readonly t: "drained" }
   /**
    * The requests this worker's routers hold queued, by served application `e` and
    * deployment (autoscaling counts them); sent when it changes, at most every 20 ms.
@@ -352,10 +354,10 @@ function drain(timeoutMs?: number): void {
     force = resolve;
     if (timeoutMs !== undefined) setTimeout(resolve, timeoutMs).unref();
   });
-  void doors
-    .close(forced)
-    .then(() => traceExport?.close())
-    .finally(() => process.exit(0));
+  const closed = doors.close(forced);
+  // The main process stops the replicas once every worker has answered what it had.
+  void doors.idle().then(() => send({ t: "drained" }));
+  void closed.then(() => traceExport?.close()).finally(() => process.exit(0));
 }
 
 /** How long a worker told to stop by SIGTERM answers its requests in flight before it exits. */

@@ -43,6 +43,12 @@ export interface FrontDoors {
   mount(target: IngressTarget, keep?: ReadonlySet<IngressTarget>): Promise<void>;
   /** Stops taking requests; closes the connections once `force` resolves. */
   close(force?: Promise<void>): Promise<void>;
+  /**
+   * Resolves once no HTTP request is in flight (a route's own code included). A shutdown
+   * waits for it, bounded, before it stops the replicas; gRPC calls run the graph, which
+   * the shutdown waits for anyway (an idle gRPC stream is not waited for).
+   */
+  idle(): Promise<void>;
 }
 
 function httpSettings(options: RunOptions): HttpSettings {
@@ -123,5 +129,6 @@ export async function startFrontDoors(
     close: async (force) => {
       await Promise.all([http.close(force), grpc?.close(force)]);
     },
+    idle: () => http.idle(),
   };
 }

@@ -138,7 +138,11 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
    * @internal Front doors: they stop taking requests first, and close their connections
    * once `force` resolves (after the drain).
    */
-  readonly frontDoors: ((force: Promise<void>) => Promise<void>)[] = [];
+  readonly frontDoors: {
+    close(force: Promise<void>): Promise<void>;
+    /** No HTTP request in flight any more (see FrontDoors.idle). */
+    idle(): Promise<void>;
+  }[] = [];
   /** @internal What closes last (the span exporter, after every span ended). */
   readonly closers: (() => Promise<void>)[] = [];
   /** @internal The front-door workers, with `http: { workers }` above 1. */
@@ -185,7 +189,8 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   }
 
   #callGraph(input: unknown, options?: RequestOptions | IngressCallOptions): Promise<unknown> {
-    if (this.#closed)
+    // A route's request in flight during a shutdown runs its graph (app.call) too.
+    if (this.#closed && !routeRequest())
       return Promise.reject(new ServerClosedError(`Application "${this.app.name}"`));
     return this.#ingress.call(input, options);
   }
@@ -296,9 +301,14 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
     return plan;
   }
 
-  /** Sends a new `userConfig` to a deployment: `reconfigure()` runs on live replicas, no restart. */
+  /**
+   * Sends a new `userConfig` to a deployment: `reconfigure()` runs on live replicas, no
+   * restart. It is an update of that one option (`update(app.withOptions(...))`): the new
+   * config is what replicas started later get, and one that `reconfigure()` refuses is
+   * rolled back (a `DeployFailedError`), the replicas keeping the config they had.
+   */
   async reconfigure(deployment: string, userConfig: JsonValue): Promise<void> {
-    await this.#controller.reconfigure(deployment, userConfig);
+    await this.update(this.app.withOptions({ [deployment]: { userConfig } }));
   }
 
   /**
@@ -321,15 +331,10 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
       const deadline = Date.now() + drainMs(this.app);
       let drained!: () => void;
       const force = new Promise<void>((resolve) => (drained = resolve));
-      const doors = Promise.all(this.frontDoors.map((close) => close(force)));
+      const doors = Promise.all(this.frontDoors.map((door) => door.close(force)));
       // The front doors answer what they have in flight (a route's own code too, between its
       // handle calls) while the replicas still run; graph executions go on through every step.
-      let untilDeadline: NodeJS.Timeout | undefined;
-      await Promise.race([
-        doors,
-        new Promise((resolve) => (untilDeadline = setTimeout(resolve, deadline - Date.now()))),
-      ]);
-      clearTimeout(untilDeadline);
+      await withinDeadline(Promise.all(this.frontDoors.map((door) => door.idle())), deadline);
       while (this.#ingress.pending > 0 && Date.now() < deadline)
         await new Promise((resolve) => setTimeout(resolve, 10));
       await this.#controller.close(deadline);
@@ -456,16 +461,29 @@ export async function run<In, Out>(
       server.url = pool.url;
       server.grpcPort = pool.grpcPort;
       server.frontDoorPool = pool;
-      server.frontDoors.push((force) => pool.close(force));
+      server.frontDoors.push(pool);
       return server;
     }
     const doors = await startFrontDoors(server.ingressTarget(), options, metrics);
     server.url = doors.url;
     server.grpcPort = doors.grpcPort;
-    server.frontDoors.push((force) => doors.close(force));
+    server.frontDoors.push(doors);
   } catch (error) {
     await server.close();
     throw error;
   }
   return server;
+}
+
+/**
+ * Waits for `done` until `deadline` (a time), whichever comes first; a rejection counts as
+ * done (what failed is someone else's to report).
+ */
+export async function withinDeadline(done: Promise<unknown>, deadline: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    done.catch(() => undefined),
+    new Promise((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now())))),
+  ]);
+  clearTimeout(timer);
 }

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { run, type Server } from "tributary";
-import { app, takeover } from "../fixtures/routes-app.js";
+import { app, takeover, type Store } from "../fixtures/routes-app.js";
 import { app as tickerApp, type Ticker } from "../fixtures/stream-app.js";
 import { eventually } from "../runtime/eventually.js";
+import type * as grpc from "@grpc/grpc-js";
+import { inferenceClient } from "./grpc-client.js";
 
 describe("an application's own routes", { timeout: 60_000 }, () => {
   let server: Server;
@@ -236,17 +238,22 @@ test(
 
 for (const workers of [1, 2]) {
   test(
-    `routes - a shutdown lets a request in a route's own code finish, handle calls included (front door ${workers === 1 ? "in the main thread" : "in worker processes"})`,
+    `routes - a shutdown lets a request in a route's own code finish, its handle calls and app.call included (front door ${workers === 1 ? "in the main thread" : "in worker processes"})`,
     { timeout: 60_000 },
     async () => {
       const server = await run(app, { port: 0, logLevel: "fatal", http: { workers } });
       try {
-        const request = fetch(`${server.url}/api/later/600`);
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        // One calls a deployment through a handle, the other the whole graph (app.call).
+        const requests = ["later", "later-graph"].map((route) =>
+          fetch(`${server.url}/api/${route}/600`),
+        );
+        const store = server.getHandle<Store>("store");
+        await eventually(async () => (await store.startedSoFar()) === 2, 10_000, "both started");
         const closed = server.close();
-        const response = await request;
-        assert.equal(response.status, 200);
-        assert.deepEqual(await response.json(), { name: "one" });
+        for (const response of await Promise.all(requests)) {
+          assert.equal(response.status, 200);
+          assert.deepEqual(await response.json(), { name: "one" });
+        }
         await closed;
       } finally {
         await server.close();
@@ -275,5 +282,29 @@ test(
       ((await large.json()) as { error: { code: string } }).error.code,
       "PAYLOAD_TOO_LARGE",
     );
+  },
+);
+
+test(
+  "routes - a shutdown does not wait for an idle gRPC stream a client keeps open",
+  { timeout: 60_000 },
+  async () => {
+    const server = await run(app, { port: 0, logLevel: "fatal", grpc: { port: 0 } });
+    const client = inferenceClient(server.grpcPort);
+    try {
+      const stream = (
+        client as unknown as { ModelStreamInfer(): grpc.ClientDuplexStream<unknown, unknown> }
+      ).ModelStreamInfer();
+      stream.on("error", () => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const started = Date.now();
+      await server.close();
+      // Waiting for the stream would take the whole gracefulShutdownTimeout (20 s).
+      const took = Date.now() - started;
+      assert.ok(took < 10_000, `close() took ${took} ms`);
+    } finally {
+      client.close();
+      await server.close();
+    }
   },
 );

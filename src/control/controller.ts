@@ -269,18 +269,6 @@ export class Controller {
     return true;
   }
 
-  /** Sends a new `userConfig` to every running replica of `name` (no restart). */
-  async reconfigure(name: string, userConfig: JsonValue): Promise<void> {
-    this.router(name);
-    const deployment = this.#deployments.get(name)!;
-    deployment.userConfig = userConfig;
-    await Promise.all(
-      deployment.running.map((r) =>
-        this.#reconfigureReplica(r, userConfig, reconfigureTimeout(deployment.options)),
-      ),
-    );
-  }
-
   status(): {
     status: ApplicationStatus;
     message: string;
@@ -654,6 +642,9 @@ export class Controller {
     return plan;
   }
 
+  /** The message of each deployment's last rolled-back update (cleared by the next change). */
+  readonly #rollbacks = new WeakMap<DeploymentRuntime, string>();
+
   /** What a replica was started with, to tell which ones a rollback must replace. */
   readonly #startedWith = new WeakMap<ReplicaClient, string>();
 
@@ -699,6 +690,7 @@ export class Controller {
             );
           } catch (error) {
             d.message = `userConfig update rolled back: reconfigure() failed: ${(error as Error).message}`;
+            this.#rollbacks.set(d, d.message);
             throw new DeployFailedError(d.name, d.message, { cause: error });
           }
         } else if (step === "restart") {
@@ -706,6 +698,7 @@ export class Controller {
           if (next.userConfig === undefined) d.userConfig = undefined;
           if (!(await this.#rollingRestart(d))) {
             d.message = `Update rolled back: ${d.message}; the old replicas keep serving.`;
+            this.#rollbacks.set(d, d.message);
             throw new DeployFailedError(d.name, d.message);
           }
         }
@@ -714,6 +707,8 @@ export class Controller {
       await this.#revert(d, old, kinds);
       throw error;
     }
+    // A change went through: what an earlier one's rollback said is said no more.
+    if (plan.length > 0 && d.message === this.#rollbacks.get(d)) d.message = "";
     if (plan.includes("scale")) {
       d.autoscaler = next.autoscaling ? new Autoscaler(next.autoscaling) : undefined;
       clearInterval(d.scaleTimer);

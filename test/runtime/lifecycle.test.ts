@@ -175,6 +175,32 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
       ["fragile#1", "fragile#2"],
       "no replica was replaced",
     );
+    assert.deepEqual(server.app.deployments.fragile?.userConfig, { version: 2 });
+    // A config reconfigure() refuses is rolled back: the replicas keep version 2, and so do
+    // the replicas that start later (it used to be what they started with, and failed).
+    await assert.rejects(server.reconfigure("fragile", { refuse: true }), /this config is refused/);
+    assert.deepEqual(server.app.deployments.fragile?.userConfig, { version: 2 });
+    const message = async () =>
+      (await server.status()).applications.faulty!.deployments.fragile!.message;
+    assert.match(await message(), /rolled back/);
+    await server.update(server.app.withOptions({ fragile: { numReplicas: 3 } }));
+    await eventually(
+      async () =>
+        (await server.status()).applications.faulty!.deployments.fragile!.replicas.filter(
+          (r) => r.state === "RUNNING",
+        ).length === 3,
+      15_000,
+      "a third replica runs",
+    );
+    // The rollback is said no more once a change has gone through.
+    assert.doesNotMatch(await message(), /rolled back/);
+    const third = await Promise.all(Array.from({ length: 12 }, () => fragile.info()));
+    assert.equal(new Set(third.map((info) => info.replica)).size, 3);
+    for (const info of third) assert.deepEqual(info.configured, { version: 2 }, info.replica);
+    // Back to the code's config: every replica gets it.
+    await server.update(server.app.withOptions({ fragile: { userConfig: { version: 1 } } }));
+    for (const info of await Promise.all(Array.from({ length: 12 }, () => fragile.info())))
+      assert.deepEqual(info.configured, { version: 1 }, info.replica);
   });
 
   for (const isolation of ["thread", "process"] as const) {

@@ -1010,16 +1010,31 @@ export class ClusterNode {
         this.#bridges.delete(listener);
         for (const link of [...links]) link.close(reason);
         server.close();
-        removeFile();
-        // One listener per bridge: a node whose replicas come and go keeps none of theirs.
-        process.off("exit", removeFile);
+        bridgeFiles.delete(path);
+        rmSync(path, { force: true });
       },
     };
     this.#bridges.add(listener);
-    const removeFile = (): void => rmSync(path, { force: true });
-    process.once("exit", removeFile);
+    bridgeFiles.add(path);
+    removeBridgeFilesOnExit();
     return path;
   }
+}
+
+/** The socket files of this process's bridges, removed when it exits. */
+const bridgeFiles = new Set<string>();
+let removingOnExit = false;
+
+/**
+ * One exit listener for every bridge's file (one each made Node warn of a leak, "11 exit
+ * listeners", on a node with more than ten bridges open at once).
+ */
+function removeBridgeFilesOnExit(): void {
+  if (removingOnExit) return;
+  removingOnExit = true;
+  process.once("exit", () => {
+    for (const file of bridgeFiles) rmSync(file, { force: true });
+  });
 }
 
 /** A default node name: this machine's host name, as NATS subjects accept it. */

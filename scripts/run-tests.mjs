@@ -44,6 +44,12 @@ if (files.length === 0) {
  * two at once took the suite from about 16 to 12 minutes there, every test passing.
  */
 const concurrency = Number(process.env.TEST_CONCURRENCY ?? 2);
+if (!Number.isInteger(concurrency) || concurrency < 1) {
+  console.error(
+    `TEST_CONCURRENCY must be a whole number of at least 1, not ${process.env.TEST_CONCURRENCY}`,
+  );
+  process.exit(1);
+}
 
 const result = spawnSync(
   process.execPath,

@@ -304,9 +304,17 @@ function findUnsendable(
 /** How many values {@link stopResponsesIn} looks at. */
 const STOP_SEARCH_ITEMS = 10_000;
 
-/** Stops the stream of each handle call's response in `values` (see {@link forEachResponse}). */
-function stopResponsesIn(values: readonly unknown[]): void {
-  forEachResponse(values, (response) => void response.result.then(stopStream, () => undefined));
+/**
+ * Stops the stream of each handle call's response in `values` (see {@link forEachResponse}).
+ * `nestedOnly`: not one given as a value of its own (a call's argument), which its caller
+ * still holds when the call is refused for another reason.
+ */
+function stopResponsesIn(values: readonly unknown[], nestedOnly = false): void {
+  forEachResponse(
+    values,
+    (response) => void response.result.then(stopStream, () => undefined),
+    nestedOnly,
+  );
 }
 
 /**
@@ -318,6 +326,7 @@ function stopResponsesIn(values: readonly unknown[]): void {
 function forEachResponse(
   values: readonly unknown[],
   visit: (response: Passed, path: string) => void,
+  nestedOnly = false,
 ): void {
   const seen = new Set<object>();
   let left = STOP_SEARCH_ITEMS;
@@ -325,8 +334,9 @@ function forEachResponse(
     if (--left < 0 || typeof value !== "object" || value === null || seen.has(value)) return;
     seen.add(value);
     const response = passedOf(value);
-    if (response) visit(response, path);
-    else if (Array.isArray(value)) value.forEach((item, i) => walk(item, `${path}[${i}]`));
+    if (response) {
+      if (!nestedOnly || path !== "") visit(response, path);
+    } else if (Array.isArray(value)) value.forEach((item, i) => walk(item, `${path}[${i}]`));
     else if (value instanceof Set) for (const item of value) walk(item, `${path} (a Set item)`);
     else if (value instanceof Map)
       for (const [key, item] of value) walk(item, `${path}.get(${String(key)})`);
@@ -335,7 +345,10 @@ function forEachResponse(
   for (const value of values) walk(value, "");
 }
 
-/** `invalid(...)` for a call refused before it is sent: the streams its arguments hold are stopped. */
+/**
+ * `invalid(...)` for a call refused before it is sent: the streams of responses nested in its
+ * arguments are stopped (a response passed as an argument of its own stays its caller's).
+ */
 function refused(
   args: readonly unknown[],
   deployment: string,
@@ -343,6 +356,6 @@ function refused(
   path: string,
   why: string,
 ): ValidationError {
-  stopResponsesIn(args);
+  stopResponsesIn(args, true);
   return invalid(deployment, method, path, why);
 }

@@ -490,11 +490,6 @@ async function reconfigure(config: unknown): Promise<void> {
 }
 
 /**
- * `user`: the deployment's code failed (the caller wraps it as `EXECUTION_FAILED`, naming the
- * deployment). A `BAD_REQUEST` it threw (as `multiplexed()` does for a request that names no
- * model) is the request's fault, and reaches the client as it is (400).
- */
-/**
  * Errors a method lets through that keep their own code instead of becoming its failure
  * (`EXECUTION_FAILED`): the client's fault, and an overloaded deployment further on (the
  * request may be retried: HTTP 503 with Retry-After, as when the first deployment is full).
@@ -505,6 +500,12 @@ const PASSED_THROUGH: ReadonlySet<string> = new Set([
   "QUEUE_TIMEOUT",
 ]);
 
+/**
+ * `user`: the deployment's code failed (the caller wraps it as `EXECUTION_FAILED`, naming the
+ * deployment). A `BAD_REQUEST` it threw (as `multiplexed()` does for a request that names no
+ * model) is the request's fault, and reaches the client as it is (400); so is back-pressure
+ * from a deployment further on (see {@link PASSED_THROUGH}).
+ */
 function respondError(caller: Caller, id: number, error: unknown, user: boolean): void {
   const through = error instanceof TributaryError && PASSED_THROUGH.has(error.code);
   caller.post({ t: "err", id, e: serializeError(error), user: user && !through });

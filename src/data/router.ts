@@ -608,6 +608,7 @@ export class Router {
   /** A slot on `slot`'s replica is free (in this router's view): the oldest queued request takes it. */
   onSlotFree(slot: Slot): void {
     if (slot.out) {
+      if (this.#warm === slot) this.#warm = undefined;
       if (slot.ongoing === 0 && this.#slots.includes(slot))
         this.#slots = this.#slots.filter((s) => s !== slot);
       this.#refresh();

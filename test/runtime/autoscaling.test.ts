@@ -176,7 +176,7 @@ describe("autoscaling", { timeout: 90_000 }, () => {
             minReplicas: 0,
             maxReplicas: 2,
             initialReplicas: 0,
-            downscaleDelay: "300ms",
+            downscaleDelay: "1s",
             lookBackPeriod: "200ms",
           },
         },

@@ -60,10 +60,11 @@ export class SocketChannel<In, Out> {
 
 /**
  * Splits a byte stream into frames (a 4-byte little-endian length, then that many bytes).
- * Each byte is copied at most once: a frame that arrives whole in one chunk is handed on as
- * a view of it, and a frame spread over chunks is gathered into a buffer of its own size,
+ * A frame's body is copied at most once: one that arrives whole in one chunk is handed on
+ * as a view of it, and one spread over chunks is gathered into a buffer of its own size,
  * allocated when its length is known (joining the chunks so far on each new one made a
- * 64 MB frame take 45 s).
+ * 64 MB frame take 45 s). Only a length split over two chunks joins it with the rest of its
+ * chunk.
  */
 export class FrameReader {
   /** The start of a length that came split over chunks (fewer than 4 bytes). */

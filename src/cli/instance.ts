@@ -626,21 +626,19 @@ export class Instance {
       const force = new Promise<void>((resolve) => (drained = resolve));
       const doors = this.#frontDoors?.close(force);
       const running = [...this.#running.values()];
+      const longestDrain = Math.max(0, ...running.map((r) => drainMs(r.server.app)));
       let timer: NodeJS.Timeout | undefined;
       if (handOver) {
         // The replicas run on, so this head's calls in flight finish, bounded as a drain
         // is; then no more health checks, autoscaling or replacements: the next head's.
-        timer = setTimeout(drained, Math.max(0, ...running.map((r) => drainMs(r.server.app))));
+        timer = setTimeout(drained, longestDrain);
         await doors;
         for (const { server } of running) server.detach();
       } else {
         // What the front doors have in flight (a route's own code too) is answered while
         // the replicas still run, bounded by the longest drain; then the applications drain.
         if (this.#frontDoors)
-          await withinDeadline(
-            this.#frontDoors.idle(),
-            Date.now() + Math.max(0, ...running.map((r) => drainMs(r.server.app))),
-          );
+          await withinDeadline(this.#frontDoors.idle(), Date.now() + longestDrain);
         await Promise.all(running.map(({ server }) => server.close()));
         timer = setTimeout(drained, 100);
         await doors;

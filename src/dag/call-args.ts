@@ -166,7 +166,7 @@ export function prepareArguments(
     },
     (error: unknown) => {
       // The call fails; a stream another passed response opens later is read by no one.
-      for (const [, response] of waiting) response.result.then(stopStream, () => undefined);
+      for (const [, response] of waiting) stopResponse(response);
       throw error;
     },
   );
@@ -199,7 +199,7 @@ export function unsendableArguments(
 export function unsendableResult(value: unknown, what: string): string | undefined {
   let first: string | undefined;
   forEachResponse([value], (response, path) => {
-    void response.result.then(stopStream, () => undefined);
+    stopResponse(response);
     first ??= `${what}${path}: ${nestedResponse(response, true)}`;
   });
   return first;
@@ -301,6 +301,11 @@ function findUnsendable(
   return undefined;
 }
 
+/** Stops the stream `response` opens (once it has; a result that is not a stream stays). */
+function stopResponse(response: Passed): void {
+  void response.result.then(stopStream, () => undefined);
+}
+
 /** How many values {@link stopResponsesIn} looks at. */
 const STOP_SEARCH_ITEMS = 10_000;
 
@@ -310,11 +315,7 @@ const STOP_SEARCH_ITEMS = 10_000;
  * still holds when the call is refused for another reason.
  */
 function stopResponsesIn(values: readonly unknown[], nestedOnly = false): void {
-  forEachResponse(
-    values,
-    (response) => void response.result.then(stopStream, () => undefined),
-    nestedOnly,
-  );
+  forEachResponse(values, stopResponse, nestedOnly);
 }
 
 /**

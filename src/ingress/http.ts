@@ -22,7 +22,8 @@ import { openApiDocument } from "./openapi.js";
 import type { IngressTarget, IngressTargets } from "./target.js";
 import type { FrontDoorMetrics } from "../metrics/metrics.js";
 import { listenFailed } from "./listen.js";
-import { httpStatusOf } from "../errors.js";
+import { httpStatusOf, NotFoundError } from "../errors.js";
+import { httpError } from "./http-errors.js";
 
 /** The methods a 405's Allow header may name. */
 const METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
@@ -214,6 +215,22 @@ export async function startHttp(
   });
   await configureFastify(fastify, state);
   const notFound = (request: FastifyRequest, reply: FastifyReply): void => {
+    const path = request.url.split("?")[0]!;
+    // Under /v2 in the inference protocol's envelope, as its other errors are.
+    const answer = (error: Error): void => {
+      const { status, body } = httpError(error, request.id, false, path.startsWith("/v2"));
+      void reply.code(status).send(body);
+    };
+    // A path that another method takes (a fixed one: the application's POST, its own routes
+    // without parameters, /v2's): 405 with Allow, as RFC 9110 and Ray Serve's proxy answer.
+    const owner = dispatch(path)?.fastify ?? fastify;
+    const allow = METHODS.filter((method) => owner.hasRoute({ method, url: path }));
+    if (allow.length > 0) {
+      void reply.header("allow", allow.join(", "));
+      const text = `${request.method} ${path} is not allowed; it takes ${allow.join(", ")}.`;
+      answer(Object.assign(new Error(text), { statusCode: 405 }));
+      return;
+    }
     const routes = targets
       .list()
       .map((t) => {
@@ -223,32 +240,11 @@ export async function startHttp(
       })
       .flat()
       .filter((route, i, all) => !route.startsWith("HEAD ") && all.indexOf(route) === i);
-    const path = request.url.split("?")[0]!;
-    // A path that another method takes (a fixed one: the application's POST, its own routes
-    // without parameters, /v2's): 405 with Allow, as RFC 9110 and Ray Serve's proxy answer.
-    const owner = dispatch(path)?.fastify ?? fastify;
-    const allow = METHODS.filter((method) => owner.hasRoute({ method, url: path }));
-    if (allow.length > 0) {
-      const text = `${request.method} ${path} is not allowed; it takes ${allow.join(", ")}.`;
-      void reply
-        .code(405)
-        .header("allow", allow.join(", "))
-        .send(
-          path.startsWith("/v2")
-            ? { error: text, code: "BAD_REQUEST", requestId: request.id }
-            : { error: { code: "BAD_REQUEST", message: text, requestId: request.id } },
-        );
-      return;
-    }
-    const message = `No route ${request.method} ${path}; this server answers ${[...routes, "/v2/…", "GET /openapi.json", ...(metrics ? ["GET /metrics"] : [])].join(", ")}.`;
-    // Under /v2 in the inference protocol's envelope, as its other errors are.
-    void reply
-      .code(404)
-      .send(
-        request.url.startsWith("/v2")
-          ? { error: message, code: "NOT_FOUND", requestId: request.id }
-          : { error: { code: "NOT_FOUND", message, requestId: request.id } },
-      );
+    answer(
+      new NotFoundError(
+        `No route ${request.method} ${path}; this server answers ${[...routes, "/v2/…", "GET /openapi.json", ...(metrics ? ["GET /metrics"] : [])].join(", ")}.`,
+      ),
+    );
   };
   fastify.setNotFoundHandler(notFound);
   registerOipRoutes(fastify, targets, settings);

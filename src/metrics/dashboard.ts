@@ -166,9 +166,9 @@ export class Dashboard {
         let errorN = 0;
         let cancelledN = 0;
         const window = new Array<number>(PROCESSING_BUCKETS.length + 1).fill(0);
+        const delta = (a: number, b: number | undefined): number => Math.max(0, a - (b ?? 0));
         for (const [id, totals] of current) {
           const before = first.replicas.get(id);
-          const delta = (a: number, b: number | undefined): number => Math.max(0, a - (b ?? 0));
           okN += delta(totals.ok, before?.ok);
           errorN += delta(totals.error, before?.error);
           cancelledN += delta(totals.cancelled, before?.cancelled);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { Server } from "tributary";
+import type { Duration, Server } from "tributary";
 import { app, type Fragile } from "../fixtures/faulty-app.js";
 import { serve } from "../serve.js";
 import { Autoscaler, resolveOptions } from "tributary/internal";
@@ -26,6 +26,20 @@ async function when(
   }
   return Date.now() - since;
 }
+
+/** The app with its deployment autoscaled from zero replicas, down again after `downscaleDelay`. */
+const fromZero = (downscaleDelay: Duration) =>
+  app.withOptions({
+    fragile: {
+      autoscaling: {
+        minReplicas: 0,
+        maxReplicas: 2,
+        initialReplicas: 0,
+        downscaleDelay,
+        lookBackPeriod: "200ms",
+      },
+    },
+  });
 
 describe("autoscaling", { timeout: 90_000 }, () => {
   test("autoscaler - scales on average load over the look-back period, after the delays, within bounds", () => {
@@ -142,19 +156,7 @@ describe("autoscaling", { timeout: 90_000 }, () => {
   });
 
   test("autoscaling - minReplicas 0 scales to zero, and the first request waits for a replica", async () => {
-    await using server = await serve(
-      app.withOptions({
-        fragile: {
-          autoscaling: {
-            minReplicas: 0,
-            maxReplicas: 2,
-            initialReplicas: 0,
-            downscaleDelay: "300ms",
-            lookBackPeriod: "200ms",
-          },
-        },
-      }),
-    );
+    await using server = await serve(fromZero("300ms"));
     assert.deepEqual(await replicasOf(server), { target: 0, running: 0 });
     const ready = (await fetch(`${server.url}/v2/health/ready`)).status;
     assert.equal(ready, 200, "a deployment scaled to zero does not make the server unready");
@@ -169,20 +171,7 @@ describe("autoscaling", { timeout: 90_000 }, () => {
   });
 
   test("autoscaling - a request waiting in a front-door worker (http.workers: 2) scales a deployment up from zero", async () => {
-    await using server = await serve(
-      app.withOptions({
-        fragile: {
-          autoscaling: {
-            minReplicas: 0,
-            maxReplicas: 2,
-            initialReplicas: 0,
-            downscaleDelay: "1s",
-            lookBackPeriod: "200ms",
-          },
-        },
-      }),
-      { http: { workers: 2 } },
-    );
+    await using server = await serve(fromZero("1s"), { http: { workers: 2 } });
     assert.deepEqual(await replicasOf(server), { target: 0, running: 0 });
     // The request waits in a worker's router, which the main process's autoscaler hears of.
     const request = fetch(`${server.url}${app.routePrefix}`, {

@@ -8,7 +8,7 @@
  */
 import { toMilliseconds, type Duration } from "../options.js";
 import { OptionsError, TributaryError } from "../errors.js";
-import { ActiveRequest, requestStorage } from "./context.js";
+import { ActiveRequest, currentRequest, runForRequest, uncarry } from "./context.js";
 import { replicaStats } from "./replica-stats.js";
 import { replicaMaxOngoing } from "../replica-context.js";
 
@@ -145,8 +145,16 @@ export function batch<Item, Result>(
     const { request, done } = ActiveRequest.ofBatch(taken.map((w) => w.request));
     const run = () => fn(taken.map((w) => w.item));
     replicaStats.batch(taken.length);
+    let carried = false;
     Promise.resolve()
-      .then(() => (request ? requestStorage.run(request, run) : run()))
+      .then(() => {
+        if (!request) return run();
+        carried = true;
+        return runForRequest(request, true, run);
+      })
+      .finally(() => {
+        if (carried) uncarry();
+      })
       .then(
         (results) => {
           if (!Array.isArray(results) || results.length !== taken.length) {
@@ -199,7 +207,7 @@ export function batch<Item, Result>(
     new Promise<Result>((resolve, reject) => {
       warnIfCapped();
       if (queue.length === 0) firstArrival = performance.now();
-      queue.push({ item, request: requestStorage.getStore(), resolve, reject });
+      queue.push({ item, request: currentRequest(), resolve, reject });
       schedule();
     })) as BatchedFunction<Item, Result>;
   batched.configure = (next) => {

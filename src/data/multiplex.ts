@@ -9,7 +9,7 @@
  * request's model (see router.ts).
  */
 import { OptionsError, TributaryError } from "../errors.js";
-import { requestStorage } from "./context.js";
+import { currentRequest } from "./context.js";
 
 export interface MultiplexOptions {
   /** Most models loaded at once in one replica (Ray's `max_num_models_per_replica`); 3 by default. */
@@ -129,7 +129,7 @@ export function multiplexed<Model>(
   };
 
   const get = (modelId?: string): Promise<Model> => {
-    const id = modelId ?? requestStorage.getStore()?.multiplexedModelId;
+    const id = modelId ?? currentRequest()?.multiplexedModelId;
     if (typeof id !== "string" || id === "") {
       return Promise.reject(
         new TributaryError(

@@ -21,7 +21,7 @@ import type {
 } from "../wire/protocol.js";
 import { ReplicaConnection, UNTOLD_WAIT_MS } from "./connection.js";
 import { innerScope } from "./cancel.js";
-import { requestStorage } from "./context.js";
+import { currentRequest } from "./context.js";
 import { StreamReader } from "./responses.js";
 import { activeTraceparent, routeRequest } from "../tracing.js";
 import { Router, type CallOptions } from "./router.js";
@@ -134,7 +134,7 @@ export class OutgoingCalls {
       const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
       const { scope, dispose } = innerScope(
         method === undefined ? `${deployment}()` : `${deployment}.${method}()`,
-        given ? given.cancel : requestStorage.getStore()?.scope,
+        given ? given.cancel : currentRequest()?.scope,
         handle?.signal,
         timeoutMs,
       );
@@ -164,7 +164,7 @@ export class OutgoingCalls {
       );
     }
     if (given) return this.#send(target, method, args, given);
-    const outer = requestStorage.getStore();
+    const outer = currentRequest();
     const { scope, dispose } = innerScope(
       method === undefined ? `${deployment}()` : `${deployment}.${method}()`,
       outer?.scope,

@@ -19,7 +19,7 @@ import {
 } from "./transport/nats-link.js";
 import type { Socket } from "node:net";
 import { transferablesOf, transferablesOfValue } from "./transport/transfer.js";
-import { ActiveRequest, requestStorage } from "./context.js";
+import { ActiveRequest, carries, returned, runForRequest, uncarry } from "./context.js";
 import { runInSpan, startCallSpan, type CallSpan } from "./call-span.js";
 import { captureConsole } from "./replica-log.js";
 import { exportTraces, type TraceExport } from "../tracing-export.js";
@@ -376,12 +376,13 @@ function startStream(
   request: ActiveRequest,
   span: CallSpan,
 ): void {
-  void requestStorage
-    .run(request, () => runInSpan(span, () => stream(caller, id, iterable, request)))
-    .then((outcome) => {
-      finish(caller, id, outcome);
-      codeEnded(request);
-    });
+  void runForRequest(request, true, () =>
+    runInSpan(span, () => stream(caller, id, iterable, request)),
+  ).then((outcome) => {
+    uncarry();
+    finish(caller, id, outcome);
+    codeEnded(request);
+  });
 }
 
 async function init(message: InitMessage): Promise<void> {
@@ -606,30 +607,43 @@ function call(
   if (replicaStats.enabled) request.startedAt = performance.now();
   ongoing++;
   reportLoad();
+  // The request is carried across awaits only for code that can await (context.ts).
+  const carry = carries(fn);
   let result: unknown;
   try {
-    result = requestStorage.run(request, () =>
+    result = runForRequest(request, carry, () =>
       runInSpan(span, () => (fn as Callable).apply(isClass ? target : undefined, args)),
     );
   } catch (error) {
+    if (carry) uncarry();
     finish(caller, id, "error");
     respondError(caller, id, error, true);
     request.endSpan("error", error);
     return;
   }
+  const later = isPromiseLike(result);
   // A thenable first (a handle's response is both thenable and iterable), then a stream.
-  if (isAsyncIterable(result) && !isPromiseLike(result)) {
+  if (!later && isAsyncIterable(result)) {
+    returned(fn, true);
     startStream(caller, id, result, request, span);
+    if (carry) uncarry();
     return;
   }
   // A plain value (a synchronous method) is answered now: no promise, no extra microtask.
-  if (!isPromiseLike(result)) {
+  if (!later) {
+    returned(fn, false);
     answer(caller, id, result, request, span);
+    if (carry) uncarry();
     return;
   }
+  returned(fn, true);
   Promise.resolve(result).then(
-    (value) => answer(caller, id, value, request, span),
+    (value) => {
+      answer(caller, id, value, request, span);
+      if (carry) uncarry();
+    },
     (error: unknown) => {
+      if (carry) uncarry();
       if (!caller.active.has(id)) {
         codeEnded(request); // cancelled: the caller has its answer
         return;

@@ -9,7 +9,7 @@
 import { hostname } from "node:os";
 import { format } from "node:util";
 import { pino, type Level } from "pino";
-import { requestStorage } from "./context.js";
+import { currentRequest } from "./context.js";
 
 export interface ReplicaLogTags {
   readonly application: string;
@@ -33,7 +33,7 @@ export function captureConsole(tags: ReplicaLogTags, send: (line: string) => voi
       level: "trace",
       base: { pid: process.pid, hostname: hostname(), ...tags },
       mixin: () => {
-        const requestId = requestStorage.getStore()?.requestId;
+        const requestId = currentRequest()?.requestId;
         return requestId === undefined ? {} : { requestId };
       },
     },

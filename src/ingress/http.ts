@@ -74,8 +74,8 @@ const isReserved = (path: string): boolean =>
 
 /** Whether `path` lies under `prefix` (at a segment boundary). */
 function under(path: string, prefix: string): boolean {
-  const bare = prefix.replace(/\/+$/, "");
-  return bare === "" || path === bare || path.startsWith(`${bare}/`);
+  const bare = prefix.endsWith("/") ? prefix.replace(/\/+$/, "") : prefix;
+  return bare === "" || path === bare || (path.startsWith(bare) && path[bare.length] === "/");
 }
 
 /** The application whose route prefix is the longest that `path` lies under. */
@@ -155,23 +155,23 @@ export async function startHttp(
         },
         (req, res) => {
           inFlight++;
-          res.once("close", () => {
-            if (--inFlight === 0) for (const resolve of whenIdle.splice(0)) resolve();
-          });
           const path = (req.url ?? "/").split("?")[0]!;
           const door = dispatch(path);
-          if (metrics) {
-            // The application is known before routing; the answer's code once it is sent. A
-            // client that went away before its answer was sent counts as 499 (the code of
-            // CANCELLED, nginx's "client closed request"); one past maxConnections, as the
-            // 503 it was written.
-            const application = door
+          // The application is known before routing; the answer's code once it is sent. A
+          // client that went away before its answer was sent counts as 499 (the code of
+          // CANCELLED, nginx's "client closed request"); one past maxConnections, as the
+          // 503 it was written.
+          const application = !metrics
+            ? ""
+            : door
               ? door.app.name
               : path.startsWith("/v2/")
                 ? oipApplication(targets, path)
                 : "";
-            const start = performance.now();
-            res.once("close", () =>
+          const start = metrics ? performance.now() : 0;
+          // One listener for both (each `once` costs a wrapper and its removal).
+          res.on("close", () => {
+            if (metrics)
               metrics.http(
                 application,
                 res.writableFinished
@@ -180,9 +180,9 @@ export async function startHttp(
                     ? TOO_MANY_CONNECTIONS
                     : CLIENT_CLOSED,
                 (performance.now() - start) / 1000,
-              ),
-            );
-          }
+              );
+            if (--inFlight === 0) for (const resolve of whenIdle.splice(0)) resolve();
+          });
           if (door) door.fastify.routing(req, res);
           else handler(req, res);
         },

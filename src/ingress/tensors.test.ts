@@ -4,6 +4,7 @@ import {
   elementCount,
   halfBits,
   halfValue,
+  jsonText,
   oipJson,
   tensorFromJson,
   tensorToJson,
@@ -188,4 +189,20 @@ test("tensors - a nested array result is a tensor only where a shape describes i
   assert.deepEqual(toTensor([Float32Array.of(1, 2), ["a", "b"]]), json('[[1,2],["a","b"]]'));
   assert.deepEqual(toTensor([BigInt64Array.of(1n, 2n), [1, 2]]).datatype, "BYTES");
   assert.deepEqual(toTensor([Float32Array.of(1), Float64Array.of(2)]), json("[[1],[2]]"));
+});
+
+test("jsonText - typed arrays, bigints and toJSON wherever they are, the same with the fast path or without", () => {
+  assert.equal(jsonText({ sum: 5 }), '{"sum":5}');
+  assert.equal(jsonText([1, "a", null, { b: [true] }]), '[1,"a",null,{"b":[true]}]');
+  assert.equal(jsonText({ a: [{ v: new Float32Array([0.5, 2]) }] }), '{"a":[{"v":[0.5,2]}]}');
+  assert.equal(jsonText([1n, 2n ** 64n]), '[1,"18446744073709551616"]');
+  assert.equal(jsonText({ when: new Date(0) }), '{"when":"1970-01-01T00:00:00.000Z"}');
+  assert.equal(jsonText(new BigInt64Array([3n])), "[3]");
+  // Deeper than the fast path looks: the replacer still writes what lies at the bottom.
+  let deep: unknown = { v: new Uint8Array([7]) };
+  for (let i = 0; i < 40; i++) deep = [deep];
+  assert.equal(jsonText(deep), `${"[".repeat(40)}{"v":[7]}${"]".repeat(40)}`);
+  const cycle: Record<string, unknown> = {};
+  cycle.self = cycle;
+  assert.throws(() => jsonText(cycle), /could not be written as JSON: .*circular/i);
 });

@@ -486,13 +486,36 @@ export function isTensor(value: unknown): value is Tensor {
  */
 export function jsonText(value: unknown): string | undefined {
   try {
-    return JSON.stringify(value, jsonReplacer);
+    // A replacer makes V8 take its slow path for the whole value (2 µs of every request for
+    // `{ "sum": 5 }`); most results have nothing for it to replace.
+    return JSON.stringify(value, plainJson(value, 0) ? undefined : jsonReplacer);
   } catch (error) {
     throw new TributaryError(
       "EXECUTION_FAILED",
       `The result could not be written as JSON: ${(error as Error).message.split("\n")[0]}`,
     );
   }
+}
+
+/** How deep {@link plainJson} looks before it leaves a value to the replacer. */
+const PLAIN_DEPTH = 32;
+
+/**
+ * Whether JSON.stringify writes `value` as {@link jsonReplacer} would without it: no typed
+ * array, bigint or `toJSON` in it, to a depth of 32 (past that, or in a cycle, the replacer
+ * decides, and names a cycle).
+ */
+function plainJson(value: unknown, depth: number): boolean {
+  if (typeof value !== "object" || value === null) return typeof value !== "bigint";
+  if (depth > PLAIN_DEPTH || ArrayBuffer.isView(value)) return false;
+  if (Array.isArray(value)) {
+    for (const item of value) if (!plainJson(item, depth + 1)) return false;
+    return true;
+  }
+  if (typeof (value as { toJSON?: unknown }).toJSON === "function") return false;
+  for (const key in value)
+    if (!plainJson((value as Record<string, unknown>)[key], depth + 1)) return false;
+  return true;
 }
 
 /** JSON for results: typed arrays as arrays, bigints as numbers or strings. */

@@ -102,7 +102,7 @@ class RequestLogger {
 
   #write(level: Level, args: unknown[]): void {
     if (!this.#parent.isLevelEnabled(level)) return;
-    (this.#real()[level] as (...a: unknown[]) => void)(...args);
+    this.#real()[level](...args);
   }
 
   get level(): string {
@@ -156,7 +156,7 @@ export const sharedFastifyOptions = {
   ): FastifyBaseLogger =>
     Object.keys(options).length > 0
       ? logger.child(bindings, options)
-      : (new RequestLogger(logger as Logger, bindings) as unknown as FastifyBaseLogger),
+      : new RequestLogger(logger as Logger, bindings),
   onProtoPoisoning: "error",
   onConstructorPoisoning: "error",
   // Requests after close() get the documented error body (below), not Fastify's, and

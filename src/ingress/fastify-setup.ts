@@ -102,7 +102,8 @@ class RequestLogger {
 
   #write(level: Level, args: unknown[]): void {
     if (!this.#parent.isLevelEnabled(level)) return;
-    this.#real()[level](...args);
+    const child = this.#real();
+    Reflect.apply(child[level], child, args);
   }
 
   get level(): string {

@@ -125,6 +125,21 @@ describe("HTTP ingress", { timeout: 60_000 }, () => {
     assert.match(body.error.message, /could not be written as JSON: .*circular/i);
   });
 
+  test("http - a JSON body must be UTF-8: other bytes are a 400 saying so; a byte order mark is dropped", async () => {
+    const send = (bytes: Uint8Array) =>
+      fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: bytes });
+    const text = new TextEncoder().encode(JSON.stringify({ mode: "json", text: "é" }));
+    const latin1 = Buffer.from(JSON.stringify({ mode: "json", text: "é" }), "latin1");
+    const bad = await send(latin1);
+    assert.equal(bad.status, 400);
+    const body = (await bad.json()) as ErrorBody;
+    assert.equal(body.error.code, "BAD_REQUEST");
+    assert.equal(body.error.message, "The JSON body is not valid UTF-8.");
+    const marked = await send(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), text]));
+    assert.equal(marked.status, 200);
+    assert.deepEqual(await marked.json(), { echo: "é", n: 1, fileBytes: null });
+  });
+
   test("http - a compressed body is 415 saying to send it uncompressed", async () => {
     const { gzipSync } = await import("node:zlib");
     const response = await fetch(url, {

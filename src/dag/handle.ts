@@ -212,34 +212,44 @@ export function withHandleOptions<C>(
 }
 
 /**
- * A handle whose methods call `invoke(method, args, options)`; a copy made by
+ * A handle whose methods call `invoke(method, args, options, caller)`; a copy made by
  * {@link withHandleOptions} passes its options. `local`: its calls stay in this process
- * (`node.execute()`), so a handle passed as an argument is passed as it is.
+ * (`node.execute()`), so a handle passed as an argument is passed as it is. `callerOf`:
+ * what `invoke` is told of the code that made the call (in a replica, its request), read
+ * when the call is made: a call that first waits for responses passed on to it is sent
+ * later, from a promise's callback.
  */
 export function handleProxy(
   deployment: string,
-  invoke: (method: string, args: unknown[], options: HandleOptions) => Promise<unknown>,
+  invoke: (
+    method: string,
+    args: unknown[],
+    options: HandleOptions,
+    caller: unknown,
+  ) => Promise<unknown>,
   options: HandleOptions = {},
   local = false,
+  callerOf?: () => unknown,
 ): unknown {
   const methods = new Map<string, (...args: unknown[]) => HandleResponse>();
   const send = (method: string, args: unknown[]): Promise<unknown> => {
+    const caller = callerOf?.();
     let ready: unknown[] | Promise<unknown[]>;
     try {
       ready = prepareArguments(deployment, method, args, !local);
     } catch (error) {
       return Promise.reject(error);
     }
-    if (Array.isArray(ready)) return invoke(method, ready, options);
+    if (Array.isArray(ready)) return invoke(method, ready, options, caller);
     if (options.timeout === undefined && options.signal === undefined)
-      return ready.then((a) => invoke(method, a, options));
+      return ready.then((a) => invoke(method, a, options, caller));
     // The handle's timeout and signal bound the wait for the responses passed on too.
     return boundedWait(ready, options, `${deployment}.${method}()`).then(({ value, left }) =>
-      invoke(method, value, left === undefined ? options : { ...options, timeout: left }),
+      invoke(method, value, left === undefined ? options : { ...options, timeout: left }, caller),
     );
   };
   const withOptions = (more: HandleOptions): unknown =>
-    handleProxy(deployment, invoke, { ...options, ...more }, local);
+    handleProxy(deployment, invoke, { ...options, ...more }, local, callerOf);
   const handle: HandleOf = {
     deployment,
     configured: Object.values(options).some((value) => value !== undefined),

@@ -172,9 +172,18 @@ const HOOKED = "_enable" in AsyncLocalStorage.prototype;
 let syncRequest: ActiveRequest | undefined;
 /** Calls and streams whose code runs with the store carried across its awaits. */
 let carrying = 0;
-/** How long the store stays enabled once nothing is carried, before it is switched off. */
+/**
+ * Set once a method of this replica has returned a promise or a stream: its calls are
+ * carried from then on, and code they leave running (a promise not awaited, a timer) keeps
+ * its request, so the store stays on, as before. Only a replica whose methods all return
+ * plain values has it switched off.
+ */
+let awaits = false;
+/** How long the store stays on once nothing is carried, before it is switched off. */
 const DISABLE_AFTER_MS = 1_000;
 let disableTimer: ReturnType<typeof setTimeout> | undefined;
+/** When the last carried code ended (`performance.now()`). */
+let idleSince = 0;
 
 /** @internal The request the calling code runs for, in a replica; `undefined` outside one. */
 export function currentRequest(): ActiveRequest | undefined {
@@ -199,37 +208,49 @@ export function runForRequest<T>(request: ActiveRequest, carry: boolean, fn: () 
 }
 
 /**
- * @internal The code of a call run with `carry` has ended. When none is left for a while,
- * the store is switched off (with async_hooks: so the thread's promises stop paying for it).
+ * @internal The code of a call run with `carry` has ended. With async_hooks, once none has
+ * been carried for a second (and no method awaits), the store is switched off, so that the
+ * thread's promises stop paying for it.
  */
 export function uncarry(): void {
-  if (--carrying > 0 || !HOOKED || disableTimer) return;
-  disableTimer = setTimeout(() => {
-    disableTimer = undefined;
-    if (carrying === 0) requestStorage.disable();
-  }, DISABLE_AFTER_MS);
-  disableTimer.unref();
+  if (carrying > 0) carrying--;
+  if (carrying > 0 || !HOOKED || awaits) return;
+  idleSince = performance.now();
+  disableTimer ??= setTimeout(switchOff, DISABLE_AFTER_MS).unref();
 }
 
-/** What each method of this replica returned: true, a promise or stream; false, a value. */
-const returnsLater = new Map<unknown, boolean>();
+function switchOff(): void {
+  disableTimer = undefined;
+  if (carrying > 0 || awaits) return;
+  const left = idleSince + DISABLE_AFTER_MS - performance.now();
+  if (left > 1) disableTimer = setTimeout(switchOff, left).unref();
+  else requestStorage.disable();
+}
+
+/** The most methods whose kind a replica records (a Proxy could name any number). */
+const MAX_METHODS = 1_000;
+/** What each method of this replica returned, by name: true, a promise or stream; false, a value. */
+const returnsLater = new Map<string, boolean>();
 
 /**
- * @internal Whether a call of `fn` must carry its request across awaits: unless `fn` has
- * returned a plain value before (its code had ended when it returned), and never a promise
- * or a stream; a method not called yet is carried (it could be async). Where carrying costs
- * nothing (see {@link HOOKED}), always.
+ * @internal Whether a call of `method` must carry its request across awaits: unless the
+ * method has returned a plain value before (its code had ended when it returned), and no
+ * method of this replica a promise or a stream (the store is on for good then, so every call
+ * is carried, as before); a method not called yet is carried (it could be async). Where
+ * carrying costs nothing (see {@link HOOKED}), always.
  */
-export function carries(fn: unknown): boolean {
-  return !HOOKED || (returnsLater.get(fn) ?? true);
+export function carries(method: string): boolean {
+  return !HOOKED || awaits || (returnsLater.get(method) ?? true);
 }
 
 /**
- * @internal Records what a call of `fn` returned: once it has returned a promise or a
+ * @internal Records what a call of `method` returned: once it has returned a promise or a
  * stream, its calls carry their request from then on.
  */
-export function returned(fn: unknown, later: boolean): void {
-  if (returnsLater.get(fn) !== true) returnsLater.set(fn, later);
+export function returned(method: string, later: boolean): void {
+  if (later) awaits = true;
+  if (returnsLater.get(method) === true) return;
+  if (returnsLater.size < MAX_METHODS || returnsLater.has(method)) returnsLater.set(method, later);
 }
 
 /**

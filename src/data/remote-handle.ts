@@ -21,7 +21,7 @@ import type {
 } from "../wire/protocol.js";
 import { ReplicaConnection, UNTOLD_WAIT_MS } from "./connection.js";
 import { innerScope } from "./cancel.js";
-import { currentRequest } from "./context.js";
+import { currentRequest, type ActiveRequest } from "./context.js";
 import { StreamReader } from "./responses.js";
 import { activeTraceparent, routeRequest } from "../tracing.js";
 import { Router, type CallOptions } from "./router.js";
@@ -104,9 +104,9 @@ export class OutgoingCalls {
 
   /**
    * Calls `method` of `deployment` (the function, when undefined). Inside a replica the
-   * request being handled gives the request id, cancellation and model id, unless `given`
-   * does; a handle's options (`handle`) name another model, and add a timeout or signal
-   * within the request's.
+   * request being handled (`outer`: the one the calling code ran for when it made the call)
+   * gives the request id, cancellation and model id, unless `given` does; a handle's options
+   * (`handle`) name another model, and add a timeout or signal within the request's.
    */
   call(
     deployment: string,
@@ -114,6 +114,7 @@ export class OutgoingCalls {
     args: unknown[],
     given?: CallOptions,
     handle?: HandleOptions,
+    outer: ActiveRequest | undefined = currentRequest(),
   ): Promise<unknown> {
     const target = this.#target(deployment);
     if (target.waiting) {
@@ -134,7 +135,7 @@ export class OutgoingCalls {
       const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
       const { scope, dispose } = innerScope(
         method === undefined ? `${deployment}()` : `${deployment}.${method}()`,
-        given ? given.cancel : currentRequest()?.scope,
+        given ? given.cancel : outer?.scope,
         handle?.signal,
         timeoutMs,
       );
@@ -153,7 +154,7 @@ export class OutgoingCalls {
             deadline === undefined
               ? handle
               : { ...handle, timeout: Math.max(1, deadline - performance.now()) };
-          return this.call(deployment, method, taken, given, left);
+          return this.call(deployment, method, taken, given, left, outer);
         },
         (error: unknown) => {
           dispose();
@@ -164,7 +165,6 @@ export class OutgoingCalls {
       );
     }
     if (given) return this.#send(target, method, args, given);
-    const outer = currentRequest();
     const { scope, dispose } = innerScope(
       method === undefined ? `${deployment}()` : `${deployment}.${method}()`,
       outer?.scope,
@@ -408,7 +408,12 @@ function natsLink(
 }
 
 export function createRemoteHandle(deployment: string, calls: OutgoingCalls): unknown {
-  return handleProxy(deployment, (method, args, options) =>
-    calls.call(deployment, method, args, undefined, options),
+  return handleProxy(
+    deployment,
+    (method, args, options, caller) =>
+      calls.call(deployment, method, args, undefined, options, caller as ActiveRequest | undefined),
+    {},
+    false,
+    currentRequest,
   );
 }

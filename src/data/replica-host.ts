@@ -378,11 +378,12 @@ function startStream(
 ): void {
   void runForRequest(request, true, () =>
     runInSpan(span, () => stream(caller, id, iterable, request)),
-  ).then((outcome) => {
-    uncarry();
-    finish(caller, id, outcome);
-    codeEnded(request);
-  });
+  )
+    .finally(uncarry)
+    .then((outcome) => {
+      finish(caller, id, outcome);
+      codeEnded(request);
+    });
 }
 
 async function init(message: InitMessage): Promise<void> {
@@ -608,7 +609,8 @@ function call(
   ongoing++;
   reportLoad();
   // The request is carried across awaits only for code that can await (context.ts).
-  const carry = carries(fn);
+  const kind = isClass ? (method ?? "") : "";
+  const carry = carries(kind);
   let result: unknown;
   try {
     result = runForRequest(request, carry, () =>
@@ -624,23 +626,32 @@ function call(
   const later = isPromiseLike(result);
   // A thenable first (a handle's response is both thenable and iterable), then a stream.
   if (!later && isAsyncIterable(result)) {
-    returned(fn, true);
-    startStream(caller, id, result, request, span);
-    if (carry) uncarry();
+    returned(kind, true);
+    try {
+      startStream(caller, id, result, request, span);
+    } finally {
+      if (carry) uncarry();
+    }
     return;
   }
   // A plain value (a synchronous method) is answered now: no promise, no extra microtask.
   if (!later) {
-    returned(fn, false);
-    answer(caller, id, result, request, span);
-    if (carry) uncarry();
+    returned(kind, false);
+    try {
+      answer(caller, id, result, request, span);
+    } finally {
+      if (carry) uncarry();
+    }
     return;
   }
-  returned(fn, true);
+  returned(kind, true);
   Promise.resolve(result).then(
     (value) => {
-      answer(caller, id, value, request, span);
-      if (carry) uncarry();
+      try {
+        answer(caller, id, value, request, span);
+      } finally {
+        if (carry) uncarry();
+      }
     },
     (error: unknown) => {
       if (carry) uncarry();

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { serve } from "../serve.js";
-import { app, type Ids } from "../fixtures/context-app.js";
+import { app, type Ids, type Plain } from "../fixtures/context-app.js";
 
 // A replica carries a call's request across its awaits only for code that can await (on Node
 // 20 and 22 that costs every promise of the thread a hook): a method that returned a plain
@@ -29,5 +29,10 @@ test(
       await Promise.all(mixed.map(([method, id]) => call(method, id))),
       mixed.map(([, id]) => id),
     );
+    // A method that returned a plain value is not carried: a response it passes on is sent
+    // after it returned, with the request it was made for.
+    const plain = (requestId: string) => server.getHandle<Plain>("Plain", { requestId });
+    assert.equal(await plain("p0").passOn(false), "plain");
+    assert.equal(await plain("p1").passOn(true), "p1");
   },
 );

@@ -205,4 +205,27 @@ test("jsonText - typed arrays, bigints and toJSON wherever they are, the same wi
   const cycle: Record<string, unknown> = {};
   cycle.self = cycle;
   assert.throws(() => jsonText(cycle), /could not be written as JSON: .*circular/i);
+  // What the fast path must not miss or add: toJSON on arrays and functions, an array's own
+  // iterator, an inherited property (JSON.stringify reads own keys only).
+  class Vec extends Array<number> {
+    toJSON() {
+      return Float64Array.from(this);
+    }
+  }
+  assert.equal(jsonText({ v: Vec.from([1, 2]) }), '{"v":[1,2]}');
+  const withToJSON = Object.assign(() => 0, { toJSON: () => 5n });
+  assert.equal(jsonText({ f: withToJSON }), '{"f":5}');
+  const iterated = [1n];
+  Object.defineProperty(iterated, Symbol.iterator, { value: function* () {} });
+  assert.equal(jsonText(iterated), "[1]");
+  const inherited = Object.create({
+    get boom(): never {
+      throw new Error("never read");
+    },
+  }) as Record<string, unknown>;
+  Object.defineProperty(Object.getPrototypeOf(inherited), "boom", { enumerable: true });
+  inherited.x = 1;
+  assert.equal(jsonText(inherited), '{"x":1}');
+  // A sparse array 2³² − 1 long costs nothing to clone: it is refused at once, not walked.
+  assert.throws(() => jsonText({ r: new Array(2 ** 32 - 1) }), /could not be written as JSON/);
 });

@@ -488,7 +488,7 @@ export function jsonText(value: unknown): string | undefined {
   try {
     // A replacer makes V8 take its slow path for the whole value (2 µs of every request for
     // `{ "sum": 5 }`); most results have nothing for it to replace.
-    return JSON.stringify(value, plainJson(value, 0) ? undefined : jsonReplacer);
+    return JSON.stringify(value, plainJson(value) ? undefined : jsonReplacer);
   } catch (error) {
     throw new TributaryError(
       "EXECUTION_FAILED",
@@ -497,25 +497,35 @@ export function jsonText(value: unknown): string | undefined {
   }
 }
 
-/** How deep {@link plainJson} looks before it leaves a value to the replacer. */
+/** How deep, and over how many values, {@link plainJson} looks before it leaves a value to the replacer. */
 const PLAIN_DEPTH = 32;
+const PLAIN_VALUES = 10_000;
 
 /**
  * Whether JSON.stringify writes `value` as {@link jsonReplacer} would without it: no typed
- * array, bigint or `toJSON` in it, to a depth of 32 (past that, or in a cycle, the replacer
- * decides, and names a cycle).
+ * array, bigint or `toJSON` in it, looking as JSON.stringify does (own enumerable keys,
+ * array indices) to a depth of 32 and over at most 10,000 values: past that (a large or
+ * sparse array, a cycle) the replacer decides, as it did for every value before.
  */
-function plainJson(value: unknown, depth: number): boolean {
-  if (typeof value !== "object" || value === null) return typeof value !== "bigint";
-  if (depth > PLAIN_DEPTH || ArrayBuffer.isView(value)) return false;
-  if (Array.isArray(value)) {
-    for (const item of value) if (!plainJson(item, depth + 1)) return false;
+function plainJson(value: unknown): boolean {
+  let budget = PLAIN_VALUES;
+  const plain = (value: unknown, depth: number): boolean => {
+    if (--budget < 0) return false;
+    if (typeof value === "function")
+      return typeof (value as { toJSON?: unknown }).toJSON !== "function";
+    if (typeof value !== "object" || value === null) return typeof value !== "bigint";
+    if (depth > PLAIN_DEPTH || ArrayBuffer.isView(value)) return false;
+    if (typeof (value as { toJSON?: unknown }).toJSON === "function") return false;
+    if (Array.isArray(value)) {
+      if (value.length > budget) return false;
+      for (let i = 0; i < value.length; i++) if (!plain(value[i], depth + 1)) return false;
+      return true;
+    }
+    for (const key of Object.keys(value))
+      if (!plain((value as Record<string, unknown>)[key], depth + 1)) return false;
     return true;
-  }
-  if (typeof (value as { toJSON?: unknown }).toJSON === "function") return false;
-  for (const key in value)
-    if (!plainJson((value as Record<string, unknown>)[key], depth + 1)) return false;
-  return true;
+  };
+  return plain(value, 0);
 }
 
 /** JSON for results: typed arrays as arrays, bigints as numbers or strings. */

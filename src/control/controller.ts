@@ -34,8 +34,16 @@ import {
 } from "../status.js";
 import type { ReplicaStats } from "../wire/protocol.js";
 
-/** Attempts to construct a deployment before it stays DEPLOY_FAILED. */
-const MAX_START_ATTEMPTS = 3;
+/**
+ * Failed starts in a row a deployment takes before it stays DEPLOY_FAILED, as Ray Serve
+ * counts them: 3 for each replica it wants, at most 20 (its MAX_PER_REPLICA_RETRY_COUNT and
+ * MAX_DEPLOYMENT_CONSTRUCTOR_RETRY_COUNT). Counted per deployment, since replicas that start
+ * together fail together: a count per replica read "failure 4; tried up to 3 times".
+ */
+const START_ATTEMPTS_PER_REPLICA = 3;
+const MAX_START_FAILURES = 20;
+const startAttempts = (deployment: DeploymentRuntime): number =>
+  Math.min(MAX_START_FAILURES, START_ATTEMPTS_PER_REPLICA * Math.max(1, deployment.target));
 /**
  * How long a rolling restart watches its new replicas before the last old one drains (see
  * `#rollingRestart`).
@@ -234,7 +242,7 @@ export class Controller {
     }
     await new Promise<void>((resolve, reject) => {
       const check = (): void => {
-        // A replica that failed to start is tried again (MAX_START_ATTEMPTS in all, with
+        // A replica that failed to start is tried again (startAttempts() in all, with
         // backoff): the start fails once a deployment has no attempt left or under way
         // (though some of its replicas may run: the deployment is short of its target).
         const failed = [...this.#deployments.values()].find(
@@ -403,7 +411,7 @@ export class Controller {
       target: deployment.target,
       crashes: deployment.crashes,
       givenUp:
-        deployment.startFailures >= MAX_START_ATTEMPTS &&
+        deployment.startFailures >= startAttempts(deployment) &&
         deployment.running.length < deployment.target,
       rolling: deployment.rolling,
       unplaced: deployment.unplaced,
@@ -594,7 +602,7 @@ export class Controller {
           this.#counts.get(deployment.name)!.failures.start_failed++;
           deployment.startFailures++;
           deployment.state.set("DEPLOY_FAILED");
-          deployment.message = `Replica ${id} failed to start (failure ${deployment.startFailures}; tried up to ${MAX_START_ATTEMPTS} times): ${error.message}`;
+          deployment.message = `Replica ${id} failed to start (failure ${deployment.startFailures} of at most ${startAttempts(deployment)}): ${error.message}`;
           this.#logLine("error", deployment, id, deployment.message);
           if (deployment.running.length === 0) {
             deployment.unavailable = new DeployFailedError(deployment.name, error.message, {
@@ -602,7 +610,7 @@ export class Controller {
             });
             this.#membership.publish(deployment);
           }
-          if (deployment.startFailures < MAX_START_ATTEMPTS && !deployment.rolling)
+          if (deployment.startFailures < startAttempts(deployment) && !deployment.rolling)
             this.#retryLater(deployment, 500 * 2 ** (deployment.startFailures - 1));
           this.#setStatus(deployment);
           return false;

@@ -250,7 +250,7 @@ describe("replica failures", { timeout: 120_000 }, () => {
     // Tried three times, with backoff, as the README's limits say.
     assert.match(
       deployment?.message ?? "",
-      /NeedsWeights#3 failed to start \(failure 3; tried up to 3 times\): .*weights not found/,
+      /NeedsWeights#3 failed to start \(failure 3 of at most 3\): .*weights not found/,
     );
     assert.ok(Date.now() - started < 30_000, "it fails fast instead of hanging");
   });
@@ -261,7 +261,8 @@ describe("replica failures", { timeout: 120_000 }, () => {
       const started = Date.now();
       const error = await serve(oneDeviceApp).catch((e: unknown) => e);
       assert.ok(error instanceof DeployFailedError, String(error));
-      assert.match(error.message, /failure 3; tried up to 3 times\): the device is taken/);
+      // Three attempts for each of the two replicas it wants, as Ray Serve counts them.
+      assert.match(error.message, /failure 6 of at most 6\): the device is taken/);
       assert.ok(Date.now() - started < 30_000);
     } finally {
       rmSync(ONE_DEVICE_MARKER, { force: true });

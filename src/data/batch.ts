@@ -145,16 +145,10 @@ export function batch<Item, Result>(
     const { request, done } = ActiveRequest.ofBatch(taken.map((w) => w.request));
     const run = () => fn(taken.map((w) => w.item));
     replicaStats.batch(taken.length);
-    let carried = false;
     Promise.resolve()
-      .then(() => {
-        if (!request) return run();
-        carried = true;
-        return runForRequest(request, true, run);
-      })
-      .finally(() => {
-        if (carried) uncarry();
-      })
+      .then(() =>
+        request ? Promise.resolve(runForRequest(request, true, run)).finally(uncarry) : run(),
+      )
       .then(
         (results) => {
           if (!Array.isArray(results) || results.length !== taken.length) {

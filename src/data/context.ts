@@ -193,7 +193,8 @@ export function currentRequest(): ActiveRequest | undefined {
 /**
  * @internal Runs `fn` for `request`. Code that reads the request while `fn` runs (its
  * synchronous part) gets it either way; with `carry`, what `fn` awaits gets it too, through
- * {@link requestStorage}, and {@link uncarry} must follow once that code has ended.
+ * {@link requestStorage}, and {@link uncarry} must follow once that code has ended (unless
+ * `fn` throws: its code has ended then, and is uncarried here).
  */
 export function runForRequest<T>(request: ActiveRequest, carry: boolean, fn: () => T): T {
   const outer = syncRequest;
@@ -201,7 +202,12 @@ export function runForRequest<T>(request: ActiveRequest, carry: boolean, fn: () 
   try {
     if (!carry) return fn();
     carrying++;
-    return requestStorage.run(request, fn);
+    try {
+      return requestStorage.run(request, fn);
+    } catch (error) {
+      uncarry();
+      throw error;
+    }
   } finally {
     syncRequest = outer;
   }

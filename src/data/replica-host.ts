@@ -617,26 +617,18 @@ function call(
       runInSpan(span, () => (fn as Callable).apply(isClass ? target : undefined, args)),
     );
   } catch (error) {
-    if (carry) uncarry();
     finish(caller, id, "error");
     respondError(caller, id, error, true);
     request.endSpan("error", error);
     return;
   }
+  // A thenable is awaited (a handle's response is both thenable and iterable); a stream is
+  // read later too.
   const later = isPromiseLike(result);
-  // A thenable first (a handle's response is both thenable and iterable), then a stream.
-  if (!later && isAsyncIterable(result)) {
-    returned(kind, true);
-    try {
-      startStream(caller, id, result, request, span);
-    } finally {
-      if (carry) uncarry();
-    }
-    return;
-  }
-  // A plain value (a synchronous method) is answered now: no promise, no extra microtask.
+  returned(kind, later || isAsyncIterable(result));
+  // A plain value (a synchronous method) or a stream is answered now: no promise, no extra
+  // microtask.
   if (!later) {
-    returned(kind, false);
     try {
       answer(caller, id, result, request, span);
     } finally {
@@ -644,7 +636,6 @@ function call(
     }
     return;
   }
-  returned(kind, true);
   Promise.resolve(result).then(
     (value) => {
       try {

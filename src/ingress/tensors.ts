@@ -508,24 +508,27 @@ const PLAIN_VALUES = 10_000;
  * sparse array, a cycle) the replacer decides, as it did for every value before.
  */
 function plainJson(value: unknown): boolean {
-  let budget = PLAIN_VALUES;
-  const plain = (value: unknown, depth: number): boolean => {
-    if (--budget < 0) return false;
-    if (typeof value === "function")
-      return typeof (value as { toJSON?: unknown }).toJSON !== "function";
-    if (typeof value !== "object" || value === null) return typeof value !== "bigint";
-    if (depth > PLAIN_DEPTH || ArrayBuffer.isView(value)) return false;
-    if (typeof (value as { toJSON?: unknown }).toJSON === "function") return false;
-    if (Array.isArray(value)) {
-      if (value.length > budget) return false;
-      for (let i = 0; i < value.length; i++) if (!plain(value[i], depth + 1)) return false;
-      return true;
-    }
-    for (const key of Object.keys(value))
-      if (!plain((value as Record<string, unknown>)[key], depth + 1)) return false;
-    return true;
-  };
+  budget = PLAIN_VALUES;
   return plain(value, 0);
+}
+
+/** What {@link plain} may still look at, in the value {@link plainJson} was given. */
+let budget = 0;
+
+function plain(value: unknown, depth: number): boolean {
+  if (--budget < 0 || typeof value === "bigint") return false;
+  if ((typeof value !== "object" && typeof value !== "function") || value === null) return true;
+  if (typeof (value as { toJSON?: unknown }).toJSON === "function") return false;
+  if (typeof value === "function") return true; // left out, as JSON.stringify does
+  if (depth > PLAIN_DEPTH || ArrayBuffer.isView(value)) return false;
+  if (Array.isArray(value)) {
+    if (value.length > budget) return false;
+    for (let i = 0; i < value.length; i++) if (!plain(value[i], depth + 1)) return false;
+    return true;
+  }
+  for (const key of Object.keys(value))
+    if (!plain((value as Record<string, unknown>)[key], depth + 1)) return false;
+  return true;
 }
 
 /** JSON for results: typed arrays as arrays, bigints as numbers or strings. */

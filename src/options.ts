@@ -259,7 +259,8 @@ export const DEFAULT_OPTIONS = {
   // Ray Serve checks every 10 s and waits 30 s, because there a health check queues behind
   // the actor's requests. Here a replica answers a check at once unless its event loop is
   // blocked, so a shorter wait still leaves room for a long synchronous step, and a hung
-  // replica is replaced within about 15 s instead of 40 s. A check costs one message.
+  // replica is replaced within about 45 s (3 failed checks in a row) instead of 120 s. A
+  // check costs one message. (DESIGN.md §4's table still says 10 s and 30 s.)
   healthCheckPeriod: "5s",
   healthCheckTimeout: "10s",
   gracefulShutdownTimeout: "20s",

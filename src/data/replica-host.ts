@@ -160,11 +160,9 @@ function channelCaller(
   );
   return {
     caller,
-    receive: (data) => {
-      unbatch(data, (message) => onCall(caller, message));
-      // The answers of synchronous methods go now; later ones with the next microtask.
-      batcher.flush();
-    },
+    // The answers of synchronous methods go once the message is handled; later ones with
+    // the next microtask.
+    receive: (data) => batcher.within(() => unbatch(data, (message) => onCall(caller, message))),
   };
 }
 
@@ -519,13 +517,14 @@ async function stream(
   iterable: AsyncIterable<unknown>,
   request: ActiveRequest,
 ): Promise<Outcome> {
-  caller.post({ t: "stream", id });
   const flow = new StreamFlow();
-  caller.flows.set(id, flow);
-  request.onCancel(() => flow.wake());
   let iterator: AsyncIterator<unknown>;
+  // Everything inside the try: whatever throws fails this call (and `finish` frees its
+  // slot), not the replica. An iterable whose iterator throws, for one.
   try {
-    // (Inside the try: an iterable whose iterator throws fails this call, not the replica.)
+    caller.post({ t: "stream", id });
+    caller.flows.set(id, flow);
+    request.onCancel(() => flow.wake());
     iterator = iterable[Symbol.asyncIterator]();
     for (let sent = 1; !request.cancelled; sent++) {
       const next = await iterator.next();
@@ -877,15 +876,13 @@ function onMessage(message: ToReplica): void {
 process.on("exit", () => batcher.flush());
 
 if (parentPort) {
-  parentPort.on("message", (data: ToReplica | ToReplica[]) => {
-    unbatch(data, onMessage);
-    batcher.flush();
-  });
+  parentPort.on("message", (data: ToReplica | ToReplica[]) =>
+    batcher.within(() => unbatch(data, onMessage)),
+  );
 } else {
-  process.on("message", (data) => {
-    unbatch(data as ToReplica | ToReplica[], onMessage);
-    batcher.flush();
-  });
+  process.on("message", (data) =>
+    batcher.within(() => unbatch(data as ToReplica | ToReplica[], onMessage)),
+  );
   // The runtime going away (its IPC channel closing) ends this process; the watchdog
   // ends it even when its event loop is too busy to see that.
   process.on("disconnect", () => process.exit(0));

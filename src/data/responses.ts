@@ -124,6 +124,17 @@ export interface PendingCall {
   stream?: StreamReader;
 }
 
+/** Calls this thread has sent, on any channel, that have no answer yet. */
+let awaiting = 0;
+
+/**
+ * Whether this thread waits for no answer at all: a call made now is the only one, and
+ * nothing else it sends this turn will join it in a batch (see `ReplicaConnection.call`).
+ */
+export function awaitingNothing(): boolean {
+  return awaiting === 0;
+}
+
 export class Responses {
   /** Not a `Map`: see {@link CallTable} (a `Map` here made every young collection slow). */
   readonly #pending = new CallTable<PendingCall>();
@@ -134,17 +145,21 @@ export class Responses {
 
   /** Holds `call` until its response; returns the id its messages carry. */
   add(call: PendingCall): number {
+    awaiting++;
     return this.#pending.add(call);
   }
 
   /** Holds `call` under an id of the caller's own (control messages: negative ids). */
   addWithId(id: number, call: PendingCall): void {
+    if (!this.#pending.has(id)) awaiting++;
     this.#pending.set(id, call);
   }
 
   /** Forgets a call (after a cancel); a late response to it is ignored. */
   forget(id: number): PendingCall | undefined {
-    return this.#pending.take(id);
+    const call = this.#pending.take(id);
+    if (call) awaiting--;
+    return call;
   }
 
   onResponse(message: Response): void {
@@ -153,11 +168,13 @@ export class Responses {
     switch (message.t) {
       case "ok":
         this.#pending.take(message.id);
+        awaiting--;
         call.settled?.();
         call.resolve(message.v);
         return;
       case "err": {
         this.#pending.take(message.id);
+        awaiting--;
         call.settled?.();
         const error = call.toError(message.e, message.user);
         if (call.stream) call.stream.end(error);
@@ -168,6 +185,7 @@ export class Responses {
         call.stream = new StreamReader(
           () => {
             if (this.#pending.delete(message.id)) {
+              awaiting--;
               // Cancel first: settling frees the slot, and with it the connection to cancel on.
               call.cancelStream?.();
               call.settled?.();
@@ -182,6 +200,7 @@ export class Responses {
         return;
       case "end":
         this.#pending.take(message.id);
+        awaiting--;
         call.settled?.();
         call.stream?.end();
         return;
@@ -197,6 +216,7 @@ export class Responses {
   rejectAll(error: () => Error): void {
     const calls = this.#pending.values();
     this.#pending.clear();
+    awaiting -= calls.length;
     for (const call of calls) {
       call.settled?.();
       if (call.stream) call.stream.end(error());

@@ -29,7 +29,7 @@ import { deserializeError } from "../wire/error-codec.js";
 import type { SerializedError } from "../wire/protocol.js";
 import type { CancelScope } from "./cancel.js";
 import type { ReplicaConnection, RoutedCall } from "./connection.js";
-import type { StreamReader } from "./responses.js";
+import { awaitingNothing, type StreamReader } from "./responses.js";
 import { changeable } from "./transport/batch.js";
 import { MoveOnce, transferablesOf } from "./transport/transfer.js";
 import type { Transfer } from "./transport/transport.js";
@@ -253,6 +253,17 @@ class Request implements RoutedCall {
   dispatched(): void {
     clearTimeout(this.#queueTimer);
     this.#queueTimer = undefined;
+  }
+
+  /**
+   * Whether this call may go at once though nothing requires it: this thread awaits no
+   * answer at all, so nothing is coming that would join it in a batch (under load
+   * something always is in flight), and waiting for the end of the turn would only add
+   * to its latency. Not a call that moves or views buffers: another call made with the
+   * same array in the same turn gets a copy while this one has not left (`#moveOnce`).
+   */
+  alone(): boolean {
+    return this.transfer.length === 0 && this.viewed.length === 0 && awaitingNothing();
   }
 
   resolve(value: unknown): void {
@@ -580,7 +591,7 @@ export class Router {
         request,
         request.model,
         request.options.traceparent,
-        !request.owned,
+        !request.owned || request.alone(),
       );
     } catch (error) {
       // The arguments could not be sent (a value structured clone rejects): nothing was dispatched.

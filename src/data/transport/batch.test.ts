@@ -40,6 +40,53 @@ describe("MessageBatcher", () => {
     );
   });
 
+  test("a message sent at once schedules nothing; within() sends what its handler queued, even if it throws", () => {
+    for (const gather of ["turn", "microtask"] as const) {
+      // The batcher takes its scheduler from the global when it is made: count its calls.
+      const name = gather === "turn" ? "setImmediate" : "queueMicrotask";
+      const real = globalThis[name];
+      let scheduled = 0;
+      (globalThis as Record<string, unknown>)[name] = (...args: unknown[]) => {
+        scheduled++;
+        return (real as (...a: unknown[]) => unknown)(...args);
+      };
+      try {
+        const { batcher, sends } = recorder(gather);
+        batcher.push(1, undefined, true);
+        assert.deepEqual(
+          sends.map((s) => s.data),
+          [1],
+          "sent at once",
+        );
+        assert.equal(scheduled, 0, `${gather}: no flush scheduled for an empty queue`);
+        batcher.within(() => {
+          batcher.push(2);
+          batcher.push(3);
+          assert.equal(sends.length, 1, "held while the handler runs");
+        });
+        assert.deepEqual(
+          sends.map((s) => s.data),
+          [1, [2, 3]],
+          "sent as the handler returned",
+        );
+        assert.throws(
+          () =>
+            batcher.within(() => {
+              batcher.push(4);
+              throw new Error("handler failed");
+            }),
+          /handler failed/,
+        );
+        assert.equal(sends.at(-1)!.data, 4, "sent although the handler threw");
+        assert.equal(scheduled, 0, `${gather}: within() scheduled nothing`);
+        batcher.push(5);
+        assert.equal(scheduled, 1, "outside within(), a queued message schedules its flush");
+      } finally {
+        (globalThis as Record<string, unknown>)[name] = real;
+      }
+    }
+  });
+
   test(`a batch goes as soon as it holds ${MAX_BATCH} messages, the rest at the end of the turn`, async () => {
     const { batcher, sends } = recorder("turn");
     const count = MAX_BATCH * 2 + 5;

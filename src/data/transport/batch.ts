@@ -68,17 +68,34 @@ export class MessageBatcher<M> {
         transfer = undefined;
       }
     }
-    if (!this.#turnOpen) {
-      this.#turnOpen = true;
-      this.#schedule(this.#scheduled);
-    }
     this.#queue.push(message);
     if (transfer && transfer.length > 0) {
       this.#transfer.push(...transfer);
       (this.#transferOf ??= new Map()).set(message, transfer);
     }
-    // The flush already scheduled sends what comes after.
-    if (now || this.#queue.length >= MAX_BATCH) this.flush();
+    if (now || this.#queue.length >= MAX_BATCH) {
+      this.flush();
+    } else if (!this.#turnOpen) {
+      // A message sent at once schedules nothing: a flush scheduled for an empty queue
+      // would cost a turn of the event loop (setImmediate) or a microtask for nothing.
+      this.#turnOpen = true;
+      this.#schedule(this.#scheduled);
+    }
+  }
+
+  /**
+   * Runs `handle` (the handling of a message that arrived), then sends what it queued:
+   * meanwhile nothing schedules a flush of its own, since this one follows at once.
+   */
+  within(handle: () => void): void {
+    const open = this.#turnOpen;
+    this.#turnOpen = true;
+    try {
+      handle();
+    } finally {
+      this.#turnOpen = open;
+      this.flush();
+    }
   }
 
   readonly #scheduled = (): void => {

@@ -274,6 +274,34 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
     );
   });
 
+  test("oip - NaN and Infinity in an answer: null in REST JSON (JSON has neither), exact over gRPC", async () => {
+    // 3e38 × 2 overflows FP32 (a JSON request cannot carry NaN or Infinity itself).
+    const rest = await fetch(`${server.url}/v2/models/scaler/infer`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[3e38,1]},{"name":"scale","datatype":"FP64","shape":[1],"data":[2]},{"name":"name","datatype":"BYTES","shape":[1],"data":["n"]}],"outputs":[{"name":"y"}]}`,
+    });
+    const text = await rest.text();
+    assert.equal(rest.status, 200, text);
+    assert.deepEqual(JSON.parse(text).outputs[0].data, [null, 2], "valid JSON, Infinity as null");
+    const x = Buffer.from(Float32Array.of(Number.NaN, Infinity, -Infinity, 1).buffer);
+    const scale = Buffer.from(Float64Array.of(2).buffer);
+    const response = await rpc<InferResponse>(client, "ModelInfer", {
+      model_name: "scaler",
+      inputs: [
+        { name: "x", datatype: "FP32", shape: [2, 2] },
+        { name: "scale", datatype: "FP64", shape: [1] },
+      ],
+      outputs: [{ name: "y" }],
+      raw_input_contents: [x, scale],
+    });
+    const raw = response.raw_output_contents![0]!;
+    assert.deepEqual(
+      [...new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength))],
+      [Number.NaN, Infinity, -Infinity, 2],
+    );
+  });
+
   test("oip grpc - bad tensors are INVALID_ARGUMENT with the reason", async () => {
     const mismatch = rpc(client, "ModelInfer", {
       model_name: "scaler",

@@ -60,6 +60,23 @@ test("responses - a call made while the thread awaits no answer goes at once; wh
   one.onMessage({ t: "end", id: ids.at(-1)! });
   await streamed;
   assert.ok(awaitingNothing(), "a stream's end settles it");
+  // A consumer that stops reading early; a replica that hands a call back (busy).
+  const early = routerA.call("f", [5]);
+  one.onMessage({ t: "stream", id: ids.at(-1)! });
+  const reader = (await early) as AsyncIterableIterator<unknown>;
+  assert.ok(!awaitingNothing());
+  await reader.return!();
+  assert.ok(awaitingNothing(), "a stream its consumer left is no longer awaited");
+  const handedBack = routerA.call("f", [6]);
+  const handedId = ids.at(-1)!;
+  one.onMessage({ t: "busy", id: handedId });
+  // The only replica is full until it says a slot is free: then the call goes again.
+  assert.ok(awaitingNothing(), "handed back, it waits in the router, not for an answer");
+  one.onMessage({ t: "free" });
+  assert.notEqual(ids.at(-1), handedId, "sent again");
+  one.onMessage({ t: "ok", id: ids.at(-1)!, v: 6 });
+  assert.equal(await handedBack, 6);
+  assert.ok(awaitingNothing(), "the call handed back and sent again counted once");
 
   const control = new Responses();
   const call = { resolve: () => {}, reject: () => {} } as unknown as PendingCall;

@@ -129,7 +129,9 @@ let awaiting = 0;
 
 /**
  * Whether this thread waits for no answer at all: a call made now is the only one, and
- * nothing else it sends this turn will join it in a batch (see `ReplicaConnection.call`).
+ * nothing else it sends this turn will join it in a batch (see `Request.alone` in the
+ * router). Anything long-lived in flight (an open stream, a health check, a call to a hung
+ * replica) keeps calls batched while it lasts, as they were before.
  */
 export function awaitingNothing(): boolean {
   return awaiting === 0;
@@ -145,14 +147,16 @@ export class Responses {
 
   /** Holds `call` until its response; returns the id its messages carry. */
   add(call: PendingCall): number {
+    const id = this.#pending.add(call); // (counted once held: add can throw)
     awaiting++;
-    return this.#pending.add(call);
+    return id;
   }
 
   /** Holds `call` under an id of the caller's own (control messages: negative ids). */
   addWithId(id: number, call: PendingCall): void {
-    if (!this.#pending.has(id)) awaiting++;
+    const held = this.#pending.has(id);
     this.#pending.set(id, call);
+    if (!held) awaiting++;
   }
 
   /** Forgets a call (after a cancel); a late response to it is ignored. */

@@ -283,7 +283,8 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
     });
     const text = await rest.text();
     assert.equal(rest.status, 200, text);
-    assert.deepEqual(JSON.parse(text).outputs[0].data, [null, 2], "valid JSON, Infinity as null");
+    const answer = JSON.parse(text) as InferResponse;
+    assert.deepEqual(answer.outputs[0]!.data, [null, 2], "valid JSON, Infinity as null");
     const x = Buffer.from(Float32Array.of(Number.NaN, Infinity, -Infinity, 1).buffer);
     const scale = Buffer.from(Float64Array.of(2).buffer);
     const response = await rpc<InferResponse>(client, "ModelInfer", {

@@ -289,14 +289,21 @@ export class ClusterNode {
     this.#closed = true;
     clearTimeout(this.#heartbeatTimer);
     this.#stopWatch?.();
-    // Each replica drains what it runs first (it answers new calls `busy`, and routers send
-    // them elsewhere), as a graceful stop does on one machine.
+    // The front door first: it takes no new request and answers those in flight, whose calls
+    // may need this node's replicas, still running (before, it was forced after 1 s, once
+    // they had gone, and a longer request lost its connection). Forced after LEAVE_DRAIN_MS.
+    let forced: NodeJS.Timeout | undefined;
+    await this.#pool?.close(
+      new Promise((resolve) => (forced = setTimeout(resolve, LEAVE_DRAIN_MS))),
+    );
+    clearTimeout(forced);
+    // Each replica drains what it runs (it answers new calls `busy`, and routers send them
+    // elsewhere), as a graceful stop does on one machine.
     await Promise.all([...this.#hosted.values()].map((h) => this.#drain(h)));
     await Promise.all(
       [...this.#hosted.values()].map((h) => this.#end(h, "the node is leaving", "info")),
     );
     this.#hello?.close();
-    await this.#pool?.close(new Promise((resolve) => setTimeout(resolve, 1_000)));
     for (const bridge of this.#bridges) bridge.close();
     this.#mailbox.close();
     await this.#nodesKv.delete(this.options.name).catch(() => undefined);

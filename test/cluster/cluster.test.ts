@@ -628,6 +628,26 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
     const again = await bothRunning("the next head runs every application");
     assert.deepEqual(replicaIds(again), ids, "the same replicas again, adopted");
   });
+
+  test("cluster - a node that leaves answers what its front door has in flight, though it runs past a second", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    // A node with a front door and room for no replica: leaving, it has nothing to drain.
+    const door = await startNode("door", { cpus: 0 }, true);
+    const url = /front door at (\S+)\./.exec(door.output())![1]!;
+    await until("the node's front door serves the application", 30_000, async () => {
+      return (await post(`${url}/cluster`, { op: "where" })).status === 200;
+    });
+    // Before, the front door was forced 1 s into leaving: this request lost its connection.
+    const inFlight = post(`${url}/cluster`, { op: "sleep", ms: 2_500 });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const leaving = door.stop("SIGTERM");
+    const slept = await inFlight;
+    assert.equal(slept.status, 200, JSON.stringify(slept.body));
+    assert.ok(slept.body.back.node, "the backend answered");
+    await leaving;
+    assert.equal(door.child.exitCode, 0, door.output());
+    assert.match(door.output(), /Leaving the cluster…[\s\S]*Stopped\./);
+  });
 });
 
 /**

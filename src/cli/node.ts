@@ -289,17 +289,19 @@ export class ClusterNode {
     this.#closed = true;
     clearTimeout(this.#heartbeatTimer);
     this.#stopWatch?.();
-    // The front door first: it takes no new request and answers those in flight, whose calls
-    // may need this node's replicas, still running (before, it was forced after 1 s, once
-    // they had gone, and a longer request lost its connection). Forced after LEAVE_DRAIN_MS.
+    // At the same time, each for up to LEAVE_DRAIN_MS: the front door takes no new request
+    // and answers those in flight (their calls still reach this node's replicas, or others),
+    // and each replica drains what it runs (it answers new calls `busy`, and routers send
+    // them elsewhere), as a graceful stop does on one machine. Before, the front door was
+    // forced 1 s after the replicas had drained, and a request running past a second lost
+    // its connection. At once, not one after the other: the heartbeat has stopped, and the
+    // head declares this node DEAD `nodeTimeout` after the last one.
     let forced: NodeJS.Timeout | undefined;
-    await this.#pool?.close(
-      new Promise((resolve) => (forced = setTimeout(resolve, LEAVE_DRAIN_MS))),
-    );
+    await Promise.all([
+      this.#pool?.close(new Promise((resolve) => (forced = setTimeout(resolve, LEAVE_DRAIN_MS)))),
+      ...[...this.#hosted.values()].map((h) => this.#drain(h)),
+    ]);
     clearTimeout(forced);
-    // Each replica drains what it runs (it answers new calls `busy`, and routers send them
-    // elsewhere), as a graceful stop does on one machine.
-    await Promise.all([...this.#hosted.values()].map((h) => this.#drain(h)));
     await Promise.all(
       [...this.#hosted.values()].map((h) => this.#end(h, "the node is leaving", "info")),
     );

@@ -288,7 +288,6 @@ export class ClusterNode {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#heartbeatTimer);
-    this.#stopWatch?.();
     // At the same time, each for up to LEAVE_DRAIN_MS: the front door takes no new request
     // and answers those in flight (their calls still reach this node's replicas, or others),
     // and each replica drains what it runs (it answers new calls `busy`, and routers send
@@ -302,6 +301,10 @@ export class ClusterNode {
       ...[...this.#hosted.values()].map((h) => this.#drain(h)),
     ]);
     clearTimeout(forced);
+    // Only now: meanwhile a peer lost, or NATS, still fails the calls in flight on it at once
+    // (the front door's bridged calls too) instead of leaving them to the force. A new
+    // config is no longer applied (#closed).
+    this.#stopWatch?.();
     await Promise.all(
       [...this.#hosted.values()].map((h) => this.#end(h, "the node is leaving", "info")),
     );
@@ -759,7 +762,7 @@ export class ClusterNode {
     };
     void (async () => {
       for await (const entry of watch) {
-        if (entry.operation !== "PUT" || entry.length === 0) continue;
+        if (entry.operation !== "PUT" || entry.length === 0 || this.#closed) continue;
         const next = entry.json<{ file: string; text: string }>();
         if (next.text === this.#appliedText) continue;
         this.#appliedText = next.text;

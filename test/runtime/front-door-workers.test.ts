@@ -1,11 +1,10 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { spawn } from "node:child_process";
 import cluster from "node:cluster";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { promisify } from "node:util";
 import { serve } from "../serve.js";
 import { eventually } from "./eventually.js";
 import * as grpc from "@grpc/grpc-js";
@@ -29,6 +28,7 @@ const [url, ms] = process.argv.slice(1);
     const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: "1" });
     await res.arrayBuffer();
     if (res.ok) done.push(Date.now()); else failed++;
+    if (done.length + failed === 1) console.log("started");
   }
   console.log(JSON.stringify({ done, failed }));
 })();`;
@@ -48,19 +48,30 @@ describe("front doors as several worker processes (http.workers)", { timeout: 90
     const answers = await Promise.all(Array.from({ length: 20 }, () => post(server.url)));
     assert.deepEqual(new Set(answers.map((r) => r.status)), new Set([200]));
 
-    const client = promisify(execFile)(process.execPath, [
-      "-e",
-      CLIENT,
-      `${server.url}/direct`,
-      "1500",
+    const client = spawn(process.execPath, ["-e", CLIENT, `${server.url}/direct`, "1500"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let output = "";
+    const exited = new Promise<void>((resolve) => client.once("exit", () => resolve()));
+    // Blocked once the client has its first answer (before, after 500 ms: a client process
+    // slow to start on a busy machine had not sent anything yet, and saw no answer during it).
+    await Promise.race([
+      new Promise<void>((resolve) =>
+        client.stdout.on("data", (data: Buffer) => {
+          output += data.toString();
+          if (output.includes("started\n")) resolve();
+        }),
+      ),
+      exited,
     ]);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await new Promise((resolve) => setTimeout(resolve, 100));
     const blockedFrom = Date.now();
     while (Date.now() - blockedFrom < 300) {
       // The main thread (control plane) does nothing else for 300 ms.
     }
     const blockedTo = Date.now();
-    const { done, failed } = JSON.parse((await client).stdout) as {
+    await exited;
+    const { done, failed } = JSON.parse(output.trim().split("\n").at(-1)!) as {
       done: number[];
       failed: number;
     };

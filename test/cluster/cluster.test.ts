@@ -120,7 +120,7 @@ ${backend}  # Its backend needs a resource no node has, until the test starts on
         resources: { cpus: 0.1, custom: { big: 1 } }
 `;
 
-describe("cluster - a head and nodes on NATS", { timeout: 240_000 }, () => {
+describe("cluster - a head and nodes on NATS", { timeout: 480_000 }, () => {
   let nats: NatsServer | undefined;
   let dir: string;
   let head: Proc | undefined;

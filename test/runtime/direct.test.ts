@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import { serve } from "../serve.js";
 import { app, payload, type Caller, type Leaf } from "../fixtures/direct-app.js";
 
-describe("data plane: replicas call each other directly", { timeout: 60_000 }, () => {
+describe("data plane: replicas call each other directly", { timeout: 150_000 }, () => {
   const layouts = {
     "thread to thread (MessageChannel)": app,
     "process to process (Unix socket)": app.withOptions({

@@ -30,7 +30,7 @@ const crashes = [
   ["process", "segfault", /killed by SIGSEGV/],
 ] as const;
 
-describe("replica failures", { timeout: 120_000 }, () => {
+describe("replica failures", { timeout: 240_000 }, () => {
   for (const [isolation, method, reason] of crashes) {
     test(`crash - a ${isolation} replica that dies in ${method}() fails its in-flight requests with ReplicaDiedError and is replaced`, async () => {
       type Line = { level: number; deployment?: string; replica?: string; msg: string };

@@ -40,7 +40,7 @@ const post = (url: string): Promise<Response> =>
     body: "1",
   });
 
-describe("front doors as several worker processes (http.workers)", { timeout: 90_000 }, () => {
+describe("front doors as several worker processes (http.workers)", { timeout: 240_000 }, () => {
   test("workers - two front-door processes share the port and answer while the main thread is blocked; one that dies is replaced", async () => {
     await using server = await serve(app, { http: { workers: 2 } });
     const pool = server.frontDoorPool!;

@@ -30,7 +30,7 @@ const unsendable: readonly [Attempt, RegExp][] = [
 
 describe(
   "handle arguments: un-awaited results and values that cannot be sent",
-  { timeout: 120_000 },
+  { timeout: 240_000 },
   () => {
     for (const isolation of ["thread", "process"] as const) {
       test(`handles - inside a ${isolation} replica, a call with an argument that cannot be sent rejects at once with a ValidationError naming the deployment, method and argument`, async () => {

@@ -19,7 +19,7 @@ const CLIENT_SPAN = "00f067aa0ba902b7";
 
 describe(
   "tracing: one request is one trace across threads and processes",
-  { timeout: 120_000 },
+  { timeout: 240_000 },
   () => {
     let receiver: Awaited<ReturnType<typeof otlpReceiver>>;
     before(async () => {

@@ -200,7 +200,12 @@ export class ClusterNode {
   /** When this node last saw each other node's heartbeat (its clock). */
   readonly #peers = new Map<string, number>();
   #stopWatch: (() => void) | undefined;
+  /** Set when the node begins to leave (or fails to start): it takes on nothing new. */
   #closed = false;
+  /** Heartbeats go on while this is set: through a leave's drain, until its replicas end. */
+  #beating = true;
+  /** The last heartbeat's write: a leave waits for it before it deletes the key. */
+  #lastPut: Promise<unknown> | undefined;
   #bridgeNumber = 0;
   /** This node's front door (`--http-port`), and its subscriptions to the head. */
   #pool: FrontDoorPool | undefined;
@@ -248,6 +253,7 @@ export class ClusterNode {
     await node.#claimName().catch((error: unknown) => {
       // (Not close(): it deletes the name's key, which is the other node's.)
       node.#closed = true;
+      node.#beating = false;
       node.#mailbox.close();
       throw error;
     });
@@ -283,24 +289,31 @@ export class ClusterNode {
     return [...this.#hosted.keys()];
   }
 
-  /** Leaves the cluster: ends every replica, removes this node's heartbeat. */
+  /**
+   * Leaves the cluster: drains what it runs, ends every replica, removes this node's
+   * heartbeat. Meanwhile it heartbeats as LEAVING: the head places nothing new on it, and
+   * does not declare it DEAD (which fails the calls still running on its replicas) while
+   * they finish.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#heartbeatTimer);
+    // The head hears at once that this node is leaving (the record says so from now on).
+    void this.#heartbeat().catch(() => undefined);
     // At the same time, each for up to LEAVE_DRAIN_MS: the front door takes no new request
     // and answers those in flight (their calls still reach this node's replicas, or others),
     // and each replica drains what it runs (it answers new calls `busy`, and routers send
     // them elsewhere), as a graceful stop does on one machine. Before, the front door was
     // forced 1 s after the replicas had drained, and a request running past a second lost
-    // its connection. At once, not one after the other: the heartbeat has stopped, and the
-    // head declares this node DEAD `nodeTimeout` after the last one.
+    // its connection.
     let forced: NodeJS.Timeout | undefined;
     await Promise.all([
       this.#pool?.close(new Promise((resolve) => (forced = setTimeout(resolve, LEAVE_DRAIN_MS)))),
       ...[...this.#hosted.values()].map((h) => this.#drain(h)),
     ]);
     clearTimeout(forced);
+    this.#beating = false;
+    clearTimeout(this.#heartbeatTimer);
     // Only now: meanwhile a peer lost, or NATS, still fails the calls in flight on it at once
     // (the front door's bridged calls too) instead of leaving them to the force. A new
     // config is no longer applied (#closed).
@@ -311,6 +324,9 @@ export class ClusterNode {
     this.#hello?.close();
     for (const bridge of this.#bridges) bridge.close();
     this.#mailbox.close();
+    // A heartbeat still on its way would put the key back after the delete (and the head
+    // would list this node as LEAVING until nodeTimeout).
+    await withinMs(this.#lastPut ?? Promise.resolve(), 2_000, "").catch(() => undefined);
     await this.#nodesKv.delete(this.options.name).catch(() => undefined);
   }
 
@@ -371,11 +387,14 @@ export class ClusterNode {
       heartbeat: Date.now(),
       pid: process.pid,
       replicas: [...this.#hosted.values()].filter((h) => h.ready).map((h) => h.id),
+      ...(this.#closed && { leaving: true }),
     };
   }
 
   async #heartbeat(): Promise<void> {
-    await this.#nodesKv.put(this.options.name, JSON.stringify(this.#record()));
+    const put = this.#nodesKv.put(this.options.name, JSON.stringify(this.#record()));
+    this.#lastPut = put;
+    await put;
     this.#lastHeartbeat = Date.now();
   }
 
@@ -405,7 +424,7 @@ export class ClusterNode {
             const until = this.#lastHeartbeat + (this.#nodeTimeoutMs * 3) / 4;
             let through = false;
             // Short tries, so that one sent just before NATS is back does not use them up.
-            while (!through && !this.#closed && Date.now() < until) {
+            while (!through && this.#beating && Date.now() < until) {
               through = await withinMs(
                 this.#heartbeat(),
                 Math.min(500, until - Date.now()),
@@ -420,7 +439,7 @@ export class ClusterNode {
             if (!through) this.#fence();
           }
         }
-        if (!this.#closed) this.#scheduleHeartbeat(failed ? RETRY_HEARTBEAT_MS : undefined);
+        if (this.#beating) this.#scheduleHeartbeat(failed ? RETRY_HEARTBEAT_MS : undefined);
       })();
     }, delayMs ?? every);
     this.#heartbeatTimer.unref();

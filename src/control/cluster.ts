@@ -4,7 +4,8 @@
  * that restarts finds it), and a {@link TransportFactory} that places a replica on a node
  * whose free resources fit, or adopts one that runs from before a restart. A node whose
  * heartbeat stops for `nodeTimeout` is DEAD: its replicas exit (their calls in flight fail
- * with ReplicaDiedError) and the controllers start replacements elsewhere.
+ * with ReplicaDiedError) and the controllers start replacements elsewhere. A node that
+ * leaves is LEAVING while it drains (it heartbeats, and nothing new is placed on it).
  */
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
@@ -33,7 +34,11 @@ import {
 } from "../wire/cluster.js";
 import { choose, freeResources, type Need } from "./placement.js";
 
-export type NodeState = "ALIVE" | "DEAD";
+/**
+ * `LEAVING`: the node has begun to leave (`tributary node` stopped with SIGTERM or SIGINT):
+ * it heartbeats while it drains what it runs, and nothing new is placed on it.
+ */
+export type NodeState = "ALIVE" | "LEAVING" | "DEAD";
 
 /** A node as `tributary status` lists it. */
 export interface NodeStatusInfo {
@@ -421,7 +426,7 @@ export class ClusterHead {
     this.#orphans = [];
     for (const record of orphans) {
       const node = this.#nodes.get(record.node);
-      if (node?.state === "ALIVE") {
+      if (node && node.state !== "DEAD") {
         const transport = new RemoteReplicaTransport(
           this.nc,
           { ...record, nodeAddress: node.record.address },
@@ -580,16 +585,18 @@ export class ClusterHead {
       });
       return;
     }
-    if (existing && existing.state === "ALIVE") {
+    if (existing && existing.state !== "DEAD") {
       existing.record = record;
       existing.lastSeen = Date.now();
+      // A node that leaves stays LEAVING until its key is deleted (or it stops heartbeating).
+      if (record.leaving) existing.state = "LEAVING";
       return;
     }
     // A new node, or one that was DEAD and came back (its old replicas are gone: a node
     // cut off from NATS ends its replicas itself before the head gives up on it).
     this.#nodes.set(record.name, {
       record,
-      state: "ALIVE",
+      state: record.leaving ? "LEAVING" : "ALIVE",
       lastSeen: Date.now(),
       transports: existing?.transports ?? new Set(),
     });
@@ -612,7 +619,7 @@ export class ClusterHead {
       return;
     }
     for (const node of this.#nodes.values())
-      if (node.state === "ALIVE" && now - node.lastSeen > this.settings.nodeTimeoutMs)
+      if (node.state !== "DEAD" && now - node.lastSeen > this.settings.nodeTimeoutMs)
         this.#lost(
           node.record.name,
           `no heartbeat for ${now - node.lastSeen} ms; nodeTimeout ${this.settings.nodeTimeoutMs} ms`,

@@ -52,6 +52,11 @@ export interface NodeRecord {
   readonly pid: number;
   /** Replicas it runs, by id. */
   readonly replicas: readonly string[];
+  /**
+   * Set once the node has begun to leave: it drains what it runs and heartbeats until it is
+   * done, and the head places nothing new on it (absent from nodes before this field).
+   */
+  readonly leaving?: boolean | undefined;
 }
 
 /** A replica the head placed, under `replica.<token>` in the state bucket. */

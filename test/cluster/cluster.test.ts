@@ -648,6 +648,38 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
     assert.equal(door.child.exitCode, 0, door.output());
     assert.match(door.output(), /Leaving the cluster…[\s\S]*Stopped\./);
   });
+
+  test("cluster - a node that leaves is LEAVING while its replicas finish calls that run past nodeTimeout, and nothing new is placed on it", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const before = await backendWhole();
+    // n1 runs the ingress; a backend replica elsewhere is on the node that leaves.
+    const victim = before.replicas.find((r) => r.node !== "n1")!.node!;
+    const url = `${(await status()).url}/cluster`;
+    // Calls of 6 s, three times nodeTimeout (2 s): before, the head declared the leaving node
+    // DEAD 2 s in, and the calls still running on its replica failed with REPLICA_DIED.
+    const calls = Array.from({ length: 6 }, () => post(url, { op: "sleep", ms: 6_000 }));
+    await new Promise((resolve) => setTimeout(resolve, 1_000)); // each runs on a replica
+    const leaving = nodes.get(victim)!.stop("SIGTERM");
+    await until(`${victim} is LEAVING`, 5_000, async () => {
+      return (await status()).nodes.find((n) => n.name === victim)?.state === "LEAVING";
+    });
+    const answers = await Promise.all(calls);
+    for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.ok(
+      answers.some((a) => a.body.back.node === victim),
+      `some of the calls ran on the leaving node ${victim}: ${answers.map((a) => a.body.back.node).join(", ")}`,
+    );
+    await leaving;
+    assert.equal(nodes.get(victim)!.child.exitCode, 0, nodes.get(victim)!.output());
+    // Gone (its key deleted), it can join again under its name, and the deployment is whole
+    // (its replacement on it, or on a node with room that this suite's earlier tests left).
+    await until(`${victim} is gone`, 5_000, async () => {
+      return (await status()).nodes.find((n) => n.name === victim)?.state === "DEAD";
+    });
+    await startNode(victim, { cpus: 2, custom: { back: 1 } });
+    const whole = await backendWhole();
+    assert.equal(whole.replicas.length, 2);
+  });
 });
 
 /**

@@ -161,6 +161,11 @@ export class Responses {
 
   /** Forgets a call (after a cancel); a late response to it is ignored. */
   forget(id: number): PendingCall | undefined {
+    return this.#take(id);
+  }
+
+  /** Takes call `id` out of the table: it is no longer awaited (the one place that counts down). */
+  #take(id: number): PendingCall | undefined {
     const call = this.#pending.take(id);
     if (call) awaiting--;
     return call;
@@ -171,14 +176,12 @@ export class Responses {
     if (!call) return;
     switch (message.t) {
       case "ok":
-        this.#pending.take(message.id);
-        awaiting--;
+        this.#take(message.id);
         call.settled?.();
         call.resolve(message.v);
         return;
       case "err": {
-        this.#pending.take(message.id);
-        awaiting--;
+        this.#take(message.id);
         call.settled?.();
         const error = call.toError(message.e, message.user);
         if (call.stream) call.stream.end(error);
@@ -188,8 +191,7 @@ export class Responses {
       case "stream":
         call.stream = new StreamReader(
           () => {
-            if (this.#pending.delete(message.id)) {
-              awaiting--;
+            if (this.#take(message.id)) {
               // Cancel first: settling frees the slot, and with it the connection to cancel on.
               call.cancelStream?.();
               call.settled?.();
@@ -203,8 +205,7 @@ export class Responses {
         call.stream?.push(message.v);
         return;
       case "end":
-        this.#pending.take(message.id);
-        awaiting--;
+        this.#take(message.id);
         call.settled?.();
         call.stream?.end();
         return;

@@ -236,38 +236,33 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
     assert.deepEqual(name.contents?.bytes_contents?.map(String), ["none"]);
   });
 
-  test("oip grpc - ModelInfer with raw_input_contents answers raw_output_contents", async () => {
-    const x = Buffer.from(Float32Array.of(1, 2, 3, 4).buffer);
-    const scale = Buffer.from(Float64Array.of(2).buffer);
-    const response = await rpc<InferResponse>(client, "ModelInfer", {
+  /** The scaler's ModelInfer over gRPC with raw contents: `x` (FP32, 2 × 2) times 2. */
+  const scaleRaw = (x: Float32Array, outputs = ["y"]): Promise<InferResponse> =>
+    rpc<InferResponse>(client, "ModelInfer", {
       model_name: "scaler",
       inputs: [
         { name: "x", datatype: "FP32", shape: [2, 2] },
         { name: "scale", datatype: "FP64", shape: [1] },
       ],
-      outputs: [{ name: "y" }],
-      raw_input_contents: [x, scale],
+      outputs: outputs.map((name) => ({ name })),
+      raw_input_contents: [Buffer.from(x.buffer), Buffer.from(Float64Array.of(2).buffer)],
     });
+  /** The first raw output, as FP32 values. */
+  const rawFloats = (response: InferResponse): number[] => {
+    const raw = response.raw_output_contents![0]!;
+    return [...new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength))];
+  };
+
+  test("oip grpc - ModelInfer with raw_input_contents answers raw_output_contents", async () => {
+    const response = await scaleRaw(Float32Array.of(1, 2, 3, 4));
     assert.deepEqual(
       response.outputs.map((o) => [o.name, o.datatype, o.shape]),
       [["y", "FP32", [2, 2]]],
     );
-    const raw = response.raw_output_contents![0]!;
-    assert.deepEqual(
-      [...new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength))],
-      [2, 4, 6, 8],
-    );
+    assert.deepEqual(rawFloats(response), [2, 4, 6, 8]);
     // An output the result does not have is refused (before: left out, unsaid).
     await assert.rejects(
-      rpc(client, "ModelInfer", {
-        model_name: "scaler",
-        inputs: [
-          { name: "x", datatype: "FP32", shape: [2, 2] },
-          { name: "scale", datatype: "FP64", shape: [1] },
-        ],
-        outputs: [{ name: "y" }, { name: "nope" }],
-        raw_input_contents: [x, scale],
-      }),
+      scaleRaw(Float32Array.of(1, 2, 3, 4), ["y", "nope"]),
       (error: grpc.ServiceError) =>
         error.code === grpc.status.INVALID_ARGUMENT &&
         /model "scaler" has no output "nope"; its outputs are y, sum/.test(error.details),
@@ -285,22 +280,8 @@ describe("Open Inference Protocol", { timeout: 60_000 }, () => {
     assert.equal(rest.status, 200, text);
     const answer = JSON.parse(text) as InferResponse;
     assert.deepEqual(answer.outputs[0]!.data, [null, 2], "valid JSON, Infinity as null");
-    const x = Buffer.from(Float32Array.of(Number.NaN, Infinity, -Infinity, 1).buffer);
-    const scale = Buffer.from(Float64Array.of(2).buffer);
-    const response = await rpc<InferResponse>(client, "ModelInfer", {
-      model_name: "scaler",
-      inputs: [
-        { name: "x", datatype: "FP32", shape: [2, 2] },
-        { name: "scale", datatype: "FP64", shape: [1] },
-      ],
-      outputs: [{ name: "y" }],
-      raw_input_contents: [x, scale],
-    });
-    const raw = response.raw_output_contents![0]!;
-    assert.deepEqual(
-      [...new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength))],
-      [Number.NaN, Infinity, -Infinity, 2],
-    );
+    const response = await scaleRaw(Float32Array.of(Number.NaN, Infinity, -Infinity, 1));
+    assert.deepEqual(rawFloats(response), [Number.NaN, Infinity, -Infinity, 2]);
   });
 
   test("oip grpc - bad tensors are INVALID_ARGUMENT with the reason", async () => {

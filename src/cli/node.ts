@@ -646,6 +646,12 @@ export class ClusterNode {
       return;
     }
     if (message.t === "ready") {
+      if (this.#closed) {
+        // Started while the node leaves: it took no call yet, and is not drained with the
+        // others. Its controller is told it ended, and starts it elsewhere.
+        void this.#end(hosted, "the node is leaving", "info");
+        return;
+      }
       hosted.ready = true;
       hosted.socket = message.socket;
       void this.#heartbeat().catch(() => undefined); // the head sees it adoptable at once

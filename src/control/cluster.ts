@@ -498,7 +498,10 @@ export class ClusterHead {
         o.app === placement.app &&
         o.deployment === placement.deployment &&
         o.key === placement.key &&
-        this.#nodes.get(o.node)?.state === "ALIVE" &&
+        // A LEAVING node's too: its replicas finish their drain under this head, which
+        // replaces them as they end (not adopted, they would be ended at once).
+        this.#nodes.get(o.node) !== undefined &&
+        this.#nodes.get(o.node)!.state !== "DEAD" &&
         this.#nodes.get(o.node)!.record.replicas.includes(o.replica),
     );
     if (index < 0) return undefined;
@@ -585,6 +588,14 @@ export class ClusterHead {
       });
       return;
     }
+    if (
+      existing &&
+      existing.state !== "DEAD" &&
+      (existing.record.pid !== record.pid || existing.record.startedAt !== record.startedAt)
+    )
+      // Another process under the name (the last one was killed, perhaps mid-leave, and a new
+      // one joined before its nodeTimeout ran out): the old one's replicas are gone.
+      this.#lost(record.name, "a new node process joined under its name");
     if (existing && existing.state !== "DEAD") {
       existing.record = record;
       existing.lastSeen = Date.now();

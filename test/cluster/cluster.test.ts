@@ -649,7 +649,7 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
     assert.match(door.output(), /Leaving the cluster…[\s\S]*Stopped\./);
   });
 
-  test("cluster - a node that leaves is LEAVING while its replicas finish calls that run past nodeTimeout, and nothing new is placed on it", async (t) => {
+  test("cluster - a node that leaves is LEAVING while its replicas finish calls that run past nodeTimeout; it can join again at once", async (t) => {
     if (!natsServerOrSkip(t)) return;
     const before = await backendWhole();
     // n1 runs the ingress; a backend replica elsewhere is on the node that leaves.
@@ -679,6 +679,35 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
     await startNode(victim, { cpus: 2, custom: { back: 1 } });
     const whole = await backendWhole();
     assert.equal(whole.replicas.length, 2);
+  });
+
+  test("cluster - a head restarted while a node leaves lets that node's replicas finish their calls", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const before = await backendWhole();
+    const victim = before.replicas.find((r) => r.node !== "n1")!.node!;
+    // Through n1's front door: the head's goes with it.
+    const nodeDoor = /front door at (\S+)\./.exec(nodes.get("n1")!.output())![1]!;
+    const calls = Array.from({ length: 6 }, () =>
+      post(`${nodeDoor}/cluster`, { op: "sleep", ms: 6_000 }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const leaving = nodes.get(victim)!.stop("SIGTERM");
+    await until(`${victim} is LEAVING`, 5_000, async () => {
+      return (await status()).nodes.find((n) => n.name === victim)?.state === "LEAVING";
+    });
+    // A head that hands over; the next one finds the leaving node's replica placed. Before,
+    // it took it for an orphan no deployment adopted and ended it: its calls failed.
+    await head!.stop("SIGTERM");
+    await startHead();
+    const answers = await Promise.all(calls);
+    for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.ok(
+      answers.some((a) => a.body.back.node === victim),
+      `some of the calls ran on the leaving node ${victim}: ${answers.map((a) => a.body.back.node).join(", ")}`,
+    );
+    await leaving;
+    await startNode(victim, { cpus: 2, custom: { back: 1 } });
+    await backendWhole();
   });
 });
 

@@ -199,7 +199,16 @@ describe("replica failures", { timeout: 240_000 }, () => {
     assert.doesNotMatch(status.message, /failed/);
     await fragile.failHealthChecks(3);
     await eventually(
-      async () => (await fragile.info()).replica === "fragile#2",
+      async () => {
+        // A call in flight on fragile#1 when the third check fails is failed with it (in CI,
+        // this loop's info() once was): it says why, and the loop asks again.
+        const info = await fragile.info().catch((error: unknown) => {
+          if (error instanceof ReplicaDiedError && /3 times in a row/.test(error.message))
+            return undefined;
+          throw error;
+        });
+        return info?.replica === "fragile#2";
+      },
       10_000,
       "replaced after 3 in a row",
     );

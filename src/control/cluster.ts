@@ -600,7 +600,10 @@ export class ClusterHead {
       existing.record = record;
       existing.lastSeen = Date.now();
       // A node that leaves stays LEAVING until its key is deleted (or it stops heartbeating).
-      if (record.leaving) existing.state = "LEAVING";
+      if (record.leaving) {
+        existing.state = "LEAVING";
+        this.#replaceLeaving(existing);
+      }
       return;
     }
     // A new node, or one that was DEAD and came back (its old replicas are gone: a node
@@ -612,6 +615,20 @@ export class ClusterHead {
       transports: existing?.transports ?? new Set(),
     });
     if (!this.#closed) this.#capacityChanged();
+  }
+
+  /**
+   * Each controller starts a replacement for its replicas on a node that leaves, while they
+   * drain there (as Ray Serve does for a draining node): capacity is back before they end.
+   * At every heartbeat of the node: a replica adopted after a head's restart is RUNNING only
+   * once its controller has started; one already replaced is left as it is.
+   */
+  #replaceLeaving(node: NodeEntry): void {
+    if (this.#closed) return;
+    for (const transport of node.transports) {
+      const placed = this.#placed.get(transport);
+      if (placed) this.#controllers.get(placed.record.app)?.replicaLeaving(placed.record.replica);
+    }
   }
 
   #checkHeartbeats(): void {

@@ -129,6 +129,8 @@ export class Controller {
   /** What front doors in other processes hold queued, by subscriber (see reportQueued). */
   readonly #subscriberQueues = new Map<Subscriber, Readonly<Record<string, number>>>();
   #closing = false;
+  /** Replicas on a cluster node that leaves, replaced already (see replicaLeaving). */
+  readonly #leaving = new Set<ReplicaClient>();
   readonly #membership = new Membership(
     this.#deployments,
     (name) => this.#notFound(name),
@@ -895,6 +897,7 @@ export class Controller {
     const index = deployment.replicas.indexOf(replica);
     if (index >= 0) deployment.replicas.splice(index, 1);
     this.#byReplica.delete(replica);
+    this.#leaving.delete(replica);
     deployment.checking.delete(replica);
     deployment.healthFailures.delete(replica);
     this.#membership.unsubscribe(replica);
@@ -919,11 +922,38 @@ export class Controller {
     this.#logger[level]({ application: this.#app.name, deployment: d.name, replica }, msg);
   }
 
+  /**
+   * A cluster's head says replica `id` is on a node that leaves: it drains there and ends
+   * with its node. Routers send it nothing new, and a replacement starts now (not once it
+   * has ended). A replica that is not RUNNING here (or not this controller's) is left as
+   * it is.
+   */
+  replicaLeaving(id: string): void {
+    if (this.#closing) return;
+    for (const deployment of this.#deployments.values()) {
+      const replica = deployment.replicas.find((r) => r.id === id);
+      if (!replica) continue;
+      if (replica.state !== "RUNNING" || this.#leaving.has(replica)) return;
+      this.#leaving.add(replica);
+      replica.state = "STOPPING";
+      this.#membership.publish(deployment);
+      deployment.message = `Replica ${id}'s node is leaving: it finishes what it runs there, and a replacement starts.`;
+      this.#reconcile(deployment);
+      return;
+    }
+  }
+
   /** `what` completes "Replica X …": `died (exited with code 3)`, `failed its health check: …`. */
   #onReplicaExit(replica: ReplicaClient, what: string, reason: FailureReason): void {
     const deployment = this.#byReplica.get(replica);
     if (!deployment) return;
+    const leaving = this.#leaving.has(replica);
     this.#forget(deployment, replica);
+    if (leaving) {
+      // Its node has left: it was replaced already (see replicaLeaving).
+      this.#setStatus(deployment);
+      return;
+    }
     if (this.#closing) return;
     this.#counts.get(deployment.name)!.failures[reason]++;
     // A replica that ran for a while before dying does not count towards the backoff.

@@ -655,13 +655,24 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
     // n1 runs the ingress; a backend replica elsewhere is on the node that leaves.
     const victim = before.replicas.find((r) => r.node !== "n1")!.node!;
     const url = `${(await status()).url}/cluster`;
-    // Calls of 6 s, three times nodeTimeout (2 s): before, the head declared the leaving node
+    // Room for the replacement of the leaving node's replica.
+    await startNode("spare", { cpus: 2, custom: { back: 1 } });
+    // Calls of 8 s, four times nodeTimeout (2 s): before, the head declared the leaving node
     // DEAD 2 s in, and the calls still running on its replica failed with REPLICA_DIED.
-    const calls = Array.from({ length: 6 }, () => post(url, { op: "sleep", ms: 6_000 }));
+    const calls = Array.from({ length: 6 }, () => post(url, { op: "sleep", ms: 8_000 }));
     await new Promise((resolve) => setTimeout(resolve, 1_000)); // each runs on a replica
     const leaving = nodes.get(victim)!.stop("SIGTERM");
     await until(`${victim} is LEAVING`, 5_000, async () => {
       return (await status()).nodes.find((n) => n.name === victim)?.state === "LEAVING";
+    });
+    // Its replica is replaced while it drains (before, only once it had ended): two run
+    // elsewhere while it is STOPPING there, its calls still running.
+    await until("a replacement runs beside the draining replica", 6_000, async () => {
+      const d = (await status()).applications.cluster!.deployments.backend!;
+      return (
+        d.replicas.filter((r) => r.state === "RUNNING" && r.node !== victim).length === 2 &&
+        d.replicas.some((r) => r.node === victim && r.state === "STOPPING")
+      );
     });
     const answers = await Promise.all(calls);
     for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body));

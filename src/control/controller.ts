@@ -130,7 +130,7 @@ export class Controller {
   readonly #subscriberQueues = new Map<Subscriber, Readonly<Record<string, number>>>();
   #closing = false;
   /** Replicas on a cluster node that leaves, replaced already (see replicaLeaving). */
-  readonly #leaving = new Set<ReplicaClient>();
+  readonly #leaving = new WeakSet<ReplicaClient>();
   readonly #membership = new Membership(
     this.#deployments,
     (name) => this.#notFound(name),
@@ -601,6 +601,11 @@ export class Controller {
           void replica.kill(`failed to start: ${error.message}`);
           this.#forget(deployment, replica);
           if (this.#closing) return false;
+          // Its node left while it started: replaced already, not a failure of its code.
+          if (this.#leaving.has(replica)) {
+            this.#setStatus(deployment);
+            return false;
+          }
           this.#counts.get(deployment.name)!.failures.start_failed++;
           deployment.startFailures++;
           deployment.state.set("DEPLOY_FAILED");
@@ -796,6 +801,8 @@ export class Controller {
     try {
       const old = d.live.filter(which);
       for (const [i, replica] of old.entries()) {
+        // On a node that leaves: replaced already, and its node ends it.
+        if (this.#leaving.has(replica)) continue;
         const starting = this.#startReplica(d);
         const fresh = d.replicas.at(-1);
         if (!(await starting)) return false;
@@ -832,12 +839,12 @@ export class Controller {
     replicas: readonly ReplicaClient[],
     fresh: ReplicaClient | undefined,
   ): Promise<{ why: string; stop?: ReplicaClient } | undefined> {
-    const gone = replicas.find((r) => r.state !== "RUNNING");
+    const gone = replicas.find((r) => r.state !== "RUNNING" && !this.#leaving.has(r));
     if (gone)
       return {
         why: `New replica ${gone.id} ended after it started (${gone.message || gone.state})`,
       };
-    if (!fresh) return undefined;
+    if (!fresh || this.#leaving.has(fresh)) return undefined;
     try {
       await fresh.control({ t: "health" }, d.options.healthCheckTimeoutMs);
     } catch (error) {
@@ -849,6 +856,8 @@ export class Controller {
 
   /** Takes a replica out of routing, lets its requests finish, then stops it. */
   async #stopReplica(deployment: DeploymentRuntime, replica: ReplicaClient): Promise<void> {
+    // On a node that leaves, it drains there and its node ends it (see replicaLeaving).
+    if (this.#leaving.has(replica)) return;
     const deadline = Date.now() + deployment.options.gracefulShutdownTimeoutMs;
     const wasRunning = await runningOnceStarted(replica, deadline);
     replica.state = "STOPPING";
@@ -897,7 +906,6 @@ export class Controller {
     const index = deployment.replicas.indexOf(replica);
     if (index >= 0) deployment.replicas.splice(index, 1);
     this.#byReplica.delete(replica);
-    this.#leaving.delete(replica);
     deployment.checking.delete(replica);
     deployment.healthFailures.delete(replica);
     this.#membership.unsubscribe(replica);
@@ -933,11 +941,17 @@ export class Controller {
     for (const deployment of this.#deployments.values()) {
       const replica = deployment.replicas.find((r) => r.id === id);
       if (!replica) continue;
-      if (replica.state !== "RUNNING" || this.#leaving.has(replica)) return;
+      // One still starting too: it would end as soon as it is ready.
+      if (
+        (replica.state !== "RUNNING" && replica.state !== "STARTING") ||
+        this.#leaving.has(replica)
+      )
+        return;
       this.#leaving.add(replica);
       replica.state = "STOPPING";
       this.#membership.publish(deployment);
-      deployment.message = `Replica ${id}'s node is leaving: it finishes what it runs there, and a replacement starts.`;
+      deployment.message =
+        deployment.progress = `Replica ${id}'s node is leaving: it finishes what it runs there, and a replacement starts.`;
       this.#reconcile(deployment);
       return;
     }
@@ -947,9 +961,8 @@ export class Controller {
   #onReplicaExit(replica: ReplicaClient, what: string, reason: FailureReason): void {
     const deployment = this.#byReplica.get(replica);
     if (!deployment) return;
-    const leaving = this.#leaving.has(replica);
     this.#forget(deployment, replica);
-    if (leaving) {
+    if (this.#leaving.has(replica)) {
       // Its node has left: it was replaced already (see replicaLeaving).
       this.#setStatus(deployment);
       return;

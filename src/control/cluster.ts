@@ -425,8 +425,8 @@ export class ClusterHead {
     const orphans = this.#orphans;
     this.#orphans = [];
     for (const record of orphans) {
-      const node = this.#nodes.get(record.node);
-      if (node && node.state !== "DEAD") {
+      const node = this.#notDead(record.node);
+      if (node) {
         const transport = new RemoteReplicaTransport(
           this.nc,
           { ...record, nodeAddress: node.record.address },
@@ -498,11 +498,8 @@ export class ClusterHead {
         o.app === placement.app &&
         o.deployment === placement.deployment &&
         o.key === placement.key &&
-        // A LEAVING node's too: its replicas finish their drain under this head, which
-        // replaces them as they end (not adopted, they would be ended at once).
-        this.#nodes.get(o.node) !== undefined &&
-        this.#nodes.get(o.node)!.state !== "DEAD" &&
-        this.#nodes.get(o.node)!.record.replicas.includes(o.replica),
+        // A LEAVING node's too: not adopted, they would be ended at once, mid-drain.
+        this.#notDead(o.node)?.record.replicas.includes(o.replica) === true,
     );
     if (index < 0) return undefined;
     const [record] = this.#orphans.splice(index, 1) as [PlacementRecord];
@@ -527,6 +524,12 @@ export class ClusterHead {
       // Its resources are free again: a PENDING deployment may fit now.
       if (!this.#closed) queueMicrotask(() => this.#capacityChanged());
     });
+  }
+
+  /** The node named so, unless it is unknown or DEAD. */
+  #notDead(name: string): NodeEntry | undefined {
+    const node = this.#nodes.get(name);
+    return node?.state === "DEAD" ? undefined : node;
   }
 
   #free(node: NodeEntry): NodeResources {
@@ -588,23 +591,20 @@ export class ClusterHead {
       });
       return;
     }
-    if (
-      existing &&
-      existing.state !== "DEAD" &&
-      (existing.record.pid !== record.pid || existing.record.startedAt !== record.startedAt)
-    )
+    if (existing && existing.state !== "DEAD") {
+      if (existing.record.pid === record.pid && existing.record.startedAt === record.startedAt) {
+        existing.record = record;
+        existing.lastSeen = Date.now();
+        // A node that leaves stays LEAVING until its key is deleted (or it stops heartbeating).
+        if (record.leaving) {
+          existing.state = "LEAVING";
+          this.#replaceLeaving(existing);
+        }
+        return;
+      }
       // Another process under the name (the last one was killed, perhaps mid-leave, and a new
       // one joined before its nodeTimeout ran out): the old one's replicas are gone.
       this.#lost(record.name, "a new node process joined under its name");
-    if (existing && existing.state !== "DEAD") {
-      existing.record = record;
-      existing.lastSeen = Date.now();
-      // A node that leaves stays LEAVING until its key is deleted (or it stops heartbeating).
-      if (record.leaving) {
-        existing.state = "LEAVING";
-        this.#replaceLeaving(existing);
-      }
-      return;
     }
     // A new node, or one that was DEAD and came back (its old replicas are gone: a node
     // cut off from NATS ends its replicas itself before the head gives up on it).

@@ -159,13 +159,11 @@ export class Responses {
     if (!held) awaiting++;
   }
 
-  /** Forgets a call (after a cancel); a late response to it is ignored. */
+  /**
+   * Takes call `id` out of the table: it is no longer awaited (after a cancel, a late
+   * response to it is ignored). The one place that counts a call down.
+   */
   forget(id: number): PendingCall | undefined {
-    return this.#take(id);
-  }
-
-  /** Takes call `id` out of the table: it is no longer awaited (the one place that counts down). */
-  #take(id: number): PendingCall | undefined {
     const call = this.#pending.take(id);
     if (call) awaiting--;
     return call;
@@ -176,12 +174,12 @@ export class Responses {
     if (!call) return;
     switch (message.t) {
       case "ok":
-        this.#take(message.id);
+        this.forget(message.id);
         call.settled?.();
         call.resolve(message.v);
         return;
       case "err": {
-        this.#take(message.id);
+        this.forget(message.id);
         call.settled?.();
         const error = call.toError(message.e, message.user);
         if (call.stream) call.stream.end(error);
@@ -191,7 +189,7 @@ export class Responses {
       case "stream":
         call.stream = new StreamReader(
           () => {
-            if (this.#take(message.id)) {
+            if (this.forget(message.id)) {
               // Cancel first: settling frees the slot, and with it the connection to cancel on.
               call.cancelStream?.();
               call.settled?.();
@@ -205,7 +203,7 @@ export class Responses {
         call.stream?.push(message.v);
         return;
       case "end":
-        this.#take(message.id);
+        this.forget(message.id);
         call.settled?.();
         call.stream?.end();
         return;

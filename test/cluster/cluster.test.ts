@@ -649,6 +649,32 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
     assert.match(door.output(), /Leaving the cluster…[\s\S]*Stopped\./);
   });
 
+  /**
+   * Six calls of `ms` through `url`, and `victim` stopped with SIGTERM a second later, once
+   * they run on the replicas; resolves when the head lists it LEAVING.
+   */
+  const leaveUnderCalls = async (url: string, ms: number, victim: string) => {
+    const calls = Array.from({ length: 6 }, () => post(url, { op: "sleep", ms }));
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const leaving = nodes.get(victim)!.stop("SIGTERM");
+    await until(`${victim} is LEAVING`, 5_000, async () => {
+      return (await status()).nodes.find((n) => n.name === victim)?.state === "LEAVING";
+    });
+    return { calls, leaving };
+  };
+  /** Every call answered 200, and some of them on the node that left. */
+  const allAnswered = async (
+    calls: Promise<Awaited<ReturnType<typeof post>>>[],
+    victim: string,
+  ) => {
+    const answers = await Promise.all(calls);
+    for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.ok(
+      answers.some((a) => a.body.back.node === victim),
+      `some of the calls ran on the leaving node ${victim}: ${answers.map((a) => a.body.back.node).join(", ")}`,
+    );
+  };
+
   test("cluster - a node that leaves is LEAVING while its replicas finish calls that run past nodeTimeout; it can join again at once", async (t) => {
     if (!natsServerOrSkip(t)) return;
     const before = await backendWhole();
@@ -659,12 +685,7 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
     await startNode("spare", { cpus: 2, custom: { back: 1 } });
     // Calls of 8 s, four times nodeTimeout (2 s): before, the head declared the leaving node
     // DEAD 2 s in, and the calls still running on its replica failed with REPLICA_DIED.
-    const calls = Array.from({ length: 6 }, () => post(url, { op: "sleep", ms: 8_000 }));
-    await new Promise((resolve) => setTimeout(resolve, 1_000)); // each runs on a replica
-    const leaving = nodes.get(victim)!.stop("SIGTERM");
-    await until(`${victim} is LEAVING`, 5_000, async () => {
-      return (await status()).nodes.find((n) => n.name === victim)?.state === "LEAVING";
-    });
+    const { calls, leaving } = await leaveUnderCalls(url, 8_000, victim);
     // Its replica is replaced while it drains (before, only once it had ended): two run
     // elsewhere while it is STOPPING there, its calls still running.
     await until("a replacement runs beside the draining replica", 6_000, async () => {
@@ -674,12 +695,7 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
         d.replicas.some((r) => r.node === victim && r.state === "STOPPING")
       );
     });
-    const answers = await Promise.all(calls);
-    for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body));
-    assert.ok(
-      answers.some((a) => a.body.back.node === victim),
-      `some of the calls ran on the leaving node ${victim}: ${answers.map((a) => a.body.back.node).join(", ")}`,
-    );
+    await allAnswered(calls, victim);
     await leaving;
     assert.equal(nodes.get(victim)!.child.exitCode, 0, nodes.get(victim)!.output());
     // Gone (its key deleted), it can join again under its name, and the deployment is whole
@@ -698,24 +714,12 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
     const victim = before.replicas.find((r) => r.node !== "n1")!.node!;
     // Through n1's front door: the head's goes with it.
     const nodeDoor = /front door at (\S+)\./.exec(nodes.get("n1")!.output())![1]!;
-    const calls = Array.from({ length: 6 }, () =>
-      post(`${nodeDoor}/cluster`, { op: "sleep", ms: 6_000 }),
-    );
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
-    const leaving = nodes.get(victim)!.stop("SIGTERM");
-    await until(`${victim} is LEAVING`, 5_000, async () => {
-      return (await status()).nodes.find((n) => n.name === victim)?.state === "LEAVING";
-    });
+    const { calls, leaving } = await leaveUnderCalls(`${nodeDoor}/cluster`, 6_000, victim);
     // A head that hands over; the next one finds the leaving node's replica placed. Before,
     // it took it for an orphan no deployment adopted and ended it: its calls failed.
     await head!.stop("SIGTERM");
     await startHead();
-    const answers = await Promise.all(calls);
-    for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body));
-    assert.ok(
-      answers.some((a) => a.body.back.node === victim),
-      `some of the calls ran on the leaving node ${victim}: ${answers.map((a) => a.body.back.node).join(", ")}`,
-    );
+    await allAnswered(calls, victim);
     await leaving;
     await startNode(victim, { cpus: 2, custom: { back: 1 } });
     await backendWhole();

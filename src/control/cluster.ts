@@ -213,8 +213,11 @@ export class ClusterHead {
   readonly #onLost = new Set<(reason: string) => void>();
   #stopWatch: (() => void) | undefined;
   #closed = false;
-  /** Each application's controller, for front doors on nodes. */
-  readonly #controllers = new Map<string, Controller>();
+  /**
+   * Each application's controllers, the newest last: a code roll runs a second one beside
+   * the first until one of them closes. Front doors on nodes follow the newest.
+   */
+  readonly #controllers = new Map<string, Controller[]>();
   readonly #frontDoors = new Map<string, FrontDoorSubscription>();
   readonly #headMailbox: NatsMailbox<ToHead, FrontDoorMembers | HeadHello>;
 
@@ -233,26 +236,34 @@ export class ClusterHead {
 
   /**
    * `controller` runs application `app` from now on: front doors on nodes get its
-   * membership (those subscribed to a previous controller of `app` move to this one).
+   * membership (those subscribed to a previous controller of `app` move to this one). The
+   * function returned unregisters it; if it was the newest (a code roll that failed or was
+   * refused), the front doors move back to the one before it, which serves on.
    */
   register(app: string, controller: Controller): () => void {
-    const previous = this.#controllers.get(app);
-    this.#controllers.set(app, controller);
-    for (const fd of this.#frontDoors.values()) {
-      if (fd.app !== app) continue;
-      if (previous && fd.controller === previous) previous.unsubscribe(fd.subscriber);
-      fd.controller = controller;
-      for (const d of fd.deployments) controller.subscribe(fd.subscriber, d);
-    }
+    const controllers = this.#controllers.get(app) ?? [];
+    this.#controllers.set(app, controllers);
+    const previous = controllers.at(-1);
+    controllers.push(controller);
+    this.#moveFrontDoors(app, previous, controller);
     return () => {
-      if (this.#controllers.get(app) !== controller) return;
-      this.#controllers.delete(app);
-      for (const fd of this.#frontDoors.values())
-        if (fd.controller === controller) {
-          controller.unsubscribe(fd.subscriber);
-          fd.controller = undefined;
-        }
+      const at = controllers.indexOf(controller);
+      if (at < 0) return;
+      controllers.splice(at, 1);
+      if (controllers.length === 0 && this.#controllers.get(app) === controllers)
+        this.#controllers.delete(app);
+      if (at === controllers.length) this.#moveFrontDoors(app, controller, controllers.at(-1));
     };
+  }
+
+  /** The front doors of `app` on nodes that follow `from` (or none) follow `to` from now on. */
+  #moveFrontDoors(app: string, from: Controller | undefined, to: Controller | undefined): void {
+    for (const fd of this.#frontDoors.values()) {
+      if (fd.app !== app || (fd.controller !== undefined && fd.controller !== from)) continue;
+      if (from) from.unsubscribe(fd.subscriber);
+      fd.controller = to;
+      if (to) for (const d of fd.deployments) to.subscribe(fd.subscriber, d);
+    }
   }
 
   #onFrontDoor(message: ToHead, from: string): void {
@@ -295,7 +306,7 @@ export class ClusterHead {
       this.#frontDoors.set(id, fd);
     }
     fd.deployments.add(message.d);
-    const controller = this.#controllers.get(message.app);
+    const controller = this.#controllers.get(message.app)?.at(-1);
     if (controller) {
       fd.controller = controller;
       controller.subscribe(fd.subscriber, message.d);
@@ -627,7 +638,10 @@ export class ClusterHead {
     if (this.#closed) return;
     for (const transport of node.transports) {
       const placed = this.#placed.get(transport);
-      if (placed) this.#controllers.get(placed.record.app)?.replicaLeaving(placed.record.replica);
+      if (!placed) continue;
+      // In a code roll the controller that did not place it does not know its id.
+      for (const controller of this.#controllers.get(placed.record.app) ?? [])
+        controller.replicaLeaving(placed.record.replica);
     }
   }
 

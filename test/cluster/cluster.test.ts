@@ -532,8 +532,8 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
     const deployed = await cli(["deploy", file, "--address", admin, "--wait"]);
     assert.equal(deployed.code, 0, `${deployed.stdout}${deployed.stderr}\n${logs()}`);
     const url = (await status()).url!;
-    const version = async () => {
-      const response = await fetch(`${url}/solo`, {
+    const versionAt = async (base: string) => {
+      const response = await fetch(`${base}/solo`, {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: "1",
@@ -541,7 +541,15 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
       });
       return `${response.status} ${await response.text()}`;
     };
+    const version = () => versionAt(url);
     assert.equal(await version(), '200 "v1"');
+    // A node's front door serves it too (from the head's membership).
+    const nodeDoor = /front door at (\S+)\./.exec(nodes.get("n1")!.output())![1]!;
+    await until(
+      "n1's front door serves solo",
+      20_000,
+      async () => (await versionAt(nodeDoor).catch(() => "")) === '200 "v1"',
+    );
     // New code: its replica fits nowhere while v1 runs. Before, the front door moved to it
     // (no replica), v1 drained, and calls queued until they timed out.
     await writeFile(module, source("v2"));
@@ -552,6 +560,10 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
       /The new version of "solo" has no room beside the old one, which serves on .*Solo: .*custom resource "solo" 1 \(free: 0\)/,
     );
     assert.equal(await version(), '200 "v1"');
+    // The node's front door follows v1 again (before, it was left with the refused
+    // version's empty membership, and its calls waited until they timed out).
+    for (let i = 0; i < 3; i++)
+      assert.equal(await versionAt(nodeDoor).catch((error: Error) => `${error}`), '200 "v1"');
     const solo = (await status()).applications.solo!;
     assert.equal(solo.status, "RUNNING");
     assert.match(JSON.stringify(solo), /lastDeployFailed/);

@@ -27,5 +27,7 @@ export { Autoscaler } from "./control/autoscaler.js";
 export { transferPlan } from "./dag/transfer-plan.js";
 export { connectNats, NatsMailbox } from "./data/transport/nats-link.js";
 export { ClusterHead } from "./control/cluster.js";
+export { NODE_LEAVING, subjects } from "./wire/cluster.js";
+export type { FromNode, NodeRecord, ToNode } from "./wire/cluster.js";
 export type { MailboxOptions, NatsConnectOptions } from "./data/transport/nats-link.js";
 export { ensureTypeScriptLoader, isTypeScript } from "./app/typescript-loader.js";

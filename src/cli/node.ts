@@ -57,6 +57,7 @@ import { serializeError } from "../wire/error-codec.js";
 import { CallTable } from "../data/call-table.js";
 import {
   NAME_PATTERN,
+  NODE_LEAVING,
   subjects,
   type FromNode,
   type FrontDoorMembers,
@@ -318,9 +319,7 @@ export class ClusterNode {
     // (the front door's bridged calls too) instead of leaving them to the force. A new
     // config is no longer applied (#closed).
     this.#stopWatch?.();
-    await Promise.all(
-      [...this.#hosted.values()].map((h) => this.#end(h, "the node is leaving", "info")),
-    );
+    await Promise.all([...this.#hosted.values()].map((h) => this.#end(h, NODE_LEAVING, "info")));
     this.#hello?.close();
     for (const bridge of this.#bridges) bridge.close();
     this.#mailbox.close();
@@ -544,7 +543,7 @@ export class ClusterNode {
       this.#mailbox.send(owner, {
         t: "node-exit",
         replica: message.replica,
-        reason: "the node is leaving",
+        reason: NODE_LEAVING,
       });
       return;
     }
@@ -649,7 +648,7 @@ export class ClusterNode {
       if (this.#closed) {
         // Started while the node leaves: it took no call yet, and is not drained with the
         // others. Its controller is told it ended, and starts it elsewhere.
-        void this.#end(hosted, "the node is leaving", "info");
+        void this.#end(hosted, NODE_LEAVING, "info");
         return;
       }
       hosted.ready = true;

@@ -24,6 +24,7 @@ import {
 import { requirePackages } from "../optional-package.js";
 import { TributaryError } from "../errors.js";
 import {
+  NODE_LEAVING,
   subjects,
   type NodeRecord,
   type NodeResources,
@@ -528,7 +529,15 @@ export class ClusterHead {
     node.transports.add(transport);
     this.#placed.set(transport, { record, transport });
     void this.#stateKv.put(placementKey(record), JSON.stringify(record)).catch(() => undefined);
-    transport.onExit(() => {
+    transport.onExit((reason) => {
+      // The node refused its start (or ended it) because it leaves: the head may hear this
+      // before the heartbeat that says so. The node is LEAVING from now on, and every replica
+      // placed there, this one included, is replaced by its controller, not counted as a
+      // start that failed (before, it was, and the same node was tried again and again).
+      if (reason === NODE_LEAVING && !this.#closed && node.state === "ALIVE") {
+        node.state = "LEAVING";
+        this.#replaceLeaving(node);
+      }
       node.transports.delete(transport);
       this.#placed.delete(transport);
       void this.#stateKv.delete(placementKey(record)).catch(() => undefined);

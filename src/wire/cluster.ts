@@ -72,6 +72,12 @@ export interface PlacementRecord {
   readonly resources: ResourceNeed;
 }
 
+/**
+ * The reason a node gives in `node-exit` for a replica it refuses to start, or ends, because
+ * it is leaving: the head takes it as word of the leave (its heartbeat may say so later).
+ */
+export const NODE_LEAVING = "the node is leaving";
+
 /** The head → a node, on the node's mailbox; answered on the sender's. */
 export type ToNode =
   /** Start a replica host and serve it on `subject`; answered `started` or `exit`. */

@@ -15,9 +15,19 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { run, type Server } from "tributary";
-import { ClusterHead, connectNats } from "tributary/internal";
+import { Kvm } from "@nats-io/kv";
+import {
+  ClusterHead,
+  connectNats,
+  NatsMailbox,
+  NODE_LEAVING,
+  subjects,
+  type FromNode,
+  type NodeRecord,
+  type ToNode,
+} from "tributary/internal";
 import { BIN, ROOT } from "../cli/run-cli.js";
-import { app, scaled, type Busy, type Caller, type Leaf } from "../fixtures/plane-app.js";
+import { app, scaled, standApp, type Busy, type Caller, type Leaf } from "../fixtures/plane-app.js";
 import {
   natsServerBinary,
   natsServerOrSkip,
@@ -228,6 +238,64 @@ describe("cluster - the request plane across nodes", { timeout: 120_000 }, () =>
       return seen.has(other) ? true : undefined;
     });
     assert.deepEqual([...seen].sort(), ["n1", "n2"]);
+  });
+
+  test("cluster - a node that refuses a start because it is leaving is LEAVING at once: the replica is replaced, not counted as a failed start, and nothing more is placed there", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    // A stand-in node, the only one with "stand": its heartbeats do not say it leaves yet
+    // (the head has not heard), and it refuses every start as a node that leaves does.
+    const nc2 = await connectNats(nats!.url, { name: "request-plane-test-stand-in" });
+    const address = subjects.node(CLUSTER, "stand-in");
+    const mailbox = NatsMailbox.open<ToNode, FromNode>(nc2, address);
+    const starts: string[] = [];
+    mailbox.onMessage((message, from) => {
+      if (message.t === "start") starts.push(message.replica);
+      mailbox.send(from, { t: "node-exit", replica: message.replica, reason: NODE_LEAVING });
+    });
+    const nodesKv = await new Kvm(nc2).open(subjects.nodesBucket(CLUSTER));
+    const record: NodeRecord = {
+      name: "stand-in",
+      resources: { cpus: 1, gpus: 0, memory: 2 ** 30, custom: { stand: 1 } },
+      address,
+      startedAt: Date.now(),
+      heartbeat: Date.now(),
+      pid: process.pid,
+      replicas: [],
+    };
+    const beat = () =>
+      nodesKv.put(record.name, JSON.stringify({ ...record, heartbeat: Date.now() }));
+    await beat();
+    const beating = setInterval(() => void beat().catch(() => undefined), 500);
+    t.after(async () => {
+      clearInterval(beating);
+      await nodesKv.delete(record.name).catch(() => undefined);
+      mailbox.close();
+      await nc2.drain().catch(() => undefined);
+    });
+    const state = () => head!.nodes().find((n) => n.name === record.name)?.state;
+    await until("the head sees the stand-in node", 10_000, async () =>
+      state() === "ALIVE" ? true : undefined,
+    );
+    // Before, the refusal counted as a failed start: the head tried the same node again
+    // after 500 ms and 1 s, and run() failed with DEPLOY_FAILED.
+    const starting = run(standApp, { cluster: head!, port: 0, logLevel: "fatal" });
+    t.after(() => starting.then((server) => server.close()).catch(() => undefined));
+    let timer: NodeJS.Timeout | undefined;
+    const server = await Promise.race([
+      starting,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`run() did not return; starts sent: ${starts.join(", ")}`)),
+          15_000,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+    assert.equal(state(), "LEAVING");
+    const stranded = (await server.status()).applications.stand!.deployments.stranded!;
+    assert.equal(stranded.status, "PENDING", JSON.stringify(stranded));
+    assert.match(stranded.message, /custom resource "stand"/);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    assert.equal(starts.length, 1, `starts sent to the stand-in node: ${starts.join(", ")}`);
   });
 
   test("cluster - a NATS restart fails the calls in flight at once with REPLICA_DIED (none hangs), and calls flow again", async (t) => {

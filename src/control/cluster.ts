@@ -542,7 +542,9 @@ export class ClusterHead {
       this.#placed.delete(transport);
       void this.#stateKv.delete(placementKey(record)).catch(() => undefined);
       // Its resources are free again: a PENDING deployment may fit now.
-      if (!this.#closed) queueMicrotask(() => this.#capacityChanged());
+      // After its controller has heard why it ended (a replica that failed to start counts
+      // first: the count decides whether a start has run out of attempts).
+      if (!this.#closed) setImmediate(() => this.#capacityChanged());
     });
   }
 

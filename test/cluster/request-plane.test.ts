@@ -27,7 +27,15 @@ import {
   type ToNode,
 } from "tributary/internal";
 import { BIN, ROOT } from "../cli/run-cli.js";
-import { app, scaled, standApp, type Busy, type Caller, type Leaf } from "../fixtures/plane-app.js";
+import {
+  app,
+  exitsApp,
+  scaled,
+  standApp,
+  type Busy,
+  type Caller,
+  type Leaf,
+} from "../fixtures/plane-app.js";
 import {
   natsServerBinary,
   natsServerOrSkip,
@@ -96,6 +104,22 @@ async function until<T>(what: string, ms: number, check: () => Promise<T | undef
     if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting until ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/** Closes the server that `run()` returns, if it does within 10 s (a test that failed). */
+async function closeLate(starting: Promise<Server>): Promise<void> {
+  await within(10_000, starting, () => "run() did not return")
+    .then((server) => server.close())
+    .catch(() => undefined);
+}
+
+/** `promise`, or a failure saying what did not happen within `ms`. */
+async function within<T>(ms: number, promise: Promise<T>, what: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what()} within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 describe("cluster - the request plane across nodes", { timeout: 120_000 }, () => {
@@ -240,6 +264,25 @@ describe("cluster - the request plane across nodes", { timeout: 120_000 }, () =>
     assert.deepEqual([...seen].sort(), ["n1", "n2"]);
   });
 
+  test("cluster - a replica that ends its own host as it starts fails the deploy after its attempts, as on one machine", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    // Before, the exit of each failed replica freed its node's resources, and that change of
+    // capacity scheduled the next try before the failure was counted: run() never returned.
+    const starting = run(exitsApp, { cluster: head!, port: 0, logLevel: "fatal" });
+    t.after(() => closeLate(starting));
+    await assert.rejects(
+      within(30_000, starting, () => "run() did not fail"),
+      (error: Error & { code?: string }) => {
+        assert.equal(error.code, "DEPLOY_FAILED", error.message);
+        assert.match(
+          error.message,
+          /failure 3 of at most 3\): thread \d+ on node n\d exited with code 3/,
+        );
+        return true;
+      },
+    );
+  });
+
   test("cluster - a node that refuses a start because it is leaving is LEAVING at once: the replica is replaced, not counted as a failed start, and nothing more is placed there", async (t) => {
     if (!natsServerOrSkip(t)) return;
     // A stand-in node, the only one with "stand": its heartbeats do not say it leaves yet
@@ -277,19 +320,14 @@ describe("cluster - the request plane across nodes", { timeout: 120_000 }, () =>
       state() === "ALIVE" ? true : undefined,
     );
     // Before, the refusal counted as a failed start: the head tried the same node again
-    // after 500 ms and 1 s, and run() failed with DEPLOY_FAILED.
+    // and again, and run() did not return.
     const starting = run(standApp, { cluster: head!, port: 0, logLevel: "fatal" });
-    t.after(() => starting.then((server) => server.close()).catch(() => undefined));
-    let timer: NodeJS.Timeout | undefined;
-    const server = await Promise.race([
+    t.after(() => closeLate(starting));
+    const server = await within(
+      15_000,
       starting,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`run() did not return; starts sent: ${starts.join(", ")}`)),
-          15_000,
-        );
-      }),
-    ]).finally(() => clearTimeout(timer));
+      () => `run() did not return (starts sent: ${starts.join(", ")})`,
+    );
     assert.equal(state(), "LEAVING");
     const stranded = (await server.status()).applications.stand!.deployments.stranded!;
     assert.equal(stranded.status, "PENDING", JSON.stringify(stranded));

@@ -216,9 +216,11 @@ export class ClusterHead {
   #closed = false;
   /**
    * Each application's controllers, the newest last: a code roll runs a second one beside
-   * the first until one of them closes. Front doors on nodes follow the newest.
+   * the first until one of them closes.
    */
   readonly #controllers = new Map<string, Controller[]>();
+  /** The controller each application's front doors on nodes follow: the one that serves. */
+  readonly #serving = new Map<string, Controller>();
   readonly #frontDoors = new Map<string, FrontDoorSubscription>();
   readonly #headMailbox: NatsMailbox<ToHead, FrontDoorMembers | HeadHello>;
 
@@ -236,34 +238,49 @@ export class ClusterHead {
   }
 
   /**
-   * `controller` runs application `app` from now on: front doors on nodes get its
-   * membership (those subscribed to a previous controller of `app` move to this one). The
-   * function returned unregisters it; if it was the newest (a code roll that failed or was
-   * refused), the front doors move back to the one before it, which serves on.
+   * `controller` runs application `app` from now on. Front doors on nodes get its
+   * membership: at once when it is the application's first, and in a code roll once every
+   * deployment of the new version runs a replica (when the head's own front door moves to
+   * it; before, calls at a node's door queued on a version with none). The function
+   * returned unregisters it; if the front doors followed it, they follow the newest
+   * controller left (after a roll that failed or was refused, the old one, which serves on).
    */
   register(app: string, controller: Controller): () => void {
     const controllers = this.#controllers.get(app) ?? [];
     this.#controllers.set(app, controllers);
-    const previous = controllers.at(-1);
     controllers.push(controller);
-    this.#moveFrontDoors(app, previous, controller);
+    let stopWaiting: (() => void) | undefined;
+    if (!this.#serving.has(app) || controller.ready()) this.#serve(app, controller);
+    else {
+      const serveOnceReady = (): void => {
+        if (!controller.ready()) return;
+        stopWaiting?.();
+        if (controllers.at(-1) === controller) this.#serve(app, controller);
+      };
+      stopWaiting = controller.onChange(serveOnceReady);
+    }
     return () => {
+      stopWaiting?.();
       const at = controllers.indexOf(controller);
       if (at < 0) return;
       controllers.splice(at, 1);
       if (controllers.length === 0 && this.#controllers.get(app) === controllers)
         this.#controllers.delete(app);
-      if (at === controllers.length) this.#moveFrontDoors(app, controller, controllers.at(-1));
+      if (this.#serving.get(app) === controller) this.#serve(app, controllers.at(-1));
     };
   }
 
-  /** The front doors of `app` on nodes that follow `from` (or none) follow `to` from now on. */
-  #moveFrontDoors(app: string, from: Controller | undefined, to: Controller | undefined): void {
+  /** The front doors of `app` on nodes follow `controller` (or none) from now on. */
+  #serve(app: string, controller: Controller | undefined): void {
+    const from = this.#serving.get(app);
+    if (controller) this.#serving.set(app, controller);
+    else this.#serving.delete(app);
     for (const fd of this.#frontDoors.values()) {
-      if (fd.app !== app || (fd.controller !== undefined && fd.controller !== from)) continue;
-      if (from) from.unsubscribe(fd.subscriber);
-      fd.controller = to;
-      if (to) for (const d of fd.deployments) to.subscribe(fd.subscriber, d);
+      if (fd.app !== app) continue;
+      if (from && fd.controller === from && from !== controller) from.unsubscribe(fd.subscriber);
+      fd.controller = controller;
+      if (controller && from !== controller)
+        for (const d of fd.deployments) controller.subscribe(fd.subscriber, d);
     }
   }
 
@@ -307,7 +324,7 @@ export class ClusterHead {
       this.#frontDoors.set(id, fd);
     }
     fd.deployments.add(message.d);
-    const controller = this.#controllers.get(message.app)?.at(-1);
+    const controller = this.#serving.get(message.app);
     if (controller) {
       fd.controller = controller;
       controller.subscribe(fd.subscriber, message.d);
@@ -650,9 +667,9 @@ export class ClusterHead {
     for (const transport of node.transports) {
       const placed = this.#placed.get(transport);
       if (!placed) continue;
-      // In a code roll the controller that did not place it does not know its id.
+      // In a code roll, each controller knows only its own replicas' transports.
       for (const controller of this.#controllers.get(placed.record.app) ?? [])
-        controller.replicaLeaving(placed.record.replica);
+        controller.replicaLeaving(transport);
     }
   }
 

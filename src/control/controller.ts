@@ -271,6 +271,12 @@ export class Controller {
     });
   }
 
+  /** Runs `listener` on every change of a deployment's status; returns what stops it. */
+  onChange(listener: () => void): () => void {
+    this.#changed.add(listener);
+    return () => this.#changed.delete(listener);
+  }
+
   /** Whether every deployment has at least one running replica. */
   ready(): boolean {
     if (this.#closing) return false;
@@ -931,15 +937,15 @@ export class Controller {
   }
 
   /**
-   * A cluster's head says replica `id` is on a node that leaves: it drains there and ends
-   * with its node. Routers send it nothing new, and a replacement starts now (not once it
-   * has ended). A replica that is not RUNNING here (or not this controller's) is left as
-   * it is.
+   * A cluster's head says the replica on `transport` is on a node that leaves: it drains
+   * there and ends with its node. Routers send it nothing new, and a replacement starts now
+   * (not once it has ended). A replica that is not RUNNING here (or not this controller's:
+   * in a code roll two versions may each have a replica of the same id) is left as it is.
    */
-  replicaLeaving(id: string): void {
+  replicaLeaving(transport: ReplicaTransport): void {
     if (this.#closing) return;
     for (const deployment of this.#deployments.values()) {
-      const replica = deployment.replicas.find((r) => r.id === id);
+      const replica = deployment.replicas.find((r) => r.transport === transport);
       if (!replica) continue;
       // One still starting too: it would end as soon as it is ready.
       if (
@@ -951,7 +957,7 @@ export class Controller {
       replica.state = "STOPPING";
       this.#membership.publish(deployment);
       deployment.message =
-        deployment.progress = `Replica ${id}'s node is leaving: it finishes what it runs there, and a replacement starts.`;
+        deployment.progress = `Replica ${replica.id}'s node is leaving: it finishes what it runs there, and a replacement starts.`;
       this.#reconcile(deployment);
       return;
     }

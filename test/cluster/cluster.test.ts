@@ -553,20 +553,47 @@ export const app = build(solo.version.bind(new InputNode<number>()), { name: "so
     // New code: its replica fits nowhere while v1 runs. Before, the front door moved to it
     // (no replica), v1 drained, and calls queued until they timed out.
     await writeFile(module, source("v2"));
-    const rolled = await cli(["deploy", file, "--address", admin]);
+    const rolling = cli(["deploy", file, "--address", admin]);
+    let rolledBack = false;
+    void rolling.finally(() => (rolledBack = true));
+    // Meanwhile (10 s) the node's front door answers from v1. Before, it followed v2 from
+    // its start, with no replica: its calls queued until they timed out.
+    const during: string[] = [];
+    while (!rolledBack) {
+      during.push(await versionAt(nodeDoor).catch((error: Error) => `${error}`));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    assert.ok(during.length >= 5, `${during.length} calls during the roll`);
+    assert.deepEqual([...new Set(during)], ['200 "v1"']);
+    const rolled = await rolling;
     assert.notEqual(rolled.code, 0, rolled.stdout);
     assert.match(
       rolled.stderr,
       /The new version of "solo" has no room beside the old one, which serves on .*Solo: .*custom resource "solo" 1 \(free: 0\)/,
     );
     assert.equal(await version(), '200 "v1"');
-    // The node's front door follows v1 again (before, it was left with the refused
-    // version's empty membership, and its calls waited until they timed out).
+    // And after it (before, the node's door was left with the refused version's empty
+    // membership).
     for (let i = 0; i < 3; i++)
       assert.equal(await versionAt(nodeDoor).catch((error: Error) => `${error}`), '200 "v1"');
     const solo = (await status()).applications.solo!;
     assert.equal(solo.status, "RUNNING");
     assert.match(JSON.stringify(solo), /lastDeployFailed/);
+    // With room for v2 (no "solo" needed), the roll goes through: the head's front door and
+    // the node's both answer from v2 once it runs.
+    await writeFile(
+      file,
+      (await readFile(file, "utf8")).replace(
+        "resources: { cpus: 0.1, custom: { solo: 1 } }",
+        "resources: { cpus: 0.1 }",
+      ),
+    );
+    const moved = await cli(["deploy", file, "--address", admin, "--wait"]);
+    assert.equal(moved.code, 0, `${moved.stdout}${moved.stderr}`);
+    assert.equal(await version(), '200 "v2"');
+    await until("n1's front door answers from v2", 10_000, async () =>
+      (await versionAt(nodeDoor).catch(() => "")) === '200 "v2"' ? true : undefined,
+    );
     // The file as the other tests wrote it: solo leaves.
     await writeFile(file, before);
     const removed = await cli(["deploy", file, "--address", admin, "--wait"]);

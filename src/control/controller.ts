@@ -44,6 +44,8 @@ const START_ATTEMPTS_PER_REPLICA = 3;
 const MAX_START_FAILURES = 20;
 const startAttempts = (deployment: DeploymentRuntime): number =>
   Math.min(MAX_START_FAILURES, START_ATTEMPTS_PER_REPLICA * Math.max(1, deployment.target));
+/** How many times a rolling restart starts a new replica again when its node was leaving. */
+const LEAVING_RETRIES = 3;
 /**
  * How long a rolling restart watches its new replicas before the last old one drains (see
  * `#rollingRestart`).
@@ -809,10 +811,9 @@ export class Controller {
       for (const [i, replica] of old.entries()) {
         // On a node that leaves: replaced already, and its node ends it.
         if (this.#leaving.has(replica)) continue;
-        const starting = this.#startReplica(d);
-        const fresh = d.replicas.at(-1);
-        if (!(await starting)) return false;
-        if (fresh) started.push(fresh);
+        const fresh = await this.#startFresh(d);
+        if (!fresh) return false;
+        started.push(fresh);
         // The new replicas are healthy before an old one drains: each answers a health
         // check, and none has ended since it started. Before the last old one goes, they
         // get a moment more: a replica that ends soon after its constructor returned (its
@@ -832,6 +833,21 @@ export class Controller {
     } finally {
       d.rolling = false;
       this.#reconcile(d);
+    }
+  }
+
+  /**
+   * Starts one new replica for a rolling restart; returns it once it runs. One whose
+   * cluster node turns out to be leaving (it refused the start) is not the new version
+   * failing: it is started again on another node, up to {@link LEAVING_RETRIES} times.
+   */
+  async #startFresh(d: DeploymentRuntime): Promise<ReplicaClient | undefined> {
+    for (let tries = 1; ; tries++) {
+      const count = d.replicas.length;
+      const starting = this.#startReplica(d);
+      const fresh = d.replicas.length > count ? d.replicas.at(-1) : undefined;
+      if (await starting) return fresh;
+      if (!fresh || !this.#leaving.has(fresh) || tries >= LEAVING_RETRIES) return undefined;
     }
   }
 

@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, test, type TestContext } from "node:test";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { run, type Server } from "tributary";
 import { Kvm } from "@nats-io/kv";
@@ -30,6 +30,7 @@ import { BIN, ROOT } from "../cli/run-cli.js";
 import {
   app,
   exitsApp,
+  rolledApp,
   scaled,
   standApp,
   type Busy,
@@ -155,6 +156,51 @@ describe("cluster - the request plane across nodes", { timeout: 120_000 }, () =>
   });
 
   const logs = (): string => nodes.map((n) => n.output().slice(-3_000)).join("\n---\n");
+
+  /**
+   * A stand-in node on NATS that has begun to leave, as the head sees it before its
+   * heartbeat says so: it heartbeats as ALIVE, and refuses every start as a node that leaves
+   * does. `starts`: the replicas the head asked it to start.
+   */
+  const standIn = async (
+    t: TestContext,
+    name: string,
+    resources: { cpus: number; custom: Record<string, number> },
+  ): Promise<{ starts: string[]; state: () => string | undefined }> => {
+    const nc2 = await connectNats(nats!.url, { name: `request-plane-test-${name}` });
+    const address = subjects.node(CLUSTER, name);
+    const mailbox = NatsMailbox.open<ToNode, FromNode>(nc2, address);
+    const starts: string[] = [];
+    mailbox.onMessage((message, from) => {
+      if (message.t === "start") starts.push(message.replica);
+      mailbox.send(from, { t: "node-exit", replica: message.replica, reason: NODE_LEAVING });
+    });
+    const nodesKv = await new Kvm(nc2).open(subjects.nodesBucket(CLUSTER));
+    const record: NodeRecord = {
+      name,
+      resources: { gpus: 0, memory: 2 ** 30, ...resources },
+      address,
+      startedAt: Date.now(),
+      heartbeat: Date.now(),
+      pid: process.pid,
+      replicas: [],
+    };
+    const beat = () =>
+      nodesKv.put(record.name, JSON.stringify({ ...record, heartbeat: Date.now() }));
+    await beat();
+    const beating = setInterval(() => void beat().catch(() => undefined), 500);
+    t.after(async () => {
+      clearInterval(beating);
+      await nodesKv.delete(record.name).catch(() => undefined);
+      mailbox.close();
+      await nc2.drain().catch(() => undefined);
+    });
+    const state = () => head!.nodes().find((n) => n.name === name)?.state;
+    await until(`the head sees node ${name}`, 10_000, async () =>
+      state() === "ALIVE" ? true : undefined,
+    );
+    return { starts, state };
+  };
 
   test("cluster - the caller and the leaf run on different nodes", async (t) => {
     if (!natsServerOrSkip(t)) return;
@@ -285,40 +331,8 @@ describe("cluster - the request plane across nodes", { timeout: 120_000 }, () =>
 
   test("cluster - a node that refuses a start because it is leaving is LEAVING at once: the replica is replaced, not counted as a failed start, and nothing more is placed there", async (t) => {
     if (!natsServerOrSkip(t)) return;
-    // A stand-in node, the only one with "stand": its heartbeats do not say it leaves yet
-    // (the head has not heard), and it refuses every start as a node that leaves does.
-    const nc2 = await connectNats(nats!.url, { name: "request-plane-test-stand-in" });
-    const address = subjects.node(CLUSTER, "stand-in");
-    const mailbox = NatsMailbox.open<ToNode, FromNode>(nc2, address);
-    const starts: string[] = [];
-    mailbox.onMessage((message, from) => {
-      if (message.t === "start") starts.push(message.replica);
-      mailbox.send(from, { t: "node-exit", replica: message.replica, reason: NODE_LEAVING });
-    });
-    const nodesKv = await new Kvm(nc2).open(subjects.nodesBucket(CLUSTER));
-    const record: NodeRecord = {
-      name: "stand-in",
-      resources: { cpus: 1, gpus: 0, memory: 2 ** 30, custom: { stand: 1 } },
-      address,
-      startedAt: Date.now(),
-      heartbeat: Date.now(),
-      pid: process.pid,
-      replicas: [],
-    };
-    const beat = () =>
-      nodesKv.put(record.name, JSON.stringify({ ...record, heartbeat: Date.now() }));
-    await beat();
-    const beating = setInterval(() => void beat().catch(() => undefined), 500);
-    t.after(async () => {
-      clearInterval(beating);
-      await nodesKv.delete(record.name).catch(() => undefined);
-      mailbox.close();
-      await nc2.drain().catch(() => undefined);
-    });
-    const state = () => head!.nodes().find((n) => n.name === record.name)?.state;
-    await until("the head sees the stand-in node", 10_000, async () =>
-      state() === "ALIVE" ? true : undefined,
-    );
+    // The only node with "stand".
+    const { starts, state } = await standIn(t, "stand-in", { cpus: 1, custom: { stand: 1 } });
     // Before, the refusal counted as a failed start: the head tried the same node again
     // and again, and run() did not return.
     const starting = run(standApp, { cluster: head!, port: 0, logLevel: "fatal" });
@@ -334,6 +348,29 @@ describe("cluster - the request plane across nodes", { timeout: 120_000 }, () =>
     assert.match(stranded.message, /custom resource "stand"/);
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     assert.equal(starts.length, 1, `starts sent to the stand-in node: ${starts.join(", ")}`);
+  });
+
+  test("cluster - a rolling update whose new replica is refused by a node that is leaving starts it on another node, and completes", async (t) => {
+    if (!natsServerOrSkip(t)) return;
+    const server = await run(rolledApp, { cluster: head!, port: 0, logLevel: "fatal" });
+    t.after(() => server.close());
+    const before = (await server.status()).applications.rolled!.deployments.rolled!.replicas;
+    // The node the new replica is placed on: none of the deployment's, and the most CPUs.
+    const { starts, state } = await standIn(t, "stand-in-2", { cpus: 64, custom: {} });
+    // Before, the refused start failed the update, which was rolled back.
+    const changes = await within(
+      30_000,
+      server.update(rolledApp.withOptions({ rolled: { resources: { cpus: 0.2 } } })),
+      () => "update() did not return",
+    );
+    assert.deepEqual(changes, { rolled: ["restart"] });
+    assert.equal(state(), "LEAVING");
+    assert.equal(starts.length, 1, `starts sent to the stand-in node: ${starts.join(", ")}`);
+    const rolled = (await server.status()).applications.rolled!.deployments.rolled!;
+    assert.equal(rolled.status, "HEALTHY", JSON.stringify(rolled));
+    assert.equal(rolled.replicas.length, 1);
+    assert.notEqual(rolled.replicas[0]!.id, before[0]!.id);
+    assert.match(await server.getHandle<Busy>("rolled").hold(1), /^n[12]$/);
   });
 
   test("cluster - a NATS restart fails the calls in flight at once with REPLICA_DIED (none hangs), and calls flow again", async (t) => {

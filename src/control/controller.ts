@@ -812,7 +812,12 @@ export class Controller {
         // On a node that leaves: replaced already, and its node ends it.
         if (this.#leaving.has(replica)) continue;
         const fresh = await this.#startFresh(d);
-        if (!fresh) return false;
+        if (!fresh) {
+          // A start that failed says why; one that found no node, or only nodes that were
+          // leaving, may have left nothing to say (the rollback read "Update rolled back: ;").
+          d.message ||= "a new replica could not be started";
+          return false;
+        }
         started.push(fresh);
         // The new replicas are healthy before an old one drains: each answers a health
         // check, and none has ended since it started. Before the last old one goes, they

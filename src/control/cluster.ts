@@ -240,10 +240,10 @@ export class ClusterHead {
   /**
    * `controller` runs application `app` from now on. Front doors on nodes get its
    * membership: at once when it is the application's first, and in a code roll once every
-   * deployment of the new version runs a replica (when the head's own front door moves to
-   * it; before, calls at a node's door queued on a version with none). The function
-   * returned unregisters it; if the front doors followed it, they follow the newest
-   * controller left (after a roll that failed or was refused, the old one, which serves on).
+   * deployment of the new version runs a replica (before, calls at a node's door queued on
+   * a version with none). The function returned unregisters it, at the start of its
+   * server's close: if the front doors followed it, they follow the newest controller left
+   * (after a roll that failed or was refused, the old one, which serves on).
    */
   register(app: string, controller: Controller): () => void {
     const controllers = this.#controllers.get(app) ?? [];
@@ -266,21 +266,23 @@ export class ClusterHead {
       controllers.splice(at, 1);
       if (controllers.length === 0 && this.#controllers.get(app) === controllers)
         this.#controllers.delete(app);
-      if (this.#serving.get(app) === controller) this.#serve(app, controllers.at(-1));
+      if (this.#serving.get(app) !== controller) return;
+      // The application's last one keeps its front doors while it closes (they hear from it
+      // that it closed); else they follow the newest one left at once.
+      const next = controllers.at(-1);
+      if (next) this.#serve(app, next);
+      else this.#serving.delete(app);
     };
   }
 
-  /** The front doors of `app` on nodes follow `controller` (or none) from now on. */
-  #serve(app: string, controller: Controller | undefined): void {
-    const from = this.#serving.get(app);
-    if (controller) this.#serving.set(app, controller);
-    else this.#serving.delete(app);
+  /** The front doors of `app` on nodes follow `controller` from now on. */
+  #serve(app: string, controller: Controller): void {
+    this.#serving.set(app, controller);
     for (const fd of this.#frontDoors.values()) {
-      if (fd.app !== app) continue;
-      if (from && fd.controller === from && from !== controller) from.unsubscribe(fd.subscriber);
+      if (fd.app !== app || fd.controller === controller) continue;
+      fd.controller?.unsubscribe(fd.subscriber);
       fd.controller = controller;
-      if (controller && from !== controller)
-        for (const d of fd.deployments) controller.subscribe(fd.subscriber, d);
+      for (const d of fd.deployments) controller.subscribe(fd.subscriber, d);
     }
   }
 

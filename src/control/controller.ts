@@ -44,8 +44,8 @@ const START_ATTEMPTS_PER_REPLICA = 3;
 const MAX_START_FAILURES = 20;
 const startAttempts = (deployment: DeploymentRuntime): number =>
   Math.min(MAX_START_FAILURES, START_ATTEMPTS_PER_REPLICA * Math.max(1, deployment.target));
-/** How many times a rolling restart starts a new replica again when its node was leaving. */
-const LEAVING_RETRIES = 3;
+/** How many starts a rolling restart makes of one new replica whose nodes were leaving. */
+const LEAVING_STARTS = 3;
 /**
  * How long a rolling restart watches its new replicas before the last old one drains (see
  * `#rollingRestart`).
@@ -806,6 +806,8 @@ export class Controller {
     d.rolling = true;
     d.state.set("UPDATING");
     const started: ReplicaClient[] = [];
+    /** Why no new replica started, set once the restart is over (its reconcile clears a placement's message). */
+    let notStarted: string | undefined;
     try {
       const old = d.live.filter(which);
       for (const [i, replica] of old.entries()) {
@@ -813,9 +815,10 @@ export class Controller {
         if (this.#leaving.has(replica)) continue;
         const fresh = await this.#startFresh(d);
         if (!fresh) {
-          // A start that failed says why; one that found no node, or only nodes that were
-          // leaving, may have left nothing to say (the rollback read "Update rolled back: ;").
-          d.message ||= "a new replica could not be started";
+          // A start that failed says why. One that found no node said so in a message the
+          // reconcile below clears, and one refused by nodes that were leaving said nothing
+          // (the rollback read "Update rolled back: ;").
+          notStarted = `a new replica could not be started${d.message ? `: ${d.message}` : ""}`;
           return false;
         }
         started.push(fresh);
@@ -838,13 +841,14 @@ export class Controller {
     } finally {
       d.rolling = false;
       this.#reconcile(d);
+      if (notStarted !== undefined) d.message = notStarted;
     }
   }
 
   /**
    * Starts one new replica for a rolling restart; returns it once it runs. One whose
    * cluster node turns out to be leaving (it refused the start) is not the new version
-   * failing: it is started again on another node, up to {@link LEAVING_RETRIES} times.
+   * failing: it is started again on another node ({@link LEAVING_STARTS} starts in all).
    */
   async #startFresh(d: DeploymentRuntime): Promise<ReplicaClient | undefined> {
     for (let tries = 1; ; tries++) {
@@ -852,7 +856,7 @@ export class Controller {
       const starting = this.#startReplica(d);
       const fresh = d.replicas.length > count ? d.replicas.at(-1) : undefined;
       if (await starting) return fresh;
-      if (!fresh || !this.#leaving.has(fresh) || tries >= LEAVING_RETRIES) return undefined;
+      if (!fresh || !this.#leaving.has(fresh) || tries >= LEAVING_STARTS) return undefined;
     }
   }
 

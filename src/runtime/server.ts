@@ -145,6 +145,8 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
   }[] = [];
   /** @internal What closes last (the span exporter, after every span ended). */
   readonly closers: (() => Promise<void>)[] = [];
+  /** @internal Run as `close()` begins (a cluster's head stops sending node front doors here). */
+  readonly closing: (() => void)[] = [];
   /** @internal The front-door workers, with `http: { workers }` above 1. */
   frontDoorPool: FrontDoorPool | undefined;
   readonly #controller: Controller;
@@ -327,6 +329,7 @@ export class Server<In = unknown, Out = unknown> implements AsyncDisposable {
    */
   close(): Promise<void> {
     this.#closed ??= (async () => {
+      for (const begin of this.closing) begin();
       // The deployments' own timeouts bound the drain (the generated ingress has none of its own).
       const deadline = Date.now() + drainMs(this.app);
       let drained!: () => void;
@@ -450,7 +453,9 @@ export async function run<In, Out>(
   }
   const server = new Server(app, controller, metrics);
   if (offCapacity) server.closers.push(async () => offCapacity());
-  if (unregister) server.closers.push(async () => unregister());
+  // At once: a version dropped in a code roll hands node front doors back to the one that
+  // serves on before it drains.
+  if (unregister) server.closing.push(unregister);
   if (traceExport) server.closers.push(() => traceExport.close());
   if (options.frontDoors === false) return server;
   const workers = options.http?.workers ?? 1;

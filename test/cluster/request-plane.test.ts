@@ -350,7 +350,7 @@ describe("cluster - the request plane across nodes", { timeout: 120_000 }, () =>
     assert.equal(starts.length, 1, `starts sent to the stand-in node: ${starts.join(", ")}`);
   });
 
-  test("cluster - a rolling update whose new replica is refused by a node that is leaving starts it on another node, and completes", async (t) => {
+  test("cluster - a rolling update whose new replica is refused by a node that is leaving starts it on another node, and completes; one with room nowhere is rolled back saying so", async (t) => {
     if (!natsServerOrSkip(t)) return;
     const server = await run(rolledApp, { cluster: head!, port: 0, logLevel: "fatal" });
     t.after(() => server.close());
@@ -370,6 +370,19 @@ describe("cluster - the request plane across nodes", { timeout: 120_000 }, () =>
     assert.equal(rolled.status, "HEALTHY", JSON.stringify(rolled));
     assert.equal(rolled.replicas.length, 1);
     assert.notEqual(rolled.replicas[0]!.id, before[0]!.id);
+    assert.match(await server.getHandle<Busy>("rolled").hold(1), /^n[12]$/);
+    // With room nowhere, the update is rolled back saying why (before: "rolled back: ;").
+    await assert.rejects(
+      server.update(rolledApp.withOptions({ rolled: { resources: { custom: { nowhere: 1 } } } })),
+      (error: Error & { code?: string }) => {
+        assert.equal(error.code, "DEPLOY_FAILED", error.message);
+        assert.match(
+          error.message,
+          /Update rolled back: a new replica could not be started: .*custom resource "nowhere" 1 \(free: 0\).*; the old replicas keep serving/,
+        );
+        return true;
+      },
+    );
     assert.match(await server.getHandle<Busy>("rolled").hold(1), /^n[12]$/);
   });
 

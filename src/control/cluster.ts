@@ -264,8 +264,7 @@ export class ClusterHead {
       const at = controllers.indexOf(controller);
       if (at < 0) return;
       controllers.splice(at, 1);
-      if (controllers.length === 0 && this.#controllers.get(app) === controllers)
-        this.#controllers.delete(app);
+      if (controllers.length === 0) this.#controllers.delete(app);
       if (this.#serving.get(app) !== controller) return;
       // The application's last one keeps its front doors while it closes (they hear from it
       // that it closed); else they follow the newest one left at once.
@@ -553,10 +552,7 @@ export class ClusterHead {
       // before the heartbeat that says so. The node is LEAVING from now on, and every replica
       // placed there, this one included, is replaced by its controller, not counted as a
       // start that failed (before, it was, and the same node was tried again and again).
-      if (reason === NODE_LEAVING && !this.#closed && node.state === "ALIVE") {
-        node.state = "LEAVING";
-        this.#replaceLeaving(node);
-      }
+      if (reason === NODE_LEAVING && !this.#closed && node.state === "ALIVE") this.#leaves(node);
       node.transports.delete(transport);
       this.#placed.delete(transport);
       void this.#stateKv.delete(placementKey(record)).catch(() => undefined);
@@ -637,10 +633,7 @@ export class ClusterHead {
         existing.record = record;
         existing.lastSeen = Date.now();
         // A node that leaves stays LEAVING until its key is deleted (or it stops heartbeating).
-        if (record.leaving) {
-          existing.state = "LEAVING";
-          this.#replaceLeaving(existing);
-        }
+        if (record.leaving) this.#leaves(existing);
         return;
       }
       // Another process under the name (the last one was killed, perhaps mid-leave, and a new
@@ -656,6 +649,12 @@ export class ClusterHead {
       transports: existing?.transports ?? new Set(),
     });
     if (!this.#closed) this.#capacityChanged();
+  }
+
+  /** `node` is LEAVING (it said so, or refused a start saying so). */
+  #leaves(node: NodeEntry): void {
+    node.state = "LEAVING";
+    this.#replaceLeaving(node);
   }
 
   /**

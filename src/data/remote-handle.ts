@@ -284,8 +284,9 @@ function connect(
   untoldWaitMs: () => number,
 ): ReplicaConnection {
   const { replica } = endpoint;
+  // A call that waited for a slot this answer frees goes with the flush right after it.
   const onReply = (data: ReplyMessage | ReplyMessage[]): void => {
-    unbatch(data, (message) => connection.onMessage(message));
+    batcher.within(() => unbatch(data, (message) => connection.onMessage(message)));
     changed();
   };
   let send: (message: CallMessage | CallMessage[], transfer: Transfer) => void;

@@ -431,10 +431,11 @@ export async function run<In, Out>(
       replicaNumbers: options.replicaNumbers,
     },
   );
+  // This thread's spans (the front doors'), unless its code registered an SDK. First: when
+  // it cannot start (its optional packages are missing), nothing is left registered.
+  const traceExport = tracing && (await exportTraces(tracing.otlpEndpoint, tracing.serviceName));
   const offCapacity = options.cluster?.onCapacity(() => controller.replan());
   const unregister = options.cluster?.register(app.name, controller);
-  // This thread's spans (the front doors'), unless its code registered an SDK.
-  const traceExport = tracing && (await exportTraces(tracing.otlpEndpoint, tracing.serviceName));
   try {
     await controller.start();
   } catch (error) {

@@ -77,8 +77,10 @@ describe("front doors as several worker processes (http.workers)", { timeout: 24
     };
     const during = done.filter((t) => t > blockedFrom + 20 && t < blockedTo - 20);
     assert.equal(failed, 0);
+    // Any answer at all shows it: with the main thread on the path there would be none. A
+    // few, not ten: the client and workers share 2 vCPUs with the busy loop (6 seen under load).
     assert.ok(
-      during.length >= 10,
+      during.length >= 3,
       `${during.length} HTTP answers while the main thread was blocked`,
     );
 

@@ -81,7 +81,7 @@ export class ProcessTransport implements ReplicaTransport {
 
   onMessage(listener: (message: FromReplica) => void): void {
     this.#child.on("message", (data: unknown) =>
-      unbatch(data as FromReplica | FromReplica[], listener),
+      this.#batcher.within(() => unbatch(data as FromReplica | FromReplica[], listener)),
     );
   }
 

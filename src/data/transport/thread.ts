@@ -59,7 +59,11 @@ export class ThreadTransport implements ReplicaTransport {
   }
 
   onMessage(listener: (message: FromReplica) => void): void {
-    this.#worker.on("message", (data: FromReplica | FromReplica[]) => unbatch(data, listener));
+    // A queued call that an answer frees a slot for goes right after that message is
+    // handled, not at the end of the event loop's turn (see `MessageBatcher.within`).
+    this.#worker.on("message", (data: FromReplica | FromReplica[]) =>
+      this.#batcher.within(() => unbatch(data, listener)),
+    );
   }
 
   onExit(listener: (reason: string) => void): void {

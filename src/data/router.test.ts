@@ -470,6 +470,44 @@ describe("Router", () => {
     assert.equal(await running, "ran");
   });
 
+  test("router - a call that moves a typed array and must wait is sent as it was made, with a copy that moves; what cannot be copied fails it at once", async () => {
+    const sent: { message: CallMessage; transfer: readonly ArrayBuffer[] }[] = [];
+    const a = new ReplicaConnection("a", "d", (message, transfer = []) =>
+      sent.push({ message, transfer: transfer as ArrayBuffer[] }),
+    );
+    const router = new Router("d", "d", { maxOngoingRequests: 1, maxQueuedRequests: 10 });
+    router.setReplicas([a]);
+    const running = router.call("m", ["running"]);
+    const data = new Float32Array([1, 1]);
+    const label = { text: "as called" };
+    const waiting = router.call("m", [data, label], { transfer: [data.buffer] });
+    assert.equal(router.queued, 1);
+    assert.equal(data.length, 2, "the caller's array is still its own");
+    data.fill(9);
+    label.text = "changed after the call";
+    // A value structured clone refuses, nested where the check before waiting does not
+    // look (a Map), beside a typed array: refused now, not when a slot frees.
+    const moved = new Float32Array(2);
+    const refused = router.call("m", [moved, new Map([["f", () => 1]])], {
+      transfer: [moved.buffer],
+    });
+    await assert.rejects(refused, (error: unknown) => {
+      assert.ok(error instanceof ValidationError, String(error));
+      return true;
+    });
+    assert.equal(router.queued, 1);
+    a.onMessage({ t: "ok", id: (sent[0]!.message as { id: number }).id, v: "ran" });
+    assert.equal(await running, "ran");
+    const second = sent[1]!;
+    const args = (second.message as CallMessage & { a: unknown[] }).a;
+    assert.deepEqual([...(args[0] as Float32Array)], [1, 1], "taken when the call was made");
+    assert.deepEqual(args[1], { text: "as called" });
+    assert.notEqual((args[0] as Float32Array).buffer, data.buffer, "a copy");
+    assert.deepEqual(second.transfer, [(args[0] as Float32Array).buffer], "whose buffer moves");
+    a.onMessage({ t: "ok", id: (second.message as { id: number }).id, v: "done" });
+    assert.equal(await waiting, "done");
+  });
+
   test("router - a user's call with objects in its arguments goes at once, a walk's own batches; one that waits is sent as it was made", async () => {
     const sent: [CallMessage, boolean][] = [];
     const a = new ReplicaConnection("a", "d", (message, _transfer, now) =>

@@ -184,6 +184,11 @@ class Request implements RoutedCall {
   viewed: readonly ArrayBuffer[];
   /** No one else changes the arguments (see {@link CallOptions.owned}). */
   owned: boolean;
+  /**
+   * The arguments are this router's own: the caller's walk values (`options.owned`), a
+   * copy taken here, or what a replica handed back. Only such a call waits as it is.
+   */
+  kept: boolean;
 
   constructor(
     router: Router,
@@ -196,14 +201,15 @@ class Request implements RoutedCall {
     this.#router = router;
     this.transfer = options.transfer ?? NO_TRANSFER;
     this.viewed = options.viewed ?? NO_VIEWED;
-    // A call that moves buffers keeps its batch and its place in the queue as it is: the
-    // buffers are the caller's no more, and another call given the same array at once gets
-    // a copy of it while this one has not left (see `#moveOnce`).
+    // A call that moves buffers keeps its batch as it is: the buffers are the caller's no
+    // more, and another call given the same array at once gets a copy of it while this one
+    // has not left (see `#moveOnce`). One that must wait in the queue is copied (`#keep`).
     this.owned =
       options.owned === true ||
       this.transfer.length > 0 ||
       this.viewed.length > 0 ||
       !args.some(changeable);
+    this.kept = options.owned === true;
     this.model = options.multiplexedModelId;
     const { cancel, timeoutMs } = options;
     if (timeoutMs !== undefined) {
@@ -289,6 +295,7 @@ class Request implements RoutedCall {
       this.transfer = transferablesOf(args);
       this.viewed = NO_VIEWED;
       this.owned = true;
+      this.kept = true;
     }
     const slot = this.slot;
     if (slot) {
@@ -480,17 +487,36 @@ export class Router {
         }
       }
       const request = new Request(this, method, args, options, resolve, reject);
-      if ((request.transfer.length > 0 || request.viewed.length > 0) && !this.#moveOnce(request))
-        return;
-      if (slot) this.#dispatch(request, slot);
-      else if (request.owned || this.#takeArguments(request)) this.#enqueue(request, false);
+      if (slot) {
+        if ((request.transfer.length > 0 || request.viewed.length > 0) && !this.#moveOnce(request))
+          return;
+        this.#dispatch(request, slot);
+      } else if (this.#keep(request)) {
+        this.#enqueue(request, false);
+      }
     });
   }
 
   /**
-   * A user's call that must wait in the queue (one that moves no buffer): its arguments are
-   * copied now, so that what its caller changes next does not reach the replica. Returns
-   * false when they cannot be copied (the call was answered with why).
+   * A call that must wait (in the queue, or for a replica that is away) keeps arguments its
+   * caller could change meanwhile only as a copy (see {@link #takeArguments}). Returns false
+   * when they cannot be copied (the call was answered with why).
+   */
+  #keep(request: Request): boolean {
+    if (request.kept) return true;
+    const moves = request.transfer.length > 0 || request.viewed.length > 0;
+    if (!moves && !request.args.some(changeable)) return true; // nothing to change
+    return this.#takeArguments(request);
+  }
+
+  /**
+   * A user's call that must wait: its arguments are copied now, so that what its caller
+   * changes next does not reach the replica. Its typed arrays are copied too and stay the
+   * caller's (the copy's buffers move when the call is sent): the call may wait long past
+   * the turn in which it was made, and a later call may be given the same arrays. A value
+   * structured clone refuses (nested in a Map, a Set or a class instance, which the check
+   * before does not search) fails the call now. Returns false when they cannot be copied
+   * (the call was answered with why).
    */
   #takeArguments(request: Request): boolean {
     try {
@@ -499,7 +525,10 @@ export class Router {
       this.#unsendable(request, error);
       return false;
     }
+    request.transfer = transferablesOf(request.args);
+    request.viewed = NO_VIEWED;
     request.owned = true;
+    request.kept = true;
     return true;
   }
 
@@ -513,10 +542,7 @@ export class Router {
    */
   #moveOnce(request: Request): boolean {
     if (callMoves.claim(request.transfer, request.viewed)) return true;
-    if (!this.#takeArguments(request)) return false;
-    request.transfer = transferablesOf(request.args);
-    request.viewed = NO_VIEWED;
-    return true;
+    return this.#takeArguments(request);
   }
 
   /** Answers `request` with why its arguments (which structured clone refused) cannot be sent. */
@@ -577,7 +603,7 @@ export class Router {
 
   #dispatch(request: Request, slot: Slot): void {
     // Not sent now (its replica is away): it goes elsewhere later, as it was made.
-    if (!request.owned && slot.connection.away && !this.#takeArguments(request)) return;
+    if (slot.connection.away && !this.#keep(request)) return;
     slot.ongoing++;
     request.slot = slot;
     request.dispatched();

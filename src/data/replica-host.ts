@@ -158,6 +158,7 @@ function channelCaller(
     (message, transfer, now) => batcher.push(message, transfer, now),
     movesBuffers,
   );
+  channelBatchers.set(caller, batcher);
   return {
     caller,
     // The answers of synchronous methods go once the message is handled; later ones with
@@ -173,8 +174,15 @@ function acceptSocket(socket: Socket): void {
   channel.onClose(() => callerGone(caller));
 }
 
+/**
+ * Each channel caller's batcher: what they hold goes out when this replica ends itself
+ * (the last stream item yielded before a `process.exit`), as the runtime's batcher's does.
+ */
+const channelBatchers = new Map<Caller, MessageBatcher<ReplyMessage>>();
+
 /** The caller went away (its replica stopped): what it asked for is cancelled. */
 function callerGone(caller: Caller): void {
+  channelBatchers.delete(caller);
   for (const id of caller.active.ids()) cancel(caller, id, "abort");
   rejected.delete(caller);
 }
@@ -873,7 +881,10 @@ function onMessage(message: ToReplica): void {
 
 // What the replica's code logged just before it ends itself (process.exit) goes first: a
 // batch waiting for its microtask would be lost with the thread.
-process.on("exit", () => batcher.flush());
+process.on("exit", () => {
+  batcher.flush();
+  for (const channel of channelBatchers.values()) channel.flush();
+});
 
 if (parentPort) {
   parentPort.on("message", (data: ToReplica | ToReplica[]) =>

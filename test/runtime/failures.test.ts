@@ -107,6 +107,16 @@ describe("replica failures", { timeout: 240_000 }, () => {
   }
 
   for (const isolation of ["thread", "process"] as const) {
+    test(`crash - a ${isolation} replica that ends itself right after a stream item sends that item to the replica reading it first`, async () => {
+      await using server = await serve(
+        relayApp.withOptions({ Relay: { isolation }, fragile: { isolation } }),
+      );
+      const read = await server.getHandle<Relay>("Relay").readUntilDeath(3);
+      assert.deepEqual(read, { items: [0, 1, 2], code: "REPLICA_DIED" });
+    });
+  }
+
+  for (const isolation of ["thread", "process"] as const) {
     test(`crash - a ${isolation} replica's Unix socket file goes when it dies and when the server closes`, async () => {
       // The replicas (this process's worker threads, and child processes) make their sockets
       // in the temporary folder they start with: a folder of this test's own.

@@ -510,11 +510,13 @@ export class Instance {
     if (workers <= 1)
       return [await startFrontDoors(this.#targets, options, this.metrics), undefined];
     const { startFrontDoorPool } = await import("../runtime/front-door-pool.js");
+    // The instance's pools share their ports: a new one starts beside the old one.
     const pool = await startFrontDoorPool(
       [...this.#running.values()].map((r) => r.server.poolApplication()),
       options,
       workers,
       this.metrics,
+      this,
     );
     return [
       {

@@ -12,12 +12,14 @@
  * replica does and subscribes to that controller's membership for its deployments.
  */
 import cluster, { type Worker } from "node:cluster";
+import { createServer, type AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { AggregatorRegistry } from "prom-client";
 import { INGRESS, type Application } from "../app/application.js";
 import type { Controller, Subscriber } from "../control/controller.js";
 import { TributaryError } from "../errors.js";
+import { listenFailed } from "../ingress/listen.js";
 import { deserializeError } from "../wire/error-codec.js";
 import type { FromFrontDoor, ServedApplication, ToFrontDoor } from "./front-door-worker.js";
 import { armWeights } from "./graph-ingress.js";
@@ -92,6 +94,83 @@ export interface FrontDoorPool {
   idle(): Promise<void>;
 }
 
+/**
+ * The ports this process's pools listen on, by `host:port`. Node's cluster shares one
+ * listening socket per address and port among all the workers of a process, whatever pool
+ * forked them: a second pool on a port is served by the first one's workers too. So a
+ * port is one owner's (one `run()`, one instance), whose pools share it on purpose (a new
+ * pool started beside the old one takes over without closing the port); another owner
+ * asking for it is refused as a taken port. Port 0 is pinned to a free port when a pool
+ * starts: each owner gets its own, and its workers, replacements included, listen there
+ * (after all of them died, too: the cluster closes a socket its last worker leaves).
+ */
+interface HeldPort {
+  readonly owner: object;
+  readonly kind: "HTTP" | "gRPC";
+  readonly host: string;
+  readonly port: number;
+  /** Asked as 0: the same owner's next pool asking 0 for this kind gets it again. */
+  readonly pinned: boolean;
+  pools: number;
+}
+const heldPorts = new Map<string, HeldPort>();
+
+/** A port no one listens on now (the kernel's pick), for a pool asked to listen on 0. */
+async function freePort(host: string): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once("error", reject);
+    probe.listen(0, host, resolve);
+  });
+  const { port } = probe.address() as AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+/** Claims `asked` (0: a pinned free port) on `host` for `owner`; throws when another holds it. */
+async function claimPort(
+  owner: object,
+  kind: HeldPort["kind"],
+  host: string,
+  asked: number,
+  setting: string,
+): Promise<HeldPort> {
+  let port = asked;
+  if (asked === 0) {
+    const mine = [...heldPorts.values()].find(
+      (h) => h.owner === owner && h.kind === kind && h.host === host && h.pinned,
+    );
+    port = mine?.port ?? (await freePort(host));
+    // Not one this process's pools hold (the HTTP port, when gRPC's is pinned next).
+    for (let tries = 0; !mine && heldPorts.has(`${host}:${port}`) && tries < 10; tries++)
+      port = await freePort(host);
+  }
+  const key = `${host}:${port}`;
+  const held = heldPorts.get(key);
+  if (held && (held.owner !== owner || held.kind !== kind)) {
+    listenFailed(
+      Object.assign(new Error(`listen EADDRINUSE: address already in use ${key}`), {
+        code: "EADDRINUSE",
+      }),
+      kind,
+      host,
+      port,
+      setting,
+    );
+  }
+  if (held) {
+    held.pools++;
+    return held;
+  }
+  const claimed: HeldPort = { owner, kind, host, port, pinned: asked === 0, pools: 1 };
+  heldPorts.set(key, claimed);
+  return claimed;
+}
+
+function releasePort(held: HeldPort): void {
+  if (--held.pools === 0) heldPorts.delete(`${held.host}:${held.port}`);
+}
+
 /** A number per controller: a worker imports an application's code again for a new one. */
 const generations = new WeakMap<PoolController, number>();
 let lastGeneration = 0;
@@ -130,11 +209,16 @@ function workerSettings(options: RunOptions): ToFrontDoorOptions {
 }
 type ToFrontDoorOptions = Extract<ToFrontDoor, { t: "init" }>["options"];
 
+/**
+ * `owner`: whose the pool's ports are (see {@link heldPorts}): an instance's pools share
+ * theirs; by default the pool's own.
+ */
 export async function startFrontDoorPool(
   initial: readonly PoolApplication[],
   options: RunOptions,
   count: number,
   metrics: Metrics,
+  owner: object = {},
 ): Promise<FrontDoorPool> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ exec: fileURLToPath(ENTRY), serialization: "advanced" });
@@ -142,11 +226,53 @@ export async function startFrontDoorPool(
   let served = describe(apps);
   /** Whether the instance's first configuration is still starting (see IngressTargets). */
   let starting = false;
-  // The same settings in every worker (port 0 included): the cluster shares one socket per
-  // address and port as asked, so port 0 picks a port once, for all of them and for a
-  // replacement. (Asking for the port the first one got would be a new key, and a second
-  // bind of it: EADDRINUSE.) gRPC's listener is shared the same way.
-  let settings = workerSettings(options);
+  // Every worker gets the same settings, with the ports this pool holds (0 pinned): the
+  // cluster shares one socket per address and port among them, replacements included.
+  // gRPC's listener is shared the same way.
+  const host = options.host ?? "127.0.0.1";
+  const askedHttp = options.port ?? 8000;
+  const askedGrpc = options.grpc ? (options.grpc.port ?? 9000) : undefined;
+  const ports: HeldPort[] = [];
+  try {
+    ports.push(
+      await claimPort(
+        owner,
+        "HTTP",
+        host,
+        askedHttp,
+        "http.port in the YAML, --port, or run()'s port",
+      ),
+    );
+    if (askedGrpc !== undefined)
+      ports.push(
+        await claimPort(
+          owner,
+          "gRPC",
+          host,
+          askedGrpc,
+          "grpc.port in the YAML, --grpc-port, or run()'s grpc.port",
+        ),
+      );
+  } catch (error) {
+    ports.forEach(releasePort);
+    throw error;
+  }
+  let portsHeld = true;
+  const releasePorts = (): void => {
+    if (portsHeld) ports.forEach(releasePort);
+    portsHeld = false;
+  };
+  /** `next` with this pool's ports where it asks for the same ones as the pool was. */
+  const pinned = (next: RunOptions): RunOptions => {
+    if ((next.host ?? "127.0.0.1") !== host) return next;
+    const grpc = next.grpc && (next.grpc.port ?? 9000) === askedGrpc && { port: ports[1]!.port };
+    return {
+      ...next,
+      ...((next.port ?? 8000) === askedHttp && { port: ports[0]!.port }),
+      ...(grpc && { grpc: { ...next.grpc, ...grpc } }),
+    };
+  };
+  let settings = workerSettings(pinned(options));
   const workers = new Set<Worker>();
   /** Those that listen (a replacement is in `workers` from its start). */
   const serving = new Set<Worker>();
@@ -319,6 +445,10 @@ export async function startFrontDoorPool(
             waiting.get(message.seq)?.(message);
             waiting.delete(message.seq);
             return;
+          case "final-metrics":
+            // Its last series as it exits: what its exit folds into `retired`.
+            lastJson.set(worker, message.json);
+            return;
           case "metrics-json":
             pendingJson.get(message.id)?.(message.json);
             pendingJson.delete(message.id);
@@ -369,12 +499,13 @@ export async function startFrontDoorPool(
     });
 
   try {
-    await start(); // the first picks the port; the others share it
+    await start(); // the first binds the port; the others share it
     await Promise.all(Array.from({ length: count - 1 }, start));
   } catch (error) {
     closing = true;
     unlistRemote();
     for (const worker of workers) worker.kill("SIGKILL");
+    releasePorts();
     throw error;
   }
 
@@ -402,7 +533,7 @@ export async function startFrontDoorPool(
       }
     },
     async update(next) {
-      const nextSettings = workerSettings(next);
+      const nextSettings = workerSettings(pinned(next));
       const answers = await everyWorker((seq) => ({ t: "update", seq, options: nextSettings }));
       if (answers.some((a) => a.changed === null)) return undefined;
       settings = nextSettings;
@@ -412,7 +543,6 @@ export async function startFrontDoorPool(
       closing = true;
       for (const timer of replacing) clearTimeout(timer);
       replacing.clear();
-      unlistRemote();
       const exited = [...workers].map(
         (worker) => new Promise<void>((resolve) => worker.once("exit", () => resolve())),
       );
@@ -430,6 +560,13 @@ export async function startFrontDoorPool(
         setTimeout(() => worker.kill("SIGKILL"), EXIT_GRACE_MS).unref();
       }
       await allExited;
+      releasePorts();
+      // What the workers counted stays in the sum (an instance that changes its number of
+      // workers starts a new pool: a rollout reads as no reset), as their series ended.
+      await retiring;
+      unlistRemote();
+      const counted = retired;
+      if (counted.length > 0) metrics.addRemote(async () => [counted]);
     },
     idle: () =>
       new Promise<void>((resolve) => {

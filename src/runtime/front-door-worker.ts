@@ -87,6 +87,8 @@ export type FromFrontDoor =
   /** Served application `e` is no longer served here. */
   | { readonly t: "unsubscribe"; readonly e: number }
   | { readonly t: "metrics-json"; readonly id: number; readonly json: MetricsJson }
+  /** Its series as it exits, unasked: its counts to the last request. */
+  | { readonly t: "final-metrics"; readonly json: MetricsJson }
   /** Closing, this worker has no HTTP request in flight any more. */
   | { readonly t: "drained" }
   /**
@@ -357,7 +359,21 @@ function drain(timeoutMs?: number): void {
   const closed = doors.close(forced);
   // The main process stops the replicas once every worker has answered what it had.
   void doors.idle().then(() => send({ t: "drained" }));
-  void closed.then(() => traceExport?.close()).finally(() => process.exit(0));
+  void closed
+    .then(() => traceExport?.close())
+    .then(sendFinalMetrics)
+    .finally(() => process.exit(0));
+}
+
+/** Sends this worker's series as they end (`final-metrics`); resolves once sent. */
+async function sendFinalMetrics(): Promise<void> {
+  if (!metrics || !process.connected) return;
+  const json = await metrics.json();
+  await new Promise<void>((resolve) => {
+    if (!process.connected) return resolve();
+    const message: FromFrontDoor = { t: "final-metrics", json };
+    process.send!(message, undefined, undefined, () => resolve());
+  });
 }
 
 /** How long a worker told to stop by SIGTERM answers its requests in flight before it exits. */

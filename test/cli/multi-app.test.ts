@@ -511,10 +511,25 @@ describe(
         for (const client of clients) client.close();
       }
       assert.deepEqual(instance.frontDoorPids().sort(), pidsBefore, "no worker died");
+      const requests = async (at: string): Promise<number> =>
+        total((await scrape(at)).samples, "tributary_http_requests_total", {
+          application: "beta",
+        });
+      const counted = await requests(status.url);
+      assert.ok(counted >= 28, `${counted} requests counted`);
+      // Another number of workers is a new pool, on the same port (0 stays pinned), and what
+      // the old one counted stays counted: no reset.
+      const three = await instance.deploy(configWith(3, beta), file);
+      assert.deepEqual(three.http, ["workers"]);
+      assert.equal(instance.frontDoorPids().length, 3);
+      assert.equal(((await instance.status()) as { url: string }).url, status.url);
+      assert.ok((await requests(status.url)) >= counted, "the old pool's requests are counted");
       const single = await instance.deploy(configWith(1, beta), file);
       assert.deepEqual(single.http, ["workers"]);
       assert.deepEqual(instance.frontDoorPids(), []);
       const { url } = (await instance.status()) as { url: string };
+      // What the workers counted stays counted after they are gone: no reset.
+      assert.ok((await requests(url)) >= counted, "the workers' requests are still counted");
       const answer = await fetch(`${url}/b`, {
         method: "POST",
         headers: { "content-type": "application/json" },

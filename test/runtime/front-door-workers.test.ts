@@ -17,6 +17,7 @@ import { replacementDelay, MAX_REPLACE_MS } from "../../src/runtime/front-door-p
 // @ts-expect-error: a JavaScript fixture, without types
 import { app as plain } from "../fixtures/plain-double.mjs";
 import { rpc, type Client } from "../ingress/grpc-client.js";
+import { scrape, total } from "../observability/scrape.js";
 
 /** A client in another process: POSTs for `ms` and prints when each answer came. */
 const CLIENT = `
@@ -153,6 +154,50 @@ describe("front doors as several worker processes (http.workers)", { timeout: 24
     );
   });
 
+  test("workers - two servers in one process each listen on a port of their own, and one asking for the other's port is refused", async () => {
+    await using direct = await serve(app, { http: { workers: 2 } });
+    await using doubling = await serve(plain as Parameters<typeof serve>[0], {
+      http: { workers: 2 },
+    });
+    assert.notEqual(direct.url, doubling.url);
+    // Each port answers its own server's routes only (a shared socket split them before).
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        fetch(`${doubling.url}/plain-double`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: String(i),
+        }).then((r) => r.status),
+      ),
+    );
+    assert.deepEqual(answers, Array<number>(10).fill(200));
+    assert.equal((await post(direct.url)).status, 200);
+    const port = Number(new URL(direct.url).port);
+    await assert.rejects(
+      serve(plain as Parameters<typeof serve>[0], { port, http: { workers: 2 } }),
+      (error: Error & { code?: string }) => {
+        assert.equal(error.code, "EADDRINUSE");
+        assert.match(error.message, new RegExp(`The HTTP port ${port} on 127.0.0.1 is in use`));
+        return true;
+      },
+    );
+    assert.equal((await post(direct.url)).status, 200, "the first serves on");
+  });
+
+  test("workers - workers that all die at once are replaced on the same port", async () => {
+    await using server = await serve(app, { http: { workers: 2 } });
+    const pool = server.frontDoorPool!;
+    const victims = pool.pids();
+    for (const victim of victims) process.kill(victim, "SIGKILL");
+    await eventually(
+      async () => pool.pids().length === 2 && pool.pids().every((p) => !victims.includes(p)),
+      30_000,
+      "both are replaced",
+    );
+    const after = await Promise.all(Array.from({ length: 10 }, () => post(server.url)));
+    assert.deepEqual(new Set(after.map((r) => r.status)), new Set([200]));
+  });
+
   test("workers - a replica that dies under a worker's request answers 503 REPLICA_DIED saying why", async () => {
     await using server = await serve(dyingApp, { http: { workers: 2 } });
     const response = await fetch(`${server.url}/dying`, {
@@ -202,6 +247,13 @@ describe("front doors as several worker processes (http.workers)", { timeout: 24
       20_000,
       "the drained worker is replaced",
     );
+    // Its requests stay counted: it sends its series as it exits (nothing scraped it before).
+    const { samples } = await scrape(server.url);
+    const counted = total(samples, "tributary_http_requests_total", {
+      application: "refusing",
+      code: "200",
+    });
+    assert.equal(counted, 40);
   });
 
   for (const how of ["throws", "exits"] as const)

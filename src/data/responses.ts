@@ -6,8 +6,11 @@
 import { STREAM_WINDOW, type Response, type SerializedError } from "../wire/protocol.js";
 import { CallTable } from "./call-table.js";
 
-/** Items of a streamed response, consumed with `for await`. */
-export class StreamReader implements AsyncIterableIterator<unknown> {
+/**
+ * @internal The items of a streamed response as they arrive, held by the call's router until
+ * the stream ends; its consumer holds a {@link StreamReader} of it.
+ */
+export class StreamBuffer implements AsyncIterableIterator<unknown> {
   readonly #items: unknown[] = [];
   /**
    * `next()` calls waiting for an item, oldest first: each gets the next item in order, as
@@ -110,6 +113,46 @@ export class StreamReader implements AsyncIterableIterator<unknown> {
   }
 }
 
+/**
+ * Streams whose reader was collected before they ended (never read to the end, never
+ * stopped): each is stopped as its consumer's `return()` would, which cancels the producer
+ * and frees its replica's slot. Otherwise a stream no one reads would hold the slot for
+ * good, since the producer waits for credit (see STREAM_WINDOW).
+ */
+const unread = new FinalizationRegistry<StreamBuffer>((buffer) => void buffer.return());
+
+/**
+ * Items of a streamed response, consumed with `for await`: what a caller is given. Only
+ * its consumer holds it (the runtime holds the buffer behind it), so that a stream its
+ * consumer dropped can be stopped once it is collected.
+ */
+export class StreamReader implements AsyncIterableIterator<unknown> {
+  readonly #buffer: StreamBuffer;
+
+  constructor(buffer: StreamBuffer) {
+    this.#buffer = buffer;
+    unread.register(this, buffer, buffer);
+    buffer.onEnd(() => unread.unregister(buffer));
+  }
+
+  next(): Promise<IteratorResult<unknown>> {
+    return this.#buffer.next();
+  }
+
+  return(): Promise<IteratorResult<unknown>> {
+    return this.#buffer.return();
+  }
+
+  /** Runs `listener` once the stream is over (ended, failed, or stopped by its consumer). */
+  onEnd(listener: () => void): void {
+    this.#buffer.onEnd(listener);
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}
+
 export interface PendingCall {
   resolve(value: unknown): void;
   reject(error: Error): void;
@@ -121,7 +164,7 @@ export interface PendingCall {
   cancelStream?(): void;
   /** Gives the producer of a stream credit for `n` more items (see STREAM_WINDOW). */
   credit?(n: number): void;
-  stream?: StreamReader;
+  stream?: StreamBuffer;
 }
 
 /** Calls this thread has sent, on any channel, that have no answer yet. */
@@ -187,7 +230,7 @@ export class Responses {
         return;
       }
       case "stream":
-        call.stream = new StreamReader(
+        call.stream = new StreamBuffer(
           () => {
             if (this.forget(message.id)) {
               // Cancel first: settling frees the slot, and with it the connection to cancel on.
@@ -197,7 +240,7 @@ export class Responses {
           },
           call.credit && ((n) => call.credit!(n)),
         );
-        call.resolve(call.stream);
+        call.resolve(new StreamReader(call.stream));
         return;
       case "item":
         call.stream?.push(message.v);

@@ -29,7 +29,7 @@ import { deserializeError } from "../wire/error-codec.js";
 import type { SerializedError } from "../wire/protocol.js";
 import type { CancelScope } from "./cancel.js";
 import type { ReplicaConnection, RoutedCall } from "./connection.js";
-import { awaitingNothing, type StreamReader } from "./responses.js";
+import { awaitingNothing, type StreamBuffer } from "./responses.js";
 import { changeable } from "./transport/batch.js";
 import { MoveOnce, transferablesOf } from "./transport/transfer.js";
 import type { Transfer } from "./transport/transport.js";
@@ -83,6 +83,7 @@ const NO_MODELS: ReadonlySet<string> = new Set();
 /** Buffers a call of this thread listed for moving when it was made (see `#moveOnce`). */
 const callMoves = new MoveOnce();
 const NO_TRANSFER: Transfer = [];
+const SETTLED = (): void => undefined;
 const NO_VIEWED: readonly ArrayBuffer[] = [];
 
 /** How the router picks among replicas: a function, so the policy can be swapped. */
@@ -174,7 +175,7 @@ class Request implements RoutedCall {
   #arrived = 0;
   #queueTimer: NodeJS.Timeout | undefined;
   #matchTimer: NodeJS.Timeout | undefined;
-  stream?: StreamReader;
+  stream?: StreamBuffer;
   readonly #router: Router;
   #unsubscribe: (() => void) | undefined;
 
@@ -195,8 +196,8 @@ class Request implements RoutedCall {
     readonly method: string | undefined,
     public args: unknown[],
     readonly options: CallOptions,
-    readonly resolveCall: (value: unknown) => void,
-    readonly rejectCall: (error: unknown) => void,
+    public resolveCall: (value: unknown) => void,
+    public rejectCall: (error: unknown) => void,
   ) {
     this.#router = router;
     this.transfer = options.transfer ?? NO_TRANSFER;
@@ -275,7 +276,11 @@ class Request implements RoutedCall {
   resolve(value: unknown): void {
     // A stream stays cancellable (timeout, signal) until it ends; anything else is done.
     if (!this.stream) this.#finish();
-    this.resolveCall(value);
+    const resolve = this.resolveCall;
+    // Its promise (and the stream reader it holds) is the caller's alone from now on: a
+    // stream's reader must be collectable while its call is under way (see `unread`).
+    this.resolveCall = this.rejectCall = SETTLED;
+    resolve(value);
   }
 
   reject(error: unknown): void {

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { after, before, describe, test } from "node:test";
 import { BackPressureError, CancelledError, ReplicaDiedError, TimeoutError } from "tributary";
 import { STREAM_WINDOW } from "../../src/wire/protocol.js";
@@ -265,6 +267,36 @@ describe("router limits, timeouts and lifecycle", { timeout: 120_000 }, () => {
       3,
       "the replica is free again",
     );
+  });
+
+  test("router - a stream its caller drops unread is stopped once collected, and frees its replica's slot", async () => {
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc") as () => void;
+    await using server = await serve(app.withOptions({ fragile: { maxOngoingRequests: 2 } }));
+    const fragile = server.getHandle<Fragile>("fragile");
+    // Two endless streams, one awaited (the caller held its reader), one not: both dropped.
+    await (async () => {
+      // (Typed as a stream; at run time a response is thenable too, awaited to its reader.)
+      const reader: unknown = await Promise.resolve(fragile.ticks());
+      void reader;
+      void fragile.ticks();
+    })();
+    await eventually(
+      async () => (await server.status()).applications.faulty!.deployments.fragile!.ongoing === 2,
+      5_000,
+      "both streams hold a slot",
+    );
+    await eventually(
+      async () => {
+        gc();
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return (await server.status()).applications.faulty!.deployments.fragile!.ongoing === 0;
+      },
+      10_000,
+      "the dropped streams are stopped",
+    );
+    const bounded = server.getHandle<Fragile>("fragile", { timeout: "2s" });
+    assert.equal(await bounded.echo(3), 3, "the replica is free again");
   });
 
   test("ingress - a request waiting at the ingress gate honours its timeout", async () => {

@@ -210,10 +210,10 @@ const NESTED_CHECK_ITEMS = 1024;
 
 /**
  * The `ValidationError` for a part of `args` (within their first {@link NESTED_CHECK_ITEMS}
- * values, in arrays and plain objects) that surely cannot cross to a replica, if there is
- * one: a call about to wait in a router's queue is checked now, so that it fails at once
- * rather than when it leaves the queue. What this does not look into (class instances,
- * Maps, Sets, values past the budget) is left to structured clone when the call is sent.
+ * values, in arrays, objects, Maps and Sets) that surely cannot cross to a replica, if
+ * there is one: a call about to wait in a router's queue is checked now, so that it fails
+ * at once rather than when it leaves the queue. What this does not reach (values past the
+ * budget) is left to structured clone when the call is sent.
  */
 export function unsendableNested(
   deployment: string,
@@ -263,10 +263,38 @@ function findNested(
     }
     return undefined;
   }
-  if (!isPlainObject(value)) return undefined;
-  for (const key in value) {
+  // Their items are numbers.
+  if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) return undefined;
+  if (value instanceof Map) {
+    for (const [key, item] of value) {
+      if (budget.items <= 0) break;
+      const found =
+        findNested(key, `${path} (a Map key)`, budget, depth + 1) ??
+        findNested(
+          item,
+          typeof key === "object" || typeof key === "function"
+            ? `${path} (a Map value)`
+            : `${path}.get(${String(key)})`,
+          budget,
+          depth + 1,
+        );
+      if (found) return found;
+    }
+    return undefined;
+  }
+  if (value instanceof Set) {
+    for (const item of value) {
+      if (budget.items <= 0) break;
+      const found = findNested(item, `${path} (a Set item)`, budget, depth + 1);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  // A plain object, or a class instance: structured clone copies its own enumerable fields.
+  const own = value as Record<string, unknown>;
+  for (const key of Object.keys(own)) {
     if (budget.items <= 0) break;
-    const found = findNested(value[key], `${path}.${key}`, budget, depth + 1);
+    const found = findNested(own[key], `${path}.${key}`, budget, depth + 1);
     if (found) return found;
   }
   return undefined;

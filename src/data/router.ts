@@ -185,11 +185,6 @@ class Request implements RoutedCall {
   viewed: readonly ArrayBuffer[];
   /** No one else changes the arguments (see {@link CallOptions.owned}). */
   owned: boolean;
-  /**
-   * The arguments are this router's own: the caller's walk values (`options.owned`), a
-   * copy taken here, or what a replica handed back. Only such a call waits as it is.
-   */
-  kept: boolean;
 
   constructor(
     router: Router,
@@ -202,15 +197,14 @@ class Request implements RoutedCall {
     this.#router = router;
     this.transfer = options.transfer ?? NO_TRANSFER;
     this.viewed = options.viewed ?? NO_VIEWED;
-    // A call that moves buffers keeps its batch as it is: the buffers are the caller's no
-    // more, and another call given the same array at once gets a copy of it while this one
-    // has not left (see `#moveOnce`). One that must wait in the queue is copied (`#keep`).
+    // A call that moves buffers keeps its batch and its place in the queue as it is: the
+    // buffers are the caller's no more, and another call given the same array at once gets
+    // a copy of it while this one has not left (see `#moveOnce`).
     this.owned =
       options.owned === true ||
       this.transfer.length > 0 ||
       this.viewed.length > 0 ||
       !args.some(changeable);
-    this.kept = options.owned === true;
     this.model = options.multiplexedModelId;
     const { cancel, timeoutMs } = options;
     if (timeoutMs !== undefined) {
@@ -300,7 +294,6 @@ class Request implements RoutedCall {
       this.transfer = transferablesOf(args);
       this.viewed = NO_VIEWED;
       this.owned = true;
-      this.kept = true;
     }
     const slot = this.slot;
     if (slot) {
@@ -492,36 +485,29 @@ export class Router {
         }
       }
       const request = new Request(this, method, args, options, resolve, reject);
-      if (slot) {
-        if ((request.transfer.length > 0 || request.viewed.length > 0) && !this.#moveOnce(request))
-          return;
-        this.#dispatch(request, slot);
-      } else if (this.#keep(request)) {
-        this.#enqueue(request, false);
-      }
+      if ((request.transfer.length > 0 || request.viewed.length > 0) && !this.#moveOnce(request))
+        return;
+      if (slot) this.#dispatch(request, slot);
+      else if (this.#keep(request)) this.#enqueue(request, false);
     });
   }
 
   /**
    * A call that must wait (in the queue, or for a replica that is away) keeps arguments its
-   * caller could change meanwhile only as a copy (see {@link #takeArguments}). Returns false
-   * when they cannot be copied (the call was answered with why).
+   * caller could change meanwhile only as a copy (see {@link #takeArguments}). Not a call
+   * that moves or views a typed array: it waits with its arguments as they are (a tensor is
+   * not copied to wait; copying a view copies its whole buffer, and a `Buffer` would arrive
+   * as a `Uint8Array`), and its caller changes nothing in them until it is sent (README).
+   * Returns false when they cannot be copied (the call was answered with why).
    */
   #keep(request: Request): boolean {
-    if (request.kept) return true;
-    const moves = request.transfer.length > 0 || request.viewed.length > 0;
-    if (!moves && !request.args.some(changeable)) return true; // nothing to change
-    return this.#takeArguments(request);
+    return request.owned || this.#takeArguments(request);
   }
 
   /**
    * A user's call that must wait: its arguments are copied now, so that what its caller
-   * changes next does not reach the replica. Its typed arrays are copied too and stay the
-   * caller's (the copy's buffers move when the call is sent): the call may wait long past
-   * the turn in which it was made, and a later call may be given the same arrays. A value
-   * structured clone refuses (nested in a Map, a Set or a class instance, which the check
-   * before does not search) fails the call now. Returns false when they cannot be copied
-   * (the call was answered with why).
+   * changes next does not reach the replica. Returns false when they cannot be copied (the
+   * call was answered with why).
    */
   #takeArguments(request: Request): boolean {
     try {
@@ -533,7 +519,6 @@ export class Router {
     request.transfer = transferablesOf(request.args);
     request.viewed = NO_VIEWED;
     request.owned = true;
-    request.kept = true;
     return true;
   }
 

@@ -259,6 +259,25 @@ export class Metrics implements FrontDoorMetrics {
     return () => this.#remotes.delete(collect);
   }
 
+  /**
+   * Counters and histograms of sources that are gone (the workers of a closed front-door
+   * pool), summed into one: they stay in every scrape, so a source that goes reads as no
+   * reset.
+   */
+  keepCounted(json: MetricsJson): void {
+    const kept = json.filter((m) => ["counter", "histogram"].includes(String(m.type)));
+    if (kept.length === 0) return;
+    this.#counted = this.#counted.then(async (counted) =>
+      AggregatorRegistry.aggregate([counted, kept]).getMetricsAsJSON(),
+    );
+    if (!this.#keepsCounted) {
+      this.#keepsCounted = true;
+      this.#remotes.add(async () => [await this.#counted]);
+    }
+  }
+  #counted: Promise<MetricsJson> = Promise.resolve([]);
+  #keepsCounted = false;
+
   /** The deployments of every source, for the dashboard. */
   sources(): readonly MetricsSource[] {
     return [...this.#sources];

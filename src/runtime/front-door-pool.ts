@@ -115,13 +115,17 @@ interface HeldPort {
 }
 const heldPorts = new Map<string, HeldPort>();
 
-/** A port no one listens on now (the kernel's pick), for a pool asked to listen on 0. */
-async function freePort(host: string): Promise<number> {
+/**
+ * A port no one listens on now (the kernel's pick), for a pool asked to listen on 0. (Free
+ * until the first worker binds it: another process could take it meanwhile, and the pool's
+ * start then fails as a port in use.)
+ */
+async function freePort(host: string, kind: HeldPort["kind"], setting: string): Promise<number> {
   const probe = createServer();
   await new Promise<void>((resolve, reject) => {
     probe.once("error", reject);
     probe.listen(0, host, resolve);
-  });
+  }).catch((error: unknown) => listenFailed(error, kind, host, 0, setting));
   const { port } = probe.address() as AddressInfo;
   await new Promise((resolve) => probe.close(resolve));
   return port;
@@ -140,10 +144,10 @@ async function claimPort(
     const mine = [...heldPorts.values()].find(
       (h) => h.owner === owner && h.kind === kind && h.host === host && h.pinned,
     );
-    port = mine?.port ?? (await freePort(host));
+    port = mine?.port ?? (await freePort(host, kind, setting));
     // Not one this process's pools hold (the HTTP port, when gRPC's is pinned next).
     for (let tries = 0; !mine && heldPorts.has(`${host}:${port}`) && tries < 10; tries++)
-      port = await freePort(host);
+      port = await freePort(host, kind, setting);
   }
   const key = `${host}:${port}`;
   const held = heldPorts.get(key);
@@ -333,9 +337,11 @@ export async function startFrontDoorPool(
       tell(worker, { t: "metrics-json", id });
     });
   const unlistRemote = metrics.addRemote(async () => {
-    const answers = await Promise.all([...serving].filter((w) => w.isConnected()).map(askJson));
+    const asked = [...serving].filter((w) => w.isConnected());
+    const answers = await Promise.all(asked.map(askJson));
     await retiring;
-    return [...answers, retired];
+    // A worker that exited meanwhile is in `retired` now: not counted twice.
+    return [...answers.filter((_, i) => workers.has(asked[i]!)), retired];
   });
 
   const ask = (worker: Worker, message: ToFrontDoor & { seq: number }) =>
@@ -565,8 +571,7 @@ export async function startFrontDoorPool(
       // workers starts a new pool: a rollout reads as no reset), as their series ended.
       await retiring;
       unlistRemote();
-      const counted = retired;
-      if (counted.length > 0) metrics.addRemote(async () => [counted]);
+      metrics.keepCounted(retired);
     },
     idle: () =>
       new Promise<void>((resolve) => {

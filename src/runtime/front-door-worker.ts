@@ -359,9 +359,11 @@ function drain(timeoutMs?: number): void {
   const closed = doors.close(forced);
   // The main process stops the replicas once every worker has answered what it had.
   void doors.idle().then(() => send({ t: "drained" }));
+  // Its counts go first: a trace exporter slow to flush could outlast the main process's
+  // patience (it kills a worker that has not exited soon after a forced close).
   void closed
+    .then(() => sendFinalMetrics().catch(() => undefined))
     .then(() => traceExport?.close())
-    .then(sendFinalMetrics)
     .finally(() => process.exit(0));
 }
 

@@ -37,7 +37,7 @@ import { startGrpcSpan } from "./server-spans.js";
 import { validTraceparent } from "../tracing.js";
 import { SERVER_NAME, SERVER_VERSION } from "./version.js";
 import type { FrontDoorMetrics } from "../metrics/metrics.js";
-import { listenFailed } from "./listen.js";
+import { listenFailed, PORT_SETTINGS } from "./listen.js";
 
 const PROTO = fileURLToPath(new URL("./proto/grpc_predict_v2.proto", import.meta.url));
 
@@ -472,7 +472,7 @@ export async function startGrpc(
             "gRPC",
             options.host,
             options.port,
-            "grpc.port in the YAML, --grpc-port, or run()'s grpc.port",
+            PORT_SETTINGS.gRPC,
           );
         } catch (failed) {
           reject(failed);

@@ -21,7 +21,7 @@ import { registerOipRoutes } from "./oip-http.js";
 import { openApiDocument } from "./openapi.js";
 import type { IngressTarget, IngressTargets } from "./target.js";
 import type { FrontDoorMetrics } from "../metrics/metrics.js";
-import { listenFailed } from "./listen.js";
+import { listenFailed, PORT_SETTINGS } from "./listen.js";
 import { httpStatusOf, NotFoundError } from "../errors.js";
 import { httpError } from "./http-errors.js";
 
@@ -275,13 +275,7 @@ export async function startHttp(
   await fastify
     .listen({ host: options.host, port: options.port })
     .catch((error: unknown) =>
-      listenFailed(
-        error,
-        "HTTP",
-        options.host,
-        options.port,
-        "http.port in the YAML, --port, or run()'s port",
-      ),
+      listenFailed(error, "HTTP", options.host, options.port, PORT_SETTINGS.HTTP),
     );
   const server = fastify.server;
   let closed: Promise<void> | undefined;

@@ -1,5 +1,11 @@
 /** @internal What a front door or the admin API says when it cannot listen. */
 
+/** Where a user sets each front door's port, named in the error when it cannot listen. */
+export const PORT_SETTINGS = {
+  HTTP: "http.port in the YAML, --port, or run()'s port",
+  gRPC: "grpc.port in the YAML, --grpc-port, or run()'s grpc.port",
+} as const;
+
 /**
  * Rethrows a failed `listen` as what a user can act on: which port, which setting chooses
  * it, and that 0 picks a free one (the error's `code` and `cause` are kept).

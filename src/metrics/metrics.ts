@@ -30,6 +30,11 @@ export interface MetricsSource {
 /** The JSON form of a registry's metrics (prom-client's `getMetricsAsJSON()`). */
 export type MetricsJson = Awaited<ReturnType<Registry["getMetricsAsJSON"]>>;
 
+/** The counters and histograms of `json`: what a source that is gone still counts. */
+export function countersOf(json: MetricsJson): MetricsJson {
+  return json.filter((m) => ["counter", "histogram"].includes(String(m.type)));
+}
+
 /** What the front doors record and answer `GET /metrics` with. */
 export interface FrontDoorMetrics {
   /** An HTTP request was answered with `code` after `seconds`. */
@@ -161,6 +166,9 @@ export class Metrics implements FrontDoorMetrics {
   /** What those series last read from sources since removed (see {@link addSource}). */
   readonly #retired = new Map<string, Value[]>();
   readonly #remotes = new Set<() => Promise<MetricsJson[]>>();
+  /** What gone sources counted (see {@link keepCounted}), and whether a scrape reads it. */
+  #counted: Promise<MetricsJson> = Promise.resolve([]);
+  #keepsCounted = false;
   /**
    * The front doors' counts, kept as plain numbers (a request does a map lookup and a few
    * additions, not prom-client's hashing of its labels) and formatted at scrape time.
@@ -265,7 +273,7 @@ export class Metrics implements FrontDoorMetrics {
    * reset.
    */
   keepCounted(json: MetricsJson): void {
-    const kept = json.filter((m) => ["counter", "histogram"].includes(String(m.type)));
+    const kept = countersOf(json);
     if (kept.length === 0) return;
     this.#counted = this.#counted.then(async (counted) =>
       AggregatorRegistry.aggregate([counted, kept]).getMetricsAsJSON(),
@@ -275,8 +283,6 @@ export class Metrics implements FrontDoorMetrics {
       this.#remotes.add(async () => [await this.#counted]);
     }
   }
-  #counted: Promise<MetricsJson> = Promise.resolve([]);
-  #keepsCounted = false;
 
   /** The deployments of every source, for the dashboard. */
   sources(): readonly MetricsSource[] {

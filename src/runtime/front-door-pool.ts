@@ -19,12 +19,13 @@ import { AggregatorRegistry } from "prom-client";
 import { INGRESS, type Application } from "../app/application.js";
 import type { Controller, Subscriber } from "../control/controller.js";
 import { TributaryError } from "../errors.js";
-import { listenFailed } from "../ingress/listen.js";
+import { listenFailed, PORT_SETTINGS } from "../ingress/listen.js";
 import { deserializeError } from "../wire/error-codec.js";
 import type { FromFrontDoor, ServedApplication, ToFrontDoor } from "./front-door-worker.js";
+import { LISTEN_DEFAULTS } from "./front-doors.js";
 import { armWeights } from "./graph-ingress.js";
 import type { RunOptions } from "./server.js";
-import type { Metrics, MetricsJson } from "../metrics/metrics.js";
+import { countersOf, type Metrics, type MetricsJson } from "../metrics/metrics.js";
 
 const ENTRY = new URL("./front-door-entry.mjs", import.meta.url);
 /** How long a worker may take to import the modules and listen, or to load new ones. */
@@ -120,12 +121,12 @@ const heldPorts = new Map<string, HeldPort>();
  * until the first worker binds it: another process could take it meanwhile, and the pool's
  * start then fails as a port in use.)
  */
-async function freePort(host: string, kind: HeldPort["kind"], setting: string): Promise<number> {
+async function freePort(host: string, kind: HeldPort["kind"]): Promise<number> {
   const probe = createServer();
   await new Promise<void>((resolve, reject) => {
     probe.once("error", reject);
     probe.listen(0, host, resolve);
-  }).catch((error: unknown) => listenFailed(error, kind, host, 0, setting));
+  }).catch((error: unknown) => listenFailed(error, kind, host, 0, PORT_SETTINGS[kind]));
   const { port } = probe.address() as AddressInfo;
   await new Promise((resolve) => probe.close(resolve));
   return port;
@@ -137,17 +138,20 @@ async function claimPort(
   kind: HeldPort["kind"],
   host: string,
   asked: number,
-  setting: string,
 ): Promise<HeldPort> {
   let port = asked;
   if (asked === 0) {
     const mine = [...heldPorts.values()].find(
       (h) => h.owner === owner && h.kind === kind && h.host === host && h.pinned,
     );
-    port = mine?.port ?? (await freePort(host, kind, setting));
-    // Not one this process's pools hold (the HTTP port, when gRPC's is pinned next).
-    for (let tries = 0; !mine && heldPorts.has(`${host}:${port}`) && tries < 10; tries++)
-      port = await freePort(host, kind, setting);
+    if (mine) {
+      port = mine.port;
+    } else {
+      // Not one this process's pools hold (the HTTP port, when gRPC's is pinned next).
+      let tries = 0;
+      do port = await freePort(host, kind);
+      while (heldPorts.has(`${host}:${port}`) && ++tries < 10);
+    }
   }
   const key = `${host}:${port}`;
   const held = heldPorts.get(key);
@@ -159,7 +163,7 @@ async function claimPort(
       kind,
       host,
       port,
-      setting,
+      PORT_SETTINGS[kind],
     );
   }
   if (held) {
@@ -233,47 +237,28 @@ export async function startFrontDoorPool(
   // Every worker gets the same settings, with the ports this pool holds (0 pinned): the
   // cluster shares one socket per address and port among them, replacements included.
   // gRPC's listener is shared the same way.
-  const host = options.host ?? "127.0.0.1";
-  const askedHttp = options.port ?? 8000;
-  const askedGrpc = options.grpc ? (options.grpc.port ?? 9000) : undefined;
+  const host = options.host ?? LISTEN_DEFAULTS.host;
+  const askedHttp = options.port ?? LISTEN_DEFAULTS.port;
+  const askedGrpc = options.grpc ? (options.grpc.port ?? LISTEN_DEFAULTS.grpcPort) : undefined;
   const ports: HeldPort[] = [];
+  /** Lets go of the ports (once: the list is emptied). */
+  const releasePorts = (): void => ports.splice(0).forEach(releasePort);
   try {
-    ports.push(
-      await claimPort(
-        owner,
-        "HTTP",
-        host,
-        askedHttp,
-        "http.port in the YAML, --port, or run()'s port",
-      ),
-    );
-    if (askedGrpc !== undefined)
-      ports.push(
-        await claimPort(
-          owner,
-          "gRPC",
-          host,
-          askedGrpc,
-          "grpc.port in the YAML, --grpc-port, or run()'s grpc.port",
-        ),
-      );
+    ports.push(await claimPort(owner, "HTTP", host, askedHttp));
+    if (askedGrpc !== undefined) ports.push(await claimPort(owner, "gRPC", host, askedGrpc));
   } catch (error) {
-    ports.forEach(releasePort);
+    releasePorts();
     throw error;
   }
-  let portsHeld = true;
-  const releasePorts = (): void => {
-    if (portsHeld) ports.forEach(releasePort);
-    portsHeld = false;
-  };
+  const [httpHeld, grpcHeld] = ports;
   /** `next` with this pool's ports where it asks for the same ones as the pool was. */
   const pinned = (next: RunOptions): RunOptions => {
-    if ((next.host ?? "127.0.0.1") !== host) return next;
-    const grpc = next.grpc && (next.grpc.port ?? 9000) === askedGrpc && { port: ports[1]!.port };
+    if ((next.host ?? LISTEN_DEFAULTS.host) !== host) return next;
+    const sameGrpc = next.grpc && (next.grpc.port ?? LISTEN_DEFAULTS.grpcPort) === askedGrpc;
     return {
       ...next,
-      ...((next.port ?? 8000) === askedHttp && { port: ports[0]!.port }),
-      ...(grpc && { grpc: { ...next.grpc, ...grpc } }),
+      ...((next.port ?? LISTEN_DEFAULTS.port) === askedHttp && { port: httpHeld!.port }),
+      ...(sameGrpc && { grpc: { port: grpcHeld!.port } }),
     };
   };
   let settings = workerSettings(pinned(options));
@@ -316,7 +301,7 @@ export async function startFrontDoorPool(
   const retire = (worker: Worker): void => {
     const last = lastJson.get(worker);
     lastJson.delete(worker);
-    const kept = last?.filter((m) => ["counter", "histogram"].includes(String(m.type)));
+    const kept = last && countersOf(last);
     if (!kept || kept.length === 0) return;
     retiring = retiring.then(async () => {
       retired = await AggregatorRegistry.aggregate([retired, kept]).getMetricsAsJSON();

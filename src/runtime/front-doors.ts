@@ -19,6 +19,9 @@ export function requireGrpcPackages(): void {
   requirePackages("gRPC (the grpc option)", ["@grpc/grpc-js", "@grpc/proto-loader"]);
 }
 
+/** Where the front doors listen unless told (`run()`'s and the YAML's defaults). */
+export const LISTEN_DEFAULTS = { host: "127.0.0.1", port: 8000, grpcPort: 9000 } as const;
+
 /** The defaults of the front doors' limits (README, "Limits"). */
 export const FRONT_DOOR_DEFAULTS = {
   bodyLimit: 16 * 1024 * 1024,
@@ -63,7 +66,11 @@ function httpSettings(options: RunOptions): HttpSettings {
 
 /** What the listeners are: a change here needs new ones. */
 const listenerKey = (options: RunOptions): string =>
-  JSON.stringify([options.host ?? "127.0.0.1", options.port ?? 8000, options.grpc?.port ?? null]);
+  JSON.stringify([
+    options.host ?? LISTEN_DEFAULTS.host,
+    options.port ?? LISTEN_DEFAULTS.port,
+    options.grpc?.port ?? null,
+  ]);
 
 const SETTING_NAMES: Record<keyof HttpSettings, string> = {
   bodyLimit: "bodyLimit",
@@ -78,13 +85,13 @@ export async function startFrontDoors(
   metrics?: FrontDoorMetrics,
 ): Promise<FrontDoors> {
   const targets = "list" in served ? served : singleTarget(served);
-  const host = options.host ?? "127.0.0.1";
+  const host = options.host ?? LISTEN_DEFAULTS.host;
   const initial = httpSettings(options);
   // The front doors load only where they serve: replicas import this module too.
   const { startHttp } = await import("../ingress/http.js");
   const http: HttpFrontDoor = await startHttp(targets, {
     host,
-    port: options.port ?? 8000,
+    port: options.port ?? LISTEN_DEFAULTS.port,
     ...initial,
     debug: options.debug ?? false,
     logLevel: options.logLevel ?? "warn",
@@ -101,7 +108,7 @@ export async function startFrontDoors(
       const { startGrpc } = await import("../ingress/grpc.js");
       grpc = await startGrpc(targets, {
         host,
-        port: options.grpc.port ?? 9000,
+        port: options.grpc.port ?? LISTEN_DEFAULTS.grpcPort,
         maxMessageBytes: initial.bodyLimit,
         requestTimeoutMs: () => http.settings.requestTimeoutMs,
         metrics,

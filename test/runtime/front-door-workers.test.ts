@@ -34,6 +34,14 @@ const [url, ms] = process.argv.slice(1);
   console.log(JSON.stringify({ done, failed }));
 })();`;
 
+/** POSTs `n` to plain-double, the JavaScript application. */
+const postDouble = (url: string, n: number): Promise<Response> =>
+  fetch(`${url}/plain-double`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: String(n),
+  });
+
 const post = (url: string): Promise<Response> =>
   fetch(`${url}/direct`, {
     method: "POST",
@@ -141,11 +149,7 @@ describe("front doors as several worker processes (http.workers)", { timeout: 24
     });
     const answers = await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
-        fetch(`${server.url}/plain-double`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: String(i),
-        }).then(async (r) => [r.status, await r.json()] as const),
+        postDouble(server.url, i).then(async (r) => [r.status, await r.json()] as const),
       ),
     );
     assert.deepEqual(
@@ -162,13 +166,7 @@ describe("front doors as several worker processes (http.workers)", { timeout: 24
     assert.notEqual(direct.url, doubling.url);
     // Each port answers its own server's routes only (a shared socket split them before).
     const answers = await Promise.all(
-      Array.from({ length: 10 }, (_, i) =>
-        fetch(`${doubling.url}/plain-double`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: String(i),
-        }).then((r) => r.status),
-      ),
+      Array.from({ length: 10 }, (_, i) => postDouble(doubling.url, i).then((r) => r.status)),
     );
     assert.deepEqual(answers, Array<number>(10).fill(200));
     assert.equal((await post(direct.url)).status, 200);
